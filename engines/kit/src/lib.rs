@@ -1,0 +1,63 @@
+//! The runtime every in-process engine plugin shares.
+//!
+//! An engine implements [`Backend`] (prefill a set of sequences, decode one
+//! step for a set of sequences, free a sequence) and calls [`spawn`] from
+//! its [`engine_api::Engine::load`]. Everything above the tensor math —
+//! the request queue, the batching policy, sampling, end-of-sequence
+//! handling, sink calls and engine-side timing — lives here, so that two
+//! engines compared by engine-matrix differ only in their kernels, never
+//! in their scheduling.
+//!
+//! # Threads
+//!
+//! One scheduler thread owns the backend. It sleeps on a channel while
+//! there is no work; `submit` only validates and enqueues, so it returns
+//! in microseconds. A backend may use its own worker threads (candle's
+//! rayon pool) inside `prefill`/`decode`.
+//!
+//! # Panics
+//!
+//! A panic inside the backend is caught on the scheduler thread: the
+//! requests of that step get an error, and the model is marked poisoned
+//! (its state may be inconsistent), so every later submit fails with a
+//! clear message instead of hanging.
+
+mod options;
+pub mod sampling;
+mod scheduler;
+
+pub use options::parse_options;
+pub use scheduler::{spawn, KitModel};
+
+use engine_api::{EngineError, Logits, MemoryStats};
+
+/// Identifies a sequence in a backend; chosen by the scheduler.
+pub type SeqId = u64;
+
+/// The tensor side of an engine.
+pub trait Backend: Send + 'static {
+    /// Size of a row of logits.
+    fn vocab_size(&self) -> usize;
+    /// Largest prompt + generated length the model supports.
+    fn max_seq_len(&self) -> usize;
+    /// End-of-sequence token, if the model has one.
+    fn eos_token(&self) -> Option<u32>;
+    /// Runs the prompts of new sequences, creating their KV caches, and
+    /// writes the logits of each sequence's last position into `logits`
+    /// (row-major `[seqs.len(), vocab]`, replacing its contents).
+    fn prefill(
+        &mut self,
+        seqs: &[(SeqId, &[u32])],
+        logits: &mut Vec<f32>,
+    ) -> Result<(), EngineError>;
+    /// One decode step: appends `token` to each sequence's cache and
+    /// writes the next-token logits (`[seqs.len(), vocab]`). Sequences may
+    /// have different lengths.
+    fn decode(&mut self, seqs: &[(SeqId, u32)], logits: &mut Vec<f32>) -> Result<(), EngineError>;
+    /// Drops a sequence's cache.
+    fn free(&mut self, seq: SeqId);
+    /// Weight and KV cache bytes.
+    fn memory(&self) -> MemoryStats;
+    /// Logits for every position of `tokens`, without touching any cache.
+    fn score(&mut self, tokens: &[u32]) -> Result<Logits, EngineError>;
+}
