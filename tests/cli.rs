@@ -1,1 +1,301 @@
+//! End-to-end: the real binary, real plugins, tiny models.
 
+use integration_tests::*;
+use serde_json::Value;
+use std::path::Path;
+
+fn cells(summary: &Value) -> &Vec<Value> {
+    summary["cells"].as_array().expect("cells array")
+}
+
+fn write_matrix(dir: &Path, body: &str) -> std::path::PathBuf {
+    let p = dir.join("matrix.yaml");
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+#[test]
+fn tiny_matrix_runs_end_to_end_and_writes_raw_and_summary_json() {
+    let plugins = plugin_dir(&["candle"]);
+    let out = TempDir::new("run");
+    let run_dir = out.path().join("run");
+    let o = run(
+        &[
+            "run",
+            "matrices/tiny.yaml",
+            "--out",
+            run_dir.to_str().unwrap(),
+        ],
+        plugins.path(),
+    );
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    let stdout = text(&o.stdout);
+    assert!(
+        stdout.contains("| model | engine |"),
+        "markdown table: {stdout}"
+    );
+
+    let summary = read_json(&run_dir.join("summary.json"));
+    assert_eq!(summary["schema_version"], 1);
+    assert_eq!(summary["complete"], true);
+    assert!(summary["system"]["logical_cores"].as_u64().unwrap() >= 1);
+    assert!(summary["system"]["git_commit"].as_str().unwrap().len() >= 7);
+    let engine = &summary["engines"][0];
+    assert_eq!(engine["info"]["name"], "candle");
+    assert!(engine["info"]["runtime_version"]
+        .as_str()
+        .unwrap()
+        .starts_with("candle 0.11"));
+
+    let cells = cells(&summary);
+    assert!(cells.len() >= 3);
+    let kinds: std::collections::BTreeSet<&str> = cells
+        .iter()
+        .map(|c| c["cell"]["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds.len(),
+        3,
+        "latency, throughput and concurrency: {kinds:?}"
+    );
+    for c in cells {
+        assert_eq!(c["status"], "ok", "{c}");
+        let m = &c["metrics"];
+        assert_eq!(m["failed"], 0);
+        assert_eq!(m["output_length_mismatches"], 0, "{c}");
+        assert_eq!(m["out_of_vocab_tokens"], 0);
+        for k in ["ttft_ms", "e2el_ms", "itl_ms", "tpot_ms"] {
+            let d = &m[k];
+            for f in [
+                "mean",
+                "std",
+                "min",
+                "max",
+                "p50",
+                "p90",
+                "p95",
+                "p99",
+                "p999",
+                "spike_rate",
+            ] {
+                assert!(d[f].is_number(), "{k}.{f} in {c}");
+            }
+            assert!(d["min"].as_f64().unwrap() >= 0.0);
+        }
+        assert!(m["ttft_ms"]["p50"].as_f64().unwrap() <= m["e2el_ms"]["p50"].as_f64().unwrap());
+        assert!(m["output_throughput"].as_f64().unwrap() > 0.0);
+        assert!(m["request_throughput"].as_f64().unwrap() > 0.0);
+        assert!(
+            m["total_token_throughput"].as_f64().unwrap()
+                > m["output_throughput"].as_f64().unwrap()
+        );
+        let mem = &c["memory"];
+        assert!(mem["weight_bytes"].as_u64().unwrap() > 0);
+        assert!(mem["kv_cache_peak_bytes"].as_u64().unwrap() > 0);
+        assert!(mem["peak_rss_bytes"].as_u64().unwrap() > 0);
+    }
+
+    // results.jsonl: one line per cell with raw per-request timestamps
+    let lines = read_jsonl(&run_dir.join("results.jsonl"));
+    assert_eq!(lines.len(), cells.len());
+    for l in &lines {
+        let out_tokens = l["cell"]["params"]["output_tokens"].as_u64().unwrap() as usize;
+        let input = l["cell"]["params"]["input_tokens"].as_u64().unwrap();
+        let reqs = l["requests"].as_array().unwrap();
+        assert!(!reqs.is_empty());
+        let measured = reqs.iter().filter(|r| r["warmup"] == false).count();
+        assert_eq!(measured as u64, l["metrics"]["requests"].as_u64().unwrap());
+        for r in reqs {
+            let ts = r["token_ns"].as_array().unwrap();
+            assert_eq!(ts.len(), out_tokens, "exact output length");
+            assert_eq!(r["tokens"].as_array().unwrap().len(), out_tokens);
+            assert_eq!(r["prompt_tokens"].as_u64().unwrap(), input);
+            let submit = r["submit_ns"].as_u64().unwrap();
+            let t: Vec<u64> = ts.iter().map(|v| v.as_u64().unwrap()).collect();
+            assert!(t[0] > submit);
+            assert!(t.windows(2).all(|w| w[0] <= w[1]), "monotonic");
+            assert_eq!(r["finish_reason"], "length");
+        }
+    }
+    assert!(run_dir.join("summary.md").is_file());
+    assert!(run_dir.join("matrix.yaml").is_file());
+    assert!(run_dir.join("system.json").is_file());
+}
+
+const BROKEN: &str = r#"
+name: broken
+baseline: candle
+models:
+  - name: tiny
+    weights: synthetic
+    config: tiny
+engines:
+  - name: candle
+    options: {threads: 1}
+  - name: old
+    plugin: bad_abi
+  - name: relayout
+    plugin: bad_layout
+  - name: panicky
+  - name: ghost
+    plugin: nope
+scenarios:
+  - name: lat
+    kind: latency
+    warmup: 0
+    iterations: 2
+    axes:
+      workload:
+        - {input_tokens: 8, output_tokens: 4}
+        - {label: too-long, input_tokens: 250, output_tokens: 16}
+"#;
+
+#[test]
+fn broken_plugins_and_unknown_engines_fail_clearly_while_others_run() {
+    let plugins = plugin_dir(&["candle", "bad_abi", "bad_layout", "panicky"]);
+    let tmp = TempDir::new("broken");
+    let m = write_matrix(tmp.path(), BROKEN);
+    let run_dir = tmp.path().join("run");
+    let o = run(
+        &[
+            "run",
+            m.to_str().unwrap(),
+            "--out",
+            run_dir.to_str().unwrap(),
+        ],
+        plugins.path(),
+    );
+    let stderr = text(&o.stderr);
+    assert!(o.status.success(), "stderr: {stderr}");
+
+    // one line per broken engine, naming the file and both versions
+    let line = |needle: &str| {
+        stderr
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle} in: {stderr}"))
+            .to_string()
+    };
+    let old = line("libem_bad_abi");
+    assert!(
+        old.contains("engine-api 0.0.9") && old.contains("engine-api 0.1.0"),
+        "{old}"
+    );
+    let relayout = line("libem_bad_layout");
+    assert!(
+        relayout.contains("ABI-incompatible") && relayout.contains("--verbose"),
+        "{relayout}"
+    );
+    assert!(
+        stderr.lines().count() < 40,
+        "abi_stable's report must be summarised: {stderr}"
+    );
+    let ghost = line("'nope'");
+    assert!(
+        ghost.contains("engines[4].plugin") && ghost.contains("matrix.yaml:"),
+        "{ghost}"
+    );
+
+    let summary = read_json(&run_dir.join("summary.json"));
+    let by = |engine: &str| -> Vec<&Value> {
+        cells(&summary)
+            .iter()
+            .filter(|c| c["cell"]["engine"] == engine)
+            .collect()
+    };
+    let candle = by("candle");
+    assert_eq!(candle.len(), 2);
+    assert_eq!(candle[0]["status"], "ok", "{}", candle[0]);
+    // GPT-2-style context limit: 250 + 16 > 256 positions
+    assert_eq!(candle[1]["status"], "unsupported", "{}", candle[1]);
+    assert!(candle[1]["reason"].as_str().unwrap().contains("256"));
+    for (engine, needle) in [
+        ("old", "0.0.9"),
+        ("relayout", "ABI-incompatible"),
+        ("panicky", "panicked"),
+        ("ghost", "not found"),
+    ] {
+        let cs = by(engine);
+        assert_eq!(cs.len(), 2, "{engine}");
+        for c in cs {
+            assert_eq!(c["status"], "failed", "{c}");
+            assert!(
+                c["reason"].as_str().unwrap().contains(needle),
+                "{engine}: {c}"
+            );
+        }
+    }
+    assert_eq!(read_jsonl(&run_dir.join("results.jsonl")).len(), 10);
+}
+
+#[test]
+fn engines_lists_info_and_one_line_errors() {
+    let plugins = plugin_dir(&["candle", "bad_layout", "panicky"]);
+    let o = run(&["engines"], plugins.path());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let s = text(&o.stdout);
+    assert!(s.contains("runtime candle 0.11"), "{s}");
+    assert!(s.contains("dtypes: f32"), "{s}");
+    let err = s
+        .lines()
+        .find(|l| l.contains("error:"))
+        .expect("error line");
+    assert!(err.contains("ABI-incompatible"), "{err}");
+    assert!(s.lines().count() < 30, "{s}");
+    let verbose = run(&["engines", "--verbose"], plugins.path());
+    assert!(text(&verbose.stdout).lines().count() > s.lines().count() + 20);
+    let json = run(&["engines", "--json"], plugins.path());
+    let v: Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(v.as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn bad_matrices_are_rejected_with_file_line_and_column() {
+    let plugins = plugin_dir(&[]);
+    let tmp = TempDir::new("bad");
+    let m = write_matrix(
+        tmp.path(),
+        "name: x\nmodels:\n  - name: tiny\n    weights: synthetic\n    config: tiny\nengines:\n  - name: candle\n    colour: blue\nscenarios: []\n",
+    );
+    let o = run(&["validate", m.to_str().unwrap()], plugins.path());
+    assert!(!o.status.success());
+    let e = text(&o.stderr);
+    assert!(e.contains("matrix.yaml:8:"), "{e}");
+    assert!(e.contains("colour"), "{e}");
+
+    let missing = TempDir::new("missing-model");
+    let m = write_matrix(
+        tmp.path(),
+        &format!(
+            "name: x\nmodels:\n  - name: m\n    path: {}\nengines:\n  - name: candle\nscenarios:\n  - name: s\n    kind: latency\n    iterations: 1\n    warmup: 0\n",
+            missing.path().display()
+        ),
+    );
+    let run_dir = tmp.path().join("run");
+    let plugins = plugin_dir(&["candle"]);
+    let o = run(
+        &[
+            "run",
+            m.to_str().unwrap(),
+            "--out",
+            run_dir.to_str().unwrap(),
+        ],
+        plugins.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let stderr = text(&o.stderr);
+    assert!(
+        stderr.contains("config.json") && stderr.contains("model 'm'"),
+        "{stderr}"
+    );
+    let s = read_json(&run_dir.join("summary.json"));
+    assert_eq!(cells(&s)[0]["status"], "failed");
+}
+
+#[test]
+fn gpt2_matrix_validates_and_marks_l4_in_quick_and_full() {
+    let plugins = plugin_dir(&["candle"]);
+    let o = run(&["validate", "matrices/gpt2.yaml"], plugins.path());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("valid"));
+}

@@ -1,0 +1,759 @@
+//! Scenarios: parsing, and expansion of their axes into cells with GitHub
+//! Actions matrix semantics.
+
+use super::yaml::At;
+use super::{check_name, Cell, CellParams, Ctx, MatrixError, ScenarioKind};
+use engine_api::BatchPolicy;
+use std::collections::{HashMap, HashSet};
+
+/// The keys an axis, a `workload` entry, an `include`/`exclude` entry or a
+/// scenario-level default can set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Key {
+    InputTokens,
+    OutputTokens,
+    BatchSize,
+    Concurrency,
+    BatchPolicy,
+    MaxBatch,
+    NumRequests,
+    Requests,
+    DurationS,
+    Dtype,
+    Quantization,
+    Label,
+}
+
+pub(crate) const AXIS_KEYS: [(Key, &str); 12] = [
+    (Key::InputTokens, "input_tokens"),
+    (Key::OutputTokens, "output_tokens"),
+    (Key::BatchSize, "batch_size"),
+    (Key::Concurrency, "concurrency"),
+    (Key::BatchPolicy, "batch_policy"),
+    (Key::MaxBatch, "max_batch"),
+    (Key::NumRequests, "num_requests"),
+    (Key::Requests, "requests"),
+    (Key::DurationS, "duration_s"),
+    (Key::Dtype, "dtype"),
+    (Key::Quantization, "quantization"),
+    (Key::Label, "label"),
+];
+
+pub(crate) const DTYPES: [&str; 3] = ["f32", "f16", "bf16"];
+
+const WORKLOAD: &str = "workload";
+const RUN_KEYS: [&str; 4] = ["warmup", "iterations", "min_duration_s", "max_duration_s"];
+const PLAN_KEYS: [&str; 3] = ["axes", "exclude", "include"];
+const SCENARIO_KEYS: [&str; 5] = ["name", "kind", "models", "engines", "quick"];
+
+impl Key {
+    fn name(self) -> &'static str {
+        AXIS_KEYS.iter().find(|(k, _)| *k == self).unwrap().1
+    }
+    fn from_name(s: &str) -> Option<Key> {
+        AXIS_KEYS.iter().find(|(_, n)| *n == s).map(|(k, _)| *k)
+    }
+}
+
+fn axis_names() -> Vec<&'static str> {
+    AXIS_KEYS.iter().map(|(_, n)| *n).collect()
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Val {
+    Int(u32),
+    Num(f64),
+    Str(String),
+    Policy(BatchPolicy),
+}
+
+/// A value and the field path it was written at.
+#[derive(Clone, Debug)]
+struct Src {
+    val: Val,
+    path: String,
+}
+
+/// Key/values in the order written.
+type Entry = Vec<(Key, Src)>;
+
+fn get(entry: &Entry, key: Key) -> Option<&Src> {
+    entry.iter().find(|(k, _)| *k == key).map(|(_, s)| s)
+}
+
+fn set(entry: &mut Entry, key: Key, src: Src) {
+    match entry.iter_mut().find(|(k, _)| *k == key) {
+        Some(slot) => slot.1 = src,
+        None => entry.push((key, src)),
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Axis {
+    One {
+        key: Key,
+        values: Vec<Src>,
+    },
+    /// Zipped: each value sets several keys at once.
+    Workload {
+        values: Vec<Entry>,
+    },
+}
+
+impl Axis {
+    fn name(&self) -> &'static str {
+        match self {
+            Axis::One { key, .. } => key.name(),
+            Axis::Workload { .. } => WORKLOAD,
+        }
+    }
+    fn values(&self) -> Vec<Entry> {
+        match self {
+            Axis::One { key, values } => values.iter().map(|v| vec![(*key, v.clone())]).collect(),
+            Axis::Workload { values } => values.clone(),
+        }
+    }
+}
+
+/// Warmup, iteration and duration settings of a scenario.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Run {
+    pub warmup: u32,
+    pub iterations: u32,
+    pub min_duration_s: f64,
+    pub max_duration_s: f64,
+}
+
+/// What a scenario expands, with or without `--quick`.
+#[derive(Clone, Debug)]
+struct Plan {
+    run: Run,
+    axes: Vec<Axis>,
+    exclude: Vec<Entry>,
+    include: Vec<Entry>,
+}
+
+/// A parsed scenario.
+#[derive(Clone, Debug)]
+pub(crate) struct Spec {
+    pub path: String,
+    pub name: String,
+    pub kind: ScenarioKind,
+    pub models: Vec<String>,
+    pub engines: Vec<String>,
+    defaults: Entry,
+    full: Plan,
+    quick: Plan,
+}
+
+impl Spec {
+    pub fn run(&self, quick: bool) -> Run {
+        if quick {
+            self.quick.run
+        } else {
+            self.full.run
+        }
+    }
+}
+
+fn parse_value(at: &At<'_>, key: Key) -> Result<Src, MatrixError> {
+    let val = match key {
+        Key::InputTokens
+        | Key::OutputTokens
+        | Key::BatchSize
+        | Key::Concurrency
+        | Key::MaxBatch
+        | Key::NumRequests
+        | Key::Requests => Val::Int(at.u32_min(1)?),
+        Key::DurationS => Val::Num(at.non_negative()?),
+        Key::Dtype => {
+            let s = at.str().ok().filter(|s| DTYPES.contains(s));
+            Val::Str(
+                s.ok_or_else(|| {
+                    at.err(format!(
+                        "expected a dtype ({}), got {}",
+                        DTYPES.join(", "),
+                        at.node.describe()
+                    ))
+                })?
+                .to_string(),
+            )
+        }
+        Key::BatchPolicy => {
+            Val::Policy(at.str().ok().and_then(BatchPolicy::parse).ok_or_else(|| {
+                at.err(format!(
+                    "expected a batch policy (none, static, continuous), got {}",
+                    at.node.describe()
+                ))
+            })?)
+        }
+        Key::Quantization | Key::Label => {
+            let s = at.str()?;
+            check_name(at, s)?;
+            Val::Str(s.to_string())
+        }
+    };
+    Ok(Src {
+        val,
+        path: at.path.clone(),
+    })
+}
+
+/// A mapping of axis keys (a workload value, an include or exclude entry).
+fn parse_entry(at: &At<'_>) -> Result<Entry, MatrixError> {
+    let names = axis_names();
+    let m = at.map(&names)?;
+    if m.entries.is_empty() {
+        return Err(at.err("expected at least one axis key, got an empty mapping"));
+    }
+    m.entries
+        .iter()
+        .map(|(name, _, v)| {
+            Ok((
+                Key::from_name(name).unwrap(),
+                parse_value(v, Key::from_name(name).unwrap())?,
+            ))
+        })
+        .collect()
+}
+
+fn parse_entries(at: &At<'_>) -> Result<Vec<Entry>, MatrixError> {
+    at.seq()?.iter().map(parse_entry).collect()
+}
+
+fn parse_axes(at: &At<'_>) -> Result<Vec<Axis>, MatrixError> {
+    let mut allowed = vec![WORKLOAD];
+    allowed.extend(axis_names());
+    let m = at.map(&allowed)?;
+    let mut axes = Vec::new();
+    for (name, _, v) in &m.entries {
+        let items = v.non_empty_seq()?;
+        if *name == WORKLOAD {
+            axes.push(Axis::Workload {
+                values: items.iter().map(parse_entry).collect::<Result<_, _>>()?,
+            });
+        } else {
+            let key = Key::from_name(name).unwrap();
+            let mut values: Vec<Src> = Vec::new();
+            for item in &items {
+                let src = parse_value(item, key)?;
+                if let Some(first) = values.iter().position(|s| s.val == src.val) {
+                    return Err(item.err(format!(
+                        "duplicate value {} (already at index {first})",
+                        item.node.describe()
+                    )));
+                }
+                values.push(src);
+            }
+            axes.push(Axis::One { key, values });
+        }
+    }
+    Ok(axes)
+}
+
+fn parse_run(m: &super::yaml::MapView<'_>, base: Option<Run>) -> Result<Run, MatrixError> {
+    let d = base.unwrap_or(Run {
+        warmup: 1,
+        iterations: 5,
+        min_duration_s: 0.0,
+        max_duration_s: 600.0,
+    });
+    let run = Run {
+        warmup: m
+            .opt("warmup")
+            .map(|v| v.u32_min(0))
+            .transpose()?
+            .unwrap_or(d.warmup),
+        iterations: m
+            .opt("iterations")
+            .map(|v| v.u32_min(1))
+            .transpose()?
+            .unwrap_or(d.iterations),
+        min_duration_s: m
+            .opt("min_duration_s")
+            .map(|v| v.non_negative())
+            .transpose()?
+            .unwrap_or(d.min_duration_s),
+        max_duration_s: m
+            .opt("max_duration_s")
+            .map(|v| v.non_negative())
+            .transpose()?
+            .unwrap_or(d.max_duration_s),
+    };
+    if run.max_duration_s <= 0.0 || run.max_duration_s < run.min_duration_s {
+        let at = m
+            .opt("max_duration_s")
+            .or(m.opt("min_duration_s"))
+            .unwrap_or(&m.at);
+        return Err(at.err(format!(
+            "max_duration_s ({}) must be positive and at least min_duration_s ({})",
+            run.max_duration_s, run.min_duration_s
+        )));
+    }
+    Ok(run)
+}
+
+/// Checks a plan's axes against its include and exclude entries.
+fn check_plan(plan: &Plan, ctx: &Ctx<'_>) -> Result<(), MatrixError> {
+    let single: HashSet<Key> = plan
+        .axes
+        .iter()
+        .filter_map(|a| match a {
+            Axis::One { key, .. } => Some(*key),
+            Axis::Workload { .. } => None,
+        })
+        .collect();
+    let mut all = single.clone();
+    for axis in &plan.axes {
+        if let Axis::Workload { values } = axis {
+            for (k, src) in values.iter().flatten() {
+                if single.contains(k) {
+                    return Err(ctx.err(
+                        &src.path,
+                        format!(
+                            "`{}` is both an axis of its own and a key of workload values",
+                            k.name()
+                        ),
+                    ));
+                }
+                all.insert(*k);
+            }
+        }
+    }
+    for (k, src) in plan.exclude.iter().flatten() {
+        if !all.contains(k) {
+            let mut names: Vec<&str> = AXIS_KEYS
+                .iter()
+                .filter(|(key, _)| all.contains(key))
+                .map(|(_, n)| *n)
+                .collect();
+            if names.is_empty() {
+                names.push("none");
+            }
+            return Err(ctx.err(
+                &src.path,
+                format!(
+                    "exclude key `{}` is not an axis of this scenario (axes: {})",
+                    k.name(),
+                    names.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Parses `scenarios[i]`. `models` and `engines` are the matrix's names.
+pub(crate) fn parse_scenario(
+    at: &At<'_>,
+    ctx: &Ctx<'_>,
+    models: &[String],
+    engines: &[String],
+) -> Result<Spec, MatrixError> {
+    let mut allowed: Vec<&str> = SCENARIO_KEYS.to_vec();
+    allowed.extend(RUN_KEYS);
+    allowed.extend(PLAN_KEYS);
+    allowed.extend(axis_names());
+    let m = at.map(&allowed)?;
+
+    let name_at = m.require("name")?;
+    let name = name_at.str()?;
+    check_name(name_at, name)?;
+
+    let kind_at = m.require("kind")?;
+    let kind = match kind_at.str().ok() {
+        Some("latency") => ScenarioKind::Latency,
+        Some("throughput") => ScenarioKind::Throughput,
+        Some("concurrency") => ScenarioKind::Concurrency,
+        _ => {
+            return Err(kind_at.err(format!(
+                "expected a scenario kind (latency, throughput, concurrency), got {}",
+                kind_at.node.describe()
+            )))
+        }
+    };
+
+    let filter = |key: &str, known: &[String], what: &str| -> Result<Vec<String>, MatrixError> {
+        let Some(list) = m.opt(key) else {
+            return Ok(known.to_vec());
+        };
+        let mut out: Vec<String> = Vec::new();
+        for item in list.non_empty_seq()? {
+            let s = item.str()?;
+            if !known.iter().any(|k| k == s) {
+                return Err(item.err(format!(
+                    "unknown {what} `{s}` (defined: {})",
+                    known.join(", ")
+                )));
+            }
+            if out.iter().any(|o| o == s) {
+                return Err(item.err(format!("{what} `{s}` is listed twice")));
+            }
+            out.push(s.to_string());
+        }
+        Ok(out)
+    };
+    let model_names = filter("models", models, "model")?;
+    let engine_names = filter("engines", engines, "engine")?;
+
+    let mut defaults = Entry::new();
+    for (k, _, v) in &m.entries {
+        if let Some(key) = Key::from_name(k) {
+            if !v.is_null() {
+                defaults.push((key, parse_value(v, key)?));
+            }
+        }
+    }
+
+    let full = Plan {
+        run: parse_run(&m, None)?,
+        axes: m
+            .opt("axes")
+            .map(parse_axes)
+            .transpose()?
+            .unwrap_or_default(),
+        exclude: m
+            .opt("exclude")
+            .map(parse_entries)
+            .transpose()?
+            .unwrap_or_default(),
+        include: m
+            .opt("include")
+            .map(parse_entries)
+            .transpose()?
+            .unwrap_or_default(),
+    };
+    check_plan(&full, ctx)?;
+
+    let quick = match m.opt("quick") {
+        None => full.clone(),
+        Some(q) => {
+            let mut qkeys: Vec<&str> = RUN_KEYS.to_vec();
+            qkeys.extend(PLAN_KEYS);
+            let qm = q.map(&qkeys)?;
+            let mut axes = full.axes.clone();
+            if let Some(a) = qm.opt("axes") {
+                for axis in parse_axes(a)? {
+                    match axes.iter_mut().find(|x| x.name() == axis.name()) {
+                        Some(slot) => *slot = axis,
+                        None => axes.push(axis),
+                    }
+                }
+            }
+            let plan = Plan {
+                run: parse_run(&qm, Some(full.run))?,
+                axes,
+                exclude: match qm.opt("exclude") {
+                    Some(e) => parse_entries(e)?,
+                    None => full.exclude.clone(),
+                },
+                include: match qm.opt("include") {
+                    Some(e) => parse_entries(e)?,
+                    None => full.include.clone(),
+                },
+            };
+            check_plan(&plan, ctx)?;
+            plan
+        }
+    };
+
+    Ok(Spec {
+        path: at.path.clone(),
+        name: name.to_string(),
+        kind,
+        models: model_names,
+        engines: engine_names,
+        defaults,
+        full,
+        quick,
+    })
+}
+
+/// Expands a plan's axes into combinations: cross product (first axis
+/// outermost), then `exclude`, then `include`.
+fn combinations(plan: &Plan) -> Vec<Entry> {
+    let mut base: Vec<Entry> = if plan.axes.is_empty() {
+        // GitHub: a matrix of only `include` entries runs exactly those.
+        if plan.include.is_empty() {
+            vec![Entry::new()]
+        } else {
+            Vec::new()
+        }
+    } else {
+        let mut acc = vec![Entry::new()];
+        for axis in &plan.axes {
+            let values = axis.values();
+            acc = acc
+                .iter()
+                .flat_map(|c| {
+                    values.iter().map(move |v| {
+                        let mut c = c.clone();
+                        c.extend(v.iter().cloned());
+                        c
+                    })
+                })
+                .collect();
+        }
+        acc
+    };
+
+    base.retain(|c| {
+        !plan.exclude.iter().any(|e| {
+            e.iter()
+                .all(|(k, v)| get(c, *k).is_some_and(|o| o.val == v.val))
+        })
+    });
+
+    let mut added: Vec<Entry> = vec![Entry::new(); base.len()];
+    let mut extra: Vec<Entry> = Vec::new();
+    for inc in &plan.include {
+        let mut used = false;
+        for (orig, add) in base.iter().zip(added.iter_mut()) {
+            let fits = inc
+                .iter()
+                .all(|(k, v)| get(orig, *k).is_none_or(|o| o.val == v.val));
+            if fits {
+                used = true;
+                for (k, v) in inc {
+                    if get(orig, *k).is_none() {
+                        set(add, *k, v.clone());
+                    }
+                }
+            }
+        }
+        if !used {
+            extra.push(inc.clone());
+        }
+    }
+    base.into_iter()
+        .zip(added)
+        .map(|(mut c, a)| {
+            c.extend(a);
+            c
+        })
+        .chain(extra)
+        .collect()
+}
+
+/// A combination resolved against the scenario's defaults.
+struct Resolver<'a> {
+    combo: &'a Entry,
+    defaults: &'a Entry,
+    scenario: &'a str,
+}
+
+impl Resolver<'_> {
+    fn src(&self, key: Key) -> Option<&Src> {
+        get(self.combo, key).or_else(|| get(self.defaults, key))
+    }
+    fn int(&self, key: Key, default: u32) -> u32 {
+        match self.src(key).map(|s| &s.val) {
+            Some(Val::Int(v)) => *v,
+            _ => default,
+        }
+    }
+    fn num(&self, key: Key, default: f64) -> f64 {
+        match self.src(key).map(|s| &s.val) {
+            Some(Val::Num(v)) => *v,
+            _ => default,
+        }
+    }
+    fn string(&self, key: Key) -> Option<String> {
+        match self.src(key).map(|s| &s.val) {
+            Some(Val::Str(v)) => Some(v.clone()),
+            _ => None,
+        }
+    }
+    fn policy(&self, default: BatchPolicy) -> BatchPolicy {
+        match self.src(Key::BatchPolicy).map(|s| &s.val) {
+            Some(Val::Policy(p)) => *p,
+            _ => default,
+        }
+    }
+    /// Where `key`'s value came from (the scenario when it is a built-in
+    /// default).
+    fn path(&self, key: Key) -> &str {
+        self.src(key).map_or(self.scenario, |s| &s.path)
+    }
+}
+
+/// Applies the defaults of `kind` (see the module documentation).
+fn resolve(kind: ScenarioKind, r: &Resolver<'_>, ctx: &Ctx<'_>) -> Result<CellParams, MatrixError> {
+    let input_tokens = r.int(Key::InputTokens, 128);
+    let output_tokens = r.int(Key::OutputTokens, 64);
+    let dtype = r.string(Key::Dtype).unwrap_or_else(|| "f32".into());
+    let quantization = r.string(Key::Quantization).unwrap_or_else(|| "none".into());
+    let label = r.string(Key::Label);
+    let duration_s = r.num(Key::DurationS, 0.0);
+    let p = match kind {
+        ScenarioKind::Latency => {
+            let concurrency = r.int(Key::Concurrency, 1);
+            if concurrency != 1 {
+                return Err(ctx.err(
+                    r.path(Key::Concurrency),
+                    format!(
+                        "a latency scenario runs one batch at a time: concurrency must be 1, got {concurrency} (use kind: concurrency)"
+                    ),
+                ));
+            }
+            let batch_size = r.int(Key::BatchSize, 1);
+            CellParams {
+                label,
+                input_tokens,
+                output_tokens,
+                batch_size,
+                concurrency,
+                batch_policy: r.policy(BatchPolicy::Static),
+                max_batch: r.int(Key::MaxBatch, batch_size),
+                num_requests: r.int(Key::NumRequests, batch_size),
+                requests: r.int(Key::Requests, batch_size),
+                duration_s,
+                dtype,
+                quantization,
+            }
+        }
+        ScenarioKind::Throughput => {
+            let batch_size = r.int(Key::BatchSize, 8);
+            let num_requests = r.int(Key::NumRequests, 32);
+            CellParams {
+                label,
+                input_tokens,
+                output_tokens,
+                batch_size,
+                concurrency: r.int(Key::Concurrency, num_requests),
+                batch_policy: r.policy(BatchPolicy::Continuous),
+                max_batch: r.int(Key::MaxBatch, batch_size),
+                num_requests,
+                requests: r.int(Key::Requests, num_requests),
+                duration_s,
+                dtype,
+                quantization,
+            }
+        }
+        ScenarioKind::Concurrency => {
+            let concurrency = r.int(Key::Concurrency, 1);
+            let batch_size = r.int(Key::BatchSize, concurrency);
+            let requests = r.int(Key::Requests, concurrency.saturating_mul(4));
+            CellParams {
+                label,
+                input_tokens,
+                output_tokens,
+                batch_size,
+                concurrency,
+                batch_policy: r.policy(BatchPolicy::Continuous),
+                max_batch: r.int(Key::MaxBatch, batch_size.max(concurrency)),
+                num_requests: r.int(Key::NumRequests, requests),
+                requests,
+                duration_s,
+                dtype,
+                quantization,
+            }
+        }
+    };
+    Ok(p)
+}
+
+/// The `max_batch` a cell gets when none is given.
+fn default_max_batch(kind: ScenarioKind, p: &CellParams) -> u32 {
+    match kind {
+        ScenarioKind::Concurrency => p.batch_size.max(p.concurrency),
+        _ => p.batch_size,
+    }
+}
+
+/// The readable, stable part of a cell id after `scenario/model/engine/`.
+pub(crate) fn tag(kind: ScenarioKind, p: &CellParams) -> String {
+    let mut t = String::new();
+    if let Some(l) = &p.label {
+        t.push_str(l);
+        t.push('-');
+    }
+    t.push_str(&format!(
+        "in{}-out{}-bs{}-c{}-{}-{}-{}",
+        p.input_tokens,
+        p.output_tokens,
+        p.batch_size,
+        p.concurrency,
+        p.batch_policy.as_str(),
+        p.dtype,
+        p.quantization
+    ));
+    match kind {
+        ScenarioKind::Latency => {}
+        ScenarioKind::Throughput => t.push_str(&format!("-n{}", p.num_requests)),
+        ScenarioKind::Concurrency if p.duration_s > 0.0 => {
+            t.push_str(&format!("-d{}s", p.duration_s))
+        }
+        ScenarioKind::Concurrency => t.push_str(&format!("-r{}", p.requests)),
+    }
+    if p.max_batch != default_max_batch(kind, p) {
+        t.push_str(&format!("-mb{}", p.max_batch));
+    }
+    t
+}
+
+/// The cells of one scenario, in run order: model, then combination, then
+/// engine.
+pub(crate) fn cells(spec: &Spec, quick: bool, ctx: &Ctx<'_>) -> Result<Vec<Cell>, MatrixError> {
+    let plan = if quick { &spec.quick } else { &spec.full };
+    let combos = combinations(plan);
+    if combos.is_empty() {
+        let at = if quick {
+            format!("{}.quick", spec.path)
+        } else {
+            format!("{}.exclude", spec.path)
+        };
+        return Err(ctx.err(
+            &at,
+            "every combination is excluded: the scenario has no cell",
+        ));
+    }
+    let mut params = Vec::with_capacity(combos.len());
+    for c in &combos {
+        let r = Resolver {
+            combo: c,
+            defaults: &spec.defaults,
+            scenario: &spec.path,
+        };
+        params.push(resolve(spec.kind, &r, ctx)?);
+    }
+    let mut out = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for model in &spec.models {
+        for (ci, p) in params.iter().enumerate() {
+            for engine in &spec.engines {
+                let id = format!("{}/{model}/{engine}/{}", spec.name, tag(spec.kind, p));
+                if let Some(first) = seen.insert(id.clone(), ci) {
+                    let at = if quick {
+                        format!("{}.quick", spec.path)
+                    } else {
+                        spec.path.clone()
+                    };
+                    return Err(ctx.err(
+                        &at,
+                        format!(
+                            "combinations {first} and {ci}{} both give cell `{id}`: they are the same \
+                             or differ only in keys a {} scenario ignores",
+                            if quick { " (with --quick)" } else { "" },
+                            spec.kind.as_str()
+                        ),
+                    ));
+                }
+                let run = plan.run;
+                out.push(Cell {
+                    id,
+                    scenario: spec.name.clone(),
+                    kind: spec.kind,
+                    model: model.clone(),
+                    engine: engine.clone(),
+                    params: p.clone(),
+                    warmup: run.warmup,
+                    iterations: run.iterations,
+                    min_duration_s: run.min_duration_s,
+                    max_duration_s: run.max_duration_s,
+                });
+            }
+        }
+    }
+    Ok(out)
+}

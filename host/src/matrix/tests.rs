@@ -1,0 +1,1087 @@
+use super::*;
+
+const FILE: &str = "m/x.yaml";
+
+/// Lines 1-9; a test's scenarios start on line 10.
+const HEAD: &str = "\
+name: t
+models:
+  - name: m
+    weights: synthetic
+    config: tiny
+engines:
+  - name: a
+  - name: b
+scenarios:
+";
+
+fn parse(text: &str) -> Result<Matrix, MatrixError> {
+    Matrix::parse(text, Path::new(FILE))
+}
+
+fn ok(text: &str) -> Matrix {
+    parse(text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// (line, column, field, message) of the error `text` gives.
+fn err(text: &str) -> (usize, usize, String, String) {
+    match parse(text) {
+        Ok(_) => panic!("parsed, expected an error"),
+        Err(MatrixError::At {
+            file,
+            line,
+            column,
+            field,
+            message,
+        }) => {
+            assert_eq!(file, FILE);
+            (line, column, field, message)
+        }
+        Err(e) => panic!("unexpected {e}"),
+    }
+}
+
+/// Matrix with the HEAD and one engine-`a`-only scenario body.
+fn scenario(body: &str) -> String {
+    format!("{HEAD}{body}")
+}
+
+fn ids(m: &Matrix, quick: bool) -> Vec<String> {
+    m.cells(quick).into_iter().map(|c| c.id).collect()
+}
+
+/// The tags (id after `scenario/model/engine/`) of engine `a`'s cells.
+fn tags(m: &Matrix, quick: bool) -> Vec<String> {
+    m.cells(quick)
+        .into_iter()
+        .filter(|c| c.engine == "a")
+        .map(|c| c.id.splitn(4, '/').nth(3).unwrap().to_string())
+        .collect()
+}
+
+// ---------------------------------------------------------------- expansion
+
+#[test]
+fn cross_product_first_axis_outermost() {
+    let m = ok(&scenario(
+        "  - name: s\n    kind: latency\n    engines: [a]\n    axes:\n      batch_size: [1, 2]\n      dtype: [f32, f16]\n",
+    ));
+    assert_eq!(
+        tags(&m, false),
+        [
+            "in128-out64-bs1-c1-static-f32-none",
+            "in128-out64-bs1-c1-static-f16-none",
+            "in128-out64-bs2-c1-static-f32-none",
+            "in128-out64-bs2-c1-static-f16-none",
+        ]
+    );
+}
+
+#[test]
+fn workload_values_are_zipped() {
+    let m = ok(&scenario(
+        "  - name: s
+    kind: latency
+    engines: [a]
+    axes:
+      workload:
+        - {label: L1, input_tokens: 128, output_tokens: 64}
+        - {label: L4, input_tokens: 2048, output_tokens: 512}
+      batch_size: [1, 4]
+",
+    ));
+    assert_eq!(
+        tags(&m, false),
+        [
+            "L1-in128-out64-bs1-c1-static-f32-none",
+            "L1-in128-out64-bs4-c1-static-f32-none",
+            "L4-in2048-out512-bs1-c1-static-f32-none",
+            "L4-in2048-out512-bs4-c1-static-f32-none",
+        ]
+    );
+    let c = &m.cells(false)[2];
+    assert_eq!(c.params.label.as_deref(), Some("L4"));
+    assert_eq!((c.params.input_tokens, c.params.output_tokens), (2048, 512));
+}
+
+#[test]
+fn exclude_removes_partial_matches() {
+    let text = |exclude: &str| {
+        scenario(&format!(
+            "  - name: s
+    kind: latency
+    engines: [a]
+    axes:
+      workload:
+        - {{label: L1, input_tokens: 128, output_tokens: 64}}
+        - {{label: L4, input_tokens: 2048, output_tokens: 512}}
+      batch_size: [1, 16]
+    exclude: {exclude}
+"
+        ))
+    };
+    let m = ok(&text("[{label: L4, batch_size: 16}]"));
+    assert_eq!(
+        tags(&m, false),
+        [
+            "L1-in128-out64-bs1-c1-static-f32-none",
+            "L1-in128-out64-bs16-c1-static-f32-none",
+            "L4-in2048-out512-bs1-c1-static-f32-none",
+        ]
+    );
+    // One key matches every combination that has it.
+    let m = ok(&text("[{batch_size: 16}]"));
+    assert_eq!(tags(&m, false).len(), 2);
+    // A workload key matches the zipped value.
+    let m = ok(&text("[{input_tokens: 2048}]"));
+    assert_eq!(
+        tags(&m, false),
+        [
+            "L1-in128-out64-bs1-c1-static-f32-none",
+            "L1-in128-out64-bs16-c1-static-f32-none"
+        ]
+    );
+    // An entry whose values match nothing removes nothing.
+    let m = ok(&text("[{label: L4, batch_size: 2}]"));
+    assert_eq!(tags(&m, false).len(), 4);
+}
+
+/// The example of GitHub's documentation ("Expanding or adding matrix
+/// configurations"), with fruit -> label, animal -> quantization, color ->
+/// dtype (green = f16, pink = bf16) and shape -> output_tokens (circle = 7).
+#[test]
+fn include_follows_github_semantics() {
+    let m = ok(&scenario(
+        "  - name: s
+    kind: latency
+    engines: [a]
+    axes:
+      label: [apple, pear]
+      quantization: [cat, dog]
+    include:
+      - dtype: f16
+      - dtype: bf16
+        quantization: cat
+      - label: apple
+        output_tokens: 7
+      - label: banana
+      - label: banana
+        quantization: cat
+",
+    ));
+    assert_eq!(
+        tags(&m, false),
+        [
+            "apple-in128-out7-bs1-c1-static-bf16-cat",
+            "apple-in128-out7-bs1-c1-static-f16-dog",
+            "pear-in128-out64-bs1-c1-static-bf16-cat",
+            "pear-in128-out64-bs1-c1-static-f16-dog",
+            "banana-in128-out64-bs1-c1-static-f32-none",
+            "banana-in128-out64-bs1-c1-static-f32-cat",
+        ]
+    );
+}
+
+#[test]
+fn include_never_overwrites_original_values() {
+    let m = ok(&scenario(
+        "  - name: s
+    kind: latency
+    engines: [a]
+    axes:
+      batch_size: [1, 2]
+    include:
+      - {batch_size: 2, input_tokens: 32}
+      - {batch_size: 4}
+",
+    ));
+    assert_eq!(
+        tags(&m, false),
+        [
+            "in128-out64-bs1-c1-static-f32-none",
+            "in32-out64-bs2-c1-static-f32-none",
+            "in128-out64-bs4-c1-static-f32-none",
+        ]
+    );
+}
+
+#[test]
+fn scenario_without_axes_runs_its_includes_or_one_default_cell() {
+    let m = ok(&scenario(
+        "  - name: s
+    kind: latency
+    engines: [a]
+    include:
+      - {input_tokens: 32, output_tokens: 8}
+      - {input_tokens: 64, output_tokens: 8}
+  - name: d
+    kind: latency
+    engines: [a]
+",
+    ));
+    assert_eq!(
+        ids(&m, false),
+        [
+            "s/m/a/in32-out8-bs1-c1-static-f32-none",
+            "s/m/a/in64-out8-bs1-c1-static-f32-none",
+            "d/m/a/in128-out64-bs1-c1-static-f32-none",
+        ]
+    );
+}
+
+#[test]
+fn defaults_per_kind() {
+    let m = ok(&scenario(
+        "  - name: lat\n    kind: latency\n  - name: thr\n    kind: throughput\n  - name: con\n    kind: concurrency\n  - name: con4\n    kind: concurrency\n    concurrency: 4\n",
+    ));
+    let cells = m.cells(false);
+    let p = |scenario: &str| {
+        cells
+            .iter()
+            .find(|c| c.scenario == scenario)
+            .unwrap()
+            .params
+            .clone()
+    };
+    let base = CellParams {
+        label: None,
+        input_tokens: 128,
+        output_tokens: 64,
+        batch_size: 1,
+        concurrency: 1,
+        batch_policy: BatchPolicy::Static,
+        max_batch: 1,
+        num_requests: 1,
+        requests: 1,
+        duration_s: 0.0,
+        dtype: "f32".into(),
+        quantization: "none".into(),
+    };
+    assert_eq!(p("lat"), base);
+    assert_eq!(
+        p("thr"),
+        CellParams {
+            batch_size: 8,
+            concurrency: 32,
+            batch_policy: BatchPolicy::Continuous,
+            max_batch: 8,
+            num_requests: 32,
+            requests: 32,
+            ..base.clone()
+        }
+    );
+    assert_eq!(
+        p("con"),
+        CellParams {
+            batch_policy: BatchPolicy::Continuous,
+            num_requests: 4,
+            requests: 4,
+            ..base.clone()
+        }
+    );
+    assert_eq!(
+        p("con4"),
+        CellParams {
+            batch_size: 4,
+            concurrency: 4,
+            batch_policy: BatchPolicy::Continuous,
+            max_batch: 4,
+            num_requests: 16,
+            requests: 16,
+            ..base.clone()
+        }
+    );
+    // Scenarios: model, then combination, then engine.
+    assert_eq!(cells.len(), 8);
+    assert_eq!(cells[0].engine, "a");
+    assert_eq!(cells[1].engine, "b");
+    let c = &cells[0];
+    assert_eq!((c.warmup, c.iterations), (1, 5));
+    assert_eq!((c.min_duration_s, c.max_duration_s), (0.0, 600.0));
+}
+
+#[test]
+fn concurrency_max_batch_is_the_larger_of_batch_size_and_concurrency() {
+    let m = ok(&scenario(
+        "  - name: c\n    kind: concurrency\n    engines: [a]\n    batch_size: 2\n    axes:\n      concurrency: [1, 4]\n",
+    ));
+    let c = m.cells(false);
+    assert_eq!((c[0].params.batch_size, c[0].params.max_batch), (2, 2));
+    assert_eq!((c[1].params.batch_size, c[1].params.max_batch), (2, 4));
+}
+
+#[test]
+fn scenario_level_scalars_are_defaults_under_axes() {
+    let m = ok(&scenario(
+        "  - name: s
+    kind: latency
+    engines: [a]
+    dtype: f16
+    input_tokens: 32
+    axes:
+      input_tokens: [8, 16]
+    include:
+      - {input_tokens: 16, dtype: bf16}
+",
+    ));
+    assert_eq!(
+        tags(&m, false),
+        [
+            "in8-out64-bs1-c1-static-f16-none",
+            "in16-out64-bs1-c1-static-bf16-none"
+        ]
+    );
+}
+
+#[test]
+fn ids_of_each_kind() {
+    let m = ok("
+models:
+  - {name: gpt2, weights: synthetic, config: gpt2}
+engines:
+  - {name: candle}
+scenarios:
+  - name: latency
+    kind: latency
+    axes:
+      workload: [{label: L1, input_tokens: 128, output_tokens: 64}]
+  - name: thr
+    kind: throughput
+    max_batch: 16
+  - name: con
+    kind: concurrency
+    axes:
+      duration_s: [0, 2.5]
+");
+    assert_eq!(m.name, "x", "name defaults to the file stem");
+    assert_eq!(
+        ids(&m, false),
+        [
+            "latency/gpt2/candle/L1-in128-out64-bs1-c1-static-f32-none",
+            "thr/gpt2/candle/in128-out64-bs8-c32-continuous-f32-none-n32-mb16",
+            "con/gpt2/candle/in128-out64-bs1-c1-continuous-f32-none-r4",
+            "con/gpt2/candle/in128-out64-bs1-c1-continuous-f32-none-d2.5s",
+        ]
+    );
+}
+
+#[test]
+fn quick_overrides_settings_and_merges_axes() {
+    let m = ok(&scenario(
+        "  - name: s
+    kind: latency
+    engines: [a]
+    warmup: 2
+    iterations: 10
+    min_duration_s: 1
+    axes:
+      workload:
+        - {label: L1, input_tokens: 128, output_tokens: 64}
+        - {label: L2, input_tokens: 512, output_tokens: 128}
+      batch_size: [1, 2, 4]
+    exclude:
+      - {label: L2, batch_size: 4}
+    quick:
+      iterations: 2
+      max_duration_s: 30
+      axes:
+        batch_size: [1, 4]
+      exclude:
+        - {label: L2}
+",
+    ));
+    assert_eq!(tags(&m, false).len(), 5);
+    let quick = m.cells(true);
+    assert_eq!(
+        tags(&m, true),
+        [
+            "L1-in128-out64-bs1-c1-static-f32-none",
+            "L1-in128-out64-bs4-c1-static-f32-none"
+        ]
+    );
+    assert_eq!(
+        (
+            quick[0].warmup,
+            quick[0].iterations,
+            quick[0].min_duration_s,
+            quick[0].max_duration_s
+        ),
+        (2, 2, 1.0, 30.0)
+    );
+    let full = &m.cells(false)[0];
+    assert_eq!((full.iterations, full.max_duration_s), (10, 600.0));
+    assert_eq!(m.scenarios[0].iterations, 10);
+}
+
+#[test]
+fn quick_include_replaces_and_unset_quick_keeps_everything() {
+    let m = ok(&scenario(
+        "  - name: s
+    kind: latency
+    engines: [a]
+    include: [{input_tokens: 8}, {input_tokens: 16}]
+    quick:
+      include: [{input_tokens: 4}]
+  - name: t
+    kind: latency
+    engines: [a]
+    axes: {batch_size: [1, 2]}
+",
+    ));
+    assert_eq!(
+        ids(&m, true),
+        [
+            "s/m/a/in4-out64-bs1-c1-static-f32-none",
+            "t/m/a/in128-out64-bs1-c1-static-f32-none",
+            "t/m/a/in128-out64-bs2-c1-static-f32-none",
+        ]
+    );
+    assert_eq!(ids(&m, false).len(), 4);
+}
+
+#[test]
+fn run_order_is_scenario_model_combination_engine() {
+    let m = ok("
+name: o
+models:
+  - {name: m1, weights: synthetic, config: tiny}
+  - {name: m2, weights: synthetic, config: tiny, seed: 3}
+engines: [{name: e1}, {name: e2}]
+scenarios:
+  - name: s
+    kind: latency
+    models: [m2, m1]
+    axes: {batch_size: [1, 2]}
+");
+    let order: Vec<(String, u32, String)> = m
+        .cells(false)
+        .into_iter()
+        .map(|c| (c.model, c.params.batch_size, c.engine))
+        .collect();
+    let want = [
+        ("m2", 1, "e1"),
+        ("m2", 1, "e2"),
+        ("m2", 2, "e1"),
+        ("m2", 2, "e2"),
+        ("m1", 1, "e1"),
+        ("m1", 1, "e2"),
+        ("m1", 2, "e1"),
+        ("m1", 2, "e2"),
+    ];
+    let want: Vec<(String, u32, String)> = want
+        .iter()
+        .map(|(a, b, c)| (a.to_string(), *b, c.to_string()))
+        .collect();
+    assert_eq!(order, want);
+    assert_eq!(
+        m.models[1].weights,
+        ModelWeights::Synthetic {
+            config: "tiny".into(),
+            seed: 3
+        }
+    );
+}
+
+#[test]
+fn cells_serialize_with_lowercase_kind_and_policy() {
+    let m = ok(&scenario("  - name: s\n    kind: latency\n"));
+    let c = &m.cells(false)[0];
+    let v = serde_json::to_value(c).unwrap();
+    assert_eq!(v["kind"], "latency");
+    assert_eq!(v["params"]["batch_policy"], "static");
+    assert_eq!(v["params"]["label"], serde_json::Value::Null);
+    let back: Cell = serde_json::from_value(v).unwrap();
+    assert_eq!(&back, c);
+}
+
+#[test]
+fn models_and_engines() {
+    let m = Matrix::parse(
+        "
+name: p
+description: \"with paths\"
+baseline: fast
+models:
+  - name: local
+    path: ../models/gpt2
+  - name: syn
+    architecture: gpt2
+    weights: synthetic
+    config: ./configs/small.json
+engines:
+  - name: fast
+    plugin: candle
+    options: {threads: 2, device: cpu, nested: {a: [1, 2.5, true, null]}}
+  - name: candle
+scenarios:
+  - {name: s, kind: latency}
+",
+        Path::new("/base/matrices/p.yaml"),
+    )
+    .unwrap();
+    assert_eq!(m.description.as_deref(), Some("with paths"));
+    assert_eq!(m.baseline.as_deref(), Some("fast"));
+    assert_eq!(
+        m.models[0].weights,
+        ModelWeights::Path(PathBuf::from("/base/models/gpt2"))
+    );
+    assert_eq!(m.models[0].architecture, "gpt2");
+    assert_eq!(
+        m.models[1].weights,
+        ModelWeights::Synthetic {
+            config: "/base/matrices/configs/small.json".into(),
+            seed: 0
+        }
+    );
+    assert_eq!(m.engines[0].plugin, "candle");
+    assert_eq!(
+        m.engines[0].options,
+        serde_json::json!({"threads": 2, "device": "cpu", "nested": {"a": [1, 2.5, true, null]}})
+    );
+    assert_eq!(m.engines[1].plugin, "candle");
+    assert_eq!(m.engines[1].options, serde_json::json!({}));
+    assert_eq!(m.engine("candle").unwrap().name, "candle");
+    assert_eq!(m.engine_index("candle"), Some(1));
+    assert_eq!(m.model_index("syn"), Some(1));
+    assert!(m.model("nope").is_none());
+}
+
+#[test]
+fn locate_points_at_fields_or_their_parent() {
+    let m = ok(&scenario("  - name: s\n    kind: latency\n"));
+    assert_eq!(m.locate("engines[1].name"), "m/x.yaml:8:11");
+    // `plugin` is not written: the engine's mapping.
+    assert_eq!(m.locate("engines[1].plugin"), "m/x.yaml:8:5");
+    assert_eq!(m.locate("scenarios[0].kind"), "m/x.yaml:11:11");
+    assert_eq!(m.locate("models[0].config"), "m/x.yaml:5:13");
+    assert_eq!(m.locate("nothing.here"), "m/x.yaml");
+}
+
+#[test]
+fn shipped_matrices_parse() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../matrices");
+    let tiny =
+        Matrix::load(Path::new(&format!("{dir}/tiny.yaml"))).unwrap_or_else(|e| panic!("{e}"));
+    let cells = tiny.cells(false);
+    let kinds: std::collections::HashSet<ScenarioKind> = cells.iter().map(|c| c.kind).collect();
+    assert_eq!(kinds.len(), 3);
+    assert!(cells.len() <= 8);
+    assert!(cells
+        .iter()
+        .all(|c| c.params.input_tokens + c.params.output_tokens <= 256));
+    assert_eq!(tiny.engines[0].options, serde_json::json!({"threads": 1}));
+
+    let gpt2 =
+        Matrix::load(Path::new(&format!("{dir}/gpt2.yaml"))).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(gpt2.baseline.as_deref(), Some("candle"));
+    assert_eq!(gpt2.engines[0].options, serde_json::json!({"threads": 2}));
+    let full = ids(&gpt2, false);
+    assert_eq!(full.len(), 4 + 5 + 5);
+    assert!(
+        full.contains(&"latency/gpt2/candle/L4-in2048-out512-bs1-c1-static-f32-none".to_string())
+    );
+    let quick = gpt2.cells(true);
+    assert_eq!(
+        quick.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        [
+            "latency/gpt2/candle/L1-in128-out64-bs1-c1-static-f32-none",
+            "throughput/gpt2/candle/in128-out64-bs1-c8-continuous-f32-none-n8",
+            "throughput/gpt2/candle/in128-out64-bs8-c8-continuous-f32-none-n8",
+            "concurrency/gpt2/candle/in128-out64-bs1-c1-continuous-f32-none-r8",
+            "concurrency/gpt2/candle/in128-out64-bs4-c4-continuous-f32-none-r8",
+        ]
+    );
+    // A rough runtime bound for --quick on 2 cores: 80 tok/s decode at
+    // batch 1, prefill ~0.1 s per 128 tokens; batching only helps.
+    let secs: f64 = quick
+        .iter()
+        .map(|c| {
+            let p = &c.params;
+            let reqs = match c.kind {
+                ScenarioKind::Latency => p.batch_size,
+                ScenarioKind::Throughput => p.num_requests,
+                ScenarioKind::Concurrency => p.requests,
+            };
+            let per_req = p.input_tokens as f64 / 1280.0 + p.output_tokens as f64 / 80.0;
+            f64::from(c.warmup + c.iterations) * f64::from(reqs) * per_req
+        })
+        .sum();
+    assert!(secs < 180.0, "quick estimate {secs} s");
+}
+
+// ------------------------------------------------------------------- errors
+
+#[test]
+fn error_display_names_file_line_column_and_field() {
+    let e = parse(&scenario(
+        "  - name: s\n    kind: latency\n    axes:\n      batch_size: [1, 2, -1]\n",
+    ))
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "m/x.yaml:13:26: scenarios[0].axes.batch_size[2]: expected a positive integer, got -1"
+    );
+    assert_eq!(e.position(), Some((13, 26)));
+    assert_eq!(e.field(), Some("scenarios[0].axes.batch_size[2]"));
+}
+
+#[test]
+fn malformed_yaml() {
+    let (line, col, field, msg) = err("name: x\nmodels: [a, b\nengines: 1\n");
+    assert_eq!((line, col), (3, 8));
+    assert_eq!(field, "");
+    assert!(msg.starts_with("invalid YAML:"), "{msg}");
+
+    let (line, col, _, msg) = err("name: x\nmodels:\n  - name: a\n   bad: 1\n");
+    assert_eq!((line, col), (4, 4));
+    assert!(msg.starts_with("invalid YAML:"), "{msg}");
+
+    let (line, col, _, msg) = err("");
+    assert_eq!((line, col), (1, 1));
+    assert!(msg.contains("empty"), "{msg}");
+
+    let (line, col, field, msg) = err("- just\n- a list\n");
+    assert_eq!((line, col, field.as_str()), (1, 1, ""));
+    assert_eq!(msg, "expected a mapping, got a list");
+}
+
+#[test]
+fn duplicate_yaml_keys() {
+    let (line, col, _, msg) = err("name: x\nname: y\n");
+    assert_eq!((line, col), (2, 1));
+    assert!(msg.contains("duplicate key `name`"), "{msg}");
+}
+
+#[test]
+fn unknown_top_level_key() {
+    let (line, col, field, msg) = err(&format!(
+        "{HEAD}  - {{name: s, kind: latency}}\ncolour: blue\n"
+    ));
+    assert_eq!((line, col), (11, 1));
+    assert_eq!(field, "colour");
+    assert_eq!(
+        msg,
+        "unknown key `colour` (allowed: name, description, baseline, models, engines, scenarios)"
+    );
+}
+
+#[test]
+fn unknown_engine_key() {
+    // The end-to-end test's matrix: the error is on line 8.
+    let (line, col, field, msg) = err(
+        "name: x\nmodels:\n  - name: tiny\n    weights: synthetic\n    config: tiny\nengines:\n  - name: candle\n    colour: blue\nscenarios: []\n",
+    );
+    assert_eq!((line, col), (8, 5));
+    assert_eq!(field, "engines[0].colour");
+    assert_eq!(msg, "unknown key `colour` (allowed: name, plugin, options)");
+}
+
+#[test]
+fn unknown_scenario_key() {
+    let (line, col, field, msg) = err(&scenario(
+        "  - name: s\n    kind: latency\n    iteration: 3\n",
+    ));
+    assert_eq!((line, col), (12, 5));
+    assert_eq!(field, "scenarios[0].iteration");
+    assert!(msg.starts_with("unknown key `iteration` (allowed: name, kind, models, engines, quick, warmup, iterations,"), "{msg}");
+}
+
+#[test]
+fn unknown_axis_key() {
+    let (line, col, field, msg) = err(&scenario(
+        "  - name: s\n    kind: latency\n    axes:\n      batch_size: [1]\n      batchsize: [2]\n",
+    ));
+    assert_eq!((line, col), (14, 7));
+    assert_eq!(field, "scenarios[0].axes.batchsize");
+    assert_eq!(
+        msg,
+        "unknown key `batchsize` (allowed: workload, input_tokens, output_tokens, batch_size, \
+         concurrency, batch_policy, max_batch, num_requests, requests, duration_s, dtype, \
+         quantization, label)"
+    );
+    // Inside a workload value, and inside quick.
+    let (line, col, field, _) = err(&scenario(
+        "  - name: s\n    kind: latency\n    axes:\n      workload:\n        - {input: 1}\n",
+    ));
+    assert_eq!(
+        (line, col, field.as_str()),
+        (14, 12, "scenarios[0].axes.workload[0].input")
+    );
+    let (line, col, field, _) = err(&scenario(
+        "  - name: s\n    kind: latency\n    quick:\n      models: [m]\n",
+    ));
+    assert_eq!(
+        (line, col, field.as_str()),
+        (13, 7, "scenarios[0].quick.models")
+    );
+}
+
+#[test]
+fn wrong_types() {
+    let (line, col, field, msg) = err(&scenario(
+        "  - name: s\n    kind: latency\n    iterations: many\n",
+    ));
+    assert_eq!(
+        (line, col, field.as_str()),
+        (12, 17, "scenarios[0].iterations")
+    );
+    assert_eq!(msg, "expected a positive integer, got \"many\"");
+
+    let (line, col, field, msg) = err(&scenario(
+        "  - name: s\n    kind: latency\n    iterations: 0\n",
+    ));
+    assert_eq!(
+        (line, col, field.as_str()),
+        (12, 17, "scenarios[0].iterations")
+    );
+    assert_eq!(msg, "expected a positive integer, got 0");
+
+    let (line, col, field, msg) = err(&scenario(
+        "  - name: s\n    kind: latency\n    axes:\n      input_tokens: 128\n",
+    ));
+    assert_eq!(
+        (line, col, field.as_str()),
+        (13, 21, "scenarios[0].axes.input_tokens")
+    );
+    assert_eq!(msg, "expected a list, got 128");
+
+    let (line, col, field, msg) = err(&scenario(
+        "  - name: s\n    kind: latency\n    axes:\n      input_tokens: []\n",
+    ));
+    assert_eq!(
+        (line, col, field.as_str()),
+        (13, 21, "scenarios[0].axes.input_tokens")
+    );
+    assert_eq!(msg, "expected a non-empty list, got an empty one");
+
+    let (line, col, field, msg) = err(&scenario(
+        "  - name: s\n    kind: latency\n    max_duration_s: 1.5.2\n",
+    ));
+    assert_eq!(
+        (line, col, field.as_str()),
+        (12, 21, "scenarios[0].max_duration_s")
+    );
+    assert_eq!(msg, "expected a non-negative number, got \"1.5.2\"");
+
+    let (line, col, field, msg) = err("name: [1]\n");
+    assert_eq!((line, col, field.as_str()), (1, 7, "name"));
+    assert_eq!(msg, "expected a string, got a list");
+
+    let (line, col, field, msg) = err(
+        "name: x\nmodels:\n  - name: m\n    weights: synthetic\n    config: tiny\n    seed: -1\n",
+    );
+    assert_eq!((line, col, field.as_str()), (6, 11, "models[0].seed"));
+    assert_eq!(msg, "expected a non-negative integer, got -1");
+
+    let (line, col, field, msg) = err("name: x\nmodels: []\n");
+    assert_eq!((line, col, field.as_str()), (2, 9, "models"));
+    assert_eq!(msg, "expected a non-empty list, got an empty one");
+
+    let (line, col, field, msg) =
+        err(&HEAD.replace("  - name: b\n", "  - name: b\n    options: [1]\n"));
+    assert_eq!((line, col, field.as_str()), (9, 14, "engines[1].options"));
+    assert_eq!(msg, "expected a mapping of plugin options, got a list");
+}
+
+#[test]
+fn bad_dtype_and_policy() {
+    let (line, col, field, msg) = err(&scenario(
+        "  - name: s\n    kind: latency\n    axes:\n      dtype: [f32, f64]\n",
+    ));
+    assert_eq!(
+        (line, col, field.as_str()),
+        (13, 20, "scenarios[0].axes.dtype[1]")
+    );
+    assert_eq!(msg, "expected a dtype (f32, f16, bf16), got \"f64\"");
+
+    let (line, col, field, msg) = err(&scenario(
+        "  - name: s\n    kind: latency\n    batch_policy: dynamic\n",
+    ));
+    assert_eq!(
+        (line, col, field.as_str()),
+        (12, 19, "scenarios[0].batch_policy")
+    );
+    assert_eq!(
+        msg,
+        "expected a batch policy (none, static, continuous), got \"dynamic\""
+    );
+
+    let (line, col, field, msg) = err(&scenario("  - name: s\n    kind: offline\n"));
+    assert_eq!((line, col, field.as_str()), (11, 11, "scenarios[0].kind"));
+    assert_eq!(
+        msg,
+        "expected a scenario kind (latency, throughput, concurrency), got \"offline\""
+    );
+}
+
+#[test]
+fn unknown_baseline() {
+    let text = HEAD.replace("name: t\n", "name: t\nbaseline: vllm\n");
+    let (line, col, field, msg) = err(&format!("{text}  - {{name: s, kind: latency}}\n"));
+    assert_eq!((line, col, field.as_str()), (2, 11, "baseline"));
+    assert_eq!(
+        msg,
+        "baseline `vllm` is not an engine of this matrix (engines: a, b)"
+    );
+}
+
+#[test]
+fn duplicate_names() {
+    let text = HEAD.replace("  - name: b\n", "  - name: a\n");
+    let (line, col, field, msg) = err(&format!("{text}  - {{name: s, kind: latency}}\n"));
+    assert_eq!((line, col, field.as_str()), (8, 11, "engines[1].name"));
+    assert_eq!(msg, "duplicate engine name `a` (first at line 7 column 11)");
+
+    let text = HEAD.replace("engines:\n", "  - {name: m, path: ./m}\nengines:\n");
+    let (line, col, field, msg) = err(&format!("{text}  - {{name: s, kind: latency}}\n"));
+    assert_eq!((line, col, field.as_str()), (6, 12, "models[1].name"));
+    assert_eq!(msg, "duplicate model name `m` (first at line 3 column 11)");
+
+    let (line, col, field, msg) = err(&scenario(
+        "  - name: s\n    kind: latency\n  - name: s\n    kind: throughput\n",
+    ));
+    assert_eq!((line, col, field.as_str()), (12, 11, "scenarios[1].name"));
+    assert_eq!(
+        msg,
+        "duplicate scenario name `s` (first at line 10 column 11)"
+    );
+
+    let (line, col, field, msg) = err(&scenario(
+        "  - name: s\n    kind: latency\n    engines: [a, b, a]\n",
+    ));
+    assert_eq!(
+        (line, col, field.as_str()),
+        (12, 21, "scenarios[0].engines[2]")
+    );
+    assert_eq!(msg, "engine `a` is listed twice");
+
+    let (line, col, field, msg) = err(&scenario(
+        "  - name: s\n    kind: latency\n    axes:\n      batch_size: [1, 2, 1]\n",
+    ));
+    assert_eq!(
+        (line, col, field.as_str()),
+        (13, 26, "scenarios[0].axes.batch_size[2]")
+    );
+    assert_eq!(msg, "duplicate value 1 (already at index 0)");
+}
+
+#[test]
+fn unknown_filter_names() {
+    let (line, col, field, msg) = err(&scenario(
+        "  - name: s\n    kind: latency\n    models: [m, gpt3]\n",
+    ));
+    assert_eq!(
+        (line, col, field.as_str()),
+        (12, 17, "scenarios[0].models[1]")
+    );
+    assert_eq!(msg, "unknown model `gpt3` (defined: m)");
+}
+
+#[test]
+fn model_weights_must_be_one_of_synthetic_or_path() {
+    let (line, col, field, msg) = err(
+        "name: x\nmodels:\n  - name: m\n    weights: synthetic\n    config: tiny\n    path: ./m\n",
+    );
+    assert_eq!((line, col, field.as_str()), (6, 11, "models[0].path"));
+    assert_eq!(
+        msg,
+        "a model has either `weights: synthetic` or `path`, not both"
+    );
+
+    let (line, col, field, msg) = err("name: x\nmodels:\n  - name: m\n    architecture: gpt2\n");
+    assert_eq!((line, col, field.as_str()), (3, 5, "models[0]"));
+    assert_eq!(msg, "a model needs either `weights: synthetic` or `path`");
+
+    let (line, col, field, msg) = err("name: x\nmodels:\n  - name: m\n    weights: random\n");
+    assert_eq!((line, col, field.as_str()), (4, 14, "models[0].weights"));
+    assert_eq!(
+        msg,
+        "expected `synthetic` (use `path:` for weights on disk), got \"random\""
+    );
+
+    let (line, col, field, msg) =
+        err("name: x\nmodels:\n  - name: m\n    path: ./m\n    seed: 1\n");
+    assert_eq!((line, col, field.as_str()), (5, 11, "models[0].seed"));
+    assert_eq!(msg, "`seed` only applies to `weights: synthetic`");
+
+    let (line, col, field, msg) = err("name: x\nmodels:\n  - name: m\n    weights: synthetic\n");
+    assert_eq!((line, col, field.as_str()), (3, 5, "models[0]"));
+    assert!(
+        msg.starts_with("`weights: synthetic` needs `config:`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn missing_required_keys_and_bad_names() {
+    let (line, col, field, msg) = err(&scenario("  - name: s\n    iterations: 2\n"));
+    assert_eq!((line, col, field.as_str()), (10, 5, "scenarios[0]"));
+    assert_eq!(msg, "missing required key `kind`");
+
+    let (line, col, field, msg) = err("name: x\n");
+    assert_eq!((line, col, field.as_str()), (1, 1, ""));
+    assert_eq!(msg, "missing required key `models`");
+
+    let (line, col, field, msg) = err(&scenario("  - name: my scenario\n    kind: latency\n"));
+    assert_eq!((line, col, field.as_str()), (10, 11, "scenarios[0].name"));
+    assert!(msg.contains("not a valid name"), "{msg}");
+}
+
+#[test]
+fn latency_with_concurrency_is_an_error() {
+    let (line, col, field, msg) = err(&scenario(
+        "  - name: s\n    kind: latency\n    axes:\n      concurrency: [1, 4]\n",
+    ));
+    assert_eq!(
+        (line, col, field.as_str()),
+        (13, 24, "scenarios[0].axes.concurrency[1]")
+    );
+    assert!(
+        msg.starts_with(
+            "a latency scenario runs one batch at a time: concurrency must be 1, got 4"
+        ),
+        "{msg}"
+    );
+
+    let (line, col, field, _) = err(&scenario(
+        "  - name: s\n    kind: latency\n    concurrency: 2\n",
+    ));
+    assert_eq!(
+        (line, col, field.as_str()),
+        (12, 18, "scenarios[0].concurrency")
+    );
+}
+
+#[test]
+fn exclude_and_workload_keys_are_checked_against_axes() {
+    let (line, col, field, msg) = err(&scenario(
+        "  - name: s\n    kind: latency\n    axes:\n      batch_size: [1, 2]\n    exclude:\n      - {dtype: f16}\n",
+    ));
+    assert_eq!(
+        (line, col, field.as_str()),
+        (15, 17, "scenarios[0].exclude[0].dtype")
+    );
+    assert_eq!(
+        msg,
+        "exclude key `dtype` is not an axis of this scenario (axes: batch_size)"
+    );
+
+    let (line, col, field, msg) = err(&scenario(
+        "  - name: s\n    kind: latency\n    axes:\n      batch_size: [1]\n    exclude:\n      - {colour: red}\n",
+    ));
+    assert_eq!(
+        (line, col, field.as_str()),
+        (15, 10, "scenarios[0].exclude[0].colour")
+    );
+    assert!(
+        msg.starts_with("unknown key `colour` (allowed: input_tokens,"),
+        "{msg}"
+    );
+
+    let (line, col, field, msg) = err(&scenario(
+        "  - name: s\n    kind: latency\n    axes:\n      batch_size: [1]\n      workload:\n        - {batch_size: 2}\n",
+    ));
+    assert_eq!(
+        (line, col, field.as_str()),
+        (15, 24, "scenarios[0].axes.workload[0].batch_size")
+    );
+    assert_eq!(
+        msg,
+        "`batch_size` is both an axis of its own and a key of workload values"
+    );
+}
+
+#[test]
+fn duplicate_cells_are_an_error() {
+    // num_requests does not change a latency cell.
+    let (line, col, field, msg) = err(&scenario(
+        "  - name: s\n    kind: latency\n    axes:\n      num_requests: [1, 2]\n",
+    ));
+    assert_eq!((line, col, field.as_str()), (10, 5, "scenarios[0]"));
+    assert_eq!(
+        msg,
+        "combinations 0 and 1 both give cell `s/m/a/in128-out64-bs1-c1-static-f32-none`: they are \
+         the same or differ only in keys a latency scenario ignores"
+    );
+}
+
+#[test]
+fn everything_excluded_is_an_error() {
+    let (line, col, field, msg) = err(&scenario(
+        "  - name: s\n    kind: latency\n    axes:\n      batch_size: [1]\n    exclude: [{batch_size: 1}]\n",
+    ));
+    assert_eq!(
+        (line, col, field.as_str()),
+        (14, 14, "scenarios[0].exclude")
+    );
+    assert_eq!(
+        msg,
+        "every combination is excluded: the scenario has no cell"
+    );
+}
+
+#[test]
+fn durations_are_checked() {
+    let (line, col, field, msg) = err(&scenario(
+        "  - name: s\n    kind: latency\n    min_duration_s: 10\n    max_duration_s: 5\n",
+    ));
+    assert_eq!(
+        (line, col, field.as_str()),
+        (13, 21, "scenarios[0].max_duration_s")
+    );
+    assert_eq!(
+        msg,
+        "max_duration_s (5) must be positive and at least min_duration_s (10)"
+    );
+}
+
+#[test]
+fn unreadable_file_is_an_io_error() {
+    let e = Matrix::load(Path::new("/nonexistent/matrix.yaml")).unwrap_err();
+    assert!(matches!(e, MatrixError::Io { .. }));
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/matrix.yaml: cannot read the matrix:"),
+        "{e}"
+    );
+    assert_eq!(e.position(), None);
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn distinct(max: u32) -> impl Strategy<Value = Vec<u32>> {
+        prop::collection::btree_set(1..max, 1..5).prop_map(|s| s.into_iter().collect())
+    }
+
+    proptest! {
+        /// Without exclude/include, the cells are the full cross product,
+        /// each once, first axis outermost.
+        #[test]
+        fn prop_cross_product(bs in distinct(64), inp in distinct(4096), dtypes in 1usize..=3) {
+            let list = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+            let text = scenario(&format!(
+                "  - name: s\n    kind: latency\n    engines: [a]\n    axes:\n      batch_size: [{}]\n      input_tokens: [{}]\n      dtype: [{}]\n",
+                list(&bs),
+                list(&inp),
+                ["f32", "f16", "bf16"][..dtypes].join(", ")
+            ));
+            let m = ok(&text);
+            let cells = m.cells(false);
+            prop_assert_eq!(cells.len(), bs.len() * inp.len() * dtypes);
+            let unique: std::collections::HashSet<&str> = cells.iter().map(|c| c.id.as_str()).collect();
+            prop_assert_eq!(unique.len(), cells.len());
+            let per_bs = inp.len() * dtypes;
+            for (i, c) in cells.iter().enumerate() {
+                prop_assert_eq!(c.params.batch_size, bs[i / per_bs]);
+                prop_assert_eq!(c.params.input_tokens, inp[(i / dtypes) % inp.len()]);
+            }
+            // Excluding one batch size removes exactly its cells.
+            let ex = format!("{text}    exclude: [{{batch_size: {}}}]\n", bs[0]);
+            if bs.len() > 1 {
+                prop_assert_eq!(ok(&ex).cells(false).len(), (bs.len() - 1) * per_bs);
+            }
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The host's side of the sink: timestamps and storage of every token.
+//!
+//! The engine calls the sink from its scheduler thread once per decode step,
+//! so a call must cost far less than a microsecond (`benches/sink.rs`
+//! measures it): it reads the monotonic clock once, takes one uncontended
+//! lock and appends to vectors whose capacity was reserved at submit time.
+//! Waiting threads sleep on a condition variable and are woken only when a
+//! request finishes, never per token.
+
+use engine_api::abi_stable::sabi_trait::TD_Opaque;
+use engine_api::abi_stable::std_types::RSlice;
+use engine_api::ffi::{SinkFfi, SinkFfi_TO};
+use engine_api::{Completion, EngineError, Request, SinkBox, TokenEvent};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Everything recorded about one request, times in ns since the
+/// collector's epoch.
+#[derive(Debug, Clone, Default)]
+pub struct RequestRecord {
+    pub id: u64,
+    pub iteration: u32,
+    pub warmup: bool,
+    pub prompt_tokens: u32,
+    pub max_new_tokens: u32,
+    /// When the host handed the request to the engine (for batches: the
+    /// moment the whole batch was submitted).
+    pub submit_ns: u64,
+    pub token_ns: Vec<u64>,
+    pub tokens: Vec<u32>,
+    /// When `done` or `error` arrived.
+    pub end_ns: Option<u64>,
+    pub completion: Option<Completion>,
+    pub error: Option<EngineError>,
+}
+
+impl RequestRecord {
+    pub fn finished(&self) -> bool {
+        self.end_ns.is_some()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    records: Vec<RequestRecord>,
+    finished: Vec<u64>,
+    /// Events naming a request id the host never submitted.
+    unknown_events: u64,
+}
+
+/// Collects the output of one cell.
+pub struct Collector {
+    epoch: Instant,
+    state: Mutex<State>,
+    cv: Condvar,
+}
+
+impl Default for Collector {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Collector {
+    pub fn new() -> Self {
+        Collector {
+            epoch: Instant::now(),
+            state: Mutex::default(),
+            cv: Condvar::new(),
+        }
+    }
+
+    pub fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
+    #[inline]
+    pub fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers requests about to be submitted; returns their ids. Ids are
+    /// indices into the record list, so lookups on the hot path are O(1).
+    pub fn register(
+        &self,
+        n: usize,
+        iteration: u32,
+        warmup: bool,
+        prompt_tokens: u32,
+        max_new_tokens: u32,
+    ) -> Vec<u64> {
+        let mut s = self.lock();
+        let first = s.records.len() as u64;
+        for i in 0..n as u64 {
+            s.records.push(RequestRecord {
+                id: first + i,
+                iteration,
+                warmup,
+                prompt_tokens,
+                max_new_tokens,
+                token_ns: Vec::with_capacity(max_new_tokens as usize),
+                tokens: Vec::with_capacity(max_new_tokens as usize),
+                ..Default::default()
+            });
+        }
+        (first..first + n as u64).collect()
+    }
+
+    /// Stamps the submit time of `ids` and returns it.
+    pub fn mark_submitted(&self, ids: &[u64]) -> u64 {
+        let t = self.now_ns();
+        let mut s = self.lock();
+        for &id in ids {
+            if let Some(r) = s.records.get_mut(id as usize) {
+                r.submit_ns = t;
+            }
+        }
+        t
+    }
+
+    /// Marks requests that the engine refused at submit as failed.
+    pub fn mark_refused(&self, ids: &[u64], e: &EngineError) {
+        let t = self.now_ns();
+        let mut s = self.lock();
+        for &id in ids {
+            if let Some(r) = s.records.get_mut(id as usize) {
+                r.error = Some(e.clone());
+                r.end_ns = Some(t);
+            }
+        }
+    }
+
+    /// A sink that feeds this collector.
+    pub fn sink(self: &Arc<Self>) -> SinkBox {
+        SinkFfi_TO::from_value(HostSink(self.clone()), TD_Opaque)
+    }
+
+    /// Waits until at least one request finishes or `deadline` passes;
+    /// returns the ids finished since the last call (empty on timeout).
+    pub fn wait_finished(&self, deadline: Instant) -> Vec<u64> {
+        let mut s = self.lock();
+        while s.finished.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Vec::new();
+            }
+            s = self
+                .cv
+                .wait_timeout(s, left.min(Duration::from_secs(3600)))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        std::mem::take(&mut s.finished)
+    }
+
+    /// Number of tokens received so far (for stall detection).
+    pub fn tokens_received(&self) -> usize {
+        self.lock().records.iter().map(|r| r.tokens.len()).sum()
+    }
+
+    pub fn unknown_events(&self) -> u64 {
+        self.lock().unknown_events
+    }
+
+    pub fn record(&self, id: u64) -> Option<RequestRecord> {
+        self.lock().records.get(id as usize).cloned()
+    }
+
+    /// Takes every record out of the collector.
+    pub fn take_records(&self) -> Vec<RequestRecord> {
+        std::mem::take(&mut self.lock().records)
+    }
+}
+
+struct HostSink(Arc<Collector>);
+
+impl SinkFfi for HostSink {
+    #[inline]
+    fn tokens(&self, step: RSlice<'_, TokenEvent>) {
+        let t = self.0.now_ns();
+        let mut s = self.0.lock();
+        for e in step.iter() {
+            match s.records.get_mut(e.request_id as usize) {
+                Some(r) => {
+                    r.token_ns.push(t);
+                    r.tokens.push(e.token);
+                }
+                None => s.unknown_events += 1,
+            }
+        }
+    }
+
+    fn done(&self, c: Completion) {
+        let t = self.0.now_ns();
+        let mut s = self.0.lock();
+        match s.records.get_mut(c.request_id as usize) {
+            Some(r) => {
+                r.completion = Some(c);
+                r.end_ns = Some(t);
+                s.finished.push(c.request_id);
+            }
+            None => s.unknown_events += 1,
+        }
+        drop(s);
+        self.0.cv.notify_all();
+    }
+
+    fn error(&self, request_id: u64, e: EngineError) {
+        let t = self.0.now_ns();
+        let mut s = self.0.lock();
+        match s.records.get_mut(request_id as usize) {
+            Some(r) => {
+                r.error = Some(e);
+                r.end_ns = Some(t);
+                s.finished.push(request_id);
+            }
+            None => s.unknown_events += 1,
+        }
+        drop(s);
+        self.0.cv.notify_all();
+    }
+}
+
+/// Builds the requests for registered `ids`.
+pub fn requests(ids: &[u64], prompts: Vec<Vec<u32>>, max_new_tokens: u32) -> Vec<Request> {
+    ids.iter()
+        .zip(prompts)
+        .map(|(&id, prompt)| Request {
+            id,
+            prompt: prompt.into(),
+            max_new_tokens,
+            sampling: engine_api::Sampling::GREEDY,
+            ignore_eos: true,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine_api::FinishReason;
+
+    #[test]
+    fn sink_stamps_tokens_in_order_and_wakes_waiters() {
+        let c = Arc::new(Collector::new());
+        let ids = c.register(2, 0, false, 4, 3);
+        c.mark_submitted(&ids);
+        let sink = c.sink();
+        let c2 = c.clone();
+        let waiter =
+            std::thread::spawn(move || c2.wait_finished(Instant::now() + Duration::from_secs(10)));
+        for tok in 0..3u32 {
+            let ev = [
+                TokenEvent {
+                    request_id: 0,
+                    token: tok,
+                },
+                TokenEvent {
+                    request_id: 1,
+                    token: 10 + tok,
+                },
+            ];
+            sink.tokens(ev.as_slice().into());
+        }
+        sink.tokens(
+            [TokenEvent {
+                request_id: 99,
+                token: 1,
+            }]
+            .as_slice()
+            .into(),
+        );
+        sink.done(Completion {
+            request_id: 1,
+            prompt_tokens: 4,
+            generated_tokens: 3,
+            finish_reason: FinishReason::Length,
+            queue_us: 0,
+            prefill_us: 0,
+            decode_us: 0,
+            decode_steps: 2,
+        });
+        assert_eq!(waiter.join().unwrap(), vec![1]);
+        let r = c.record(1).unwrap();
+        assert_eq!(r.tokens, vec![10, 11, 12]);
+        assert!(r.token_ns.windows(2).all(|w| w[0] <= w[1]));
+        assert!(r.token_ns[0] >= r.submit_ns);
+        assert!(r.finished());
+        assert!(!c.record(0).unwrap().finished());
+        assert_eq!(c.unknown_events(), 1);
+        sink.error(0, EngineError::runtime("boom"));
+        assert_eq!(c.wait_finished(Instant::now()), vec![0]);
+    }
+}

@@ -1,0 +1,259 @@
+//! Result files of a run folder.
+//!
+//! * `results.jsonl`: one line per cell, appended and flushed (and synced)
+//!   as soon as the cell ends, holding the cell's summary and its raw
+//!   per-request token timestamps. A run that is interrupted keeps every
+//!   cell it finished.
+//! * `summary.json`: the run's metadata and every cell's summary (no raw
+//!   samples), with a schema version; rewritten atomically after each cell.
+//! * `summary.md`: the Markdown table printed at the end of the run.
+//! * `matrix.yaml`: the matrix as it was given; `system.json`: the machine.
+
+use crate::matrix::Cell;
+use crate::measure::RequestRecord;
+use crate::metrics::{CellMetrics, IterationSpan};
+use crate::system::SystemInfo;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Version of the layout of `summary.json` and `results.jsonl`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Unsupported,
+    Failed,
+}
+
+/// Memory readings of a cell, bytes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct MemoryRecord {
+    /// RSS growth from loading the model (measured when this cell loaded
+    /// it, else carried from the cell that did).
+    pub load_bytes: Option<i64>,
+    pub load_time_ms: Option<f64>,
+    /// Whether this cell loaded the model itself.
+    pub loaded_here: bool,
+    pub rss_start_bytes: Option<u64>,
+    pub rss_end_bytes: Option<u64>,
+    /// Peak RSS during the cell (the process peak when it cannot be reset).
+    pub peak_rss_bytes: Option<u64>,
+    pub peak_is_per_cell: bool,
+    pub weight_bytes: u64,
+    pub kv_cache_peak_bytes: u64,
+    pub kv_cache_reserved_bytes: u64,
+}
+
+/// The summary of one cell (a line of `results.jsonl` adds raw data).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CellResult {
+    pub cell: Cell,
+    pub plugin: String,
+    pub status: Status,
+    pub reason: Option<String>,
+    pub started_at: String,
+    pub wall_s: f64,
+    pub memory: Option<MemoryRecord>,
+    pub metrics: Option<CellMetrics>,
+}
+
+/// A request's raw timeline, ns since the cell's epoch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RawRequest {
+    pub id: u64,
+    pub iteration: u32,
+    pub warmup: bool,
+    pub prompt_tokens: u32,
+    pub max_new_tokens: u32,
+    pub submit_ns: u64,
+    pub token_ns: Vec<u64>,
+    pub tokens: Vec<u32>,
+    pub end_ns: Option<u64>,
+    pub finish_reason: Option<String>,
+    pub error: Option<String>,
+    pub engine_generated_tokens: Option<u32>,
+    pub engine_queue_us: Option<u64>,
+    pub engine_prefill_us: Option<u64>,
+    pub engine_decode_us: Option<u64>,
+    pub engine_decode_steps: Option<u32>,
+}
+
+impl From<&RequestRecord> for RawRequest {
+    fn from(r: &RequestRecord) -> Self {
+        let c = r.completion.as_ref();
+        RawRequest {
+            id: r.id,
+            iteration: r.iteration,
+            warmup: r.warmup,
+            prompt_tokens: r.prompt_tokens,
+            max_new_tokens: r.max_new_tokens,
+            submit_ns: r.submit_ns,
+            token_ns: r.token_ns.clone(),
+            tokens: r.tokens.clone(),
+            end_ns: r.end_ns,
+            finish_reason: c.map(|c| c.finish_reason.as_str().to_string()),
+            error: r.error.as_ref().map(|e| e.to_string()),
+            engine_generated_tokens: c.map(|c| c.generated_tokens),
+            engine_queue_us: c.map(|c| c.queue_us),
+            engine_prefill_us: c.map(|c| c.prefill_us),
+            engine_decode_us: c.map(|c| c.decode_us),
+            engine_decode_steps: c.map(|c| c.decode_steps),
+        }
+    }
+}
+
+/// A line of `results.jsonl`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ResultLine {
+    pub schema_version: u32,
+    #[serde(flatten)]
+    pub result: CellResult,
+    pub iterations: Vec<IterationSpan>,
+    pub requests: Vec<RawRequest>,
+}
+
+/// An engine as the run saw it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EngineRecord {
+    pub name: String,
+    pub plugin: String,
+    pub path: Option<String>,
+    pub api_version: Option<String>,
+    pub info: Option<serde_json::Value>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelRecord {
+    pub name: String,
+    pub path: Option<String>,
+    pub parameters: Option<usize>,
+    pub error: Option<String>,
+}
+
+/// `summary.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub schema_version: u32,
+    pub tool: &'static str,
+    pub matrix_name: String,
+    pub matrix_path: String,
+    pub baseline: Option<String>,
+    pub quick: bool,
+    pub command: Vec<String>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub complete: bool,
+    pub system: SystemInfo,
+    pub engines: Vec<EngineRecord>,
+    pub models: Vec<ModelRecord>,
+    pub cells: Vec<CellResult>,
+}
+
+/// The run folder.
+pub struct RunDir {
+    pub path: PathBuf,
+    results: File,
+}
+
+impl RunDir {
+    pub fn create(path: &Path, matrix_text: &str, system: &SystemInfo) -> Result<Self> {
+        std::fs::create_dir_all(path)
+            .with_context(|| format!("cannot create run folder {}", path.display()))?;
+        std::fs::write(path.join("matrix.yaml"), matrix_text)?;
+        write_json(&path.join("system.json"), system)?;
+        let results = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path.join("results.jsonl"))
+            .with_context(|| format!("cannot open {}/results.jsonl", path.display()))?;
+        Ok(RunDir {
+            path: path.to_path_buf(),
+            results,
+        })
+    }
+
+    /// Appends a cell and makes it durable before returning.
+    pub fn append(&mut self, line: &ResultLine) -> Result<()> {
+        let mut text = serde_json::to_string(line)?;
+        text.push('\n');
+        self.results.write_all(text.as_bytes())?;
+        self.results.flush()?;
+        self.results.sync_data()?;
+        Ok(())
+    }
+
+    pub fn write_summary(&self, summary: &Summary) -> Result<()> {
+        write_json(&self.path.join("summary.json"), summary)
+    }
+
+    pub fn write_markdown(&self, md: &str) -> Result<()> {
+        std::fs::write(self.path.join("summary.md"), md)?;
+        Ok(())
+    }
+}
+
+/// Writes JSON atomically (temporary file, then rename).
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_vec_pretty(value)?;
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// UTC time as RFC 3339, e.g. `2026-11-22T10:04:05Z`.
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// A folder-name-friendly timestamp, e.g. `20261122-100405`.
+pub fn stamp() -> String {
+    utc_now()
+        .replace(['-', ':'], "")
+        .replace('T', "-")
+        .trim_end_matches('Z')
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(20_513), (2026, 3, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+}

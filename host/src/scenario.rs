@@ -1,0 +1,199 @@
+//! Drives one cell against a loaded model: warmup, then measured
+//! iterations until both the iteration count and the minimum duration are
+//! reached (or the maximum duration is spent).
+//!
+//! * `latency`: one batch of `batch_size` requests at a time, submitted as
+//!   one submission, waiting for all of it to finish.
+//! * `throughput`: offline; `num_requests` submitted at once, the engine's
+//!   scheduler batches them (up to `max_batch`).
+//! * `concurrency`: a closed loop of `concurrency` clients; each client
+//!   submits its next request when its previous one finishes, until
+//!   `requests` were sent (or `duration_s` has passed, when set).
+//!
+//! The host thread sleeps on the collector while the engine works.
+
+use crate::matrix::{Cell, ScenarioKind};
+use crate::measure::{requests, Collector};
+use crate::metrics::IterationSpan;
+use crate::prompts::PromptGen;
+use engine_api::ModelBox;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How a cell ended early.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stop {
+    /// The engine refused the workload as unsupported.
+    Unsupported(String),
+    /// The engine refused or failed the workload.
+    Failed(String),
+    /// No token and no completion arrived for `stall` seconds.
+    Hung(String),
+}
+
+pub struct Execution {
+    pub collector: Arc<Collector>,
+    pub spans: Vec<IterationSpan>,
+    pub outcome: Result<(), Stop>,
+}
+
+/// Time without any progress after which an engine counts as hung.
+pub const DEFAULT_STALL: Duration = Duration::from_secs(120);
+
+pub fn execute(model: &ModelBox, cell: &Cell, prompts: &PromptGen, stall: Duration) -> Execution {
+    let mut run = Runner {
+        model,
+        cell,
+        prompts,
+        stall,
+        collector: Arc::new(Collector::new()),
+        spans: Vec::new(),
+    };
+    let outcome = run.all();
+    Execution {
+        collector: run.collector,
+        spans: run.spans,
+        outcome,
+    }
+}
+
+struct Runner<'a> {
+    model: &'a ModelBox,
+    cell: &'a Cell,
+    prompts: &'a PromptGen,
+    stall: Duration,
+    collector: Arc<Collector>,
+    spans: Vec<IterationSpan>,
+}
+
+impl Runner<'_> {
+    fn all(&mut self) -> Result<(), Stop> {
+        let start = Instant::now();
+        for i in 0..self.cell.warmup {
+            self.iteration(i, true)?;
+        }
+        let measure_start = Instant::now();
+        let min = Duration::from_secs_f64(self.cell.min_duration_s.max(0.0));
+        let max = Duration::from_secs_f64(self.cell.max_duration_s.max(0.0));
+        let mut i = 0;
+        loop {
+            let elapsed = measure_start.elapsed();
+            let enough = i >= self.cell.iterations.max(1) && elapsed >= min;
+            if enough || (i >= 1 && start.elapsed() >= max) {
+                return Ok(());
+            }
+            self.iteration(i, false)?;
+            i += 1;
+        }
+    }
+
+    fn iteration(&mut self, index: u32, warmup: bool) -> Result<(), Stop> {
+        let p = &self.cell.params;
+        let start_ns = self.collector.now_ns();
+        match self.cell.kind {
+            ScenarioKind::Latency => self.batch(p.batch_size, index, warmup)?,
+            ScenarioKind::Throughput => self.batch(p.num_requests, index, warmup)?,
+            ScenarioKind::Concurrency => self.closed_loop(index, warmup)?,
+        }
+        self.spans.push(IterationSpan {
+            index,
+            warmup,
+            start_ns,
+            end_ns: self.collector.now_ns(),
+        });
+        Ok(())
+    }
+
+    /// Registers and submits `n` requests as one submission.
+    fn submit(&self, n: u32, index: u32, warmup: bool) -> Result<Vec<u64>, Stop> {
+        let p = &self.cell.params;
+        let ids =
+            self.collector
+                .register(n as usize, index, warmup, p.input_tokens, p.output_tokens);
+        let prompts = ids
+            .iter()
+            .map(|&id| self.prompts.prompt(id, p.input_tokens as usize))
+            .collect();
+        let reqs = requests(&ids, prompts, p.output_tokens);
+        self.collector.mark_submitted(&ids);
+        if let Err(e) = self
+            .model
+            .submit(reqs.into(), self.collector.sink())
+            .into_result()
+        {
+            self.collector.mark_refused(&ids, &e);
+            return Err(if e.is_unsupported() {
+                Stop::Unsupported(e.message.to_string())
+            } else {
+                Stop::Failed(format!("submit refused: {e}"))
+            });
+        }
+        Ok(ids)
+    }
+
+    fn batch(&mut self, n: u32, index: u32, warmup: bool) -> Result<(), Stop> {
+        let ids = self.submit(n.max(1), index, warmup)?;
+        let mut pending: HashSet<u64> = ids.into_iter().collect();
+        while !pending.is_empty() {
+            for id in self.wait()? {
+                pending.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
+    fn closed_loop(&mut self, index: u32, warmup: bool) -> Result<(), Stop> {
+        let p = &self.cell.params;
+        let clients = p.concurrency.max(1);
+        let total = p.requests.max(1);
+        let until =
+            (p.duration_s > 0.0).then(|| Instant::now() + Duration::from_secs_f64(p.duration_s));
+        let more = |sent: u32| match until {
+            Some(t) => Instant::now() < t,
+            None => sent < total,
+        };
+        let mut sent = 0;
+        let mut in_flight = 0;
+        while in_flight < clients && more(sent) {
+            self.submit(1, index, warmup)?;
+            sent += 1;
+            in_flight += 1;
+        }
+        while in_flight > 0 {
+            for _ in self.wait()? {
+                in_flight -= 1;
+                if more(sent) {
+                    self.submit(1, index, warmup)?;
+                    sent += 1;
+                    in_flight += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sleeps until requests finish; fails when nothing moves for `stall`.
+    fn wait(&self) -> Result<Vec<u64>, Stop> {
+        let mut seen = self.collector.tokens_received();
+        let mut last_progress = Instant::now();
+        loop {
+            let done = self
+                .collector
+                .wait_finished(Instant::now() + Duration::from_secs(1).min(self.stall));
+            if !done.is_empty() {
+                return Ok(done);
+            }
+            let now = self.collector.tokens_received();
+            if now != seen {
+                seen = now;
+                last_progress = Instant::now();
+            } else if last_progress.elapsed() >= self.stall {
+                return Err(Stop::Hung(format!(
+                    "engine made no progress for {:.0} s",
+                    self.stall.as_secs_f64()
+                )));
+            }
+        }
+    }
+}
