@@ -293,9 +293,38 @@ fn bad_matrices_are_rejected_with_file_line_and_column() {
 }
 
 #[test]
-fn gpt2_matrix_validates_and_marks_l4_in_quick_and_full() {
+fn gpt2_matrix_validates_and_its_long_workloads_are_recorded_unsupported() {
     let plugins = plugin_dir(&["candle"]);
     let o = run(&["validate", "matrices/gpt2.yaml"], plugins.path());
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(text(&o.stdout).contains("valid"));
+
+    // L3 (1024 + 256) and L4 (2048 + 512) exceed GPT-2's 1,024 positions:
+    // the real gpt2 config (synthetic weights) must record them unsupported.
+    let tmp = TempDir::new("gpt2");
+    let m = write_matrix(
+        tmp.path(),
+        "name: long\nmodels:\n  - {name: gpt2, weights: synthetic, config: gpt2}\nengines:\n  - {name: candle, options: {threads: 1}}\nscenarios:\n  - name: latency\n    kind: latency\n    warmup: 0\n    iterations: 1\n    axes:\n      workload:\n        - {label: L3, input_tokens: 1024, output_tokens: 256}\n        - {label: L4, input_tokens: 2048, output_tokens: 512}\n",
+    );
+    let run_dir = tmp.path().join("run");
+    let o = run(
+        &[
+            "run",
+            m.to_str().unwrap(),
+            "--out",
+            run_dir.to_str().unwrap(),
+        ],
+        plugins.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let s = read_json(&run_dir.join("summary.json"));
+    assert_eq!(s["models"][0]["parameters"], 124_439_808);
+    for c in cells(&s) {
+        assert_eq!(c["status"], "unsupported", "{c}");
+        assert!(
+            c["reason"].as_str().unwrap().contains("1024 positions"),
+            "{c}"
+        );
+    }
+    assert!(text(&o.stdout).contains("unsupported"));
 }

@@ -103,6 +103,7 @@ pub fn run(args: &[&str], plugins: &Path) -> Output {
         .arg(plugins)
         .env("ENGINE_MATRIX_CACHE", cache_dir())
         .env_remove("ENGINE_MATRIX_PLUGINS")
+        .env("RUST_BACKTRACE", "0")
         .current_dir(workspace_root())
         .output()
         .expect("run engine-matrix")

@@ -84,9 +84,10 @@
 //!      `batch_size` = concurrency, `max_batch` = max(batch_size,
 //!      concurrency), `requests` = 4 x concurrency, `num_requests` = requests,
 //!      `duration_s` 0 (0: run `requests` requests; > 0: run for that long).
-//! 5. Cells: scenario, then model, then combination, then engine, so the
-//!    engines of one combination run back to back (comparisons between
-//!    engines see the same machine state). Each cell's id is
+//! 5. Cells: scenario, then model, then combination, then engine. (The
+//!    runner reorders them engine by engine inside a scenario, so a model
+//!    is loaded once for all its cells; `--repeat` interleaving of engines
+//!    belongs to the statistics layer.) Each cell's id is
 //!    `scenario/model/engine/[label-]inI-outO-bsB-cC-POLICY-DTYPE-QUANT`,
 //!    plus `-nN` (throughput), `-rR` or `-dDs` (concurrency), and `-mbM` when
 //!    `max_batch` is not its default. Two combinations giving the same id

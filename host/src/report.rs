@@ -74,7 +74,7 @@ pub fn markdown(summary: &Summary) -> String {
     for c in &summary.cells {
         if scenario != Some(&c.cell.scenario) {
             scenario = Some(&c.cell.scenario);
-            let _ = writeln!(out, "\n## {} ({:?})\n", c.cell.scenario, c.cell.kind);
+            let _ = writeln!(out, "\n## {} ({})\n", c.cell.scenario, c.cell.kind.as_str());
             let _ = writeln!(
                 out,
                 "| model | engine | workload | status | TTFT p50 ms | TPOT p50 ms | ITL p99 ms | E2EL p50 ms | E2EL p99 ms | out tok/s | req/s | peak RSS MiB | speedup |"
@@ -116,9 +116,13 @@ pub fn markdown(summary: &Summary) -> String {
                     .map(|b| b as f64 / (1u64 << 20) as f64),
                 0
             ),
-            speedup(summary, c)
-                .map(|s| format!("{s:.2}x"))
-                .unwrap_or_else(|| "—".into()),
+            if summary.baseline.as_deref() == Some(c.cell.engine.as_str()) {
+                "baseline".into()
+            } else {
+                speedup(summary, c)
+                    .map(|s| format!("{s:.2}x"))
+                    .unwrap_or_else(|| "—".into())
+            },
         );
     }
     if let Some(b) = &summary.baseline {

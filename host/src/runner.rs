@@ -115,9 +115,10 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
                 error: None,
             },
             Err(e) => {
-                let at = matrix.locate(&format!("engines[{i}].plugin"));
+                let field = format!("engines[{i}].plugin");
+                let at = matrix.locate(&field);
                 eprintln!(
-                    "error: {at}: engine '{}': {}",
+                    "error: {at}: {field}: engine '{}': {}",
                     def.name,
                     if opts.verbose {
                         e.verbose()
@@ -147,8 +148,9 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
             continue;
         }
         let resolved = resolve_model(def).map_err(|e| {
-            let at = matrix.locate(&format!("models[{i}]"));
-            let msg = format!("model '{}' ({at}): {e:#}", def.name);
+            let field = format!("models[{i}]");
+            let at = matrix.locate(&field);
+            let msg = format!("{at}: {field}: model '{}': {e:#}", def.name);
             eprintln!("error: {msg}");
             msg
         });
@@ -195,6 +197,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         .collect();
     let mut current: Option<Loaded> = None;
     let mut hung: HashSet<String> = HashSet::new();
+    let mut failed_loads: HashMap<String, (Status, String)> = HashMap::new();
     for cell in &cells {
         bar.set_message(cell.id.clone());
         let ctx = CellContext {
@@ -203,7 +206,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
             model: &models[&cell.model],
             stall: opts.stall,
         };
-        let (result, spans, raw) = run_cell(cell, &ctx, &mut current, &mut hung);
+        let (result, spans, raw) = run_cell(cell, &ctx, &mut current, &mut hung, &mut failed_loads);
         if result.status != Status::Ok {
             bar.println(format!(
                 "{}: {:?}: {}",
@@ -270,6 +273,7 @@ fn run_cell(
     ctx: &CellContext,
     current: &mut Option<Loaded>,
     hung: &mut HashSet<String>,
+    failed_loads: &mut HashMap<String, (Status, String)>,
 ) -> CellRun {
     let started_at = utc_now();
     let t0 = Instant::now();
@@ -360,6 +364,10 @@ fn run_cell(
         p.max_batch
     );
     let mut memory = MemoryRecord::default();
+    if let Some((status, why)) = failed_loads.get(&key) {
+        // The same load already failed: do not retry it for every cell.
+        return (finish(*status, Some(why.clone()), result), vec![], vec![]);
+    }
     if current.as_ref().map(|l| &l.key) != Some(&key) {
         *current = None; // free the previous model before measuring
         let before = system::rss();
@@ -397,6 +405,7 @@ fn run_cell(
                     Status::Failed
                 };
                 let why = format!("loading model '{}' failed: {e}", cell.model);
+                failed_loads.insert(key, (status, why.clone()));
                 return (finish(status, Some(why), result), vec![], vec![]);
             }
         }
