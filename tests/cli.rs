@@ -263,10 +263,16 @@ fn bad_matrices_are_rejected_with_file_line_and_column() {
     assert!(e.contains("matrix.yaml:8:"), "{e}");
     assert!(e.contains("colour"), "{e}");
 
-    let o = run(&["run", "matrices/tiny.yaml", "--only", "torch"], plugins.path());
+    let o = run(
+        &["run", "matrices/tiny.yaml", "--only", "torch"],
+        plugins.path(),
+    );
     assert_eq!(o.status.code(), Some(2));
     let e = text(&o.stderr);
-    assert!(e.contains("--only torch") && e.contains("engines: candle"), "{e}");
+    assert!(
+        e.contains("--only torch") && e.contains("engines: candle"),
+        "{e}"
+    );
 
     let missing = TempDir::new("missing-model");
     let m = write_matrix(

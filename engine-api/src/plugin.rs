@@ -128,7 +128,9 @@ mod tests {
 
     #[test]
     fn panics_become_errors_and_errors_cross_unchanged() {
-        let engine = ffi_engine(|| Ok(Boom)).unwrap();
+        let RResult::ROk(engine) = ffi_engine(|| Ok(Boom)) else {
+            panic!("constructor failed")
+        };
         let err = engine.info().unwrap_err();
         assert_eq!(err.kind, ErrorKind::Panic);
         assert!(err.message.contains("info exploded"), "{err}");
@@ -139,15 +141,18 @@ mod tests {
             dtype: "f32".into(),
             quantization: "none".into(),
         };
-        let err = engine.load(&spec, &LoadOptions::default()).unwrap_err();
+        let RResult::RErr(err) = engine.load(&spec, &LoadOptions::default()) else {
+            panic!("load should fail")
+        };
         assert!(err.is_unsupported());
         assert_eq!(err.message.as_str(), "no models here");
     }
 
     #[test]
     fn constructor_panic_is_caught() {
-        let r = ffi_engine::<Boom>(|| panic!("ctor failed"));
-        let err = r.unwrap_err();
+        let RResult::RErr(err) = ffi_engine::<Boom>(|| panic!("ctor failed")) else {
+            panic!("constructor should fail")
+        };
         assert_eq!(err.kind, ErrorKind::Panic);
         assert!(err.message.contains("ctor failed"));
     }

@@ -42,7 +42,7 @@ impl PromptGen {
         let mut out = Vec::with_capacity(len);
         while out.len() < len {
             // Lemire's multiply-shift: uniform enough for a 2^16-ish vocab.
-            let t = ((splitmix(&mut state) >> 32) * self.vocab as u64 >> 32) as u32;
+            let t = (((splitmix(&mut state) >> 32) * self.vocab as u64) >> 32) as u32;
             if Some(t) != self.eos {
                 out.push(t);
             }

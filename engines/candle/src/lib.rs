@@ -1,1 +1,603 @@
+//! engine-matrix plugin `candle`: GPT-2 on [candle](https://github.com/huggingface/candle)
+//! 0.11.1, pure Rust, CPU (and CUDA with the `cuda` feature).
+//!
+//! The model is in [`gpt2`] (its docs explain the layout and kernel
+//! choices); this file adapts it to [`engine_kit::Backend`], so batching,
+//! sampling and timing come from the shared scheduler, and exports the
+//! [`engine_api::Engine`] named `candle`.
+//!
+//! # Loading
+//!
+//! `spec.path` is a Hugging Face-style folder with `config.json` and
+//! `model.safetensors`. The safetensors file is memory-mapped
+//! ([`candle_core::safetensors::MmapedSafetensors`]); every tensor's name
+//! and shape is checked against `config.json` before anything is built,
+//! so a broken checkpoint fails with an `invalid model` error that names
+//! the file, the tensor and the shapes. Weights are then copied out of the
+//! map (converted to the requested dtype), so the map is dropped after
+//! load. The model runs one short warm-up prefill and decode so that
+//! first-use costs (allocator arenas, gemm scratch buffers, candle's thread
+//! pools) do not land in the first measured request.
+//!
+//! dtypes: `f32`, `f16` and `bf16`; weights are converted at load and
+//! logits are always handed out as f32. f16 uses gemm's f16 kernels (the
+//! fused element-wise ops compute in f32; attention takes the unfused
+//! gemm + softmax path). bf16 works but is
+//! slow on the CPU: gemm has no bf16 kernel, so candle 0.11.1 widens both
+//! operands of every matmul to f32, weights included. A dtype is accepted
+//! after a probe (a tiny run of every op the model uses) succeeds on the
+//! device, so `info()` and `load` reflect what this candle build can do;
+//! a failing probe is reported as `unsupported` with candle's error. Only
+//! `quantization: none` is supported.
+//!
+//! # Options (`options_json`)
+//!
+//! * `threads` (default: the number of cores the process may use): size of
+//!   this model's rayon pool;
+//! * `device`: `cpu` (default), or `cuda` / `cuda:N` when built with the
+//!   `cuda` feature.
+//!
+//! Unknown keys are an error that names them.
+//!
+//! # Threads
+//!
+//! candle has no thread setting of its own: its CPU matmul (gemm) and its
+//! row-parallel ops (layer norm, softmax) run on the *current* rayon pool,
+//! and `Tensor::matmul` splits each product into
+//! `candle_core::utils::get_num_threads()` pieces, which is
+//! `RAYON_NUM_THREADS`, else the number of physical cores. So every
+//! prefill, decode and score here runs inside `pool.install(..)` on a
+//! dedicated pool of `threads` threads, and this crate's own matmul
+//! ([`matmul`]) sizes its split from that pool, not from the environment.
+//! candle additionally keeps a global "barrier pool" for its generic
+//! element-wise ops on tensors of 64K+ elements, sized by
+//! `CANDLE_NUM_THREADS` (else `RAYON_NUM_THREADS`, else the core count);
+//! on our hot path only the embedding add of a long prompt reaches it,
+//! since bias, activation, residual and attention are fused ops that run
+//! on our pool.
+//!
+//! Do not oversubscribe: more runnable threads than cores (`threads`
+//! above the core count, two models or engines running at once, a busy
+//! neighbour) means some thread of a step gets descheduled for a time
+//! slice of milliseconds while the step waits for its last piece of work,
+//! on top of the threads competing for the same memory bandwidth and
+//! caches; idle rayon and barrier-pool workers also spin briefly before
+//! parking, stealing cycles from the threads that have work. Measured
+//! here, `threads: 4` on the 2 cores kept the medians (work is split into
+//! several stealable runs per thread) but widened the tail (batch-1 decode
+//! p90 20.2 ms vs 18.5 ms); a second busy process on the machine costs far
+//! more. Keep `threads` <= cores, and `RAYON_NUM_THREADS` /
+//! `CANDLE_NUM_THREADS` unset or equal to it (they size candle's own
+//! splits: `Tensor::matmul` on the bf16 / non-CPU paths and the barrier
+//! pool).
 
+pub mod gpt2;
+pub mod matmul;
+pub mod ops;
+
+use candle_core::{DType, Device, Tensor};
+use engine_api::{
+    Engine, EngineError, EngineInfo, LoadOptions, Logits, MemoryStats, Model, ModelSpec,
+};
+use engine_kit::{Backend, SeqId};
+use gpt2::{Config, Gpt2, KvCache, KvPool};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The candle release this plugin is built against (kept equal to the
+/// `candle-core` version in Cargo.toml).
+pub const CANDLE_VERSION: &str = "0.11.1";
+
+/// Largest number of prompt tokens run in one batched prefill forward
+/// (bounds the `[batch, heads, t, t]` attention scores: 100 MB in f32 for
+/// two 1024-token GPT-2 prompts).
+const MAX_PREFILL_TOKENS: usize = 2048;
+
+/// Engine-specific options, parsed from `LoadOptions::options_json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CandleOptions {
+    /// rayon threads for this model; default: available cores.
+    pub threads: Option<usize>,
+    /// `cpu`, `cuda` or `cuda:N`; default `cpu`.
+    pub device: Option<String>,
+}
+
+/// A candle error's message without the backtrace candle attaches when
+/// `RUST_BACKTRACE` is set (it would otherwise end up in every result file).
+pub fn error_text(e: &candle_core::Error) -> String {
+    use candle_core::Error as E;
+    match e {
+        E::WithBacktrace { inner, .. } => error_text(inner),
+        E::Context { inner, context } => format!("{context}: {}", error_text(inner)),
+        E::WithPath { inner, path } => format!("{}: {}", path.display(), error_text(inner)),
+        other => other.to_string(),
+    }
+}
+
+fn candle_err(what: &str) -> impl Fn(candle_core::Error) -> EngineError + '_ {
+    move |e| EngineError::runtime(format!("candle {what}: {}", error_text(&e)))
+}
+
+/// The `candle` engine.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CandleEngine;
+
+impl CandleEngine {
+    pub fn new() -> Self {
+        CandleEngine
+    }
+}
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn parse_dtype(s: &str) -> Result<DType, EngineError> {
+    match s {
+        "f32" => Ok(DType::F32),
+        "f16" => Ok(DType::F16),
+        "bf16" => Ok(DType::BF16),
+        other => Err(EngineError::unsupported(format!(
+            "dtype {other:?} is not supported by candle (f32, f16, bf16)"
+        ))),
+    }
+}
+
+fn parse_device(s: &str) -> Result<Device, EngineError> {
+    let s = s.trim();
+    if s == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    let ordinal = match s.strip_prefix("cuda") {
+        Some("") => 0,
+        Some(rest) => rest
+            .strip_prefix(':')
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| {
+                EngineError::invalid_argument(format!(
+                    "candle options: device {s:?}: expected cpu, cuda or cuda:N"
+                ))
+            })?,
+        None => {
+            return Err(EngineError::invalid_argument(format!(
+                "candle options: device {s:?}: expected cpu, cuda or cuda:N"
+            )))
+        }
+    };
+    if !cfg!(feature = "cuda") {
+        return Err(EngineError::unsupported(format!(
+            "device {s}: this build of em-candle has no CUDA support (build with --features cuda)"
+        )));
+    }
+    Device::new_cuda(ordinal)
+        .map_err(|e| EngineError::unsupported(format!("device {s} is not available: {e}")))
+}
+
+/// Runs the ops the model needs, tiny, in `dtype` on `dev`; the error says
+/// which one failed.
+fn probe_dtype(dtype: DType, dev: &Device) -> Result<(), String> {
+    let run = || -> candle_core::Result<()> {
+        let t = |shape: &[usize]| Tensor::ones(shape, DType::F32, dev)?.to_dtype(dtype);
+        let w = matmul::Weight::new(&t(&[4, 8])?)?;
+        let bias = t(&[8])?;
+        let y = w.matmul(&t(&[2, 4])?)?;
+        let y = candle_nn::ops::layer_norm(&y, &bias, &bias, 1e-5)?;
+        let y = ops::bias_act(y, &bias, ops::Act::GeluTanh)?;
+        let q = y.reshape((1, 1, 2, 8))?;
+        let a = ops::attention(&q, &q.transpose(2, 3)?.contiguous()?, &q)?;
+        w.columns(&[1], dev)?;
+        a.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
+        Ok(())
+    };
+    run().map_err(|e| error_text(&e))
+}
+
+fn dtype_name(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "f32",
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        _ => "?",
+    }
+}
+
+impl Engine for CandleEngine {
+    fn info(&self) -> EngineInfo {
+        let mut devices = vec!["cpu".to_string()];
+        if cfg!(feature = "cuda") && Device::new_cuda(0).is_ok() {
+            devices.push("cuda:0".into());
+        }
+        let dtypes = [DType::F32, DType::F16, DType::BF16]
+            .into_iter()
+            .filter(|d| probe_dtype(*d, &Device::Cpu).is_ok())
+            .map(|d| dtype_name(d).into());
+        let tags = [
+            "batching:none",
+            "batching:static",
+            "batching:continuous",
+            "score",
+            "sampling",
+        ];
+        EngineInfo {
+            name: "candle".into(),
+            engine_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_version: format!("candle {CANDLE_VERSION}").into(),
+            devices: devices.into_iter().map(Into::into).collect(),
+            dtypes: dtypes.collect(),
+            quantizations: vec!["none".into()].into(),
+            capabilities: tags.iter().map(|&t| t.into()).collect(),
+        }
+    }
+
+    fn load(&self, spec: &ModelSpec, options: &LoadOptions) -> Result<Box<dyn Model>, EngineError> {
+        let backend = CandleBackend::open(spec, options.options_json.as_str())?;
+        Ok(Box::new(engine_kit::spawn(backend, options)?))
+    }
+}
+
+/// GPT-2 behind [`engine_kit::Backend`]: a model, its thread pool and the
+/// live sequences' caches.
+pub struct CandleBackend {
+    model: Gpt2,
+    pool: rayon::ThreadPool,
+    seqs: HashMap<SeqId, KvCache>,
+    kv_pool: KvPool,
+    weight_bytes: u64,
+}
+
+impl std::fmt::Debug for CandleBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CandleBackend")
+            .field("config", self.model.config())
+            .field("dtype", &self.model.dtype())
+            .field("threads", &self.pool.current_num_threads())
+            .field("live_sequences", &self.seqs.len())
+            .finish()
+    }
+}
+
+fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, EngineError> {
+    if threads == 0 {
+        return Err(EngineError::invalid_argument(
+            "candle options: threads must be at least 1",
+        ));
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("em-candle-{i}"))
+        .build()
+        .map_err(|e| EngineError::runtime(format!("cannot start {threads} threads: {e}")))
+}
+
+fn read_config(dir: &Path) -> Result<Config, EngineError> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        EngineError::invalid_model(format!(
+            "{}: cannot read ({e}); a GPT-2 model folder needs config.json and model.safetensors",
+            path.display()
+        ))
+    })?;
+    let cfg: Config = serde_json::from_str(&text).map_err(|e| {
+        EngineError::invalid_model(format!("{}: invalid JSON: {e}", path.display()))
+    })?;
+    if cfg.model_type != "gpt2" {
+        return Err(EngineError::invalid_model(format!(
+            "{}: model_type is {:?}, expected \"gpt2\"",
+            path.display(),
+            cfg.model_type
+        )));
+    }
+    if let Err(why) = cfg.activation() {
+        return Err(EngineError::unsupported(format!(
+            "{}: {why}",
+            path.display()
+        )));
+    }
+    cfg.validate()
+        .map_err(|why| EngineError::invalid_model(format!("{}: {why}", path.display())))?;
+    Ok(cfg)
+}
+
+/// Checks every tensor the model reads: present, right shape, float.
+fn check_tensors(
+    file: &Path,
+    st: &candle_core::safetensors::MmapedSafetensors,
+    cfg: &Config,
+) -> Result<(), EngineError> {
+    let shown = file.display();
+    let prefix = gpt2::detect_prefix(|n| st.get(n).is_ok()).ok_or_else(|| {
+        EngineError::invalid_model(format!(
+            "{shown}: missing tensor wte.weight (also looked for transformer.wte.weight)"
+        ))
+    })?;
+    for (name, want) in cfg.expected_tensors() {
+        let full = format!("{prefix}{name}");
+        let view = st.get(&full).map_err(|_| {
+            EngineError::invalid_model(format!(
+                "{shown}: missing tensor {full} (expected shape {want:?})"
+            ))
+        })?;
+        if view.shape() != want.as_slice() {
+            return Err(EngineError::invalid_model(format!(
+                "{shown}: tensor {full} has shape {:?}, expected {want:?} (from config.json)",
+                view.shape()
+            )));
+        }
+        use safetensors::Dtype as St;
+        if !matches!(view.dtype(), St::F32 | St::F16 | St::BF16 | St::F64) {
+            return Err(EngineError::invalid_model(format!(
+                "{shown}: tensor {full} has dtype {:?}; expected a float dtype",
+                view.dtype()
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl CandleBackend {
+    /// Loads `spec` with engine options `options_json` (see the crate docs).
+    pub fn open(spec: &ModelSpec, options_json: &str) -> Result<Self, EngineError> {
+        if spec.architecture.as_str() != "gpt2" {
+            return Err(EngineError::unsupported(format!(
+                "architecture {:?}: the candle engine implements gpt2 only",
+                spec.architecture.as_str()
+            )));
+        }
+        if spec.quantization.as_str() != "none" {
+            return Err(EngineError::unsupported(format!(
+                "quantization {:?}: the candle engine loads unquantized safetensors only \
+                 (quantization: none); candle's own quantized formats (GGUF/GGML k-quants) \
+                 are not wired up",
+                spec.quantization.as_str()
+            )));
+        }
+        let dtype = parse_dtype(spec.dtype.as_str())?;
+        let opts: CandleOptions = engine_kit::parse_options("candle", options_json)?;
+        let threads = opts.threads.unwrap_or_else(available_cores);
+        let device = parse_device(opts.device.as_deref().unwrap_or("cpu"))?;
+        let pool = thread_pool(threads)?;
+        pool.install(|| probe_dtype(dtype, &device)).map_err(|why| {
+            EngineError::unsupported(format!(
+                "dtype {} on {device:?}: candle {CANDLE_VERSION} cannot run GPT-2's ops in it ({why})",
+                spec.dtype.as_str()
+            ))
+        })?;
+
+        let dir = PathBuf::from(spec.path.as_str());
+        let cfg = read_config(&dir)?;
+        let file = dir.join("model.safetensors");
+        if !file.is_file() {
+            return Err(EngineError::invalid_model(format!(
+                "{}: no such file; a GPT-2 model folder needs config.json and model.safetensors",
+                file.display()
+            )));
+        }
+        // SAFETY: the file is mapped read-only; the model copies every
+        // tensor out of the map before it is dropped at the end of load.
+        // Like every mmap-based loader, this assumes nobody truncates the
+        // file while it loads.
+        let st =
+            unsafe { candle_core::safetensors::MmapedSafetensors::new(&file) }.map_err(|e| {
+                EngineError::invalid_model(format!(
+                    "{}: not a valid safetensors file: {e}",
+                    file.display()
+                ))
+            })?;
+        check_tensors(&file, &st, &cfg)?;
+        let vb = candle_nn::VarBuilder::from_backend(Box::new(st), dtype, device.clone());
+        let model = pool.install(|| Gpt2::new(&cfg, vb)).map_err(|e| {
+            EngineError::invalid_model(format!("{}: {}", file.display(), error_text(&e)))
+        })?;
+        Self::with_pool(model, pool)
+    }
+
+    /// Wraps an already built model (e.g. from in-memory weights) with a
+    /// pool of `threads` threads.
+    pub fn from_model(model: Gpt2, threads: usize) -> Result<Self, EngineError> {
+        Self::with_pool(model, thread_pool(threads)?)
+    }
+
+    fn with_pool(model: Gpt2, pool: rayon::ThreadPool) -> Result<Self, EngineError> {
+        let weight_bytes = model.weight_bytes() as u64;
+        let mut backend = CandleBackend {
+            model,
+            pool,
+            seqs: HashMap::new(),
+            kv_pool: KvPool::default(),
+            weight_bytes,
+        };
+        backend.warm_up()?;
+        Ok(backend)
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Gpt2 {
+        &self.model
+    }
+
+    /// Threads in this model's pool.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Runs `f` on this model's thread pool (for tools and tests that call
+    /// [`Gpt2`] directly).
+    pub fn install<R: Send>(&self, f: impl FnOnce(&Gpt2) -> R + Send) -> R {
+        self.pool.install(|| f(&self.model))
+    }
+
+    fn warm_up(&mut self) -> Result<(), EngineError> {
+        const WARM: SeqId = SeqId::MAX;
+        let n = 8.min(self.model.config().n_positions - 1).max(1);
+        let prompt = vec![0u32; n];
+        let mut logits = Vec::new();
+        let r = self.prefill(&[(WARM, &prompt)], &mut logits).and_then(|_| {
+            if n < self.model.config().n_positions {
+                self.decode(&[(WARM, 0)], &mut logits)
+            } else {
+                Ok(())
+            }
+        });
+        self.free(WARM);
+        r.map_err(|e| EngineError::runtime(format!("warm-up run failed: {}", e.message)))
+    }
+
+    fn check_prompt(&self, id: SeqId, p: &[u32]) -> Result<(), EngineError> {
+        let cfg = self.model.config();
+        if p.is_empty() || p.len() > cfg.n_positions {
+            return Err(EngineError::invalid_argument(format!(
+                "sequence {id}: prompt of {} tokens; GPT-2 takes 1..={}",
+                p.len(),
+                cfg.n_positions
+            )));
+        }
+        if let Some(t) = p.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+            return Err(EngineError::invalid_argument(format!(
+                "sequence {id}: token {t} is outside the vocabulary of {}",
+                cfg.vocab_size
+            )));
+        }
+        if self.seqs.contains_key(&id) {
+            return Err(EngineError::invalid_argument(format!(
+                "sequence {id} already exists"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Backend for CandleBackend {
+    fn vocab_size(&self) -> usize {
+        self.model.config().vocab_size
+    }
+
+    fn max_seq_len(&self) -> usize {
+        self.model.config().n_positions
+    }
+
+    fn eos_token(&self) -> Option<u32> {
+        self.model.config().eos_token_id
+    }
+
+    fn prefill(
+        &mut self,
+        seqs: &[(SeqId, &[u32])],
+        logits: &mut Vec<f32>,
+    ) -> Result<(), EngineError> {
+        for (id, p) in seqs {
+            self.check_prompt(*id, p)?;
+        }
+        let vocab = self.vocab_size();
+        logits.clear();
+        logits.resize(seqs.len() * vocab, 0.0);
+        // Equal prompt lengths run as one batch, in order of first
+        // appearance; rows go back to the caller's order.
+        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (i, (_, p)) in seqs.iter().enumerate() {
+            match groups.iter_mut().find(|(len, _)| *len == p.len()) {
+                Some((_, idx)) => idx.push(i),
+                None => groups.push((p.len(), vec![i])),
+            }
+        }
+        let (model, kv_pool) = (&self.model, &mut self.kv_pool);
+        let created = self.pool.install(|| -> Result<_, EngineError> {
+            let mut created = Vec::with_capacity(seqs.len());
+            let mut rows = Vec::new();
+            for (len, idx) in &groups {
+                for chunk in idx.chunks((MAX_PREFILL_TOKENS / len).max(1)) {
+                    let prompts: Vec<&[u32]> = chunk.iter().map(|&i| seqs[i].1).collect();
+                    let (l, caches) = model
+                        .prefill(&prompts, kv_pool)
+                        .map_err(candle_err("prefill"))?;
+                    gpt2::copy_f32(&l, &mut rows).map_err(candle_err("prefill"))?;
+                    for (j, &i) in chunk.iter().enumerate() {
+                        logits[i * vocab..(i + 1) * vocab]
+                            .copy_from_slice(&rows[j * vocab..(j + 1) * vocab]);
+                    }
+                    created.extend(chunk.iter().map(|&i| seqs[i].0).zip(caches));
+                }
+            }
+            Ok(created)
+        })?;
+        self.seqs.extend(created);
+        Ok(())
+    }
+
+    fn decode(&mut self, seqs: &[(SeqId, u32)], logits: &mut Vec<f32>) -> Result<(), EngineError> {
+        let mut taken: Vec<(SeqId, KvCache)> = Vec::with_capacity(seqs.len());
+        for &(id, _) in seqs {
+            match self.seqs.remove(&id) {
+                Some(c) => taken.push((id, c)),
+                None => {
+                    self.seqs.extend(taken);
+                    return Err(EngineError::invalid_argument(format!(
+                        "decode of unknown sequence {id}"
+                    )));
+                }
+            }
+        }
+        let tokens: Vec<u32> = seqs.iter().map(|s| s.1).collect();
+        let (model, kv_pool) = (&self.model, &mut self.kv_pool);
+        let result = self.pool.install(|| {
+            let mut caches: Vec<&mut KvCache> = taken.iter_mut().map(|(_, c)| c).collect();
+            model
+                .decode(&tokens, &mut caches, kv_pool)
+                .and_then(|l| gpt2::copy_f32(&l, logits))
+        });
+        self.seqs.extend(taken);
+        result.map_err(candle_err("decode"))
+    }
+
+    fn free(&mut self, seq: SeqId) {
+        if let Some(cache) = self.seqs.remove(&seq) {
+            self.kv_pool.recycle(cache);
+        }
+    }
+
+    fn memory(&self) -> MemoryStats {
+        let used: usize = self.seqs.values().map(KvCache::used_bytes).sum();
+        // freed buffers kept for reuse are still allocated
+        let reserved: usize = self
+            .seqs
+            .values()
+            .map(KvCache::reserved_bytes)
+            .sum::<usize>()
+            + self.kv_pool.bytes();
+        MemoryStats {
+            weight_bytes: self.weight_bytes,
+            kv_cache_used_bytes: used as u64,
+            kv_cache_reserved_bytes: reserved as u64,
+            kv_cache_peak_bytes: used as u64,
+        }
+    }
+
+    fn score(&mut self, tokens: &[u32]) -> Result<Logits, EngineError> {
+        let cfg = self.model.config();
+        if tokens.is_empty() || tokens.len() > cfg.n_positions {
+            return Err(EngineError::invalid_argument(format!(
+                "score needs 1..={} tokens, got {}",
+                cfg.n_positions,
+                tokens.len()
+            )));
+        }
+        let model = &self.model;
+        let data = self
+            .pool
+            .install(|| {
+                let l = model.score(tokens)?;
+                let mut v = Vec::new();
+                gpt2::copy_f32(&l, &mut v)?;
+                Ok(v)
+            })
+            .map_err(candle_err("score"))?;
+        Ok(Logits {
+            rows: tokens.len() as u32,
+            vocab: cfg.vocab_size as u32,
+            data: data.into(),
+        })
+    }
+}
+
+engine_api::export_engine!(Ok(CandleEngine::new()));

@@ -1,0 +1,117 @@
+//! candle's GPT-2 against an independent naive f32 forward pass.
+
+mod common;
+
+use common::*;
+use em_candle::CandleEngine;
+use engine_api::{Engine, LoadOptions};
+
+#[test]
+fn score_matches_naive_reference() {
+    let (dir, cfg, w) = tiny_checkpoint(1);
+    let model = CandleEngine::new()
+        .load(&spec(dir.path(), "f32"), &LoadOptions::default())
+        .unwrap();
+    let mut rng = Rng::new(7);
+    let tokens: Vec<u32> = (0..21).map(|_| rng.token(cfg.vocab_size)).collect();
+    let got = model.score(&tokens).unwrap();
+    assert_eq!(
+        (got.rows as usize, got.vocab as usize),
+        (tokens.len(), cfg.vocab_size)
+    );
+    let want = reference_logits(&cfg, &w, &tokens);
+    let mut worst = 0f32;
+    for (i, row) in want.iter().enumerate() {
+        worst = worst.max(max_abs_diff(got.row(i), row));
+    }
+    let scale = want.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(
+        scale > 0.5,
+        "logits should not be trivially small ({scale})"
+    );
+    eprintln!("f32 max abs diff {worst:e}, logit scale {scale}");
+    assert!(worst < 1e-4, "max abs diff {worst} (logit scale {scale})");
+}
+
+#[test]
+fn f16_score_is_close_to_reference() {
+    let (dir, cfg, w) = tiny_checkpoint(2);
+    let model = CandleEngine::new()
+        .load(&spec(dir.path(), "f16"), &LoadOptions::default())
+        .unwrap();
+    let tokens: Vec<u32> = (0..12).map(|i| (i * 7 % cfg.vocab_size) as u32).collect();
+    let got = model.score(&tokens).unwrap();
+    let want = reference_logits(&cfg, &w, &tokens);
+    let worst = (0..tokens.len())
+        .map(|i| max_abs_diff(got.row(i), &want[i]))
+        .fold(0f32, f32::max);
+    eprintln!("f16 max abs diff {worst:e}");
+    assert!(worst < 5e-2, "f16 max abs diff {worst}");
+}
+
+#[test]
+fn bf16_score_is_close_to_reference() {
+    // candle 0.11.1 runs bf16 matmuls on the CPU by widening to f32, so bf16
+    // works (slowly); check it is right, with bf16's 8-bit mantissa.
+    let (dir, cfg, w) = tiny_checkpoint(3);
+    let model = CandleEngine::new()
+        .load(&spec(dir.path(), "bf16"), &LoadOptions::default())
+        .unwrap();
+    let tokens: Vec<u32> = (0..12).map(|i| (i * 5 % cfg.vocab_size) as u32).collect();
+    let got = model.score(&tokens).unwrap();
+    let want = reference_logits(&cfg, &w, &tokens);
+    let worst = (0..tokens.len())
+        .map(|i| max_abs_diff(got.row(i), &want[i]))
+        .fold(0f32, f32::max);
+    eprintln!("bf16 max abs diff {worst:e}");
+    assert!(worst < 0.25, "bf16 max abs diff {worst}");
+}
+
+#[test]
+fn single_thread_pool_matches_reference() {
+    let (dir, cfg, w) = tiny_checkpoint(4);
+    let opts = LoadOptions {
+        options_json: r#"{"threads": 1, "device": "cpu"}"#.into(),
+        ..LoadOptions::default()
+    };
+    let model = CandleEngine::new()
+        .load(&spec(dir.path(), "f32"), &opts)
+        .unwrap();
+    let tokens = [3u32, 1, 4, 1, 5, 9, 2, 6];
+    let got = model.score(&tokens).unwrap();
+    let want = reference_logits(&cfg, &w, &tokens);
+    for (i, row) in want.iter().enumerate() {
+        assert!(max_abs_diff(got.row(i), row) < 1e-4);
+    }
+}
+
+#[test]
+fn exact_gelu_activation_matches_reference() {
+    // HF's "gelu" is the erf form, not gelu_new's tanh approximation
+    let cfg = em_candle::gpt2::Config {
+        activation_function: "gelu".into(),
+        ..tiny_config()
+    };
+    let w = random_weights(&cfg, 5);
+    let dir = TempDir::new("gelu-erf");
+    write_checkpoint(dir.path(), &cfg, &w, "");
+    let model = CandleEngine::new()
+        .load(&spec(dir.path(), "f32"), &LoadOptions::default())
+        .unwrap();
+    let tokens: Vec<u32> = (0..15).map(|i| (i * 11 % 96) as u32).collect();
+    let got = model.score(&tokens).unwrap();
+    let want = reference_logits(&cfg, &w, &tokens);
+    let worst = (0..tokens.len())
+        .map(|i| max_abs_diff(got.row(i), &want[i]))
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-4, "max abs diff {worst}");
+    let tanh_cfg = tiny_config();
+    let tanh_want = reference_logits(&tanh_cfg, &w, &tokens);
+    let gap = (0..tokens.len())
+        .map(|i| max_abs_diff(&tanh_want[i], &want[i]))
+        .fold(0f32, f32::max);
+    assert!(
+        gap > 10.0 * worst,
+        "the two gelus should differ visibly ({gap})"
+    );
+}
