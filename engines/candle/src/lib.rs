@@ -219,6 +219,10 @@ impl Engine for CandleEngine {
             "batching:continuous",
             "score",
             "sampling",
+            // On the CPU the f32/f16 hot path is this crate's panel-major
+            // gemm calls and fused kernels over candle tensors, not stock
+            // candle ops (see gpt2.rs): say so wherever results are shown.
+            "kernels:panel-gemm+fused-cpu",
         ];
         EngineInfo {
             name: "candle".into(),

@@ -25,6 +25,7 @@
 mod options;
 pub mod sampling;
 mod scheduler;
+pub mod testing;
 
 pub use options::parse_options;
 pub use scheduler::{spawn, KitModel};

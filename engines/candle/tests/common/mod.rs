@@ -4,14 +4,9 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use em_candle::gpt2::Config;
-use engine_api::abi_stable::sabi_trait::TD_Opaque;
-use engine_api::abi_stable::std_types::RSlice;
-use engine_api::ffi::{SinkFfi, SinkFfi_TO};
-use engine_api::{Completion, EngineError, ModelSpec, SinkBox, TokenEvent};
+use engine_api::ModelSpec;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
 
 pub fn tiny_config() -> Config {
     Config {
@@ -309,54 +304,5 @@ pub fn argmax(row: &[f32]) -> u32 {
     best as u32
 }
 
-// ---------------------------------------------------------------------------
-// A sink for driving a model through engine-kit's scheduler.
-
-#[derive(Default)]
-pub struct Collect {
-    pub calls: Mutex<Vec<Vec<TokenEvent>>>,
-    pub done: Mutex<Vec<Completion>>,
-    pub errors: Mutex<Vec<(u64, EngineError)>>,
-    cv: Condvar,
-}
-
-#[derive(Clone)]
-struct Handle(Arc<Collect>);
-
-impl SinkFfi for Handle {
-    fn tokens(&self, step: RSlice<'_, TokenEvent>) {
-        self.0.calls.lock().unwrap().push(step.to_vec());
-    }
-    fn done(&self, c: Completion) {
-        self.0.done.lock().unwrap().push(c);
-        self.0.cv.notify_all();
-    }
-    fn error(&self, id: u64, e: EngineError) {
-        self.0.errors.lock().unwrap().push((id, e));
-        self.0.cv.notify_all();
-    }
-}
-
-impl Collect {
-    pub fn sink(self: &Arc<Self>) -> SinkBox {
-        SinkFfi_TO::from_value(Handle(self.clone()), TD_Opaque)
-    }
-    pub fn wait(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut done = self.done.lock().unwrap();
-        while done.len() + self.errors.lock().unwrap().len() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "timed out waiting for {n} completions");
-            done = self.cv.wait_timeout(done, left).unwrap().0;
-        }
-    }
-    pub fn tokens_of(&self, id: u64) -> Vec<u32> {
-        let calls = self.calls.lock().unwrap();
-        calls
-            .iter()
-            .flatten()
-            .filter(|e| e.request_id == id)
-            .map(|e| e.token)
-            .collect()
-    }
-}
+#[allow(unused_imports)] // used by end_to_end only
+pub use engine_kit::testing::Collect;

@@ -1,9 +1,6 @@
 use super::*;
-use engine_api::abi_stable::sabi_trait::TD_Opaque;
-use engine_api::abi_stable::std_types::RSlice;
-use engine_api::ffi::{SinkFfi, SinkFfi_TO};
+use crate::testing::Collect;
 use std::collections::HashMap;
-use std::sync::Condvar;
 use std::time::Duration;
 
 /// Deterministic backend: the next token is always `last + 1 (mod vocab)`.
@@ -90,55 +87,6 @@ impl Backend for Toy {
             vocab: self.vocab as u32,
             data: data.into(),
         })
-    }
-}
-
-#[derive(Default)]
-struct Collect {
-    calls: Mutex<Vec<Vec<TokenEvent>>>,
-    done: Mutex<Vec<Completion>>,
-    errors: Mutex<Vec<(u64, EngineError)>>,
-    cv: Condvar,
-}
-
-#[derive(Clone)]
-struct Handle(Arc<Collect>);
-
-impl SinkFfi for Handle {
-    fn tokens(&self, step: RSlice<'_, TokenEvent>) {
-        self.0.calls.lock().unwrap().push(step.to_vec());
-    }
-    fn done(&self, c: Completion) {
-        self.0.done.lock().unwrap().push(c);
-        self.0.cv.notify_all();
-    }
-    fn error(&self, id: u64, e: EngineError) {
-        self.0.errors.lock().unwrap().push((id, e));
-        self.0.cv.notify_all();
-    }
-}
-
-impl Collect {
-    fn sink(self: &Arc<Self>) -> SinkBox {
-        SinkFfi_TO::from_value(Handle(self.clone()), TD_Opaque)
-    }
-    fn wait(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut done = self.done.lock().unwrap();
-        while done.len() + self.errors.lock().unwrap().len() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "timed out waiting for {n} completions");
-            done = self.cv.wait_timeout(done, left).unwrap().0;
-        }
-    }
-    fn tokens_of(&self, id: u64) -> Vec<u32> {
-        let calls = self.calls.lock().unwrap();
-        calls
-            .iter()
-            .flatten()
-            .filter(|e| e.request_id == id)
-            .map(|e| e.token)
-            .collect()
     }
 }
 
