@@ -19,16 +19,11 @@ fn tiny_matrix_runs_end_to_end_and_writes_raw_and_summary_json() {
     let plugins = plugin_dir(&["candle"]);
     let out = TempDir::new("run");
     let run_dir = out.path().join("run");
-    let o = run(
-        &[
-            "run",
-            "matrices/tiny.yaml",
-            "--out",
-            run_dir.to_str().unwrap(),
-        ],
+    let o = run_matrix(
+        std::path::Path::new("matrices/tiny.yaml"),
         plugins.path(),
+        &run_dir,
     );
-    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
     let stdout = text(&o.stdout);
     assert!(
         stdout.contains("| model | engine |"),
@@ -156,17 +151,8 @@ fn broken_plugins_and_unknown_engines_fail_clearly_while_others_run() {
     let tmp = TempDir::new("broken");
     let m = write_matrix(tmp.path(), BROKEN);
     let run_dir = tmp.path().join("run");
-    let o = run(
-        &[
-            "run",
-            m.to_str().unwrap(),
-            "--out",
-            run_dir.to_str().unwrap(),
-        ],
-        plugins.path(),
-    );
+    let o = run_matrix(&m, plugins.path(), &run_dir);
     let stderr = text(&o.stderr);
-    assert!(o.status.success(), "stderr: {stderr}");
 
     // one line per broken engine, naming the file and both versions
     let line = |needle: &str| {
@@ -284,16 +270,7 @@ fn bad_matrices_are_rejected_with_file_line_and_column() {
     );
     let run_dir = tmp.path().join("run");
     let plugins = plugin_dir(&["candle"]);
-    let o = run(
-        &[
-            "run",
-            m.to_str().unwrap(),
-            "--out",
-            run_dir.to_str().unwrap(),
-        ],
-        plugins.path(),
-    );
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = run_matrix(&m, plugins.path(), &run_dir);
     let stderr = text(&o.stderr);
     assert!(
         stderr.contains("config.json") && stderr.contains("model 'm'"),
@@ -318,16 +295,7 @@ fn gpt2_matrix_validates_and_its_long_workloads_are_recorded_unsupported() {
         "name: long\nmodels:\n  - {name: gpt2, weights: synthetic, config: gpt2}\nengines:\n  - {name: candle, options: {threads: 1}}\nscenarios:\n  - name: latency\n    kind: latency\n    warmup: 0\n    iterations: 1\n    axes:\n      workload:\n        - {label: L3, input_tokens: 1024, output_tokens: 256}\n        - {label: L4, input_tokens: 2048, output_tokens: 512}\n",
     );
     let run_dir = tmp.path().join("run");
-    let o = run(
-        &[
-            "run",
-            m.to_str().unwrap(),
-            "--out",
-            run_dir.to_str().unwrap(),
-        ],
-        plugins.path(),
-    );
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = run_matrix(&m, plugins.path(), &run_dir);
     let s = read_json(&run_dir.join("summary.json"));
     assert_eq!(s["models"][0]["parameters"], 124_439_808);
     for c in cells(&s) {

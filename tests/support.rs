@@ -125,3 +125,18 @@ pub fn read_jsonl(p: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).expect("jsonl line"))
         .collect()
 }
+
+/// `engine-matrix run MATRIX --out RUN_DIR`; asserts it succeeded.
+pub fn run_matrix(matrix: &Path, plugins: &Path, run_dir: &Path) -> Output {
+    let o = run(
+        &[
+            "run",
+            matrix.to_str().expect("utf-8 path"),
+            "--out",
+            run_dir.to_str().expect("utf-8 path"),
+        ],
+        plugins,
+    );
+    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    o
+}
