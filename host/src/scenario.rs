@@ -197,3 +197,150 @@ impl Runner<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matrix::Matrix;
+    use engine_api::{
+        ffi_engine, Completion, Engine, EngineError, EngineInfo, FinishReason, LoadOptions, Logits,
+        MemoryStats, Model, ModelSpec, Request, SinkBox, TokenEvent,
+    };
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    /// How the fake model answers a submission.
+    #[derive(Clone, Copy)]
+    enum Mode {
+        /// Never answers.
+        Hang,
+        /// Answers every request with an error.
+        Fail,
+        /// Generates the requested tokens at once.
+        Echo,
+    }
+
+    struct Fake(Mode);
+    struct FakeModel(Mode, Mutex<Vec<SinkBox>>);
+
+    impl Engine for Fake {
+        fn info(&self) -> EngineInfo {
+            EngineInfo::default()
+        }
+        fn load(&self, _: &ModelSpec, _: &LoadOptions) -> Result<Box<dyn Model>, EngineError> {
+            Ok(Box::new(FakeModel(self.0, Mutex::default())))
+        }
+    }
+
+    impl Model for FakeModel {
+        fn submit(&self, requests: Vec<Request>, sink: SinkBox) -> Result<(), EngineError> {
+            match self.0 {
+                Mode::Hang => self.1.lock().unwrap().push(sink),
+                Mode::Fail => {
+                    for r in requests {
+                        sink.error(r.id, EngineError::runtime("out of memory"));
+                    }
+                }
+                Mode::Echo => {
+                    for step in 0..requests[0].max_new_tokens {
+                        let ev: Vec<TokenEvent> = requests
+                            .iter()
+                            .map(|r| TokenEvent {
+                                request_id: r.id,
+                                token: step,
+                            })
+                            .collect();
+                        sink.tokens(ev.as_slice().into());
+                    }
+                    for r in &requests {
+                        sink.done(Completion {
+                            request_id: r.id,
+                            prompt_tokens: r.prompt.len() as u32,
+                            generated_tokens: r.max_new_tokens,
+                            finish_reason: FinishReason::Length,
+                            queue_us: 0,
+                            prefill_us: 0,
+                            decode_us: 0,
+                            decode_steps: r.max_new_tokens - 1,
+                        });
+                    }
+                }
+            }
+            Ok(())
+        }
+        fn memory(&self) -> MemoryStats {
+            MemoryStats::default()
+        }
+        fn score(&self, _: &[u32]) -> Result<Logits, EngineError> {
+            Err(EngineError::unsupported("no scores"))
+        }
+    }
+
+    fn model(mode: Mode) -> ModelBox {
+        let spec = ModelSpec {
+            name: "m".into(),
+            architecture: "gpt2".into(),
+            path: "/x".into(),
+            dtype: "f32".into(),
+            quantization: "none".into(),
+        };
+        let engine = ffi_engine(|| Ok(Fake(mode))).into_result().ok().unwrap();
+        engine
+            .load(&spec, &LoadOptions::default())
+            .into_result()
+            .ok()
+            .unwrap()
+    }
+
+    fn cells() -> Vec<Cell> {
+        let text = "name: t\nmodels: [{name: m, path: /x}]\nengines: [{name: e}]\nscenarios:\n  - {name: lat, kind: latency, warmup: 1, iterations: 2, batch_size: 3, input_tokens: 4, output_tokens: 5}\n  - {name: con, kind: concurrency, warmup: 0, iterations: 1, concurrency: 2, requests: 5, input_tokens: 4, output_tokens: 5}\n";
+        Matrix::parse(text, Path::new("t.yaml"))
+            .unwrap()
+            .cells(false)
+    }
+
+    #[test]
+    fn latency_and_closed_loop_submit_what_the_cell_says() {
+        let prompts = PromptGen::new(0, "k", 100, None);
+        let m = model(Mode::Echo);
+        let cells = cells();
+        let ex = execute(&m, &cells[0], &prompts, DEFAULT_STALL);
+        assert_eq!(ex.outcome, Ok(()));
+        let recs = ex.collector.take_records();
+        assert_eq!(recs.len(), 3 * 3, "warmup + 2 iterations of batch 3");
+        assert_eq!(recs.iter().filter(|r| r.warmup).count(), 3);
+        assert!(recs
+            .iter()
+            .all(|r| r.tokens.len() == 5 && r.prompt_tokens == 4));
+        assert_eq!(ex.spans.len(), 3);
+
+        let ex = execute(&m, &cells[1], &prompts, DEFAULT_STALL);
+        assert_eq!(ex.outcome, Ok(()));
+        assert_eq!(
+            ex.collector.take_records().len(),
+            5,
+            "closed loop sends `requests`"
+        );
+    }
+
+    #[test]
+    fn a_hung_engine_is_detected_and_failures_are_recorded() {
+        let prompts = PromptGen::new(0, "k", 100, None);
+        let cells = cells();
+        let ex = execute(
+            &model(Mode::Hang),
+            &cells[0],
+            &prompts,
+            Duration::from_millis(200),
+        );
+        assert!(matches!(ex.outcome, Err(Stop::Hung(_))), "{:?}", ex.outcome);
+
+        let ex = execute(&model(Mode::Fail), &cells[0], &prompts, DEFAULT_STALL);
+        assert_eq!(ex.outcome, Ok(()), "request errors do not stop the cell");
+        let recs = ex.collector.take_records();
+        assert!(recs.iter().all(|r| r
+            .error
+            .as_ref()
+            .is_some_and(|e| e.message == "out of memory")));
+    }
+}
