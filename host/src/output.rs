@@ -162,7 +162,17 @@ pub struct RunDir {
 }
 
 impl RunDir {
+    /// Creates the run folder. A folder that already holds results is
+    /// refused rather than mixed with a new run.
     pub fn create(path: &Path, matrix_text: &str, system: &SystemInfo) -> Result<Self> {
+        let existing = path.join("results.jsonl");
+        if existing.metadata().map(|m| m.len() > 0).unwrap_or(false) {
+            anyhow::bail!(
+                "run folder {} already holds results ({}): choose another --out or remove it",
+                path.display(),
+                existing.display()
+            );
+        }
         std::fs::create_dir_all(path)
             .with_context(|| format!("cannot create run folder {}", path.display()))?;
         std::fs::write(path.join("matrix.yaml"), matrix_text)?;
@@ -248,6 +258,21 @@ pub fn stamp() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_folder_with_results_is_not_reused() {
+        let dir = std::env::temp_dir().join(format!("em-rundir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let sys = crate::system::collect();
+        let mut run = RunDir::create(&dir, "name: x\n", &sys).unwrap();
+        run.results.write_all(b"{}\n").unwrap();
+        let err = RunDir::create(&dir, "name: x\n", &sys)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("already holds results"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn civil_dates() {
