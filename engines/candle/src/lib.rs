@@ -35,7 +35,11 @@
 //! * `threads` (default: the number of cores the process may use): size of
 //!   this model's rayon pool;
 //! * `device`: `cpu` (default), or `cuda` / `cuda:N` when built with the
-//!   `cuda` feature.
+//!   `cuda` feature;
+//! * `kernels`: `fused` (default: panel-major gemm and the fused CPU
+//!   kernels of [`ops`]) or `stock` (candle's own ops only, to measure
+//!   out-of-the-box candle). The choice is a thread-local flag set on every
+//!   thread of the model's rayon pool, where all its tensor work runs.
 //!
 //! Unknown keys are an error that names them.
 //!
@@ -102,6 +106,11 @@ pub struct CandleOptions {
     pub threads: Option<usize>,
     /// `cpu`, `cuda` or `cuda:N`; default `cpu`.
     pub device: Option<String>,
+    /// `fused` (default): panel-major gemm and this crate's fused CPU
+    /// kernels; `stock`: candle's own ops only (`Tensor::matmul`,
+    /// `broadcast_add`, `gelu`, softmax, `slice_set`), to measure
+    /// out-of-the-box candle.
+    pub kernels: Option<String>,
 }
 
 /// A candle error's message without the backtrace candle attaches when
@@ -222,7 +231,8 @@ impl Engine for CandleEngine {
             // On the CPU the f32/f16 hot path is this crate's panel-major
             // gemm calls and fused kernels over candle tensors, not stock
             // candle ops (see gpt2.rs): say so wherever results are shown.
-            "kernels:panel-gemm+fused-cpu",
+            "kernels:fused (default)",
+            "kernels:stock",
         ];
         EngineInfo {
             name: "candle".into(),
@@ -262,7 +272,7 @@ impl std::fmt::Debug for CandleBackend {
     }
 }
 
-fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, EngineError> {
+fn thread_pool(threads: usize, stock: bool) -> Result<rayon::ThreadPool, EngineError> {
     if threads == 0 {
         return Err(EngineError::invalid_argument(
             "candle options: threads must be at least 1",
@@ -271,6 +281,7 @@ fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, EngineError> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("em-candle-{i}"))
+        .start_handler(move |_| ops::set_stock_kernels(stock))
         .build()
         .map_err(|e| EngineError::runtime(format!("cannot start {threads} threads: {e}")))
 }
@@ -361,7 +372,16 @@ impl CandleBackend {
         let opts: CandleOptions = engine_kit::parse_options("candle", options_json)?;
         let threads = opts.threads.unwrap_or_else(available_cores);
         let device = parse_device(opts.device.as_deref().unwrap_or("cpu"))?;
-        let pool = thread_pool(threads)?;
+        let stock = match opts.kernels.as_deref().unwrap_or("fused") {
+            "fused" => false,
+            "stock" => true,
+            other => {
+                return Err(EngineError::invalid_argument(format!(
+                    "candle options: kernels must be \"fused\" or \"stock\", not {other:?}"
+                )))
+            }
+        };
+        let pool = thread_pool(threads, stock)?;
         pool.install(|| probe_dtype(dtype, &device)).map_err(|why| {
             EngineError::unsupported(format!(
                 "dtype {} on {device:?}: candle {CANDLE_VERSION} cannot run GPT-2's ops in it ({why})",
@@ -400,7 +420,7 @@ impl CandleBackend {
     /// Wraps an already built model (e.g. from in-memory weights) with a
     /// pool of `threads` threads.
     pub fn from_model(model: Gpt2, threads: usize) -> Result<Self, EngineError> {
-        Self::with_pool(model, thread_pool(threads)?)
+        Self::with_pool(model, thread_pool(threads, !ops::fused_kernels())?)
     }
 
     fn with_pool(model: Gpt2, pool: rayon::ThreadPool) -> Result<Self, EngineError> {

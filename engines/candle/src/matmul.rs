@@ -75,7 +75,7 @@ impl Weight {
     /// Re-lays `w: [k, n]` for the device and dtype it is on.
     pub fn new(w: &Tensor) -> Result<Self> {
         let (k, n) = w.dims2()?;
-        if !w.device().is_cpu() || !gemm_dtype(w.dtype()) {
+        if !crate::ops::fused_kernels() || !w.device().is_cpu() || !gemm_dtype(w.dtype()) {
             return Ok(Weight::Dense(w.contiguous()?));
         }
         let np = n.div_ceil(PANEL);
@@ -450,7 +450,10 @@ impl CustomOp2 for Gemm {
 /// `a @ b` for rank-2 (`[m, k] @ [k, n]`) or rank-3 (`[b, m, k] @ [b, k, n]`)
 /// tensors with any strides.
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let gemm_ok = gemm_dtype(a.dtype()) && a.device().is_cpu() && matches!(a.rank(), 2 | 3);
+    let gemm_ok = crate::ops::fused_kernels()
+        && gemm_dtype(a.dtype())
+        && a.device().is_cpu()
+        && matches!(a.rank(), 2 | 3);
     if !gemm_ok {
         return a.matmul(b);
     }

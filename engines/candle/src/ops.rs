@@ -32,6 +32,24 @@ use rayon::prelude::*;
 /// threads on a 128-row prefill, large enough to amortise task overhead.
 const MIN_ROWS_PER_TASK: usize = 4;
 
+thread_local! {
+    static STOCK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread runs this crate's fused CPU kernels and panel gemm
+/// (the default) or stock candle ops (engine option `kernels: stock`).
+/// Set per model on every thread of its rayon pool, where all of its
+/// tensor work runs, so two models in one process can differ.
+pub fn fused_kernels() -> bool {
+    !STOCK.with(|s| s.get())
+}
+
+/// Makes the current thread use stock candle ops (`true`) or the fused
+/// kernels (`false`).
+pub fn set_stock_kernels(stock: bool) {
+    STOCK.with(|s| s.set(stock));
+}
+
 /// Branch-free `exp` (Cephes-style range reduction + degree-6 polynomial)
 /// that LLVM vectorises; inputs are clamped to `[-87, 88]`.
 #[inline(always)]
@@ -195,7 +213,7 @@ impl InplaceOp2 for BiasAct {
 /// must be a fresh tensor nobody else holds: it is updated in place on the
 /// CPU).
 pub fn bias_act(y: Tensor, bias: &Tensor, act: Act) -> Result<Tensor> {
-    if !y.device().is_cpu() || !y.is_contiguous() {
+    if !fused_kernels() || !y.device().is_cpu() || !y.is_contiguous() {
         let y = y.broadcast_add(bias)?;
         return match act {
             Act::None => Ok(y),
@@ -288,7 +306,7 @@ impl InplaceOp3 for BiasResidual {
 
 /// `y + bias + residual`; `y` is consumed and updated in place on the CPU.
 pub fn bias_residual(y: Tensor, bias: &Tensor, residual: &Tensor) -> Result<Tensor> {
-    if !y.device().is_cpu() || !y.is_contiguous() || !residual.is_contiguous() {
+    if !fused_kernels() || !y.device().is_cpu() || !y.is_contiguous() || !residual.is_contiguous() {
         return y.broadcast_add(bias)? + residual;
     }
     check_last_dim(&y, bias, "em-bias-residual")?;
@@ -420,7 +438,7 @@ pub fn causal_softmax(scores: Tensor, past: usize) -> Result<Tensor> {
     if past + q_len > k_len {
         candle_core::bail!("causal_softmax: {past} past + {q_len} queries > {k_len} keys")
     }
-    if scores.device().is_cpu() && scores.is_contiguous() {
+    if fused_kernels() && scores.device().is_cpu() && scores.is_contiguous() {
         scores.inplace_op1(&CausalSoftmax { q_len, past })?;
         return Ok(scores);
     }
@@ -662,7 +680,8 @@ pub fn attention(q: &Tensor, kt: &Tensor, v: &Tensor) -> Result<Tensor> {
         )
     }
     let unit_last = |t: &Tensor| t.stride()[3] == 1 || t.dims()[3] == 1;
-    let fused = q.device().is_cpu()
+    let fused = fused_kernels()
+        && q.device().is_cpu()
         && [q, kt, v]
             .iter()
             .all(|t| t.dtype() == DType::F32 && unit_last(t));
@@ -766,7 +785,7 @@ impl InplaceOp2 for CopyInto {
 /// Writes `src` (rank 3, any strides) into the contiguous rank-3 `dst` at
 /// `pos` along `dim` (1 or 2), in place.
 pub fn copy_into(dst: &Tensor, src: &Tensor, dim: usize, pos: usize) -> Result<()> {
-    if dst.device().is_cpu() && dst.is_contiguous() {
+    if fused_kernels() && dst.device().is_cpu() && dst.is_contiguous() {
         return dst.inplace_op2(src, &CopyInto { dim, pos });
     }
     dst.slice_set(&src.contiguous()?, dim, pos)

@@ -144,7 +144,13 @@ fn options_are_checked() {
         let e = load_err(&s, r#"{"device": "cuda:0"}"#);
         assert!(e.is_unsupported() && e.message.contains("cuda"), "{e}");
     }
+    let e = load_err(&s, r#"{"kernels": "turbo"}"#);
+    assert!(
+        e.message.contains("kernels") && e.message.contains("turbo"),
+        "{e}"
+    );
     assert!(load(&s, r#"{"threads": 1, "device": "cpu"}"#).is_ok());
+    assert!(load(&s, r#"{"kernels": "stock"}"#).is_ok());
 }
 
 #[test]

@@ -34,6 +34,32 @@ fn score_matches_naive_reference() {
 }
 
 #[test]
+fn stock_candle_kernels_match_reference_and_fused_kernels() {
+    let (dir, cfg, w) = tiny_checkpoint(8);
+    let load = |kernels: &str| {
+        let opts = LoadOptions {
+            options_json: format!(r#"{{"kernels": "{kernels}", "threads": 2}}"#).into(),
+            ..LoadOptions::default()
+        };
+        CandleEngine::new()
+            .load(&spec(dir.path(), "f32"), &opts)
+            .unwrap()
+    };
+    let (stock, fused) = (load("stock"), load("fused"));
+    let mut rng = Rng::new(9);
+    let tokens: Vec<u32> = (0..19).map(|_| rng.token(cfg.vocab_size)).collect();
+    let (s, f) = (stock.score(&tokens).unwrap(), fused.score(&tokens).unwrap());
+    let want = reference_logits(&cfg, &w, &tokens);
+    for (i, row) in want.iter().enumerate() {
+        assert!(max_abs_diff(s.row(i), row) < 1e-4, "stock row {i}");
+        assert!(
+            max_abs_diff(s.row(i), f.row(i)) < 1e-4,
+            "stock vs fused row {i}"
+        );
+    }
+}
+
+#[test]
 fn f16_score_is_close_to_reference() {
     let (dir, cfg, w) = tiny_checkpoint(2);
     let model = CandleEngine::new()

@@ -576,22 +576,30 @@ fn shipped_matrices_parse() {
     assert_eq!(gpt2.baseline.as_deref(), Some("candle"));
     assert_eq!(gpt2.engines[0].options, serde_json::json!({"threads": 2}));
     let full = ids(&gpt2, false);
-    assert_eq!(full.len(), 4 * 2 + 5 + 5);
+    assert_eq!(full.len(), 2 * (4 * 2 + 5 + 5), "two engines");
     assert!(
         full.contains(&"latency/gpt2/candle/L4-in2048-out512-bs1-c1-static-f32-none".to_string())
     );
-    let quick = gpt2.cells(true);
     assert_eq!(
-        quick.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
-        [
-            "latency/gpt2/candle/L1-in128-out64-bs1-c1-static-f32-none",
-            "latency/gpt2/candle/L1-in128-out64-bs8-c1-static-f32-none",
-            "throughput/gpt2/candle/in128-out64-bs1-c8-continuous-f32-none-n8",
-            "throughput/gpt2/candle/in128-out64-bs8-c8-continuous-f32-none-n8",
-            "concurrency/gpt2/candle/in128-out64-bs1-c1-continuous-f32-none-r8",
-            "concurrency/gpt2/candle/in128-out64-bs4-c4-continuous-f32-none-r8",
-        ]
+        gpt2.engines[1].options,
+        serde_json::json!({"threads": 2, "kernels": "stock"})
     );
+    let quick = gpt2.cells(true);
+    let ids: Vec<&str> = quick.iter().map(|c| c.id.as_str()).collect();
+    let mut want = Vec::new();
+    for cell in [
+        "latency/gpt2/ENGINE/L1-in128-out64-bs1-c1-static-f32-none",
+        "latency/gpt2/ENGINE/L1-in128-out64-bs8-c1-static-f32-none",
+        "throughput/gpt2/ENGINE/in128-out64-bs1-c8-continuous-f32-none-n8",
+        "throughput/gpt2/ENGINE/in128-out64-bs8-c8-continuous-f32-none-n8",
+        "concurrency/gpt2/ENGINE/in128-out64-bs1-c1-continuous-f32-none-r8",
+        "concurrency/gpt2/ENGINE/in128-out64-bs4-c4-continuous-f32-none-r8",
+    ] {
+        for engine in ["candle", "candle-stock"] {
+            want.push(cell.replace("ENGINE", engine));
+        }
+    }
+    assert_eq!(ids, want);
 }
 
 // ------------------------------------------------------------------- errors
