@@ -17,6 +17,7 @@ pub mod output;
 pub mod plugins;
 pub mod prompts;
 pub mod report;
+mod rng;
 pub mod runner;
 pub mod scenario;
 pub mod stats;

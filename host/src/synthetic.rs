@@ -15,6 +15,7 @@
 //! and bias 0. Values come from a SplitMix64 stream with Box–Muller, so the
 //! files are identical on every machine.
 
+use crate::rng::{fnv1a, splitmix64};
 use anyhow::{bail, Context, Result};
 use safetensors::tensor::{Dtype, TensorView};
 use serde::Deserialize;
@@ -153,11 +154,7 @@ impl Normal {
         }
     }
     fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        splitmix64(&mut self.state)
     }
     fn uniform(&mut self) -> f64 {
         // (0, 1]: never 0, so ln() is finite.
@@ -196,12 +193,6 @@ pub fn cache_dir() -> PathBuf {
         Some(h) => PathBuf::from(h).join(".cache/engine-matrix"),
         None => std::env::temp_dir().join("engine-matrix-cache"),
     }
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 /// Resolves `config` (a preset name or a path to a config.json) to its text
