@@ -86,6 +86,9 @@ impl EngineError {
     pub fn runtime(message: impl fmt::Display) -> Self {
         Self::new(ErrorKind::Runtime, message)
     }
+    pub fn io(message: impl fmt::Display) -> Self {
+        Self::new(ErrorKind::Io, message)
+    }
     pub fn is_unsupported(&self) -> bool {
         self.kind == ErrorKind::Unsupported
     }

@@ -286,69 +286,22 @@ fn thread_pool(threads: usize, stock: bool) -> Result<rayon::ThreadPool, EngineE
         .map_err(|e| EngineError::runtime(format!("cannot start {threads} threads: {e}")))
 }
 
-fn read_config(dir: &Path) -> Result<Config, EngineError> {
-    let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        EngineError::invalid_model(format!(
-            "{}: cannot read ({e}); a GPT-2 model folder needs config.json and model.safetensors",
-            path.display()
-        ))
-    })?;
-    let cfg: Config = serde_json::from_str(&text).map_err(|e| {
-        EngineError::invalid_model(format!("{}: invalid JSON: {e}", path.display()))
-    })?;
-    if cfg.model_type != "gpt2" {
-        return Err(EngineError::invalid_model(format!(
-            "{}: model_type is {:?}, expected \"gpt2\"",
-            path.display(),
-            cfg.model_type
-        )));
-    }
-    if let Err(why) = cfg.activation() {
-        return Err(EngineError::unsupported(format!(
-            "{}: {why}",
-            path.display()
-        )));
-    }
-    cfg.validate()
-        .map_err(|why| EngineError::invalid_model(format!("{}: {why}", path.display())))?;
-    Ok(cfg)
-}
-
 /// Checks every tensor the model reads: present, right shape, float.
 fn check_tensors(
     file: &Path,
     st: &candle_core::safetensors::MmapedSafetensors,
     cfg: &Config,
 ) -> Result<(), EngineError> {
-    let shown = file.display();
-    let prefix = gpt2::detect_prefix(|n| st.get(n).is_ok()).ok_or_else(|| {
-        EngineError::invalid_model(format!(
-            "{shown}: missing tensor wte.weight (also looked for transformer.wte.weight)"
-        ))
-    })?;
-    for (name, want) in cfg.expected_tensors() {
-        let full = format!("{prefix}{name}");
-        let view = st.get(&full).map_err(|_| {
-            EngineError::invalid_model(format!(
-                "{shown}: missing tensor {full} (expected shape {want:?})"
-            ))
-        })?;
-        if view.shape() != want.as_slice() {
-            return Err(EngineError::invalid_model(format!(
-                "{shown}: tensor {full} has shape {:?}, expected {want:?} (from config.json)",
-                view.shape()
-            )));
-        }
+    engine_kit::gpt2::check_tensors(file, cfg, |name| {
+        let view = st.get(name).ok()?;
         use safetensors::Dtype as St;
-        if !matches!(view.dtype(), St::F32 | St::F16 | St::BF16 | St::F64) {
-            return Err(EngineError::invalid_model(format!(
-                "{shown}: tensor {full} has dtype {:?}; expected a float dtype",
-                view.dtype()
-            )));
-        }
-    }
-    Ok(())
+        Some(engine_kit::gpt2::TensorMeta {
+            shape: view.shape().to_vec(),
+            is_float: matches!(view.dtype(), St::F32 | St::F16 | St::BF16 | St::F64),
+            dtype: format!("{:?}", view.dtype()),
+        })
+    })
+    .map(|_| ())
 }
 
 impl CandleBackend {
@@ -390,7 +343,7 @@ impl CandleBackend {
         })?;
 
         let dir = PathBuf::from(spec.path.as_str());
-        let cfg = read_config(&dir)?;
+        let cfg = engine_kit::gpt2::read_config(&dir)?;
         let file = dir.join("model.safetensors");
         if !file.is_file() {
             return Err(EngineError::invalid_model(format!(
@@ -469,20 +422,7 @@ impl CandleBackend {
     }
 
     fn check_prompt(&self, id: SeqId, p: &[u32]) -> Result<(), EngineError> {
-        let cfg = self.model.config();
-        if p.is_empty() || p.len() > cfg.n_positions {
-            return Err(EngineError::invalid_argument(format!(
-                "sequence {id}: prompt of {} tokens; GPT-2 takes 1..={}",
-                p.len(),
-                cfg.n_positions
-            )));
-        }
-        if let Some(t) = p.iter().find(|&&t| t as usize >= cfg.vocab_size) {
-            return Err(EngineError::invalid_argument(format!(
-                "sequence {id}: token {t} is outside the vocabulary of {}",
-                cfg.vocab_size
-            )));
-        }
+        engine_kit::gpt2::check_prompt(self.model.config(), id, p)?;
         if self.seqs.contains_key(&id) {
             return Err(EngineError::invalid_argument(format!(
                 "sequence {id} already exists"

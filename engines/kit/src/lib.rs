@@ -22,6 +22,7 @@
 //! (its state may be inconsistent), so every later submit fails with a
 //! clear message instead of hanging.
 
+pub mod gpt2;
 mod options;
 pub mod sampling;
 mod scheduler;
