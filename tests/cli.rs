@@ -16,7 +16,7 @@ fn write_matrix(dir: &Path, body: &str) -> std::path::PathBuf {
 
 #[test]
 fn tiny_matrix_runs_end_to_end_and_writes_raw_and_summary_json() {
-    let plugins = plugin_dir(&["candle"]);
+    let plugins = plugin_dir(&["candle", "onnx"]);
     let out = TempDir::new("run");
     let run_dir = out.path().join("run");
     let o = run_matrix(
@@ -41,6 +41,13 @@ fn tiny_matrix_runs_end_to_end_and_writes_raw_and_summary_json() {
         .as_str()
         .unwrap()
         .starts_with("candle 0.11"));
+    let onnx = &summary["engines"][1];
+    assert_eq!(onnx["info"]["name"], "onnx");
+    let rt = onnx["info"]["runtime_version"].as_str().unwrap();
+    assert!(
+        rt.starts_with("onnxruntime 1.31.1 (") && rt.contains("libonnxruntime.so"),
+        "{rt}"
+    );
 
     let cells = cells(&summary);
     assert!(cells.len() >= 3);
@@ -282,7 +289,7 @@ fn bad_matrices_are_rejected_with_file_line_and_column() {
 
 #[test]
 fn shipped_matrices_validate_and_gpt2_long_workloads_are_unsupported() {
-    let plugins = plugin_dir(&["candle"]);
+    let plugins = plugin_dir(&["candle", "onnx"]);
     let mut shipped = 0;
     for entry in std::fs::read_dir(workspace_root().join("matrices")).unwrap() {
         let path = entry.unwrap().path();
@@ -320,4 +327,60 @@ fn shipped_matrices_validate_and_gpt2_long_workloads_are_unsupported() {
         );
     }
     assert!(text(&o.stdout).contains("unsupported"));
+}
+
+/// A missing ONNX Runtime costs only the cells of the engine that needs
+/// it: they are `failed` with a reason that says how to provision it, and
+/// everything else is measured.
+#[test]
+fn missing_onnx_runtime_fails_only_its_cells() {
+    let plugins = plugin_dir(&["candle", "onnx"]);
+    let tmp = TempDir::new("noort");
+    let m = write_matrix(
+        tmp.path(),
+        r#"
+name: noort
+baseline: candle
+models:
+  - {name: tiny, weights: synthetic, config: tiny}
+engines:
+  - {name: candle, options: {threads: 1}}
+  - {name: onnx, options: {threads: 1}}
+  - {name: onnx-gone, plugin: onnx, options: {library: /nonexistent/libonnxruntime.so.1.31.1}}
+scenarios:
+  - name: latency
+    kind: latency
+    warmup: 0
+    iterations: 2
+    input_tokens: 8
+    output_tokens: 4
+    axes:
+      batch_size: [1, 2]
+"#,
+    );
+    let run_dir = tmp.path().join("run");
+    run_matrix(&m, plugins.path(), &run_dir);
+    let summary = read_json(&run_dir.join("summary.json"));
+    let mut seen = std::collections::BTreeMap::new();
+    for c in cells(&summary) {
+        let engine = c["cell"]["engine"].as_str().unwrap().to_string();
+        *seen.entry(engine.clone()).or_insert(0) += 1;
+        if engine == "onnx-gone" {
+            assert_eq!(c["status"], "failed", "{c}");
+            let why = c["reason"].as_str().unwrap();
+            assert!(
+                why.contains("/nonexistent/libonnxruntime.so.1.31.1")
+                    && why.contains("scripts/provision"),
+                "{why}"
+            );
+        } else {
+            assert_eq!(c["status"], "ok", "{c}");
+            assert!(
+                c["metrics"]["output_throughput"].as_f64().unwrap() > 0.0,
+                "{c}"
+            );
+        }
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen.values().all(|&n| n == 2), "{seen:?}");
 }
