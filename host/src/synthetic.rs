@@ -183,16 +183,7 @@ pub fn preset_names() -> Vec<&'static str> {
 
 /// The cache root.
 pub fn cache_dir() -> PathBuf {
-    if let Some(p) = std::env::var_os("ENGINE_MATRIX_CACHE").filter(|v| !v.is_empty()) {
-        return PathBuf::from(p);
-    }
-    if let Some(p) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(p).join("engine-matrix");
-    }
-    match std::env::var_os("HOME") {
-        Some(h) => PathBuf::from(h).join(".cache/engine-matrix"),
-        None => std::env::temp_dir().join("engine-matrix-cache"),
-    }
+    engine_kit::cache_dir()
 }
 
 /// Resolves `config` (a preset name or a path to a config.json) to its text

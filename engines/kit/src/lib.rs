@@ -63,3 +63,28 @@ pub trait Backend: Send + 'static {
     /// Logits for every position of `tokens`, without touching any cache.
     fn score(&mut self, tokens: &[u32]) -> Result<Logits, EngineError>;
 }
+
+/// engine-matrix's cache folder, shared by the host (synthetic weights)
+/// and plugins (e.g. built ONNX graphs): `$ENGINE_MATRIX_CACHE`, else
+/// `$XDG_CACHE_HOME/engine-matrix`, else `~/.cache/engine-matrix`.
+pub fn cache_dir() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    if let Some(p) = std::env::var_os("ENGINE_MATRIX_CACHE").filter(|v| !v.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if let Some(p) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(p).join("engine-matrix");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".cache/engine-matrix"),
+        None => std::env::temp_dir().join("engine-matrix-cache"),
+    }
+}
+
+/// 64-bit FNV-1a hash: stable across builds and platforms, for seeds and
+/// cache keys (written out so it can never change with a dependency).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}

@@ -70,11 +70,11 @@ fn hf_layout_without_logits_from_loads() {
 }
 
 #[test]
-fn external_data_gives_the_same_logits() {
+fn cached_graph_with_external_data_gives_the_same_logits() {
     let src = synthetic("tiny");
-    let mut inline = onnx(&src, r#"{"threads":1,"external_data":"never"}"#);
-    let mut ext = onnx(&src, r#"{"threads":1,"external_data":"always"}"#);
-    assert_eq!(score_of(&mut inline), score_of(&mut ext));
+    let mut inline = onnx(&src, r#"{"threads":1,"graph_cache":false}"#);
+    let mut cached = onnx(&src, r#"{"threads":1}"#);
+    assert_eq!(score_of(&mut inline), score_of(&mut cached));
 }
 
 #[test]
