@@ -34,7 +34,7 @@ past_inputs = [i for i in s.get_inputs() if i.name.startswith("past_key_values."
 L = len(past_inputs) // 2
 H, D = past_inputs[0].shape[1], past_inputs[0].shape[3]
 V = s.get_outputs()[0].shape[2]
-has_from = any(i.name == "logits_from" for i in s.get_inputs())
+has_from = any(i.name == "logits_from" for i in s.get_inputs() + s.get_overridable_initializers())
 
 
 def feed(ids, past, total):

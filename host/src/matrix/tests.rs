@@ -565,7 +565,7 @@ fn shipped_matrices_parse() {
     let cells = tiny.cells(false);
     let kinds: std::collections::HashSet<ScenarioKind> = cells.iter().map(|c| c.kind).collect();
     assert_eq!(kinds.len(), 3);
-    assert!(cells.len() <= 8);
+    assert!(cells.len() <= 8 * tiny.engines.len());
     assert!(cells
         .iter()
         .all(|c| c.params.input_tokens + c.params.output_tokens <= 256));
@@ -576,7 +576,7 @@ fn shipped_matrices_parse() {
     assert_eq!(gpt2.baseline.as_deref(), Some("candle"));
     assert_eq!(gpt2.engines[0].options, serde_json::json!({"threads": 2}));
     let full = ids(&gpt2, false);
-    assert_eq!(full.len(), 2 * (4 * 2 + 5 + 5), "two engines");
+    assert_eq!(full.len(), 3 * (4 * 2 + 5 + 5), "three engines");
     assert!(
         full.contains(&"latency/gpt2/candle/L4-in2048-out512-bs1-c1-static-f32-none".to_string())
     );
@@ -584,6 +584,7 @@ fn shipped_matrices_parse() {
         gpt2.engines[1].options,
         serde_json::json!({"threads": 2, "kernels": "stock"})
     );
+    assert_eq!(gpt2.engines[2].plugin, "onnx");
     let quick = gpt2.cells(true);
     let ids: Vec<&str> = quick.iter().map(|c| c.id.as_str()).collect();
     let mut want = Vec::new();
@@ -595,7 +596,7 @@ fn shipped_matrices_parse() {
         "concurrency/gpt2/ENGINE/in128-out64-bs1-c1-continuous-f32-none-r8",
         "concurrency/gpt2/ENGINE/in128-out64-bs4-c4-continuous-f32-none-r8",
     ] {
-        for engine in ["candle", "candle-stock"] {
+        for engine in ["candle", "candle-stock", "onnx"] {
             want.push(cell.replace("ENGINE", engine));
         }
     }
