@@ -229,9 +229,13 @@ pub fn ensure(config: &str, seed: u64) -> Result<PathBuf> {
     let parent = dir.parent().context("cache folder has no parent")?;
     std::fs::create_dir_all(parent)
         .with_context(|| format!("cannot create cache folder {}", parent.display()))?;
+    // Unique per call: threads of one process (parallel tests) may
+    // generate the same model at once; the rename decides who wins.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let tmp = parent.join(format!(
-        ".tmp-{}-{}",
+        ".tmp-{}-{}-{}",
         std::process::id(),
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         dir.file_name().and_then(|s| s.to_str()).unwrap_or("model")
     ));
     let _ = std::fs::remove_dir_all(&tmp);

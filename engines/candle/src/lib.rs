@@ -458,13 +458,7 @@ impl Backend for CandleBackend {
         logits.resize(seqs.len() * vocab, 0.0);
         // Equal prompt lengths run as one batch, in order of first
         // appearance; rows go back to the caller's order.
-        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
-        for (i, (_, p)) in seqs.iter().enumerate() {
-            match groups.iter_mut().find(|(len, _)| *len == p.len()) {
-                Some((_, idx)) => idx.push(i),
-                None => groups.push((p.len(), vec![i])),
-            }
-        }
+        let groups = engine_kit::group_by_len(seqs);
         let (model, kv_pool) = (&self.model, &mut self.kv_pool);
         let created = self.pool.install(|| -> Result<_, EngineError> {
             let mut created = Vec::with_capacity(seqs.len());

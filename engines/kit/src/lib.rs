@@ -88,3 +88,17 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
         (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
+
+/// Indices of `seqs` grouped by prompt length, groups in order of first
+/// appearance: backends run each group as one batch without padding and
+/// write the rows back in the caller's order.
+pub fn group_by_len(seqs: &[(SeqId, &[u32])]) -> Vec<(usize, Vec<usize>)> {
+    let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (i, (_, p)) in seqs.iter().enumerate() {
+        match groups.iter_mut().find(|(len, _)| *len == p.len()) {
+            Some((_, idx)) => idx.push(i),
+            None => groups.push((p.len(), vec![i])),
+        }
+    }
+    groups
+}

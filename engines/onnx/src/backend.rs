@@ -349,13 +349,7 @@ impl Backend for OnnxBackend {
         let vocab = self.cfg.vocab_size;
         logits.clear();
         logits.resize(seqs.len() * vocab, 0.0);
-        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
-        for (i, (_, p)) in seqs.iter().enumerate() {
-            match groups.iter_mut().find(|(len, _)| *len == p.len()) {
-                Some((_, idx)) => idx.push(i),
-                None => groups.push((p.len(), vec![i])),
-            }
-        }
+        let groups = engine_kit::group_by_len(seqs);
         let mut rows = Vec::new();
         for (len, idx) in &groups {
             for chunk in idx.chunks((MAX_PREFILL_TOKENS / len).max(1)) {

@@ -387,10 +387,11 @@ fn cached_graph(dir: &Path, cfg: &Config) -> Result<PathBuf, EngineError> {
     drop(ck);
     // Written into a private folder and renamed into place, so a reader
     // never sees half a graph and two loads racing both succeed.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let tmp = root.join(format!(
         ".tmp-{}-{}",
         std::process::id(),
-        engine_kit::fnv1a(format!("{:?}", std::thread::current().id()).as_bytes())
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;

@@ -6,7 +6,7 @@
 use em_candle::gpt2::Config;
 use engine_api::ModelSpec;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub fn tiny_config() -> Config {
     Config {
@@ -22,29 +22,7 @@ pub fn tiny_config() -> Config {
     }
 }
 
-/// A folder under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p =
-            std::env::temp_dir().join(format!("em-candle-test-{}-{tag}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        TempDir(p)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use engine_kit::testing::TempDir;
 
 /// Deterministic uniform [-1, 1) numbers (xorshift64*).
 pub struct Rng(u64);

@@ -105,28 +105,7 @@ pub fn greedy(b: &mut dyn Backend, prompt: &[u32], steps: usize) -> (Vec<u32>, V
     (tokens, all)
 }
 
-/// A folder under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> Self {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("em-onnx-test-{}-{tag}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        TempDir(p)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use engine_kit::testing::TempDir;
 
 /// A copy of a synthetic model folder (config.json and, with `weights`,
 /// model.safetensors as a symlink).
