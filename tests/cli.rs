@@ -16,7 +16,7 @@ fn write_matrix(dir: &Path, body: &str) -> std::path::PathBuf {
 
 #[test]
 fn tiny_matrix_runs_end_to_end_and_writes_raw_and_summary_json() {
-    let plugins = plugin_dir(&["candle", "onnx"]);
+    let plugins = plugin_dir(&["candle", "onnx", "torch"]);
     let out = TempDir::new("run");
     let run_dir = out.path().join("run");
     let o = run_matrix(
@@ -48,6 +48,10 @@ fn tiny_matrix_runs_end_to_end_and_writes_raw_and_summary_json() {
         rt.starts_with("onnxruntime 1.31.1 (") && rt.contains("libonnxruntime.so"),
         "{rt}"
     );
+    let torch = &summary["engines"][2];
+    assert_eq!(torch["info"]["name"], "torch");
+    let rt = torch["info"]["runtime_version"].as_str().unwrap();
+    assert!(rt.starts_with("libtorch 2.13.0 via tch 0.26"), "{rt}");
 
     let cells = cells(&summary);
     assert!(cells.len() >= 3);
@@ -257,13 +261,13 @@ fn bad_matrices_are_rejected_with_file_line_and_column() {
     assert!(e.contains("colour"), "{e}");
 
     let o = run(
-        &["run", "matrices/tiny.yaml", "--only", "torch"],
+        &["run", "matrices/tiny.yaml", "--only", "tensorrt"],
         plugins.path(),
     );
     assert_eq!(o.status.code(), Some(2));
     let e = text(&o.stderr);
     assert!(
-        e.contains("--only torch") && e.contains("engines: candle"),
+        e.contains("--only tensorrt") && e.contains("engines: candle"),
         "{e}"
     );
 
@@ -289,7 +293,7 @@ fn bad_matrices_are_rejected_with_file_line_and_column() {
 
 #[test]
 fn shipped_matrices_validate_and_gpt2_long_workloads_are_unsupported() {
-    let plugins = plugin_dir(&["candle", "onnx"]);
+    let plugins = plugin_dir(&["candle", "onnx", "torch"]);
     let mut shipped = 0;
     for entry in std::fs::read_dir(workspace_root().join("matrices")).unwrap() {
         let path = entry.unwrap().path();

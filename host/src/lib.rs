@@ -23,6 +23,7 @@ pub mod scenario;
 pub mod stats;
 pub mod synthetic;
 pub mod system;
+pub mod testing;
 
 /// An engine's info as JSON, for result files and `engines --json`.
 pub fn info_json(info: &engine_api::EngineInfo) -> serde_json::Value {

@@ -1,0 +1,369 @@
+//! GPT-2 written with tch (libtorch) ops, loading Hugging Face's
+//! `model.safetensors` by name (HF's Conv1D layout `[in, out]`, with or
+//! without the `transformer.` prefix).
+//!
+//! * Linear layers are `addmm(bias, x, W)` on HF's `[in, out]` weights, so
+//!   nothing is transposed at load and libtorch's BLAS sees the layout
+//!   PyTorch's own `Conv1D` uses.
+//! * Attention is `scaled_dot_product_attention` (libtorch picks its fused
+//!   CPU kernel), with the scale passed explicitly (`1/sqrt(head_dim)`, and
+//!   HF's `scale_attn_by_inverse_layer_idx`).
+//! * KV cache: one `[n_layer, 2, n_head, capacity, head_dim]` tensor per
+//!   sequence, written in place through `narrow(..).copy_(..)`; capacity
+//!   starts at the prompt rounded up to 64 and doubles when full (one copy
+//!   per doubling), as in the candle engine.
+//! * Batched decode: the linear layers run over all sequences at once;
+//!   attention runs per sequence against its own cache (sequences have
+//!   different lengths), so no padding is ever computed.
+//! * Prefill computes the lm_head for the last position only; `score` for
+//!   every position.
+
+use engine_kit::gpt2::{Activation, Config};
+use tch::{Device, Kind, Tensor};
+
+/// KV capacity granularity, in tokens.
+const KV_CHUNK: i64 = 64;
+
+pub type Result<T> = std::result::Result<T, tch::TchError>;
+
+struct Block {
+    ln1: (Tensor, Tensor),
+    attn: (Tensor, Tensor),
+    proj: (Tensor, Tensor),
+    ln2: (Tensor, Tensor),
+    fc: (Tensor, Tensor),
+    fc2: (Tensor, Tensor),
+}
+
+/// A sequence's KV cache.
+pub struct KvCache {
+    /// `[n_layer, 2, n_head, capacity, head_dim]`
+    t: Tensor,
+    len: i64,
+}
+
+impl KvCache {
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn capacity(&self) -> usize {
+        self.t.size()[3] as usize
+    }
+}
+
+/// GPT-2 LM head model.
+pub struct Gpt2 {
+    cfg: Config,
+    kind: Kind,
+    device: Device,
+    wte: Tensor,
+    wpe: Tensor,
+    blocks: Vec<Block>,
+    ln_f: (Tensor, Tensor),
+    act: Activation,
+}
+
+/// Supplies the checkpoint's tensors (HF names without prefix) as f32 CPU
+/// tensors of the expected shape.
+pub trait Weights {
+    fn get(&self, name: &str) -> std::result::Result<Tensor, String>;
+}
+
+impl Gpt2 {
+    pub fn new(
+        cfg: &Config,
+        w: &dyn Weights,
+        kind: Kind,
+        device: Device,
+    ) -> std::result::Result<Self, String> {
+        let act = cfg.activation()?;
+        let load = |name: &str| -> std::result::Result<Tensor, String> {
+            let t = w.get(name)?;
+            t.f_to_kind(kind)
+                .and_then(|t| t.f_to_device(device))
+                .map_err(|e| format!("{name}: {e}"))
+        };
+        let pair = |p: &str| -> std::result::Result<(Tensor, Tensor), String> {
+            Ok((load(&format!("{p}.weight"))?, load(&format!("{p}.bias"))?))
+        };
+        let mut blocks = Vec::with_capacity(cfg.n_layer);
+        for l in 0..cfg.n_layer {
+            let p = |s: &str| format!("h.{l}.{s}");
+            blocks.push(Block {
+                ln1: pair(&p("ln_1"))?,
+                attn: pair(&p("attn.c_attn"))?,
+                proj: pair(&p("attn.c_proj"))?,
+                ln2: pair(&p("ln_2"))?,
+                fc: pair(&p("mlp.c_fc"))?,
+                fc2: pair(&p("mlp.c_proj"))?,
+            });
+        }
+        Ok(Gpt2 {
+            cfg: cfg.clone(),
+            kind,
+            device,
+            wte: load("wte.weight")?,
+            wpe: load("wpe.weight")?,
+            blocks,
+            ln_f: pair("ln_f")?,
+            act,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Bytes of all weights.
+    pub fn weight_bytes(&self) -> usize {
+        let elt = self.kind.elt_size_in_bytes();
+        let n = |t: &Tensor| t.numel() * elt;
+        let pair = |p: &(Tensor, Tensor)| n(&p.0) + n(&p.1);
+        n(&self.wte)
+            + n(&self.wpe)
+            + pair(&self.ln_f)
+            + self
+                .blocks
+                .iter()
+                .map(|b| {
+                    pair(&b.ln1)
+                        + pair(&b.attn)
+                        + pair(&b.proj)
+                        + pair(&b.ln2)
+                        + pair(&b.fc)
+                        + pair(&b.fc2)
+                })
+                .sum::<usize>()
+    }
+
+    fn attn_scale(&self, layer: usize) -> f64 {
+        let mut s = 1.0;
+        if self.cfg.scale_attn_weights {
+            s /= (self.cfg.head_dim() as f64).sqrt();
+        }
+        if self.cfg.scale_attn_by_inverse_layer_idx {
+            s /= (layer + 1) as f64;
+        }
+        s
+    }
+
+    fn ln(&self, x: &Tensor, p: &(Tensor, Tensor)) -> Result<Tensor> {
+        x.f_layer_norm(
+            [self.cfg.n_embd as i64],
+            Some(&p.0),
+            Some(&p.1),
+            self.cfg.layer_norm_epsilon,
+            false,
+        )
+    }
+
+    /// `x: [N, in]` → `[N, out]`.
+    fn linear(x: &Tensor, p: &(Tensor, Tensor)) -> Result<Tensor> {
+        p.1.f_addmm(x, &p.0)
+    }
+
+    fn mlp(&self, x: &Tensor, b: &Block) -> Result<Tensor> {
+        let h = Self::linear(x, &b.fc)?;
+        let h = match self.act {
+            Activation::GeluTanh => h.f_gelu("tanh")?,
+            Activation::GeluErf => h.f_gelu("none")?,
+            Activation::Relu => h.f_relu()?,
+        };
+        Self::linear(&h, &b.fc2)
+    }
+
+    fn ids(&self, tokens: &[u32]) -> Result<Tensor> {
+        let v: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+        Tensor::f_from_slice(&v)?.f_to_device(self.device)
+    }
+
+    /// Embeddings of `tokens` at positions `pos..`: `[n, C]`.
+    fn embed(&self, tokens: &[u32], positions: &[i64]) -> Result<Tensor> {
+        let ids = self.ids(tokens)?;
+        let pos = Tensor::f_from_slice(positions)?.f_to_device(self.device)?;
+        self.wte
+            .f_index_select(0, &ids)?
+            .f_add(&self.wpe.f_index_select(0, &pos)?)
+    }
+
+    /// Final layer norm and lm_head on `h: [N, C]` → f32 `[N, vocab]`.
+    fn head(&self, h: &Tensor) -> Result<Tensor> {
+        let h = self.ln(h, &self.ln_f)?;
+        h.f_matmul(&self.wte.f_tr()?)?.f_to_kind(Kind::Float)
+    }
+
+    fn new_cache(&self, len: i64) -> Result<KvCache> {
+        let cap = (len + KV_CHUNK - 1) / KV_CHUNK * KV_CHUNK;
+        let cap = cap.min(self.cfg.n_positions as i64).max(len);
+        let (l, h, d) = (
+            self.cfg.n_layer as i64,
+            self.cfg.n_head as i64,
+            self.cfg.head_dim() as i64,
+        );
+        Ok(KvCache {
+            t: Tensor::f_zeros([l, 2, h, cap, d], (self.kind, self.device))?,
+            len: 0,
+        })
+    }
+
+    /// Makes room for `extra` more positions.
+    fn reserve(&self, c: &mut KvCache, extra: i64) -> Result<()> {
+        let need = c.len + extra;
+        let cap = c.t.size()[3];
+        if need <= cap {
+            return Ok(());
+        }
+        let new_cap = (cap * 2)
+            .max(need)
+            .min(self.cfg.n_positions as i64)
+            .max(need);
+        let mut size = c.t.size();
+        size[3] = new_cap;
+        let t = Tensor::f_zeros(size.as_slice(), (self.kind, self.device))?;
+        t.f_narrow(3, 0, c.len)?
+            .f_copy_(&c.t.f_narrow(3, 0, c.len)?)?;
+        c.t = t;
+        Ok(())
+    }
+
+    /// Runs equal-length prompts `[B, S]` from an empty cache; returns the
+    /// last position's logits `[B, vocab]` and the new caches.
+    pub fn prefill(&self, prompts: &[&[u32]]) -> Result<(Tensor, Vec<KvCache>)> {
+        let b = prompts.len() as i64;
+        let s = prompts[0].len() as i64;
+        let (c, h, d) = (
+            self.cfg.n_embd as i64,
+            self.cfg.n_head as i64,
+            self.cfg.head_dim() as i64,
+        );
+        let tokens: Vec<u32> = prompts.iter().flat_map(|p| p.iter().copied()).collect();
+        let positions: Vec<i64> = (0..b).flat_map(|_| 0..s).collect();
+        let mut x = self.embed(&tokens, &positions)?; // [B*S, C]
+        let mut caches = (0..b)
+            .map(|_| self.new_cache(s))
+            .collect::<Result<Vec<_>>>()?;
+        for (l, blk) in self.blocks.iter().enumerate() {
+            let a = Self::linear(&self.ln(&x, &blk.ln1)?, &blk.attn)?; // [B*S, 3C]
+            let qkv = a.f_view([b, s, 3, h, d])?.f_permute([2, 0, 3, 1, 4])?; // [3, B, H, S, D]
+            let (q, k, v) = (qkv.f_get(0)?, qkv.f_get(1)?, qkv.f_get(2)?);
+            for (i, cache) in caches.iter_mut().enumerate() {
+                let i = i as i64;
+                let layer = cache.t.f_get(l as i64)?;
+                layer.f_get(0)?.f_narrow(1, 0, s)?.f_copy_(&k.f_get(i)?)?;
+                layer.f_get(1)?.f_narrow(1, 0, s)?.f_copy_(&v.f_get(i)?)?;
+            }
+            let y = Tensor::f_scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                None::<&Tensor>,
+                0.0,
+                true,
+                Some(self.attn_scale(l)),
+                false,
+            )?; // [B, H, S, D]
+            let y = y.f_permute([0, 2, 1, 3])?.f_reshape([b * s, c])?;
+            x = x.f_add(&Self::linear(&y, &blk.proj)?)?;
+            x = x.f_add(&self.mlp(&self.ln(&x, &blk.ln2)?, blk)?)?;
+        }
+        for cache in &mut caches {
+            cache.len = s;
+        }
+        let last = x.f_view([b, s, c])?.f_select(1, s - 1)?; // [B, C]
+        Ok((self.head(&last)?, caches))
+    }
+
+    /// One step: appends `tokens[i]` to `caches[i]`; returns the logits
+    /// `[B, vocab]`.
+    pub fn decode(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        let b = tokens.len() as i64;
+        let (c, h, d) = (
+            self.cfg.n_embd as i64,
+            self.cfg.n_head as i64,
+            self.cfg.head_dim() as i64,
+        );
+        for cache in caches.iter_mut() {
+            self.reserve(cache, 1)?;
+        }
+        let positions: Vec<i64> = caches.iter().map(|c| c.len).collect();
+        let mut x = self.embed(tokens, &positions)?; // [B, C]
+        for (l, blk) in self.blocks.iter().enumerate() {
+            let a = Self::linear(&self.ln(&x, &blk.ln1)?, &blk.attn)?; // [B, 3C]
+            let qkv = a.f_view([b, 3, h, 1, d])?;
+            let mut ys = Vec::with_capacity(caches.len());
+            for (i, cache) in caches.iter().enumerate() {
+                let row = qkv.f_get(i as i64)?; // [3, H, 1, D]
+                let layer = cache.t.f_get(l as i64)?; // [2, H, cap, D]
+                let (kc, vc) = (layer.f_get(0)?, layer.f_get(1)?);
+                kc.f_narrow(1, cache.len, 1)?.f_copy_(&row.f_get(1)?)?;
+                vc.f_narrow(1, cache.len, 1)?.f_copy_(&row.f_get(2)?)?;
+                let n = cache.len + 1;
+                let y = Tensor::f_scaled_dot_product_attention(
+                    &row.f_get(0)?.f_unsqueeze(0)?,
+                    &kc.f_narrow(1, 0, n)?.f_unsqueeze(0)?,
+                    &vc.f_narrow(1, 0, n)?.f_unsqueeze(0)?,
+                    None::<&Tensor>,
+                    0.0,
+                    false,
+                    Some(self.attn_scale(l)),
+                    false,
+                )?; // [1, H, 1, D]
+                ys.push(y.f_reshape([1, c])?);
+            }
+            let y = Tensor::f_cat(&ys, 0)?; // [B, C]
+            x = x.f_add(&Self::linear(&y, &blk.proj)?)?;
+            x = x.f_add(&self.mlp(&self.ln(&x, &blk.ln2)?, blk)?)?;
+        }
+        for cache in caches.iter_mut() {
+            cache.len += 1;
+        }
+        self.head(&x)
+    }
+
+    /// Logits `[n, vocab]` for every position, no cache.
+    pub fn score(&self, tokens: &[u32]) -> Result<Tensor> {
+        let s = tokens.len() as i64;
+        let (c, h, d) = (
+            self.cfg.n_embd as i64,
+            self.cfg.n_head as i64,
+            self.cfg.head_dim() as i64,
+        );
+        let positions: Vec<i64> = (0..s).collect();
+        let mut x = self.embed(tokens, &positions)?;
+        for (l, blk) in self.blocks.iter().enumerate() {
+            let a = Self::linear(&self.ln(&x, &blk.ln1)?, &blk.attn)?;
+            let qkv = a.f_view([1, s, 3, h, d])?.f_permute([2, 0, 3, 1, 4])?;
+            let y = Tensor::f_scaled_dot_product_attention(
+                &qkv.f_get(0)?,
+                &qkv.f_get(1)?,
+                &qkv.f_get(2)?,
+                None::<&Tensor>,
+                0.0,
+                true,
+                Some(self.attn_scale(l)),
+                false,
+            )?;
+            let y = y.f_permute([0, 2, 1, 3])?.f_reshape([s, c])?;
+            x = x.f_add(&Self::linear(&y, &blk.proj)?)?;
+            x = x.f_add(&self.mlp(&self.ln(&x, &blk.ln2)?, blk)?)?;
+        }
+        self.head(&x)
+    }
+
+    /// Bytes a cache uses for its tokens / holds in total.
+    pub fn cache_bytes(&self, c: &KvCache) -> (usize, usize) {
+        let per_token = 2 * self.cfg.n_layer * self.cfg.n_embd * self.kind.elt_size_in_bytes();
+        (c.len() * per_token, c.capacity() * per_token)
+    }
+}

@@ -1,0 +1,492 @@
+//! engine-matrix plugin `torch`: GPT-2 on libtorch 2.13.0 through
+//! [tch](https://github.com/LaurentMazare/tch-rs) 0.26 — the seeds'
+//! baseline (PyTorch) without a Python interpreter in the loop.
+//!
+//! libtorch comes from the PyPI wheel `torch==2.13.0`, installed by
+//! `scripts/provision` into `.engines/torch-2.13.0-cpu/` (CUDA libraries
+//! removed; `--cuda` keeps the full wheel); `.cargo/config.toml` points
+//! `LIBTORCH` at it, and `build.rs` records libtorch's folder as the
+//! plugin's rpath, so it loads without `LD_LIBRARY_PATH`. The crate is not
+//! a default workspace member: it needs libtorch to compile.
+//!
+//! The model is in [`gpt2`]; this file adapts it to
+//! [`engine_kit::Backend`] (batching, sampling and timing are the shared
+//! scheduler's) and exports the [`engine_api::Engine`] named `torch`.
+//!
+//! # Options (`options_json`)
+//!
+//! * `threads` (default: the cores this process may use): libtorch's
+//!   intra-op (OpenMP) threads, `torch.set_num_threads`;
+//! * `device`: `cpu` (default), `cuda` or `cuda:N` when libtorch has CUDA.
+//!
+//! Every step runs with autograd off (`no_grad`, which is per thread, so it
+//! is set on the scheduler thread for each call). dtypes `f32`, `f16` and
+//! `bf16` are offered when a probe of every op GPT-2 uses succeeds in that
+//! dtype on the device; otherwise `info()` leaves them out and a load asks
+//! for them gets `unsupported` with libtorch's message. Logits are handed
+//! out as f32.
+
+pub mod gpt2;
+
+use engine_api::{
+    Engine, EngineError, EngineInfo, LoadOptions, Logits, MemoryStats, Model, ModelSpec,
+};
+use engine_kit::gpt2::Config;
+use engine_kit::{Backend, SeqId};
+use gpt2::{Gpt2, KvCache};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+/// The libtorch release this plugin was built against (checked by
+/// build.rs against the provisioned `build-version`).
+pub const LIBTORCH_VERSION: &str = env!("EM_TORCH_LIBTORCH_VERSION");
+/// Where that libtorch is (the plugin's rpath).
+pub const LIBTORCH_LIB: &str = env!("EM_TORCH_LIBTORCH_LIB");
+
+/// Largest number of prompt tokens run in one prefill.
+const MAX_PREFILL_TOKENS: usize = 2048;
+
+/// Engine-specific options.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TorchOptions {
+    pub threads: Option<usize>,
+    pub device: Option<String>,
+}
+
+fn torch_err(what: &'static str) -> impl Fn(tch::TchError) -> EngineError {
+    move |e| EngineError::runtime(format!("libtorch {what}: {e}"))
+}
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn parse_dtype(s: &str) -> Result<Kind, EngineError> {
+    match s {
+        "f32" => Ok(Kind::Float),
+        "f16" => Ok(Kind::Half),
+        "bf16" => Ok(Kind::BFloat16),
+        other => Err(EngineError::unsupported(format!(
+            "dtype {other:?} is not supported by the torch engine (f32, f16, bf16)"
+        ))),
+    }
+}
+
+fn dtype_name(k: Kind) -> &'static str {
+    match k {
+        Kind::Float => "f32",
+        Kind::Half => "f16",
+        Kind::BFloat16 => "bf16",
+        _ => "?",
+    }
+}
+
+fn parse_device(s: &str) -> Result<Device, EngineError> {
+    let s = s.trim();
+    if s == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    let ordinal = match s.strip_prefix("cuda") {
+        Some("") => 0,
+        Some(rest) => rest
+            .strip_prefix(':')
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| {
+                EngineError::invalid_argument(format!(
+                    "torch options: device {s:?}: expected cpu, cuda or cuda:N"
+                ))
+            })?,
+        None => {
+            return Err(EngineError::invalid_argument(format!(
+                "torch options: device {s:?}: expected cpu, cuda or cuda:N"
+            )))
+        }
+    };
+    if !tch::Cuda::is_available() || ordinal as i64 >= tch::Cuda::device_count() {
+        return Err(EngineError::unsupported(format!(
+            "device {s}: libtorch at {LIBTORCH_LIB} sees no such CUDA device \
+             (the CPU provisioning removes libtorch's CUDA libraries; use scripts/provision --cuda on a GPU machine)"
+        )));
+    }
+    Ok(Device::Cuda(ordinal))
+}
+
+/// Runs each op GPT-2 uses, tiny, in `kind` on `dev`.
+fn probe(kind: Kind, dev: Device) -> Result<(), String> {
+    let run = || -> gpt2::Result<()> {
+        let _g = tch::no_grad_guard();
+        let x = Tensor::f_ones([2, 8], (Kind::Float, dev))?.f_to_kind(kind)?;
+        let w = Tensor::f_ones([8, 8], (Kind::Float, dev))?.f_to_kind(kind)?;
+        let b = Tensor::f_ones([8], (Kind::Float, dev))?.f_to_kind(kind)?;
+        let y = b.f_addmm(&x, &w)?;
+        let y = y.f_layer_norm([8i64], Some(&b), Some(&b), 1e-5, false)?;
+        let y = y.f_gelu("tanh")?.f_matmul(&w.f_tr()?)?;
+        let q = y.f_view([1, 2, 2, 4])?;
+        let a = Tensor::f_scaled_dot_product_attention(
+            &q,
+            &q,
+            &q,
+            None::<&Tensor>,
+            0.0,
+            true,
+            Some(0.5),
+            false,
+        )?;
+        let ids = Tensor::f_from_slice(&[0i64, 1])?.f_to_device(dev)?;
+        let _ = w.f_index_select(0, &ids)?;
+        let _ = a
+            .f_to_kind(Kind::Float)?
+            .f_sum(Kind::Float)?
+            .f_double_value(&[])?;
+        Ok(())
+    };
+    run().map_err(|e| e.to_string())
+}
+
+/// The `torch` engine.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TorchEngine;
+
+impl Engine for TorchEngine {
+    fn info(&self) -> EngineInfo {
+        let mut devices = vec!["cpu".to_string()];
+        if tch::Cuda::is_available() {
+            devices.extend((0..tch::Cuda::device_count()).map(|i| format!("cuda:{i}")));
+        }
+        let dtypes = [Kind::Float, Kind::Half, Kind::BFloat16]
+            .into_iter()
+            .filter(|k| probe(*k, Device::Cpu).is_ok())
+            .map(|k| dtype_name(k).into());
+        let tags = [
+            "batching:none",
+            "batching:static",
+            "batching:continuous",
+            "score",
+            "sampling",
+        ];
+        EngineInfo {
+            name: "torch".into(),
+            engine_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_version: format!("libtorch {LIBTORCH_VERSION} via tch 0.26 ({LIBTORCH_LIB})")
+                .into(),
+            devices: devices.into_iter().map(Into::into).collect(),
+            dtypes: dtypes.collect(),
+            quantizations: vec!["none".into()].into(),
+            capabilities: tags.iter().map(|&t| t.into()).collect(),
+        }
+    }
+
+    fn load(&self, spec: &ModelSpec, options: &LoadOptions) -> Result<Box<dyn Model>, EngineError> {
+        let backend = TorchBackend::open(spec, options.options_json.as_str())?;
+        Ok(Box::new(engine_kit::spawn(backend, options)?))
+    }
+}
+
+/// The checkpoint, memory-mapped.
+struct Checkpoint {
+    path: PathBuf,
+    map: memmap2::Mmap,
+    prefix: &'static str,
+}
+
+impl Checkpoint {
+    fn open(file: &Path, cfg: &Config) -> Result<Self, EngineError> {
+        let f = std::fs::File::open(file).map_err(|e| {
+            EngineError::invalid_model(format!(
+                "{}: cannot open ({e}); a GPT-2 model folder needs config.json and model.safetensors",
+                file.display()
+            ))
+        })?;
+        // SAFETY: read-only map; tensors are copied out during load, after
+        // which the map is dropped. Assumes nobody truncates the file.
+        let map = unsafe { memmap2::Mmap::map(&f) }
+            .map_err(|e| EngineError::io(format!("{}: cannot map: {e}", file.display())))?;
+        let mut ck = Checkpoint {
+            path: file.to_path_buf(),
+            map,
+            prefix: "",
+        };
+        let st = ck.tensors()?;
+        let prefix = engine_kit::gpt2::check_tensors(file, cfg, |name| {
+            let v = st.tensor(name).ok()?;
+            use safetensors::Dtype as D;
+            Some(engine_kit::gpt2::TensorMeta {
+                shape: v.shape().to_vec(),
+                is_float: matches!(v.dtype(), D::F32 | D::F16 | D::BF16 | D::F64),
+                dtype: format!("{:?}", v.dtype()),
+            })
+        })?;
+        ck.prefix = prefix;
+        Ok(ck)
+    }
+
+    fn tensors(&self) -> Result<safetensors::SafeTensors<'_>, EngineError> {
+        safetensors::SafeTensors::deserialize(&self.map).map_err(|e| {
+            EngineError::invalid_model(format!(
+                "{}: not a valid safetensors file: {e}",
+                self.path.display()
+            ))
+        })
+    }
+}
+
+impl gpt2::Weights for Checkpoint {
+    fn get(&self, name: &str) -> Result<Tensor, String> {
+        let st = self.tensors().map_err(|e| e.message.to_string())?;
+        let full = format!("{}{name}", self.prefix);
+        let v = st
+            .tensor(&full)
+            .map_err(|e| format!("{}: tensor {full}: {e}", self.path.display()))?;
+        use safetensors::Dtype as D;
+        let kind = match v.dtype() {
+            D::F32 => Kind::Float,
+            D::F16 => Kind::Half,
+            D::BF16 => Kind::BFloat16,
+            D::F64 => Kind::Double,
+            other => return Err(format!("tensor {full} has dtype {other:?}")),
+        };
+        let shape: Vec<i64> = v.shape().iter().map(|&d| d as i64).collect();
+        let want = v.shape().iter().product::<usize>() * kind.elt_size_in_bytes();
+        if v.data().len() != want {
+            return Err(format!(
+                "{}: tensor {full} holds {} bytes, its shape needs {want}",
+                self.path.display(),
+                v.data().len()
+            ));
+        }
+        Tensor::f_from_data_size(v.data(), &shape, kind)
+            .and_then(|t| t.f_to_kind(Kind::Float))
+            .map_err(|e| format!("{}: tensor {full}: {e}", self.path.display()))
+    }
+}
+
+/// GPT-2 on libtorch behind [`engine_kit::Backend`].
+pub struct TorchBackend {
+    model: Gpt2,
+    threads: usize,
+    seqs: HashMap<SeqId, KvCache>,
+    weight_bytes: u64,
+}
+
+impl std::fmt::Debug for TorchBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TorchBackend")
+            .field("config", self.model.config())
+            .field("kind", &self.model.kind())
+            .field("threads", &self.threads)
+            .field("live_sequences", &self.seqs.len())
+            .finish()
+    }
+}
+
+thread_local! {
+    static THREADS_SET: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl TorchBackend {
+    /// Loads `spec` with engine options `options_json`.
+    pub fn open(spec: &ModelSpec, options_json: &str) -> Result<Self, EngineError> {
+        if spec.architecture.as_str() != "gpt2" {
+            return Err(EngineError::unsupported(format!(
+                "architecture {:?}: the torch engine implements gpt2 only",
+                spec.architecture.as_str()
+            )));
+        }
+        if spec.quantization.as_str() != "none" {
+            return Err(EngineError::unsupported(format!(
+                "quantization {:?}: the torch engine loads unquantized safetensors only",
+                spec.quantization.as_str()
+            )));
+        }
+        let kind = parse_dtype(spec.dtype.as_str())?;
+        let opts: TorchOptions = engine_kit::parse_options("torch", options_json)?;
+        let threads = opts.threads.unwrap_or_else(available_cores);
+        if threads == 0 {
+            return Err(EngineError::invalid_argument(
+                "torch options: threads must be at least 1",
+            ));
+        }
+        let device = parse_device(opts.device.as_deref().unwrap_or("cpu"))?;
+        probe(kind, device).map_err(|why| {
+            EngineError::unsupported(format!(
+                "dtype {} on {device:?}: libtorch {LIBTORCH_VERSION} cannot run GPT-2's ops in it ({why})",
+                spec.dtype.as_str()
+            ))
+        })?;
+        let dir = PathBuf::from(spec.path.as_str());
+        let cfg = engine_kit::gpt2::read_config(&dir)?;
+        let file = dir.join("model.safetensors");
+        let ck = Checkpoint::open(&file, &cfg)?;
+        let model = {
+            let _g = tch::no_grad_guard();
+            Gpt2::new(&cfg, &ck, kind, device)
+                .map_err(|why| EngineError::invalid_model(format!("{}: {why}", file.display())))?
+        };
+        drop(ck);
+        Self::from_model(model, threads)
+    }
+
+    /// Wraps a built model.
+    pub fn from_model(model: Gpt2, threads: usize) -> Result<Self, EngineError> {
+        let weight_bytes = model.weight_bytes() as u64;
+        let mut b = TorchBackend {
+            model,
+            threads,
+            seqs: HashMap::new(),
+            weight_bytes,
+        };
+        b.warm_up()?;
+        Ok(b)
+    }
+
+    /// libtorch's thread count is per OpenMP thread team: set it on the
+    /// thread that runs the step (the scheduler thread).
+    fn enter(&self) -> tch::NoGradGuard {
+        THREADS_SET.with(|t| {
+            if t.get() != self.threads {
+                tch::set_num_threads(self.threads as i32);
+                t.set(self.threads);
+            }
+        });
+        tch::no_grad_guard()
+    }
+
+    fn warm_up(&mut self) -> Result<(), EngineError> {
+        const WARM: SeqId = SeqId::MAX;
+        let n = 8.min(self.model.config().n_positions - 1).max(1);
+        let prompt = vec![0u32; n];
+        let mut logits = Vec::new();
+        let r = self
+            .prefill(&[(WARM, &prompt)], &mut logits)
+            .and_then(|_| self.decode(&[(WARM, 0)], &mut logits));
+        self.free(WARM);
+        r.map_err(|e| EngineError::runtime(format!("warm-up run failed: {}", e.message)))
+    }
+}
+
+fn copy_rows(t: &Tensor, out: &mut Vec<f32>) -> Result<(), EngineError> {
+    let t = t
+        .f_to_device(Device::Cpu)
+        .and_then(|t| t.f_contiguous())
+        .map_err(torch_err("logits"))?;
+    let n = t.numel();
+    out.resize(n, 0.0);
+    t.f_copy_data(out.as_mut_slice(), n)
+        .map_err(torch_err("logits"))
+}
+
+impl Backend for TorchBackend {
+    fn vocab_size(&self) -> usize {
+        self.model.config().vocab_size
+    }
+
+    fn max_seq_len(&self) -> usize {
+        self.model.config().n_positions
+    }
+
+    fn eos_token(&self) -> Option<u32> {
+        self.model.config().eos_token_id
+    }
+
+    fn prefill(
+        &mut self,
+        seqs: &[(SeqId, &[u32])],
+        logits: &mut Vec<f32>,
+    ) -> Result<(), EngineError> {
+        for &(id, p) in seqs {
+            engine_kit::gpt2::check_prompt(self.model.config(), id, p)?;
+            if self.seqs.contains_key(&id) {
+                return Err(EngineError::invalid_argument(format!(
+                    "sequence {id} already exists"
+                )));
+            }
+        }
+        let _g = self.enter();
+        let vocab = self.vocab_size();
+        logits.clear();
+        logits.resize(seqs.len() * vocab, 0.0);
+        let mut rows = Vec::new();
+        for (len, idx) in engine_kit::group_by_len(seqs) {
+            for chunk in idx.chunks((MAX_PREFILL_TOKENS / len).max(1)) {
+                let prompts: Vec<&[u32]> = chunk.iter().map(|&i| seqs[i].1).collect();
+                let (l, caches) = self.model.prefill(&prompts).map_err(torch_err("prefill"))?;
+                copy_rows(&l, &mut rows)?;
+                for (j, &i) in chunk.iter().enumerate() {
+                    logits[i * vocab..(i + 1) * vocab]
+                        .copy_from_slice(&rows[j * vocab..(j + 1) * vocab]);
+                }
+                self.seqs
+                    .extend(chunk.iter().map(|&i| seqs[i].0).zip(caches));
+            }
+        }
+        Ok(())
+    }
+
+    fn decode(&mut self, seqs: &[(SeqId, u32)], logits: &mut Vec<f32>) -> Result<(), EngineError> {
+        let mut taken: Vec<(SeqId, KvCache)> = Vec::with_capacity(seqs.len());
+        for &(id, t) in seqs {
+            let known = self.seqs.remove(&id);
+            match known {
+                Some(c) if (t as usize) < self.vocab_size() => taken.push((id, c)),
+                other => {
+                    if let Some(c) = other {
+                        taken.push((id, c));
+                    }
+                    self.seqs.extend(taken);
+                    return Err(EngineError::invalid_argument(format!(
+                        "decode of sequence {id} with token {t}: unknown sequence or token outside the vocabulary"
+                    )));
+                }
+            }
+        }
+        let _g = self.enter();
+        let tokens: Vec<u32> = seqs.iter().map(|s| s.1).collect();
+        let result = {
+            let mut caches: Vec<&mut KvCache> = taken.iter_mut().map(|(_, c)| c).collect();
+            self.model
+                .decode(&tokens, &mut caches)
+                .map_err(torch_err("decode"))
+                .and_then(|l| copy_rows(&l, logits))
+        };
+        self.seqs.extend(taken);
+        result
+    }
+
+    fn free(&mut self, seq: SeqId) {
+        self.seqs.remove(&seq);
+    }
+
+    fn memory(&self) -> MemoryStats {
+        let (mut used, mut reserved) = (0u64, 0u64);
+        for c in self.seqs.values() {
+            let (u, r) = self.model.cache_bytes(c);
+            used += u as u64;
+            reserved += r as u64;
+        }
+        MemoryStats {
+            weight_bytes: self.weight_bytes,
+            kv_cache_used_bytes: used,
+            kv_cache_reserved_bytes: reserved,
+            kv_cache_peak_bytes: used,
+        }
+    }
+
+    fn score(&mut self, tokens: &[u32]) -> Result<Logits, EngineError> {
+        engine_kit::gpt2::check_prompt(self.model.config(), 0, tokens)
+            .map_err(|e| EngineError::invalid_argument(format!("score: {}", e.message)))?;
+        let _g = self.enter();
+        let l = self.model.score(tokens).map_err(torch_err("score"))?;
+        let mut data = Vec::new();
+        copy_rows(&l, &mut data)?;
+        Ok(Logits {
+            rows: tokens.len() as u32,
+            vocab: self.vocab_size() as u32,
+            data: data.into(),
+        })
+    }
+}
+
+engine_api::export_engine!(Ok(TorchEngine));

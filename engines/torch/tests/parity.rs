@@ -1,0 +1,121 @@
+//! GPT-2 on libtorch computes what the candle engine computes: 64 greedy
+//! steps give the same tokens and every logit is within 1e-3, on the tiny
+//! config and on full-size GPT-2 (checks shared with the onnx engine, in
+//! `engine_matrix::testing`); plus loading errors and dtypes.
+
+use em_torch::TorchBackend;
+use engine_api::ErrorKind;
+use engine_kit::Backend;
+use engine_matrix::testing::*;
+use std::path::Path;
+
+fn torch(dir: &Path, options: &str) -> TorchBackend {
+    TorchBackend::open(&spec(dir), options)
+        .unwrap_or_else(|e| panic!("torch engine failed to load {}: {e}", dir.display()))
+}
+
+#[test]
+fn tiny_64_greedy_steps_match_candle() {
+    let worst = greedy_parity(
+        &mut torch(&synthetic("tiny"), r#"{"threads":1}"#),
+        "tiny",
+        12,
+        1,
+    );
+    eprintln!("tiny: max |logit diff| {worst:.2e}");
+}
+
+#[test]
+fn gpt2_64_greedy_steps_match_candle() {
+    let worst = greedy_parity(
+        &mut torch(&synthetic("gpt2"), r#"{"threads":2}"#),
+        "gpt2",
+        16,
+        2,
+    );
+    eprintln!("gpt2: max |logit diff| {worst:.2e}");
+}
+
+#[test]
+fn batched_decode_with_changing_sets_matches_candle() {
+    batched_parity(&mut torch(&synthetic("tiny"), r#"{"threads":1}"#));
+}
+
+#[test]
+fn scheduler_policies_generate_like_score() {
+    let dir = synthetic("tiny");
+    policies_parity(|| torch(&dir, r#"{"threads":1}"#));
+}
+
+/// f16 and bf16 run (libtorch's CPU kernels have them) and stay close to
+/// f32: the same greedy tokens for a few steps on the tiny model.
+#[test]
+fn half_precision_dtypes_load_and_track_f32() {
+    let dir = synthetic("tiny");
+    let mut f32m = torch(&dir, r#"{"threads":1}"#);
+    let prompt: Vec<u32> = (0..10).map(|i| i * 37 % 1000).collect();
+    let (want, wl) = greedy(&mut f32m, &prompt, 4);
+    for dtype in ["f16", "bf16"] {
+        let mut s = spec(&dir);
+        s.dtype = dtype.into();
+        let mut m = TorchBackend::open(&s, r#"{"threads":1}"#).unwrap();
+        let (got, gl) = greedy(&mut m, &prompt, 4);
+        let d = max_abs_diff(&wl[0], &gl[0]);
+        assert!(d < 0.5, "{dtype}: first logits differ by {d}");
+        assert_eq!(got[0], want[0], "{dtype}: first token");
+        assert!(
+            m.memory().weight_bytes * 2 == f32m.memory().weight_bytes,
+            "{dtype}: weights are 2 bytes each"
+        );
+    }
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let dir = synthetic("tiny");
+    let err = |s: &engine_api::ModelSpec, o: &str| match TorchBackend::open(s, o) {
+        Ok(_) => panic!("{o} should fail"),
+        Err(e) => e,
+    };
+    let e = err(&spec(&dir), r#"{"threads":1,"turbo":true}"#);
+    assert!(e.message.contains("turbo"), "{e}");
+    let e = err(&spec(&dir), r#"{"device":"tpu"}"#);
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+    // the provisioned libtorch is CPU-only
+    let e = err(&spec(&dir), r#"{"device":"cuda"}"#);
+    assert!(e.is_unsupported() && e.message.contains("CUDA"), "{e}");
+    let mut s = spec(&dir);
+    s.dtype = "f8".into();
+    assert!(err(&s, "{}").is_unsupported());
+    let mut s = spec(&dir);
+    s.quantization = "int8".into();
+    assert!(err(&s, "{}").is_unsupported());
+    let t = engine_kit::testing::TempDir::new("torch-noweights");
+    std::fs::copy(dir.join("config.json"), t.path().join("config.json")).unwrap();
+    let e = err(&spec(t.path()), "{}");
+    assert_eq!(e.kind, ErrorKind::InvalidModel);
+    assert!(e.message.contains("model.safetensors"), "{e}");
+    // a safetensors file whose tensor is cut short
+    std::fs::write(
+        t.path().join("model.safetensors"),
+        b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ",
+    )
+    .unwrap();
+    let e = err(&spec(t.path()), "{}");
+    assert_eq!(e.kind, ErrorKind::InvalidModel, "{e}");
+}
+
+#[test]
+fn score_rejects_bad_tokens_without_panicking() {
+    let mut m = torch(&synthetic("tiny"), r#"{"threads":1}"#);
+    assert!(m.score(&[5000]).is_err());
+    assert!(m.score(&[]).is_err());
+    let mut l = Vec::new();
+    assert!(m.decode(&[(77, 1)], &mut l).is_err(), "unknown sequence");
+    m.prefill(&[(1, &[1, 2, 3])], &mut l).unwrap();
+    assert!(
+        m.decode(&[(1, 99_999)], &mut l).is_err(),
+        "token outside the vocabulary"
+    );
+    m.decode(&[(1, 4)], &mut l).unwrap();
+}
