@@ -1,0 +1,39 @@
+//! Times one prefill and greedy decode steps of the torch engine directly
+//! through the backend (no host), to see where its time goes:
+//!
+//!     cargo run --release -p em-torch --example bench -- [THREADS] [BATCH] [gpt2|tiny]
+use em_torch::TorchBackend;
+use engine_kit::Backend;
+use std::time::Instant;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let threads: usize = args.get(1).map_or(Ok(2), |s| s.parse())?;
+    let batch: u64 = args.get(2).map_or(Ok(1), |s| s.parse())?;
+    let config = args.get(3).map_or("gpt2", |s| s.as_str());
+    let dir = engine_matrix::synthetic::ensure(config, 0)?;
+    let spec = engine_matrix::testing::spec(&dir);
+    let mut m = TorchBackend::open(&spec, &format!(r#"{{"threads":{threads}}}"#))?;
+    let prompt: Vec<u32> = (0..128).map(|i| (i * 31 + 7) % 50000).collect();
+    let seqs: Vec<(u64, &[u32])> = (0..batch).map(|i| (i, prompt.as_slice())).collect();
+    for rep in 0..3 {
+        let mut l = Vec::new();
+        let t = Instant::now();
+        m.prefill(&seqs, &mut l)?;
+        let ttft = t.elapsed();
+        let t = Instant::now();
+        let steps = 32;
+        for _ in 0..steps {
+            let req: Vec<(u64, u32)> = (0..batch).map(|i| (i, 11)).collect();
+            m.decode(&req, &mut l)?;
+        }
+        let tpot = t.elapsed() / steps;
+        println!(
+            "rep {rep}: prefill {ttft:?}, decode step {tpot:?} (batch {batch}, {threads} threads)"
+        );
+        for i in 0..batch {
+            m.free(i);
+        }
+    }
+    Ok(())
+}
