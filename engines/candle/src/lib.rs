@@ -139,10 +139,6 @@ impl CandleEngine {
     }
 }
 
-fn available_cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 fn parse_dtype(s: &str) -> Result<DType, EngineError> {
     match s {
         "f32" => Ok(DType::F32),
@@ -156,24 +152,8 @@ fn parse_dtype(s: &str) -> Result<DType, EngineError> {
 
 fn parse_device(s: &str) -> Result<Device, EngineError> {
     let s = s.trim();
-    if s == "cpu" {
+    let Some(ordinal) = engine_kit::parse_device("candle", s)? else {
         return Ok(Device::Cpu);
-    }
-    let ordinal = match s.strip_prefix("cuda") {
-        Some("") => 0,
-        Some(rest) => rest
-            .strip_prefix(':')
-            .and_then(|n| n.parse::<usize>().ok())
-            .ok_or_else(|| {
-                EngineError::invalid_argument(format!(
-                    "candle options: device {s:?}: expected cpu, cuda or cuda:N"
-                ))
-            })?,
-        None => {
-            return Err(EngineError::invalid_argument(format!(
-                "candle options: device {s:?}: expected cpu, cuda or cuda:N"
-            )))
-        }
     };
     if !cfg!(feature = "cuda") {
         return Err(EngineError::unsupported(format!(
@@ -323,7 +303,7 @@ impl CandleBackend {
         }
         let dtype = parse_dtype(spec.dtype.as_str())?;
         let opts: CandleOptions = engine_kit::parse_options("candle", options_json)?;
-        let threads = opts.threads.unwrap_or_else(available_cores);
+        let threads = opts.threads.unwrap_or_else(engine_kit::available_cores);
         let device = parse_device(opts.device.as_deref().unwrap_or("cpu"))?;
         let stock = match opts.kernels.as_deref().unwrap_or("fused") {
             "fused" => false,
@@ -385,7 +365,7 @@ impl CandleBackend {
             kv_pool: KvPool::default(),
             weight_bytes,
         };
-        backend.warm_up()?;
+        engine_kit::warm_up(&mut backend)?;
         Ok(backend)
     }
 
@@ -403,22 +383,6 @@ impl CandleBackend {
     /// [`Gpt2`] directly).
     pub fn install<R: Send>(&self, f: impl FnOnce(&Gpt2) -> R + Send) -> R {
         self.pool.install(|| f(&self.model))
-    }
-
-    fn warm_up(&mut self) -> Result<(), EngineError> {
-        const WARM: SeqId = SeqId::MAX;
-        let n = 8.min(self.model.config().n_positions - 1).max(1);
-        let prompt = vec![0u32; n];
-        let mut logits = Vec::new();
-        let r = self.prefill(&[(WARM, &prompt)], &mut logits).and_then(|_| {
-            if n < self.model.config().n_positions {
-                self.decode(&[(WARM, 0)], &mut logits)
-            } else {
-                Ok(())
-            }
-        });
-        self.free(WARM);
-        r.map_err(|e| EngineError::runtime(format!("warm-up run failed: {}", e.message)))
     }
 
     fn check_prompt(&self, id: SeqId, p: &[u32]) -> Result<(), EngineError> {

@@ -271,3 +271,41 @@ pub fn check_prompt(cfg: &Config, id: u64, prompt: &[u32]) -> Result<(), EngineE
     }
     Ok(())
 }
+
+/// What every GPT-2 engine requires of a [`engine_api::ModelSpec`]:
+/// architecture `gpt2` and `quantization: none`; anything else is
+/// `unsupported`, naming `engine`.
+pub fn check_spec(engine: &str, spec: &engine_api::ModelSpec) -> Result<(), EngineError> {
+    if spec.architecture.as_str() != "gpt2" {
+        return Err(EngineError::unsupported(format!(
+            "architecture {:?}: the {engine} engine implements gpt2 only",
+            spec.architecture.as_str()
+        )));
+    }
+    if spec.quantization.as_str() != "none" {
+        return Err(EngineError::unsupported(format!(
+            "quantization {:?}: the {engine} engine loads unquantized safetensors only \
+             (quantization: none)",
+            spec.quantization.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the prompts of a prefill: each valid for `cfg`
+/// ([`check_prompt`]) and not an existing sequence.
+pub fn check_new_sequences(
+    cfg: &Config,
+    seqs: &[(u64, &[u32])],
+    exists: impl Fn(u64) -> bool,
+) -> Result<(), EngineError> {
+    for &(id, p) in seqs {
+        check_prompt(cfg, id, p)?;
+        if exists(id) {
+            return Err(EngineError::invalid_argument(format!(
+                "sequence {id} already exists"
+            )));
+        }
+    }
+    Ok(())
+}

@@ -22,6 +22,7 @@
 //! (its state may be inconsistent), so every later submit fails with a
 //! clear message instead of hanging.
 
+pub mod checkpoint;
 pub mod gpt2;
 mod options;
 pub mod sampling;
@@ -101,4 +102,54 @@ pub fn group_by_len(seqs: &[(SeqId, &[u32])]) -> Vec<(usize, Vec<usize>)> {
         }
     }
     groups
+}
+
+/// Parses a `device` engine option: `cpu` gives `None`, `cuda` / `cuda:N`
+/// the CUDA ordinal; anything else is an error naming `engine`.
+pub fn parse_device(engine: &str, s: &str) -> Result<Option<usize>, EngineError> {
+    let s = s.trim();
+    if s == "cpu" {
+        return Ok(None);
+    }
+    let bad = || {
+        EngineError::invalid_argument(format!(
+            "{engine} options: device {s:?}: expected cpu, cuda or cuda:N"
+        ))
+    };
+    match s.strip_prefix("cuda") {
+        Some("") => Ok(Some(0)),
+        Some(rest) => rest
+            .strip_prefix(':')
+            .and_then(|n| n.parse::<usize>().ok())
+            .map(Some)
+            .ok_or_else(bad),
+        None => Err(bad()),
+    }
+}
+
+/// The number of cores this process may use (the default thread count of
+/// every in-process engine).
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// One short prefill (8 tokens) and one decode step on a throw-away
+/// sequence, so that first-use costs (allocator arenas, packing buffers,
+/// thread pools) do not land in the first measured request. Engines call
+/// it at the end of loading.
+pub fn warm_up<B: Backend + ?Sized>(b: &mut B) -> Result<(), EngineError> {
+    const WARM: SeqId = SeqId::MAX;
+    let max = b.max_seq_len();
+    let n = 8.min(max.saturating_sub(1)).max(1);
+    let prompt = vec![0u32; n];
+    let mut logits = Vec::new();
+    let r = b.prefill(&[(WARM, &prompt)], &mut logits).and_then(|_| {
+        if n < max {
+            b.decode(&[(WARM, 0)], &mut logits)
+        } else {
+            Ok(())
+        }
+    });
+    b.free(WARM);
+    r.map_err(|e| EngineError::runtime(format!("warm-up run failed: {}", e.message)))
 }

@@ -126,28 +126,9 @@ impl OnnxBackend {
             weight_bytes,
             peak_kv: Cell::new(0),
         };
-        b.warm_up()?;
+        engine_kit::warm_up(&mut b)?;
+        b.peak_kv.set(0);
         Ok(b)
-    }
-
-    /// One short prefill and decode, so that first-use costs (ORT's arena,
-    /// MLAS packing buffers, thread pool start) do not land in the first
-    /// measured request.
-    fn warm_up(&mut self) -> Result<(), EngineError> {
-        const WARM: SeqId = SeqId::MAX;
-        let n = 8.min(self.cfg.n_positions - 1).max(1);
-        let prompt = vec![0u32; n];
-        let mut logits = Vec::new();
-        let r = self.prefill(&[(WARM, &prompt)], &mut logits).and_then(|_| {
-            if n < self.cfg.n_positions {
-                self.decode(&[(WARM, 0)], &mut logits)
-            } else {
-                Ok(())
-            }
-        });
-        self.free(WARM);
-        self.peak_kv.set(0);
-        r.map_err(|e| EngineError::runtime(format!("warm-up run failed: {}", e.message)))
     }
 
     fn kv_row_bytes(&self) -> u64 {
@@ -338,14 +319,7 @@ impl Backend for OnnxBackend {
         seqs: &[(SeqId, &[u32])],
         logits: &mut Vec<f32>,
     ) -> Result<(), EngineError> {
-        for &(id, p) in seqs {
-            engine_kit::gpt2::check_prompt(&self.cfg, id, p)?;
-            if self.seqs.contains_key(&id) {
-                return Err(EngineError::invalid_argument(format!(
-                    "sequence {id} already exists"
-                )));
-            }
-        }
+        engine_kit::gpt2::check_new_sequences(&self.cfg, seqs, |id| self.seqs.contains_key(&id))?;
         let vocab = self.cfg.vocab_size;
         logits.clear();
         logits.resize(seqs.len() * vocab, 0.0);

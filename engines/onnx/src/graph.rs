@@ -69,6 +69,12 @@ pub trait WeightSource {
     fn get(&self, name: &str) -> Result<Vec<f32>, String>;
 }
 
+impl WeightSource for engine_kit::checkpoint::Checkpoint {
+    fn get(&self, name: &str) -> Result<Vec<f32>, String> {
+        self.f32s(name)
+    }
+}
+
 /// Where initializers go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataPlacement {

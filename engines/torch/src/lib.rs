@@ -31,12 +31,11 @@ pub mod gpt2;
 use engine_api::{
     Engine, EngineError, EngineInfo, LoadOptions, Logits, MemoryStats, Model, ModelSpec,
 };
-use engine_kit::gpt2::Config;
 use engine_kit::{Backend, SeqId};
 use gpt2::{Gpt2, KvCache};
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 
 /// The libtorch release this plugin was built against (checked by
@@ -60,10 +59,6 @@ fn torch_err(what: &'static str) -> impl Fn(tch::TchError) -> EngineError {
     move |e| EngineError::runtime(format!("libtorch {what}: {e}"))
 }
 
-fn available_cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 fn parse_dtype(s: &str) -> Result<Kind, EngineError> {
     match s {
         "f32" => Ok(Kind::Float),
@@ -85,25 +80,8 @@ fn dtype_name(k: Kind) -> &'static str {
 }
 
 fn parse_device(s: &str) -> Result<Device, EngineError> {
-    let s = s.trim();
-    if s == "cpu" {
+    let Some(ordinal) = engine_kit::parse_device("torch", s)? else {
         return Ok(Device::Cpu);
-    }
-    let ordinal = match s.strip_prefix("cuda") {
-        Some("") => 0,
-        Some(rest) => rest
-            .strip_prefix(':')
-            .and_then(|n| n.parse::<usize>().ok())
-            .ok_or_else(|| {
-                EngineError::invalid_argument(format!(
-                    "torch options: device {s:?}: expected cpu, cuda or cuda:N"
-                ))
-            })?,
-        None => {
-            return Err(EngineError::invalid_argument(format!(
-                "torch options: device {s:?}: expected cpu, cuda or cuda:N"
-            )))
-        }
     };
     if !tch::Cuda::is_available() || ordinal as i64 >= tch::Cuda::device_count() {
         return Err(EngineError::unsupported(format!(
@@ -185,81 +163,23 @@ impl Engine for TorchEngine {
     }
 }
 
-/// The checkpoint, memory-mapped.
-struct Checkpoint {
-    path: PathBuf,
-    map: memmap2::Mmap,
-    prefix: &'static str,
-}
-
-impl Checkpoint {
-    fn open(file: &Path, cfg: &Config) -> Result<Self, EngineError> {
-        let f = std::fs::File::open(file).map_err(|e| {
-            EngineError::invalid_model(format!(
-                "{}: cannot open ({e}); a GPT-2 model folder needs config.json and model.safetensors",
-                file.display()
-            ))
-        })?;
-        // SAFETY: read-only map; tensors are copied out during load, after
-        // which the map is dropped. Assumes nobody truncates the file.
-        let map = unsafe { memmap2::Mmap::map(&f) }
-            .map_err(|e| EngineError::io(format!("{}: cannot map: {e}", file.display())))?;
-        let mut ck = Checkpoint {
-            path: file.to_path_buf(),
-            map,
-            prefix: "",
-        };
-        let st = ck.tensors()?;
-        let prefix = engine_kit::gpt2::check_tensors(file, cfg, |name| {
-            let v = st.tensor(name).ok()?;
-            use safetensors::Dtype as D;
-            Some(engine_kit::gpt2::TensorMeta {
-                shape: v.shape().to_vec(),
-                is_float: matches!(v.dtype(), D::F32 | D::F16 | D::BF16 | D::F64),
-                dtype: format!("{:?}", v.dtype()),
-            })
-        })?;
-        ck.prefix = prefix;
-        Ok(ck)
-    }
-
-    fn tensors(&self) -> Result<safetensors::SafeTensors<'_>, EngineError> {
-        safetensors::SafeTensors::deserialize(&self.map).map_err(|e| {
-            EngineError::invalid_model(format!(
-                "{}: not a valid safetensors file: {e}",
-                self.path.display()
-            ))
-        })
-    }
-}
-
-impl gpt2::Weights for Checkpoint {
+impl gpt2::Weights for engine_kit::checkpoint::Checkpoint {
     fn get(&self, name: &str) -> Result<Tensor, String> {
-        let st = self.tensors().map_err(|e| e.message.to_string())?;
-        let full = format!("{}{name}", self.prefix);
-        let v = st
-            .tensor(&full)
-            .map_err(|e| format!("{}: tensor {full}: {e}", self.path.display()))?;
+        let t = self.tensor(name)?;
         use safetensors::Dtype as D;
-        let kind = match v.dtype() {
+        let kind = match t.dtype {
             D::F32 => Kind::Float,
             D::F16 => Kind::Half,
             D::BF16 => Kind::BFloat16,
             D::F64 => Kind::Double,
-            other => return Err(format!("tensor {full} has dtype {other:?}")),
+            other => return Err(format!("tensor {name} has dtype {other:?}")),
         };
-        let shape: Vec<i64> = v.shape().iter().map(|&d| d as i64).collect();
-        let want = v.shape().iter().product::<usize>() * kind.elt_size_in_bytes();
-        if v.data().len() != want {
-            return Err(format!(
-                "{}: tensor {full} holds {} bytes, its shape needs {want}",
-                self.path.display(),
-                v.data().len()
-            ));
-        }
-        Tensor::f_from_data_size(v.data(), &shape, kind)
+        let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+        // Checkpoint::tensor checked the byte length against the shape
+        // (tch's from_data_size does not).
+        Tensor::f_from_data_size(t.data, &shape, kind)
             .and_then(|t| t.f_to_kind(Kind::Float))
-            .map_err(|e| format!("{}: tensor {full}: {e}", self.path.display()))
+            .map_err(|e| format!("{}: tensor {name}: {e}", self.path().display()))
     }
 }
 
@@ -289,21 +209,10 @@ thread_local! {
 impl TorchBackend {
     /// Loads `spec` with engine options `options_json`.
     pub fn open(spec: &ModelSpec, options_json: &str) -> Result<Self, EngineError> {
-        if spec.architecture.as_str() != "gpt2" {
-            return Err(EngineError::unsupported(format!(
-                "architecture {:?}: the torch engine implements gpt2 only",
-                spec.architecture.as_str()
-            )));
-        }
-        if spec.quantization.as_str() != "none" {
-            return Err(EngineError::unsupported(format!(
-                "quantization {:?}: the torch engine loads unquantized safetensors only",
-                spec.quantization.as_str()
-            )));
-        }
+        engine_kit::gpt2::check_spec("torch", spec)?;
         let kind = parse_dtype(spec.dtype.as_str())?;
         let opts: TorchOptions = engine_kit::parse_options("torch", options_json)?;
-        let threads = opts.threads.unwrap_or_else(available_cores);
+        let threads = opts.threads.unwrap_or_else(engine_kit::available_cores);
         if threads == 0 {
             return Err(EngineError::invalid_argument(
                 "torch options: threads must be at least 1",
@@ -319,7 +228,7 @@ impl TorchBackend {
         let dir = PathBuf::from(spec.path.as_str());
         let cfg = engine_kit::gpt2::read_config(&dir)?;
         let file = dir.join("model.safetensors");
-        let ck = Checkpoint::open(&file, &cfg)?;
+        let ck = engine_kit::checkpoint::Checkpoint::open(&file, &cfg)?;
         let model = {
             let _g = tch::no_grad_guard();
             Gpt2::new(&cfg, &ck, kind, device)
@@ -338,7 +247,7 @@ impl TorchBackend {
             seqs: HashMap::new(),
             weight_bytes,
         };
-        b.warm_up()?;
+        engine_kit::warm_up(&mut b)?;
         Ok(b)
     }
 
@@ -352,18 +261,6 @@ impl TorchBackend {
             }
         });
         tch::no_grad_guard()
-    }
-
-    fn warm_up(&mut self) -> Result<(), EngineError> {
-        const WARM: SeqId = SeqId::MAX;
-        let n = 8.min(self.model.config().n_positions - 1).max(1);
-        let prompt = vec![0u32; n];
-        let mut logits = Vec::new();
-        let r = self
-            .prefill(&[(WARM, &prompt)], &mut logits)
-            .and_then(|_| self.decode(&[(WARM, 0)], &mut logits));
-        self.free(WARM);
-        r.map_err(|e| EngineError::runtime(format!("warm-up run failed: {}", e.message)))
     }
 }
 
@@ -396,14 +293,10 @@ impl Backend for TorchBackend {
         seqs: &[(SeqId, &[u32])],
         logits: &mut Vec<f32>,
     ) -> Result<(), EngineError> {
-        for &(id, p) in seqs {
-            engine_kit::gpt2::check_prompt(self.model.config(), id, p)?;
-            if self.seqs.contains_key(&id) {
-                return Err(EngineError::invalid_argument(format!(
-                    "sequence {id} already exists"
-                )));
-            }
-        }
+        let seqs_known = &self.seqs;
+        engine_kit::gpt2::check_new_sequences(self.model.config(), seqs, |id| {
+            seqs_known.contains_key(&id)
+        })?;
         let _g = self.enter();
         let vocab = self.vocab_size();
         logits.clear();

@@ -1,9 +1,9 @@
-//! The checkpoint's tensors as f32, read from a memory-mapped
-//! `model.safetensors` (f32, f16, bf16 or f64 on disk).
+//! A memory-mapped Hugging Face `model.safetensors` checked against a GPT-2
+//! [`Config`](crate::gpt2::Config) before anything reads it, for engines
+//! that copy weights into their own runtime (ONNX Runtime, libtorch).
 
-use crate::graph::WeightSource;
+use crate::gpt2::{check_tensors, Config, TensorMeta};
 use engine_api::EngineError;
-use engine_kit::gpt2::{Config, TensorMeta};
 use safetensors::{Dtype, SafeTensors};
 use std::path::{Path, PathBuf};
 
@@ -14,8 +14,16 @@ pub struct Checkpoint {
     prefix: &'static str,
 }
 
+/// One tensor of the file: its dtype, shape and little-endian bytes.
+pub struct TensorBytes<'a> {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub data: &'a [u8],
+}
+
 impl Checkpoint {
-    /// Maps `file` and checks every tensor GPT-2 `cfg` needs.
+    /// Maps `file` and checks every tensor GPT-2 `cfg` needs (present,
+    /// right shape, float); errors name the file and the tensor.
     pub fn open(file: &Path, cfg: &Config) -> Result<Self, EngineError> {
         let f = std::fs::File::open(file).map_err(|e| {
             EngineError::invalid_model(format!(
@@ -23,18 +31,18 @@ impl Checkpoint {
                 file.display()
             ))
         })?;
-        // SAFETY: mapped read-only; every tensor is copied out during
-        // load and the map is dropped afterwards. Like every mmap-based
-        // loader this assumes nobody truncates the file meanwhile.
+        // SAFETY: mapped read-only; engines copy every tensor out during
+        // load and drop the map afterwards. Like every mmap-based loader,
+        // this assumes nobody truncates the file meanwhile.
         let map = unsafe { memmap2::Mmap::map(&f) }
             .map_err(|e| EngineError::io(format!("{}: cannot map: {e}", file.display())))?;
-        let ck = Checkpoint {
+        let mut ck = Checkpoint {
             path: file.to_path_buf(),
             map,
             prefix: "",
         };
-        let st = ck.tensors()?;
-        let prefix = engine_kit::gpt2::check_tensors(file, cfg, |name| {
+        let st = ck.parse()?;
+        let prefix = check_tensors(file, cfg, |name| {
             let v = st.tensor(name).ok()?;
             Some(TensorMeta {
                 shape: v.shape().to_vec(),
@@ -45,10 +53,15 @@ impl Checkpoint {
                 dtype: format!("{:?}", v.dtype()),
             })
         })?;
-        Ok(Checkpoint { prefix, ..ck })
+        ck.prefix = prefix;
+        Ok(ck)
     }
 
-    fn tensors(&self) -> Result<SafeTensors<'_>, EngineError> {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn parse(&self) -> Result<SafeTensors<'_>, EngineError> {
         SafeTensors::deserialize(&self.map).map_err(|e| {
             EngineError::invalid_model(format!(
                 "{}: not a valid safetensors file: {e}",
@@ -56,17 +69,36 @@ impl Checkpoint {
             ))
         })
     }
-}
 
-impl WeightSource for Checkpoint {
-    fn get(&self, name: &str) -> Result<Vec<f32>, String> {
-        let st = self.tensors().map_err(|e| e.message.to_string())?;
+    /// Tensor `name` (HF name without prefix); the byte length is checked
+    /// against the shape.
+    pub fn tensor(&self, name: &str) -> Result<TensorBytes<'_>, String> {
+        let st = self.parse().map_err(|e| e.message.to_string())?;
         let full = format!("{}{name}", self.prefix);
         let v = st
             .tensor(&full)
             .map_err(|e| format!("{}: tensor {full}: {e}", self.path.display()))?;
-        let b = v.data();
-        let out = match v.dtype() {
+        let want = v.shape().iter().product::<usize>() * v.dtype().bitsize() / 8;
+        if v.data().len() != want {
+            return Err(format!(
+                "{}: tensor {full} holds {} bytes, its shape needs {want}",
+                self.path.display(),
+                v.data().len()
+            ));
+        }
+        Ok(TensorBytes {
+            dtype: v.dtype(),
+            shape: v.shape().to_vec(),
+            // borrowed from the map, not from the parsed header
+            data: v.data(),
+        })
+    }
+
+    /// Tensor `name` as f32 values (f32, f16, bf16 or f64 on disk).
+    pub fn f32s(&self, name: &str) -> Result<Vec<f32>, String> {
+        let t = self.tensor(name)?;
+        let b = t.data;
+        Ok(match t.dtype {
             Dtype::F32 => b
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -87,11 +119,10 @@ impl WeightSource for Checkpoint {
                 .collect(),
             other => {
                 return Err(format!(
-                    "{}: tensor {full} has dtype {other:?}",
+                    "{}: tensor {name} has dtype {other:?}",
                     self.path.display()
                 ))
             }
-        };
-        Ok(out)
+        })
     }
 }
