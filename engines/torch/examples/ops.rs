@@ -85,5 +85,24 @@ fn main() {
             .narrow(0, dout / 2, dout / 2)
             .addmm(&x8, &w[i].narrow(1, dout / 2, dout / 2));
     });
+    let e = Tensor::randn([50257, din], o);
+    let et = e.tr().contiguous();
+    let eb = (50257 * din * 4) as f64;
+    for m in [1i64, 8] {
+        let x = Tensor::randn([m, din], o);
+        time(&format!("lm_head M={m}: x @ wte^T (view)"), eb, |_| {
+            let _ = x.matmul(&e.tr());
+        });
+        time(
+            &format!("lm_head M={m}: x @ wte^T (contiguous copy)"),
+            eb,
+            |_| {
+                let _ = x.matmul(&et);
+            },
+        );
+        time(&format!("lm_head M={m}: (wte @ x^T)^T"), eb, |_| {
+            let _ = e.matmul(&x.tr()).tr();
+        });
+    }
     println!("threads {}", tch::get_num_threads());
 }

@@ -211,9 +211,18 @@ impl Gpt2 {
     }
 
     /// Final layer norm and lm_head on `h: [N, C]` → f32 `[N, vocab]`.
+    /// One row multiplies the contiguous `[C, vocab]` copy (MKL's gemv);
+    /// several rows compute `(wte @ h^T)^T`, which MKL runs 1.5x faster
+    /// than either `h @ wte^T` layout at N = 8 on this machine (15.1 vs
+    /// 23.0 ms, `--example ops`).
     fn head(&self, h: &Tensor) -> Result<Tensor> {
         let h = self.ln(h, &self.ln_f)?;
-        h.f_matmul(&self.lm_head)?.f_to_kind(Kind::Float)
+        let logits = if h.size()[0] == 1 {
+            h.f_matmul(&self.lm_head)?
+        } else {
+            self.wte.f_matmul(&h.f_tr()?)?.f_tr()?
+        };
+        logits.f_to_kind(Kind::Float)
     }
 
     fn new_cache(&self, len: i64) -> Result<KvCache> {
