@@ -384,16 +384,6 @@ impl CandleBackend {
     pub fn install<R: Send>(&self, f: impl FnOnce(&Gpt2) -> R + Send) -> R {
         self.pool.install(|| f(&self.model))
     }
-
-    fn check_prompt(&self, id: SeqId, p: &[u32]) -> Result<(), EngineError> {
-        engine_kit::gpt2::check_prompt(self.model.config(), id, p)?;
-        if self.seqs.contains_key(&id) {
-            return Err(EngineError::invalid_argument(format!(
-                "sequence {id} already exists"
-            )));
-        }
-        Ok(())
-    }
 }
 
 impl Backend for CandleBackend {
@@ -414,9 +404,10 @@ impl Backend for CandleBackend {
         seqs: &[(SeqId, &[u32])],
         logits: &mut Vec<f32>,
     ) -> Result<(), EngineError> {
-        for (id, p) in seqs {
-            self.check_prompt(*id, p)?;
-        }
+        let known = &self.seqs;
+        engine_kit::gpt2::check_new_sequences(self.model.config(), seqs, |id| {
+            known.contains_key(&id)
+        })?;
         let vocab = self.vocab_size();
         logits.clear();
         logits.resize(seqs.len() * vocab, 0.0);
