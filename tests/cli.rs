@@ -123,7 +123,7 @@ fn tiny_matrix_runs_end_to_end_and_writes_raw_and_summary_json() {
             assert_eq!(r["finish_reason"], "length");
         }
     }
-    assert!(run_dir.join("summary.md").is_file());
+    assert!(run_dir.join("report.md").is_file());
     assert!(run_dir.join("matrix.yaml").is_file());
     assert!(run_dir.join("system.json").is_file());
 }

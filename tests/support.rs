@@ -97,7 +97,13 @@ pub fn cache_dir() -> PathBuf {
 
 /// Runs the binary with `args`, plugins from `plugins`.
 pub fn run(args: &[&str], plugins: &Path) -> Output {
+    run_env(args, plugins, &[])
+}
+
+/// [`run`] with extra environment variables.
+pub fn run_env(args: &[&str], plugins: &Path, env: &[(&str, &Path)]) -> Output {
     Command::new(binary())
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .args(args)
         .arg("--plugins")
         .arg(plugins)
@@ -139,4 +145,233 @@ pub fn run_matrix(matrix: &Path, plugins: &Path, run_dir: &Path) -> Output {
     );
     assert!(o.status.success(), "stderr: {}", text(&o.stderr));
     o
+}
+
+/// Headless Chromium: `$CHROMIUM`, else Debian's `/usr/bin/chromium`,
+/// which `scripts/provision` installs (packages chromium, chromium-driver).
+pub fn chromium() -> PathBuf {
+    let p = std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    assert!(
+        p.is_file(),
+        "{} not found: run ./scripts/provision (it installs Debian's chromium and \
+         chromium-driver with apt-get), or point $CHROMIUM at a Chromium binary",
+        p.display()
+    );
+    p
+}
+
+/// How long one headless Chromium run may take before it is killed:
+/// Chromium sometimes hangs instead of exiting after --screenshot.
+pub const CHROMIUM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `file://` URL of `path` (made absolute), percent-encoding every byte
+/// but unreserved characters and `/`.
+pub fn file_url(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let abs = std::path::absolute(path).expect("absolute path");
+    let mut url = String::from("file://");
+    for &b in abs.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            url.push(b as char);
+        } else {
+            url.push_str(&format!("%{b:02X}"));
+        }
+    }
+    url
+}
+
+/// Opens `html` in headless Chromium with `extra` arguments (such as
+/// `--dump-dom` or `--screenshot=FILE`) and returns what it printed. A
+/// 1280×2400 window, 2 s of virtual time for layout, and a fresh empty
+/// profile each time, so no state leaks between runs. The flags are the
+/// ones Chromium needs on a headless root machine without a GPU or
+/// network; `--disable-dev-shm-usage` because containers often have a
+/// tiny /dev/shm. Chromium runs in its own process group, which is killed
+/// (browser, renderers, helpers) after [`CHROMIUM_TIMEOUT`]: then this
+/// panics with what it printed.
+pub fn headless(html: &Path, extra: &[&str]) -> Output {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    assert!(html.is_file(), "{} not found", html.display());
+    let profile = TempDir::new("chromium-profile");
+    let mut child = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--window-size=1280,2400", "--virtual-time-budget=2000"])
+        .args(extra)
+        .arg(file_url(html))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", chromium().display()));
+    let pgid = child.id();
+    // Read both pipes on threads so a chatty Chromium never blocks on a
+    // full pipe while we wait for it.
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    // Kills the whole group: helpers that outlive the browser would keep
+    // the pipes open. dash's kill takes a negative pid as a group.
+    let kill_group = || {
+        let _ = Command::new("sh")
+            .args(["-c", &format!("kill -9 -{pgid} 2>/dev/null")])
+            .status();
+    };
+    let deadline = Instant::now() + CHROMIUM_TIMEOUT;
+    let exited = loop {
+        match child.try_wait().expect("wait for chromium") {
+            Some(status) => break Some(status),
+            None if Instant::now() >= deadline => break None,
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    kill_group();
+    let timed_out = exited.is_none();
+    let status = exited.unwrap_or_else(|| {
+        let _ = child.kill();
+        child.wait().expect("wait for killed chromium")
+    });
+    let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
+    if timed_out {
+        panic!(
+            "chromium {} did not finish within {} s and was killed; stderr:\n{}",
+            html.display(),
+            CHROMIUM_TIMEOUT.as_secs(),
+            text(&stderr)
+        );
+    }
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// Width and height from a PNG's IHDR chunk (bytes 16..24, big-endian),
+/// after checking the PNG signature.
+pub fn png_size(png: &[u8]) -> Option<(u32, u32)> {
+    if png.len() < 24 || &png[..8] != b"\x89PNG\r\n\x1a\n" || &png[12..16] != b"IHDR" {
+        return None;
+    }
+    let be = |b: &[u8]| u32::from_be_bytes(b.try_into().unwrap());
+    Some((be(&png[16..20]), be(&png[20..24])))
+}
+
+/// Renders `html` in headless Chromium into `png` (replaced if present);
+/// asserts that Chromium succeeded and wrote a PNG.
+pub fn screenshot(html: &Path, png: &Path) {
+    let png = std::path::absolute(png).expect("absolute path");
+    let _ = std::fs::remove_file(&png);
+    let o = headless(html, &[&format!("--screenshot={}", png.display())]);
+    assert!(
+        o.status.success(),
+        "chromium --screenshot {}: {}; stderr:\n{}",
+        html.display(),
+        o.status,
+        text(&o.stderr)
+    );
+    let bytes = std::fs::read(&png).unwrap_or_else(|e| {
+        panic!(
+            "chromium wrote no screenshot {}: {e}; stderr:\n{}",
+            png.display(),
+            text(&o.stderr)
+        )
+    });
+    assert!(
+        png_size(&bytes).is_some(),
+        "{} is not a PNG ({} bytes)",
+        png.display(),
+        bytes.len()
+    );
+}
+
+/// The DOM of `html` after Chromium parsed it (and ran its scripts, if
+/// any), serialised by `--dump-dom`.
+pub fn dump_dom(html: &Path) -> String {
+    let o = headless(html, &["--dump-dom"]);
+    assert!(
+        o.status.success(),
+        "chromium --dump-dom {}: {}; stderr:\n{}",
+        html.display(),
+        o.status,
+        text(&o.stderr)
+    );
+    let dom = text(&o.stdout);
+    assert!(
+        dom.contains("<html"),
+        "chromium --dump-dom {} printed no document: {dom}",
+        html.display()
+    );
+    dom
+}
+
+/// Lower-cased names of the elements in serialised HTML (`--dump-dom`
+/// output), in document order. Attribute values are skipped, so a `<`
+/// inside one (legal there) is not taken for a tag, and so are comments
+/// and the contents of `<script>` and `<style>`, which are not escaped.
+pub fn element_names(html: &str) -> Vec<String> {
+    let b = html.as_bytes();
+    let mut names = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i..].starts_with(b"<!--") {
+            i = find_bytes(&b[i..], b"-->").map_or(b.len(), |k| i + k + 3);
+            continue;
+        }
+        if b[i] != b'<' || !b.get(i + 1).is_some_and(u8::is_ascii_alphabetic) {
+            i += 1;
+            continue;
+        }
+        let start = i + 1;
+        let mut j = start;
+        while j < b.len() && !b[j].is_ascii_whitespace() && b[j] != b'>' && b[j] != b'/' {
+            j += 1;
+        }
+        let name = html[start..j].to_ascii_lowercase();
+        // to the end of the tag, skipping quoted attribute values
+        let mut quote = None;
+        while j < b.len() {
+            match (quote, b[j]) {
+                (None, b'>') => break,
+                (None, q @ (b'"' | b'\'')) => quote = Some(q),
+                (Some(q), c) if c == q => quote = None,
+                _ => {}
+            }
+            j += 1;
+        }
+        i = j + 1;
+        if name == "script" || name == "style" {
+            let close = format!("</{name}");
+            let rest = b[i.min(b.len())..].to_ascii_lowercase();
+            i = find_bytes(&rest, close.as_bytes()).map_or(b.len(), |k| i + k);
+        }
+        names.push(name);
+    }
+    names
+}
+
+fn find_bytes(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
 }

@@ -10,6 +10,7 @@
 //! files), [`report`] (Markdown), [`system`] (machine and memory), and
 //! [`runner`] (the `run` command tying them together).
 
+pub mod compare;
 pub mod matrix;
 pub mod measure;
 pub mod metrics;
@@ -17,7 +18,9 @@ pub mod output;
 pub mod plugins;
 pub mod prompts;
 pub mod report;
+pub mod resample;
 mod rng;
+pub mod roofline;
 pub mod runner;
 pub mod scenario;
 pub mod stats;

@@ -41,6 +41,47 @@ enum Command {
         /// Seconds without any token after which an engine counts as hung.
         #[arg(long, default_value_t = 120.0, value_name = "SECONDS")]
         stall_timeout: f64,
+        /// Run the matrix N times, engines interleaved (A B A B ...), for
+        /// run-to-run confidence intervals and paired speedups.
+        #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        repeat: u32,
+        /// Save this run as the named baseline (reports/baselines/NAME).
+        #[arg(long, value_name = "NAME")]
+        save_baseline: Option<String>,
+        /// Compare this run against a saved baseline; exit 1 on a regression.
+        #[arg(long, value_name = "NAME")]
+        baseline: Option<String>,
+        /// Noise threshold of --baseline, in percent.
+        #[arg(long, default_value_t = 5.0, value_name = "PERCENT")]
+        noise: f64,
+        /// Skip the roofline calibration (no efficiency figures).
+        #[arg(long)]
+        no_calibrate: bool,
+    },
+    /// Show this machine's roofline limits (memory read bandwidth, f32
+    /// matmul peak), measuring them if they are not cached yet.
+    Calibrate {
+        /// Measure again and replace the cached figures.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write report.html, report.md, summary.csv and charts/ for a run folder.
+    Report { run_dir: PathBuf },
+    /// Compare a candidate run against a baseline (run folders, summary.json
+    /// files or saved baseline names); exit 1 on any regression.
+    Compare {
+        baseline: String,
+        candidate: String,
+        /// Changes smaller than this are `no change`, in percent.
+        #[arg(long, default_value_t = 5.0, value_name = "PERCENT")]
+        noise: f64,
+        /// Also refuse cells whose engine or runtime version differs.
+        #[arg(long)]
+        check_version: bool,
+        /// Folder for compare.md, compare.html and charts/ (default: the
+        /// candidate's run folder, or the current folder for a saved baseline).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// List the plugins found, with their info or their load error.
     Engines {
@@ -72,7 +113,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             quick,
             only,
             stall_timeout,
+            repeat,
+            save_baseline,
+            baseline,
+            noise,
+            no_calibrate,
         } => {
+            // Fail on a bad name or a missing baseline before measuring.
+            let base = baseline
+                .as_deref()
+                .map(engine_matrix::compare::resolve)
+                .transpose()?;
             let report = runner::run(&runner::RunOptions {
                 matrix,
                 out,
@@ -82,6 +133,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 verbose: cli.verbose,
                 stall: Duration::from_secs_f64(stall_timeout.max(1.0)),
                 progress: true,
+                calibrate: !no_calibrate,
+                repeat,
             })?;
             println!("{}", report.markdown);
             let cells = &report.summary.cells;
@@ -95,7 +148,81 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 count(Status::Failed),
                 report.dir.display()
             );
+            if let Some(name) = save_baseline {
+                let dir = engine_matrix::compare::save_baseline(&report.dir, &name)?;
+                eprintln!("saved baseline '{name}' in {}", dir.display());
+            }
+            match base {
+                Some((file, b)) => {
+                    let opts = engine_matrix::compare::Options {
+                        noise: noise / 100.0,
+                        check_version: false,
+                    };
+                    compare_and_report(
+                        &file,
+                        &b,
+                        &report.dir.join("summary.json"),
+                        &report.summary,
+                        &opts,
+                        &report.dir,
+                    )
+                }
+                None => Ok(ExitCode::SUCCESS),
+            }
+        }
+        Command::Calibrate { force } => {
+            let dir = engine_matrix::roofline::default_dir();
+            let l = if force {
+                engine_matrix::roofline::recalibrate(&dir)?
+            } else {
+                engine_matrix::roofline::cached(&dir)?
+            };
+            println!(
+                "{}\n  memory read {:.1} GB/s · f32 matmul {:.1} GFLOP/s · ridge {:.1} FLOP/byte\n  measured {} ({})\n  cached in {}",
+                l.machine,
+                l.mem_read_gb_s,
+                l.matmul_f32_gflop_s,
+                l.ridge_flop_per_byte(),
+                l.measured_at,
+                l.method,
+                engine_matrix::roofline::cache_path(&dir).display()
+            );
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { run_dir } => {
+            let w = engine_matrix::report::write(&run_dir)?;
+            if let Some(e) = &w.chart_error {
+                eprintln!("warning: charts not drawn: {e}");
+            }
+            println!(
+                "{}: report.html, report.md, summary.csv and {} charts",
+                run_dir.display(),
+                w.charts
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Compare {
+            baseline,
+            candidate,
+            noise,
+            check_version,
+            out,
+        } => {
+            let (bfile, b) = engine_matrix::compare::resolve(&baseline)?;
+            let (cfile, c) = engine_matrix::compare::resolve(&candidate)?;
+            let out = out.unwrap_or_else(|| {
+                let dir = cfile.parent().map(PathBuf::from).unwrap_or_default();
+                if dir.starts_with(engine_matrix::compare::baselines_dir()) {
+                    PathBuf::from(".")
+                } else {
+                    dir
+                }
+            });
+            let opts = engine_matrix::compare::Options {
+                noise: noise / 100.0,
+                check_version,
+            };
+            compare_and_report(&bfile, &b, &cfile, &c, &opts, &out)
         }
         Command::Engines { json } => engines(&dir, json, cli.verbose),
         Command::Validate { matrix } => {
@@ -125,6 +252,32 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn compare_and_report(
+    bfile: &std::path::Path,
+    b: &engine_matrix::output::Summary,
+    cfile: &std::path::Path,
+    c: &engine_matrix::output::Summary,
+    opts: &engine_matrix::compare::Options,
+    out: &std::path::Path,
+) -> Result<ExitCode> {
+    let mut cmp = engine_matrix::compare::compare(b, c, opts);
+    cmp.baseline_name = bfile.display().to_string();
+    cmp.candidate_name = cfile.display().to_string();
+    let md = engine_matrix::compare::write(&cmp, out)?;
+    println!("{md}");
+    eprintln!(
+        "{} regressions, {} improvements; compare.md and compare.html in {}",
+        cmp.regressions(),
+        cmp.improvements(),
+        out.display()
+    );
+    Ok(if cmp.regressions() > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn engines(dir: &std::path::Path, json: bool, verbose: bool) -> Result<ExitCode> {

@@ -13,6 +13,16 @@
 //!   iterations, each from its first submit to its last completion).
 //!
 //! Warmup iterations never enter any figure.
+//!
+//! Other tools name some of these differently, so [`CellMetrics::aliases`]
+//! exports their definitions under explicit names: AIPerf's ITL is vLLM's
+//! TPOT; guidellm's TPOT and llmperf's ITL both divide the whole E2EL
+//! (TTFT included) by the output tokens.
+//!
+//! [`CellMetrics::per_iteration`] keeps one figure set per measured
+//! iteration: iterations (or whole repeated runs), not tokens, are the
+//! sampling unit of the report's confidence intervals and of `compare`,
+//! because tokens of one iteration are not independent samples.
 
 use crate::measure::RequestRecord;
 use crate::stats::{summarize, Distribution};
@@ -59,6 +69,112 @@ pub struct CellMetrics {
     pub engine_queue_ms: Option<Distribution>,
     /// Engine-reported duration of the prefill step.
     pub engine_prefill_ms: Option<Distribution>,
+    /// The same requests under other tools' metric definitions.
+    #[serde(default)]
+    pub aliases: MetricAliases,
+    /// One figure set per measured iteration, in order.
+    #[serde(default)]
+    pub per_iteration: Vec<IterationFigures>,
+}
+
+/// Other tools' definitions of inter-token latency and TPOT, per request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct MetricAliases {
+    /// AIPerf / GenAI-Perf "inter token latency": (E2EL − TTFT) / (n − 1),
+    /// which is vLLM's TPOT.
+    pub aiperf_itl_ms: Option<Distribution>,
+    /// guidellm "time per output token": E2EL / n (TTFT included).
+    pub guidellm_tpot_ms: Option<Distribution>,
+    /// llmperf "inter_token_latency": E2EL / n (TTFT included).
+    pub llmperf_itl_ms: Option<Distribution>,
+}
+
+/// The figures of one measured iteration (the medians are over that
+/// iteration's requests; ITL over its pooled gaps).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IterationFigures {
+    pub index: u32,
+    pub duration_s: f64,
+    pub completed: usize,
+    pub output_tokens: u64,
+    pub request_throughput: f64,
+    pub output_throughput: f64,
+    pub ttft_p50_ms: Option<f64>,
+    pub tpot_p50_ms: Option<f64>,
+    pub itl_p50_ms: Option<f64>,
+    pub e2el_p50_ms: Option<f64>,
+}
+
+/// Per-request timing figures (ms) of one completed request.
+struct RequestTimes {
+    ttft: f64,
+    e2el: f64,
+    tpot: Option<f64>,
+    per_token: f64,
+}
+
+fn times(r: &RequestRecord) -> Option<RequestTimes> {
+    let (first, last) = (*r.token_ns.first()?, *r.token_ns.last()?);
+    let ttft = first.saturating_sub(r.submit_ns) as f64 * MS;
+    let e2el = last.saturating_sub(r.submit_ns) as f64 * MS;
+    let n = r.token_ns.len();
+    Some(RequestTimes {
+        ttft,
+        e2el,
+        tpot: (n > 1).then(|| (e2el - ttft) / (n - 1) as f64),
+        per_token: e2el / n as f64,
+    })
+}
+
+fn gaps(r: &RequestRecord) -> impl Iterator<Item = f64> + '_ {
+    r.token_ns
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]) as f64 * MS)
+}
+
+fn completed(r: &RequestRecord) -> bool {
+    r.error.is_none() && r.completion.is_some()
+}
+
+fn p50(xs: &[f64]) -> Option<f64> {
+    summarize(xs).map(|d| d.p50)
+}
+
+/// The figures of each measured iteration.
+pub fn per_iteration(records: &[RequestRecord], spans: &[IterationSpan]) -> Vec<IterationFigures> {
+    spans
+        .iter()
+        .filter(|s| !s.warmup)
+        .map(|span| {
+            let reqs: Vec<&RequestRecord> = records
+                .iter()
+                .filter(|r| !r.warmup && r.iteration == span.index && completed(r))
+                .collect();
+            let t: Vec<RequestTimes> = reqs.iter().filter_map(|r| times(r)).collect();
+            let itl: Vec<f64> = reqs.iter().flat_map(|r| gaps(r)).collect();
+            let duration_s = span.end_ns.saturating_sub(span.start_ns) as f64 * 1e-9;
+            let output_tokens: u64 = reqs.iter().map(|r| r.tokens.len() as u64).sum();
+            let rate = |x: f64| {
+                if duration_s > 0.0 {
+                    x / duration_s
+                } else {
+                    0.0
+                }
+            };
+            IterationFigures {
+                index: span.index,
+                duration_s,
+                completed: reqs.len(),
+                output_tokens,
+                request_throughput: rate(reqs.len() as f64),
+                output_throughput: rate(output_tokens as f64),
+                ttft_p50_ms: p50(&t.iter().map(|x| x.ttft).collect::<Vec<_>>()),
+                tpot_p50_ms: p50(&t.iter().filter_map(|x| x.tpot).collect::<Vec<_>>()),
+                itl_p50_ms: p50(&itl),
+                e2el_p50_ms: p50(&t.iter().map(|x| x.e2el).collect::<Vec<_>>()),
+            }
+        })
+        .collect()
 }
 
 const MS: f64 = 1e-6;
@@ -72,7 +188,7 @@ pub fn compute(
 ) -> CellMetrics {
     let measured: Vec<&RequestRecord> = records.iter().filter(|r| !r.warmup).collect();
     let (mut ttft, mut tpot, mut itl, mut e2el) = (vec![], vec![], vec![], vec![]);
-    let (mut queue, mut prefill) = (vec![], vec![]);
+    let (mut queue, mut prefill, mut per_token) = (vec![], vec![], vec![]);
     let mut failure_reasons = BTreeMap::new();
     let (mut completed, mut failed, mut mismatches, mut oov, mut disagree) = (0, 0, 0, 0, 0);
     let (mut input_tokens, mut output_tokens) = (0u64, 0u64);
@@ -101,22 +217,14 @@ pub fn compute(
         }
         queue.push(c.queue_us as f64 / 1e3);
         prefill.push(c.prefill_us as f64 / 1e3);
-        let (Some(&first), Some(&last)) = (r.token_ns.first(), r.token_ns.last()) else {
+        let Some(t) = times(r) else {
             continue;
         };
-        let t = first.saturating_sub(r.submit_ns) as f64 * MS;
-        let e = last.saturating_sub(r.submit_ns) as f64 * MS;
-        ttft.push(t);
-        e2el.push(e);
-        let n = r.token_ns.len();
-        if n > 1 {
-            tpot.push((e - t) / (n - 1) as f64);
-        }
-        itl.extend(
-            r.token_ns
-                .windows(2)
-                .map(|w| w[1].saturating_sub(w[0]) as f64 * MS),
-        );
+        ttft.push(t.ttft);
+        e2el.push(t.e2el);
+        per_token.push(t.per_token);
+        tpot.extend(t.tpot);
+        itl.extend(gaps(r));
     }
     let duration_s: f64 = spans
         .iter()
@@ -146,6 +254,12 @@ pub fn compute(
         output_throughput: per_s(output_tokens as f64),
         total_token_throughput: per_s((input_tokens + output_tokens) as f64),
         ttft_ms: summarize(&ttft),
+        aliases: MetricAliases {
+            aiperf_itl_ms: summarize(&tpot),
+            guidellm_tpot_ms: summarize(&per_token),
+            llmperf_itl_ms: summarize(&per_token),
+        },
+        per_iteration: per_iteration(records, spans),
         tpot_ms: summarize(&tpot),
         itl_ms: summarize(&itl),
         e2el_ms: summarize(&e2el),
@@ -215,6 +329,47 @@ mod tests {
         assert!((m.request_throughput - 5.0).abs() < 1e-9);
         assert!((m.total_token_throughput - 65.0).abs() < 1e-9);
         assert_eq!(m.output_length_mismatches, 0);
+        // other tools' definitions
+        assert_eq!(m.aliases.aiperf_itl_ms.as_ref().unwrap().mean, 15.0);
+        let per_token = 130.0 / 3.0;
+        assert!((m.aliases.guidellm_tpot_ms.as_ref().unwrap().mean - per_token).abs() < 1e-9);
+        assert!((m.aliases.llmperf_itl_ms.as_ref().unwrap().mean - per_token).abs() < 1e-9);
+        // one measured iteration
+        assert_eq!(m.per_iteration.len(), 1);
+        let it = &m.per_iteration[0];
+        assert_eq!((it.completed, it.output_tokens), (1, 3));
+        assert!((it.output_throughput - 15.0).abs() < 1e-9);
+        assert_eq!(it.ttft_p50_ms, Some(100.0));
+        assert_eq!(it.tpot_p50_ms, Some(15.0));
+        assert_eq!(it.itl_p50_ms, Some(15.0));
+        assert_eq!(it.e2el_p50_ms, Some(130.0));
+    }
+
+    #[test]
+    fn per_iteration_figures_split_requests_by_iteration() {
+        let mut a = rec(0, 0, &[10, 20], false);
+        a.iteration = 0;
+        let mut b = rec(1, 100_000_000, &[140, 160, 180], false);
+        b.iteration = 1;
+        let mut failed = rec(2, 100_000_000, &[], false);
+        failed.iteration = 1;
+        failed.completion = None;
+        failed.error = Some(engine_api::EngineError::runtime("x"));
+        let span = |index, start_ms: u64, end_ms: u64| IterationSpan {
+            index,
+            warmup: false,
+            start_ns: start_ms * 1_000_000,
+            end_ns: end_ms * 1_000_000,
+        };
+        let spans = [span(0, 0, 50), span(1, 100, 200)];
+        let its = per_iteration(&[a, b, failed], &spans);
+        assert_eq!(its.len(), 2);
+        assert_eq!((its[0].completed, its[0].output_tokens), (1, 2));
+        assert!((its[0].output_throughput - 40.0).abs() < 1e-9); // 2 / 0.05 s
+        assert_eq!((its[1].completed, its[1].output_tokens), (1, 3));
+        assert!((its[1].output_throughput - 30.0).abs() < 1e-9); // 3 / 0.1 s
+        assert_eq!(its[1].ttft_p50_ms, Some(40.0));
+        assert_eq!(its[1].e2el_p50_ms, Some(80.0));
     }
 
     #[test]

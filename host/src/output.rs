@@ -6,7 +6,9 @@
 //!   cell it finished.
 //! * `summary.json`: the run's metadata and every cell's summary (no raw
 //!   samples), with a schema version; rewritten atomically after each cell.
-//! * `summary.md`: the Markdown table printed at the end of the run.
+//! * `report.md`, `report.html`, `summary.csv`, `charts/`: the report
+//!   ([`crate::report`]), written at the end of the run and again by
+//!   `engine-matrix report DIR`.
 //! * `matrix.yaml`: the matrix as it was given; `system.json`: the machine.
 
 use crate::matrix::Cell;
@@ -60,6 +62,12 @@ pub struct CellResult {
     pub wall_s: f64,
     pub memory: Option<MemoryRecord>,
     pub metrics: Option<CellMetrics>,
+    /// Which repetition of the matrix this is (`run --repeat N`), from 0.
+    #[serde(default)]
+    pub repeat: u32,
+    /// Roofline efficiency against the host's calibrated limits.
+    #[serde(default)]
+    pub efficiency: Option<crate::roofline::Efficiency>,
 }
 
 /// A request's raw timeline, ns since the cell's epoch.
@@ -133,26 +141,58 @@ pub struct ModelRecord {
     pub name: String,
     pub path: Option<String>,
     pub parameters: Option<usize>,
+    /// The model's shape (for bytes and FLOPs per token).
+    #[serde(default)]
+    pub shape: Option<crate::synthetic::Gpt2Shape>,
     pub error: Option<String>,
 }
 
 /// `summary.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
     pub schema_version: u32,
-    pub tool: &'static str,
+    pub tool: String,
     pub matrix_name: String,
     pub matrix_path: String,
     pub baseline: Option<String>,
     pub quick: bool,
+    /// How many times the matrix ran (`run --repeat N`), engines interleaved.
+    #[serde(default = "one")]
+    pub repeats: u32,
     pub command: Vec<String>,
     pub started_at: String,
     pub finished_at: Option<String>,
     pub complete: bool,
     pub system: SystemInfo,
+    /// The host's calibrated roofline limits (None when calibration failed).
+    #[serde(default)]
+    pub limits: Option<crate::roofline::Limits>,
     pub engines: Vec<EngineRecord>,
     pub models: Vec<ModelRecord>,
     pub cells: Vec<CellResult>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Summary {
+    /// Reads a `summary.json` (of a run folder, or a saved baseline).
+    pub fn read(path: &Path) -> Result<Summary> {
+        let text =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let summary: Summary = serde_json::from_slice(&text)
+            .with_context(|| format!("{}: not an engine-matrix summary.json", path.display()))?;
+        if summary.schema_version != SCHEMA_VERSION {
+            anyhow::bail!(
+                "{}: schema_version {} (this engine-matrix reads {})",
+                path.display(),
+                summary.schema_version,
+                SCHEMA_VERSION
+            );
+        }
+        Ok(summary)
+    }
 }
 
 /// The run folder.
@@ -200,11 +240,6 @@ impl RunDir {
 
     pub fn write_summary(&self, summary: &Summary) -> Result<()> {
         write_json(&self.path.join("summary.json"), summary)
-    }
-
-    pub fn write_markdown(&self, md: &str) -> Result<()> {
-        std::fs::write(self.path.join("summary.md"), md)?;
-        Ok(())
     }
 }
 

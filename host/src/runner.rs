@@ -36,6 +36,10 @@ pub struct RunOptions {
     pub verbose: bool,
     pub stall: Duration,
     pub progress: bool,
+    /// Measure (or read the cached) roofline limits of the host.
+    pub calibrate: bool,
+    /// Runs of the matrix (`--repeat N`, at least 1), engines interleaved.
+    pub repeat: u32,
 }
 
 /// What a finished run produced.
@@ -89,8 +93,27 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     let mods = pos(matrix.models.iter().map(|m| m.name.as_str()).collect());
     let engs = pos(matrix.engines.iter().map(|e| e.name.as_str()).collect());
     cells.sort_by_key(|c| (scen[&c.scenario], mods[&c.model], engs[&c.engine]));
+    let schedule = interleave(&cells, opts.repeat.max(1));
 
     let system = system::collect();
+    // Before any engine loads, so nothing competes with the measurement.
+    let limits = if opts.calibrate {
+        let dir = crate::roofline::default_dir();
+        if !crate::roofline::cache_path(&dir).is_file() && opts.progress {
+            eprintln!(
+                "calibrating this machine's memory bandwidth and matmul peak (once, cached)..."
+            );
+        }
+        match crate::roofline::cached(&dir) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("warning: no roofline efficiency: calibration failed: {e:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let out = opts
         .out
         .clone()
@@ -158,6 +181,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
             name: def.name.clone(),
             path: resolved.as_ref().ok().map(|r| r.path.display().to_string()),
             parameters: resolved.as_ref().ok().map(|r| r.shape.parameters()),
+            shape: resolved.as_ref().ok().map(|r| r.shape.clone()),
             error: resolved.as_ref().err().cloned(),
         });
         models.insert(def.name.clone(), resolved);
@@ -165,7 +189,8 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
 
     let mut summary = Summary {
         schema_version: SCHEMA_VERSION,
-        tool: "engine-matrix",
+        tool: "engine-matrix".into(),
+        repeats: opts.repeat.max(1),
         matrix_name: matrix.name.clone(),
         matrix_path: opts.matrix.display().to_string(),
         baseline: matrix.baseline.clone(),
@@ -175,6 +200,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         finished_at: None,
         complete: false,
         system,
+        limits: limits.clone(),
         engines: engine_records,
         models: model_records,
         cells: Vec::new(),
@@ -182,7 +208,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     dir.write_summary(&summary)?;
 
     let bar = if opts.progress {
-        indicatif::ProgressBar::new(cells.len() as u64)
+        indicatif::ProgressBar::new(schedule.len() as u64)
     } else {
         indicatif::ProgressBar::hidden()
     };
@@ -198,15 +224,18 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     let mut current: Option<Loaded> = None;
     let mut hung: HashSet<String> = HashSet::new();
     let mut failed_loads: HashMap<String, (Status, String)> = HashMap::new();
-    for cell in &cells {
+    for &(cell, repeat) in &schedule {
         bar.set_message(cell.id.clone());
         let ctx = CellContext {
             engine: &engines[&cell.engine],
             def: engine_defs[cell.engine.as_str()],
             model: &models[&cell.model],
             stall: opts.stall,
+            limits: limits.as_ref(),
         };
-        let (result, spans, raw) = run_cell(cell, &ctx, &mut current, &mut hung, &mut failed_loads);
+        let (mut result, spans, raw) =
+            run_cell(cell, &ctx, &mut current, &mut hung, &mut failed_loads);
+        result.repeat = repeat;
         if result.status != Status::Ok {
             bar.println(format!(
                 "{}: {:?}: {}",
@@ -230,13 +259,82 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     summary.finished_at = Some(utc_now());
     summary.complete = true;
     dir.write_summary(&summary)?;
-    let markdown = crate::report::markdown(&summary);
-    dir.write_markdown(&markdown)?;
+    // The results are saved: a report that cannot be written is a warning,
+    // and `engine-matrix report DIR` can try again.
+    let markdown = match crate::report::write_summary(&summary, &dir.path) {
+        Ok(w) => {
+            if let Some(e) = &w.chart_error {
+                eprintln!("warning: charts not drawn: {e}");
+            }
+            w.markdown
+        }
+        Err(e) => {
+            eprintln!(
+                "warning: report not written ({e:#}); run `engine-matrix report {}` to retry",
+                dir.path.display()
+            );
+            crate::report::markdown(&summary)
+        }
+    };
     Ok(RunReport {
         dir: dir.path.clone(),
         summary,
         markdown,
     })
+}
+
+/// A cell's roofline efficiency: decode from TPOT p50 at the cell's
+/// nominal decode batch, prefill from the engine-reported prefill time (or
+/// TTFT where the engine reports none).
+fn efficiency(
+    cell: &Cell,
+    shape: &Gpt2Shape,
+    m: &crate::metrics::CellMetrics,
+    limits: &crate::roofline::Limits,
+) -> crate::roofline::Efficiency {
+    let p = &cell.params;
+    let batch = match cell.kind {
+        crate::matrix::ScenarioKind::Latency => p.batch_size,
+        crate::matrix::ScenarioKind::Throughput => p.max_batch.min(p.num_requests),
+        crate::matrix::ScenarioKind::Concurrency => p.concurrency.min(p.max_batch),
+    }
+    .max(1);
+    let prefill_ms = m
+        .engine_prefill_ms
+        .as_ref()
+        .map(|d| d.p50)
+        .filter(|x| *x > 0.0)
+        .or(m.ttft_ms.as_ref().map(|d| d.p50));
+    crate::roofline::efficiency(
+        shape,
+        &p.dtype,
+        limits,
+        p.input_tokens,
+        p.output_tokens,
+        batch,
+        m.tpot_ms.as_ref().map(|d| d.p50),
+        prefill_ms,
+    )
+}
+
+/// The order cells run in: scenario by scenario and model by model; with
+/// `repeat` > 1 each such group runs `repeat` times with the engines
+/// interleaved (A B C, A B C, ...), so that every repetition holds one
+/// sample of every engine taken close together in time: a speedup is then
+/// a ratio within a repetition, and drift of the machine's speed between
+/// repetitions cancels.
+fn interleave(cells: &[Cell], repeat: u32) -> Vec<(&Cell, u32)> {
+    let mut out = Vec::with_capacity(cells.len() * repeat as usize);
+    let mut start = 0;
+    while start < cells.len() {
+        let same = |c: &Cell| c.scenario == cells[start].scenario && c.model == cells[start].model;
+        let end = start + cells[start..].iter().take_while(|c| same(c)).count();
+        for r in 0..repeat {
+            out.extend(cells[start..end].iter().map(|c| (c, r)));
+        }
+        start = end;
+    }
+    out
 }
 
 fn resolve_model(def: &ModelDef) -> Result<ResolvedModel> {
@@ -264,6 +362,7 @@ struct CellContext<'a> {
     def: &'a EngineDef,
     model: &'a Result<ResolvedModel, String>,
     stall: Duration,
+    limits: Option<&'a crate::roofline::Limits>,
 }
 
 type CellRun = (CellResult, Vec<IterationSpan>, Vec<RequestRecord>);
@@ -286,6 +385,8 @@ fn run_cell(
         wall_s: 0.0,
         memory: None,
         metrics: None,
+        repeat: 0,
+        efficiency: None,
     };
     let finish = |status, reason: Option<String>, mut r: CellResult| {
         r.status = status;
@@ -477,7 +578,53 @@ fn run_cell(
         }
     };
     if status == Status::Ok {
+        result.efficiency = ctx
+            .limits
+            .map(|l| efficiency(cell, &model.shape, &metrics, l));
         result.metrics = Some(metrics);
     }
     (finish(status, reason, result), exec.spans, records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeats_interleave_engines_inside_each_scenario_and_model() {
+        let m = Matrix::parse(
+            "name: t\nmodels: [{name: m, weights: synthetic, config: tiny}]\n\
+             engines: [{name: a, plugin: candle}, {name: b, plugin: candle}]\n\
+             scenarios:\n\
+             - {name: s1, kind: latency, axes: {batch_size: [1, 2]}}\n\
+             - {name: s2, kind: latency}\n",
+            std::path::Path::new("t.yaml"),
+        )
+        .unwrap();
+        let mut cells = m.cells(false);
+        let order = |c: &Cell| (c.scenario.clone(), c.engine.clone());
+        cells.sort_by_key(order);
+        let got: Vec<String> = interleave(&cells, 2)
+            .iter()
+            .map(|(c, r)| format!("{}:{}:bs{}:{r}", c.scenario, c.engine, c.params.batch_size))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "s1:a:bs1:0",
+                "s1:a:bs2:0",
+                "s1:b:bs1:0",
+                "s1:b:bs2:0",
+                "s1:a:bs1:1",
+                "s1:a:bs2:1",
+                "s1:b:bs1:1",
+                "s1:b:bs2:1",
+                "s2:a:bs1:0",
+                "s2:b:bs1:0",
+                "s2:a:bs1:1",
+                "s2:b:bs1:1",
+            ]
+        );
+        assert_eq!(interleave(&cells, 1).len(), cells.len());
+    }
 }

@@ -1,10 +1,10 @@
 //! The machine a run was measured on, recorded in every run, and the
 //! process memory readings taken around each cell.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SystemInfo {
     pub hostname: Option<String>,
     pub os: Option<String>,

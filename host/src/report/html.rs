@@ -1,0 +1,420 @@
+//! `report.html`: one self-contained, static file (inline CSS and SVG
+//! charts, no script, nothing fetched), so it can be mailed, archived or
+//! opened offline. Every string that comes from the run (names, reasons,
+//! paths, the matrix text) goes through [`esc`].
+
+use super::analysis::{self, Executive, Group, Metric};
+use super::charts::{Colors, Rendered};
+use super::markdown::{status_name, status_text, system_line, with_ci};
+use crate::output::{Status, Summary};
+use std::fmt::Write;
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escapes, then renders the two Markdown marks the summary uses
+/// (`**bold**` and `` `code` ``).
+fn inline_md(s: &str) -> String {
+    let e = esc(s);
+    let mut out = String::new();
+    let (mut bold, mut code) = (false, false);
+    let mut rest = e.as_str();
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix("**") {
+            out.push_str(if bold { "</b>" } else { "<b>" });
+            bold = !bold;
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix('`') {
+            out.push_str(if code { "</code>" } else { "<code>" });
+            code = !code;
+            rest = r;
+        } else {
+            let c = rest.chars().next().unwrap_or(' ');
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    if code {
+        out.push_str("</code>");
+    }
+    if bold {
+        out.push_str("</b>");
+    }
+    out
+}
+
+const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222;line-height:1.45}\
+h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}\
+.sys{color:#555}nav a{margin-right:1em}\
+table{border-collapse:collapse;font-size:13px;margin:1em 0;width:100%}\
+th,td{border:1px solid #ddd;padding:3px 6px;vertical-align:top}th{background:#f4f4f4;text-align:left}\
+td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}\
+.swatch{display:inline-block;width:.8em;height:.8em;margin-right:.4em;border-radius:2px;vertical-align:baseline}\
+.failed{color:#b00}.unsupported{color:#a60}.ok{color:#070}\
+figure{margin:1.5em 0}figcaption{font-size:14px;color:#444;margin-bottom:.4em}\
+figure svg{max-width:100%;height:auto;border:1px solid #eee}\
+pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:12px}\
+.counts span{margin-right:1.2em}";
+
+pub struct Inputs<'a> {
+    pub summary: &'a Summary,
+    pub groups: &'a [Group<'a>],
+    pub executive: &'a Executive,
+    pub charts: &'a [Rendered],
+    pub chart_error: Option<&'a str>,
+    pub colors: &'a Colors,
+    pub matrix_text: Option<&'a str>,
+}
+
+pub fn html(i: &Inputs) -> String {
+    let s = i.summary;
+    let mut o = String::new();
+    let _ = write!(
+        o,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>engine-matrix: {}</title><style>{STYLE}</style></head><body>\n",
+        esc(&s.matrix_name)
+    );
+    let _ = writeln!(o, "<h1>engine-matrix: {}</h1>", esc(&s.matrix_name));
+    let _ = writeln!(
+        o,
+        "<p class=\"sys\">{}<br>started {} · {}{}</p>",
+        esc(&system_line(s)),
+        esc(&s.started_at),
+        if s.complete {
+            "complete"
+        } else {
+            "INCOMPLETE (interrupted run)"
+        },
+        if s.quick { " · --quick" } else { "" }
+    );
+    o.push_str(
+        "<nav><a href=\"#summary\">Summary</a><a href=\"#charts\">Charts</a>\
+         <a href=\"#results\">Results</a><a href=\"#problems\">Failed and unsupported</a>\
+         <a href=\"#system\">System</a><a href=\"#matrix\">Matrix</a></nav>\n",
+    );
+    summary_section(&mut o, i);
+    charts_section(&mut o, i);
+    results_section(&mut o, i);
+    problems_section(&mut o, i);
+    system_section(&mut o, i);
+    let _ = writeln!(o, "<h2 id=\"matrix\">The matrix as it was run</h2>");
+    let _ = writeln!(
+        o,
+        "<p>Command: <code>{}</code></p>",
+        esc(&s.command.join(" "))
+    );
+    match i.matrix_text {
+        Some(t) => {
+            let _ = writeln!(o, "<pre>{}</pre>", esc(t));
+        }
+        None => o.push_str("<p>matrix.yaml is not in the run folder.</p>\n"),
+    }
+    o.push_str("</body></html>\n");
+    o
+}
+
+fn summary_section(o: &mut String, i: &Inputs) {
+    let ex = i.executive;
+    let _ = writeln!(o, "<h2 id=\"summary\">Executive summary</h2>");
+    let _ = writeln!(
+        o,
+        "<p class=\"counts\"><span>{} cells</span><span class=\"ok\">{} ok</span>\
+         <span class=\"unsupported\">{} unsupported</span><span class=\"failed\">{} failed</span>{}</p>",
+        ex.cells,
+        ex.ok,
+        ex.unsupported,
+        ex.failed,
+        if i.summary.repeats > 1 {
+            format!("<span>{} interleaved repetitions</span>", i.summary.repeats)
+        } else {
+            String::new()
+        }
+    );
+    if let Some(b) = &i.summary.baseline {
+        let _ = writeln!(
+            o,
+            "<p>Baseline engine: <b>{}</b>. Speedups are output tokens/s ratios in the same cell, with 95% bootstrap intervals.</p>",
+            esc(b)
+        );
+    }
+    o.push_str("<ul>\n");
+    for f in &ex.findings {
+        let _ = writeln!(o, "<li>{}</li>", inline_md(f));
+    }
+    o.push_str("</ul>\n<h3>Recommendations</h3>\n<ul>\n");
+    for r in &ex.recommendations {
+        let _ = writeln!(o, "<li>{}</li>", inline_md(r));
+    }
+    o.push_str("</ul>\n");
+}
+
+fn charts_section(o: &mut String, i: &Inputs) {
+    let _ = writeln!(o, "<h2 id=\"charts\">Charts</h2>");
+    if let Some(e) = i.chart_error {
+        let _ = writeln!(
+            o,
+            "<p class=\"failed\">Charts were not drawn: {}</p>",
+            esc(e)
+        );
+    }
+    if i.charts.is_empty() && i.chart_error.is_none() {
+        o.push_str("<p>No chart: no cell produced figures to plot.</p>\n");
+    }
+    for r in i.charts {
+        let svg = r
+            .svg
+            .find("<svg")
+            .map(|p| &r.svg[p..])
+            .unwrap_or(r.svg.as_str());
+        let _ = writeln!(
+            o,
+            "<figure id=\"chart-{}\"><figcaption><b>{}</b>. {} (<a href=\"charts/{}.png\">PNG</a>, <a href=\"charts/{}.svg\">SVG</a>)</figcaption>\n{}</figure>",
+            esc(&r.chart.name),
+            esc(&r.chart.title),
+            esc(&r.chart.note),
+            esc(&r.chart.name),
+            esc(&r.chart.name),
+            svg
+        );
+    }
+}
+
+fn results_section(o: &mut String, i: &Inputs) {
+    let s = i.summary;
+    let _ = writeln!(o, "<h2 id=\"results\">Results</h2>");
+    let _ = writeln!(
+        o,
+        "<p>Medians over n samples (iterations of one run, or whole runs with <code>--repeat</code>), with 95% bootstrap intervals in brackets. Percentiles (p99) are over all requests of the first complete run.</p>"
+    );
+    let mut scenario = None;
+    for g in i.groups {
+        let c = g.cell();
+        if scenario != Some(&c.scenario) {
+            if scenario.is_some() {
+                o.push_str("</tbody></table>\n");
+            }
+            scenario = Some(&c.scenario);
+            let _ = writeln!(o, "<h3>{} ({})</h3>", esc(&c.scenario), c.kind.as_str());
+            o.push_str(
+                "<table><thead><tr><th>model</th><th>engine</th><th>workload</th><th>status</th><th>n</th>\
+                 <th>TTFT p50 ms</th><th>TPOT p50 ms</th><th>ITL p99 ms</th><th>E2EL p50 ms</th><th>E2EL p99 ms</th>\
+                 <th>output tok/s</th><th>req/s</th><th>peak RSS MiB</th><th>decode % of BW</th><th>prefill % of peak</th><th>speedup</th></tr></thead><tbody>\n",
+            );
+        }
+        let m = g.metrics();
+        let med = |metric: Metric, d: usize| {
+            analysis::figure(g, metric)
+                .map(|f| format!("{:.d$}", f.est.point))
+                .unwrap_or_else(|| "—".into())
+        };
+        let thr = analysis::figure(g, Metric::OutputThroughput);
+        let pct = |get: fn(&crate::metrics::CellMetrics) -> Option<&crate::stats::Distribution>| {
+            m.and_then(get)
+                .map(|d| format!("{:.1}", d.p99))
+                .unwrap_or_else(|| "—".into())
+        };
+        let status = g.status().0;
+        let eff = g.ok_runs().find_map(|r| r.efficiency);
+        let pct_of = |v: Option<f64>| v.map(|x| format!("{x:.0}")).unwrap_or_else(|| "—".into());
+        let speed = if s.baseline.as_deref() == Some(c.engine.as_str()) {
+            "baseline".to_string()
+        } else {
+            analysis::speedup(s, i.groups, g)
+                .map(|x| format!("{}x", with_ci(&x.est, 2)))
+                .unwrap_or_else(|| "—".into())
+        };
+        let peak = g
+            .ok_runs()
+            .filter_map(|r| r.memory.as_ref()?.peak_rss_bytes)
+            .max()
+            .map(|b| format!("{:.0}", b as f64 / (1u64 << 20) as f64))
+            .unwrap_or_else(|| "—".into());
+        let _ = writeln!(
+            o,
+            "<tr><td>{}</td><td><span class=\"swatch\" style=\"background:{}\"></span>{}</td><td>{}</td>\
+             <td class=\"{}\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            esc(&c.model),
+            i.colors.hex(&c.engine),
+            esc(&c.engine),
+            esc(&analysis::workload(&c.params, c.kind)),
+            status_name(status),
+            esc(&status_text(g)),
+            thr.map(|f| format!("{} {}", f.est.n, f.unit.as_str()))
+                .unwrap_or_else(|| "—".into()),
+            med(Metric::TtftP50, 1),
+            med(Metric::TpotP50, 2),
+            pct(|m| m.itl_ms.as_ref()),
+            med(Metric::E2elP50, 1),
+            pct(|m| m.e2el_ms.as_ref()),
+            thr.map(|f| with_ci(&f.est, 1)).unwrap_or_else(|| "—".into()),
+            med(Metric::RequestThroughput, 2),
+            peak,
+            pct_of(eff.and_then(|e| e.decode_pct_of_bandwidth)),
+            pct_of(eff.and_then(|e| e.prefill_pct_of_compute)),
+            esc(&speed),
+        );
+    }
+    if scenario.is_some() {
+        o.push_str("</tbody></table>\n");
+    }
+}
+
+fn problems_section(o: &mut String, i: &Inputs) {
+    let _ = writeln!(o, "<h2 id=\"problems\">Failed and unsupported cells</h2>");
+    let bad: Vec<&Group> = i
+        .groups
+        .iter()
+        .filter(|g| g.status().0 != Status::Ok)
+        .collect();
+    if bad.is_empty() {
+        o.push_str("<p>None: every cell ran.</p>\n");
+        return;
+    }
+    o.push_str(
+        "<table><thead><tr><th>cell</th><th>status</th><th>reason</th></tr></thead><tbody>\n",
+    );
+    for g in bad {
+        let (st, why) = g.status();
+        let _ = writeln!(
+            o,
+            "<tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
+            esc(&g.cell().id),
+            status_name(st),
+            status_name(st),
+            esc(why.as_deref().unwrap_or(""))
+        );
+    }
+    o.push_str("</tbody></table>\n");
+}
+
+fn system_section(o: &mut String, i: &Inputs) {
+    let s = i.summary;
+    let sys = &s.system;
+    let _ = writeln!(o, "<h2 id=\"system\">System</h2>");
+    o.push_str("<table><tbody>\n");
+    let mut row = |k: &str, v: String| {
+        let _ = writeln!(o, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(&v));
+    };
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "unknown".into());
+    row("CPU", opt(&sys.cpu_model));
+    row(
+        "cores",
+        format!(
+            "{} logical, {} physical",
+            sys.logical_cores,
+            sys.physical_cores
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "unknown".into())
+        ),
+    );
+    row(
+        "memory",
+        format!("{:.1} GiB", sys.memory_bytes as f64 / (1u64 << 30) as f64),
+    );
+    row(
+        "OS",
+        format!(
+            "{} {} (kernel {})",
+            opt(&sys.os),
+            opt(&sys.os_version),
+            opt(&sys.kernel)
+        ),
+    );
+    row("architecture", sys.arch.clone());
+    row("hostname", opt(&sys.hostname));
+    row(
+        "engine-matrix",
+        format!("{} ({})", sys.engine_matrix_version, sys.git_commit),
+    );
+    for (k, v) in &sys.env {
+        row(k, v.clone());
+    }
+    match &s.limits {
+        Some(l) => {
+            row(
+                "roofline limits",
+                format!(
+                    "memory read {:.1} GB/s, f32 matmul {:.1} GFLOP/s (measured {})",
+                    l.mem_read_gb_s, l.matmul_f32_gflop_s, l.measured_at
+                ),
+            );
+            row("calibration method", l.method.clone());
+        }
+        None => row("roofline limits", "not calibrated".into()),
+    }
+    row("started", s.started_at.clone());
+    row(
+        "finished",
+        s.finished_at
+            .clone()
+            .unwrap_or_else(|| "not finished".into()),
+    );
+    o.push_str("</tbody></table>\n<h3>Engines</h3>\n<table><thead><tr><th>engine</th><th>plugin</th><th>versions</th><th>library</th><th>load error</th></tr></thead><tbody>\n");
+    for e in &s.engines {
+        let info = e.info.as_ref();
+        let field = |k: &str| info.and_then(|i| i[k].as_str()).unwrap_or("").to_string();
+        let _ = writeln!(
+            o,
+            "<tr><td><span class=\"swatch\" style=\"background:{}\"></span>{}</td><td>{}</td><td>{} · {}</td><td>{}</td><td class=\"failed\">{}</td></tr>",
+            i.colors.hex(&e.name),
+            esc(&e.name),
+            esc(&e.plugin),
+            esc(&field("engine_version")),
+            esc(&field("runtime_version")),
+            esc(e.path.as_deref().unwrap_or("")),
+            esc(e.error.as_deref().unwrap_or(""))
+        );
+    }
+    o.push_str("</tbody></table>\n<h3>Models</h3>\n<table><thead><tr><th>model</th><th>parameters</th><th>path</th><th>error</th></tr></thead><tbody>\n");
+    for m in &s.models {
+        let _ = writeln!(
+            o,
+            "<tr><td>{}</td><td class=\"n\">{}</td><td>{}</td><td class=\"failed\">{}</td></tr>",
+            esc(&m.name),
+            m.parameters.map(|p| p.to_string()).unwrap_or_default(),
+            esc(m.path.as_deref().unwrap_or("")),
+            esc(m.error.as_deref().unwrap_or(""))
+        );
+    }
+    o.push_str("</tbody></table>\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup_and_quotes() {
+        assert_eq!(
+            esc("<script>alert('x')</script>&\"q\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;q&quot;"
+        );
+    }
+
+    #[test]
+    fn summary_marks_render_after_escaping() {
+        assert_eq!(
+            inline_md("**a<b>** uses `x&y`"),
+            "<b>a&lt;b&gt;</b> uses <code>x&amp;y</code>"
+        );
+        // an unbalanced mark is closed rather than leaking into the page
+        assert_eq!(inline_md("**open"), "<b>open</b>");
+    }
+}

@@ -1,0 +1,201 @@
+//! `report.md` (also printed at the end of a run): the executive summary,
+//! one table per scenario with every figure's sample count and interval,
+//! and the cells that did not run, with their reasons.
+
+use super::analysis::{self, Group, Metric};
+use crate::output::{Status, Summary};
+use std::fmt::Write;
+
+pub(crate) fn f(v: Option<f64>, digits: usize) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{x:.digits$}"),
+        _ => "—".into(),
+    }
+}
+
+/// Escapes a string for a Markdown table cell.
+pub(crate) fn cell(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('|', "\\|")
+        .replace(['\n', '\r'], " ")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// `median [lo, hi]`.
+pub(crate) fn with_ci(est: &crate::resample::Estimate, digits: usize) -> String {
+    if est.n < 2 {
+        return format!("{:.digits$}", est.point);
+    }
+    format!(
+        "{:.digits$} [{:.digits$}, {:.digits$}]",
+        est.point, est.lo, est.hi
+    )
+}
+
+/// The one-line description of the machine.
+pub(crate) fn system_line(summary: &Summary) -> String {
+    let sys = &summary.system;
+    format!(
+        "{} · {} logical cores · {:.1} GiB · {} {} · engine-matrix {} ({})",
+        sys.cpu_model.as_deref().unwrap_or("unknown CPU"),
+        sys.logical_cores,
+        sys.memory_bytes as f64 / (1u64 << 30) as f64,
+        sys.os.as_deref().unwrap_or(""),
+        sys.os_version.as_deref().unwrap_or(""),
+        sys.engine_matrix_version,
+        &sys.git_commit[..sys.git_commit.len().min(12)],
+    )
+}
+
+/// The status of a group as a short string.
+pub(crate) fn status_text(g: &Group) -> String {
+    match g.status() {
+        (Status::Ok, _) => match g.metrics() {
+            Some(m) if m.failed > 0 => format!("ok ({} requests failed)", m.failed),
+            _ => "ok".into(),
+        },
+        (s, Some(r)) => format!("{}: {r}", status_name(s)),
+        (s, None) => status_name(s).into(),
+    }
+}
+
+pub(crate) fn status_name(s: Status) -> &'static str {
+    match s {
+        Status::Ok => "ok",
+        Status::Unsupported => "unsupported",
+        Status::Failed => "failed",
+    }
+}
+
+pub fn markdown(summary: &Summary) -> String {
+    let groups = analysis::groups(summary);
+    let mut out = String::new();
+    let _ = writeln!(out, "# engine-matrix: {}\n", cell(&summary.matrix_name));
+    let _ = writeln!(out, "{}\n", cell(&system_line(summary)));
+    let ex = analysis::executive(summary, &groups);
+    let _ = writeln!(
+        out,
+        "## Executive summary\n\n{} cells: {} ok, {} unsupported, {} failed{}.\n",
+        ex.cells,
+        ex.ok,
+        ex.unsupported,
+        ex.failed,
+        if summary.repeats > 1 {
+            format!("; {} interleaved repetitions", summary.repeats)
+        } else {
+            String::new()
+        }
+    );
+    for l in &ex.findings {
+        let _ = writeln!(out, "- {l}");
+    }
+    if !ex.recommendations.is_empty() {
+        let _ = writeln!(out, "\n### Recommendations\n");
+        for l in &ex.recommendations {
+            let _ = writeln!(out, "- {l}");
+        }
+    }
+    let mut scenario = None;
+    for g in &groups {
+        let c = g.cell();
+        if scenario != Some(&c.scenario) {
+            scenario = Some(&c.scenario);
+            let _ = writeln!(out, "\n## {} ({})\n", cell(&c.scenario), c.kind.as_str());
+            let _ = writeln!(
+                out,
+                "| model | engine | workload | status | n | TTFT p50 ms | TPOT p50 ms | ITL p99 ms | E2EL p50 ms | E2EL p99 ms | out tok/s [95% CI] | req/s | peak RSS MiB | decode % of BW | prefill % of peak | speedup [95% CI] |"
+            );
+            let _ = writeln!(
+                out,
+                "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            );
+        }
+        let m = g.metrics();
+        let d = |get: fn(&crate::metrics::CellMetrics) -> Option<&crate::stats::Distribution>,
+                 p: fn(&crate::stats::Distribution) -> f64| m.and_then(get).map(p);
+        let med = |metric: Metric, digits: usize| {
+            analysis::figure(g, metric)
+                .map(|f| f.est.point)
+                .map(|x| format!("{x:.digits$}"))
+                .unwrap_or_else(|| "—".into())
+        };
+        let thr = analysis::figure(g, Metric::OutputThroughput);
+        let n = thr
+            .map(|f| {
+                let o = f.outliers.total();
+                let mut s = format!("{} {}", f.est.n, f.unit.as_str());
+                if o > 0 {
+                    s.push_str(&format!(", {o} outlier{}", if o == 1 { "" } else { "s" }));
+                }
+                s
+            })
+            .unwrap_or_else(|| "—".into());
+        let peak = g
+            .ok_runs()
+            .filter_map(|r| r.memory.as_ref()?.peak_rss_bytes)
+            .max()
+            .map(|b| b as f64 / (1u64 << 20) as f64);
+        let eff = g.ok_runs().find_map(|r| r.efficiency);
+        let speedup = if summary.baseline.as_deref() == Some(c.engine.as_str()) {
+            "baseline".to_string()
+        } else {
+            analysis::speedup(summary, &groups, g)
+                .map(|s| {
+                    let mut t = format!("{:.2}x", s.est.point);
+                    if s.est.n > 1 {
+                        t.push_str(&format!(" [{:.2}, {:.2}]", s.est.lo, s.est.hi));
+                    }
+                    t
+                })
+                .unwrap_or_else(|| "—".into())
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell(&c.model),
+            cell(&c.engine),
+            cell(&analysis::workload(&c.params, c.kind)),
+            cell(&status_text(g)),
+            n,
+            med(Metric::TtftP50, 1),
+            med(Metric::TpotP50, 2),
+            f(d(|m| m.itl_ms.as_ref(), |d| d.p99), 2),
+            med(Metric::E2elP50, 1),
+            f(d(|m| m.e2el_ms.as_ref(), |d| d.p99), 1),
+            thr.map(|f| with_ci(&f.est, 1))
+                .unwrap_or_else(|| "—".into()),
+            med(Metric::RequestThroughput, 2),
+            f(peak, 0),
+            f(eff.and_then(|e| e.decode_pct_of_bandwidth), 0),
+            f(eff.and_then(|e| e.prefill_pct_of_compute), 0),
+            speedup,
+        );
+    }
+    if let Some(b) = &summary.baseline {
+        let _ = writeln!(
+            out,
+            "\nspeedup = output tokens/s over the baseline engine `{}` in the same cell; medians over the n samples, 95% bootstrap intervals in brackets. decode % of BW / prefill % of peak: roofline efficiency against this machine's measured memory bandwidth and f32 matmul peak.",
+            cell(b)
+        );
+    }
+    let not_ok: Vec<&Group> = groups
+        .iter()
+        .filter(|g| g.status().0 != Status::Ok)
+        .collect();
+    if !not_ok.is_empty() {
+        let _ = writeln!(out, "\n## Failed and unsupported cells\n");
+        let _ = writeln!(out, "| cell | status | reason |\n|---|---|---|");
+        for g in not_ok {
+            let (s, why) = g.status();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                cell(&g.cell().id),
+                status_name(s),
+                cell(why.as_deref().unwrap_or(""))
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,391 @@
+//! `engine-matrix report RUN_DIR` (also run at the end of `run`): turns a
+//! run folder's `summary.json` into what reviewers read.
+//!
+//! * `report.html`: self-contained (inline SVG charts, no script);
+//! * `report.md`: the same summary and tables in Markdown (printed at the
+//!   end of a run);
+//! * `summary.csv`: one row per cell and repetition, for pandas;
+//! * `charts/*.png` and `charts/*.svg`: every chart in both formats.
+//!
+//! Everything is computed from `summary.json` alone ([`analysis`]), so an
+//! interrupted run, an old run or a saved baseline can be re-reported.
+//! Charts are data first ([`figures`]) and drawing second ([`charts`]).
+
+pub mod analysis;
+pub mod charts;
+pub mod csv;
+pub mod figures;
+pub mod html;
+mod markdown;
+
+pub use markdown::markdown;
+pub(crate) use markdown::{cell as md_cell, status_name, with_ci};
+
+use crate::output::Summary;
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+/// What [`write`] produced.
+#[derive(Debug)]
+pub struct Written {
+    pub files: Vec<PathBuf>,
+    pub charts: usize,
+    /// Why charts are missing, when they are.
+    pub chart_error: Option<String>,
+    pub markdown: String,
+}
+
+/// Reports the run folder `dir` from its `summary.json`.
+pub fn write(dir: &Path) -> Result<Written> {
+    let summary = Summary::read(&dir.join("summary.json"))?;
+    write_summary(&summary, dir)
+}
+
+/// Writes the report of `summary` into `dir`.
+pub fn write_summary(summary: &Summary, dir: &Path) -> Result<Written> {
+    let groups = analysis::groups(summary);
+    let executive = analysis::executive(summary, &groups);
+    let colors = figures::colors(summary);
+    let chart_dir = dir.join("charts");
+    std::fs::create_dir_all(&chart_dir)
+        .with_context(|| format!("cannot create {}", chart_dir.display()))?;
+    let mut files = Vec::new();
+    let mut rendered = Vec::new();
+    let mut chart_error = None;
+    for chart in figures::all(summary, &groups) {
+        match charts::render(&chart, &chart_dir) {
+            Ok(r) => {
+                files.push(r.svg_path.clone());
+                files.push(r.png_path.clone());
+                rendered.push(r);
+            }
+            Err(e) => {
+                chart_error.get_or_insert(e);
+            }
+        }
+    }
+    let md = markdown(summary);
+    let out = |name: &str, text: &str, files: &mut Vec<PathBuf>| -> Result<()> {
+        let p = dir.join(name);
+        std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))?;
+        files.push(p);
+        Ok(())
+    };
+    out("report.md", &md, &mut files)?;
+    out("summary.csv", &csv::csv(summary), &mut files)?;
+    let matrix_text = std::fs::read_to_string(dir.join("matrix.yaml")).ok();
+    let page = html::html(&html::Inputs {
+        summary,
+        groups: &groups,
+        executive: &executive,
+        charts: &rendered,
+        chart_error: chart_error.as_deref(),
+        colors: &colors,
+        matrix_text: matrix_text.as_deref(),
+    });
+    out("report.html", &page, &mut files)?;
+    Ok(Written {
+        files,
+        charts: rendered.len(),
+        chart_error,
+        markdown: md,
+    })
+}
+
+/// Hand-made run summaries for unit tests of the report and `compare`.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use crate::matrix::{Cell, CellParams, ScenarioKind};
+    use crate::metrics::{CellMetrics, IterationFigures, MetricAliases};
+    use crate::output::{CellResult, Status, Summary, SCHEMA_VERSION};
+    use crate::stats::summarize;
+
+    pub fn cell(engine: &str, input: u32, output: u32, batch: u32) -> Cell {
+        let params = CellParams {
+            label: None,
+            input_tokens: input,
+            output_tokens: output,
+            batch_size: batch,
+            concurrency: 1,
+            batch_policy: engine_api::BatchPolicy::Static,
+            max_batch: batch,
+            num_requests: batch,
+            requests: batch,
+            duration_s: 0.0,
+            dtype: "f32".into(),
+            quantization: "none".into(),
+        };
+        Cell {
+            id: format!("latency/m/{engine}/in{input}-out{output}-bs{batch}"),
+            scenario: "latency".into(),
+            kind: ScenarioKind::Latency,
+            model: "m".into(),
+            engine: engine.into(),
+            params,
+            warmup: 0,
+            iterations: 1,
+            min_duration_s: 0.0,
+            max_duration_s: 0.0,
+        }
+    }
+
+    /// Metrics whose iterations have these output tokens/s and TTFTs (ms).
+    pub fn metrics(throughput: &[f64], ttft: &[f64], output: u32) -> CellMetrics {
+        let per_iteration: Vec<IterationFigures> = throughput
+            .iter()
+            .zip(ttft)
+            .enumerate()
+            .map(|(i, (&t, &l))| IterationFigures {
+                index: i as u32,
+                duration_s: output as f64 / t,
+                completed: 1,
+                output_tokens: output as u64,
+                request_throughput: t / output as f64,
+                output_throughput: t,
+                ttft_p50_ms: Some(l),
+                tpot_p50_ms: Some(1000.0 / t),
+                itl_p50_ms: Some(1000.0 / t),
+                e2el_p50_ms: Some(l + output as f64 * 1000.0 / t),
+            })
+            .collect();
+        let n = throughput.len();
+        let med = |v: Vec<f64>| summarize(&v).map(|d| d.p50).unwrap_or(0.0);
+        CellMetrics {
+            iterations: n,
+            requests: n,
+            completed: n,
+            failed: 0,
+            failure_reasons: Default::default(),
+            output_length_mismatches: 0,
+            out_of_vocab_tokens: 0,
+            token_count_disagreements: 0,
+            duration_s: per_iteration.iter().map(|i| i.duration_s).sum(),
+            total_input_tokens: 0,
+            total_output_tokens: output as u64 * n as u64,
+            request_throughput: med(per_iteration.iter().map(|i| i.request_throughput).collect()),
+            output_throughput: med(throughput.to_vec()),
+            total_token_throughput: med(throughput.to_vec()),
+            ttft_ms: summarize(ttft),
+            tpot_ms: summarize(
+                &per_iteration
+                    .iter()
+                    .filter_map(|i| i.tpot_p50_ms)
+                    .collect::<Vec<_>>(),
+            ),
+            itl_ms: summarize(
+                &per_iteration
+                    .iter()
+                    .filter_map(|i| i.itl_p50_ms)
+                    .collect::<Vec<_>>(),
+            ),
+            e2el_ms: summarize(
+                &per_iteration
+                    .iter()
+                    .filter_map(|i| i.e2el_p50_ms)
+                    .collect::<Vec<_>>(),
+            ),
+            engine_queue_ms: None,
+            engine_prefill_ms: None,
+            aliases: MetricAliases::default(),
+            per_iteration,
+        }
+    }
+
+    pub fn ok(cell: Cell, metrics: CellMetrics, repeat: u32) -> CellResult {
+        CellResult {
+            plugin: "candle".into(),
+            cell,
+            status: Status::Ok,
+            reason: None,
+            started_at: String::new(),
+            wall_s: 0.0,
+            memory: None,
+            metrics: Some(metrics),
+            repeat,
+            efficiency: None,
+        }
+    }
+
+    pub fn bad(cell: Cell, status: Status, why: &str) -> CellResult {
+        CellResult {
+            plugin: "candle".into(),
+            cell,
+            status,
+            reason: Some(why.into()),
+            started_at: String::new(),
+            wall_s: 0.0,
+            memory: None,
+            metrics: None,
+            repeat: 0,
+            efficiency: None,
+        }
+    }
+
+    pub fn summary(baseline: Option<&str>, cells: Vec<CellResult>) -> Summary {
+        Summary {
+            schema_version: SCHEMA_VERSION,
+            tool: "engine-matrix".into(),
+            matrix_name: "fixture".into(),
+            matrix_path: "fixture.yaml".into(),
+            baseline: baseline.map(String::from),
+            quick: false,
+            repeats: cells.iter().map(|c| c.repeat + 1).max().unwrap_or(1),
+            command: vec![],
+            started_at: String::new(),
+            finished_at: None,
+            complete: true,
+            system: crate::system::collect(),
+            limits: None,
+            engines: vec![],
+            models: vec![],
+            cells,
+        }
+    }
+
+    /// `n` samples around `center` with ±`jitter` (a fraction), spread
+    /// deterministically.
+    pub fn around(center: f64, jitter: f64, n: usize, phase: u64) -> Vec<f64> {
+        let mut s = phase;
+        (0..n)
+            .map(|_| {
+                let u = crate::rng::splitmix64(&mut s) as f64 / u64::MAX as f64;
+                center * (1.0 + jitter * (2.0 * u - 1.0))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
+    use crate::output::Status;
+
+    /// Engine `b` twice as fast as the baseline `a` at batch 1 and 4.
+    fn two_engines() -> Summary {
+        let mut cells = Vec::new();
+        for (engine, speed) in [("a", 100.0), ("b", 200.0)] {
+            for (i, bs) in [1u32, 4].into_iter().enumerate() {
+                let t = around(speed * bs as f64 * 0.8, 0.02, 8, i as u64);
+                let l = around(10.0, 0.02, 8, 50 + i as u64);
+                cells.push(ok(cell(engine, 32, 16, bs), metrics(&t, &l, 16), 0));
+            }
+        }
+        cells.push(bad(
+            cell("c", 32, 16, 1),
+            Status::Failed,
+            "<b>boom</b> & \"quoted\"",
+        ));
+        summary(Some("a"), cells)
+    }
+
+    #[test]
+    fn speedups_and_the_executive_summary_follow_the_numbers() {
+        let s = two_engines();
+        let groups = analysis::groups(&s);
+        let b1 = groups
+            .iter()
+            .find(|g| g.cell().id.contains("/b/in32-out16-bs1"))
+            .unwrap();
+        let sp = analysis::speedup(&s, &groups, b1).unwrap();
+        assert!((sp.est.point - 2.0).abs() < 0.1, "{sp:?}");
+        assert!(sp.est.lo <= 2.0 && 2.0 <= sp.est.hi * 1.05);
+        assert!(!sp.paired, "one repetition: unpaired iterations");
+        assert_eq!(sp.est.n, 8);
+        let ex = analysis::executive(&s, &groups);
+        assert_eq!((ex.cells, ex.ok, ex.failed), (5, 4, 1));
+        assert!(
+            ex.recommendations.iter().any(|r| r.contains("use **b**")),
+            "{:?}",
+            ex.recommendations
+        );
+        assert!(
+            ex.findings.iter().any(|f| f.contains("b 2.0")),
+            "{:?}",
+            ex.findings
+        );
+        // scaling from batch 1 to 4 at 4x the tokens/s (±2% jitter) is
+        // about 100% efficient
+        let eff: Vec<f64> = ex
+            .findings
+            .iter()
+            .filter_map(|f| f.split("batch scaling efficiency ").nth(1))
+            .filter_map(|r| r.split('%').next()?.parse().ok())
+            .collect();
+        assert_eq!(eff.len(), 2, "{:?}", ex.findings);
+        assert!(eff.iter().all(|e| (95.0..=105.0).contains(e)), "{eff:?}");
+    }
+
+    #[test]
+    fn charts_exist_for_what_the_run_has() {
+        let s = two_engines();
+        let groups = analysis::groups(&s);
+        let charts = figures::all(&s, &groups);
+        let names: Vec<&str> = charts.iter().map(|c| c.name.as_str()).collect();
+        assert!(names.contains(&"speedup-latency-m"), "{names:?}");
+        assert!(
+            names
+                .iter()
+                .any(|n| n.starts_with("scaling-batch_size-latency")),
+            "{names:?}"
+        );
+        assert!(names.contains(&"pareto-latency-m"), "{names:?}");
+        // no baseline: no speedup chart; no limits: no roofline
+        let mut none = s.clone();
+        none.baseline = None;
+        let names: Vec<String> = figures::all(&none, &analysis::groups(&none))
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert!(!names
+            .iter()
+            .any(|n| n.starts_with("speedup") || n == "roofline"));
+        let speedup = charts
+            .iter()
+            .find(|c| c.name == "speedup-latency-m")
+            .unwrap();
+        match &speedup.body {
+            charts::Body::Bars {
+                bars, reference, ..
+            } => {
+                assert_eq!(bars.len(), 2, "b at batch 1 and 4");
+                assert_eq!(*reference, Some(1.0));
+                assert!(bars
+                    .iter()
+                    .all(|b| (b.value - 2.0).abs() < 0.1 && b.interval.is_some()));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn written_report_escapes_and_has_every_part() {
+        let s = two_engines();
+        let dir = engine_kit::testing::TempDir::new("report");
+        let w = write_summary(&s, dir.path()).unwrap();
+        let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+        assert!(html.contains("&lt;b&gt;boom&lt;/b&gt; &amp; &quot;quoted&quot;"));
+        assert!(!html.contains("<b>boom"));
+        assert!(!html.contains("<script"));
+        for id in [
+            "summary", "charts", "results", "problems", "system", "matrix",
+        ] {
+            assert!(html.contains(&format!("id=\"{id}\"")), "{id}");
+        }
+        if w.chart_error.is_none() {
+            assert!(w.charts >= 3);
+            assert_eq!(html.matches("<svg").count(), w.charts);
+            assert!(dir.path().join("charts/speedup-latency-m.png").is_file());
+        }
+        let csv = std::fs::read_to_string(dir.path().join("summary.csv")).unwrap();
+        let rows: Vec<&str> = csv.lines().collect();
+        assert_eq!(rows.len(), 1 + 5);
+        let width = rows[0].split(',').count();
+        assert!(rows[1..].iter().all(|r| !r.contains('\n')));
+        assert!(width > 40);
+        let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+        assert!(md.contains("| 8 iterations |"), "{md}");
+        assert!(md.contains("## Failed and unsupported cells"));
+        assert!(md.contains("&lt;b&gt;boom"), "{md}");
+    }
+}

@@ -1,0 +1,217 @@
+//! report.html in a real browser: headless Chromium (Debian's `chromium`,
+//! which `scripts/provision` installs) renders it to a screenshot and dumps
+//! its DOM, which must hold inline SVG charts, no script, and the HTML a
+//! model path smuggled into a failure reason, escaped.
+
+use integration_tests::*;
+use std::path::Path;
+
+/// What a hostile string looks like in the DOM when it was escaped.
+const ESCAPED: &str = "&lt;script&gt;alert(1)&lt;/script&gt;";
+/// And in the run's files, unescaped.
+const INJECTED: &str = r#"<script>alert(1)</script>&"x""#;
+
+/// A blank 1280×2400 page's screenshot is about 14 KB (Chromium 148);
+/// a page of tables and inline charts is several times that.
+const MIN_SCREENSHOT_BYTES: u64 = 30_000;
+
+/// Checks a screenshot: a PNG of the window's width, of some height,
+/// larger than a blank page's.
+fn check_screenshot(png: &Path, min_bytes: u64) {
+    let bytes = std::fs::read(png).unwrap();
+    let (w, h) = png_size(&bytes).expect("a PNG");
+    assert_eq!(w, 1280, "{}: width", png.display());
+    assert!(h > 100, "{}: height {h}", png.display());
+    assert!(
+        bytes.len() as u64 > min_bytes,
+        "{}: {} bytes, a blank page's size (> {min_bytes} expected)",
+        png.display(),
+        bytes.len()
+    );
+}
+
+/// The browser itself: a static page with inline SVG renders, and its DOM
+/// comes back. When this fails, Chromium is broken or missing, not the
+/// report.
+#[test]
+fn chromium_runs_headless_on_a_static_page() {
+    let tmp = TempDir::new("chromium");
+    let html = tmp.path().join("page.html");
+    let mut rows = String::new();
+    for i in 0..60 {
+        rows.push_str(&format!(
+            "<tr><td>cell {i}</td><td>{:.3}</td><td>&lt;ok&gt;</td></tr>\n",
+            i as f64 * 1.37
+        ));
+    }
+    std::fs::write(
+        &html,
+        format!(
+            r##"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>canary</title>
+<style>body {{ font-family: sans-serif }} td {{ padding: 2px 8px }}</style></head>
+<body><h1>Canary &amp; friends</h1>
+<p title="a &lt;b&gt; in an attribute">text with an escaped {ESCAPED}</p>
+<svg xmlns="http://www.w3.org/2000/svg" width="800" height="300" viewBox="0 0 800 300">
+  <rect x="0" y="0" width="800" height="300" fill="#f4f4f4"/>
+  <polyline fill="none" stroke="#c33" stroke-width="3" points="0,280 100,200 200,230 300,120 400,150 500,60 600,90 700,20 800,40"/>
+  <text x="10" y="20">tokens/s</text>
+</svg>
+<table>{rows}</table></body></html>
+"##
+        ),
+    )
+    .unwrap();
+
+    let dom = dump_dom(&html);
+    let names = element_names(&dom);
+    assert!(names.iter().any(|n| n == "svg"), "{names:?}");
+    assert!(names.iter().any(|n| n == "polyline"), "{names:?}");
+    assert!(!names.iter().any(|n| n == "script"), "{names:?}");
+    assert!(dom.contains("<title>canary</title>"), "{dom}");
+    assert!(dom.contains(ESCAPED), "{dom}");
+    assert!(dom.contains("<td>cell 59</td>"), "{dom}");
+
+    let png = tmp.path().join("page.png");
+    screenshot(&html, &png);
+    check_screenshot(&png, 20_000);
+
+    // element_names is what the report test relies on: check it here on
+    // what dump-dom leaves unescaped (attribute values, comments, style).
+    let tricky = r#"<html><head><style>a<b {}</style></head><body>
+<p title="<script>x</script>">&lt;script&gt;</p><!-- <script> --><SVG></SVG></body></html>"#;
+    assert_eq!(
+        element_names(tricky),
+        ["html", "head", "style", "body", "p", "svg"]
+    );
+}
+
+#[test]
+fn report_html_renders_in_headless_chromium() {
+    let plugins = plugin_dir(&["candle"]);
+    let tmp = TempDir::new("browser");
+    // A model whose weights folder does not exist, with HTML in its path:
+    // its cells fail with a reason that names the path.
+    let hostile = tmp.path().join(INJECTED);
+    let matrix = tmp.path().join("matrix.yaml");
+    std::fs::write(
+        &matrix,
+        format!(
+            r#"
+name: browser
+description: "report.html in headless Chromium: one measured model, one that fails"
+baseline: candle
+models:
+  - {{name: tiny, weights: synthetic, config: tiny}}
+  - {{name: hostile, path: '{}'}}
+engines:
+  - {{name: candle, options: {{threads: 1}}}}
+scenarios:
+  - name: latency
+    kind: latency
+    warmup: 1
+    iterations: 3
+    input_tokens: 16
+    output_tokens: 8
+    axes:
+      batch_size: [1, 2]
+  - name: throughput
+    kind: throughput
+    warmup: 0
+    iterations: 2
+    input_tokens: 16
+    output_tokens: 8
+    num_requests: 4
+    axes:
+      batch_size: [4]
+"#,
+            hostile.display()
+        ),
+    )
+    .unwrap();
+    let run_dir = tmp.path().join("run");
+    run_matrix(&matrix, plugins.path(), &run_dir);
+
+    // The run itself: tiny measured, hostile failed with the HTML in its
+    // reason (else the escaping below proves nothing).
+    let summary = read_json(&run_dir.join("summary.json"));
+    let cells = summary["cells"].as_array().expect("cells");
+    for c in cells {
+        if c["cell"]["model"] == "hostile" {
+            assert_eq!(c["status"], "failed", "{c}");
+            let why = c["reason"].as_str().unwrap();
+            assert!(why.contains(INJECTED), "{why}");
+        } else {
+            assert_eq!(c["status"], "ok", "{c}");
+        }
+    }
+    assert_eq!(cells.len(), 6, "3 cells per model");
+
+    // `run` writes report.html; `report RUN_DIR` writes it again.
+    let report = run_dir.join("report.html");
+    assert!(report.is_file(), "engine-matrix run wrote no report.html");
+    std::fs::remove_file(&report).unwrap();
+    let o = run(&["report", run_dir.to_str().unwrap()], plugins.path());
+    assert!(
+        o.status.success(),
+        "engine-matrix report: {}",
+        text(&o.stderr)
+    );
+    assert!(
+        report.is_file(),
+        "engine-matrix report wrote no report.html"
+    );
+
+    check_report_html(&report, &run_dir.join("report.png"));
+}
+
+/// report.html, as a file and in the browser: static, every string
+/// escaped, inline SVG charts, a title; its screenshot goes to `png` and to
+/// target/report-screenshot.png for a human to look at.
+fn check_report_html(report: &Path, png: &Path) {
+    // The file: static, every string escaped (so not even an attribute
+    // holds a raw `<script`).
+    let raw = std::fs::read_to_string(report).unwrap();
+    if let Some(at) = raw.to_ascii_lowercase().find("<script") {
+        let mut from = at.saturating_sub(200);
+        while !raw.is_char_boundary(from) {
+            from -= 1;
+        }
+        let mut to = (at + 200).min(raw.len());
+        while !raw.is_char_boundary(to) {
+            to += 1;
+        }
+        panic!("report.html holds a <script: …{}…", &raw[from..to]);
+    }
+    assert!(raw.contains(ESCAPED), "the failure reason is shown: {raw}");
+
+    // The browser's view.
+    screenshot(report, png);
+    let keep = workspace_root().join("target/report-screenshot.png");
+    std::fs::create_dir_all(keep.parent().unwrap()).unwrap();
+    std::fs::copy(png, &keep).unwrap();
+    eprintln!("screenshot of report.html: {}", keep.display());
+    check_screenshot(png, MIN_SCREENSHOT_BYTES);
+
+    let dom = dump_dom(report);
+    let names = element_names(&dom);
+    assert!(
+        names.iter().any(|n| n == "svg"),
+        "inline SVG charts: {names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n == "script"),
+        "a script element in the DOM: {dom}"
+    );
+    assert!(names.iter().any(|n| n == "title"), "a <title>: {dom}");
+    let title = dom
+        .split_once("<title>")
+        .and_then(|(_, t)| t.split_once("</title>"))
+        .map(|(t, _)| t.trim())
+        .unwrap_or("");
+    assert!(!title.is_empty(), "an empty <title>: {dom}");
+    assert!(
+        dom.contains(ESCAPED),
+        "the failed cells' reason, escaped: {dom}"
+    );
+}
