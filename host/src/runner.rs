@@ -578,8 +578,15 @@ fn run_cell(
         }
     };
     if status == Status::Ok {
+        // The limits are the CPU's: a cell on a GPU has no roof to be
+        // measured against yet, so it gets no efficiency rather than a
+        // wrong one.
+        let on_gpu = ctx.def.options["device"]
+            .as_str()
+            .is_some_and(|d| !d.eq_ignore_ascii_case("cpu"));
         result.efficiency = ctx
             .limits
+            .filter(|_| !on_gpu)
             .map(|l| efficiency(cell, &model.shape, &metrics, l));
         result.metrics = Some(metrics);
     }

@@ -362,10 +362,22 @@ impl Axis {
             Axis::InputTokens | Axis::OutputTokens => String::new(),
             _ => p.label.clone().unwrap_or_default(),
         };
+        // Along a length axis the other length may change with it: the
+        // seeds' workloads grow both (128/64, 512/128, ...), and TTFT is a
+        // function of the prompt, decode rate of the context.
+        let lengths = matches!(self, Axis::InputTokens | Axis::OutputTokens);
         let mut k = vec![
             label,
-            keep(Axis::InputTokens, p.input_tokens.to_string()),
-            keep(Axis::OutputTokens, p.output_tokens.to_string()),
+            if lengths {
+                String::new()
+            } else {
+                p.input_tokens.to_string()
+            },
+            if lengths {
+                String::new()
+            } else {
+                p.output_tokens.to_string()
+            },
             p.batch_policy.as_str().to_string(),
             p.dtype.clone(),
             p.quantization.clone(),
@@ -453,10 +465,8 @@ pub fn sweeps<'a>(groups: &'a [Group<'a>], axis: Axis, kinds: &[ScenarioKind]) -
 fn fixed_description(c: &Cell, axis: Axis) -> String {
     let p = &c.params;
     let mut parts = Vec::new();
-    if axis != Axis::InputTokens {
+    if !matches!(axis, Axis::InputTokens | Axis::OutputTokens) {
         parts.push(format!("in {}", p.input_tokens));
-    }
-    if axis != Axis::OutputTokens {
         parts.push(format!("out {}", p.output_tokens));
     }
     match c.kind {

@@ -177,7 +177,7 @@ pub fn latency_percentiles(groups: &[Group], colors: &Colors) -> Vec<Chart> {
             charts.push(Chart {
                 name: slug(&[key, &sw.scenario, &sw.model, &sw.fixed]),
                 title: format!("{name} percentiles: {} ({}; {})", sw.scenario, sw.model, sw.fixed),
-                note: format!("{name} p50 (thick), p95 and p99 (thin) of the requests of each cell, against the prompt length."),
+                note: format!("{name} p50 (thick), p95 and p99 (thin) of the requests of each cell, against the prompt length (the output length may grow with it: see the results table)."),
                 body: Body::Xy {
                     x_desc: Axis::InputTokens.label().into(),
                     y_desc: format!("{name} (ms)"),

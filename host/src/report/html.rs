@@ -256,8 +256,15 @@ fn results_section(o: &mut String, i: &Inputs) {
             esc(&analysis::workload(&c.params, c.kind)),
             status_name(status),
             esc(&status_text(g)),
-            thr.map(|f| format!("{} {}", f.est.n, f.unit.as_str()))
-                .unwrap_or_else(|| "—".into()),
+            thr.map(|f| {
+                let o = f.outliers.total();
+                let mut t = format!("{} {}", f.est.n, f.unit.as_str());
+                if o > 0 {
+                    t.push_str(&format!(", {o} outlier{}", if o == 1 { "" } else { "s" }));
+                }
+                t
+            })
+            .unwrap_or_else(|| "—".into()),
             med(Metric::TtftP50, 1),
             med(Metric::TpotP50, 2),
             pct(|m| m.itl_ms.as_ref()),
