@@ -359,6 +359,35 @@ mod tests {
     }
 
     #[test]
+    fn length_sweeps_follow_workloads_that_grow_both_lengths() {
+        // the seeds' workloads: 128/64, 512/128
+        let mut cells = Vec::new();
+        for (input, output) in [(128, 64), (512, 128)] {
+            let t = around(50.0, 0.02, 5, input as u64);
+            let l = around(input as f64, 0.02, 5, output as u64);
+            cells.push(ok(cell("a", input, output, 1), metrics(&t, &l, output), 0));
+        }
+        let s = summary(None, cells);
+        let groups = analysis::groups(&s);
+        let names: Vec<String> = figures::all(&s, &groups)
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert!(
+            names.iter().any(|n| n.starts_with("ttft-latency")),
+            "{names:?}"
+        );
+        assert!(
+            names.iter().any(|n| n.starts_with("e2el-latency")),
+            "{names:?}"
+        );
+        assert!(
+            names.iter().any(|n| n.starts_with("decode-latency")),
+            "{names:?}"
+        );
+    }
+
+    #[test]
     fn written_report_escapes_and_has_every_part() {
         let s = two_engines();
         let dir = engine_kit::testing::TempDir::new("report");
