@@ -10,6 +10,7 @@
 //! files), [`report`] (Markdown), [`system`] (machine and memory), and
 //! [`runner`] (the `run` command tying them together).
 
+pub mod cell;
 pub mod compare;
 pub mod matrix;
 pub mod measure;
@@ -26,7 +27,9 @@ pub mod scenario;
 pub mod stats;
 pub mod synthetic;
 pub mod system;
+pub mod telemetry;
 pub mod testing;
+pub mod worker;
 
 /// An engine's info as JSON, for result files and `engines --json`.
 pub fn info_json(info: &engine_api::EngineInfo) -> serde_json::Value {

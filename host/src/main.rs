@@ -1,6 +1,6 @@
 //! The `engine-matrix` command line: a thin layer over the library.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use engine_matrix::{matrix::Matrix, plugins, runner};
 use std::path::PathBuf;
@@ -28,7 +28,24 @@ struct Cli {
 enum Command {
     /// Run a test matrix and write results to a run folder.
     Run {
-        matrix: PathBuf,
+        /// The matrix (omit with --resume, which uses the run folder's).
+        #[arg(required_unless_present = "resume")]
+        matrix: Option<PathBuf>,
+        /// Continue an interrupted run in DIR: the cells it holds are kept,
+        /// the others run (with the matrix and options it was started with).
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "quick", "only", "repeat"])]
+        resume: Option<PathBuf>,
+        /// Run the cells in this process instead of one worker process per
+        /// engine (no protection from crashes; for debugging and profiling).
+        #[arg(long)]
+        in_process: bool,
+        /// Longest a cell may take, model load included; the worker is
+        /// killed and the cell recorded as failed.
+        #[arg(long, default_value_t = 3600.0, value_name = "SECONDS")]
+        cell_timeout: f64,
+        /// Longest the whole run may take; then it stops like Ctrl-C.
+        #[arg(long, value_name = "SECONDS")]
+        run_timeout: Option<f64>,
         /// Run folder (default: reports/<matrix name>-<UTC time>).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
@@ -94,6 +111,16 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A worker process (see engine_matrix::worker): not a user command.
+    if std::env::args().nth(1).as_deref() == Some(engine_matrix::worker::SUBCOMMAND) {
+        return match engine_matrix::worker::serve() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("worker: {e:#}");
+                ExitCode::from(3)
+            }
+        };
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -109,6 +136,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run {
             matrix,
+            resume,
+            in_process,
+            cell_timeout,
+            run_timeout,
             out,
             quick,
             only,
@@ -124,8 +155,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .as_deref()
                 .map(engine_matrix::compare::resolve)
                 .transpose()?;
+            let isolation = if in_process {
+                runner::Isolation::InProcess
+            } else {
+                runner::Isolation::Workers(
+                    std::env::current_exe()
+                        .context("cannot locate the engine-matrix executable")?,
+                )
+            };
+            let secs = |s: f64| Duration::from_secs_f64(s.max(0.001));
             let report = runner::run(&runner::RunOptions {
                 matrix,
+                resume,
+                isolation,
+                cell_timeout: Some(secs(cell_timeout)),
+                run_timeout: run_timeout.map(secs),
                 out,
                 quick,
                 only,
@@ -148,6 +192,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 count(Status::Failed),
                 report.dir.display()
             );
+            if let Some(why) = &report.summary.stopped {
+                eprintln!(
+                    "the run stopped early: {why}; `engine-matrix run --resume {}` runs the remaining cells",
+                    report.dir.display()
+                );
+                return Ok(ExitCode::from(if engine_matrix::runner::interrupted() {
+                    130
+                } else {
+                    4
+                }));
+            }
             if let Some(name) = save_baseline {
                 let dir = engine_matrix::compare::save_baseline(&report.dir, &name)?;
                 eprintln!("saved baseline '{name}' in {}", dir.display());

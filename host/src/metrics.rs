@@ -36,6 +36,9 @@ pub struct IterationSpan {
     pub warmup: bool,
     pub start_ns: u64,
     pub end_ns: u64,
+    /// The process's RSS when the iteration ended (leak detection).
+    #[serde(default)]
+    pub rss_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -310,12 +313,14 @@ mod tests {
                 warmup: true,
                 start_ns: 0,
                 end_ns: 3_000_000,
+                rss_bytes: None,
             },
             IterationSpan {
                 index: 0,
                 warmup: false,
                 start_ns: 0,
                 end_ns: 200_000_000,
+                rss_bytes: None,
             },
         ];
         let m = compute(&records, &spans, 100, 3);
@@ -360,6 +365,7 @@ mod tests {
             warmup: false,
             start_ns: start_ms * 1_000_000,
             end_ns: end_ms * 1_000_000,
+            rss_bytes: None,
         };
         let spans = [span(0, 0, 50), span(1, 100, 200)];
         let its = per_iteration(&[a, b, failed], &spans);
@@ -384,6 +390,7 @@ mod tests {
             warmup: false,
             start_ns: 0,
             end_ns: 1_000_000_000,
+            rss_bytes: None,
         }];
         let m = compute(&[short, failed], &spans, 100, 3);
         assert_eq!((m.completed, m.failed), (1, 1));

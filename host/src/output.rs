@@ -49,6 +49,61 @@ pub struct MemoryRecord {
     pub weight_bytes: u64,
     pub kv_cache_peak_bytes: u64,
     pub kv_cache_reserved_bytes: u64,
+    /// Highest RSS the sleeping sampler saw during the cell.
+    #[serde(default)]
+    pub sampled_peak_rss_bytes: Option<u64>,
+    /// RSS slope over the measured iterations, with its verdict.
+    #[serde(default)]
+    pub leak: Option<crate::telemetry::LeakCheck>,
+    /// NVIDIA GPUs during the cell (None: no GPU, `n/a`).
+    #[serde(default)]
+    pub gpu: Option<GpuRecord>,
+    /// Energy during the cell (None: no readable counter, `n/a`).
+    #[serde(default)]
+    pub energy: Option<crate::telemetry::EnergyRecord>,
+}
+
+/// GPU readings of a cell, over all devices and samples.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct GpuRecord {
+    pub samples: usize,
+    pub peak_memory_used_bytes: Option<u64>,
+    pub mean_power_w: Option<f64>,
+    pub max_temperature_c: Option<u32>,
+    pub mean_sm_clock_mhz: Option<f64>,
+    pub mean_mem_clock_mhz: Option<f64>,
+}
+
+impl GpuRecord {
+    pub fn from_samples(s: &[crate::telemetry::GpuSample], peaks: &[Option<u64>]) -> Option<Self> {
+        if s.is_empty() {
+            return None;
+        }
+        let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+        Some(GpuRecord {
+            samples: s.len(),
+            peak_memory_used_bytes: peaks.iter().flatten().copied().max(),
+            mean_power_w: mean(
+                s.iter()
+                    .filter_map(|x| x.power_mw)
+                    .map(|p| p as f64 / 1e3)
+                    .collect(),
+            ),
+            max_temperature_c: s.iter().filter_map(|x| x.temperature_c).max(),
+            mean_sm_clock_mhz: mean(
+                s.iter()
+                    .filter_map(|x| x.sm_clock_mhz)
+                    .map(f64::from)
+                    .collect(),
+            ),
+            mean_mem_clock_mhz: mean(
+                s.iter()
+                    .filter_map(|x| x.mem_clock_mhz)
+                    .map(f64::from)
+                    .collect(),
+            ),
+        })
+    }
 }
 
 /// The summary of one cell (a line of `results.jsonl` adds raw data).
@@ -159,10 +214,22 @@ pub struct Summary {
     /// How many times the matrix ran (`run --repeat N`), engines interleaved.
     #[serde(default = "one")]
     pub repeats: u32,
+    /// `run --only` engines (empty: all).
+    #[serde(default)]
+    pub only: Vec<String>,
     pub command: Vec<String>,
     pub started_at: String,
     pub finished_at: Option<String>,
     pub complete: bool,
+    /// Why the run stopped before its last cell (Ctrl-C, run timeout).
+    #[serde(default)]
+    pub stopped: Option<String>,
+    /// The host's idle power, subtracted from cells' energy.
+    #[serde(default)]
+    pub idle_power: Option<crate::telemetry::Power>,
+    /// Why energy or GPU figures read `n/a` on this host.
+    #[serde(default)]
+    pub telemetry_unavailable: Vec<String>,
     pub system: SystemInfo,
     /// The host's calibrated roofline limits (None when calibration failed).
     #[serde(default)]
@@ -226,6 +293,46 @@ impl RunDir {
             path: path.to_path_buf(),
             results,
         })
+    }
+
+    /// Reopens a run folder to continue it: returns the cells it already
+    /// holds. A last line cut short by a crash is dropped (the file is
+    /// truncated to its last complete line).
+    pub fn resume(path: &Path) -> Result<(Self, Vec<CellResult>)> {
+        let file = path.join("results.jsonl");
+        let text =
+            std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        if complete < text.len() {
+            eprintln!(
+                "warning: {}: dropping an incomplete last line ({} bytes)",
+                file.display(),
+                text.len() - complete
+            );
+            let f = OpenOptions::new().write(true).open(&file)?;
+            f.set_len(complete as u64)?;
+            f.sync_data()?;
+        }
+        let mut cells = Vec::new();
+        for (i, line) in text[..complete].split(|&b| b == b'\n').enumerate() {
+            if line.iter().all(|b| b.is_ascii_whitespace()) {
+                continue;
+            }
+            let l: ResultLine = serde_json::from_slice(line)
+                .with_context(|| format!("{}:{}: not a result line", file.display(), i + 1))?;
+            cells.push(l.result);
+        }
+        let results = OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .with_context(|| format!("cannot open {}", file.display()))?;
+        Ok((
+            RunDir {
+                path: path.to_path_buf(),
+                results,
+            },
+            cells,
+        ))
     }
 
     /// Appends a cell and makes it durable before returning.

@@ -1,35 +1,49 @@
-//! `engine-matrix run`: loads the engines and models a matrix names, runs
-//! its cells in order and writes every result as soon as it exists.
+//! `engine-matrix run`: runs a matrix's cells in order and writes every
+//! result as soon as it exists.
 //!
-//! Cells run scenario by scenario; inside a scenario, engine by engine, so
-//! that a model stays loaded while its cells run (a model is reloaded only
-//! when the engine, model, dtype, quantization or batching settings
-//! change). A problem that concerns one engine or model — a plugin that is
-//! missing or refuses to load, a model folder without weights, a dtype the
-//! engine does not support — becomes a `failed` or `unsupported` result for
-//! the cells concerned, with the reason; the other cells still run.
+//! Cells run scenario by scenario and model by model, engine by engine
+//! inside (so a model stays loaded while its cells run); `--repeat N`
+//! interleaves the engines N times ([`interleave`]). Each engine's cells
+//! run in a worker process of its own ([`crate::worker`]; `--in-process`
+//! runs them in the host, without that protection). A problem that
+//! concerns one engine or model — a plugin that is missing or refuses to
+//! load, a model folder without weights, a dtype the engine does not
+//! support, a crash, a hang, a cell over its time limit — becomes a
+//! `failed` or `unsupported` result for the cells concerned, with the
+//! reason; the other cells still run.
+//!
+//! Stopping: Ctrl-C (or the `--run-timeout`) stops the run after saving
+//! every finished cell; the summary says it is incomplete and why, the
+//! report is written, and `run --resume DIR` runs the cells still missing.
 
-use crate::matrix::{Cell, EngineDef, Matrix, ModelDef, ModelWeights};
-use crate::measure::RequestRecord;
-use crate::metrics::{compute, IterationSpan};
+use crate::cell::{self, CellState, EngineSlot, Job, ResolvedModel};
+use crate::matrix::{Cell, EngineDef, Matrix};
 use crate::output::{
-    stamp, utc_now, CellResult, EngineRecord, MemoryRecord, ModelRecord, RawRequest, ResultLine,
-    RunDir, Status, Summary, SCHEMA_VERSION,
+    stamp, utc_now, EngineRecord, ModelRecord, ResultLine, RunDir, Status, Summary, SCHEMA_VERSION,
 };
-use crate::plugins::{self, LoadedEngine};
-use crate::prompts::PromptGen;
-use crate::scenario::{self, Stop};
-use crate::synthetic::{self, Gpt2Shape};
 use crate::system;
+use crate::worker::{Lost, Reply, Request, Worker};
 use anyhow::{bail, Context, Result};
-use engine_api::{LoadOptions, ModelBox, ModelSpec};
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// Where cells run.
+#[derive(Debug, Clone)]
+pub enum Isolation {
+    /// A worker process per engine: this executable re-run as `__worker`.
+    Workers(PathBuf),
+    /// In the host process (no protection from crashes; for debugging).
+    InProcess,
+}
+
 pub struct RunOptions {
-    pub matrix: PathBuf,
+    /// The matrix (None with `resume`, which reads the run folder's).
+    pub matrix: Option<PathBuf>,
     pub out: Option<PathBuf>,
+    /// Continue the run in this folder, skipping the cells it holds.
+    pub resume: Option<PathBuf>,
     pub quick: bool,
     pub only: Vec<String>,
     pub plugin_dir: PathBuf,
@@ -40,37 +54,290 @@ pub struct RunOptions {
     pub calibrate: bool,
     /// Runs of the matrix (`--repeat N`, at least 1), engines interleaved.
     pub repeat: u32,
+    pub isolation: Isolation,
+    /// Longest a cell may take, model load included (workers only).
+    pub cell_timeout: Option<Duration>,
+    /// Longest the whole run may take.
+    pub run_timeout: Option<Duration>,
 }
 
-/// What a finished run produced.
+/// What a finished (or stopped) run produced.
 pub struct RunReport {
     pub dir: PathBuf,
     pub summary: Summary,
     pub markdown: String,
 }
 
-struct ResolvedModel {
-    def: ModelDef,
-    path: PathBuf,
-    shape: Gpt2Shape,
+const RUN_TIMEOUT: &str = "--run-timeout";
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    if INTERRUPTED.swap(true, Ordering::SeqCst) {
+        // A second Ctrl-C: leave now.
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(130) };
+    }
 }
 
-struct Loaded {
-    key: String,
-    model: ModelBox,
-    load_bytes: Option<i64>,
-    load_time_ms: f64,
+/// Ctrl-C sets a flag the run checks (a second one exits at once).
+fn install_interrupt_handler() {
+    INTERRUPTED.store(false, Ordering::SeqCst);
+    // SAFETY: installs a handler that only touches an atomic or _exits.
+    unsafe {
+        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+    }
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Where the cells go: worker processes or this process.
+enum Executor {
+    Workers {
+        exe: PathBuf,
+        plugin_dir: PathBuf,
+        logs: PathBuf,
+        workers: HashMap<String, Worker>,
+        hellos: HashMap<String, (EngineRecord, Option<String>)>,
+    },
+    InProcess {
+        plugin_dir: PathBuf,
+        slots: HashMap<String, EngineSlot>,
+        state: CellState,
+    },
+}
+
+/// What running a cell gave.
+enum Ran {
+    Line(Box<ResultLine>),
+    /// Stopped by Ctrl-C or the run timeout before the cell finished.
+    Stopped,
+}
+
+impl Executor {
+    fn new(isolation: &Isolation, plugin_dir: &Path, run_dir: &Path) -> Result<Executor> {
+        Ok(match isolation {
+            Isolation::Workers(exe) => {
+                let logs = run_dir.join("workers");
+                std::fs::create_dir_all(&logs)
+                    .with_context(|| format!("cannot create {}", logs.display()))?;
+                Executor::Workers {
+                    exe: exe.clone(),
+                    plugin_dir: plugin_dir.to_path_buf(),
+                    logs,
+                    workers: HashMap::new(),
+                    hellos: HashMap::new(),
+                }
+            }
+            Isolation::InProcess => Executor::InProcess {
+                plugin_dir: plugin_dir.to_path_buf(),
+                slots: HashMap::new(),
+                state: CellState::default(),
+            },
+        })
+    }
+
+    /// The engine's record (once known) and the loader's long report.
+    fn record(&self, engine: &str) -> Option<(EngineRecord, Option<String>)> {
+        match self {
+            Executor::Workers { hellos, .. } => hellos.get(engine).cloned(),
+            Executor::InProcess { slots, .. } => slots
+                .get(engine)
+                .map(|s| (s.record.clone(), s.verbose_error.clone())),
+        }
+    }
+
+    /// Frees the model `engine` holds (another engine runs next).
+    fn unload(&mut self, engine: &str) {
+        match self {
+            Executor::Workers { workers, .. } => {
+                if let Some(w) = workers.get_mut(engine) {
+                    if w.send(&Request::Unload).is_err() {
+                        workers.remove(engine);
+                    }
+                }
+            }
+            Executor::InProcess { state, .. } => state.unload(),
+        }
+    }
+
+    fn run(
+        &mut self,
+        def: &EngineDef,
+        job: Job,
+        limit: Option<(Duration, &'static str)>,
+        stop: &dyn Fn() -> bool,
+    ) -> Ran {
+        let flag = limit.map_or("", |l| l.1);
+        let limit = limit.map(|l| l.0);
+        let t0 = Instant::now();
+        match self {
+            Executor::InProcess {
+                plugin_dir,
+                slots,
+                state,
+            } => {
+                let slot = slots
+                    .entry(def.name.clone())
+                    .or_insert_with(|| EngineSlot::load(def, plugin_dir));
+                Ran::Line(Box::new(cell::execute(slot, state, &job).0))
+            }
+            Executor::Workers {
+                exe,
+                plugin_dir,
+                logs,
+                workers,
+                hellos,
+            } => {
+                let failed = |why: String| {
+                    Ran::Line(Box::new(cell::failed_line(
+                        &job,
+                        &def.plugin,
+                        why,
+                        t0.elapsed().as_secs_f64(),
+                    )))
+                };
+                if !workers.contains_key(&def.name) {
+                    let log = logs.join(format!(
+                        "{}.log",
+                        crate::report::figures::slug(&[&def.name])
+                    ));
+                    let mut w = match Worker::spawn(exe, def, plugin_dir, &log) {
+                        Ok(w) => w,
+                        Err(e) => return failed(format!("cannot start a worker process: {e:#}")),
+                    };
+                    match w.recv(limit, stop) {
+                        Ok(Reply::Hello {
+                            record,
+                            verbose_error,
+                        }) => {
+                            hellos.entry(def.name.clone()).or_insert((record, verbose_error));
+                        }
+                        Ok(_) => return failed("the worker did not say hello".into()),
+                        Err(lost) => {
+                            return match lost {
+                                Lost::Stopped => Ran::Stopped,
+                                Lost::TimedOut(_) if flag == RUN_TIMEOUT => Ran::Stopped,
+                                other => failed(format!(
+                                    "the worker process for engine '{}' {} (while loading plugin '{}'){}",
+                                    def.name,
+                                    lost_text(&other, flag),
+                                    def.plugin,
+                                    tail_text(&w.stderr_tail())
+                                )),
+                            }
+                        }
+                    }
+                    workers.insert(def.name.clone(), w);
+                }
+                let Some(w) = workers.get_mut(&def.name) else {
+                    return failed("no worker".into());
+                };
+                let id = job.cell.id.clone();
+                if let Err(e) = w.send(&Request::Cell {
+                    job: Box::new(job.clone()),
+                }) {
+                    let tail = w.stderr_tail();
+                    workers.remove(&def.name);
+                    return failed(format!("{e:#}{}", tail_text(&tail)));
+                }
+                let left = limit.map(|l| l.saturating_sub(t0.elapsed()));
+                match w.recv(left, stop) {
+                    Ok(Reply::Result { line, hung }) => {
+                        if hung {
+                            // The worker leaves on its own; the next cell
+                            // gets a fresh one.
+                            if let Some(w) = workers.remove(&def.name) {
+                                w.close();
+                            }
+                        }
+                        Ran::Line(line)
+                    }
+                    Ok(_) => {
+                        workers.remove(&def.name);
+                        failed(format!("cell {id}: unexpected reply from the worker"))
+                    }
+                    // Stopped by the user or by the run's own time limit:
+                    // the cell was not measured, so it gets no result and
+                    // `--resume` runs it again.
+                    Err(Lost::Stopped) => {
+                        workers.remove(&def.name);
+                        Ran::Stopped
+                    }
+                    Err(Lost::TimedOut(_)) if flag == RUN_TIMEOUT => {
+                        workers.remove(&def.name);
+                        Ran::Stopped
+                    }
+                    Err(lost) => {
+                        let tail = w.stderr_tail();
+                        workers.remove(&def.name);
+                        failed(format!(
+                            "the worker process for engine '{}' {}{}",
+                            def.name,
+                            lost_text(&lost, flag),
+                            tail_text(&tail)
+                        ))
+                    }
+                }
+            }
+        }
+    }
+
+    fn shutdown(self) {
+        if let Executor::Workers { workers, .. } = self {
+            for (_, w) in workers {
+                w.close();
+            }
+        }
+    }
+}
+
+fn lost_text(l: &Lost, flag: &str) -> String {
+    match l {
+        Lost::Died(why) => format!("died during the cell: {why}"),
+        Lost::TimedOut(d) => format!(
+            "did not finish the cell within {:.0} s ({flag}): it was killed",
+            d.as_secs_f64()
+        ),
+        Lost::Stopped => "was stopped".into(),
+    }
+}
+
+fn tail_text(tail: &str) -> String {
+    let t = tail.trim();
+    if t.is_empty() {
+        String::new()
+    } else {
+        format!("; last stderr lines:\n{t}")
+    }
 }
 
 pub fn run(opts: &RunOptions) -> Result<RunReport> {
-    let matrix = Matrix::load(&opts.matrix)?;
-    let text = std::fs::read_to_string(&opts.matrix)
-        .with_context(|| format!("cannot read {}", opts.matrix.display()))?;
-    for name in &opts.only {
+    let prior = match &opts.resume {
+        Some(dir) => Some(
+            Summary::read(&dir.join("summary.json"))
+                .with_context(|| format!("--resume {}: not a run folder", dir.display()))?,
+        ),
+        None => None,
+    };
+    let matrix_path = match (&opts.resume, &opts.matrix) {
+        (Some(dir), _) => dir.join("matrix.yaml"),
+        (None, Some(m)) => m.clone(),
+        (None, None) => bail!("run needs a matrix file (or --resume DIR)"),
+    };
+    let matrix = Matrix::load(&matrix_path)?;
+    let text = std::fs::read_to_string(&matrix_path)
+        .with_context(|| format!("cannot read {}", matrix_path.display()))?;
+    let quick = prior.as_ref().map_or(opts.quick, |p| p.quick);
+    let repeat = prior.as_ref().map_or(opts.repeat, |p| p.repeats).max(1);
+    let only = prior.as_ref().map_or(opts.only.clone(), |p| p.only.clone());
+    for name in &only {
         if !matrix.engines.iter().any(|e| &e.name == name) {
             bail!(
                 "--only {name}: {} has no engine named '{name}' (engines: {})",
-                opts.matrix.display(),
+                matrix_path.display(),
                 matrix
                     .engines
                     .iter()
@@ -80,8 +347,8 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
             );
         }
     }
-    let mut cells = matrix.cells(opts.quick);
-    cells.retain(|c| opts.only.is_empty() || opts.only.contains(&c.engine));
+    let mut cells = matrix.cells(quick);
+    cells.retain(|c| only.is_empty() || only.contains(&c.engine));
     let pos = |names: Vec<&str>| -> HashMap<String, usize> {
         names
             .into_iter()
@@ -93,7 +360,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     let mods = pos(matrix.models.iter().map(|m| m.name.as_str()).collect());
     let engs = pos(matrix.engines.iter().map(|e| e.name.as_str()).collect());
     cells.sort_by_key(|c| (scen[&c.scenario], mods[&c.model], engs[&c.engine]));
-    let schedule = interleave(&cells, opts.repeat.max(1));
+    let schedule = interleave(&cells, repeat);
 
     let system = system::collect();
     // Before any engine loads, so nothing competes with the measurement.
@@ -114,54 +381,33 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     } else {
         None
     };
-    let out = opts
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("reports").join(format!("{}-{}", matrix.name, stamp())));
-    let mut dir = RunDir::create(&out, &text, &system)?;
 
-    let used_engines: HashSet<&str> = cells.iter().map(|c| c.engine.as_str()).collect();
-    let mut engines: HashMap<String, Result<LoadedEngine, String>> = HashMap::new();
-    let mut engine_records = Vec::new();
-    for (i, def) in matrix.engines.iter().enumerate() {
-        if !used_engines.contains(def.name.as_str()) {
-            continue;
-        }
-        let loaded = plugins::find(&opts.plugin_dir, &def.plugin).and_then(|f| plugins::load(&f));
-        let record = match &loaded {
-            Ok(l) => EngineRecord {
-                name: def.name.clone(),
-                plugin: def.plugin.clone(),
-                path: Some(l.file.path.display().to_string()),
-                api_version: Some(l.api_version.clone()),
-                info: Some(crate::info_json(&l.info)),
-                error: None,
-            },
-            Err(e) => {
-                let field = format!("engines[{i}].plugin");
-                let at = matrix.locate(&field);
-                eprintln!(
-                    "error: {at}: {field}: engine '{}': {}",
-                    def.name,
-                    if opts.verbose {
-                        e.verbose()
-                    } else {
-                        e.to_string()
-                    }
-                );
-                EngineRecord {
-                    name: def.name.clone(),
-                    plugin: def.plugin.clone(),
-                    path: None,
-                    api_version: None,
-                    info: None,
-                    error: Some(e.to_string()),
-                }
-            }
-        };
-        engine_records.push(record);
-        engines.insert(def.name.clone(), loaded.map_err(|e| e.to_string()));
+    // Energy: the idle draw, measured once before any engine runs, is
+    // subtracted from every cell's; `n/a` where nothing is readable.
+    let gpu = crate::telemetry::gpu::shared();
+    let idle_power = crate::telemetry::EnergyMeter::start(gpu.clone())
+        .and_then(|_| crate::telemetry::idle_baseline(Duration::from_secs(1), gpu.clone()));
+    let mut telemetry_unavailable = Vec::new();
+    if gpu.is_none() {
+        telemetry_unavailable.push(crate::telemetry::gpu::describe_unavailable().to_string());
     }
+    telemetry_unavailable.extend(crate::telemetry::energy::describe_unavailable(
+        gpu.as_deref(),
+    ));
+
+    let (mut dir, earlier) = match &opts.resume {
+        Some(path) => RunDir::resume(path)?,
+        None => {
+            let out = opts.out.clone().unwrap_or_else(|| {
+                PathBuf::from("reports").join(format!("{}-{}", matrix.name, stamp()))
+            });
+            (RunDir::create(&out, &text, &system)?, Vec::new())
+        }
+    };
+    let done: HashSet<(String, u32)> = earlier
+        .iter()
+        .map(|c| (c.cell.id.clone(), c.repeat))
+        .collect();
 
     let used_models: HashSet<&str> = cells.iter().map(|c| c.model.as_str()).collect();
     let mut models: HashMap<String, Result<ResolvedModel, String>> = HashMap::new();
@@ -170,7 +416,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         if !used_models.contains(def.name.as_str()) {
             continue;
         }
-        let resolved = resolve_model(def).map_err(|e| {
+        let resolved = cell::resolve_model(def).map_err(|e| {
             let field = format!("models[{i}]");
             let at = matrix.locate(&field);
             let msg = format!("{at}: {field}: model '{}': {e:#}", def.name);
@@ -187,23 +433,52 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         models.insert(def.name.clone(), resolved);
     }
 
+    // Engines are loaded by their workers; until one answers, its record
+    // holds the name and plugin only (or what an earlier run learned).
+    let used_engines: HashSet<&str> = cells.iter().map(|c| c.engine.as_str()).collect();
+    let engine_records: Vec<EngineRecord> = matrix
+        .engines
+        .iter()
+        .filter(|e| used_engines.contains(e.name.as_str()))
+        .map(|e| {
+            prior
+                .as_ref()
+                .and_then(|p| p.engines.iter().find(|r| r.name == e.name).cloned())
+                .unwrap_or(EngineRecord {
+                    name: e.name.clone(),
+                    plugin: e.plugin.clone(),
+                    path: None,
+                    api_version: None,
+                    info: None,
+                    error: None,
+                })
+        })
+        .collect();
+    let mut learned: HashSet<String> = HashSet::new();
+
     let mut summary = Summary {
         schema_version: SCHEMA_VERSION,
         tool: "engine-matrix".into(),
-        repeats: opts.repeat.max(1),
         matrix_name: matrix.name.clone(),
-        matrix_path: opts.matrix.display().to_string(),
+        matrix_path: matrix_path.display().to_string(),
         baseline: matrix.baseline.clone(),
-        quick: opts.quick,
+        quick,
+        repeats: repeat,
+        only: only.clone(),
         command: std::env::args().collect(),
-        started_at: utc_now(),
+        started_at: prior
+            .as_ref()
+            .map_or_else(utc_now, |p| p.started_at.clone()),
         finished_at: None,
         complete: false,
+        stopped: None,
+        idle_power: idle_power.clone(),
+        telemetry_unavailable,
         system,
         limits: limits.clone(),
         engines: engine_records,
         models: model_records,
-        cells: Vec::new(),
+        cells: earlier,
     };
     dir.write_summary(&summary)?;
 
@@ -221,43 +496,109 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         .iter()
         .map(|e| (e.name.as_str(), e))
         .collect();
-    let mut current: Option<Loaded> = None;
-    let mut hung: HashSet<String> = HashSet::new();
-    let mut failed_loads: HashMap<String, (Status, String)> = HashMap::new();
-    for &(cell, repeat) in &schedule {
-        bar.set_message(cell.id.clone());
-        let ctx = CellContext {
-            engine: &engines[&cell.engine],
-            def: engine_defs[cell.engine.as_str()],
-            model: &models[&cell.model],
-            stall: opts.stall,
-            limits: limits.as_ref(),
-        };
-        let (mut result, spans, raw) =
-            run_cell(cell, &ctx, &mut current, &mut hung, &mut failed_loads);
-        result.repeat = repeat;
-        if result.status != Status::Ok {
-            bar.println(format!(
-                "{}: {:?}: {}",
-                cell.id,
-                result.status,
-                result.reason.as_deref().unwrap_or("")
-            ));
+    let mut executor = Executor::new(&opts.isolation, &opts.plugin_dir, &dir.path)?;
+    install_interrupt_handler();
+    let deadline = opts.run_timeout.map(|t| Instant::now() + t);
+    let stop_reason = || {
+        if interrupted() {
+            Some("interrupted (Ctrl-C)".to_string())
+        } else if deadline.is_some_and(|d| Instant::now() >= d) {
+            let t = opts.run_timeout.unwrap_or_default().as_secs_f64();
+            Some(format!(
+                "the run timeout ({t:.0} s, --run-timeout) was reached"
+            ))
+        } else {
+            None
         }
-        dir.append(&ResultLine {
-            schema_version: SCHEMA_VERSION,
-            result: result.clone(),
-            iterations: spans,
-            requests: raw.iter().map(RawRequest::from).collect(),
-        })?;
-        summary.cells.push(result);
+    };
+    let stop = || interrupted();
+    let mut stopped: Option<String> = None;
+    let mut last_engine: Option<&str> = None;
+    for &(cell, repeat) in &schedule {
+        if done.contains(&(cell.id.clone(), repeat)) {
+            bar.inc(1);
+            continue;
+        }
+        if let Some(why) = stop_reason() {
+            stopped = Some(why);
+            break;
+        }
+        bar.set_message(cell.id.clone());
+        if let Some(prev) = last_engine.filter(|p| *p != cell.engine) {
+            executor.unload(prev);
+        }
+        last_engine = Some(cell.engine.as_str());
+        let job = Job {
+            cell: cell.clone(),
+            repeat,
+            model: models[&cell.model].clone(),
+            stall_s: opts.stall.as_secs_f64(),
+            limits: limits.clone(),
+            idle_watts: idle_power.as_ref().map(|p| p.watts),
+        };
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let limit = match (opts.cell_timeout, left) {
+            (Some(a), Some(b)) if b < a => Some((b, RUN_TIMEOUT)),
+            (Some(a), _) => Some((a, "--cell-timeout")),
+            (None, Some(b)) => Some((b, RUN_TIMEOUT)),
+            (None, None) => None,
+        };
+        let def = engine_defs[cell.engine.as_str()];
+        let line = match executor.run(def, job, limit, &stop) {
+            Ran::Line(l) => l,
+            Ran::Stopped => {
+                stopped = stop_reason();
+                break;
+            }
+        };
+        if !learned.contains(&cell.engine) {
+            if let Some((record, verbose)) = executor.record(&cell.engine) {
+                learned.insert(cell.engine.clone());
+                if let Some(e) = &record.error {
+                    let i = matrix
+                        .engines
+                        .iter()
+                        .position(|x| x.name == cell.engine)
+                        .unwrap_or(0);
+                    let field = format!("engines[{i}].plugin");
+                    let long = verbose.filter(|_| opts.verbose);
+                    // suspend + eprintln: printed also when stderr is not
+                    // a terminal (the bar is hidden there).
+                    bar.suspend(|| {
+                        eprintln!(
+                            "error: {}: {field}: engine '{}': {}",
+                            matrix.locate(&field),
+                            cell.engine,
+                            long.as_deref().unwrap_or(e)
+                        )
+                    });
+                }
+                if let Some(slot) = summary.engines.iter_mut().find(|r| r.name == cell.engine) {
+                    *slot = record;
+                }
+            }
+        }
+        let result = &line.result;
+        if result.status != Status::Ok {
+            bar.suspend(|| {
+                eprintln!(
+                    "{}: {}: {}",
+                    cell.id,
+                    crate::report::status_name(result.status),
+                    result.reason.as_deref().unwrap_or("")
+                )
+            });
+        }
+        dir.append(&line)?;
+        summary.cells.push(line.result.clone());
         dir.write_summary(&summary)?;
         bar.inc(1);
     }
     bar.finish_and_clear();
-    drop(current);
+    executor.shutdown();
     summary.finished_at = Some(utc_now());
-    summary.complete = true;
+    summary.complete = stopped.is_none();
+    summary.stopped = stopped;
     dir.write_summary(&summary)?;
     // The results are saved: a report that cannot be written is a warning,
     // and `engine-matrix report DIR` can try again.
@@ -283,40 +624,6 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     })
 }
 
-/// A cell's roofline efficiency: decode from TPOT p50 at the cell's
-/// nominal decode batch, prefill from the engine-reported prefill time (or
-/// TTFT where the engine reports none).
-fn efficiency(
-    cell: &Cell,
-    shape: &Gpt2Shape,
-    m: &crate::metrics::CellMetrics,
-    limits: &crate::roofline::Limits,
-) -> crate::roofline::Efficiency {
-    let p = &cell.params;
-    let batch = match cell.kind {
-        crate::matrix::ScenarioKind::Latency => p.batch_size,
-        crate::matrix::ScenarioKind::Throughput => p.max_batch.min(p.num_requests),
-        crate::matrix::ScenarioKind::Concurrency => p.concurrency.min(p.max_batch),
-    }
-    .max(1);
-    let prefill_ms = m
-        .engine_prefill_ms
-        .as_ref()
-        .map(|d| d.p50)
-        .filter(|x| *x > 0.0)
-        .or(m.ttft_ms.as_ref().map(|d| d.p50));
-    crate::roofline::efficiency(
-        shape,
-        &p.dtype,
-        limits,
-        p.input_tokens,
-        p.output_tokens,
-        batch,
-        m.tpot_ms.as_ref().map(|d| d.p50),
-        prefill_ms,
-    )
-}
-
 /// The order cells run in: scenario by scenario and model by model; with
 /// `repeat` > 1 each such group runs `repeat` times with the engines
 /// interleaved (A B C, A B C, ...), so that every repetition holds one
@@ -335,262 +642,6 @@ fn interleave(cells: &[Cell], repeat: u32) -> Vec<(&Cell, u32)> {
         start = end;
     }
     out
-}
-
-fn resolve_model(def: &ModelDef) -> Result<ResolvedModel> {
-    let path = match &def.weights {
-        ModelWeights::Synthetic { config, seed } => synthetic::ensure(config, *seed)?,
-        ModelWeights::Path(p) => p.clone(),
-    };
-    let config = path.join("config.json");
-    let text = std::fs::read_to_string(&config)
-        .with_context(|| format!("cannot read {}", config.display()))?;
-    let shape = Gpt2Shape::from_json(&text, &config.display().to_string())?;
-    let weights = path.join("model.safetensors");
-    if !weights.is_file() {
-        bail!("{} not found", weights.display());
-    }
-    Ok(ResolvedModel {
-        def: def.clone(),
-        path,
-        shape,
-    })
-}
-
-struct CellContext<'a> {
-    engine: &'a Result<LoadedEngine, String>,
-    def: &'a EngineDef,
-    model: &'a Result<ResolvedModel, String>,
-    stall: Duration,
-    limits: Option<&'a crate::roofline::Limits>,
-}
-
-type CellRun = (CellResult, Vec<IterationSpan>, Vec<RequestRecord>);
-
-fn run_cell(
-    cell: &Cell,
-    ctx: &CellContext,
-    current: &mut Option<Loaded>,
-    hung: &mut HashSet<String>,
-    failed_loads: &mut HashMap<String, (Status, String)>,
-) -> CellRun {
-    let started_at = utc_now();
-    let t0 = Instant::now();
-    let mut result = CellResult {
-        cell: cell.clone(),
-        plugin: ctx.def.plugin.clone(),
-        status: Status::Failed,
-        reason: None,
-        started_at,
-        wall_s: 0.0,
-        memory: None,
-        metrics: None,
-        repeat: 0,
-        efficiency: None,
-    };
-    let finish = |status, reason: Option<String>, mut r: CellResult| {
-        r.status = status;
-        r.reason = reason;
-        r.wall_s = t0.elapsed().as_secs_f64();
-        r
-    };
-    let engine = match ctx.engine {
-        Ok(e) => e,
-        Err(e) => {
-            let r = finish(
-                Status::Failed,
-                Some(format!("engine not loaded: {e}")),
-                result,
-            );
-            return (r, vec![], vec![]);
-        }
-    };
-    let model = match ctx.model {
-        Ok(m) => m,
-        Err(e) => {
-            return (
-                finish(Status::Failed, Some(e.clone()), result),
-                vec![],
-                vec![],
-            )
-        }
-    };
-    if hung.contains(&cell.engine) {
-        let why = "engine hung in an earlier cell; its remaining cells were not run".to_string();
-        return (finish(Status::Failed, Some(why), result), vec![], vec![]);
-    }
-    let p = &cell.params;
-    let info = &engine.info;
-    if !info.dtypes.iter().any(|d| d.as_str() == p.dtype) {
-        let why = format!(
-            "engine '{}' supports dtypes [{}], not {}",
-            cell.engine,
-            info.dtypes
-                .iter()
-                .map(|d| d.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            p.dtype
-        );
-        return (
-            finish(Status::Unsupported, Some(why), result),
-            vec![],
-            vec![],
-        );
-    }
-    let quants: Vec<&str> = info.quantizations.iter().map(|q| q.as_str()).collect();
-    if !(quants.contains(&p.quantization.as_str()) || quants.is_empty() && p.quantization == "none")
-    {
-        let why = format!(
-            "engine '{}' supports quantizations [{}], not {}",
-            cell.engine,
-            quants.join(", "),
-            p.quantization
-        );
-        return (
-            finish(Status::Unsupported, Some(why), result),
-            vec![],
-            vec![],
-        );
-    }
-
-    // Load (or reuse) the model.
-    let key = format!(
-        "{}\n{}\n{}\n{}\n{}\n{}",
-        cell.engine,
-        cell.model,
-        p.dtype,
-        p.quantization,
-        p.batch_policy.as_str(),
-        p.max_batch
-    );
-    let mut memory = MemoryRecord::default();
-    if let Some((status, why)) = failed_loads.get(&key) {
-        // The same load already failed: do not retry it for every cell.
-        return (finish(*status, Some(why.clone()), result), vec![], vec![]);
-    }
-    if current.as_ref().map(|l| &l.key) != Some(&key) {
-        *current = None; // free the previous model before measuring
-        let before = system::rss();
-        let spec = ModelSpec {
-            name: cell.model.clone().into(),
-            architecture: model.def.architecture.clone().into(),
-            path: model.path.display().to_string().into(),
-            dtype: p.dtype.clone().into(),
-            quantization: p.quantization.clone().into(),
-        };
-        let options = LoadOptions {
-            batch_policy: p.batch_policy,
-            max_batch: p.max_batch.max(1),
-            options_json: ctx.def.options.to_string().into(),
-        };
-        let t = Instant::now();
-        match engine.engine.load(&spec, &options).into_result() {
-            Ok(m) => {
-                let load_time_ms = t.elapsed().as_secs_f64() * 1e3;
-                let after = system::rss();
-                *current = Some(Loaded {
-                    key: key.clone(),
-                    model: m,
-                    load_bytes: before
-                        .zip(after)
-                        .map(|(b, a)| a.rss_bytes as i64 - b.rss_bytes as i64),
-                    load_time_ms,
-                });
-                memory.loaded_here = true;
-            }
-            Err(e) => {
-                let status = if e.is_unsupported() {
-                    Status::Unsupported
-                } else {
-                    Status::Failed
-                };
-                let why = format!("loading model '{}' failed: {e}", cell.model);
-                failed_loads.insert(key, (status, why.clone()));
-                return (finish(status, Some(why), result), vec![], vec![]);
-            }
-        }
-    }
-    let Some(loaded) = current.as_ref() else {
-        return (
-            finish(Status::Failed, Some("no model".into()), result),
-            vec![],
-            vec![],
-        );
-    };
-    memory.load_bytes = loaded.load_bytes;
-    memory.load_time_ms = Some(loaded.load_time_ms);
-
-    let workload_key = format!(
-        "{}/{}/{}",
-        cell.scenario,
-        cell.model,
-        serde_json::to_string(&cell.params).unwrap_or_default()
-    );
-    let prompts = PromptGen::new(
-        0,
-        &workload_key,
-        model.shape.vocab_size as u32,
-        model.shape.eos_token_id,
-    );
-    let _ = loaded.model.memory(); // resets the engine's KV peak
-    memory.peak_is_per_cell = system::reset_peak_rss();
-    let start = system::rss();
-    let exec = scenario::execute(&loaded.model, cell, &prompts, ctx.stall);
-    let end = system::rss();
-    let engine_mem = loaded.model.memory();
-    memory.rss_start_bytes = start.map(|r| r.rss_bytes);
-    memory.rss_end_bytes = end.map(|r| r.rss_bytes);
-    memory.peak_rss_bytes = end.map(|r| r.peak_bytes);
-    memory.weight_bytes = engine_mem.weight_bytes;
-    memory.kv_cache_peak_bytes = engine_mem.kv_cache_peak_bytes;
-    memory.kv_cache_reserved_bytes = engine_mem.kv_cache_reserved_bytes;
-    result.memory = Some(memory);
-
-    let records = exec.collector.take_records();
-    let metrics = compute(
-        &records,
-        &exec.spans,
-        model.shape.vocab_size,
-        p.output_tokens,
-    );
-    let (status, reason) = match exec.outcome {
-        Ok(()) if metrics.requests > 0 && metrics.completed == 0 => {
-            let why = metrics
-                .failure_reasons
-                .keys()
-                .next()
-                .cloned()
-                .unwrap_or_else(|| "no request completed".into());
-            (Status::Failed, Some(format!("every request failed: {why}")))
-        }
-        Ok(()) => (Status::Ok, None),
-        Err(Stop::Unsupported(m)) => (Status::Unsupported, Some(m)),
-        Err(Stop::Failed(m)) => (Status::Failed, Some(m)),
-        Err(Stop::Hung(m)) => {
-            // The engine may never return: leak the model rather than
-            // block on dropping it, and skip the engine's other cells.
-            hung.insert(cell.engine.clone());
-            if let Some(l) = current.take() {
-                std::mem::forget(l);
-            }
-            (Status::Failed, Some(m))
-        }
-    };
-    if status == Status::Ok {
-        // The limits are the CPU's: a cell on a GPU has no roof to be
-        // measured against yet, so it gets no efficiency rather than a
-        // wrong one.
-        let on_gpu = ctx.def.options["device"]
-            .as_str()
-            .is_some_and(|d| !d.eq_ignore_ascii_case("cpu"));
-        result.efficiency = ctx
-            .limits
-            .filter(|_| !on_gpu)
-            .map(|l| efficiency(cell, &model.shape, &metrics, l));
-        result.metrics = Some(metrics);
-    }
-    (finish(status, reason, result), exec.spans, records)
 }
 
 #[cfg(test)]

@@ -101,6 +101,8 @@ impl Runner<'_> {
             warmup,
             start_ns,
             end_ns: self.collector.now_ns(),
+            // A few µs (/proc/self/statm), outside the timed span.
+            rss_bytes: crate::telemetry::rss_bytes(),
         });
         Ok(())
     }

@@ -729,6 +729,24 @@ pub fn executive(summary: &Summary, groups: &[Group]) -> Executive {
             }
         }
     }
+    // Memory lifecycle: leaks are findings, whatever the speed.
+    for g in groups {
+        for r in g.ok_runs() {
+            if let Some(l) = r.memory.as_ref().and_then(|m| m.leak.as_ref()) {
+                if l.verdict == crate::telemetry::LeakVerdict::Leak {
+                    ex.findings.push(format!(
+                        "**memory leak** in `{}`: RSS grows {:.0} MB/hour over {} iterations ({:.0} MB in {:.1} s); target 0 MB/h, acceptable < {:.0} MB/h.",
+                        g.cell().id,
+                        l.slope_mb_per_hour,
+                        l.samples,
+                        l.growth_mb,
+                        l.window_s,
+                        crate::telemetry::leak::ACCEPTABLE_MB_PER_HOUR
+                    ));
+                }
+            }
+        }
+    }
     if ex.unsupported + ex.failed > 0 {
         ex.recommendations.push(format!(
             "{} cells were unsupported and {} failed: see their reasons before drawing conclusions.",

@@ -92,6 +92,15 @@ pub fn csv(summary: &Summary) -> String {
         "speedup_lo",
         "speedup_hi",
         "speedup_samples",
+        "sampled_peak_rss_mib",
+        "leak_iterations",
+        "leak_slope_mb_per_hour",
+        "leak_verdict",
+        "energy_j",
+        "energy_j_per_output_token",
+        "energy_j_above_idle_per_output_token",
+        "gpu_peak_memory_mib",
+        "gpu_mean_power_w",
     ] {
         header.push(h.into());
     }
@@ -165,6 +174,27 @@ fn row(c: &CellResult, sp: Option<analysis::Speedup>) -> Vec<String> {
     r.push(num(sp.map(|s| s.est.lo)));
     r.push(num(sp.map(|s| s.est.hi)));
     r.push(sp.map(|s| s.est.n.to_string()).unwrap_or_default());
+    r.push(mib(mem
+        .and_then(|m| m.sampled_peak_rss_bytes)
+        .map(|b| b as f64)));
+    let leak = mem.and_then(|m| m.leak.as_ref());
+    r.push(leak.map(|l| l.samples.to_string()).unwrap_or_default());
+    r.push(num(leak.map(|l| l.slope_mb_per_hour)));
+    r.push(
+        leak.map(|l| l.verdict.as_str().to_string())
+            .unwrap_or_default(),
+    );
+    let energy = mem.and_then(|m| m.energy.as_ref());
+    r.push(num(energy.map(|e| e.joules)));
+    r.push(num(energy.and_then(|e| e.joules_per_output_token)));
+    r.push(num(
+        energy.and_then(|e| e.joules_above_idle_per_output_token)
+    ));
+    let gpu = mem.and_then(|m| m.gpu.as_ref());
+    r.push(mib(gpu
+        .and_then(|g| g.peak_memory_used_bytes)
+        .map(|b| b as f64)));
+    r.push(num(gpu.and_then(|g| g.mean_power_w)));
     r
 }
 

@@ -110,6 +110,7 @@ pub fn html(i: &Inputs) -> String {
     summary_section(&mut o, i);
     charts_section(&mut o, i);
     results_section(&mut o, i);
+    lifecycle_section(&mut o, i);
     problems_section(&mut o, i);
     system_section(&mut o, i);
     let _ = writeln!(o, "<h2 id=\"matrix\">The matrix as it was run</h2>");
@@ -280,6 +281,62 @@ fn results_section(o: &mut String, i: &Inputs) {
     }
     if scenario.is_some() {
         o.push_str("</tbody></table>\n");
+    }
+}
+
+fn lifecycle_section(o: &mut String, i: &Inputs) {
+    use crate::telemetry::leak::MIN_POINTS;
+    let _ = writeln!(o, "<h2 id=\"lifecycle\">Memory lifecycle and energy</h2>");
+    let mut rows = String::new();
+    let mut short = 0;
+    for g in i.groups {
+        for r in g.ok_runs() {
+            match r.memory.as_ref().and_then(|m| m.leak.as_ref()) {
+                Some(l) if l.samples >= MIN_POINTS => {
+                    let _ = writeln!(
+                        rows,
+                        "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.1}</td><td class=\"n\">{:.1}</td><td class=\"{}\">{}</td></tr>",
+                        esc(&g.cell().id),
+                        r.repeat,
+                        l.samples,
+                        l.slope_mb_per_hour,
+                        l.growth_mb,
+                        if l.verdict == crate::telemetry::LeakVerdict::Leak { "failed" } else { "ok" },
+                        l.verdict.as_str()
+                    );
+                }
+                _ => short += 1,
+            }
+        }
+    }
+    if rows.is_empty() {
+        let _ = writeln!(
+            o,
+            "<p>No leak verdict: a leak check needs at least {MIN_POINTS} measured iterations of a cell (the <code>stress</code> preset runs them); {short} cells had fewer.</p>"
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "<table><thead><tr><th>cell</th><th>repeat</th><th>iterations</th><th>RSS slope MB/h</th><th>growth MB</th><th>verdict</th></tr></thead><tbody>\n{rows}</tbody></table>\n<p>Target 0 MB/h; under {:.0} MB/h is acceptable; {short} cells had fewer than {MIN_POINTS} iterations.</p>",
+            crate::telemetry::leak::ACCEPTABLE_MB_PER_HOUR
+        );
+    }
+    match &i.summary.idle_power {
+        Some(p) => {
+            let _ = writeln!(
+                o,
+                "<p>Idle power {:.1} W ({}), subtracted from each cell's energy (per-cell joules in summary.csv).</p>",
+                p.watts,
+                esc(&p.source)
+            );
+        }
+        None => {
+            o.push_str("<ul>");
+            for why in &i.summary.telemetry_unavailable {
+                let _ = write!(o, "<li>{}</li>", esc(why));
+            }
+            o.push_str("</ul>\n");
+        }
     }
 }
 

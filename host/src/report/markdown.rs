@@ -179,6 +179,7 @@ pub fn markdown(summary: &Summary) -> String {
             cell(b)
         );
     }
+    out.push_str(&lifecycle_markdown(summary, &groups));
     let not_ok: Vec<&Group> = groups
         .iter()
         .filter(|g| g.status().0 != Status::Ok)
@@ -195,6 +196,69 @@ pub fn markdown(summary: &Summary) -> String {
                 status_name(s),
                 cell(why.as_deref().unwrap_or(""))
             );
+        }
+    }
+    out
+}
+
+/// Leak checks (cells with enough iterations), energy and GPU availability.
+pub(crate) fn lifecycle_markdown(summary: &Summary, groups: &[Group]) -> String {
+    use crate::telemetry::leak::MIN_POINTS;
+    let mut out = String::new();
+    let mut rows = Vec::new();
+    let mut short = 0;
+    for g in groups {
+        for r in g.ok_runs() {
+            match r.memory.as_ref().and_then(|m| m.leak.as_ref()) {
+                Some(l) if l.samples >= MIN_POINTS => {
+                    rows.push((g.cell().id.as_str(), r.repeat, l))
+                }
+                _ => short += 1,
+            }
+        }
+    }
+    let _ = writeln!(out, "\n## Memory lifecycle and energy\n");
+    if rows.is_empty() {
+        let _ = writeln!(
+            out,
+            "No leak verdict: a leak check needs at least {MIN_POINTS} measured iterations of a cell (the `stress` preset runs them); {short} cells had fewer.\n"
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "| cell | repeat | iterations | RSS slope MB/h | growth MB | verdict |\n|---|---:|---:|---:|---:|---|"
+        );
+        for (id, rep, l) in rows {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.1} | {:.1} | {} |",
+                cell(id),
+                rep,
+                l.samples,
+                l.slope_mb_per_hour,
+                l.growth_mb,
+                l.verdict.as_str()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nTarget 0 MB/h; under {:.0} MB/h is acceptable. {short} cells had fewer than {MIN_POINTS} iterations (no verdict).\n",
+            crate::telemetry::leak::ACCEPTABLE_MB_PER_HOUR
+        );
+    }
+    match &summary.idle_power {
+        Some(p) => {
+            let _ = writeln!(
+                out,
+                "Idle power {:.1} W ({}), subtracted from each cell's energy.",
+                p.watts,
+                cell(&p.source)
+            );
+        }
+        None => {
+            for why in &summary.telemetry_unavailable {
+                let _ = writeln!(out, "- {}", cell(why));
+            }
         }
     }
     out

@@ -1,0 +1,512 @@
+//! One cell against one engine: what a worker process (or, with
+//! `run --in-process`, the host itself) does for every cell it is given.
+//!
+//! [`EngineSlot`] is a loaded plugin (or why it did not load); [`CellState`]
+//! keeps the model loaded across the cells that share it (a model is
+//! reloaded only when the engine, model, dtype, quantization or batching
+//! settings change), remembers loads that failed so they are not retried
+//! for every cell, and engines that hung. [`execute`] runs one cell and
+//! returns its result line, never an error: a problem becomes a `failed`
+//! or `unsupported` result with its reason.
+
+use crate::matrix::{Cell, EngineDef, ModelDef, ModelWeights};
+use crate::measure::RequestRecord;
+use crate::metrics::{compute, IterationSpan};
+use crate::output::{
+    utc_now, CellResult, EngineRecord, MemoryRecord, RawRequest, ResultLine, Status, SCHEMA_VERSION,
+};
+use crate::plugins::{self, LoadedEngine};
+use crate::prompts::PromptGen;
+use crate::scenario::{self, Stop};
+use crate::synthetic::{self, Gpt2Shape};
+use crate::system;
+use anyhow::{bail, Context, Result};
+use engine_api::{LoadOptions, ModelBox, ModelSpec};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A plugin as loaded for one engine of the matrix.
+pub struct EngineSlot {
+    pub def: EngineDef,
+    pub loaded: Result<LoadedEngine, String>,
+    pub record: EngineRecord,
+    /// The loader's long report (abi_stable's layout mismatch), for -v.
+    pub verbose_error: Option<String>,
+}
+
+impl EngineSlot {
+    pub fn load(def: &EngineDef, plugin_dir: &Path) -> EngineSlot {
+        let loaded = plugins::find(plugin_dir, &def.plugin).and_then(|f| plugins::load(&f));
+        let (record, verbose_error) = match &loaded {
+            Ok(l) => (
+                EngineRecord {
+                    name: def.name.clone(),
+                    plugin: def.plugin.clone(),
+                    path: Some(l.file.path.display().to_string()),
+                    api_version: Some(l.api_version.clone()),
+                    info: Some(crate::info_json(&l.info)),
+                    error: None,
+                },
+                None,
+            ),
+            Err(e) => (
+                EngineRecord {
+                    name: def.name.clone(),
+                    plugin: def.plugin.clone(),
+                    path: None,
+                    api_version: None,
+                    info: None,
+                    error: Some(e.to_string()),
+                },
+                Some(e.verbose()),
+            ),
+        };
+        EngineSlot {
+            def: def.clone(),
+            loaded: loaded.map_err(|e| e.to_string()),
+            record,
+            verbose_error,
+        }
+    }
+}
+
+/// What stays between the cells of one engine.
+#[derive(Default)]
+pub struct CellState {
+    current: Option<Loaded>,
+    hung: HashSet<String>,
+    failed_loads: HashMap<String, (Status, String)>,
+}
+
+impl CellState {
+    /// Frees the loaded model (before another engine's cells run).
+    pub fn unload(&mut self) {
+        self.current = None;
+    }
+}
+
+/// One cell to run, with everything the engine side needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub cell: Cell,
+    pub repeat: u32,
+    pub model: Result<ResolvedModel, String>,
+    pub stall_s: f64,
+    pub limits: Option<crate::roofline::Limits>,
+    /// The run's idle power (W), subtracted from the cell's energy.
+    #[serde(default)]
+    pub idle_watts: Option<f64>,
+}
+
+/// Runs `job`; the flag says the engine hung (its model could not be freed).
+pub fn execute(slot: &EngineSlot, state: &mut CellState, job: &Job) -> (ResultLine, bool) {
+    let ctx = CellContext {
+        engine: &slot.loaded,
+        def: &slot.def,
+        model: &job.model,
+        stall: Duration::from_secs_f64(job.stall_s.max(0.001)),
+        limits: job.limits.as_ref(),
+        idle_watts: job.idle_watts,
+    };
+    let was_hung = state.hung.contains(&job.cell.engine);
+    let (mut result, spans, raw) = run_cell(
+        &job.cell,
+        &ctx,
+        &mut state.current,
+        &mut state.hung,
+        &mut state.failed_loads,
+    );
+    result.repeat = job.repeat;
+    let hung = !was_hung && state.hung.contains(&job.cell.engine);
+    let line = ResultLine {
+        schema_version: SCHEMA_VERSION,
+        result,
+        iterations: spans,
+        requests: raw.iter().map(RawRequest::from).collect(),
+    };
+    (line, hung)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResolvedModel {
+    pub def: ModelDef,
+    pub path: PathBuf,
+    pub shape: Gpt2Shape,
+}
+
+struct Loaded {
+    key: String,
+    model: ModelBox,
+    load_bytes: Option<i64>,
+    load_time_ms: f64,
+}
+
+/// A cell's roofline efficiency: decode from TPOT p50 at the cell's
+/// nominal decode batch, prefill from the engine-reported prefill time (or
+/// TTFT where the engine reports none).
+fn efficiency(
+    cell: &Cell,
+    shape: &Gpt2Shape,
+    m: &crate::metrics::CellMetrics,
+    limits: &crate::roofline::Limits,
+) -> crate::roofline::Efficiency {
+    let p = &cell.params;
+    let batch = match cell.kind {
+        crate::matrix::ScenarioKind::Latency => p.batch_size,
+        crate::matrix::ScenarioKind::Throughput => p.max_batch.min(p.num_requests),
+        crate::matrix::ScenarioKind::Concurrency => p.concurrency.min(p.max_batch),
+    }
+    .max(1);
+    let prefill_ms = m
+        .engine_prefill_ms
+        .as_ref()
+        .map(|d| d.p50)
+        .filter(|x| *x > 0.0)
+        .or(m.ttft_ms.as_ref().map(|d| d.p50));
+    crate::roofline::efficiency(
+        shape,
+        &p.dtype,
+        limits,
+        p.input_tokens,
+        p.output_tokens,
+        batch,
+        m.tpot_ms.as_ref().map(|d| d.p50),
+        prefill_ms,
+    )
+}
+
+pub fn resolve_model(def: &ModelDef) -> Result<ResolvedModel> {
+    let path = match &def.weights {
+        ModelWeights::Synthetic { config, seed } => synthetic::ensure(config, *seed)?,
+        ModelWeights::Path(p) => p.clone(),
+    };
+    let config = path.join("config.json");
+    let text = std::fs::read_to_string(&config)
+        .with_context(|| format!("cannot read {}", config.display()))?;
+    let shape = Gpt2Shape::from_json(&text, &config.display().to_string())?;
+    let weights = path.join("model.safetensors");
+    if !weights.is_file() {
+        bail!("{} not found", weights.display());
+    }
+    Ok(ResolvedModel {
+        def: def.clone(),
+        path,
+        shape,
+    })
+}
+
+pub(crate) struct CellContext<'a> {
+    engine: &'a Result<LoadedEngine, String>,
+    def: &'a EngineDef,
+    model: &'a Result<ResolvedModel, String>,
+    stall: Duration,
+    limits: Option<&'a crate::roofline::Limits>,
+    idle_watts: Option<f64>,
+}
+
+type CellRun = (CellResult, Vec<IterationSpan>, Vec<RequestRecord>);
+
+fn run_cell(
+    cell: &Cell,
+    ctx: &CellContext,
+    current: &mut Option<Loaded>,
+    hung: &mut HashSet<String>,
+    failed_loads: &mut HashMap<String, (Status, String)>,
+) -> CellRun {
+    let started_at = utc_now();
+    let t0 = Instant::now();
+    let mut result = CellResult {
+        cell: cell.clone(),
+        plugin: ctx.def.plugin.clone(),
+        status: Status::Failed,
+        reason: None,
+        started_at,
+        wall_s: 0.0,
+        memory: None,
+        metrics: None,
+        repeat: 0,
+        efficiency: None,
+    };
+    let finish = |status, reason: Option<String>, mut r: CellResult| {
+        r.status = status;
+        r.reason = reason;
+        r.wall_s = t0.elapsed().as_secs_f64();
+        r
+    };
+    let engine = match ctx.engine {
+        Ok(e) => e,
+        Err(e) => {
+            let r = finish(
+                Status::Failed,
+                Some(format!("engine not loaded: {e}")),
+                result,
+            );
+            return (r, vec![], vec![]);
+        }
+    };
+    let model = match ctx.model {
+        Ok(m) => m,
+        Err(e) => {
+            return (
+                finish(Status::Failed, Some(e.clone()), result),
+                vec![],
+                vec![],
+            )
+        }
+    };
+    if hung.contains(&cell.engine) {
+        let why = "engine hung in an earlier cell; its remaining cells were not run".to_string();
+        return (finish(Status::Failed, Some(why), result), vec![], vec![]);
+    }
+    let p = &cell.params;
+    let info = &engine.info;
+    if !info.dtypes.iter().any(|d| d.as_str() == p.dtype) {
+        let why = format!(
+            "engine '{}' supports dtypes [{}], not {}",
+            cell.engine,
+            info.dtypes
+                .iter()
+                .map(|d| d.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            p.dtype
+        );
+        return (
+            finish(Status::Unsupported, Some(why), result),
+            vec![],
+            vec![],
+        );
+    }
+    let quants: Vec<&str> = info.quantizations.iter().map(|q| q.as_str()).collect();
+    if !(quants.contains(&p.quantization.as_str()) || quants.is_empty() && p.quantization == "none")
+    {
+        let why = format!(
+            "engine '{}' supports quantizations [{}], not {}",
+            cell.engine,
+            quants.join(", "),
+            p.quantization
+        );
+        return (
+            finish(Status::Unsupported, Some(why), result),
+            vec![],
+            vec![],
+        );
+    }
+
+    // Load (or reuse) the model.
+    let key = format!(
+        "{}\n{}\n{}\n{}\n{}\n{}",
+        cell.engine,
+        cell.model,
+        p.dtype,
+        p.quantization,
+        p.batch_policy.as_str(),
+        p.max_batch
+    );
+    let mut memory = MemoryRecord::default();
+    if let Some((status, why)) = failed_loads.get(&key) {
+        // The same load already failed: do not retry it for every cell.
+        return (finish(*status, Some(why.clone()), result), vec![], vec![]);
+    }
+    if current.as_ref().map(|l| &l.key) != Some(&key) {
+        *current = None; // free the previous model before measuring
+        let before = system::rss();
+        let spec = ModelSpec {
+            name: cell.model.clone().into(),
+            architecture: model.def.architecture.clone().into(),
+            path: model.path.display().to_string().into(),
+            dtype: p.dtype.clone().into(),
+            quantization: p.quantization.clone().into(),
+        };
+        let options = LoadOptions {
+            batch_policy: p.batch_policy,
+            max_batch: p.max_batch.max(1),
+            options_json: ctx.def.options.to_string().into(),
+        };
+        let t = Instant::now();
+        match engine.engine.load(&spec, &options).into_result() {
+            Ok(m) => {
+                let load_time_ms = t.elapsed().as_secs_f64() * 1e3;
+                let after = system::rss();
+                *current = Some(Loaded {
+                    key: key.clone(),
+                    model: m,
+                    load_bytes: before
+                        .zip(after)
+                        .map(|(b, a)| a.rss_bytes as i64 - b.rss_bytes as i64),
+                    load_time_ms,
+                });
+                memory.loaded_here = true;
+            }
+            Err(e) => {
+                let status = if e.is_unsupported() {
+                    Status::Unsupported
+                } else {
+                    Status::Failed
+                };
+                let why = format!("loading model '{}' failed: {e}", cell.model);
+                failed_loads.insert(key, (status, why.clone()));
+                return (finish(status, Some(why), result), vec![], vec![]);
+            }
+        }
+    }
+    let Some(loaded) = current.as_ref() else {
+        return (
+            finish(Status::Failed, Some("no model".into()), result),
+            vec![],
+            vec![],
+        );
+    };
+    memory.load_bytes = loaded.load_bytes;
+    memory.load_time_ms = Some(loaded.load_time_ms);
+
+    let workload_key = format!(
+        "{}/{}/{}",
+        cell.scenario,
+        cell.model,
+        serde_json::to_string(&cell.params).unwrap_or_default()
+    );
+    let prompts = PromptGen::new(
+        0,
+        &workload_key,
+        model.shape.vocab_size as u32,
+        model.shape.eos_token_id,
+    );
+    let _ = loaded.model.memory(); // resets the engine's KV peak
+    memory.peak_is_per_cell = system::reset_peak_rss();
+    let start = system::rss();
+    // Sleeps between samples: a spinning sampler would take a core from
+    // the engine on a 2-core machine.
+    let sampler = crate::telemetry::Sampler::start(
+        crate::telemetry::sampler::DEFAULT_INTERVAL,
+        crate::telemetry::Sources::all(),
+    );
+    let exec = scenario::execute(&loaded.model, cell, &prompts, ctx.stall);
+    let samples = sampler.stop();
+    let end = system::rss();
+    let engine_mem = loaded.model.memory();
+    memory.rss_start_bytes = start.map(|r| r.rss_bytes);
+    memory.rss_end_bytes = end.map(|r| r.rss_bytes);
+    memory.peak_rss_bytes = end.map(|r| r.peak_bytes);
+    memory.weight_bytes = engine_mem.weight_bytes;
+    memory.kv_cache_peak_bytes = engine_mem.kv_cache_peak_bytes;
+    memory.kv_cache_reserved_bytes = engine_mem.kv_cache_reserved_bytes;
+    memory.sampled_peak_rss_bytes = samples.peak_rss_bytes;
+    let points: Vec<(f64, u64)> = exec
+        .spans
+        .iter()
+        .filter(|s| !s.warmup)
+        .filter_map(|s| Some((s.end_ns as f64 * 1e-9, s.rss_bytes?)))
+        .collect();
+    memory.leak = (points.len() >= 2).then(|| crate::telemetry::leak_check(&points));
+    memory.gpu =
+        crate::output::GpuRecord::from_samples(&samples.gpu, &samples.gpu_peak_memory_bytes);
+
+    let records = exec.collector.take_records();
+    let metrics = compute(
+        &records,
+        &exec.spans,
+        model.shape.vocab_size,
+        p.output_tokens,
+    );
+    if let (Some(j), Some(source)) = (samples.energy_j, &samples.energy_source) {
+        memory.energy = Some(crate::telemetry::energy_record(
+            source,
+            j,
+            samples.duration_s,
+            ctx.idle_watts,
+            metrics.total_output_tokens,
+        ));
+    }
+    result.memory = Some(memory);
+    let (status, reason) = match exec.outcome {
+        Ok(()) if metrics.requests > 0 && metrics.completed == 0 => {
+            let why = metrics
+                .failure_reasons
+                .keys()
+                .next()
+                .cloned()
+                .unwrap_or_else(|| "no request completed".into());
+            (Status::Failed, Some(format!("every request failed: {why}")))
+        }
+        // Figures of an engine that emits tokens it should not are not
+        // comparable: the cell fails, its metrics stay for diagnosis.
+        Ok(()) if metrics.out_of_vocab_tokens > 0 => (
+            Status::Failed,
+            Some(format!(
+                "the engine emitted {} token ids outside the vocabulary (vocab_size {})",
+                metrics.out_of_vocab_tokens, model.shape.vocab_size
+            )),
+        ),
+        Ok(()) if metrics.output_length_mismatches > 0 => {
+            let example = records
+                .iter()
+                .filter(|r| !r.warmup && r.error.is_none() && r.completion.is_some())
+                .map(|r| r.tokens.len())
+                .find(|&n| n != p.output_tokens as usize)
+                .unwrap_or(0);
+            (
+                Status::Failed,
+                Some(format!(
+                    "{} of {} completed requests produced a different number of tokens than the {} requested (e.g. {example})",
+                    metrics.output_length_mismatches, metrics.completed, p.output_tokens
+                )),
+            )
+        }
+        Ok(()) => (Status::Ok, None),
+        Err(Stop::Unsupported(m)) => (Status::Unsupported, Some(m)),
+        Err(Stop::Failed(m)) => (Status::Failed, Some(m)),
+        Err(Stop::Hung(m)) => {
+            // The engine may never return: leak the model rather than
+            // block on dropping it, and skip the engine's other cells.
+            hung.insert(cell.engine.clone());
+            if let Some(l) = current.take() {
+                std::mem::forget(l);
+            }
+            (Status::Failed, Some(m))
+        }
+    };
+    let keep_metrics = status == Status::Ok
+        || metrics.out_of_vocab_tokens > 0
+        || metrics.output_length_mismatches > 0;
+    if status == Status::Ok {
+        // The limits are the CPU's: a cell on a GPU has no roof to be
+        // measured against yet, so it gets no efficiency rather than a
+        // wrong one.
+        let on_gpu = ctx.def.options["device"]
+            .as_str()
+            .is_some_and(|d| !d.eq_ignore_ascii_case("cpu"));
+        result.efficiency = ctx
+            .limits
+            .filter(|_| !on_gpu)
+            .map(|l| efficiency(cell, &model.shape, &metrics, l));
+    }
+    if keep_metrics {
+        result.metrics = Some(metrics);
+    }
+    (finish(status, reason, result), exec.spans, records)
+}
+
+/// A `failed` result for `job` decided outside the engine (its worker
+/// crashed, hung or could not start).
+pub fn failed_line(job: &Job, plugin: &str, why: String, wall_s: f64) -> ResultLine {
+    ResultLine {
+        schema_version: SCHEMA_VERSION,
+        result: CellResult {
+            cell: job.cell.clone(),
+            plugin: plugin.to_string(),
+            status: Status::Failed,
+            reason: Some(why),
+            started_at: utc_now(),
+            wall_s,
+            memory: None,
+            metrics: None,
+            repeat: job.repeat,
+            efficiency: None,
+        },
+        iterations: Vec::new(),
+        requests: Vec::new(),
+    }
+}

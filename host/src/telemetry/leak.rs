@@ -1,0 +1,460 @@
+//! Leak detection: does a process's RSS keep growing while it serves the
+//! same work over and over? Pure functions over `(seconds, rss bytes)`
+//! points, one per measured iteration (the caller reads
+//! [`crate::telemetry::rss_bytes`] after each) or from the
+//! [`crate::telemetry::Sampler`]'s series.
+//!
+//! # The figure
+//!
+//! [`leak_check`] fits a line to RSS over time and reports its slope in
+//! MB/hour (MB = MiB, 2^20 bytes, as the reports' memory columns), the
+//! growth that slope predicts over the window, and a [`LeakVerdict`]. The
+//! seeds' target is 0 MB/h; up to [`ACCEPTABLE_MB_PER_HOUR`] is acceptable.
+//!
+//! # Why Theil–Sen, not least squares
+//!
+//! RSS does not move like Gaussian noise around a line. Allocators grow in
+//! steps (a new arena, a `Vec` doubling, the first iteration that touches a
+//! larger KV cache) and return memory in lumps (`malloc_trim`, an arena
+//! unmapped), so a flat series has a few big jumps. Least squares squares
+//! the residuals: one 64 MiB jump drags the fitted line to it. The
+//! Theil–Sen estimator is the **median of the slopes of all pairs** of
+//! points: it ignores up to ~29 % of arbitrarily bad points (its breakdown
+//! point), so a single spike, or an allocator step in the first or last
+//! ~15 % of the window (where fewer than half the pairs straddle it), does
+//! not move it, while a steady leak tilts every pair alike. Its price is
+//! O(n²) pairs: above [`MAX_PAIRS`] pairs a fixed, seeded sample of pairs
+//! is used instead (the pairs depend only on the number of points, never
+//! on the values, so the estimate stays exactly shift-invariant and
+//! monotone in the leak rate). 20,000 pairs estimate the median slope to
+//! well under 1 % of the spread of pairwise slopes.
+//!
+//! # Why a growth floor: short windows
+//!
+//! A test run of a tiny model does its 100 iterations in 0.2–2 s.
+//! Allocator jitter of a few hundred KB over one second extrapolates to
+//! hundreds of MB/hour, so the slope alone would flag every real engine.
+//! What can be told apart from allocator noise is growth in *bytes*, not a
+//! rate: the verdict is [`LeakVerdict::Leak`] only when the slope exceeds
+//! [`ACCEPTABLE_MB_PER_HOUR`] **and** the growth the slope predicts over
+//! the window (`slope × window`) exceeds [`GROWTH_FLOOR_MB`] (8 MiB). Below
+//! that floor the window is too short to tell a leak from noise. What a
+//! run can detect therefore depends on its length: a 10 s run catches
+//! leaks of roughly 3 GB/h and more, a one-hour soak run anything above
+//! max(10, 8) MB/h. The fault plugin's ~1 MiB per decode step grows by
+//! 100 MiB or more over 100 iterations and is caught at any speed.
+//!
+//! # Why both halves must grow
+//!
+//! A leak is sustained; a plateau is not. One allocator step in the
+//! middle of the window is straddled by half of all pairs, which is too
+//! many for any median: on its own the overall slope would call it a leak.
+//! So the series is also split at its middle point and each half gets its
+//! own Theil–Sen slope; `Leak` needs both halves above
+//! [`ACCEPTABLE_MB_PER_HOUR`] too. A middle step leaves both halves flat
+//! (no leak); an early step is ignored by the overall median; a real leak
+//! tilts both halves. A leak that grows in the first half and then stops
+//! (caches filling up to a bound) is reported as no leak, which is what it
+//! is for a long-running server.
+//!
+//! # Insufficient data
+//!
+//! Fewer than [`MIN_POINTS`] points, or all at one instant, give
+//! [`LeakVerdict::Insufficient`]: the slope is still reported when it can
+//! be computed, but no verdict is drawn.
+
+use serde::{Deserialize, Serialize};
+
+/// Points below which no verdict is drawn.
+pub const MIN_POINTS: usize = 100;
+/// Slope, MB/hour, up to which RSS growth is acceptable.
+pub const ACCEPTABLE_MB_PER_HOUR: f64 = 10.0;
+/// Growth over the window, MB, that the slope must predict before a leak
+/// is called (see the module docs: below it a short window cannot tell a
+/// leak from allocator noise).
+pub const GROWTH_FLOOR_MB: f64 = 8.0;
+/// Pairs above which Theil–Sen uses a fixed sample of pairs.
+pub const MAX_PAIRS: usize = 20_000;
+
+const MIB: f64 = (1u64 << 20) as f64;
+
+/// The verdict of a [`LeakCheck`]. Ordered `NoLeak < Leak < Insufficient`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeakVerdict {
+    /// Slope at most [`ACCEPTABLE_MB_PER_HOUR`], growth below
+    /// [`GROWTH_FLOOR_MB`], or growth not sustained over both halves.
+    NoLeak,
+    /// Sustained growth above both thresholds.
+    Leak,
+    /// Fewer than [`MIN_POINTS`] points, or no time elapsed.
+    Insufficient,
+}
+
+impl LeakVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeakVerdict::NoLeak => "no leak",
+            LeakVerdict::Leak => "leak",
+            LeakVerdict::Insufficient => "insufficient data",
+        }
+    }
+}
+
+impl std::fmt::Display for LeakVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Result of [`leak_check`]. Every figure is finite (0 when it cannot be
+/// computed, with the verdict then [`LeakVerdict::Insufficient`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeakCheck {
+    /// Points used (those with a finite time).
+    pub samples: usize,
+    /// Seconds from the first point to the last.
+    pub window_s: f64,
+    /// Theil–Sen slope of RSS over the whole window, MB (MiB) per hour.
+    pub slope_mb_per_hour: f64,
+    /// Growth the slope predicts over the window (`slope × window`), MB.
+    pub growth_mb: f64,
+    /// Theil–Sen slope of the earlier half of the points, MB/hour.
+    pub first_half_mb_per_hour: f64,
+    /// Theil–Sen slope of the later half of the points, MB/hour.
+    pub second_half_mb_per_hour: f64,
+    /// Last RSS minus first RSS, MB (for the reader; not robust, not used
+    /// by the verdict).
+    pub observed_growth_mb: f64,
+    pub verdict: LeakVerdict,
+}
+
+impl LeakCheck {
+    /// One line for a report, e.g. `no leak: +0.4 MB/h over 12.3 s (120
+    /// points, predicted growth +0.0 MB)`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{}: {:+.1} MB/h over {:.1} s ({} points, predicted growth {:+.1} MB)",
+            self.verdict, self.slope_mb_per_hour, self.window_s, self.samples, self.growth_mb
+        )
+    }
+}
+
+/// Checks `points` (`(seconds, rss bytes)`, any order; points with a
+/// non-finite time are dropped) for a leak; see the module docs.
+pub fn leak_check(points: &[(f64, u64)]) -> LeakCheck {
+    let mut pts: Vec<(f64, u64)> = points.iter().copied().filter(|p| p.0.is_finite()).collect();
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let n = pts.len();
+    let window_s = match (pts.first(), pts.last()) {
+        (Some(a), Some(b)) => b.0 - a.0,
+        _ => 0.0,
+    };
+    let per_hour = |s: Option<f64>| s.map_or(0.0, |s| s * 3600.0 / MIB);
+    let slope = theil_sen(&pts);
+    let slope_mb_per_hour = per_hour(slope);
+    let growth_mb = slope_mb_per_hour * window_s / 3600.0;
+    let (first, second) = pts.split_at(n / 2);
+    let first_half_mb_per_hour = per_hour(theil_sen(first));
+    let second_half_mb_per_hour = per_hour(theil_sen(second));
+    let observed_growth_mb = match (pts.first(), pts.last()) {
+        (Some(a), Some(b)) => (b.1 as i128 - a.1 as i128) as f64 / MIB,
+        _ => 0.0,
+    };
+    let verdict = if n < MIN_POINTS || window_s <= 0.0 || slope.is_none() {
+        LeakVerdict::Insufficient
+    } else if slope_mb_per_hour > ACCEPTABLE_MB_PER_HOUR
+        && growth_mb > GROWTH_FLOOR_MB
+        && first_half_mb_per_hour > ACCEPTABLE_MB_PER_HOUR
+        && second_half_mb_per_hour > ACCEPTABLE_MB_PER_HOUR
+    {
+        LeakVerdict::Leak
+    } else {
+        LeakVerdict::NoLeak
+    };
+    LeakCheck {
+        samples: n,
+        window_s,
+        slope_mb_per_hour,
+        growth_mb,
+        first_half_mb_per_hour,
+        second_half_mb_per_hour,
+        observed_growth_mb,
+        verdict,
+    }
+}
+
+/// Theil–Sen slope in bytes per second: the median of the slopes of all
+/// pairs of points at distinct times (a fixed sample of [`MAX_PAIRS`]
+/// pairs when there are more). `None` when no pair has distinct times.
+/// Byte differences are taken exactly (in `i128`) before the division, so
+/// adding a constant to every RSS leaves every pairwise slope unchanged.
+fn theil_sen(points: &[(f64, u64)]) -> Option<f64> {
+    let n = points.len();
+    if n < 2 {
+        return None;
+    }
+    let slope = |i: usize, j: usize| {
+        let (ti, yi) = points[i];
+        let (tj, yj) = points[j];
+        let dt = tj - ti;
+        (dt != 0.0 && dt.is_finite()).then(|| (yj as i128 - yi as i128) as f64 / dt)
+    };
+    let total = n * (n - 1) / 2;
+    let mut slopes = Vec::with_capacity(total.min(MAX_PAIRS));
+    if total <= MAX_PAIRS {
+        for i in 0..n {
+            for j in i + 1..n {
+                slopes.extend(slope(i, j));
+            }
+        }
+    } else {
+        // Seeded by the count only: the same points in, the same pairs out.
+        // Bounded draws: points at one instant give no slope at all.
+        let mut state = 0x7e1e_5e47_1eac_0000u64 ^ n as u64;
+        for _ in 0..4 * MAX_PAIRS {
+            if slopes.len() == MAX_PAIRS {
+                break;
+            }
+            let i = (crate::rng::splitmix64(&mut state) % n as u64) as usize;
+            let j = (crate::rng::splitmix64(&mut state) % n as u64) as usize;
+            if i != j {
+                slopes.extend(slope(i.min(j), i.max(j)));
+            }
+        }
+    }
+    median(&mut slopes)
+}
+
+/// Median (mean of the two middle values for an even count).
+fn median(v: &mut [f64]) -> Option<f64> {
+    let n = v.len();
+    if n == 0 {
+        return None;
+    }
+    let (_, &mut hi, _) = v.select_nth_unstable_by(n / 2, f64::total_cmp);
+    if n % 2 == 1 {
+        return Some(hi);
+    }
+    let lo = v[..n / 2].iter().copied().max_by(f64::total_cmp)?;
+    Some(lo + (hi - lo) / 2.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const BASE: u64 = 900 << 20;
+
+    /// Deterministic noise in `[-amp, amp]` bytes.
+    fn noise(i: u64, amp: i64) -> i64 {
+        let mut s = i.wrapping_mul(0x9E37_79B9);
+        (crate::rng::splitmix64(&mut s) % (2 * amp as u64 + 1)) as i64 - amp
+    }
+
+    /// `n` points `dt_s` apart: `BASE + noise + rate × i`.
+    fn series(n: usize, dt_s: f64, amp: i64, rate_per_point: i64) -> Vec<(f64, u64)> {
+        (0..n)
+            .map(|i| {
+                let y = BASE as i64 + noise(i as u64, amp) + rate_per_point * i as i64;
+                (i as f64 * dt_s, y as u64)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn flat_with_allocator_noise_is_no_leak() {
+        // 100 iterations in one second with +-300 KB of jitter: the slope
+        // may extrapolate to a large rate, the predicted growth does not.
+        let c = leak_check(&series(100, 0.01, 300 << 10, 0));
+        assert_eq!(c.verdict, LeakVerdict::NoLeak, "{c:?}");
+        assert_eq!(c.samples, 100);
+        assert!((c.window_s - 0.99).abs() < 1e-9);
+        assert!(c.growth_mb.abs() < 1.0, "{c:?}");
+    }
+
+    #[test]
+    fn exactly_flat_is_zero() {
+        let c = leak_check(&series(120, 0.05, 0, 0));
+        assert_eq!(c.slope_mb_per_hour, 0.0);
+        assert_eq!(c.growth_mb, 0.0);
+        assert_eq!(c.verdict, LeakVerdict::NoLeak);
+    }
+
+    #[test]
+    fn one_mib_per_iteration_is_a_leak_with_the_right_slope() {
+        let dt = 0.01;
+        let c = leak_check(&series(100, dt, 200 << 10, 1 << 20));
+        assert_eq!(c.verdict, LeakVerdict::Leak, "{c:?}");
+        let expected = 3600.0 / dt; // 1 MiB per 10 ms, MiB/h
+        assert!(
+            (c.slope_mb_per_hour / expected - 1.0).abs() < 0.01,
+            "{} vs {expected}",
+            c.slope_mb_per_hour
+        );
+        assert!((c.growth_mb - 99.0).abs() < 2.0, "{c:?}");
+        assert!((c.observed_growth_mb - 99.0).abs() < 1.0, "{c:?}");
+        assert!(c.summary().starts_with("leak: +"), "{}", c.summary());
+    }
+
+    #[test]
+    fn fewer_than_min_points_is_insufficient() {
+        let c = leak_check(&series(50, 0.01, 0, 1 << 20));
+        assert_eq!(c.verdict, LeakVerdict::Insufficient);
+        assert_eq!(c.samples, 50);
+        assert!(c.slope_mb_per_hour > 0.0, "the slope is still reported");
+        assert_eq!(leak_check(&[]).verdict, LeakVerdict::Insufficient);
+        for n in [200, 1000] {
+            let same_instant: Vec<_> = (0..n).map(|i| (1.0, BASE + i)).collect();
+            let c = leak_check(&same_instant);
+            assert_eq!(c.verdict, LeakVerdict::Insufficient);
+            assert_eq!(c.slope_mb_per_hour, 0.0);
+        }
+    }
+
+    #[test]
+    fn non_finite_times_are_dropped() {
+        let mut pts = series(100, 0.01, 0, 0);
+        pts.push((f64::NAN, 0));
+        pts.push((f64::INFINITY, u64::MAX));
+        let c = leak_check(&pts);
+        assert_eq!(c.samples, 100);
+        assert_eq!(c.verdict, LeakVerdict::NoLeak);
+    }
+
+    #[test]
+    fn order_of_points_does_not_matter() {
+        let pts = series(150, 0.02, 100 << 10, 64 << 10);
+        let mut rev = pts.clone();
+        rev.reverse();
+        assert_eq!(leak_check(&pts), leak_check(&rev));
+    }
+
+    #[test]
+    fn an_outlier_does_not_flip_the_verdict() {
+        // One huge spike.
+        let mut pts = series(100, 0.01, 200 << 10, 0);
+        pts[37].1 += 512 << 20;
+        let c = leak_check(&pts);
+        assert_eq!(c.verdict, LeakVerdict::NoLeak, "{c:?}");
+        assert!(c.growth_mb.abs() < 1.0, "{c:?}");
+        // An allocator step early in the window, which stays.
+        let mut pts = series(200, 0.01, 200 << 10, 0);
+        for p in &mut pts[10..] {
+            p.1 += 64 << 20;
+        }
+        let c = leak_check(&pts);
+        assert_eq!(c.verdict, LeakVerdict::NoLeak, "{c:?}");
+        // A step in the middle: the overall median tilts, the halves do not.
+        let mut pts = series(200, 0.01, 200 << 10, 0);
+        for p in &mut pts[100..] {
+            p.1 += 64 << 20;
+        }
+        let c = leak_check(&pts);
+        assert_eq!(c.verdict, LeakVerdict::NoLeak, "{c:?}");
+        assert!(c.first_half_mb_per_hour.abs() < ACCEPTABLE_MB_PER_HOUR * 100.0);
+        // The same outliers on top of a real leak do not hide it.
+        let mut pts = series(100, 0.01, 200 << 10, 1 << 20);
+        pts[37].1 -= 512 << 20;
+        pts[80].1 += 512 << 20;
+        assert_eq!(leak_check(&pts).verdict, LeakVerdict::Leak);
+    }
+
+    #[test]
+    fn a_plateau_is_not_a_leak() {
+        // Grows for the first 40 % (caches filling up), flat afterwards.
+        let pts: Vec<_> = (0..200u64)
+            .map(|i| (i as f64 * 0.01, BASE + i.min(80) * (1 << 20)))
+            .collect();
+        assert_eq!(leak_check(&pts).verdict, LeakVerdict::NoLeak);
+    }
+
+    #[test]
+    fn a_soak_run_detects_slow_leaks() {
+        // Two hours, one point every 7.2 s, +-2 MB of jitter.
+        let dt = 7.2;
+        let per_point = |mb_per_hour: f64| (mb_per_hour * MIB * dt / 3600.0) as i64;
+        let leak = leak_check(&series(1000, dt, 2 << 20, per_point(20.0)));
+        assert_eq!(leak.verdict, LeakVerdict::Leak, "{leak:?}");
+        assert!((leak.slope_mb_per_hour - 20.0).abs() < 2.0, "{leak:?}");
+        let ok = leak_check(&series(1000, dt, 2 << 20, per_point(5.0)));
+        assert_eq!(ok.verdict, LeakVerdict::NoLeak, "{ok:?}");
+        assert!((ok.slope_mb_per_hour - 5.0).abs() < 2.0, "{ok:?}");
+    }
+
+    #[test]
+    fn many_points_use_sampled_pairs_deterministically() {
+        let pts = series(5000, 0.05, 300 << 10, 4 << 10);
+        let a = leak_check(&pts);
+        assert_eq!(a, leak_check(&pts));
+        let expected = 4.0 / 1024.0 * 3600.0 / 0.05; // 4 KiB per 50 ms
+        assert!((a.slope_mb_per_hour / expected - 1.0).abs() < 0.05, "{a:?}");
+        assert_eq!(a.verdict, LeakVerdict::Leak);
+    }
+
+    #[test]
+    fn median_of_even_and_odd() {
+        assert_eq!(median(&mut []), None);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+
+    #[test]
+    fn serializes_in_snake_case() {
+        let c = leak_check(&series(100, 0.01, 0, 0));
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.contains("\"verdict\":\"no_leak\""), "{json}");
+        assert_eq!(serde_json::from_str::<LeakCheck>(&json).unwrap(), c);
+        assert_eq!(
+            serde_json::to_string(&LeakVerdict::Insufficient).unwrap(),
+            "\"insufficient\""
+        );
+    }
+
+    fn noisy_series() -> impl Strategy<Value = (Vec<i64>, f64)> {
+        (
+            prop::collection::vec(-(4i64 << 20)..(4i64 << 20), MIN_POINTS..400),
+            prop::sample::select(vec![0.002, 0.01, 0.05, 1.0, 30.0]),
+        )
+    }
+
+    fn build(noise: &[i64], dt: f64, base: u64, rate: i64) -> Vec<(f64, u64)> {
+        noise
+            .iter()
+            .enumerate()
+            .map(|(i, &e)| (i as f64 * dt, (base as i64 + e + rate * i as i64) as u64))
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn prop_slope_is_invariant_to_a_constant(
+            (noise, dt) in noisy_series(),
+            rate in -(1i64 << 20)..(1i64 << 20),
+            shift in 0u64..(1u64 << 40),
+        ) {
+            let a = leak_check(&build(&noise, dt, BASE * 4, rate));
+            let b = leak_check(&build(&noise, dt, BASE * 4 + shift, rate));
+            prop_assert_eq!(a, b);
+        }
+
+        #[test]
+        fn prop_verdict_is_monotone_in_the_leak_rate(
+            (noise, dt) in noisy_series(),
+            r1 in 0i64..(2i64 << 20),
+            extra in 0i64..(2i64 << 20),
+        ) {
+            let a = leak_check(&build(&noise, dt, BASE * 4, r1));
+            let b = leak_check(&build(&noise, dt, BASE * 4, r1 + extra));
+            prop_assert!(a.slope_mb_per_hour <= b.slope_mb_per_hour);
+            prop_assert!(a.verdict != LeakVerdict::Insufficient);
+            prop_assert!(
+                !(a.verdict == LeakVerdict::Leak && b.verdict == LeakVerdict::NoLeak),
+                "{:?} then {:?}", a, b
+            );
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! Process isolation: each engine's cells run in a child worker process,
+//! the host binary re-executed as `engine-matrix __worker`.
+//!
+//! One engine's memory, threads and global state (allocator arenas, BLAS
+//! thread pools, CUDA contexts) then never touch another's, its peak RSS is
+//! its own, and a segfault, abort, out-of-memory kill or hang costs only
+//! the cell it happened in: the host records it as `failed` with the
+//! signal or exit status and the tail of the worker's stderr, starts a new
+//! worker for the engine's next cell, and the run goes on.
+//!
+//! Protocol: JSON lines. The host writes [`Request`]s to the worker's
+//! stdin; the worker answers on a *private* copy of its stdout, and points
+//! file descriptor 1 at stderr before loading any plugin, so that whatever
+//! an engine prints cannot corrupt the protocol. A worker is started in its
+//! own process group, so Ctrl-C in the terminal reaches only the host,
+//! which then stops the workers itself.
+
+use crate::cell::{self, CellState, EngineSlot, Job};
+use crate::matrix::EngineDef;
+use crate::output::{EngineRecord, ResultLine};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The hidden subcommand that starts a worker.
+pub const SUBCOMMAND: &str = "__worker";
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// First message: which engine this worker serves.
+    Init {
+        engine: EngineDef,
+        plugin_dir: PathBuf,
+    },
+    Cell {
+        job: Box<Job>,
+    },
+    /// Free the loaded model (another engine's cells come next).
+    Unload,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply {
+    Hello {
+        record: EngineRecord,
+        verbose_error: Option<String>,
+    },
+    Result {
+        line: Box<ResultLine>,
+        hung: bool,
+    },
+}
+
+/// The worker's main loop (`engine-matrix __worker`).
+pub fn serve() -> Result<()> {
+    let mut out = protocol_stdout()?;
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    let mut send = |r: &Reply| -> Result<()> {
+        let mut t = serde_json::to_string(r)?;
+        t.push('\n');
+        out.write_all(t.as_bytes())?;
+        out.flush()?;
+        Ok(())
+    };
+    let Some(first) = lines.next() else {
+        return Ok(());
+    };
+    let (engine, plugin_dir) = match serde_json::from_str(&first?)? {
+        Request::Init { engine, plugin_dir } => (engine, plugin_dir),
+        _ => bail!("worker: the first request must be init"),
+    };
+    let slot = EngineSlot::load(&engine, &plugin_dir);
+    send(&Reply::Hello {
+        record: slot.record.clone(),
+        verbose_error: slot.verbose_error.clone(),
+    })?;
+    let mut state = CellState::default();
+    for line in lines {
+        match serde_json::from_str(&line?)? {
+            Request::Cell { job } => {
+                let (line, hung) = cell::execute(&slot, &mut state, &job);
+                send(&Reply::Result {
+                    line: Box::new(line),
+                    hung,
+                })?;
+                if hung {
+                    // The engine may never give its threads back: leave
+                    // rather than wait; the host starts a fresh worker.
+                    std::process::exit(0);
+                }
+            }
+            Request::Unload => state.unload(),
+            Request::Init { .. } => bail!("worker: init sent twice"),
+        }
+    }
+    Ok(())
+}
+
+/// A private duplicate of stdout for the protocol; fd 1 then points at
+/// stderr, so plugin output goes to the worker's log.
+fn protocol_stdout() -> Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: dup/dup2 on the process's own standard descriptors; the
+    // duplicate is owned by the returned File alone.
+    unsafe {
+        let fd = libc::dup(1);
+        if fd < 0 {
+            bail!(
+                "worker: dup(stdout) failed: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        if libc::dup2(2, 1) < 0 {
+            bail!(
+                "worker: dup2(stderr, stdout) failed: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(std::fs::File::from_raw_fd(fd))
+    }
+}
+
+/// Why a worker stopped answering.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lost {
+    /// It exited or was killed: the status, in words.
+    Died(String),
+    /// No reply within the time limit (it was killed).
+    TimedOut(Duration),
+    /// The host is stopping (Ctrl-C, run timeout): it was killed.
+    Stopped,
+}
+
+/// The host's side of a worker process.
+pub struct Worker {
+    pub engine: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    replies: Receiver<Result<Reply, String>>,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    pub hello: Option<(EngineRecord, Option<String>)>,
+}
+
+const TAIL_LINES: usize = 20;
+
+impl Worker {
+    /// Starts `exe __worker` for `engine`; its stderr goes to `log` (and
+    /// the last lines are kept for failure reasons).
+    pub fn spawn(exe: &Path, engine: &EngineDef, plugin_dir: &Path, log: &Path) -> Result<Worker> {
+        use std::os::unix::process::CommandExt;
+        let mut child = Command::new(exe)
+            .arg(SUBCOMMAND)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("cannot start worker {} {SUBCOMMAND}", exe.display()))?;
+        let stdin = child.stdin.take().context("worker stdin")?;
+        let stdout = child.stdout.take().context("worker stdout")?;
+        let stderr = child.stderr.take().context("worker stderr")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let msg = match line {
+                    Ok(l) => serde_json::from_str::<Reply>(&l)
+                        .map_err(|e| format!("malformed reply from the worker: {e}")),
+                    Err(e) => Err(format!("cannot read the worker's replies: {e}")),
+                };
+                let stop = msg.is_err();
+                if tx.send(msg).is_err() || stop {
+                    break;
+                }
+            }
+        });
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let mut log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("cannot open {}", log.display()))?;
+        let t = tail.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+                let _ = writeln!(log_file, "{line}");
+                if let Ok(mut q) = t.lock() {
+                    if q.len() == TAIL_LINES {
+                        q.pop_front();
+                    }
+                    q.push_back(line);
+                }
+            }
+        });
+        let mut w = Worker {
+            engine: engine.name.clone(),
+            child,
+            stdin: Some(stdin),
+            replies: rx,
+            stderr_tail: tail,
+            hello: None,
+        };
+        w.send(&Request::Init {
+            engine: engine.clone(),
+            plugin_dir: plugin_dir.to_path_buf(),
+        })?;
+        Ok(w)
+    }
+
+    pub fn send(&mut self, r: &Request) -> Result<()> {
+        let mut t = serde_json::to_string(r)?;
+        t.push('\n');
+        let stdin = self.stdin.as_mut().context("the worker was closed")?;
+        stdin
+            .write_all(t.as_bytes())
+            .and_then(|_| stdin.flush())
+            .context("cannot write to the worker")
+    }
+
+    /// The next reply, waiting at most `limit` (None: no limit) and
+    /// checking `stop` every 100 ms. Kills the worker when it gives up.
+    pub fn recv(
+        &mut self,
+        limit: Option<Duration>,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Reply, Lost> {
+        let start = Instant::now();
+        loop {
+            if stop() {
+                self.kill();
+                return Err(Lost::Stopped);
+            }
+            let wait = Duration::from_millis(100);
+            match self.replies.recv_timeout(wait) {
+                Ok(Ok(r)) => return Ok(r),
+                Ok(Err(e)) => {
+                    self.kill();
+                    return Err(Lost::Died(e));
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Lost::Died(self.exit_reason()));
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Some(l) = limit {
+                        if start.elapsed() >= l {
+                            self.kill();
+                            return Err(Lost::TimedOut(l));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// How the worker ended, in words (waits for it).
+    fn exit_reason(&mut self) -> String {
+        use std::os::unix::process::ExitStatusExt;
+        // stdout closed: the process is exiting; give it a moment.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(s)) => break Some(s),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                _ => {
+                    self.kill();
+                    break self.child.wait().ok();
+                }
+            }
+        };
+        match status {
+            Some(s) => match (s.code(), s.signal()) {
+                (_, Some(sig)) => format!(
+                    "killed by signal {sig} ({}){}",
+                    signal_name(sig),
+                    if sig == libc::SIGKILL {
+                        ": the kernel's out-of-memory killer, or another process"
+                    } else {
+                        ""
+                    }
+                ),
+                (Some(code), _) => format!("exited with status {code}"),
+                _ => "ended".into(),
+            },
+            None => "ended (status unknown)".into(),
+        }
+    }
+
+    /// The last lines the worker wrote to stderr.
+    pub fn stderr_tail(&self) -> String {
+        // Let the reader thread catch up with what was written last.
+        std::thread::sleep(Duration::from_millis(50));
+        self.stderr_tail
+            .lock()
+            .map(|q| q.iter().cloned().collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default()
+    }
+
+    /// Kills the worker's whole process group, then reaps it.
+    pub fn kill(&mut self) {
+        let pid = self.child.id() as i32;
+        // SAFETY: signals our own child's process group (it was started
+        // with process_group(0), so its pgid is its pid).
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Asks the worker to exit (closing its stdin) and waits briefly.
+    pub fn close(mut self) {
+        self.stdin = None;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill();
+        }
+    }
+}
+
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGSEGV => "SIGSEGV, segmentation fault",
+        libc::SIGABRT => "SIGABRT, abort",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGBUS => "SIGBUS, bus error",
+        libc::SIGFPE => "SIGFPE, arithmetic error",
+        libc::SIGILL => "SIGILL, illegal instruction",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        _ => "signal",
+    }
+}

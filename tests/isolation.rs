@@ -1,0 +1,293 @@
+//! End-to-end: engines run in worker processes; a run can be stopped
+//! (Ctrl-C, run timeout) without losing a finished cell, and resumed.
+
+use integration_tests::*;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Eight cells of about half a second each on the tiny model.
+const SLOW: &str = "\
+name: slow
+baseline: a
+models:
+  - {name: tiny, weights: synthetic, config: tiny, seed: 0}
+engines:
+  - {name: a, plugin: candle, options: {threads: 1}}
+  - {name: b, plugin: candle, options: {threads: 1, kernels: stock}}
+scenarios:
+  - name: latency
+    kind: latency
+    warmup: 0
+    iterations: 1
+    min_duration_s: 0.5
+    input_tokens: 16
+    output_tokens: 8
+    axes:
+      batch_size: [1, 2, 3, 4]
+";
+
+fn ids(run_dir: &Path) -> Vec<String> {
+    read_jsonl(&run_dir.join("results.jsonl"))
+        .iter()
+        .map(|l| format!("{}#{}", l["cell"]["id"].as_str().unwrap(), l["repeat"]))
+        .collect()
+}
+
+#[test]
+fn run_timeout_stops_cleanly_and_resume_finishes_the_run() {
+    let plugins = plugin_dir(&["candle"]);
+    let tmp = TempDir::new("resume");
+    let m = tmp.path().join("m.yaml");
+    std::fs::write(&m, SLOW).unwrap();
+    let run_dir = tmp.path().join("run");
+    let o = run(
+        &[
+            "run",
+            m.to_str().unwrap(),
+            "--out",
+            run_dir.to_str().unwrap(),
+            "--run-timeout",
+            "1.6",
+        ],
+        plugins.path(),
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("--resume"), "{}", text(&o.stderr));
+    let summary = read_json(&run_dir.join("summary.json"));
+    assert_eq!(summary["complete"], false);
+    assert!(summary["stopped"].as_str().unwrap().contains("run timeout"));
+    assert!(
+        run_dir.join("report.html").is_file(),
+        "the report of what ran"
+    );
+    let first = ids(&run_dir);
+    assert!(!first.is_empty() && first.len() < 8, "{first:?}");
+
+    let o = run(
+        &["run", "--resume", run_dir.to_str().unwrap()],
+        plugins.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let all = ids(&run_dir);
+    assert_eq!(all.len(), 8, "{all:?}");
+    assert_eq!(
+        &all[..first.len()],
+        &first[..],
+        "earlier cells kept, not rerun"
+    );
+    let mut unique = all.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 8, "no cell twice: {all:?}");
+    let summary = read_json(&run_dir.join("summary.json"));
+    assert_eq!(summary["complete"], true);
+    assert_eq!(summary["cells"].as_array().unwrap().len(), 8);
+    assert!(summary["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["status"] == "ok"));
+}
+
+#[test]
+fn ctrl_c_saves_what_ran_and_stops_the_workers() {
+    let plugins = plugin_dir(&["candle"]);
+    let tmp = TempDir::new("sigint");
+    let m = tmp.path().join("m.yaml");
+    std::fs::write(&m, SLOW).unwrap();
+    let run_dir = tmp.path().join("run");
+    let mut child = Command::new(binary())
+        .args([
+            "run",
+            m.to_str().unwrap(),
+            "--out",
+            run_dir.to_str().unwrap(),
+        ])
+        .arg("--plugins")
+        .arg(plugins.path())
+        .env("ENGINE_MATRIX_CACHE", cache_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let results = run_dir.join("results.jsonl");
+    let start = Instant::now();
+    while std::fs::read_to_string(&results).map_or(true, |t| t.lines().count() < 2) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no cell finished"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signals our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let t = Instant::now();
+    let status = child.wait().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(10), "stopped promptly");
+    assert_eq!(status.code(), Some(130));
+    let summary = read_json(&run_dir.join("summary.json"));
+    assert_eq!(summary["complete"], false);
+    assert_eq!(summary["stopped"], "interrupted (Ctrl-C)");
+    let done = ids(&run_dir);
+    assert!(done.len() >= 2 && done.len() < 8, "{done:?}");
+    assert_eq!(summary["cells"].as_array().unwrap().len(), done.len());
+    assert!(run_dir.join("report.md").is_file());
+}
+
+const FAULTS: &str = "\
+name: faults
+baseline: candle
+models:
+  - {name: tiny, weights: synthetic, config: tiny, seed: 0}
+engines:
+  - {name: candle, plugin: candle, options: {threads: 1}}
+  - {name: segv, plugin: fault, options: {fault: segfault, after_steps: 2}}
+  - {name: abrt, plugin: fault, options: {fault: abort}}
+  - {name: pan, plugin: fault, options: {fault: panic}}
+  - {name: stuck, plugin: fault, options: {fault: hang}}
+  - {name: short, plugin: fault, options: {fault: wrong_count}}
+  - {name: oov, plugin: fault, options: {fault: out_of_vocab}}
+  - {name: fine, plugin: fault}
+scenarios:
+  - name: latency
+    kind: latency
+    warmup: 0
+    iterations: 2
+    input_tokens: 8
+    output_tokens: 4
+    axes:
+      batch_size: [1, 2]
+";
+
+#[test]
+fn each_fault_is_recorded_with_its_reason_and_nothing_else_is_lost() {
+    let plugins = plugin_dir(&["candle", "fault"]);
+    let tmp = TempDir::new("faults");
+    let m = tmp.path().join("m.yaml");
+    std::fs::write(&m, FAULTS).unwrap();
+    let run_dir = tmp.path().join("run");
+    let o = run(
+        &[
+            "run",
+            m.to_str().unwrap(),
+            "--out",
+            run_dir.to_str().unwrap(),
+            "--cell-timeout",
+            "3",
+            "--no-calibrate",
+        ],
+        plugins.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let lines = read_jsonl(&run_dir.join("results.jsonl"));
+    assert_eq!(lines.len(), 16, "every cell of every engine is recorded");
+    let by = |engine: &str| -> Vec<&serde_json::Value> {
+        lines
+            .iter()
+            .filter(|l| l["cell"]["engine"] == engine)
+            .collect()
+    };
+    for engine in ["candle", "fine"] {
+        for c in by(engine) {
+            assert_eq!(c["status"], "ok", "{c}");
+        }
+    }
+    let expect = [
+        (
+            "segv",
+            vec!["signal 11", "SIGSEGV", "deliberate segfault in decode"],
+        ),
+        (
+            "abrt",
+            vec!["signal 6", "SIGABRT", "deliberate abort in decode"],
+        ),
+        ("pan", vec!["deliberate panic in decode"]),
+        (
+            "stuck",
+            vec!["within 3 s (--cell-timeout)", "hanging in decode"],
+        ),
+        (
+            "short",
+            vec!["produced a different number of tokens than the 4 requested (e.g. 3)"],
+        ),
+        ("oov", vec!["outside the vocabulary"]),
+    ];
+    for (engine, needles) in expect {
+        let cells = by(engine);
+        assert_eq!(cells.len(), 2, "{engine}");
+        for c in cells {
+            assert_eq!(c["status"], "failed", "{engine}: {c}");
+            let why = c["reason"].as_str().unwrap();
+            for n in &needles {
+                assert!(why.contains(n), "{engine}: {n:?} not in {why}");
+            }
+        }
+    }
+    // The broken engines' logs are kept beside the results.
+    let log = std::fs::read_to_string(run_dir.join("workers/segv.log")).unwrap();
+    assert!(log.contains("deliberate segfault"), "{log}");
+    // The report of the run still comes out, naming the failures.
+    let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    assert!(md.contains("SIGSEGV"), "{md}");
+}
+
+#[test]
+fn a_steady_leak_is_caught_and_real_engines_pass() {
+    let plugins = plugin_dir(&["candle", "fault"]);
+    let tmp = TempDir::new("leak");
+    let m = tmp.path().join("m.yaml");
+    std::fs::write(
+        &m,
+        "\
+name: leak
+models:
+  - {name: tiny, weights: synthetic, config: tiny, seed: 0}
+engines:
+  - {name: candle, plugin: candle, options: {threads: 1}}
+  - {name: leaky, plugin: fault, options: {fault: leak, leak_mb_per_step: 1}}
+scenarios:
+  - name: soak
+    kind: latency
+    warmup: 2
+    iterations: 120
+    input_tokens: 8
+    output_tokens: 2
+",
+    )
+    .unwrap();
+    let run_dir = tmp.path().join("run");
+    let o = run(
+        &[
+            "run",
+            m.to_str().unwrap(),
+            "--out",
+            run_dir.to_str().unwrap(),
+            "--no-calibrate",
+        ],
+        plugins.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let summary = read_json(&run_dir.join("summary.json"));
+    let cells = summary["cells"].as_array().unwrap();
+    let leak = |engine: &str| {
+        cells
+            .iter()
+            .find(|c| c["cell"]["engine"] == engine)
+            .map(|c| c["memory"]["leak"].clone())
+            .unwrap()
+    };
+    let (good, bad) = (leak("candle"), leak("leaky"));
+    assert_eq!(good["verdict"], "no_leak", "{good}");
+    assert!(good["samples"].as_u64().unwrap() >= 100, "{good}");
+    assert_eq!(bad["verdict"], "leak", "{bad}");
+    let slope = bad["slope_mb_per_hour"].as_f64().unwrap();
+    assert!(
+        slope > 1000.0,
+        "1 MiB per iteration is a steep slope: {bad}"
+    );
+    let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    assert!(md.contains("**memory leak** in `soak/tiny/leaky/"), "{md}");
+}
