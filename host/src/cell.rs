@@ -400,7 +400,17 @@ fn run_cell(
         .filter(|s| !s.warmup)
         .filter_map(|s| Some((s.end_ns as f64 * 1e-9, s.rss_bytes?)))
         .collect();
+    // One point per measured iteration; a cell with few, long iterations
+    // (a sustained closed loop) uses the sampler's series instead.
+    let sampled = samples.rss_points();
+    let min = crate::telemetry::leak::MIN_POINTS;
+    let (points, source) = if points.len() < min && sampled.len() >= min {
+        (sampled, "sampler")
+    } else {
+        (points, "iterations")
+    };
     memory.leak = (points.len() >= 2).then(|| crate::telemetry::leak_check(&points));
+    memory.leak_source = memory.leak.as_ref().map(|_| source.to_string());
     memory.gpu =
         crate::output::GpuRecord::from_samples(&samples.gpu, &samples.gpu_peak_memory_bytes);
 

@@ -55,6 +55,11 @@ pub struct MemoryRecord {
     /// RSS slope over the measured iterations, with its verdict.
     #[serde(default)]
     pub leak: Option<crate::telemetry::LeakCheck>,
+    /// Where the leak check's points come from: `iterations` (RSS after
+    /// each measured iteration) or `sampler` (the 50 ms series, for cells
+    /// with fewer than 100 iterations).
+    #[serde(default)]
+    pub leak_source: Option<String>,
     /// NVIDIA GPUs during the cell (None: no GPU, `n/a`).
     #[serde(default)]
     pub gpu: Option<GpuRecord>,

@@ -312,12 +312,12 @@ fn lifecycle_section(o: &mut String, i: &Inputs) {
     if rows.is_empty() {
         let _ = writeln!(
             o,
-            "<p>No leak verdict: a leak check needs at least {MIN_POINTS} measured iterations of a cell (the <code>stress</code> preset runs them); {short} cells had fewer.</p>"
+            "<p>No leak verdict: a leak check needs at least {MIN_POINTS} points: measured iterations, or 50 ms RSS samples for longer cells (the <code>stress</code> preset runs them); {short} cells had fewer.</p>"
         );
     } else {
         let _ = writeln!(
             o,
-            "<table><thead><tr><th>cell</th><th>repeat</th><th>iterations</th><th>RSS slope MB/h</th><th>growth MB</th><th>verdict</th></tr></thead><tbody>\n{rows}</tbody></table>\n<p>Target 0 MB/h; under {:.0} MB/h is acceptable; {short} cells had fewer than {MIN_POINTS} iterations.</p>",
+            "<table><thead><tr><th>cell</th><th>repeat</th><th>points</th><th>RSS slope MB/h</th><th>growth MB</th><th>verdict</th></tr></thead><tbody>\n{rows}</tbody></table>\n<p>Target 0 MB/h; under {:.0} MB/h is acceptable; {short} cells had fewer than {MIN_POINTS} points.</p>",
             crate::telemetry::leak::ACCEPTABLE_MB_PER_HOUR
         );
     }

@@ -221,12 +221,12 @@ pub(crate) fn lifecycle_markdown(summary: &Summary, groups: &[Group]) -> String 
     if rows.is_empty() {
         let _ = writeln!(
             out,
-            "No leak verdict: a leak check needs at least {MIN_POINTS} measured iterations of a cell (the `stress` preset runs them); {short} cells had fewer.\n"
+            "No leak verdict: a leak check needs at least {MIN_POINTS} points: measured iterations, or 50 ms RSS samples for longer cells (the `stress` preset runs them); {short} cells had fewer.\n"
         );
     } else {
         let _ = writeln!(
             out,
-            "| cell | repeat | iterations | RSS slope MB/h | growth MB | verdict |\n|---|---:|---:|---:|---:|---|"
+            "| cell | repeat | points | RSS slope MB/h | growth MB | verdict |\n|---|---:|---:|---:|---:|---|"
         );
         for (id, rep, l) in rows {
             let _ = writeln!(
@@ -242,7 +242,7 @@ pub(crate) fn lifecycle_markdown(summary: &Summary, groups: &[Group]) -> String 
         }
         let _ = writeln!(
             out,
-            "\nTarget 0 MB/h; under {:.0} MB/h is acceptable. {short} cells had fewer than {MIN_POINTS} iterations (no verdict).\n",
+            "\nTarget 0 MB/h; under {:.0} MB/h is acceptable. {short} cells had fewer than {MIN_POINTS} points (no verdict).\n",
             crate::telemetry::leak::ACCEPTABLE_MB_PER_HOUR
         );
     }
