@@ -38,20 +38,7 @@ fn ids(run_dir: &Path) -> Vec<String> {
 fn run_timeout_stops_cleanly_and_resume_finishes_the_run() {
     let plugins = plugin_dir(&["candle"]);
     let tmp = TempDir::new("resume");
-    let m = tmp.path().join("m.yaml");
-    std::fs::write(&m, SLOW).unwrap();
-    let run_dir = tmp.path().join("run");
-    let o = run(
-        &[
-            "run",
-            m.to_str().unwrap(),
-            "--out",
-            run_dir.to_str().unwrap(),
-            "--run-timeout",
-            "1.6",
-        ],
-        plugins.path(),
-    );
+    let (run_dir, o) = run_yaml(tmp.path(), SLOW, &["--run-timeout", "1.6"], plugins.path());
     assert_eq!(o.status.code(), Some(4), "{}", text(&o.stderr));
     assert!(text(&o.stderr).contains("--resume"), "{}", text(&o.stderr));
     let summary = read_json(&run_dir.join("summary.json"));
@@ -166,19 +153,10 @@ scenarios:
 fn each_fault_is_recorded_with_its_reason_and_nothing_else_is_lost() {
     let plugins = plugin_dir(&["candle", "fault"]);
     let tmp = TempDir::new("faults");
-    let m = tmp.path().join("m.yaml");
-    std::fs::write(&m, FAULTS).unwrap();
-    let run_dir = tmp.path().join("run");
-    let o = run(
-        &[
-            "run",
-            m.to_str().unwrap(),
-            "--out",
-            run_dir.to_str().unwrap(),
-            "--cell-timeout",
-            "3",
-            "--no-calibrate",
-        ],
+    let (run_dir, o) = run_yaml(
+        tmp.path(),
+        FAULTS,
+        &["--cell-timeout", "3", "--no-calibrate"],
         plugins.path(),
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
@@ -234,14 +212,7 @@ fn each_fault_is_recorded_with_its_reason_and_nothing_else_is_lost() {
     assert!(md.contains("SIGSEGV"), "{md}");
 }
 
-#[test]
-fn a_steady_leak_is_caught_and_real_engines_pass() {
-    let plugins = plugin_dir(&["candle", "fault"]);
-    let tmp = TempDir::new("leak");
-    let m = tmp.path().join("m.yaml");
-    std::fs::write(
-        &m,
-        "\
+const LEAK: &str = "\
 name: leak
 models:
   - {name: tiny, weights: synthetic, config: tiny, seed: 0}
@@ -255,20 +226,13 @@ scenarios:
     iterations: 120
     input_tokens: 8
     output_tokens: 2
-",
-    )
-    .unwrap();
-    let run_dir = tmp.path().join("run");
-    let o = run(
-        &[
-            "run",
-            m.to_str().unwrap(),
-            "--out",
-            run_dir.to_str().unwrap(),
-            "--no-calibrate",
-        ],
-        plugins.path(),
-    );
+";
+
+#[test]
+fn a_steady_leak_is_caught_and_real_engines_pass() {
+    let plugins = plugin_dir(&["candle", "fault"]);
+    let tmp = TempDir::new("leak");
+    let (run_dir, o) = run_yaml(tmp.path(), LEAK, &["--no-calibrate"], plugins.path());
     assert!(o.status.success(), "{}", text(&o.stderr));
     let summary = read_json(&run_dir.join("summary.json"));
     let cells = summary["cells"].as_array().unwrap();

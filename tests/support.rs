@@ -132,6 +132,24 @@ pub fn read_jsonl(p: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Writes `yaml` as `<dir>/m.yaml` and runs `engine-matrix run` on it
+/// into `<dir>/run` with `extra` arguments; returns the run folder and the
+/// output (not asserted: tests check the exit status they expect).
+pub fn run_yaml(dir: &Path, yaml: &str, extra: &[&str], plugins: &Path) -> (PathBuf, Output) {
+    let m = dir.join("m.yaml");
+    std::fs::write(&m, yaml).expect("write matrix");
+    let run_dir = dir.join("run");
+    let mut args = vec![
+        "run",
+        m.to_str().expect("utf-8 path"),
+        "--out",
+        run_dir.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    let o = run(&args, plugins);
+    (run_dir, o)
+}
+
 /// `engine-matrix run MATRIX --out RUN_DIR`; asserts it succeeded.
 pub fn run_matrix(matrix: &Path, plugins: &Path, run_dir: &Path) -> Output {
     let o = run(
