@@ -24,6 +24,7 @@ mod rng;
 pub mod roofline;
 pub mod runner;
 pub mod scenario;
+pub mod serve;
 pub mod stats;
 pub mod synthetic;
 pub mod system;

@@ -108,6 +108,51 @@ enum Command {
     },
     /// Check a matrix without running it.
     Validate { matrix: PathBuf },
+    /// Serve one engine over an OpenAI-compatible HTTP API (streaming
+    /// /v1/completions and /v1/chat/completions), to measure an engine over
+    /// HTTP; prints `listening on http://ADDR` once bound.
+    Serve {
+        /// The engine plugin, e.g. `candle`.
+        #[arg(long, value_name = "PLUGIN")]
+        engine: String,
+        /// Engine options as a JSON object, as a matrix's `options:`.
+        #[arg(long, value_name = "JSON", default_value = "{}")]
+        options: String,
+        /// A preset synthetic config (gpt2, tiny; seed 0, as a matrix's
+        /// `weights: synthetic`), a config.json, or a Hugging Face folder.
+        #[arg(long, value_name = "SPEC")]
+        model: String,
+        /// Port to listen on; 0 picks a free one.
+        #[arg(long, default_value_t = 8000)]
+        port: u16,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Largest number of sequences the engine decodes together.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+        max_batch: u32,
+        /// Batching policy: none, static or continuous.
+        #[arg(long, default_value = "continuous", value_parser = parse_batch_policy)]
+        batch_policy: engine_api::BatchPolicy,
+        /// Compute dtype.
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        /// Threads of the HTTP runtime.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+        http_threads: u32,
+        /// For tests: hold each request's first token chunk until this
+        /// many ms after the request arrived.
+        #[arg(long, value_name = "MS")]
+        inject_first_token_ms: Option<f64>,
+        /// For tests: send later token chunks at least this many ms apart.
+        #[arg(long, value_name = "MS")]
+        inject_token_ms: Option<f64>,
+    },
+}
+
+fn parse_batch_policy(s: &str) -> Result<engine_api::BatchPolicy, String> {
+    engine_api::BatchPolicy::parse(s)
+        .ok_or_else(|| format!("'{s}' is not a batch policy (none, static, continuous)"))
 }
 
 fn main() -> ExitCode {
@@ -280,6 +325,41 @@ fn run(cli: Cli) -> Result<ExitCode> {
             compare_and_report(&bfile, &b, &cfile, &c, &opts, &out)
         }
         Command::Engines { json } => engines(&dir, json, cli.verbose),
+        Command::Serve {
+            engine,
+            options,
+            model,
+            port,
+            host,
+            max_batch,
+            batch_policy,
+            dtype,
+            http_threads,
+            inject_first_token_ms,
+            inject_token_ms,
+        } => {
+            let options: serde_json::Value =
+                serde_json::from_str(&options).context("--options is not valid JSON")?;
+            let ms = |x: Option<f64>| {
+                x.filter(|v| *v > 0.0)
+                    .map(|v| Duration::from_secs_f64(v / 1e3))
+            };
+            engine_matrix::serve::run(engine_matrix::serve::ServeOptions {
+                plugin_dir: dir,
+                engine,
+                options,
+                model,
+                host,
+                port,
+                max_batch,
+                batch_policy,
+                dtype,
+                http_threads: http_threads as usize,
+                inject_first_token: ms(inject_first_token_ms),
+                inject_token: ms(inject_token_ms),
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Validate { matrix } => {
             let m = Matrix::load(&matrix)?;
             let cells = m.cells(false);
