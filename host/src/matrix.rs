@@ -93,6 +93,10 @@
 //!    `max_batch` is not its default. Two combinations giving the same id
 //!    are an error.
 //!
+//! A matrix expands to at most [`MAX_CELLS`] cells (100,000), with and
+//! without `--quick`; a larger one is an error naming the scenario's axes.
+//! Anchors and aliases are expanded, up to 100,000 YAML nodes.
+//!
 //! `quick:` may set `warmup`, `iterations`, `min_duration_s`,
 //! `max_duration_s`, `axes` (merged by key: a quick axis replaces the axis
 //! of that name, or is added), `exclude` and `include` (replace the lists).
@@ -346,6 +350,12 @@ pub(crate) fn check_name(at: &At<'_>, s: &str) -> Result<(), MatrixError> {
     }
 }
 
+/// Most cells a matrix may expand to (with or without `--quick`): far
+/// more than can be run, yet small enough to hold. Axes multiply, so a few
+/// short lists could otherwise ask for billions of cells; the product is
+/// checked before anything is expanded.
+pub const MAX_CELLS: usize = 100_000;
+
 const TOP_KEYS: [&str; 6] = [
     "name",
     "description",
@@ -382,15 +392,15 @@ fn unique<'a>(
     what: &str,
     names: impl IntoIterator<Item = (&'a str, &'a At<'a>)>,
 ) -> Result<(), MatrixError> {
-    let mut seen: Vec<(&str, &At<'_>)> = Vec::new();
+    let mut seen: HashMap<&str, &At<'_>> = HashMap::new();
     for (n, at) in names {
-        if let Some((_, first)) = seen.iter().find(|(s, _)| *s == n) {
+        if let Some(first) = seen.get(n) {
             return Err(at.err(format!(
                 "duplicate {what} name `{n}` (first at line {} column {})",
                 first.node.line, first.node.col
             )));
         }
-        seen.push((n, at));
+        seen.insert(n, at);
     }
     Ok(())
 }
@@ -426,12 +436,29 @@ impl Matrix {
                     line: e.line,
                     column: e.col,
                     field: String::new(),
-                    message: format!("invalid YAML: {}", e.message),
+                    message: if e.too_large {
+                        format!("the matrix is too large: {}", e.message)
+                    } else {
+                        format!("invalid YAML: {}", e.message)
+                    },
                 })
             }
         };
         let mut spans = HashMap::new();
-        yaml::index(&root, "", &mut spans);
+        let mut path_budget = yaml::MAX_PATH_BYTES;
+        if yaml::index(&root, "", &mut spans, &mut path_budget).is_err() {
+            return Err(MatrixError::At {
+                file,
+                line: 1,
+                column: 1,
+                field: String::new(),
+                message: format!(
+                    "the matrix is too large: its field paths add up to more than {} MiB \
+                     (very long keys above many values)",
+                    yaml::MAX_PATH_BYTES >> 20
+                ),
+            });
+        }
         let ctx = Ctx {
             file: &file,
             spans: &spans,
@@ -592,21 +619,25 @@ impl Matrix {
             .enumerate()
             .map(|(i, s)| (s.name.clone(), format!("scenarios[{i}].name")))
             .collect();
-        for (i, (n, field)) in scenario_names.iter().enumerate() {
-            if let Some((_, first)) = scenario_names[..i].iter().find(|(m, _)| m == n) {
+        let mut first_of: HashMap<&str, &str> = HashMap::new();
+        for (n, field) in &scenario_names {
+            if let Some(first) = first_of.get(n.as_str()) {
                 let (line, col) = find_pos(&spans, first).unwrap_or((1, 1));
                 return Err(ctx.err(
                     field,
                     format!("duplicate scenario name `{n}` (first at line {line} column {col})"),
                 ));
             }
+            first_of.insert(n, field);
         }
 
         let mut cells_full = Vec::new();
         let mut cells_quick = Vec::new();
         for s in &scenarios {
-            cells_full.extend(expand::cells(&s.spec, false, &ctx)?);
-            cells_quick.extend(expand::cells(&s.spec, true, &ctx)?);
+            let full = expand::cells(&s.spec, false, &ctx, MAX_CELLS - cells_full.len())?;
+            cells_full.extend(full);
+            let quick = expand::cells(&s.spec, true, &ctx, MAX_CELLS - cells_quick.len())?;
+            cells_quick.extend(quick);
         }
 
         Ok(Matrix {

@@ -2,7 +2,7 @@
 //! Actions matrix semantics.
 
 use super::yaml::At;
-use super::{check_name, Cell, CellParams, Ctx, MatrixError, ScenarioKind};
+use super::{check_name, Cell, CellParams, Ctx, MatrixError, ScenarioKind, MAX_CELLS};
 use engine_api::BatchPolicy;
 use std::collections::{HashMap, HashSet};
 
@@ -67,6 +67,19 @@ enum Val {
     Policy(BatchPolicy),
 }
 
+impl Val {
+    /// A hashable key, equal for equal values (numbers are finite; `-0` is
+    /// `0`).
+    fn key(&self) -> (u8, u64, &str) {
+        match self {
+            Val::Int(v) => (0, u64::from(*v), ""),
+            Val::Num(v) => (1, (v + 0.0).to_bits(), ""),
+            Val::Str(s) => (2, 0, s),
+            Val::Policy(p) => (3, *p as u64, ""),
+        }
+    }
+}
+
 /// A value and the field path it was written at.
 #[derive(Clone, Debug)]
 struct Src {
@@ -105,6 +118,12 @@ impl Axis {
         match self {
             Axis::One { key, .. } => key.name(),
             Axis::Workload { .. } => WORKLOAD,
+        }
+    }
+    fn len(&self) -> usize {
+        match self {
+            Axis::One { values, .. } => values.len(),
+            Axis::Workload { values } => values.len(),
         }
     }
     fn values(&self) -> Vec<Entry> {
@@ -236,14 +255,16 @@ fn parse_axes(at: &At<'_>) -> Result<Vec<Axis>, MatrixError> {
             let key = Key::from_name(name).unwrap();
             let mut values: Vec<Src> = Vec::new();
             for item in &items {
-                let src = parse_value(item, key)?;
-                if let Some(first) = values.iter().position(|s| s.val == src.val) {
+                values.push(parse_value(item, key)?);
+            }
+            let mut first: HashMap<_, usize> = HashMap::new();
+            for (i, (item, src)) in items.iter().zip(&values).enumerate() {
+                if let Some(first) = first.insert(src.val.key(), i) {
                     return Err(item.err(format!(
                         "duplicate value {} (already at index {first})",
                         item.node.describe()
                     )));
                 }
-                values.push(src);
             }
             axes.push(Axis::One { key, values });
         }
@@ -377,16 +398,18 @@ pub(crate) fn parse_scenario(
         let Some(list) = m.opt(key) else {
             return Ok(known.to_vec());
         };
+        let known_set: HashSet<&str> = known.iter().map(String::as_str).collect();
+        let mut listed: HashSet<&str> = HashSet::new();
         let mut out: Vec<String> = Vec::new();
         for item in list.non_empty_seq()? {
             let s = item.str()?;
-            if !known.iter().any(|k| k == s) {
+            if !known_set.contains(s) {
                 return Err(item.err(format!(
                     "unknown {what} `{s}` (defined: {})",
                     known.join(", ")
                 )));
             }
-            if out.iter().any(|o| o == s) {
+            if !listed.insert(s) {
                 return Err(item.err(format!("{what} `{s}` is listed twice")));
             }
             out.push(s.to_string());
@@ -692,11 +715,118 @@ pub(crate) fn tag(kind: ScenarioKind, p: &CellParams) -> String {
     t
 }
 
+/// Most checks of a combination against an `exclude` or `include` entry
+/// one expansion may take (real matrices take thousands), so that many
+/// entries on many combinations cannot stall the parser.
+const MAX_CHECKS: u128 = 10_000_000;
+
+/// Refuses a plan whose expansion would exceed [`MAX_CELLS`] or
+/// [`MAX_CHECKS`], before anything is expanded: axes multiply, so a few
+/// short lists could ask for billions of cells.
+fn check_size(spec: &Spec, plan: &Plan, quick: bool, ctx: &Ctx<'_>) -> Result<(), MatrixError> {
+    let field = |key: &str| {
+        if quick {
+            format!("{}.quick", spec.path)
+        } else {
+            format!("{}.{key}", spec.path)
+        }
+    };
+    let product = plan
+        .axes
+        .iter()
+        .fold(1u128, |p, a| p.saturating_mul(a.len() as u128));
+    let entries = (plan.include.len() + plan.exclude.len()) as u128;
+    let combos = if plan.axes.is_empty() {
+        (plan.include.len() as u128).max(1)
+    } else {
+        product.saturating_add(plan.include.len() as u128)
+    };
+    let per_combo = (spec.models.len() as u128).saturating_mul(spec.engines.len() as u128);
+    let cells = combos.saturating_mul(per_combo);
+    // Saturated products are past any count worth spelling out.
+    let big = |n: u128| {
+        if n == u128::MAX {
+            "more than 10^38".to_string()
+        } else {
+            n.to_string()
+        }
+    };
+    let plural = |n: usize, what: &str| match (n, what.strip_suffix('y')) {
+        (1, _) => format!("1 {what}"),
+        (_, Some(stem)) => format!("{n} {stem}ies"),
+        (_, None) => format!("{n} {what}s"),
+    };
+    if cells > MAX_CELLS as u128 {
+        let sizes: Vec<String> = plan
+            .axes
+            .iter()
+            .map(|a| format!("{} {}", a.name(), a.len()))
+            .collect();
+        let mut sizes = sizes.join(" x ");
+        if !plan.include.is_empty() {
+            if !sizes.is_empty() {
+                sizes.push_str(" + ");
+            }
+            sizes.push_str(&plural(plan.include.len(), "include entry"));
+        }
+        return Err(ctx.err(
+            &field("axes"),
+            format!(
+                "{}up to {} combinations ({sizes}) x {} x {} = {} cells: more than the limit of \
+                 {MAX_CELLS} cells a matrix may expand to (shorten the axes or split the matrix)",
+                if quick { "with --quick, " } else { "" },
+                big(combos),
+                plural(spec.models.len(), "model"),
+                plural(spec.engines.len(), "engine"),
+                big(cells),
+            ),
+        ));
+    }
+    let checks = product.saturating_mul(entries);
+    if !plan.axes.is_empty() && checks > MAX_CHECKS {
+        let key = if plan.exclude.len() >= plan.include.len() {
+            "exclude"
+        } else {
+            "include"
+        };
+        return Err(ctx.err(
+            &field(key),
+            format!(
+                "{}{} combinations x {entries} exclude and include entries = {} checks: more \
+                 than the limit of {MAX_CHECKS} (use fewer entries or shorter axes)",
+                if quick { "with --quick, " } else { "" },
+                big(product),
+                big(checks),
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The cells of one scenario, in run order: model, then combination, then
-/// engine.
-pub(crate) fn cells(spec: &Spec, quick: bool, ctx: &Ctx<'_>) -> Result<Vec<Cell>, MatrixError> {
+/// engine. Refused when there would be more than `max_cells` of them (what
+/// is left of [`MAX_CELLS`] after the scenarios before it).
+pub(crate) fn cells(
+    spec: &Spec,
+    quick: bool,
+    ctx: &Ctx<'_>,
+    max_cells: usize,
+) -> Result<Vec<Cell>, MatrixError> {
     let plan = if quick { &spec.quick } else { &spec.full };
+    check_size(spec, plan, quick, ctx)?;
     let combos = combinations(plan);
+    let count = combos.len() * spec.models.len() * spec.engines.len();
+    if count > max_cells {
+        return Err(ctx.err(
+            &spec.path,
+            format!(
+                "its {count} cells{} bring the matrix over the limit of {MAX_CELLS} cells \
+                 (the scenarios before it have {}; split the matrix)",
+                if quick { " with --quick" } else { "" },
+                MAX_CELLS - max_cells
+            ),
+        ));
+    }
     if combos.is_empty() {
         let at = if quick {
             format!("{}.quick", spec.path)

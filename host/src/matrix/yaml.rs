@@ -15,6 +15,18 @@ use std::collections::HashMap;
 
 /// Deepest nesting accepted, so hostile input cannot overflow the stack.
 const MAX_DEPTH: usize = 128;
+/// Most nodes (keys, values and list items) a document may hold once its
+/// aliases are expanded: an alias copies its anchor's whole tree, so a few
+/// lines of nested aliases ("billion laughs") could otherwise ask for
+/// billions. A real matrix has hundreds.
+pub(crate) const MAX_NODES: usize = 100_000;
+/// Most bytes of scalar text a document may hold once its aliases are
+/// expanded.
+pub(crate) const MAX_TEXT_BYTES: usize = 16 << 20;
+/// Most bytes all field paths (`scenarios[0].axes.batch_size[2]`) may add
+/// up to in the span index: very long keys above many nodes would
+/// otherwise make it quadratic in the file's size.
+pub(crate) const MAX_PATH_BYTES: usize = 64 << 20;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Node {
@@ -46,12 +58,23 @@ pub(crate) enum Scalar<'a> {
     Str(&'a str),
 }
 
-/// A syntax error: 1-based line and column, and what is wrong.
+/// A syntax error, or a document over the size limits: 1-based line and
+/// column, and what is wrong.
 #[derive(Debug)]
 pub(crate) struct SyntaxError {
     pub line: usize,
     pub col: usize,
     pub message: String,
+    /// The YAML is valid but larger than [`MAX_NODES`] or
+    /// [`MAX_TEXT_BYTES`] allow.
+    pub too_large: bool,
+}
+
+/// What a tree costs against the limits.
+#[derive(Clone, Copy, Debug)]
+struct Cost {
+    nodes: usize,
+    bytes: usize,
 }
 
 fn pos(span: &Span) -> (usize, usize) {
@@ -64,6 +87,11 @@ pub(crate) fn load(text: &str) -> Result<Option<Node>, SyntaxError> {
     let mut l = Loader {
         parser: Parser::new_from_str(text),
         anchors: HashMap::new(),
+        left: Cost {
+            nodes: MAX_NODES,
+            bytes: MAX_TEXT_BYTES,
+        },
+        built: Cost { nodes: 0, bytes: 0 },
     };
     let mut doc = None;
     loop {
@@ -78,6 +106,7 @@ pub(crate) fn load(text: &str) -> Result<Option<Node>, SyntaxError> {
                         line,
                         col,
                         message: "a matrix file holds a single YAML document".into(),
+                        too_large: false,
                     });
                 }
                 let (ev, span) = l.next()?;
@@ -89,6 +118,7 @@ pub(crate) fn load(text: &str) -> Result<Option<Node>, SyntaxError> {
                     line,
                     col,
                     message: format!("unexpected YAML event {other:?}"),
+                    too_large: false,
                 });
             }
         }
@@ -97,7 +127,12 @@ pub(crate) fn load(text: &str) -> Result<Option<Node>, SyntaxError> {
 
 struct Loader<'a> {
     parser: Parser<'a, saphyr_parser::StrInput<'a>>,
-    anchors: HashMap<usize, Node>,
+    /// Anchor id -> its node and what that node cost.
+    anchors: HashMap<usize, (Node, Cost)>,
+    /// What the rest of the document may still cost.
+    left: Cost,
+    /// The size of the trees built so far (without the anchors' copies).
+    built: Cost,
 }
 
 impl<'a> Loader<'a> {
@@ -108,18 +143,58 @@ impl<'a> Loader<'a> {
                 line: e.marker().line(),
                 col: e.marker().col() + 1,
                 message: e.info().to_string(),
+                too_large: false,
             }),
             None => Err(SyntaxError {
                 line: 1,
                 col: 1,
                 message: "unexpected end of the YAML stream".into(),
+                too_large: false,
             }),
         }
     }
 
+    /// Charges `cost` against the limits, or says which one it exceeds.
+    fn charge(&mut self, cost: Cost, line: usize, col: usize) -> Result<(), SyntaxError> {
+        let fail = |message: String| SyntaxError {
+            line,
+            col,
+            message,
+            too_large: true,
+        };
+        if cost.nodes > self.left.nodes {
+            return Err(fail(format!(
+                "the document holds more than {MAX_NODES} YAML nodes once its aliases \
+                 are expanded"
+            )));
+        }
+        if cost.bytes > self.left.bytes {
+            return Err(fail(format!(
+                "the document holds more than {} MiB of text once its aliases are expanded",
+                MAX_TEXT_BYTES >> 20
+            )));
+        }
+        self.left.nodes -= cost.nodes;
+        self.left.bytes -= cost.bytes;
+        Ok(())
+    }
+
+    /// Charges `cost` for nodes of the tree.
+    fn grow(&mut self, cost: Cost, line: usize, col: usize) -> Result<(), SyntaxError> {
+        self.charge(cost, line, col)?;
+        self.built.nodes += cost.nodes;
+        self.built.bytes += cost.bytes;
+        Ok(())
+    }
+
     fn node(&mut self, ev: Event<'a>, span: Span, depth: usize) -> Result<Node, SyntaxError> {
         let (line, col) = pos(&span);
-        let fail = |message: String| SyntaxError { line, col, message };
+        let fail = |message: String| SyntaxError {
+            line,
+            col,
+            message,
+            too_large: false,
+        };
         if depth > MAX_DEPTH {
             return Err(fail(format!("nesting deeper than {MAX_DEPTH} levels")));
         }
@@ -127,9 +202,18 @@ impl<'a> Loader<'a> {
             Some(t) if !t.is_yaml_core_schema() => Err(fail(format!("unsupported YAML tag `{t}`"))),
             _ => Ok(()),
         };
+        let before = self.built;
         let (node, anchor) = match ev {
             Event::Scalar(text, style, anchor, tag) => {
                 check_tag(&tag)?;
+                self.grow(
+                    Cost {
+                        nodes: 1,
+                        bytes: text.len(),
+                    },
+                    line,
+                    col,
+                )?;
                 let is_str = tag.as_deref().is_some_and(|t| t.suffix == "str");
                 let quoted = is_str || style != ScalarStyle::Plain;
                 let kind = Kind::Scalar {
@@ -140,6 +224,7 @@ impl<'a> Loader<'a> {
             }
             Event::SequenceStart(anchor, tag) => {
                 check_tag(&tag)?;
+                self.grow(Cost { nodes: 1, bytes: 0 }, line, col)?;
                 let mut items = Vec::new();
                 loop {
                     let (ev, span) = self.next()?;
@@ -159,7 +244,10 @@ impl<'a> Loader<'a> {
             }
             Event::MappingStart(anchor, tag) => {
                 check_tag(&tag)?;
+                self.grow(Cost { nodes: 1, bytes: 0 }, line, col)?;
                 let mut entries: Vec<(Node, Node)> = Vec::new();
+                // Key -> where it was first written.
+                let mut seen: HashMap<String, (usize, usize)> = HashMap::new();
                 loop {
                     let (ev, span) = self.next()?;
                     if ev == Event::MappingEnd {
@@ -171,20 +259,21 @@ impl<'a> Loader<'a> {
                             line: key.line,
                             col: key.col,
                             message: "mapping keys must be plain strings".into(),
+                            too_large: false,
                         });
                     };
-                    if let Some((first, _)) =
-                        entries.iter().find(|(k, _)| k.key_text() == Some(text))
-                    {
+                    if let Some((first_line, first_col)) = seen.get(text.as_str()) {
                         return Err(SyntaxError {
                             line: key.line,
                             col: key.col,
                             message: format!(
-                                "duplicate key `{text}` (first at line {} column {})",
-                                first.line, first.col
+                                "duplicate key `{text}` (first at line {first_line} column \
+                                 {first_col})"
                             ),
+                            too_large: false,
                         });
                     }
+                    seen.insert(text.clone(), (key.line, key.col));
                     let (ev, span) = self.next()?;
                     let value = self.node(ev, span, depth + 1)?;
                     entries.push((key, value));
@@ -199,11 +288,14 @@ impl<'a> Loader<'a> {
                 )
             }
             Event::Alias(id) => {
-                let mut n = self
-                    .anchors
-                    .get(&id)
-                    .cloned()
-                    .ok_or_else(|| fail("alias to an unknown anchor".into()))?;
+                // Charged before the copy is made: an alias bomb is refused
+                // at its first alias over the limits.
+                let cost = match self.anchors.get(&id) {
+                    Some((_, cost)) => *cost,
+                    None => return Err(fail("alias to an unknown anchor".into())),
+                };
+                self.grow(cost, line, col)?;
+                let mut n = self.anchors[&id].0.clone();
                 n.line = line;
                 n.col = col;
                 return Ok(n);
@@ -211,7 +303,14 @@ impl<'a> Loader<'a> {
             other => return Err(fail(format!("unexpected YAML event {other:?}"))),
         };
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            let cost = Cost {
+                nodes: self.built.nodes - before.nodes,
+                bytes: self.built.bytes - before.bytes,
+            };
+            // The copy kept for aliases is charged too, so that nested
+            // anchors cannot hold many copies of the same tree for free.
+            self.charge(cost, line, col)?;
+            self.anchors.insert(anchor, (node.clone(), cost));
         }
         Ok(node)
     }
@@ -273,14 +372,20 @@ fn resolve_plain(s: &str) -> Scalar<'_> {
         });
     }
     if s == body {
+        // `from_str_radix` would also take a sign (`0x-1`): the core
+        // schema's `0x[0-9a-fA-F]+` and `0o[0-7]+` do not.
         if let Some(h) = s.strip_prefix("0x") {
-            if let Ok(v) = i64::from_str_radix(h, 16) {
-                return Scalar::Int(v);
+            if h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                if let Ok(v) = i64::from_str_radix(h, 16) {
+                    return Scalar::Int(v);
+                }
             }
         }
         if let Some(o) = s.strip_prefix("0o") {
-            if let Ok(v) = i64::from_str_radix(o, 8) {
-                return Scalar::Int(v);
+            if o.bytes().all(|b| matches!(b, b'0'..=b'7')) {
+                if let Ok(v) = i64::from_str_radix(o, 8) {
+                    return Scalar::Int(v);
+                }
             }
         }
     }
@@ -332,26 +437,37 @@ fn is_float(s: &str) -> bool {
 }
 
 /// Records the position of every node under `node` by field path
-/// (`scenarios[0].axes.batch_size[2]`).
-pub(crate) fn index(node: &Node, path: &str, out: &mut HashMap<String, (usize, usize)>) {
+/// (`scenarios[0].axes.batch_size[2]`). `Err(())` when the paths would add
+/// up to more than `budget` bytes (see [`MAX_PATH_BYTES`]).
+pub(crate) fn index(
+    node: &Node,
+    path: &str,
+    out: &mut HashMap<String, (usize, usize)>,
+    budget: &mut usize,
+) -> Result<(), ()> {
     if !path.is_empty() {
+        *budget = budget.checked_sub(path.len()).ok_or(())?;
         out.insert(path.to_string(), (node.line, node.col));
     }
     match &node.kind {
         Kind::Scalar { .. } => {}
         Kind::Seq(items) => {
             for (i, item) in items.iter().enumerate() {
-                index(item, &format!("{path}[{i}]"), out);
+                index(item, &format!("{path}[{i}]"), out, budget)?;
             }
         }
         Kind::Map(entries) => {
             for (k, v) in entries {
                 if let Some(key) = k.key_text() {
-                    index(v, &join(path, key), out);
+                    if path.len() + key.len() > *budget {
+                        return Err(());
+                    }
+                    index(v, &join(path, key), out, budget)?;
                 }
             }
         }
     }
+    Ok(())
 }
 
 pub(crate) fn join(path: &str, key: &str) -> String {
@@ -590,6 +706,9 @@ mod tests {
         assert_eq!(resolve_plain("nan"), Scalar::Str("nan"));
         assert_eq!(resolve_plain("1_000"), Scalar::Str("1_000"));
         assert_eq!(resolve_plain("-"), Scalar::Str("-"));
+        assert_eq!(resolve_plain("0x-1"), Scalar::Str("0x-1"));
+        assert_eq!(resolve_plain("0x+1f"), Scalar::Str("0x+1f"));
+        assert_eq!(resolve_plain("0o-7"), Scalar::Str("0o-7"));
     }
 
     #[test]
@@ -605,7 +724,7 @@ mod tests {
     fn positions_are_one_based() {
         let n = load("a:\n  b: [1, 22]\n").unwrap().unwrap();
         let mut idx = HashMap::new();
-        index(&n, "", &mut idx);
+        index(&n, "", &mut idx, &mut { MAX_PATH_BYTES }).unwrap();
         assert_eq!(idx["a.b[1]"], (2, 10));
         assert_eq!(idx["a.b"], (2, 6));
     }
