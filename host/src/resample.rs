@@ -205,13 +205,18 @@ pub fn median_ci(xs: &[f64], confidence: f64, resamples: usize, seed: u64) -> Op
     if sorted.is_empty() {
         return None;
     }
-    let point = median_sorted(&sorted);
+    Some(median_interval(&sorted, confidence, resamples, seed))
+}
+
+/// The median of `sorted` with its percentile-bootstrap interval.
+fn median_interval(sorted: &[f64], confidence: f64, resamples: usize, seed: u64) -> Estimate {
+    let point = median_sorted(sorted);
     let mut rng = Indices::new(seed);
     let mut counts = Vec::with_capacity(sorted.len());
     let dist = (0..resamples)
-        .map(|_| resampled_median(&sorted, &mut rng, &mut counts))
+        .map(|_| resampled_median(sorted, &mut rng, &mut counts))
         .collect();
-    Some(interval(point, dist, sorted.len(), confidence))
+    interval(point, dist, sorted.len(), confidence)
 }
 
 /// `median(num) / median(den)` with `num` and `den` resampled independently
@@ -284,13 +289,7 @@ pub fn paired_ratio_ci(
     // found by counting, as for the other statistics.
     let mut ratios: Vec<f64> = kept.iter().map(|&(a, b)| bounded_ratio(a, b)).collect();
     ratios.sort_by(f64::total_cmp);
-    let point = median_sorted(&ratios);
-    let mut rng = Indices::new(seed);
-    let mut counts = Vec::with_capacity(ratios.len());
-    let dist = (0..resamples)
-        .map(|_| resampled_median(&ratios, &mut rng, &mut counts))
-        .collect();
-    Some(interval(point, dist, ratios.len(), confidence))
+    Some(median_interval(&ratios, confidence, resamples, seed))
 }
 
 /// Tukey's fences (criterion.rs's "mild" 1.5 IQR, "severe" 3 IQR).

@@ -696,7 +696,13 @@ impl Pacer {
                 }
                 let rest = due.saturating_duration_since(Instant::now());
                 if !rest.is_zero() {
-                    tokio::task::block_in_place(|| std::thread::sleep(rest));
+                    use tokio::runtime::{Handle, RuntimeFlavor};
+                    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+                        tokio::task::block_in_place(|| std::thread::sleep(rest));
+                    } else {
+                        // A current-thread runtime cannot lend its thread.
+                        tokio::time::sleep_until(due).await;
+                    }
                 }
                 self.last = Some(due);
             }
