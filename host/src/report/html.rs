@@ -5,7 +5,9 @@
 
 use super::analysis::{self, Executive, Group, Metric};
 use super::charts::{Colors, Rendered};
-use super::markdown::{status_name, status_text, system_line, with_ci};
+use super::markdown::{
+    f, peak_rss_mib, samples_text, speedup_text, status_name, status_text, system_line, with_ci,
+};
 use crate::output::{Status, Summary};
 use std::fmt::Write;
 
@@ -232,19 +234,8 @@ fn results_section(o: &mut String, i: &Inputs) {
         let status = g.status().0;
         let eff = g.ok_runs().find_map(|r| r.efficiency);
         let pct_of = |v: Option<f64>| v.map(|x| format!("{x:.0}")).unwrap_or_else(|| "—".into());
-        let speed = if s.baseline.as_deref() == Some(c.engine.as_str()) {
-            "baseline".to_string()
-        } else {
-            analysis::speedup(s, i.groups, g)
-                .map(|x| format!("{}x", with_ci(&x.est, 2)))
-                .unwrap_or_else(|| "—".into())
-        };
-        let peak = g
-            .ok_runs()
-            .filter_map(|r| r.memory.as_ref()?.peak_rss_bytes)
-            .max()
-            .map(|b| format!("{:.0}", b as f64 / (1u64 << 20) as f64))
-            .unwrap_or_else(|| "—".into());
+        let speed = speedup_text(s, i.groups, g);
+        let peak = f(peak_rss_mib(g), 0);
         let _ = writeln!(
             o,
             "<tr><td>{}</td><td><span class=\"swatch\" style=\"background:{}\"></span>{}</td><td>{}</td>\
@@ -257,15 +248,7 @@ fn results_section(o: &mut String, i: &Inputs) {
             esc(&analysis::workload(&c.params, c.kind)),
             status_name(status),
             esc(&status_text(g)),
-            thr.map(|f| {
-                let o = f.outliers.total();
-                let mut t = format!("{} {}", f.est.n, f.unit.as_str());
-                if o > 0 {
-                    t.push_str(&format!(", {o} outlier{}", if o == 1 { "" } else { "s" }));
-                }
-                t
-            })
-            .unwrap_or_else(|| "—".into()),
+            esc(&samples_text(thr.as_ref())),
             med(Metric::TtftP50, 1),
             med(Metric::TpotP50, 2),
             pct(|m| m.itl_ms.as_ref()),

@@ -68,6 +68,43 @@ pub(crate) fn status_name(s: Status) -> &'static str {
     }
 }
 
+/// `n` column: sample count, unit, and Tukey outliers when there are any.
+pub(crate) fn samples_text(f: Option<&analysis::Figure>) -> String {
+    let Some(f) = f else {
+        return "—".into();
+    };
+    let o = f.outliers.total();
+    let mut s = format!("{} {}", f.est.n, f.unit.as_str());
+    if o > 0 {
+        s.push_str(&format!(", {o} outlier{}", if o == 1 { "" } else { "s" }));
+    }
+    s
+}
+
+/// The group's highest peak RSS over its complete runs, MiB.
+pub(crate) fn peak_rss_mib(g: &Group) -> Option<f64> {
+    g.ok_runs()
+        .filter_map(|r| r.memory.as_ref()?.peak_rss_bytes)
+        .max()
+        .map(|b| b as f64 / (1u64 << 20) as f64)
+}
+
+/// `baseline`, `1.23x [1.10, 1.31]`, or `—`.
+pub(crate) fn speedup_text(summary: &Summary, groups: &[Group], g: &Group) -> String {
+    if summary.baseline.as_deref() == Some(g.cell().engine.as_str()) {
+        return "baseline".into();
+    }
+    analysis::speedup(summary, groups, g)
+        .map(|s| {
+            let mut t = format!("{:.2}x", s.est.point);
+            if s.est.n > 1 {
+                t.push_str(&format!(" [{:.2}, {:.2}]", s.est.lo, s.est.hi));
+            }
+            t
+        })
+        .unwrap_or_else(|| "—".into())
+}
+
 pub fn markdown(summary: &Summary) -> String {
     let groups = analysis::groups(summary);
     let mut out = String::new();
@@ -121,35 +158,10 @@ pub fn markdown(summary: &Summary) -> String {
                 .unwrap_or_else(|| "—".into())
         };
         let thr = analysis::figure(g, Metric::OutputThroughput);
-        let n = thr
-            .map(|f| {
-                let o = f.outliers.total();
-                let mut s = format!("{} {}", f.est.n, f.unit.as_str());
-                if o > 0 {
-                    s.push_str(&format!(", {o} outlier{}", if o == 1 { "" } else { "s" }));
-                }
-                s
-            })
-            .unwrap_or_else(|| "—".into());
-        let peak = g
-            .ok_runs()
-            .filter_map(|r| r.memory.as_ref()?.peak_rss_bytes)
-            .max()
-            .map(|b| b as f64 / (1u64 << 20) as f64);
+        let n = samples_text(thr.as_ref());
+        let peak = peak_rss_mib(g);
         let eff = g.ok_runs().find_map(|r| r.efficiency);
-        let speedup = if summary.baseline.as_deref() == Some(c.engine.as_str()) {
-            "baseline".to_string()
-        } else {
-            analysis::speedup(summary, &groups, g)
-                .map(|s| {
-                    let mut t = format!("{:.2}x", s.est.point);
-                    if s.est.n > 1 {
-                        t.push_str(&format!(" [{:.2}, {:.2}]", s.est.lo, s.est.hi));
-                    }
-                    t
-                })
-                .unwrap_or_else(|| "—".into())
-        };
+        let speedup = speedup_text(summary, &groups, g);
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
