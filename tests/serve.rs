@@ -571,3 +571,107 @@ scenarios:
     assert!((50.0..51.0).contains(&ttft), "TTFT p50 {ttft}");
     assert!((19.0..21.0).contains(&itl), "ITL p50 {itl}");
 }
+
+/// `launch:` starts `engine-matrix serve` for an http engine on a port the
+/// harness picks, runs its cells against it, keeps its log in the run
+/// folder and stops it afterwards; a launch that cannot work fails only
+/// that engine's cells, naming the reason, and the other engines run.
+#[test]
+fn launch_starts_the_server_runs_its_cells_and_stops_it() {
+    let plugins = plugin_dir(&["candle", "http"]);
+    let tmp = TempDir::new("launch");
+    let yaml = "\
+name: launch
+models:
+  - {name: tiny, weights: synthetic, config: tiny, seed: 0}
+engines:
+  - name: served
+    plugin: http
+    options: {base_url: \"http://127.0.0.1:${PORT}\", model: tiny}
+    launch:
+      command: [\"${ENGINE_MATRIX}\", serve, --engine, candle, --model, tiny, --port, \"${PORT}\"]
+      ready: /health
+      ready_timeout_s: 300
+  - name: broken
+    plugin: http
+    options: {base_url: \"http://127.0.0.1:${PORT}\"}
+    launch:
+      command: \"echo loading ${EM_TEST_LAUNCH_WORD}; echo no such model >&2; exit 7\"
+  - name: unset
+    plugin: http
+    options: {base_url: \"http://127.0.0.1:${PORT}\"}
+    launch: {command: [\"${EM_TEST_SURELY_UNSET_VARIABLE}\"]}
+  - {name: candle, options: {threads: 1}}
+scenarios:
+  - name: latency
+    kind: latency
+    warmup: 1
+    iterations: 2
+    input_tokens: 8
+    output_tokens: 4
+    axes: {batch_size: [1, 2]}
+";
+    let m = tmp.path().join("m.yaml");
+    std::fs::write(&m, yaml).unwrap();
+    let run_dir = tmp.path().join("run");
+    let o = run_env(
+        &[
+            "run",
+            m.to_str().unwrap(),
+            "--out",
+            run_dir.to_str().unwrap(),
+            "--no-calibrate",
+        ],
+        plugins.path(),
+        &[("EM_TEST_LAUNCH_WORD", std::path::Path::new("weights"))],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let summary = read_json(&run_dir.join("summary.json"));
+    let cells = summary["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 8, "every cell has a result");
+    let of = |engine: &str| -> Vec<&Value> {
+        cells
+            .iter()
+            .filter(|c| c["cell"]["engine"] == engine)
+            .collect()
+    };
+    for c in of("served").into_iter().chain(of("candle")) {
+        assert_eq!(c["status"], "ok", "{c}");
+        assert_eq!(c["metrics"]["output_length_mismatches"], 0);
+    }
+    for c in of("broken") {
+        assert_eq!(c["status"], "failed");
+        let why = c["reason"].as_str().unwrap();
+        assert!(
+            why.contains("exited with status 7")
+                && why.contains("loading weights")
+                && why.contains("no such model"),
+            "{why}"
+        );
+    }
+    for c in of("unset") {
+        let why = c["reason"].as_str().unwrap();
+        assert!(
+            why.contains("EM_TEST_SURELY_UNSET_VARIABLE") && why.contains("not set"),
+            "{why}"
+        );
+    }
+    // The server's log is in the run folder and says it was stopped; it
+    // no longer listens.
+    let log = std::fs::read_to_string(run_dir.join("servers/served.log")).unwrap();
+    assert!(log.contains("ready after"), "{log}");
+    assert!(log.contains("stopped with SIGTERM"), "{log}");
+    let port: u16 = log
+        .split("--port ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {log}"));
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the server still listens on {port}"
+    );
+    // The summary keeps the matrix as written: no filled-in secrets.
+    let kept = std::fs::read_to_string(run_dir.join("matrix.yaml")).unwrap();
+    assert!(kept.contains("${EM_TEST_LAUNCH_WORD}"));
+}

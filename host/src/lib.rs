@@ -12,6 +12,7 @@
 
 pub mod cell;
 pub mod compare;
+pub mod launch;
 pub mod matrix;
 pub mod measure;
 pub mod metrics;

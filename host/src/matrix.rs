@@ -19,6 +19,14 @@
 //!   - name: candle          # the label in results
 //!     plugin: candle        # optional, default = name
 //!     options: {threads: 2} # optional, passed to the plugin as a JSON object
+//!   - name: served          # an http engine whose server the harness starts
+//!     plugin: http
+//!     options: {base_url: "http://127.0.0.1:${PORT}"}
+//!     launch:               # see crate::launch for placeholders and lifecycle
+//!       command: ["${ENGINE_MATRIX}", serve, --engine, candle, --model, gpt2, --port, "${PORT}"]
+//!       ready: /health      # default /v1/models on base_url
+//!       ready_timeout_s: 600
+//!       stop_timeout_s: 10
 //! scenarios:
 //!   - name: latency
 //!     kind: latency         # latency | throughput | concurrency
@@ -193,6 +201,27 @@ pub struct EngineDef {
     pub plugin: String,
     /// Options passed to the plugin: always a JSON object (`{}` by default).
     pub options: serde_json::Value,
+    /// A server the harness starts for this engine's cells (http engines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<LaunchDef>,
+}
+
+/// `launch:` of an engine: the command that starts its server, and how to
+/// tell that it is ready. Strings may hold `${NAME}` placeholders (see
+/// [`crate::launch`]); they are checked for syntax here and filled in when
+/// the server starts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LaunchDef {
+    /// The program and its arguments (a string in the matrix is run with
+    /// `/bin/sh -c`).
+    pub command: Vec<String>,
+    /// The URL that answers 200 once the server is ready.
+    pub ready: String,
+    pub ready_timeout_s: f64,
+    /// SIGTERM, then SIGKILL after this long.
+    pub stop_timeout_s: f64,
+    /// Extra environment variables of the server.
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -365,7 +394,14 @@ const TOP_KEYS: [&str; 6] = [
     "scenarios",
 ];
 const MODEL_KEYS: [&str; 6] = ["name", "architecture", "weights", "config", "seed", "path"];
-const ENGINE_KEYS: [&str; 3] = ["name", "plugin", "options"];
+const ENGINE_KEYS: [&str; 4] = ["name", "plugin", "options", "launch"];
+const LAUNCH_KEYS: [&str; 5] = [
+    "command",
+    "ready",
+    "ready_timeout_s",
+    "stop_timeout_s",
+    "env",
+];
 
 /// `p` relative to `base` (the matrix's folder), absolute and lexically
 /// normalized.
@@ -403,6 +439,122 @@ fn unique<'a>(
         seen.insert(n, at);
     }
     Ok(())
+}
+
+/// A string with well-formed `${NAME}` placeholders.
+fn placeholders_ok(at: &At<'_>, s: &str) -> Result<(), MatrixError> {
+    crate::launch::placeholders(s)
+        .map(|_| ())
+        .map_err(|e| at.err(e))
+}
+
+fn parse_launch(l: &At<'_>, options: &serde_json::Value) -> Result<LaunchDef, MatrixError> {
+    let m = l.map(&LAUNCH_KEYS)?;
+    let cmd_at = m.require("command")?;
+    let command: Vec<String> = match cmd_at.str() {
+        Ok(s) if !s.trim().is_empty() => {
+            placeholders_ok(cmd_at, s)?;
+            vec!["/bin/sh".into(), "-c".into(), s.to_string()]
+        }
+        Ok(_) => return Err(cmd_at.err("expected a command, got an empty string")),
+        Err(_) => {
+            let items = cmd_at.non_empty_seq().map_err(|_| {
+                cmd_at.err(format!(
+                    "expected a command: a list of strings (program, then arguments) or a shell command line, got {}",
+                    cmd_at.node.describe()
+                ))
+            })?;
+            let mut out = Vec::new();
+            for item in &items {
+                // Numbers (a port, a thread count) are fine as arguments.
+                let s = match item.json()? {
+                    serde_json::Value::String(s) => s,
+                    v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => {
+                        v.to_string()
+                    }
+                    _ => {
+                        return Err(item.err(format!(
+                            "expected a string argument, got {}",
+                            item.node.describe()
+                        )))
+                    }
+                };
+                placeholders_ok(item, &s)?;
+                out.push(s);
+            }
+            if out[0].is_empty() {
+                return Err(items[0].err("the program name is empty"));
+            }
+            out
+        }
+    };
+    let base_url = options.get("base_url").and_then(|b| b.as_str());
+    let ready = match m.opt("ready") {
+        Some(r) => {
+            let s = r.str()?;
+            placeholders_ok(r, s)?;
+            if s.starts_with("http://") {
+                s.to_string()
+            } else if s.starts_with('/') {
+                match base_url {
+                    Some(b) => format!("{}{s}", crate::launch::server_root(b)),
+                    None => {
+                        return Err(r.err(
+                            "a path needs the engine's `options.base_url`; give a full http:// URL instead",
+                        ))
+                    }
+                }
+            } else {
+                return Err(r.err(format!(
+                    "expected an http:// URL or a path starting with `/`, got `{s}`"
+                )));
+            }
+        }
+        None => match base_url {
+            Some(b) => format!("{}/v1/models", crate::launch::server_root(b)),
+            None => {
+                return Err(m.at.err(
+                    "`launch` needs `ready:` (an http:// URL that answers 200 when the server is ready) when the engine has no `options.base_url`",
+                ))
+            }
+        },
+    };
+    if let Some(b) = base_url {
+        placeholders_ok(l, b)?;
+    }
+    let secs = |key: &str, default: f64| -> Result<f64, MatrixError> {
+        match m.opt(key) {
+            None => Ok(default),
+            Some(v) => {
+                let x = v.non_negative()?;
+                if x > 0.0 {
+                    Ok(x)
+                } else {
+                    Err(v.err("expected a positive number of seconds, got 0"))
+                }
+            }
+        }
+    };
+    let mut env = std::collections::BTreeMap::new();
+    if let Some(e) = m.opt("env") {
+        let em = e.map_any()?;
+        for (k, v) in &em {
+            let s = match v.json()? {
+                serde_json::Value::String(s) => s,
+                x @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => x.to_string(),
+                _ => return Err(v.err(format!("expected a string, got {}", v.node.describe()))),
+            };
+            placeholders_ok(v, &s)?;
+            env.insert(k.to_string(), s);
+        }
+    }
+    Ok(LaunchDef {
+        command,
+        ready,
+        ready_timeout_s: secs("ready_timeout_s", 600.0)?,
+        stop_timeout_s: secs("stop_timeout_s", 10.0)?,
+        env,
+    })
 }
 
 impl Matrix {
@@ -571,10 +723,15 @@ impl Matrix {
                     o.json()?
                 }
             };
+            let launch = match m.opt("launch") {
+                None => None,
+                Some(l) => Some(parse_launch(l, &options)?),
+            };
             engines.push(EngineDef {
                 name: name.to_string(),
                 plugin: plugin.to_string(),
                 options,
+                launch,
             });
         }
         unique("engine", engine_names.iter().map(|(n, a)| (*n, a)))?;

@@ -514,6 +514,16 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     let stop = || interrupted();
     let mut stopped: Option<String> = None;
     let mut last_engine: Option<&str> = None;
+    let exe = match &opts.isolation {
+        Isolation::Workers(exe) => exe.clone(),
+        Isolation::InProcess => std::env::current_exe().unwrap_or_else(|_| "engine-matrix".into()),
+    };
+    let matrix_dir = std::path::absolute(&matrix_path)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let mut servers =
+        crate::launch::Servers::new(exe, opts.plugin_dir.clone(), matrix_dir, &dir.path);
     for &(cell, repeat) in &schedule {
         if done.contains(&(cell.id.clone(), repeat)) {
             bar.inc(1);
@@ -526,6 +536,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         bar.set_message(cell.id.clone());
         if let Some(prev) = last_engine.filter(|p| *p != cell.engine) {
             executor.unload(prev);
+            servers.stop(prev);
         }
         last_engine = Some(cell.engine.as_str());
         let job = Job {
@@ -543,14 +554,42 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
             (None, Some(b)) => Some((b, RUN_TIMEOUT)),
             (None, None) => None,
         };
-        let def = engine_defs[cell.engine.as_str()];
-        let line = match executor.run(def, job, limit, &stop) {
+        let t0 = Instant::now();
+        let def = match servers.ensure(engine_defs[cell.engine.as_str()], &stop) {
+            Ok(def) => Some(def),
+            Err(crate::launch::StartError::Stopped) => {
+                stopped = stop_reason();
+                break;
+            }
+            Err(crate::launch::StartError::Failed(why)) => {
+                let line = cell::failed_line(
+                    &job,
+                    &engine_defs[cell.engine.as_str()].plugin,
+                    why,
+                    t0.elapsed().as_secs_f64(),
+                );
+                record(&mut dir, &mut summary, &bar, &line)?;
+                None
+            }
+        };
+        let Some(def) = def else { continue };
+        let mut line = match executor.run(&def, job, limit, &stop) {
             Ran::Line(l) => l,
             Ran::Stopped => {
                 stopped = stop_reason();
                 break;
             }
         };
+        if let Some(died) = servers.check(&cell.engine) {
+            let r = &mut line.result;
+            if r.status == Status::Ok {
+                r.status = Status::Failed;
+            }
+            r.reason = Some(match r.reason.take() {
+                Some(why) => format!("{why}; {died}"),
+                None => died,
+            });
+        }
         if !learned.contains(&cell.engine) {
             if let Some((record, verbose)) = executor.record(&cell.engine) {
                 learned.insert(cell.engine.clone());
@@ -578,24 +617,11 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
                 }
             }
         }
-        let result = &line.result;
-        if result.status != Status::Ok {
-            bar.suspend(|| {
-                eprintln!(
-                    "{}: {}: {}",
-                    cell.id,
-                    crate::report::status_name(result.status),
-                    result.reason.as_deref().unwrap_or("")
-                )
-            });
-        }
-        dir.append(&line)?;
-        summary.cells.push(line.result.clone());
-        dir.write_summary(&summary)?;
-        bar.inc(1);
+        record(&mut dir, &mut summary, &bar, &line)?;
     }
     bar.finish_and_clear();
     executor.shutdown();
+    servers.stop_all();
     summary.finished_at = Some(utc_now());
     summary.complete = stopped.is_none();
     summary.stopped = stopped;
@@ -622,6 +648,31 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         summary,
         markdown,
     })
+}
+
+/// Saves one cell's result (line, then summary) and says when it failed.
+fn record(
+    dir: &mut RunDir,
+    summary: &mut Summary,
+    bar: &indicatif::ProgressBar,
+    line: &ResultLine,
+) -> Result<()> {
+    let result = &line.result;
+    if result.status != Status::Ok {
+        bar.suspend(|| {
+            eprintln!(
+                "{}: {}: {}",
+                result.cell.id,
+                crate::report::status_name(result.status),
+                result.reason.as_deref().unwrap_or("")
+            )
+        });
+    }
+    dir.append(line)?;
+    summary.cells.push(line.result.clone());
+    dir.write_summary(summary)?;
+    bar.inc(1);
+    Ok(())
 }
 
 /// The order cells run in: scenario by scenario and model by model; with

@@ -1080,3 +1080,65 @@ mod props {
         }
     }
 }
+
+fn with_engines(engines: &str) -> String {
+    format!(
+        "name: t\nmodels: [{{name: m, weights: synthetic, config: tiny}}]\nengines:\n{engines}scenarios:\n  - {{name: s, kind: latency}}\n"
+    )
+}
+
+#[test]
+fn launch_is_parsed_with_defaults_and_placeholders() {
+    let m = ok(&with_engines(
+        "  - name: h\n    plugin: http\n    options: {base_url: \"http://127.0.0.1:${PORT}/v1/\"}\n    launch:\n      command: [\"${ENGINE_MATRIX}\", serve, --port, \"${PORT}\", -t, 2]\n      env: {A: 1, B: \"${HOME}\"}\n  - name: v\n    plugin: http\n    options: {base_url: \"http://127.0.0.1:8000\"}\n    launch: {command: \"vllm serve x --port 8000\", ready: /health, ready_timeout_s: 30, stop_timeout_s: 2.5}\n",
+    ));
+    let h = m.engine("h").unwrap().launch.as_ref().unwrap();
+    assert_eq!(
+        h.command,
+        ["${ENGINE_MATRIX}", "serve", "--port", "${PORT}", "-t", "2"]
+    );
+    assert_eq!(h.ready, "http://127.0.0.1:${PORT}/v1/models");
+    assert_eq!((h.ready_timeout_s, h.stop_timeout_s), (600.0, 10.0));
+    assert_eq!(h.env["A"], "1");
+    assert_eq!(h.env["B"], "${HOME}");
+    let v = m.engine("v").unwrap().launch.as_ref().unwrap();
+    assert_eq!(v.command, ["/bin/sh", "-c", "vllm serve x --port 8000"]);
+    assert_eq!(v.ready, "http://127.0.0.1:8000/health");
+    assert_eq!((v.ready_timeout_s, v.stop_timeout_s), (30.0, 2.5));
+    assert!(m.engine("h").unwrap().options["base_url"]
+        .as_str()
+        .unwrap()
+        .contains("${PORT}"));
+}
+
+#[test]
+fn launch_errors_name_the_field() {
+    let e = err(&with_engines(
+        "  - name: h\n    plugin: http\n    launch: {command: [x]}\n",
+    ));
+    assert_eq!(e.2, "engines[0].launch");
+    assert!(e.3.contains("needs `ready:`"), "{e:?}");
+    let e = err(&with_engines(
+        "  - name: h\n    options: {base_url: \"http://h:1\"}\n    launch: {command: [x, \"${PORT\"]}\n",
+    ));
+    assert_eq!(e.2, "engines[0].launch.command[1]");
+    assert!(e.3.contains("unclosed"), "{e:?}");
+    let e = err(&with_engines(
+        "  - name: h\n    options: {base_url: \"http://h:1\"}\n    launch: {command: [], ready: /x}\n",
+    ));
+    assert_eq!(e.2, "engines[0].launch.command");
+    let e = err(&with_engines(
+        "  - name: h\n    options: {base_url: \"http://h:1\"}\n    launch: {command: x, ready: health}\n",
+    ));
+    assert_eq!(e.2, "engines[0].launch.ready");
+    assert!(e.3.contains("http:// URL or a path"), "{e:?}");
+    let e = err(&with_engines(
+        "  - name: h\n    options: {base_url: \"http://h:1\"}\n    launch: {command: x, ready_timeout_s: 0}\n",
+    ));
+    assert_eq!(e.2, "engines[0].launch.ready_timeout_s");
+    let e = err(&with_engines(
+        "  - name: h\n    options: {base_url: \"http://h:1\"}\n    launch: {command: x, port: 3}\n",
+    ));
+    assert_eq!(e.2, "engines[0].launch.port");
+    assert!(e.3.contains("unknown key"), "{e:?}");
+}

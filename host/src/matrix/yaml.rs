@@ -548,6 +548,28 @@ impl<'n> At<'n> {
         })
     }
 
+    /// The entries of a mapping with free-form keys (such as environment
+    /// variables).
+    pub fn map_any(&self) -> Result<Vec<(&'n str, At<'n>)>, MatrixError> {
+        let Kind::Map(entries) = &self.node.kind else {
+            return Err(self.expected("a mapping"));
+        };
+        Ok(entries
+            .iter()
+            .map(|(k, v)| {
+                let key = k.key_text().unwrap_or_default();
+                (
+                    key,
+                    At {
+                        file: self.file,
+                        node: v,
+                        path: join(&self.path, key),
+                    },
+                )
+            })
+            .collect())
+    }
+
     /// The items of a list.
     pub fn seq(&self) -> Result<Vec<At<'n>>, MatrixError> {
         let Kind::Seq(items) = &self.node.kind else {
