@@ -157,6 +157,8 @@ fn efficiency(
         crate::matrix::ScenarioKind::Latency => p.batch_size,
         crate::matrix::ScenarioKind::Throughput => p.max_batch.min(p.num_requests),
         crate::matrix::ScenarioKind::Concurrency => p.concurrency.min(p.max_batch),
+        // The batch an open loop reaches is not set by the cell.
+        crate::matrix::ScenarioKind::Serving => 1,
     }
     .max(1);
     let prefill_ms = m
@@ -409,18 +411,53 @@ fn run_cell(
     } else {
         (points, "iterations")
     };
-    memory.leak = (points.len() >= 2).then(|| crate::telemetry::leak_check(&points));
+    // A serving cell's worker keeps a record of every request it sends,
+    // so its RSS grows with the load, not with the engine: no verdict.
+    let judged = p.serving.is_none() && points.len() >= 2;
+    memory.leak = judged.then(|| crate::telemetry::leak_check(&points));
     memory.leak_source = memory.leak.as_ref().map(|_| source.to_string());
     memory.gpu =
         crate::output::GpuRecord::from_samples(&samples.gpu, &samples.gpu_peak_memory_bytes);
 
     let records = exec.collector.take_records();
-    let metrics = compute(
-        &records,
-        &exec.spans,
-        model.shape.vocab_size,
-        p.output_tokens,
-    );
+    let metrics = match &p.serving {
+        None => compute(
+            &records,
+            &exec.spans,
+            model.shape.vocab_size,
+            p.output_tokens,
+        ),
+        Some(sv) => {
+            let serving = crate::serving::compute(sv, &records, &exec.spans, &exec.segments);
+            // A sweep's usual figures are those of its highest passing
+            // rate (else its first): rates mixed would mean nothing.
+            let mut m = match serving.sweep.as_ref() {
+                Some(sw) => {
+                    let index = crate::serving::reported_segment(sw, &exec.segments).0;
+                    let recs: Vec<_> = records
+                        .iter()
+                        .filter(|r| r.warmup || r.iteration == index)
+                        .cloned()
+                        .collect();
+                    let spans: Vec<_> = exec
+                        .spans
+                        .iter()
+                        .filter(|s| s.warmup || s.index == index)
+                        .copied()
+                        .collect();
+                    compute(&recs, &spans, model.shape.vocab_size, p.output_tokens)
+                }
+                None => compute(
+                    &records,
+                    &exec.spans,
+                    model.shape.vocab_size,
+                    p.output_tokens,
+                ),
+            };
+            m.serving = Some(serving);
+            m
+        }
+    };
     if let (Some(j), Some(source)) = (samples.energy_j, &samples.energy_source) {
         memory.energy = Some(crate::telemetry::energy_record(
             source,

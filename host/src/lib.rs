@@ -26,6 +26,7 @@ pub mod roofline;
 pub mod runner;
 pub mod scenario;
 pub mod serve;
+pub mod serving;
 pub mod stats;
 pub mod synthetic;
 pub mod system;

@@ -230,6 +230,8 @@ pub enum ScenarioKind {
     Latency,
     Throughput,
     Concurrency,
+    /// Open loop: requests arrive on a schedule ([`crate::serving`]).
+    Serving,
 }
 
 impl ScenarioKind {
@@ -238,6 +240,7 @@ impl ScenarioKind {
             ScenarioKind::Latency => "latency",
             ScenarioKind::Throughput => "throughput",
             ScenarioKind::Concurrency => "concurrency",
+            ScenarioKind::Serving => "serving",
         }
     }
 }
@@ -274,6 +277,9 @@ pub struct CellParams {
     pub duration_s: f64,
     pub dtype: String,
     pub quantization: String,
+    /// The open-loop settings of a `serving` cell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<crate::serving::ServingParams>,
 }
 
 /// One benchmark to run: a scenario's combination on one model and engine.

@@ -26,6 +26,9 @@ pub struct RequestRecord {
     /// When the host handed the request to the engine (for batches: the
     /// moment the whole batch was submitted).
     pub submit_ns: u64,
+    /// When an open-loop (serving) request was due to be sent; latency
+    /// from the schedule starts here.
+    pub scheduled_ns: Option<u64>,
     pub token_ns: Vec<u64>,
     pub tokens: Vec<u32>,
     /// When `done` or `error` arrived.
@@ -120,6 +123,24 @@ impl Collector {
             }
         }
         t
+    }
+
+    /// Records when `id` was due to be sent (open loop).
+    pub fn mark_scheduled(&self, id: u64, ns: u64) {
+        if let Some(r) = self.lock().records.get_mut(id as usize) {
+            r.scheduled_ns = Some(ns);
+        }
+    }
+
+    /// Copies of the records of one iteration (a sweep judges each rate
+    /// as it goes).
+    pub fn records_of(&self, iteration: u32) -> Vec<RequestRecord> {
+        self.lock()
+            .records
+            .iter()
+            .filter(|r| r.iteration == iteration && !r.warmup)
+            .cloned()
+            .collect()
     }
 
     /// Marks requests that the engine refused at submit as failed.

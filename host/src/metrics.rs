@@ -78,6 +78,9 @@ pub struct CellMetrics {
     /// One figure set per measured iteration, in order.
     #[serde(default)]
     pub per_iteration: Vec<IterationFigures>,
+    /// Open-loop figures of a `serving` cell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<crate::serving::ServingMetrics>,
 }
 
 /// Other tools' definitions of inter-token latency and TPOT, per request.
@@ -268,6 +271,7 @@ pub fn compute(
         e2el_ms: summarize(&e2el),
         engine_queue_ms: summarize(&queue),
         engine_prefill_ms: summarize(&prefill),
+        serving: None,
     }
 }
 

@@ -139,6 +139,9 @@ pub struct RawRequest {
     pub prompt_tokens: u32,
     pub max_new_tokens: u32,
     pub submit_ns: u64,
+    /// Open loop: when the request was due (latency from the schedule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_ns: Option<u64>,
     pub token_ns: Vec<u64>,
     pub tokens: Vec<u32>,
     pub end_ns: Option<u64>,
@@ -161,6 +164,7 @@ impl From<&RequestRecord> for RawRequest {
             prompt_tokens: r.prompt_tokens,
             max_new_tokens: r.max_new_tokens,
             submit_ns: r.submit_ns,
+            scheduled_ns: r.scheduled_ns,
             token_ns: r.token_ns.clone(),
             tokens: r.tokens.clone(),
             end_ns: r.end_ns,

@@ -539,8 +539,21 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
             servers.stop(prev);
         }
         last_engine = Some(cell.engine.as_str());
+        let mut job_cell = cell.clone();
+        let mut unresolved = None;
+        if let Some(sv) = job_cell.params.serving.as_mut() {
+            if sv.request_rate == crate::serving::Rate::Sustainable {
+                sv.resolved_rate = sustainable_rate(&summary.cells, &cell.model, &cell.engine);
+                if sv.resolved_rate.is_none() {
+                    unresolved = Some(format!(
+                        "request_rate: sustainable needs the max_sustainable_rate of a `load: sweep` cell of model '{}' on engine '{}' earlier in the run, and none found one",
+                        cell.model, cell.engine
+                    ));
+                }
+            }
+        }
         let job = Job {
-            cell: cell.clone(),
+            cell: job_cell,
             repeat,
             model: models[&cell.model].clone(),
             stall_s: opts.stall.as_secs_f64(),
@@ -555,6 +568,11 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
             (None, None) => None,
         };
         let t0 = Instant::now();
+        if let Some(why) = unresolved {
+            let line = cell::failed_line(&job, &engine_defs[cell.engine.as_str()].plugin, why, 0.0);
+            record(&mut dir, &mut summary, &bar, &line)?;
+            continue;
+        }
         let def = match servers.ensure(engine_defs[cell.engine.as_str()], &stop) {
             Ok(def) => Some(def),
             Err(crate::launch::StartError::Stopped) => {
@@ -648,6 +666,24 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         summary,
         markdown,
     })
+}
+
+/// The highest sustainable rate the latest successful sweep cell of
+/// `model` on `engine` found.
+fn sustainable_rate(cells: &[crate::output::CellResult], model: &str, engine: &str) -> Option<f64> {
+    cells
+        .iter()
+        .rev()
+        .filter(|c| c.status == Status::Ok && c.cell.model == model && c.cell.engine == engine)
+        .find_map(|c| {
+            c.metrics
+                .as_ref()?
+                .serving
+                .as_ref()?
+                .sweep
+                .as_ref()?
+                .max_sustainable_rate
+        })
 }
 
 /// Saves one cell's result (line, then summary) and says when it failed.

@@ -16,6 +16,7 @@ use crate::matrix::{Cell, ScenarioKind};
 use crate::measure::{requests, Collector};
 use crate::metrics::IterationSpan;
 use crate::prompts::PromptGen;
+use crate::serving::{schedule, Load, Rate, Search, ServingParams};
 use engine_api::ModelBox;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -36,6 +37,8 @@ pub struct Execution {
     pub collector: Arc<Collector>,
     pub spans: Vec<IterationSpan>,
     pub outcome: Result<(), Stop>,
+    /// A serving sweep's (iteration index, request rate) per rate tried.
+    pub segments: Vec<(u32, f64)>,
 }
 
 /// Time without any progress after which an engine counts as hung.
@@ -49,12 +52,14 @@ pub fn execute(model: &ModelBox, cell: &Cell, prompts: &PromptGen, stall: Durati
         stall,
         collector: Arc::new(Collector::new()),
         spans: Vec::new(),
+        segments: Vec::new(),
     };
     let outcome = run.all();
     Execution {
         collector: run.collector,
         spans: run.spans,
         outcome,
+        segments: run.segments,
     }
 }
 
@@ -65,6 +70,7 @@ struct Runner<'a> {
     stall: Duration,
     collector: Arc<Collector>,
     spans: Vec<IterationSpan>,
+    segments: Vec<(u32, f64)>,
 }
 
 impl Runner<'_> {
@@ -72,6 +78,11 @@ impl Runner<'_> {
         let start = Instant::now();
         for i in 0..self.cell.warmup {
             self.iteration(i, true)?;
+        }
+        if let Some(sv) = &self.cell.params.serving {
+            if sv.load == Load::Sweep {
+                return self.sweep(start);
+            }
         }
         let measure_start = Instant::now();
         let min = Duration::from_secs_f64(self.cell.min_duration_s.max(0.0));
@@ -95,6 +106,21 @@ impl Runner<'_> {
             ScenarioKind::Latency => self.batch(p.batch_size, index, warmup)?,
             ScenarioKind::Throughput => self.batch(p.num_requests, index, warmup)?,
             ScenarioKind::Concurrency => self.closed_loop(index, warmup)?,
+            // A warmup is one request at a time; a measured iteration is
+            // the whole schedule.
+            ScenarioKind::Serving if warmup => self.batch(1, index, warmup)?,
+            ScenarioKind::Serving => {
+                let sv = self.serving()?;
+                let rate = self.rate(sv)?;
+                let sched = schedule(
+                    sv,
+                    rate,
+                    p.duration_s,
+                    p.requests,
+                    self.seed() ^ u64::from(index),
+                );
+                self.open_loop(index, &sched, sv.max_concurrency)?
+            }
         }
         self.spans.push(IterationSpan {
             index,
@@ -109,10 +135,26 @@ impl Runner<'_> {
 
     /// Registers and submits `n` requests as one submission.
     fn submit(&self, n: u32, index: u32, warmup: bool) -> Result<Vec<u64>, Stop> {
+        self.submit_at(n, index, warmup, None)
+    }
+
+    /// [`submit`](Self::submit), recording when the requests were due.
+    fn submit_at(
+        &self,
+        n: u32,
+        index: u32,
+        warmup: bool,
+        scheduled_ns: Option<u64>,
+    ) -> Result<Vec<u64>, Stop> {
         let p = &self.cell.params;
         let ids =
             self.collector
                 .register(n as usize, index, warmup, p.input_tokens, p.output_tokens);
+        if let Some(t) = scheduled_ns {
+            for &id in &ids {
+                self.collector.mark_scheduled(id, t);
+            }
+        }
         let prompts = ids
             .iter()
             .map(|&id| self.prompts.prompt(id, p.input_tokens as usize))
@@ -171,6 +213,133 @@ impl Runner<'_> {
                     in_flight += 1;
                 }
             }
+        }
+        Ok(())
+    }
+
+    fn serving(&self) -> Result<&'_ ServingParams, Stop> {
+        self.cell
+            .params
+            .serving
+            .as_ref()
+            .ok_or_else(|| Stop::Failed("a serving cell without serving settings".into()))
+    }
+
+    /// The rate to run at (`None`: all at once).
+    fn rate(&self, sv: &ServingParams) -> Result<Option<f64>, Stop> {
+        match (sv.request_rate, sv.rate()) {
+            (Rate::Sustainable, None) => Err(Stop::Failed(
+                "request_rate: sustainable, but no sweep cell of this model and engine found a sustainable rate earlier in the run".into(),
+            )),
+            (_, r) => Ok(r),
+        }
+    }
+
+    /// The schedule's seed: the same for every engine of a workload.
+    fn seed(&self) -> u64 {
+        let tag = self.cell.id.splitn(4, '/').nth(3).unwrap_or("");
+        crate::rng::fnv1a(format!("{}/{}/{tag}", self.cell.scenario, self.cell.model).as_bytes())
+    }
+
+    /// Sends one request at each time of `sched` (s from now), at most
+    /// `max_concurrency` in flight (the others wait, late), then waits for
+    /// all of them.
+    fn open_loop(
+        &mut self,
+        index: u32,
+        sched: &[f64],
+        max_concurrency: Option<u32>,
+    ) -> Result<(), Stop> {
+        let maxc = max_concurrency.map_or(usize::MAX, |m| m as usize);
+        let epoch = self.collector.epoch();
+        // A millisecond's lead, so the first request is not already late.
+        let t0 = self.collector.now_ns() + 1_000_000;
+        let due = |i: usize| t0 + (sched[i] * 1e9) as u64;
+        let (mut next, mut in_flight) = (0, 0usize);
+        let mut seen = self.collector.tokens_received();
+        let mut last_progress = Instant::now();
+        let mut last_check = Instant::now();
+        loop {
+            while next < sched.len() && in_flight < maxc {
+                let d = due(next);
+                if d > self.collector.now_ns() {
+                    break;
+                }
+                self.submit_at(1, index, false, Some(d))?;
+                next += 1;
+                in_flight += 1;
+            }
+            if next == sched.len() && in_flight == 0 {
+                return Ok(());
+            }
+            let wait_for_arrival = next < sched.len() && in_flight < maxc;
+            let deadline = if wait_for_arrival {
+                epoch + Duration::from_nanos(due(next))
+            } else {
+                Instant::now() + Duration::from_secs(1).min(self.stall)
+            };
+            let done = self.collector.wait_finished(deadline);
+            if !done.is_empty() {
+                in_flight = in_flight.saturating_sub(done.len());
+                last_progress = Instant::now();
+                continue;
+            }
+            // Progress is checked at most once a second: counting tokens
+            // walks every record.
+            if in_flight > 0 && last_check.elapsed() >= Duration::from_secs(1) {
+                last_check = Instant::now();
+                let now = self.collector.tokens_received();
+                if now != seen {
+                    seen = now;
+                    last_progress = Instant::now();
+                } else if last_progress.elapsed() >= self.stall {
+                    return Err(Stop::Hung(format!(
+                        "engine made no progress for {:.0} s with {in_flight} requests in flight",
+                        self.stall.as_secs_f64()
+                    )));
+                }
+            }
+        }
+    }
+
+    /// `load: sweep`: one segment per rate the search tries, each its own
+    /// measured iteration, until the search is done or the cell's
+    /// `max_duration_s` is spent.
+    fn sweep(&mut self, start: Instant) -> Result<(), Stop> {
+        let sv = self.serving()?.clone();
+        let p = &self.cell.params;
+        let (duration_s, requests) = (p.duration_s, p.requests);
+        let first = self.rate(&sv)?.unwrap_or(1.0);
+        let mut search = Search::new(first, sv.sweep_steps);
+        let max = Duration::from_secs_f64(self.cell.max_duration_s.max(0.0));
+        let mut index = 0u32;
+        while let Some(rate) = search.next() {
+            if index > 0 && start.elapsed() + Duration::from_secs_f64(duration_s) > max {
+                break;
+            }
+            let sched = schedule(
+                &sv,
+                Some(rate),
+                duration_s,
+                requests,
+                self.seed() ^ u64::from(index),
+            );
+            let start_ns = self.collector.now_ns();
+            self.open_loop(index, &sched, sv.max_concurrency)?;
+            let span = IterationSpan {
+                index,
+                warmup: false,
+                start_ns,
+                end_ns: self.collector.now_ns(),
+                rss_bytes: crate::telemetry::rss_bytes(),
+            };
+            self.spans.push(span);
+            let recs = self.collector.records_of(index);
+            let refs: Vec<&crate::measure::RequestRecord> = recs.iter().collect();
+            let step = crate::serving::evaluate(&refs, &span, rate, &sv.slo);
+            search.record(rate, step.passed);
+            self.segments.push((index, rate));
+            index += 1;
         }
         Ok(())
     }

@@ -22,9 +22,41 @@ pub(crate) enum Key {
     Dtype,
     Quantization,
     Label,
+    RequestRate,
+    Arrival,
+    Burstiness,
+    MaxConcurrency,
+    RampUpS,
+    Load,
+    SpikeFactor,
+    SpikeAtS,
+    SpikeS,
+    SloTtftMs,
+    SloTpotMs,
+    SloE2elMs,
+    SloAttainment,
+    SweepSteps,
 }
 
-pub(crate) const AXIS_KEYS: [(Key, &str); 12] = [
+/// Keys only a `serving` scenario reads.
+const SERVING_KEYS: [Key; 14] = [
+    Key::RequestRate,
+    Key::Arrival,
+    Key::Burstiness,
+    Key::MaxConcurrency,
+    Key::RampUpS,
+    Key::Load,
+    Key::SpikeFactor,
+    Key::SpikeAtS,
+    Key::SpikeS,
+    Key::SloTtftMs,
+    Key::SloTpotMs,
+    Key::SloE2elMs,
+    Key::SloAttainment,
+    Key::SweepSteps,
+];
+
+pub(crate) const AXIS_KEYS: [(Key, &str); 26] = [
     (Key::InputTokens, "input_tokens"),
     (Key::OutputTokens, "output_tokens"),
     (Key::BatchSize, "batch_size"),
@@ -37,6 +69,20 @@ pub(crate) const AXIS_KEYS: [(Key, &str); 12] = [
     (Key::Dtype, "dtype"),
     (Key::Quantization, "quantization"),
     (Key::Label, "label"),
+    (Key::RequestRate, "request_rate"),
+    (Key::Arrival, "arrival"),
+    (Key::Burstiness, "burstiness"),
+    (Key::MaxConcurrency, "max_concurrency"),
+    (Key::RampUpS, "ramp_up_s"),
+    (Key::Load, "load"),
+    (Key::SpikeFactor, "spike_factor"),
+    (Key::SpikeAtS, "spike_at_s"),
+    (Key::SpikeS, "spike_s"),
+    (Key::SloTtftMs, "slo_ttft_ms"),
+    (Key::SloTpotMs, "slo_tpot_ms"),
+    (Key::SloE2elMs, "slo_e2el_ms"),
+    (Key::SloAttainment, "slo_attainment"),
+    (Key::SweepSteps, "sweep_steps"),
 ];
 
 pub(crate) const DTYPES: [&str; 3] = ["f32", "f16", "bf16"];
@@ -183,8 +229,61 @@ fn parse_value(at: &At<'_>, key: Key) -> Result<Src, MatrixError> {
         | Key::Concurrency
         | Key::MaxBatch
         | Key::NumRequests
-        | Key::Requests => Val::Int(at.u32_min(1)?),
-        Key::DurationS => Val::Num(at.non_negative()?),
+        | Key::Requests
+        | Key::MaxConcurrency => Val::Int(at.u32_min(1)?),
+        Key::SweepSteps => Val::Int(at.u32_min(0)?),
+        Key::DurationS | Key::RampUpS | Key::SpikeAtS | Key::SpikeS => Val::Num(at.non_negative()?),
+        Key::Burstiness | Key::SpikeFactor | Key::SloTtftMs | Key::SloTpotMs | Key::SloE2elMs => {
+            let v = at.non_negative()?;
+            if v <= 0.0 {
+                return Err(at.err("expected a positive number, got 0"));
+            }
+            Val::Num(v)
+        }
+        Key::SloAttainment => {
+            let v = at.non_negative()?;
+            if !(v > 0.0 && v <= 1.0) {
+                return Err(at.err(format!("expected a share of requests in (0, 1], got {v}")));
+            }
+            Val::Num(v)
+        }
+        Key::RequestRate => match (at.node.scalar(), at.str().ok()) {
+            (_, Some(s @ ("inf" | "sustainable"))) => Val::Str(s.to_string()),
+            (Some(super::yaml::Scalar::Float(f)), _) if f == f64::INFINITY => {
+                Val::Str("inf".into())
+            }
+            _ => {
+                let v = at.non_negative().map_err(|_| {
+                    at.err(format!(
+                        "expected a request rate (requests per second > 0, `inf` or `sustainable`), got {}",
+                        at.node.describe()
+                    ))
+                })?;
+                if v <= 0.0 {
+                    return Err(at.err(
+                        "expected a request rate > 0 (requests per second), `inf` or `sustainable`, got 0",
+                    ));
+                }
+                Val::Num(v)
+            }
+        },
+        Key::Arrival | Key::Load => {
+            let names: &[&str] = if key == Key::Arrival {
+                &crate::serving::Arrival::NAMES
+            } else {
+                &crate::serving::Load::NAMES
+            };
+            match at.str().ok().filter(|s| names.contains(s)) {
+                Some(s) => Val::Str(s.to_string()),
+                None => {
+                    return Err(at.err(format!(
+                        "expected one of {}, got {}",
+                        names.join(", "),
+                        at.node.describe()
+                    )))
+                }
+            }
+        }
         Key::Dtype => {
             let s = at.str().ok().filter(|s| DTYPES.contains(s));
             Val::Str(
@@ -272,10 +371,15 @@ fn parse_axes(at: &At<'_>) -> Result<Vec<Axis>, MatrixError> {
     Ok(axes)
 }
 
-fn parse_run(m: &super::yaml::MapView<'_>, base: Option<Run>) -> Result<Run, MatrixError> {
+fn parse_run(
+    m: &super::yaml::MapView<'_>,
+    base: Option<Run>,
+    kind: ScenarioKind,
+) -> Result<Run, MatrixError> {
     let d = base.unwrap_or(Run {
         warmup: 1,
-        iterations: 5,
+        // A serving iteration is a whole load run (or a whole sweep).
+        iterations: if kind == ScenarioKind::Serving { 1 } else { 5 },
         min_duration_s: 0.0,
         max_duration_s: 600.0,
     });
@@ -386,9 +490,10 @@ pub(crate) fn parse_scenario(
         Some("latency") => ScenarioKind::Latency,
         Some("throughput") => ScenarioKind::Throughput,
         Some("concurrency") => ScenarioKind::Concurrency,
+        Some("serving") => ScenarioKind::Serving,
         _ => {
             return Err(kind_at.err(format!(
-                "expected a scenario kind (latency, throughput, concurrency), got {}",
+                "expected a scenario kind (latency, throughput, concurrency, serving), got {}",
                 kind_at.node.describe()
             )))
         }
@@ -429,7 +534,7 @@ pub(crate) fn parse_scenario(
     }
 
     let full = Plan {
-        run: parse_run(&m, None)?,
+        run: parse_run(&m, None, kind)?,
         axes: m
             .opt("axes")
             .map(parse_axes)
@@ -464,7 +569,7 @@ pub(crate) fn parse_scenario(
                 }
             }
             let plan = Plan {
-                run: parse_run(&qm, Some(full.run))?,
+                run: parse_run(&qm, Some(full.run), kind)?,
                 axes,
                 exclude: match qm.opt("exclude") {
                     Some(e) => parse_entries(e)?,
@@ -608,7 +713,31 @@ fn resolve(kind: ScenarioKind, r: &Resolver<'_>, ctx: &Ctx<'_>) -> Result<CellPa
     let quantization = r.string(Key::Quantization).unwrap_or_else(|| "none".into());
     let label = r.string(Key::Label);
     let duration_s = r.num(Key::DurationS, 0.0);
+    if kind != ScenarioKind::Serving {
+        if let Some(k) = SERVING_KEYS.iter().find(|k| r.src(**k).is_some()) {
+            return Err(ctx.err(
+                r.path(*k),
+                format!(
+                    "`{}` applies to `kind: serving` only (this scenario is {})",
+                    k.name(),
+                    kind.as_str()
+                ),
+            ));
+        }
+    }
     let p = match kind {
+        ScenarioKind::Serving => {
+            return serving(
+                r,
+                ctx,
+                label,
+                input_tokens,
+                output_tokens,
+                duration_s,
+                dtype,
+                quantization,
+            )
+        }
         ScenarioKind::Latency => {
             let concurrency = r.int(Key::Concurrency, 1);
             if concurrency != 1 {
@@ -633,6 +762,7 @@ fn resolve(kind: ScenarioKind, r: &Resolver<'_>, ctx: &Ctx<'_>) -> Result<CellPa
                 duration_s,
                 dtype,
                 quantization,
+                serving: None,
             }
         }
         ScenarioKind::Throughput => {
@@ -651,6 +781,7 @@ fn resolve(kind: ScenarioKind, r: &Resolver<'_>, ctx: &Ctx<'_>) -> Result<CellPa
                 duration_s,
                 dtype,
                 quantization,
+                serving: None,
             }
         }
         ScenarioKind::Concurrency => {
@@ -670,15 +801,151 @@ fn resolve(kind: ScenarioKind, r: &Resolver<'_>, ctx: &Ctx<'_>) -> Result<CellPa
                 duration_s,
                 dtype,
                 quantization,
+                serving: None,
             }
         }
     };
     Ok(p)
 }
 
+/// A `serving` combination (see [`crate::serving`]).
+#[allow(clippy::too_many_arguments)]
+fn serving(
+    r: &Resolver<'_>,
+    ctx: &Ctx<'_>,
+    label: Option<String>,
+    input_tokens: u32,
+    output_tokens: u32,
+    duration_s: f64,
+    dtype: String,
+    quantization: String,
+) -> Result<CellParams, MatrixError> {
+    use crate::serving::{Arrival, Load, Rate, ServingParams, Slo};
+    let err = |key: Key, msg: String| Err(ctx.err(r.path(key), msg));
+    let load = r
+        .string(Key::Load)
+        .and_then(|s| Load::parse(&s))
+        .unwrap_or(Load::Sustained);
+    let arrival = r
+        .string(Key::Arrival)
+        .and_then(|s| Arrival::parse(&s))
+        .unwrap_or(Arrival::Poisson);
+    let request_rate = match r.src(Key::RequestRate).map(|s| &s.val) {
+        Some(Val::Num(v)) => Rate::Fixed(*v),
+        Some(Val::Str(s)) if s == "sustainable" => Rate::Sustainable,
+        Some(_) => Rate::Inf,
+        None if load == Load::Sweep => Rate::Fixed(1.0),
+        None => Rate::Inf,
+    };
+    let mut duration_s = duration_s;
+    match (load, request_rate) {
+        (Load::Sweep, Rate::Fixed(_)) => {
+            if duration_s <= 0.0 {
+                // Each rate a sweep tries runs this long.
+                duration_s = 10.0;
+            }
+        }
+        (Load::Sweep, _) => {
+            return err(
+                Key::RequestRate,
+                "a sweep starts at a request rate (a number of requests per second), not inf or sustainable".into(),
+            )
+        }
+        (_, Rate::Inf) if duration_s > 0.0 => {
+            return err(
+                Key::DurationS,
+                "request_rate inf sends `requests` at once: give `requests`, not duration_s".into(),
+            )
+        }
+        (Load::Spike | Load::Burst, Rate::Inf) => {
+            return err(
+                Key::RequestRate,
+                format!("a {} needs a request rate, not inf", load.as_str()),
+            )
+        }
+        (Load::Spike | Load::Burst, _) if duration_s <= 0.0 => {
+            return err(
+                Key::DurationS,
+                format!(
+                    "a {} needs duration_s (the spike and the recovery after it happen inside it)",
+                    load.as_str()
+                ),
+            )
+        }
+        _ => {}
+    }
+    // The shape of gamma gaps; poisson is gamma of shape 1, and constant
+    // has none (a scenario-wide default may cover both).
+    let burstiness = match arrival {
+        Arrival::Gamma => r.num(Key::Burstiness, 1.0),
+        _ => 1.0,
+    };
+    let spike_factor = r.num(Key::SpikeFactor, 2.0);
+    let spike_at_s = r.num(Key::SpikeAtS, 0.4 * duration_s);
+    let spike_s = r.num(Key::SpikeS, 0.2 * duration_s);
+    if matches!(load, Load::Spike | Load::Burst) && spike_at_s + spike_s >= duration_s {
+        return err(
+            Key::SpikeAtS,
+            format!(
+                "the spike (spike_at_s {spike_at_s} + spike_s {spike_s}) must end before duration_s {duration_s}, to leave time to recover"
+            ),
+        );
+    }
+    let slo = Slo {
+        ttft_ms: r.src(Key::SloTtftMs).map(|_| r.num(Key::SloTtftMs, 0.0)),
+        tpot_ms: r.src(Key::SloTpotMs).map(|_| r.num(Key::SloTpotMs, 0.0)),
+        e2el_ms: r.src(Key::SloE2elMs).map(|_| r.num(Key::SloE2elMs, 0.0)),
+        attainment: r.num(Key::SloAttainment, 0.99),
+    };
+    if load == Load::Sweep && !slo.any() {
+        return err(
+            Key::Load,
+            "a sweep needs at least one SLO (slo_ttft_ms, slo_tpot_ms, slo_e2el_ms) to judge each rate by".into(),
+        );
+    }
+    let max_concurrency = r
+        .src(Key::MaxConcurrency)
+        .map(|_| r.int(Key::MaxConcurrency, 1));
+    let max_batch = r.int(Key::MaxBatch, max_concurrency.unwrap_or(64));
+    let requests = r.int(Key::Requests, r.int(Key::NumRequests, 100));
+    Ok(CellParams {
+        label,
+        input_tokens,
+        output_tokens,
+        batch_size: max_batch,
+        concurrency: max_concurrency.unwrap_or(0),
+        batch_policy: r.policy(BatchPolicy::Continuous),
+        max_batch,
+        num_requests: requests,
+        requests,
+        duration_s,
+        dtype,
+        quantization,
+        serving: Some(ServingParams {
+            load,
+            request_rate,
+            arrival,
+            burstiness,
+            max_concurrency,
+            ramp_up_s: r.num(Key::RampUpS, 0.0),
+            spike_factor,
+            spike_at_s,
+            spike_s,
+            slo,
+            sweep_steps: r.int(Key::SweepSteps, 4),
+            resolved_rate: None,
+        }),
+    })
+}
+
 /// The `max_batch` a cell gets when none is given.
 fn default_max_batch(kind: ScenarioKind, p: &CellParams) -> u32 {
     match kind {
+        ScenarioKind::Serving => p
+            .serving
+            .as_ref()
+            .and_then(|s| s.max_concurrency)
+            .unwrap_or(64),
         ScenarioKind::Concurrency => p.batch_size.max(p.concurrency),
         _ => p.batch_size,
     }
@@ -690,6 +957,13 @@ pub(crate) fn tag(kind: ScenarioKind, p: &CellParams) -> String {
     if let Some(l) = &p.label {
         t.push_str(l);
         t.push('-');
+    }
+    if let Some(s) = &p.serving {
+        serving_tag(&mut t, p, s);
+        if p.max_batch != default_max_batch(kind, p) {
+            t.push_str(&format!("-mb{}", p.max_batch));
+        }
+        return t;
     }
     t.push_str(&format!(
         "in{}-out{}-bs{}-c{}-{}-{}-{}",
@@ -708,11 +982,62 @@ pub(crate) fn tag(kind: ScenarioKind, p: &CellParams) -> String {
             t.push_str(&format!("-d{}s", p.duration_s))
         }
         ScenarioKind::Concurrency => t.push_str(&format!("-r{}", p.requests)),
+        // Tagged by serving_tag.
+        ScenarioKind::Serving => {}
     }
     if p.max_batch != default_max_batch(kind, p) {
         t.push_str(&format!("-mb{}", p.max_batch));
     }
     t
+}
+
+/// `in128-out64-spike-r4-poisson-mc16-x2at10s+5s-d30s-slo500_x_x-f32-none`.
+fn serving_tag(t: &mut String, p: &CellParams, s: &crate::serving::ServingParams) {
+    use crate::serving::{Arrival, Load};
+    t.push_str(&format!(
+        "in{}-out{}-{}-r{}-{}",
+        p.input_tokens,
+        p.output_tokens,
+        s.load.as_str(),
+        s.request_rate.tag(),
+        s.arrival.as_str()
+    ));
+    if s.arrival == Arrival::Gamma {
+        t.push_str(&format!("{}", s.burstiness));
+    }
+    if let Some(m) = s.max_concurrency {
+        t.push_str(&format!("-mc{m}"));
+    }
+    if s.ramp_up_s > 0.0 {
+        t.push_str(&format!("-ramp{}s", s.ramp_up_s));
+    }
+    if matches!(s.load, Load::Spike | Load::Burst) {
+        t.push_str(&format!(
+            "-x{}at{}s+{}s",
+            s.spike_factor, s.spike_at_s, s.spike_s
+        ));
+    }
+    if p.duration_s > 0.0 {
+        t.push_str(&format!("-d{}s", p.duration_s));
+    } else {
+        t.push_str(&format!("-n{}", p.requests));
+    }
+    if s.slo.any() {
+        let f = |x: Option<f64>| x.map_or("x".to_string(), |v| format!("{v}"));
+        t.push_str(&format!(
+            "-slo{}_{}_{}",
+            f(s.slo.ttft_ms),
+            f(s.slo.tpot_ms),
+            f(s.slo.e2el_ms)
+        ));
+        if s.slo.attainment != 0.99 {
+            t.push_str(&format!("@{}", s.slo.attainment));
+        }
+    }
+    if s.load == Load::Sweep && s.sweep_steps != 4 {
+        t.push_str(&format!("-steps{}", s.sweep_steps));
+    }
+    t.push_str(&format!("-{}-{}", p.dtype, p.quantization));
 }
 
 /// Most checks of a combination against an `exclude` or `include` entry

@@ -256,6 +256,7 @@ fn defaults_per_kind() {
         duration_s: 0.0,
         dtype: "f32".into(),
         quantization: "none".into(),
+        serving: None,
     };
     assert_eq!(p("lat"), base);
     assert_eq!(
@@ -668,7 +669,10 @@ fn unknown_engine_key() {
     );
     assert_eq!((line, col), (8, 5));
     assert_eq!(field, "engines[0].colour");
-    assert_eq!(msg, "unknown key `colour` (allowed: name, plugin, options)");
+    assert_eq!(
+        msg,
+        "unknown key `colour` (allowed: name, plugin, options, launch)"
+    );
 }
 
 #[test]
@@ -692,7 +696,9 @@ fn unknown_axis_key() {
         msg,
         "unknown key `batchsize` (allowed: workload, input_tokens, output_tokens, batch_size, \
          concurrency, batch_policy, max_batch, num_requests, requests, duration_s, dtype, \
-         quantization, label)"
+         quantization, label, request_rate, arrival, burstiness, max_concurrency, ramp_up_s, \
+         load, spike_factor, spike_at_s, spike_s, slo_ttft_ms, slo_tpot_ms, slo_e2el_ms, \
+         slo_attainment, sweep_steps)"
     );
     // Inside a workload value, and inside quick.
     let (line, col, field, _) = err(&scenario(
@@ -805,7 +811,7 @@ fn bad_dtype_and_policy() {
     assert_eq!((line, col, field.as_str()), (11, 11, "scenarios[0].kind"));
     assert_eq!(
         msg,
-        "expected a scenario kind (latency, throughput, concurrency), got \"offline\""
+        "expected a scenario kind (latency, throughput, concurrency, serving), got \"offline\""
     );
 }
 
@@ -1141,4 +1147,86 @@ fn launch_errors_name_the_field() {
     ));
     assert_eq!(e.2, "engines[0].launch.port");
     assert!(e.3.contains("unknown key"), "{e:?}");
+}
+
+#[test]
+fn serving_defaults_tags_and_errors() {
+    use crate::serving::{Arrival, Load, Rate};
+    let m = ok(&scenario(
+        "  - name: s\n    kind: serving\n    engines: [a]\n    axes:\n      request_rate: [inf, 2.5, sustainable]\n",
+    ));
+    let cells = m.cells(false);
+    assert_eq!(cells.len(), 3);
+    let sv = cells[0].params.serving.as_ref().unwrap();
+    assert_eq!(
+        (sv.load, sv.arrival, sv.request_rate, sv.max_concurrency),
+        (Load::Sustained, Arrival::Poisson, Rate::Inf, None)
+    );
+    assert_eq!(cells[0].iterations, 1, "a serving iteration is a whole run");
+    assert_eq!(cells[0].params.requests, 100);
+    assert_eq!(
+        tags(&m, false),
+        [
+            "in128-out64-sustained-rinf-poisson-n100-f32-none",
+            "in128-out64-sustained-r2.5-poisson-n100-f32-none",
+            "in128-out64-sustained-rsust-poisson-n100-f32-none",
+        ]
+    );
+    let m = ok(&scenario(
+        "  - name: s\n    kind: serving\n    engines: [a]\n    load: spike\n    request_rate: 4\n    arrival: gamma\n    burstiness: 0.5\n    duration_s: 30\n    max_concurrency: 16\n    slo_ttft_ms: 500\n",
+    ));
+    let c = &m.cells(false)[0];
+    let sv = c.params.serving.as_ref().unwrap();
+    assert_eq!(
+        (sv.spike_at_s, sv.spike_s, sv.spike_factor),
+        (12.0, 6.0, 2.0)
+    );
+    assert_eq!((c.params.max_batch, c.params.concurrency), (16, 16));
+    assert_eq!(
+        tags(&m, false),
+        ["in128-out64-spike-r4-gamma0.5-mc16-x2at12s+6s-d30s-slo500_x_x-f32-none"]
+    );
+    let m = ok(&scenario(
+        "  - name: s\n    kind: serving\n    engines: [a]\n    load: sweep\n    slo_e2el_ms: 100\n",
+    ));
+    let c = &m.cells(false)[0];
+    assert_eq!(
+        c.params.duration_s, 10.0,
+        "a sweep segment lasts 10 s by default"
+    );
+    assert_eq!(
+        c.params.serving.as_ref().unwrap().request_rate,
+        Rate::Fixed(1.0)
+    );
+
+    let bad = |body: &str| {
+        err(&scenario(&format!(
+            "  - name: s\n    kind: serving\n{body}"
+        )))
+    };
+    let e = bad("    load: sweep\n");
+    assert!(e.3.contains("needs at least one SLO"), "{e:?}");
+    let e = bad("    duration_s: 5\n");
+    assert!(
+        e.3.contains("request_rate inf sends `requests` at once"),
+        "{e:?}"
+    );
+    assert_eq!(e.2, "scenarios[0].duration_s");
+    let e = bad("    load: spike\n    request_rate: 2\n    duration_s: 10\n    spike_at_s: 8\n    spike_s: 3\n");
+    assert!(e.3.contains("must end before duration_s"), "{e:?}");
+    let e = bad("    request_rate: 0\n");
+    assert!(e.3.contains("request rate > 0"), "{e:?}");
+    let e = bad("    request_rate: fast\n");
+    assert!(e.3.contains("`inf` or `sustainable`"), "{e:?}");
+    let e = bad("    arrival: uniform\n");
+    assert!(e.3.contains("constant, poisson, gamma"), "{e:?}");
+    let e = bad("    slo_attainment: 1.5\n");
+    assert!(e.3.contains("(0, 1]"), "{e:?}");
+    let e = bad("    load: sweep\n    request_rate: inf\n    slo_ttft_ms: 5\n");
+    assert!(e.3.contains("a sweep starts at a request rate"), "{e:?}");
+    let e = err(&scenario(
+        "  - name: s\n    kind: latency\n    request_rate: 3\n",
+    ));
+    assert_eq!(e.2, "scenarios[0].request_rate");
+    assert!(e.3.contains("applies to `kind: serving` only"), "{e:?}");
 }

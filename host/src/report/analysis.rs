@@ -309,6 +309,19 @@ pub fn workload(p: &CellParams, kind: ScenarioKind) -> String {
         ScenarioKind::Latency => s.push_str(&format!(" bs{}", p.batch_size)),
         ScenarioKind::Throughput => s.push_str(&format!(" n{} bs{}", p.num_requests, p.max_batch)),
         ScenarioKind::Concurrency => s.push_str(&format!(" c{} bs{}", p.concurrency, p.max_batch)),
+        ScenarioKind::Serving => {
+            if let Some(sv) = &p.serving {
+                s.push_str(&format!(
+                    " {} {} req/s {}",
+                    sv.load.as_str(),
+                    sv.request_rate.tag(),
+                    sv.arrival.as_str()
+                ));
+                if let Some(m) = sv.max_concurrency {
+                    s.push_str(&format!(" mc{m}"));
+                }
+            }
+        }
     }
     s.push_str(&format!(" {} {}", p.batch_policy.as_str(), p.dtype));
     if p.quantization != "none" {
@@ -390,6 +403,12 @@ impl Axis {
             }
             ScenarioKind::Concurrency => {
                 k.push(keep(Axis::Concurrency, p.concurrency.to_string()));
+                k.push(p.requests.to_string());
+                k.push(p.duration_s.to_string());
+            }
+            // Serving cells are compared one to one: every setting counts.
+            ScenarioKind::Serving => {
+                k.push(serde_json::to_string(&p.serving).unwrap_or_default());
                 k.push(p.requests.to_string());
                 k.push(p.duration_s.to_string());
             }
@@ -637,6 +656,7 @@ pub fn executive(summary: &Summary, groups: &[Group]) -> Executive {
                 ScenarioKind::Latency => "single-batch latency work",
                 ScenarioKind::Throughput => "offline batch throughput",
                 ScenarioKind::Concurrency => "serving many concurrent clients",
+                ScenarioKind::Serving => "open-loop serving at a request rate",
             };
             // Within 5% of each other on the geometric mean, the run does
             // not single out one engine: say so rather than pick one.

@@ -114,6 +114,7 @@ pub(crate) mod fixtures {
             duration_s: 0.0,
             dtype: "f32".into(),
             quantization: "none".into(),
+            serving: None,
         };
         Cell {
             id: format!("latency/m/{engine}/in{input}-out{output}-bs{batch}"),
@@ -188,6 +189,7 @@ pub(crate) mod fixtures {
             engine_prefill_ms: None,
             aliases: MetricAliases::default(),
             per_iteration,
+            serving: None,
         }
     }
 
