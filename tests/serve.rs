@@ -675,3 +675,119 @@ scenarios:
     let kept = std::fs::read_to_string(run_dir.join("matrix.yaml")).unwrap();
     assert!(kept.contains("${EM_TEST_LAUNCH_WORD}"));
 }
+
+/// The open-loop `serving` scenario against `serve` with a known schedule
+/// (first token 50 ms after the request, then one every 20 ms: 150 ms a
+/// request). Requests are due every 50 ms; with at most 2 in flight the
+/// server completes 13.3 per second, so requests wait longer and longer
+/// before they can be sent. Latency from the send time stays at the
+/// injected 50 ms; latency from the scheduled time shows the queue
+/// (coordinated omission would hide it). A second engine, whose client
+/// allows one connection and 0.5 s per request, loses the late requests
+/// to timeouts: they are counted by kind and the cell still reports.
+#[test]
+fn serving_measures_from_the_schedule_and_counts_failures() {
+    let plugins = plugin_dir(&["candle", "http"]);
+    let tmp = TempDir::new("serving");
+    let launch = "{command: [\"${ENGINE_MATRIX}\", serve, --engine, candle, --model, tiny, --port, \"${PORT}\", --inject-first-token-ms, 50, --inject-token-ms, 20], ready: /health, ready_timeout_s: 300}";
+    let yaml = format!(
+        "\
+name: serving
+models:
+  - {{name: tiny, weights: synthetic, config: tiny, seed: 0}}
+engines:
+  - name: paced
+    plugin: http
+    options: {{base_url: \"http://127.0.0.1:${{PORT}}\", model: tiny}}
+    launch: {launch}
+  - name: strict
+    plugin: http
+    options: {{base_url: \"http://127.0.0.1:${{PORT}}\", model: tiny, max_connections: 1, total_timeout_s: 0.5}}
+    launch: {launch}
+scenarios:
+  - name: open
+    kind: serving
+    warmup: 1
+    input_tokens: 8
+    output_tokens: 6
+    arrival: constant
+    request_rate: 20
+    duration_s: 1
+    slo_ttft_ms: 80
+    axes:
+      max_concurrency: [2]
+    include:
+      - {{max_concurrency: 64}}
+    engines: [paced, strict]
+"
+    );
+    let (run_dir, o) = run_yaml(tmp.path(), &yaml, &["--no-calibrate"], plugins.path());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let summary = read_json(&run_dir.join("summary.json"));
+    let cells = summary["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 4);
+    let find = |engine: &str, mc: u64| {
+        cells
+            .iter()
+            .find(|c| {
+                c["cell"]["engine"] == engine
+                    && c["cell"]["params"]["serving"]["max_concurrency"] == mc
+            })
+            .unwrap_or_else(|| panic!("no {engine} mc{mc} cell"))
+    };
+
+    let c = find("paced", 2);
+    assert_eq!(c["status"], "ok", "{c}");
+    let m = &c["metrics"];
+    let s = &m["serving"];
+    assert_eq!(s["scheduled"], 20, "20 requests due in [0, 1 s) at 20/s");
+    assert_eq!(s["completed"], 20);
+    let sent = m["ttft_ms"]["p50"].as_f64().unwrap();
+    let sched_p99 = s["ttft_from_schedule_ms"]["p99"].as_f64().unwrap();
+    let lag_p99 = s["send_lag_ms"]["p99"].as_f64().unwrap();
+    eprintln!("TTFT from send p50 {sent:.2} ms, from schedule p99 {sched_p99:.1} ms, send lag p99 {lag_p99:.1} ms");
+    assert!((50.0..56.0).contains(&sent), "TTFT from the send: {sent}");
+    // The 20th request is due at 950 ms and can be sent only when the
+    // 18th ends: about 9 x 150 = 1350 ms: ~400 ms late.
+    assert!(lag_p99 > 250.0, "send lag p99 {lag_p99}");
+    assert!(sched_p99 > lag_p99 + 45.0, "from schedule {sched_p99}");
+    let frac = s["goodput_fraction"].as_f64().unwrap();
+    assert!(frac < 0.5, "most requests miss the 80 ms TTFT SLO: {frac}");
+    let achieved = s["achieved_rate"].as_f64().unwrap();
+    assert!(
+        (8.0..15.0).contains(&achieved),
+        "2 slots of 150 ms: {achieved}"
+    );
+
+    // Unlimited concurrency: every request on time, all good.
+    let c = find("paced", 64);
+    let s = &c["metrics"]["serving"];
+    assert_eq!(c["status"], "ok", "{c}");
+    assert!(s["send_lag_ms"]["p99"].as_f64().unwrap() < 5.0, "{s}");
+    assert!(s["goodput_fraction"].as_f64().unwrap() >= 0.9, "{s}");
+
+    // One connection, 0.5 s per request: the queue in the client makes
+    // the later requests time out; the early ones complete.
+    let c = find("strict", 64);
+    assert_eq!(c["status"], "ok", "{c}");
+    let m = &c["metrics"];
+    let timeouts = m["serving"]["failures_by_kind"]["timeout"]
+        .as_u64()
+        .unwrap_or(0);
+    let done = m["serving"]["completed"].as_u64().unwrap();
+    assert!(timeouts >= 10 && done >= 2, "{}", m["serving"]);
+    assert_eq!(timeouts + done, 20);
+    assert!(
+        m["failure_reasons"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k.contains("total timeout")),
+        "{}",
+        m["failure_reasons"]
+    );
+    // The report has the serving table.
+    let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    assert!(md.contains("## Open-loop serving"), "{md}");
+    assert!(md.contains("timeout "), "{md}");
+}

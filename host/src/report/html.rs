@@ -112,6 +112,7 @@ pub fn html(i: &Inputs) -> String {
     summary_section(&mut o, i);
     charts_section(&mut o, i);
     results_section(&mut o, i);
+    serving_section(&mut o, i);
     lifecycle_section(&mut o, i);
     problems_section(&mut o, i);
     system_section(&mut o, i);
@@ -265,6 +266,36 @@ fn results_section(o: &mut String, i: &Inputs) {
     if scenario.is_some() {
         o.push_str("</tbody></table>\n");
     }
+}
+
+fn table_html(o: &mut String, t: &super::serving::Table) {
+    o.push_str("<table><thead><tr>");
+    for h in &t.headers {
+        let _ = write!(o, "<th>{}</th>", esc(h));
+    }
+    o.push_str("</tr></thead><tbody>\n");
+    for r in &t.rows {
+        o.push_str("<tr>");
+        for (k, c) in r.iter().enumerate() {
+            let class = if k == 0 { "" } else { " class=\"n\"" };
+            let _ = write!(o, "<td{class}>{}</td>", esc(c));
+        }
+        o.push_str("</tr>\n");
+    }
+    o.push_str("</tbody></table>\n");
+}
+
+fn serving_section(o: &mut String, i: &Inputs) {
+    let Some(t) = super::serving::cells(i.groups) else {
+        return;
+    };
+    let _ = writeln!(o, "<h2 id=\"serving\">Open-loop serving</h2>");
+    table_html(o, &t);
+    if let Some(s) = super::serving::sweeps(i.groups) {
+        let _ = writeln!(o, "<h3>Sustainable-rate sweeps</h3>");
+        table_html(o, &s);
+    }
+    let _ = writeln!(o, "<p>{}</p>", esc(super::serving::NOTE));
 }
 
 fn lifecycle_section(o: &mut String, i: &Inputs) {

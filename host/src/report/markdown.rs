@@ -191,6 +191,7 @@ pub fn markdown(summary: &Summary) -> String {
             cell(b)
         );
     }
+    out.push_str(&serving_markdown(&groups));
     out.push_str(&lifecycle_markdown(summary, &groups));
     let not_ok: Vec<&Group> = groups
         .iter()
@@ -210,6 +211,55 @@ pub fn markdown(summary: &Summary) -> String {
             );
         }
     }
+    out
+}
+
+fn table_markdown(out: &mut String, t: &super::serving::Table) {
+    let _ = writeln!(out, "| {} |", t.headers.join(" | "));
+    let _ = writeln!(
+        out,
+        "|{}|",
+        t.headers
+            .iter()
+            .enumerate()
+            .map(|(i, _)| if i == 0 { "---" } else { "---:" })
+            .collect::<Vec<_>>()
+            .join("|")
+    );
+    for r in &t.rows {
+        let cells: Vec<String> = r.iter().map(|c| cell(c)).collect();
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
+    }
+}
+
+/// The open-loop serving tables, when the run has serving cells.
+fn serving_markdown(groups: &[Group]) -> String {
+    let mut out = String::new();
+    let Some(t) = super::serving::cells(groups) else {
+        return out;
+    };
+    let _ = writeln!(
+        out,
+        "
+## Open-loop serving
+"
+    );
+    table_markdown(&mut out, &t);
+    if let Some(s) = super::serving::sweeps(groups) {
+        let _ = writeln!(
+            out,
+            "
+### Sustainable-rate sweeps
+"
+        );
+        table_markdown(&mut out, &s);
+    }
+    let _ = writeln!(
+        out,
+        "
+{}",
+        super::serving::NOTE
+    );
     out
 }
 

@@ -17,6 +17,7 @@ pub mod csv;
 pub mod figures;
 pub mod html;
 mod markdown;
+mod serving;
 
 pub use markdown::markdown;
 pub(crate) use markdown::{cell as md_cell, status_name, with_ci};

@@ -1,0 +1,149 @@
+//! The report's open-loop serving tables (one shape for Markdown and
+//! HTML): per serving cell the rates asked, offered and achieved, latency
+//! from the scheduled send time, goodput, failures by kind, the highest
+//! sustainable rate and the recovery after a spike; and each rate a sweep
+//! tried.
+
+use super::analysis::Group;
+use super::markdown::f;
+use crate::serving::ServingMetrics;
+
+pub(crate) struct Table {
+    pub headers: Vec<&'static str>,
+    pub rows: Vec<Vec<String>>,
+}
+
+fn rate(r: Option<f64>) -> String {
+    r.map_or("inf".into(), |r| format!("{r:.1}"))
+}
+
+fn runs<'a>(groups: &'a [Group<'a>]) -> Vec<(&'a str, u32, &'a ServingMetrics)> {
+    groups
+        .iter()
+        .flat_map(|g| {
+            g.ok_runs().filter_map(move |r| {
+                let s = r.metrics.as_ref()?.serving.as_ref()?;
+                Some((g.cell().id.as_str(), r.repeat, s))
+            })
+        })
+        .collect()
+}
+
+/// One row per serving cell and repetition (`None`: no serving cell).
+pub(crate) fn cells(groups: &[Group]) -> Option<Table> {
+    let runs = runs(groups);
+    if runs.is_empty() {
+        return None;
+    }
+    let rows = runs
+        .iter()
+        .map(|(id, repeat, s)| {
+            let p = |d: &Option<crate::stats::Distribution>,
+                     q: fn(&crate::stats::Distribution) -> f64| {
+                f(d.as_ref().map(q), 1)
+            };
+            let failures = if s.failures_by_kind.is_empty() {
+                "0".to_string()
+            } else {
+                s.failures_by_kind
+                    .iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            vec![
+                id.to_string(),
+                repeat.to_string(),
+                s.load.as_str().to_string(),
+                rate(s.request_rate),
+                f(s.offered_rate, 1),
+                format!("{:.1}", s.achieved_rate),
+                p(&s.ttft_from_schedule_ms, |d| d.p50),
+                p(&s.ttft_from_schedule_ms, |d| d.p99),
+                p(&s.e2el_from_schedule_ms, |d| d.p99),
+                p(&s.send_lag_ms, |d| d.p99),
+                match (s.goodput, s.goodput_fraction) {
+                    (Some(g), Some(x)) => format!("{g:.1} ({:.0}%)", x * 100.0),
+                    _ => "no SLO".into(),
+                },
+                failures,
+                s.sweep
+                    .as_ref()
+                    .map_or("—".into(), |sw| match sw.max_sustainable_rate {
+                        Some(r) => format!("{r:.1}"),
+                        None => "none passed".into(),
+                    }),
+                s.spike
+                    .as_ref()
+                    .map_or("—".into(), |sp| match sp.recovery_s {
+                        Some(x) => format!("{x:.0}"),
+                        None => "not recovered".into(),
+                    }),
+            ]
+        })
+        .collect();
+    Some(Table {
+        headers: vec![
+            "cell",
+            "repeat",
+            "load",
+            "rate req/s",
+            "offered",
+            "achieved",
+            "TTFT p50 ms*",
+            "TTFT p99 ms*",
+            "E2EL p99 ms*",
+            "send lag p99 ms",
+            "goodput req/s",
+            "failures",
+            "max sustainable req/s",
+            "recovery s",
+        ],
+        rows,
+    })
+}
+
+/// Every rate the sweeps tried.
+pub(crate) fn sweeps(groups: &[Group]) -> Option<Table> {
+    let mut rows = Vec::new();
+    for (id, repeat, s) in runs(groups) {
+        let Some(sw) = &s.sweep else { continue };
+        for st in &sw.steps {
+            rows.push(vec![
+                id.to_string(),
+                repeat.to_string(),
+                format!("{:.1}", st.rate),
+                st.sent.to_string(),
+                format!("{:.1}", st.achieved_rate),
+                format!("{:.1}%", st.goodput_fraction * 100.0),
+                f(st.ttft_p99_ms, 1),
+                f(st.tpot_p99_ms, 2),
+                f(st.e2el_p99_ms, 1),
+                if st.passed { "pass" } else { "fail" }.into(),
+            ]);
+        }
+    }
+    (!rows.is_empty()).then(|| Table {
+        headers: vec![
+            "sweep cell",
+            "repeat",
+            "rate req/s",
+            "sent",
+            "achieved",
+            "good",
+            "TTFT p99 ms*",
+            "TPOT p99 ms",
+            "E2EL p99 ms*",
+            "verdict",
+        ],
+        rows,
+    })
+}
+
+/// What the starred columns and the verdicts mean.
+pub(crate) const NOTE: &str =
+    "Columns marked * are from each request's scheduled send time (open loop: queueing \
+behind late sends or max_concurrency counts). Goodput: requests within every SLO per second \
+(share of requests sent). A sweep rate passes when its share of good requests reaches \
+slo_attainment and 90% of its rate completed. Recovery: from the end of the spike until \
+1-second windows stay under 1.25x the pre-spike median TTFT.";
