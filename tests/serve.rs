@@ -791,3 +791,131 @@ scenarios:
     assert!(md.contains("## Open-loop serving"), "{md}");
     assert!(md.contains("timeout "), "{md}");
 }
+
+/// A loopback server that fails requests on purpose, in turn: HTTP 503,
+/// a stream cut after one chunk, a malformed chunk, and a good stream of
+/// 4 tokens. Every connection is closed after its response.
+fn faulty_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let n = Arc::new(AtomicUsize::new(0));
+    let s2 = stop.clone();
+    l.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        while !s2.load(Ordering::Relaxed) {
+            let Ok((mut c, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
+            };
+            let n = n.clone();
+            std::thread::spawn(move || {
+                c.set_nonblocking(false).unwrap();
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                let mut len = 0;
+                loop {
+                    let mut h = String::new();
+                    r.read_line(&mut h).unwrap();
+                    if h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0u8; len];
+                r.read_exact(&mut body).unwrap();
+                if line.starts_with("GET /v1/models") {
+                    let b = r#"{"object":"list","data":[{"id":"tiny","object":"model"}]}"#;
+                    let _ = write!(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}", b.len());
+                    return;
+                }
+                let sse = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
+                let chunk = |id: u32| {
+                    format!("data: {{\"choices\":[{{\"index\":0,\"text\":\" {id}\",\"token_ids\":[{id}],\"finish_reason\":null}}]}}\n\n")
+                };
+                match n.fetch_add(1, Ordering::SeqCst) % 4 {
+                    0 => {
+                        let _ = write!(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 28\r\nConnection: close\r\n\r\n{{\"error\":\"server too busy\"}}");
+                    }
+                    1 => {
+                        let _ = write!(c, "{sse}{}", chunk(1));
+                    }
+                    2 => {
+                        let _ = write!(c, "{sse}{}data: {{\"choices\": [oops\n\n", chunk(1));
+                    }
+                    _ => {
+                        let mut out = sse.to_string();
+                        for id in 1..=4 {
+                            out.push_str(&chunk(id));
+                        }
+                        out.push_str("data: {\"choices\":[{\"index\":0,\"text\":\"\",\"finish_reason\":\"length\"}]}\n\n");
+                        out.push_str("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":8,\"completion_tokens\":4,\"total_tokens\":12}}\n\n");
+                        out.push_str("data: [DONE]\n\n");
+                        let _ = c.write_all(out.as_bytes());
+                    }
+                }
+            });
+        }
+    });
+    (port, stop)
+}
+
+/// HTTP errors, disconnects and malformed SSE fail only their request,
+/// each counted by kind with its message; the cell and the run go on.
+#[test]
+fn serving_counts_http_errors_disconnects_and_malformed_streams() {
+    let (port, stop) = faulty_server();
+    let plugins = plugin_dir(&["http"]);
+    let tmp = TempDir::new("serving-faults");
+    let yaml = format!(
+        "\
+name: faults
+models:
+  - {{name: tiny, weights: synthetic, config: tiny, seed: 0}}
+engines:
+  - {{name: faulty, plugin: http, options: {{base_url: \"http://127.0.0.1:{port}\"}}}}
+scenarios:
+  - name: open
+    kind: serving
+    warmup: 0
+    input_tokens: 8
+    output_tokens: 4
+    arrival: constant
+    request_rate: 100
+    requests: 8
+"
+    );
+    let (run_dir, o) = run_yaml(tmp.path(), &yaml, &["--no-calibrate"], plugins.path());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let summary = read_json(&run_dir.join("summary.json"));
+    let c = &summary["cells"][0];
+    assert_eq!(c["status"], "ok", "{c}");
+    let m = &c["metrics"];
+    let kinds = &m["serving"]["failures_by_kind"];
+    assert_eq!(kinds["http_error"], 2, "{kinds}");
+    assert_eq!(kinds["disconnect"], 2, "{kinds}");
+    assert_eq!(kinds["malformed_stream"], 2, "{kinds}");
+    assert_eq!(m["serving"]["completed"], 2, "{}", m["serving"]);
+    assert_eq!(m["completed"], 2);
+    let reasons: Vec<&String> = m["failure_reasons"].as_object().unwrap().keys().collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("HTTP 503") && r.contains("server too busy")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("ended before")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("malformed JSON")),
+        "{reasons:?}"
+    );
+}

@@ -48,6 +48,7 @@ pub fn all(summary: &Summary, groups: &[Group]) -> Vec<Chart> {
     charts.extend(pareto(groups, &colors));
     charts.extend(roofline(summary, groups, &colors));
     charts.extend(memory(summary, groups, &colors));
+    charts.extend(serving(groups, &colors));
     let mut seen = BTreeMap::new();
     for c in &mut charts {
         let n = seen.entry(c.name.clone()).or_insert(0);
@@ -520,4 +521,101 @@ mod tests {
         assert_eq!(slug(&["TTFT", "lat ency", "a/b"]), "ttft-lat_ency-a_b");
         assert!(slug(&["x"; 200]).len() <= 100);
     }
+}
+
+/// Open-loop serving: each sweep's TTFT p99 (from the schedule) against
+/// the rate tried, and each spike or burst cell's TTFT over time.
+pub fn serving(groups: &[Group], colors: &Colors) -> Vec<Chart> {
+    use crate::serving::{Load, ServingMetrics};
+    // (scenario, model, load) -> [(engine, metrics)], in run order.
+    let mut by: BTreeMap<(String, String, &'static str), Vec<(String, &ServingMetrics)>> =
+        BTreeMap::new();
+    for g in groups {
+        let c = g.cell();
+        for r in g.ok_runs().take(1) {
+            if let Some(s) = r.metrics.as_ref().and_then(|m| m.serving.as_ref()) {
+                by.entry((c.scenario.clone(), c.model.clone(), s.load.as_str()))
+                    .or_default()
+                    .push((c.engine.clone(), s));
+            }
+        }
+    }
+    let mut charts = Vec::new();
+    for ((scenario, model, load), runs) in &by {
+        let mut series = Vec::new();
+        if *load == Load::Sweep.as_str() {
+            for (engine, s) in runs {
+                let Some(sw) = &s.sweep else { continue };
+                let mut steps: Vec<_> = sw.steps.iter().collect();
+                steps.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+                for passed in [true, false] {
+                    let points: Vec<Point> = steps
+                        .iter()
+                        .filter(|st| st.passed == passed)
+                        .filter_map(|st| Some((st.rate, st.ttft_p99_ms?, None)))
+                        .collect();
+                    if !points.is_empty() {
+                        series.push(Series {
+                            label: format!("{engine} ({})", if passed { "pass" } else { "fail" }),
+                            color: colors.of(engine),
+                            width: if passed { 2 } else { 0 },
+                            mark: if passed { Mark::Circle } else { Mark::Cross },
+                            points,
+                        });
+                    }
+                }
+            }
+            if !series.is_empty() {
+                charts.push(Chart {
+                    name: slug(&["sweep", scenario, model]),
+                    title: format!("Sustainable-rate sweep: {scenario} ({model})"),
+                    note: "TTFT p99 from each request's scheduled send time at every request rate a sweep tried; crosses failed the SLOs (or completed under 90% of the rate).".into(),
+                    body: Body::Xy {
+                        x_desc: "request rate (req/s)".into(),
+                        y_desc: "TTFT p99 from schedule (ms)".into(),
+                        log_x: true,
+                        log_y: true,
+                        series,
+                    },
+                });
+            }
+        } else if *load == Load::Spike.as_str() || *load == Load::Burst.as_str() {
+            let mut spike = None;
+            for (engine, s) in runs {
+                spike = spike.or(s.spike.as_ref().map(|sp| (sp.start_s, sp.end_s)));
+                let points: Vec<Point> = s
+                    .windows
+                    .iter()
+                    .filter_map(|w| Some((w.t_s + 0.5, w.ttft_p50_ms?.max(1e-3), None)))
+                    .collect();
+                if !points.is_empty() {
+                    series.push(Series {
+                        label: engine.clone(),
+                        color: colors.of(engine),
+                        width: 2,
+                        mark: Mark::Circle,
+                        points,
+                    });
+                }
+            }
+            if !series.is_empty() {
+                let (a, b) = spike.unwrap_or((0.0, 0.0));
+                charts.push(Chart {
+                    name: slug(&[load, scenario, model]),
+                    title: format!("TTFT through a {load}: {scenario} ({model})"),
+                    note: format!(
+                        "Median TTFT from the scheduled send time of the requests due in each second; the {load} lasts from {a} s to {b} s."
+                    ),
+                    body: Body::Xy {
+                        x_desc: "time (s, by scheduled send time)".into(),
+                        y_desc: "TTFT p50 from schedule (ms)".into(),
+                        log_x: false,
+                        log_y: true,
+                        series,
+                    },
+                });
+            }
+        }
+    }
+    charts
 }
