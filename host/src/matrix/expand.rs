@@ -839,12 +839,9 @@ fn serving(
     };
     let mut duration_s = duration_s;
     match (load, request_rate) {
-        (Load::Sweep, Rate::Fixed(_)) => {
-            if duration_s <= 0.0 {
-                // Each rate a sweep tries runs this long.
-                duration_s = 10.0;
-            }
-        }
+        // Each rate a sweep tries runs this long by default.
+        (Load::Sweep, Rate::Fixed(_)) if duration_s <= 0.0 => duration_s = 10.0,
+        (Load::Sweep, Rate::Fixed(_)) => {}
         (Load::Sweep, _) => {
             return err(
                 Key::RequestRate,

@@ -512,24 +512,13 @@ pub fn memory(summary: &Summary, groups: &[Group], colors: &Colors) -> Vec<Chart
     }]
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slugs_are_file_names() {
-        assert_eq!(slug(&["TTFT", "lat ency", "a/b"]), "ttft-lat_ency-a_b");
-        assert!(slug(&["x"; 200]).len() <= 100);
-    }
-}
-
 /// Open-loop serving: each sweep's TTFT p99 (from the schedule) against
 /// the rate tried, and each spike or burst cell's TTFT over time.
 pub fn serving(groups: &[Group], colors: &Colors) -> Vec<Chart> {
     use crate::serving::{Load, ServingMetrics};
     // (scenario, model, load) -> [(engine, metrics)], in run order.
-    let mut by: BTreeMap<(String, String, &'static str), Vec<(String, &ServingMetrics)>> =
-        BTreeMap::new();
+    type Runs<'a> = Vec<(String, &'a ServingMetrics)>;
+    let mut by: BTreeMap<(String, String, &'static str), Runs> = BTreeMap::new();
     for g in groups {
         let c = g.cell();
         for r in g.ok_runs().take(1) {
@@ -618,4 +607,15 @@ pub fn serving(groups: &[Group], colors: &Colors) -> Vec<Chart> {
         }
     }
     charts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_are_file_names() {
+        assert_eq!(slug(&["TTFT", "lat ency", "a/b"]), "ttft-lat_ency-a_b");
+        assert!(slug(&["x"; 200]).len() <= 100);
+    }
 }
