@@ -455,11 +455,12 @@ pub fn probe(url: &str) -> Result<u16, String> {
         .map_err(|e| format!("cannot connect: {e}"))?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
     let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
-    write!(
-        s,
+    // One write: a server may answer (and close) after the first segment.
+    let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("cannot send the request: {e}"))?;
+    );
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("cannot send the request: {e}"))?;
     let mut head = [0u8; 64];
     let mut n = 0;
     while n < 12 {
@@ -655,6 +656,18 @@ mod tests {
         );
     }
 
+    /// Reads a request up to the end of its headers.
+    fn read_head(s: &mut TcpStream) {
+        let mut got = Vec::new();
+        let mut b = [0u8; 256];
+        while !got.ends_with(b"\r\n\r\n") {
+            match s.read(&mut b) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&b[..n]),
+            }
+        }
+    }
+
     #[test]
     fn probe_reads_the_status_and_reports_no_server() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -662,8 +675,7 @@ mod tests {
         let t = std::thread::spawn(move || {
             for code in [503, 200] {
                 let (mut s, _) = l.accept().unwrap();
-                let mut buf = [0u8; 1024];
-                let _ = s.read(&mut buf);
+                read_head(&mut s);
                 write!(s, "HTTP/1.1 {code} X\r\nContent-Length: 0\r\n\r\n").unwrap();
             }
         });
@@ -747,8 +759,7 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         let t = std::thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf);
+            read_head(&mut s);
             write!(s, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").unwrap();
         });
         // The "server" is a sleeping shell; readiness comes from the
