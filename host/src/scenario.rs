@@ -256,8 +256,7 @@ impl Runner<'_> {
         let t0 = self.collector.now_ns() + 1_000_000;
         let due = |i: usize| t0 + (sched[i] * 1e9) as u64;
         let (mut next, mut in_flight) = (0, 0usize);
-        let mut seen = self.collector.tokens_received();
-        let mut last_progress = Instant::now();
+        let mut progress = Progress::new(&self.collector);
         let mut last_check = Instant::now();
         loop {
             while next < sched.len() && in_flight < maxc {
@@ -281,23 +280,18 @@ impl Runner<'_> {
             let done = self.collector.wait_finished(deadline);
             if !done.is_empty() {
                 in_flight = in_flight.saturating_sub(done.len());
-                last_progress = Instant::now();
+                progress.moved();
                 continue;
             }
             // Progress is checked at most once a second: counting tokens
             // walks every record.
             if in_flight > 0 && last_check.elapsed() >= Duration::from_secs(1) {
                 last_check = Instant::now();
-                let now = self.collector.tokens_received();
-                if now != seen {
-                    seen = now;
-                    last_progress = Instant::now();
-                } else if last_progress.elapsed() >= self.stall {
-                    return Err(Stop::Hung(format!(
-                        "engine made no progress for {:.0} s with {in_flight} requests in flight",
-                        self.stall.as_secs_f64()
-                    )));
-                }
+                progress.check(
+                    &self.collector,
+                    self.stall,
+                    &format!(" with {in_flight} requests in flight"),
+                )?;
             }
         }
     }
@@ -346,8 +340,7 @@ impl Runner<'_> {
 
     /// Sleeps until requests finish; fails when nothing moves for `stall`.
     fn wait(&self) -> Result<Vec<u64>, Stop> {
-        let mut seen = self.collector.tokens_received();
-        let mut last_progress = Instant::now();
+        let mut progress = Progress::new(&self.collector);
         loop {
             let done = self
                 .collector
@@ -355,17 +348,44 @@ impl Runner<'_> {
             if !done.is_empty() {
                 return Ok(done);
             }
-            let now = self.collector.tokens_received();
-            if now != seen {
-                seen = now;
-                last_progress = Instant::now();
-            } else if last_progress.elapsed() >= self.stall {
-                return Err(Stop::Hung(format!(
-                    "engine made no progress for {:.0} s",
-                    self.stall.as_secs_f64()
-                )));
-            }
+            progress.check(&self.collector, self.stall, "")?;
         }
+    }
+}
+
+/// Stall detection: when tokens last arrived.
+struct Progress {
+    seen: usize,
+    last: Instant,
+}
+
+impl Progress {
+    fn new(c: &Collector) -> Progress {
+        Progress {
+            seen: c.tokens_received(),
+            last: Instant::now(),
+        }
+    }
+
+    /// A request finished.
+    fn moved(&mut self) {
+        self.last = Instant::now();
+    }
+
+    /// A `Hung` stop when no token arrived for `stall` (`what` ends the
+    /// message).
+    fn check(&mut self, c: &Collector, stall: Duration, what: &str) -> Result<(), Stop> {
+        let now = c.tokens_received();
+        if now != self.seen {
+            self.seen = now;
+            self.last = Instant::now();
+        } else if self.last.elapsed() >= stall {
+            return Err(Stop::Hung(format!(
+                "engine made no progress for {:.0} s{what}",
+                stall.as_secs_f64()
+            )));
+        }
+        Ok(())
     }
 }
 
