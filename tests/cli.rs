@@ -293,7 +293,7 @@ fn bad_matrices_are_rejected_with_file_line_and_column() {
 
 #[test]
 fn shipped_matrices_validate_and_gpt2_long_workloads_are_unsupported() {
-    let plugins = plugin_dir(&["candle", "onnx", "torch"]);
+    let plugins = plugin_dir(&["candle", "onnx", "torch", "http"]);
     let mut shipped = 0;
     for entry in std::fs::read_dir(workspace_root().join("matrices")).unwrap() {
         let path = entry.unwrap().path();

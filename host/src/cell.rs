@@ -491,7 +491,7 @@ fn run_cell(
             let example = records
                 .iter()
                 .filter(|r| !r.warmup && r.error.is_none() && r.completion.is_some())
-                .map(|r| r.tokens.len())
+                .map(crate::metrics::produced)
                 .find(|&n| n != p.output_tokens as usize)
                 .unwrap_or(0);
             (

@@ -119,11 +119,24 @@ struct RequestTimes {
     per_token: f64,
 }
 
+/// The tokens a request produced: the engine's own count (a server's
+/// `usage`), else the tokens the host received. They differ when a server
+/// packs several tokens into one chunk: the request is then flagged in
+/// `token_count_disagreements`, and its lengths and rates use the
+/// engine's count, as vLLM's benchmark does.
+pub fn produced(r: &RequestRecord) -> usize {
+    r.completion
+        .as_ref()
+        .map(|c| c.generated_tokens as usize)
+        .filter(|&n| n > 0)
+        .unwrap_or(r.tokens.len())
+}
+
 fn times(r: &RequestRecord) -> Option<RequestTimes> {
     let (first, last) = (*r.token_ns.first()?, *r.token_ns.last()?);
     let ttft = first.saturating_sub(r.submit_ns) as f64 * MS;
     let e2el = last.saturating_sub(r.submit_ns) as f64 * MS;
-    let n = r.token_ns.len();
+    let n = produced(r);
     Some(RequestTimes {
         ttft,
         e2el,
@@ -159,7 +172,7 @@ pub fn per_iteration(records: &[RequestRecord], spans: &[IterationSpan]) -> Vec<
             let t: Vec<RequestTimes> = reqs.iter().filter_map(|r| times(r)).collect();
             let itl: Vec<f64> = reqs.iter().flat_map(|r| gaps(r)).collect();
             let duration_s = span.end_ns.saturating_sub(span.start_ns) as f64 * 1e-9;
-            let output_tokens: u64 = reqs.iter().map(|r| r.tokens.len() as u64).sum();
+            let output_tokens: u64 = reqs.iter().map(|r| produced(r) as u64).sum();
             let rate = |x: f64| {
                 if duration_s > 0.0 {
                     x / duration_s
@@ -214,8 +227,8 @@ pub fn compute(
         };
         completed += 1;
         input_tokens += r.prompt_tokens as u64;
-        output_tokens += r.tokens.len() as u64;
-        if r.tokens.len() != expected_output as usize {
+        output_tokens += produced(r) as u64;
+        if produced(r) != expected_output as usize {
             mismatches += 1;
         }
         if c.generated_tokens as usize != r.tokens.len() {
@@ -380,6 +393,28 @@ mod tests {
         assert!((its[1].output_throughput - 30.0).abs() < 1e-9); // 3 / 0.1 s
         assert_eq!(its[1].ttft_p50_ms, Some(40.0));
         assert_eq!(its[1].e2el_p50_ms, Some(80.0));
+    }
+
+    #[test]
+    fn a_server_count_above_the_chunks_is_flagged_and_used() {
+        // Two chunks at 100 and 130 ms, but the server's usage says 4
+        // tokens (one chunk carried three): a disagreement, not a short
+        // output; TPOT and throughput use the 4.
+        let mut r = rec(0, 0, &[100, 130], false);
+        r.completion.as_mut().unwrap().generated_tokens = 4;
+        let spans = [IterationSpan {
+            index: 0,
+            warmup: false,
+            start_ns: 0,
+            end_ns: 1_000_000_000,
+            rss_bytes: None,
+        }];
+        let m = compute(&[r], &spans, 100, 4);
+        assert_eq!(m.token_count_disagreements, 1);
+        assert_eq!(m.output_length_mismatches, 0);
+        assert_eq!(m.total_output_tokens, 4);
+        assert_eq!(m.tpot_ms.as_ref().unwrap().mean, 10.0);
+        assert_eq!(m.itl_ms.as_ref().unwrap().mean, 30.0, "ITL stays per chunk");
     }
 
     #[test]

@@ -384,7 +384,7 @@ pub fn times_from_schedule(r: &RequestRecord) -> Option<Times> {
     let (first, last) = (*r.token_ns.first()?, *r.token_ns.last()?);
     let ttft = first.saturating_sub(s) as f64 * 1e-6;
     let e2el = last.saturating_sub(s) as f64 * 1e-6;
-    let n = r.token_ns.len();
+    let n = crate::metrics::produced(r);
     Some(Times {
         ttft,
         e2el,
