@@ -161,47 +161,14 @@ fn requests(run_dir: &Path, engine: &str) -> Vec<Value> {
         .collect()
 }
 
-/// How a request fails when the http plugin sends it on a connection that
-/// llama-server has closed (see
-/// [`llama_server_back_to_back_requests_all_complete`]).
-const CLOSED: &str = "connection closed before message completed";
-
-/// The number of the cell's requests lost to [`CLOSED`]; any other
-/// failure fails the test. Such a loss is the http plugin's (it reuses a
-/// connection the server closed), not the server's nor the host's; until
-/// the plugin retries it, the tests below allow it, report it on stderr,
-/// and check everything else.
-fn lost_to_closed_connections(c: &Value) -> u64 {
+/// Asserts that none of the cell's requests failed (naming the reasons).
+fn assert_no_failures(c: &Value) {
     let m = &c["metrics"];
-    let mut lost = 0;
-    for (why, n) in m["failure_reasons"].as_object().expect("failure_reasons") {
-        assert!(
-            why.contains(CLOSED),
-            "{}: requests failed: {why}",
-            c["cell"]["id"]
-        );
-        lost += n.as_u64().unwrap();
-    }
-    assert_eq!(m["failed"], lost, "{m}");
-    if lost > 0 {
-        eprintln!(
-            "{}: {lost} request(s) lost to \"{CLOSED}\" (the http plugin reused a connection llama-server had closed)",
-            c["cell"]["id"]
-        );
-    }
-    lost
-}
-
-/// Asserts that a request record that has an error was lost to [`CLOSED`];
-/// true for those.
-fn is_lost(r: &Value) -> bool {
-    match r["error"].as_str() {
-        None => false,
-        Some(e) => {
-            assert!(e.contains(CLOSED), "request failed: {r}");
-            true
-        }
-    }
+    assert_eq!(
+        m["failed"], 0,
+        "{}: requests failed: {}",
+        c["cell"]["id"], m["failure_reasons"]
+    );
 }
 
 fn f(v: &Value) -> f64 {
@@ -284,10 +251,10 @@ fn llama_server_completions_agree_with_the_host_count() {
     assert_eq!(cells.len(), 3, "{cells:?}");
     for c in &cells {
         let m = &c["metrics"];
-        let lost = lost_to_closed_connections(c);
+        assert_no_failures(c);
         assert_eq!(c["status"], "ok", "{c}");
         let completed = m["completed"].as_u64().unwrap();
-        assert!(completed > 0 && completed + lost == m["requests"], "{m}");
+        assert!(completed > 0 && completed == m["requests"], "{m}");
         // The chunks the host counted are the server's completion_tokens,
         // and every request produced the 16 tokens it asked for.
         assert_eq!(m["token_count_disagreements"], 0, "{m}");
@@ -366,11 +333,11 @@ fn llama_server_chat_honours_ignore_eos() {
             .unwrap_or_else(|| panic!("no {engine} cell: {cells:?}"))
     };
     let chat = of("chat");
-    let lost = lost_to_closed_connections(chat);
+    assert_no_failures(chat);
     assert_eq!(chat["status"], "ok", "{chat}");
     let m = &chat["metrics"];
     let completed = m["completed"].as_u64().unwrap();
-    assert_eq!(completed + lost, 5, "{m}");
+    assert_eq!(completed, 5, "{m}");
     assert_eq!(m["token_count_disagreements"], 0, "{m}");
     assert_eq!(m["output_length_mismatches"], 0, "{m}");
     assert_eq!(m["total_output_tokens"], 128 * completed, "{m}");
@@ -378,7 +345,7 @@ fn llama_server_chat_honours_ignore_eos() {
     assert_ordered("e2el_ms", &m["e2el_ms"]);
     assert!(f(&m["itl_ms"]["p50"]) > 0.0, "{m}");
 
-    for r in requests(&run_dir, "chat").iter().filter(|r| !is_lost(r)) {
+    for r in requests(&run_dir, "chat").iter() {
         assert_eq!(r["finish_reason"], "length", "{r}");
         assert_eq!(r["tokens"].as_array().unwrap().len(), 128, "{r}");
     }
@@ -388,14 +355,11 @@ fn llama_server_chat_honours_ignore_eos() {
     // usage counts one token more than it streamed (the end of turn); the
     // host fails the cell for the measured short requests, naming one.
     let eos = of("chat-eos");
-    let lost = lost_to_closed_connections(eos);
+    assert_no_failures(eos);
     let m = &eos["metrics"];
-    assert_eq!(m["completed"].as_u64().unwrap() + lost, 5, "{m}");
+    assert_eq!(m["completed"], 5, "{m}");
     let (mut early, mut measured_early) = (0, 0);
-    for r in requests(&run_dir, "chat-eos")
-        .iter()
-        .filter(|r| !is_lost(r))
-    {
+    for r in requests(&run_dir, "chat-eos").iter() {
         let n = r["tokens"].as_array().unwrap().len() as u64;
         if r["finish_reason"] == "eos" {
             early += 1;
@@ -411,11 +375,8 @@ fn llama_server_chat_honours_ignore_eos() {
         }
     }
     // Greedy decoding of the same prompts: request 1 ends at EOS (after
-    // 92 tokens) every run, unless the http plugin lost it.
-    assert!(
-        early >= 1 || lost > 0,
-        "no request ended at EOS without ignore_eos"
-    );
+    // 92 tokens) every run.
+    assert!(early >= 1, "no request ended at EOS without ignore_eos");
     assert_eq!(m["output_length_mismatches"], measured_early, "{m}");
     if measured_early > 0 {
         assert_eq!(eos["status"], "failed", "{eos}");
@@ -506,14 +467,11 @@ fn llama_server_errors_fail_cells_with_the_servers_message() {
 /// `false` once done, which cpp-httplib takes as "close"), while its
 /// headers say `Keep-Alive: timeout=5, max=100`; a client that puts the
 /// connection back in its pool at the end of the body and sends the next
-/// request on it before reading the FIN loses that request with
-/// "connection closed before message completed": that is what the http
-/// plugin does now, losing from none to a fifth of these requests
-/// depending on the machine's load, so this test is ignored until the
-/// plugin retries such a request on a fresh connection (the server never
-/// read it). Run it with `--ignored`.
+/// request on it before reading the FIN gets "connection closed before
+/// message completed". The http plugin sends such a request again on
+/// another connection (before that fix it lost none to a fifth of these
+/// requests, depending on the machine's load).
 #[test]
-#[ignore = "the http plugin loses requests to connections llama-server closed"]
 fn llama_server_back_to_back_requests_all_complete() {
     let tmp = TempDir::new("llama-back-to-back");
     let yaml = matrix(

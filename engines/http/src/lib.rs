@@ -13,12 +13,13 @@
 //!
 //! * Token ids: when a chunk carries ids (a choice's `token_ids`, as
 //!   `engine-matrix serve` and vLLM with `return_token_ids` send; an integer
-//!   array `tokens`, as llama-server sends), those ids are sent to the sink,
+//!   array `tokens`, as llama-server's own `/completion` sends), those ids are sent to the sink,
 //!   all in that chunk's one call. Otherwise the chunk is sent as one
 //!   placeholder id `0`: the host then counts chunks as tokens. To get ids,
-//!   ask the server: `extra_body: {"return_token_ids": true}` for vLLM,
-//!   `{"return_tokens": true}` for llama-server; `engine-matrix serve`
-//!   always sends them.
+//!   ask the server: `extra_body: {"return_token_ids": true}` for vLLM;
+//!   `engine-matrix serve` always sends them. llama-server (build 11434)
+//!   sends none on its `/v1` endpoints (`return_tokens` only works on its
+//!   own `/completion`), so its chunks are counted.
 //! * Token counts: `Completion::generated_tokens` is the server's
 //!   `usage.completion_tokens` (requested with
 //!   `stream_options.include_usage`) and, without usage, the number of ids
@@ -77,6 +78,12 @@
 //! After `[DONE]` (and `done`), the rest of the body is read for at most
 //! 1 s so the connection can be reused; the request keeps its connection
 //! slot meanwhile.
+//!
+//! A request whose connection closes (or is reset) before any byte of the
+//! response arrives is sent again, at most twice, on another connection:
+//! that is the keep-alive race of servers that close every connection
+//! after its response while offering keep-alive (llama-server does). The
+//! time lost stays in the request's TTFT.
 
 pub mod protocol;
 pub mod sse;
@@ -300,6 +307,39 @@ impl Shared {
         };
         self.scrub(err)
     }
+}
+
+/// How many times a request is sent again after the keep-alive race.
+const MAX_RESENDS: u32 = 2;
+
+/// The keep-alive race: the connection closed (or was reset) before any
+/// byte of the response came back. A server that closes its connections
+/// after each response while offering keep-alive (llama.cpp's
+/// llama-server does, after every stream) makes the pool hand out a
+/// connection whose close is still in flight; the request went nowhere,
+/// so it is sent again on another connection. The time lost stays in the
+/// request's latency (the host timestamps from `submit`).
+fn closed_before_response(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_canceled() {
+                return true;
+            }
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
+            ) {
+                return true;
+            }
+        }
+        src = s.source();
+    }
+    false
 }
 
 /// Reads at most `limit` bytes of a body (for error messages).
@@ -592,9 +632,10 @@ async fn stream_one(
         .await
         .map_err(|_| EngineError::runtime("the model is unloading"))?;
     let start = Instant::now();
-    let body = serde_json::to_vec(&protocol::request_body(&sh.body, req))
-        .map_err(|e| EngineError::runtime(format!("cannot encode the request: {e}")))?;
-    let http_req = sh.request(Method::POST, sh.url.clone(), Bytes::from(body));
+    let body = Bytes::from(
+        serde_json::to_vec(&protocol::request_body(&sh.body, req))
+            .map_err(|e| EngineError::runtime(format!("cannot encode the request: {e}")))?,
+    );
     let first_deadline = tokio::time::Instant::from_std(start + sh.first_token_timeout);
     let first_timeout = |what: &str| {
         EngineError::runtime(format!(
@@ -603,10 +644,15 @@ async fn stream_one(
             sh.first_token_timeout.as_secs_f64()
         ))
     };
-    let resp = match timeout_at(first_deadline, sh.client.request(http_req)).await {
-        Err(_) => return Err(first_timeout("no response headers")),
-        Ok(Err(e)) => return Err(sh.client_error(e)),
-        Ok(Ok(r)) => r,
+    let mut resends = 0;
+    let resp = loop {
+        let http_req = sh.request(Method::POST, sh.url.clone(), body.clone());
+        match timeout_at(first_deadline, sh.client.request(http_req)).await {
+            Err(_) => return Err(first_timeout("no response headers")),
+            Ok(Err(e)) if resends < MAX_RESENDS && closed_before_response(&e) => resends += 1,
+            Ok(Err(e)) => return Err(sh.client_error(e)),
+            Ok(Ok(r)) => break r,
+        }
     };
     let status = resp.status();
     let is_json = resp

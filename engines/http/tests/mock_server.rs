@@ -173,6 +173,21 @@ async fn serve_conn(mut sock: TcpStream, seen: Arc<Mutex<Vec<Seen>>>, gauge: Gau
         if r.is_err() {
             return;
         }
+        // As llama-server: close the connection after the response although
+        // keep-alive was offered, `close_after_ms` later, without reading
+        // what the client sent meanwhile (a FIN, then the rest is drained
+        // so the close is not a reset).
+        if let Some(ms) = body["mock"]["close_after_ms"].as_u64() {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            let _ = sock.shutdown().await;
+            let mut tmp = [0u8; 4096];
+            while let Ok(n) = sock.read(&mut tmp).await {
+                if n == 0 {
+                    break;
+                }
+            }
+            return;
+        }
     }
 }
 
@@ -762,4 +777,48 @@ fn max_connections_bounds_streams_in_flight() {
     assert_eq!(peak, 3, "peak streams in flight");
     // Requests that waited for a slot report it as queue time.
     assert!(c.done.lock().unwrap().iter().any(|d| d.queue_us >= 50_000));
+}
+
+/// The keep-alive race, made certain: the mock closes each connection
+/// 100 ms after its response, and the second request goes out on the
+/// pooled connection 20 ms after the first ended. It is sent again on a
+/// new connection and completes; the mock sees each request once.
+#[test]
+fn a_request_on_a_connection_the_server_closes_is_sent_again() {
+    let mock = Mock::start();
+    let m = load(
+        &mock,
+        json!({"extra_body": {"mock": {"ids": true, "usage": true, "close_after_ms": 100}}}),
+    )
+    .unwrap();
+    let c = Arc::new(Collect::default());
+    m.submit(vec![req(0, 3)].into(), c.sink()).unwrap();
+    c.wait(1);
+    std::thread::sleep(Duration::from_millis(20));
+    let t0 = Instant::now();
+    m.submit(vec![req(1, 3)].into(), c.sink()).unwrap();
+    c.wait(2);
+    assert!(
+        c.errors.lock().unwrap().is_empty(),
+        "{:?}",
+        c.errors.lock().unwrap()
+    );
+    assert_eq!(c.done.lock().unwrap().len(), 2);
+    // It waited for the close (about 80 ms more), then went out again.
+    assert!(
+        t0.elapsed() >= Duration::from_millis(60),
+        "{:?}",
+        t0.elapsed()
+    );
+    let posts = mock
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.path == "/v1/completions")
+        .count();
+    assert_eq!(
+        posts, 2,
+        "the first attempt of the second request was never read"
+    );
 }
