@@ -792,11 +792,11 @@ fn a_request_on_a_connection_the_server_closes_is_sent_again() {
     )
     .unwrap();
     let c = Arc::new(Collect::default());
-    m.submit(vec![req(0, 3)].into(), c.sink()).unwrap();
+    m.submit(vec![req(0, 3)], c.sink()).unwrap();
     c.wait(1);
     std::thread::sleep(Duration::from_millis(20));
     let t0 = Instant::now();
-    m.submit(vec![req(1, 3)].into(), c.sink()).unwrap();
+    m.submit(vec![req(1, 3)], c.sink()).unwrap();
     c.wait(2);
     assert!(
         c.errors.lock().unwrap().is_empty(),
