@@ -43,8 +43,13 @@
 //! while a segment passes, halving while it fails, then bisecting between
 //! the highest passing and lowest failing rate `sweep_steps` times. A
 //! segment passes when at least `slo_attainment` (default 0.99) of its
-//! requests are good and its completed requests per second reach 90% of
-//! the rate offered. The answer, `max_sustainable_rate`, is the highest
+//! requests are good, as MLPerf's server scenario judges a rate by latency
+//! bounds alone. Latency counts from the scheduled time, so a server that
+//! cannot keep up queues requests and misses a TTFT or E2EL SLO: a sweep
+//! needs one of those two (TPOT alone does not see the queue). A rule on
+//! completed requests per second would misjudge short segments: their
+//! last requests end after the segment, and Poisson arrivals make the
+//! count noisy. The answer, `max_sustainable_rate`, is the highest
 //! passing rate; a later cell with `request_rate: sustainable` on the
 //! same model and engine runs at it (for example a spike to
 //! `spike_factor: 2`, 200% of it).
@@ -539,7 +544,7 @@ pub fn evaluate(
         ttft_p99_ms: p(&d(|x| Some(x.ttft)), |d| d.p99),
         tpot_p99_ms: p(&d(|x| x.tpot), |d| d.p99),
         e2el_p99_ms: p(&d(|x| Some(x.e2el)), |d| d.p99),
-        passed: sent > 0 && fraction >= slo.attainment && achieved >= 0.9 * rate,
+        passed: sent > 0 && fraction >= slo.attainment,
     }
 }
 
@@ -738,7 +743,7 @@ fn sweep_figures(
         steps,
         max_sustainable_rate: search.best(),
         criterion: format!(
-            "at least {:.1}% of the requests within the SLOs and at least 90% of the offered rate completed",
+            "at least {:.1}% of the requests within the SLOs (latency from the scheduled send time)",
             p.slo.attainment * 100.0
         ),
     }

@@ -894,10 +894,10 @@ fn serving(
         e2el_ms: r.src(Key::SloE2elMs).map(|_| r.num(Key::SloE2elMs, 0.0)),
         attainment: r.num(Key::SloAttainment, 0.99),
     };
-    if load == Load::Sweep && !slo.any() {
+    if load == Load::Sweep && slo.ttft_ms.is_none() && slo.e2el_ms.is_none() {
         return err(
             Key::Load,
-            "a sweep needs at least one SLO (slo_ttft_ms, slo_tpot_ms, slo_e2el_ms) to judge each rate by".into(),
+            "a sweep needs slo_ttft_ms or slo_e2el_ms to judge each rate by (latency from the scheduled send time sees the queue of an overloaded server; TPOT alone does not)".into(),
         );
     }
     let max_concurrency = r

@@ -1205,7 +1205,9 @@ fn serving_defaults_tags_and_errors() {
         )))
     };
     let e = bad("    load: sweep\n");
-    assert!(e.3.contains("needs at least one SLO"), "{e:?}");
+    assert!(e.3.contains("needs slo_ttft_ms or slo_e2el_ms"), "{e:?}");
+    let e = bad("    load: sweep\n    slo_tpot_ms: 50\n");
+    assert!(e.3.contains("TPOT alone does not"), "{e:?}");
     let e = bad("    duration_s: 5\n");
     assert!(
         e.3.contains("request_rate inf sends `requests` at once"),

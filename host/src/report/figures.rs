@@ -558,7 +558,7 @@ pub fn serving(groups: &[Group], colors: &Colors) -> Vec<Chart> {
                 charts.push(Chart {
                     name: slug(&["sweep", scenario, model]),
                     title: format!("Sustainable-rate sweep: {scenario} ({model})"),
-                    note: "TTFT p99 from each request's scheduled send time at every request rate a sweep tried; crosses failed the SLOs (or completed under 90% of the rate).".into(),
+                    note: "TTFT p99 from each request's scheduled send time at every request rate a sweep tried; crosses missed the SLOs.".into(),
                     body: Body::Xy {
                         x_desc: "request rate (req/s)".into(),
                         y_desc: "TTFT p99 from schedule (ms)".into(),

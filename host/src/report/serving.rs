@@ -145,5 +145,5 @@ pub(crate) const NOTE: &str =
     "Columns marked * are from each request's scheduled send time (open loop: queueing \
 behind late sends or max_concurrency counts). Goodput: requests within every SLO per second \
 (share of requests sent). A sweep rate passes when its share of good requests reaches \
-slo_attainment and 90% of its rate completed. Recovery: from the end of the spike until \
+slo_attainment. Recovery: from the end of the spike until \
 1-second windows stay under 1.25x the pre-spike median TTFT.";
