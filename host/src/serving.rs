@@ -43,13 +43,15 @@
 //! while a segment passes, halving while it fails, then bisecting between
 //! the highest passing and lowest failing rate `sweep_steps` times. A
 //! segment passes when at least `slo_attainment` (default 0.99) of its
-//! requests are good, as MLPerf's server scenario judges a rate by latency
-//! bounds alone. Latency counts from the scheduled time, so a server that
-//! cannot keep up queues requests and misses a TTFT or E2EL SLO: a sweep
-//! needs one of those two (TPOT alone does not see the queue). A rule on
-//! completed requests per second would misjudge short segments: their
-//! last requests end after the segment, and Poisson arrivals make the
-//! count noisy. The answer, `max_sustainable_rate`, is the highest
+//! requests are good (latency from the scheduled time: a sweep needs a
+//! TTFT or E2EL SLO, which see the queue; TPOT alone does not) and it
+//! left no backlog: its last request ended at most 10% of `duration_s`
+//! after the schedule's end, beyond a typical (median) request's own
+//! duration. The backlog rule catches a mild overload that a short
+//! segment's SLOs miss because the queue has not grown long yet; it
+//! compares with the requests actually sent, so the noise of Poisson
+//! counts does not matter, and with the typical request time, so long
+//! requests at the end do not. The answer, `max_sustainable_rate`, is the highest
 //! passing rate; a later cell with `request_rate: sustainable` on the
 //! same model and engine runs at it (for example a spike to
 //! `spike_factor: 2`, 200% of it).
@@ -461,8 +463,15 @@ pub struct SweepStep {
     pub ttft_p99_ms: Option<f64>,
     pub tpot_p99_ms: Option<f64>,
     pub e2el_p99_ms: Option<f64>,
+    /// How long the last request ended after the schedule's end, beyond a
+    /// typical request's own duration: the queue left over (s).
+    #[serde(default)]
+    pub backlog_s: f64,
     pub passed: bool,
 }
+
+/// Most backlog a sweep segment may leave, as a share of its duration.
+pub const BACKLOG_SHARE: f64 = 0.1;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SweepFigures {
@@ -514,6 +523,7 @@ pub fn evaluate(
     records: &[&RequestRecord],
     span: &IterationSpan,
     rate: f64,
+    duration_s: f64,
     slo: &Slo,
 ) -> SweepStep {
     let t: Vec<Times> = records
@@ -534,6 +544,21 @@ pub fn evaluate(
         0.0
     };
     let d = |f: fn(&Times) -> Option<f64>| summarize(&t.iter().filter_map(f).collect::<Vec<_>>());
+    // Backlog: how long after the schedule's end the last request ended,
+    // beyond a typical request's own time (E2EL from its send).
+    let own: Vec<f64> = records
+        .iter()
+        .filter(|r| r.error.is_none() && r.completion.is_some())
+        .filter_map(|r| Some(r.token_ns.last()?.saturating_sub(r.submit_ns) as f64 * 1e-9))
+        .collect();
+    let last_end = records.iter().filter_map(|r| r.end_ns).max();
+    let backlog_s = match (last_end, median(&own)) {
+        (Some(end), Some(typical)) => {
+            let schedule_end = span.start_ns as f64 * 1e-9 + duration_s;
+            (end as f64 * 1e-9 - schedule_end - typical).max(0.0)
+        }
+        _ => 0.0,
+    };
     SweepStep {
         rate,
         sent,
@@ -544,7 +569,8 @@ pub fn evaluate(
         ttft_p99_ms: p(&d(|x| Some(x.ttft)), |d| d.p99),
         tpot_p99_ms: p(&d(|x| x.tpot), |d| d.p99),
         e2el_p99_ms: p(&d(|x| Some(x.e2el)), |d| d.p99),
-        passed: sent > 0 && fraction >= slo.attainment,
+        backlog_s,
+        passed: sent > 0 && fraction >= slo.attainment && backlog_s <= BACKLOG_SHARE * duration_s,
     }
 }
 
@@ -605,13 +631,14 @@ impl Search {
 /// index, rate) pairs; empty otherwise.
 pub fn compute(
     p_: &ServingParams,
+    duration_s: f64,
     records: &[RequestRecord],
     spans: &[IterationSpan],
     segments: &[(u32, f64)],
 ) -> ServingMetrics {
     let all: Vec<&RequestRecord> = records.iter().filter(|r| !r.warmup).collect();
     let slo = p_.slo;
-    let sweep = (p_.load == Load::Sweep).then(|| sweep_figures(p_, &all, spans, segments));
+    let sweep = (p_.load == Load::Sweep).then(|| sweep_figures(p_, &all, spans, segments, duration_s));
     // A sweep's other figures are those of its highest passing rate (else
     // its first): figures over several rates would mean nothing.
     let (measured, spans, rate): (Vec<&RequestRecord>, Vec<IterationSpan>, Option<f64>) =
@@ -723,6 +750,7 @@ fn sweep_figures(
     measured: &[&RequestRecord],
     spans: &[IterationSpan],
     segments: &[(u32, f64)],
+    duration_s: f64,
 ) -> SweepFigures {
     let mut search = Search::new(segments.first().map_or(1.0, |s| s.1), p.sweep_steps);
     let steps: Vec<SweepStep> = segments
@@ -734,7 +762,7 @@ fn sweep_figures(
                 .copied()
                 .filter(|r| r.iteration == index)
                 .collect();
-            let step = evaluate(&recs, span, rate, &p.slo);
+            let step = evaluate(&recs, span, rate, duration_s, &p.slo);
             search.record(rate, step.passed);
             Some(step)
         })
@@ -743,8 +771,9 @@ fn sweep_figures(
         steps,
         max_sustainable_rate: search.best(),
         criterion: format!(
-            "at least {:.1}% of the requests within the SLOs (latency from the scheduled send time)",
-            p.slo.attainment * 100.0
+            "at least {:.1}% of the requests within the SLOs (latency from the scheduled send time) and a backlog of at most {:.0}% of the segment's {duration_s} s",
+            p.slo.attainment * 100.0,
+            BACKLOG_SHARE * 100.0
         ),
     }
 }
@@ -1018,6 +1047,7 @@ mod tests {
         let recs = [late, on_time, failed, timeout];
         let m = compute(
             &params(Load::Sustained, Arrival::Constant),
+            0.0,
             &recs,
             &[span(0, 0, 1000)],
             &[],
@@ -1052,7 +1082,7 @@ mod tests {
                 rec(s, s, &[s + ttft, s + ttft + 5], None)
             })
             .collect();
-        let m = compute(&p, &recs, &[span(0, 0, 8000)], &[]);
+        let m = compute(&p, 8.0, &recs, &[span(0, 0, 8000)], &[]);
         let sp = m.spike.unwrap();
         assert_eq!(sp.baseline_ttft_p50_ms, Some(10.0));
         assert_eq!(sp.threshold_ms, Some(15.0));
@@ -1071,7 +1101,7 @@ mod tests {
             })
             .collect();
         assert_eq!(
-            compute(&p, &recs, &[span(0, 0, 8000)], &[])
+            compute(&p, 8.0, &recs, &[span(0, 0, 8000)], &[])
                 .spike
                 .unwrap()
                 .recovery_s,
@@ -1098,11 +1128,40 @@ mod tests {
             recs.push(r);
         }
         let spans = [span(0, 0, 1000), span(1, 2000, 3000)];
-        let m = compute(&p, &recs, &spans, &[(0, 10.0), (1, 20.0)]);
+        let m = compute(&p, 1.0, &recs, &spans, &[(0, 10.0), (1, 20.0)]);
         let sw = m.sweep.unwrap();
         assert!(sw.steps[0].passed && !sw.steps[1].passed, "{sw:?}");
         assert_eq!(sw.steps[1].goodput_fraction, 0.5);
         assert_eq!(sw.max_sustainable_rate, Some(10.0));
+    }
+
+    #[test]
+    fn a_backlog_fails_a_segment_that_meets_its_slos() {
+        let slo = Slo {
+            ttft_ms: Some(5000.0),
+            tpot_ms: None,
+            e2el_ms: None,
+            attainment: 0.99,
+        };
+        // 10 requests due every 100 ms of a 1 s segment, served one at a
+        // time in 300 ms: the last ends at 3 s, 0.8 s after the schedule's
+        // end plus a typical request's 1.2 s. Every TTFT is within 5 s.
+        let slow: Vec<RequestRecord> = (0..10)
+            .map(|k| rec(k * 100, k * 100, &[300 * (k + 1)], None))
+            .collect();
+        let refs: Vec<&RequestRecord> = slow.iter().collect();
+        let st = evaluate(&refs, &span(0, 0, 3000), 10.0, 1.0, &slo);
+        assert_eq!(st.goodput_fraction, 1.0);
+        assert!((st.backlog_s - 0.8).abs() < 1e-9, "{st:?}");
+        assert!(!st.passed);
+        // Served in 50 ms each: no backlog.
+        let fast: Vec<RequestRecord> = (0..10)
+            .map(|k| rec(k * 100, k * 100, &[k * 100 + 50], None))
+            .collect();
+        let refs: Vec<&RequestRecord> = fast.iter().collect();
+        let st = evaluate(&refs, &span(0, 0, 1000), 10.0, 1.0, &slo);
+        assert_eq!(st.backlog_s, 0.0);
+        assert!(st.passed);
     }
 
     #[test]
