@@ -428,7 +428,8 @@ fn run_cell(
             p.output_tokens,
         ),
         Some(sv) => {
-            let serving = crate::serving::compute(sv, p.duration_s, &records, &exec.spans, &exec.segments);
+            let serving =
+                crate::serving::compute(sv, p.duration_s, &records, &exec.spans, &exec.segments);
             // A sweep's usual figures are those of its highest passing
             // rate (else its first): rates mixed would mean nothing.
             let mut m = match serving.sweep.as_ref() {

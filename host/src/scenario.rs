@@ -330,7 +330,7 @@ impl Runner<'_> {
             self.spans.push(span);
             let recs = self.collector.records_of(index);
             let refs: Vec<&crate::measure::RequestRecord> = recs.iter().collect();
-            let step = crate::serving::evaluate(&refs, &span, rate, duration_s, &sv.slo);
+            let step = crate::serving::evaluate(&refs, &span, rate, &sv.slo);
             search.record(rate, step.passed);
             self.segments.push((index, rate));
             index += 1;

@@ -46,10 +46,11 @@
 //! requests are good (latency from the scheduled time: a sweep needs a
 //! TTFT or E2EL SLO, which see the queue; TPOT alone does not) and its
 //! queue did not grow: the median E2EL (from the schedule) of its last
-//! fifth of requests exceeds its first fifth's by at most 10% of
-//! `duration_s`, the lag of a server 10% short of the rate. That rule
-//! catches a mild overload whose queue a short segment has not grown
-//! long enough to break the SLOs. The answer, `max_sustainable_rate`, is the highest
+//! fifth of requests exceeds its second fifth's by at most 0.1 s per
+//! second between them, the lag of a server about 10% short of the rate
+//! (the first fifth meets an empty server and is left out). That rule
+//! catches a mild overload whose queue a short segment has not grown long
+//! enough to break the SLOs; segments should still be many E2ELs long. The answer, `max_sustainable_rate`, is the highest
 //! passing rate; a later cell with `request_rate: sustainable` on the
 //! same model and engine runs at it (for example a spike to
 //! `spike_factor: 2`, 200% of it).
@@ -461,25 +462,27 @@ pub struct SweepStep {
     pub ttft_p99_ms: Option<f64>,
     pub tpot_p99_ms: Option<f64>,
     pub e2el_p99_ms: Option<f64>,
-    /// How much longer (s) the last fifth of the requests took than the
-    /// first fifth, from their scheduled times (medians of E2EL): the
-    /// queue a server that cannot keep up builds during the segment.
+    /// How fast latency grew during the segment (s per s; see
+    /// [`MAX_GROWTH`]): the queue of a server that cannot keep up.
     #[serde(default)]
-    pub queue_growth_s: f64,
+    pub queue_growth: f64,
     pub passed: bool,
 }
 
-/// Most queue growth a sweep segment may show, as a share of its
-/// duration: a server 10% short of the rate falls 0.1 s behind per second.
-pub const GROWTH_SHARE: f64 = 0.1;
+/// Fastest a sweep segment's queue may grow, in seconds of latency per
+/// second: a server 10% short of the rate falls about 0.1 s behind per
+/// second.
+pub const MAX_GROWTH: f64 = 0.1;
 
 /// Fewest requests for a queue-growth figure (a fifth must hold 2).
 const GROWTH_MIN_REQUESTS: usize = 10;
 
-/// Median E2EL from the schedule of the last fifth of the requests (by
-/// scheduled time) minus that of the first fifth, in s; 0 with fewer than
-/// 10 requests. A failed request counts as not ended: its E2EL is taken
-/// as the segment's longest.
+/// How fast latency grows during a segment (s per s): the median E2EL
+/// from the schedule of the last fifth of the requests (by scheduled
+/// time) minus that of the second fifth, over the time between their
+/// median scheduled times. The first fifth is left out: it meets an empty
+/// server whose batch is still filling. 0 with fewer than 10 requests. A
+/// failed request counts as the segment's slowest.
 fn queue_growth(records: &[&RequestRecord]) -> f64 {
     let mut by: Vec<(u64, Option<f64>)> = records
         .iter()
@@ -494,10 +497,22 @@ fn queue_growth(records: &[&RequestRecord]) -> f64 {
     by.sort_by_key(|x| x.0);
     let worst = by.iter().filter_map(|x| x.1).fold(0.0, f64::max);
     let fifth = by.len() / 5;
-    let med = |part: &[(u64, Option<f64>)]| {
-        median(&part.iter().map(|x| x.1.unwrap_or(worst)).collect::<Vec<_>>()).unwrap_or(0.0)
+    let group = |part: &[(u64, Option<f64>)]| {
+        let lat = median(
+            &part
+                .iter()
+                .map(|x| x.1.unwrap_or(worst))
+                .collect::<Vec<_>>(),
+        );
+        let at = median(&part.iter().map(|x| x.0 as f64 * 1e-9).collect::<Vec<_>>());
+        (lat.unwrap_or(0.0), at.unwrap_or(0.0))
     };
-    (med(&by[by.len() - fifth..]) - med(&by[..fifth])).max(0.0)
+    let (early, t_early) = group(&by[fifth..2 * fifth]);
+    let (late, t_late) = group(&by[by.len() - fifth..]);
+    if t_late <= t_early {
+        return 0.0;
+    }
+    ((late - early) / (t_late - t_early)).max(0.0)
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -550,7 +565,6 @@ pub fn evaluate(
     records: &[&RequestRecord],
     span: &IterationSpan,
     rate: f64,
-    duration_s: f64,
     slo: &Slo,
 ) -> SweepStep {
     let t: Vec<Times> = records
@@ -571,7 +585,7 @@ pub fn evaluate(
         0.0
     };
     let d = |f: fn(&Times) -> Option<f64>| summarize(&t.iter().filter_map(f).collect::<Vec<_>>());
-    let queue_growth_s = queue_growth(records);
+    let growth = queue_growth(records);
     SweepStep {
         rate,
         sent,
@@ -582,10 +596,8 @@ pub fn evaluate(
         ttft_p99_ms: p(&d(|x| Some(x.ttft)), |d| d.p99),
         tpot_p99_ms: p(&d(|x| x.tpot), |d| d.p99),
         e2el_p99_ms: p(&d(|x| Some(x.e2el)), |d| d.p99),
-        queue_growth_s,
-        passed: sent > 0
-            && fraction >= slo.attainment
-            && queue_growth_s <= GROWTH_SHARE * duration_s,
+        queue_growth: growth,
+        passed: sent > 0 && fraction >= slo.attainment && growth <= MAX_GROWTH,
     }
 }
 
@@ -653,7 +665,8 @@ pub fn compute(
 ) -> ServingMetrics {
     let all: Vec<&RequestRecord> = records.iter().filter(|r| !r.warmup).collect();
     let slo = p_.slo;
-    let sweep = (p_.load == Load::Sweep).then(|| sweep_figures(p_, &all, spans, segments, duration_s));
+    let sweep =
+        (p_.load == Load::Sweep).then(|| sweep_figures(p_, &all, spans, segments, duration_s));
     // A sweep's other figures are those of its highest passing rate (else
     // its first): figures over several rates would mean nothing.
     let (measured, spans, rate): (Vec<&RequestRecord>, Vec<IterationSpan>, Option<f64>) =
@@ -777,7 +790,7 @@ fn sweep_figures(
                 .copied()
                 .filter(|r| r.iteration == index)
                 .collect();
-            let step = evaluate(&recs, span, rate, duration_s, &p.slo);
+            let step = evaluate(&recs, span, rate, &p.slo);
             search.record(rate, step.passed);
             Some(step)
         })
@@ -786,9 +799,8 @@ fn sweep_figures(
         steps,
         max_sustainable_rate: search.best(),
         criterion: format!(
-            "at least {:.1}% of the requests within the SLOs (latency from the scheduled send time) and a queue growth of at most {:.0}% of the segment's {duration_s} s",
-            p.slo.attainment * 100.0,
-            GROWTH_SHARE * 100.0
+            "at least {:.1}% of the requests within the SLOs (latency from the scheduled send time) and latency growing by at most {MAX_GROWTH} s per s over {duration_s} s segments",
+            p.slo.attainment * 100.0
         ),
     }
 }
@@ -1159,28 +1171,30 @@ mod tests {
             attainment: 0.99,
         };
         // 10 requests due every 100 ms of a 1 s segment, served one at a
-        // time in 150 ms: each waits 50 ms more than the one before; the
-        // last two took 0.4 s longer than the first two (medians). Every
-        // TTFT is within 5 s.
+        // time in 150 ms: each waits 50 ms more than the one before, a
+        // growth of 0.5 s per s. Every TTFT is within 5 s.
         let slow: Vec<RequestRecord> = (0..10)
             .map(|k| rec(k * 100, k * 100, &[150 * (k + 1)], None))
             .collect();
         let refs: Vec<&RequestRecord> = slow.iter().collect();
-        let st = evaluate(&refs, &span(0, 0, 1500), 10.0, 1.0, &slo);
+        let st = evaluate(&refs, &span(0, 0, 1500), 10.0, &slo);
         assert_eq!(st.goodput_fraction, 1.0);
-        assert!((st.queue_growth_s - 0.4).abs() < 1e-9, "{st:?}");
+        assert!((st.queue_growth - 0.5).abs() < 1e-9, "{st:?}");
         assert!(!st.passed);
         // Served in 50 ms each: no growth.
         let fast: Vec<RequestRecord> = (0..10)
             .map(|k| rec(k * 100, k * 100, &[k * 100 + 50], None))
             .collect();
         let refs: Vec<&RequestRecord> = fast.iter().collect();
-        let st = evaluate(&refs, &span(0, 0, 1000), 10.0, 1.0, &slo);
-        assert_eq!(st.queue_growth_s, 0.0);
+        let st = evaluate(&refs, &span(0, 0, 1000), 10.0, &slo);
+        assert_eq!(st.queue_growth, 0.0);
         assert!(st.passed);
         // Too few requests to judge a trend.
         let refs: Vec<&RequestRecord> = slow.iter().take(9).collect();
-        assert_eq!(evaluate(&refs, &span(0, 0, 1500), 10.0, 1.0, &slo).queue_growth_s, 0.0);
+        assert_eq!(
+            evaluate(&refs, &span(0, 0, 1500), 10.0, &slo).queue_growth,
+            0.0
+        );
     }
 
     #[test]

@@ -119,7 +119,7 @@ pub(crate) fn sweeps(groups: &[Group]) -> Option<Table> {
                 f(st.ttft_p99_ms, 1),
                 f(st.tpot_p99_ms, 2),
                 f(st.e2el_p99_ms, 1),
-                format!("{:.2}", st.queue_growth_s),
+                format!("{:.2}", st.queue_growth),
                 if st.passed { "pass" } else { "fail" }.into(),
             ]);
         }
@@ -135,7 +135,7 @@ pub(crate) fn sweeps(groups: &[Group]) -> Option<Table> {
             "TTFT p99 ms*",
             "TPOT p99 ms",
             "E2EL p99 ms*",
-            "queue growth s",
+            "queue growth s/s",
             "verdict",
         ],
         rows,
@@ -147,5 +147,5 @@ pub(crate) const NOTE: &str =
     "Columns marked * are from each request's scheduled send time (open loop: queueing \
 behind late sends or max_concurrency counts). Goodput: requests within every SLO per second \
 (share of requests sent). A sweep rate passes when its share of good requests reaches \
-slo_attainment and its queue grows by at most 10% of its duration (median E2EL* of its last fifth of requests minus its first fifth's). Recovery: from the end of the spike until \
+slo_attainment and its latency grows by at most 0.1 s per s (median E2EL* of its last fifth of requests against its second fifth's). Recovery: from the end of the spike until \
 1-second windows stay under 1.25x the pre-spike median TTFT.";
