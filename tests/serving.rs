@@ -33,6 +33,7 @@ scenarios:
     input_tokens: 8
     output_tokens: 4
     request_rate: sustainable
+    rate_scale: 0.5
     load: spike
     duration_s: 3
     spike_at_s: 1
@@ -74,12 +75,12 @@ scenarios:
         .unwrap();
     assert_eq!(spike["status"], "ok", "{spike}");
     let s = &spike["metrics"]["serving"];
-    assert_eq!(s["request_rate"].as_f64().unwrap(), best, "{s}");
+    assert_eq!(s["request_rate"].as_f64().unwrap(), best * 0.5, "{s}");
     assert!(s["spike"]["baseline_ttft_p50_ms"].as_f64().is_some(), "{s}");
-    // At 2x for 0.5 s in a 3 s run, the schedule holds about
-    // best x (3 + 0.5) requests.
+    // Half the sustainable rate, twice that for 0.5 s, in a 3 s run: the
+    // schedule holds about best / 2 x (3 + 0.5) requests.
     let n = s["scheduled"].as_f64().unwrap();
-    let expected = best * 3.5;
+    let expected = best * 0.5 * 3.5;
     assert!(
         (n - expected).abs() <= expected * 0.05 + 2.0,
         "{n} scheduled, ~{expected} expected"

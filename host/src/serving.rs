@@ -52,8 +52,10 @@
 //! catches a mild overload whose queue a short segment has not grown long
 //! enough to break the SLOs; segments should still be many E2ELs long. The answer, `max_sustainable_rate`, is the highest
 //! passing rate; a later cell with `request_rate: sustainable` on the
-//! same model and engine runs at it (for example a spike to
-//! `spike_factor: 2`, 200% of it).
+//! same model and engine runs at it, times `rate_scale`: a spike to 200%
+//! of it from 70% is `rate_scale: 0.7, spike_factor: 2.86`. (A spike from
+//! 100% of the sustainable rate never recovers: the server has no spare
+//! capacity to drain the queue.)
 //!
 //! # Recovery after a spike or burst
 //!
@@ -192,6 +194,10 @@ pub struct ServingParams {
     pub slo: Slo,
     /// Bisection steps of a sweep.
     pub sweep_steps: u32,
+    /// Multiplies the request rate (`sustainable` included): a stress test
+    /// from 70% of the sustainable rate is `rate_scale: 0.7`.
+    #[serde(default = "one")]
+    pub rate_scale: f64,
     /// The rate `sustainable` stands for in this run (set by the runner).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_rate: Option<f64>,
@@ -205,7 +211,12 @@ impl ServingParams {
             Rate::Inf => None,
             Rate::Sustainable => self.resolved_rate,
         }
+        .map(|r| r * self.rate_scale)
     }
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// A deterministic stream of uniform and derived random numbers.
@@ -906,6 +917,7 @@ mod tests {
                 attainment: 0.99,
             },
             sweep_steps: 3,
+            rate_scale: 1.0,
             resolved_rate: None,
         }
     }

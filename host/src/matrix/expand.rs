@@ -36,10 +36,12 @@ pub(crate) enum Key {
     SloE2elMs,
     SloAttainment,
     SweepSteps,
+    RateScale,
 }
 
 /// Keys only a `serving` scenario reads.
-const SERVING_KEYS: [Key; 14] = [
+const SERVING_KEYS: [Key; 15] = [
+    Key::RateScale,
     Key::RequestRate,
     Key::Arrival,
     Key::Burstiness,
@@ -56,7 +58,7 @@ const SERVING_KEYS: [Key; 14] = [
     Key::SweepSteps,
 ];
 
-pub(crate) const AXIS_KEYS: [(Key, &str); 26] = [
+pub(crate) const AXIS_KEYS: [(Key, &str); 27] = [
     (Key::InputTokens, "input_tokens"),
     (Key::OutputTokens, "output_tokens"),
     (Key::BatchSize, "batch_size"),
@@ -83,6 +85,7 @@ pub(crate) const AXIS_KEYS: [(Key, &str); 26] = [
     (Key::SloE2elMs, "slo_e2el_ms"),
     (Key::SloAttainment, "slo_attainment"),
     (Key::SweepSteps, "sweep_steps"),
+    (Key::RateScale, "rate_scale"),
 ];
 
 pub(crate) const DTYPES: [&str; 3] = ["f32", "f16", "bf16"];
@@ -233,7 +236,12 @@ fn parse_value(at: &At<'_>, key: Key) -> Result<Src, MatrixError> {
         | Key::MaxConcurrency => Val::Int(at.u32_min(1)?),
         Key::SweepSteps => Val::Int(at.u32_min(0)?),
         Key::DurationS | Key::RampUpS | Key::SpikeAtS | Key::SpikeS => Val::Num(at.non_negative()?),
-        Key::Burstiness | Key::SpikeFactor | Key::SloTtftMs | Key::SloTpotMs | Key::SloE2elMs => {
+        Key::Burstiness
+        | Key::RateScale
+        | Key::SpikeFactor
+        | Key::SloTtftMs
+        | Key::SloTpotMs
+        | Key::SloE2elMs => {
             let v = at.non_negative()?;
             if v <= 0.0 {
                 return Err(at.err("expected a positive number, got 0"));
@@ -930,6 +938,7 @@ fn serving(
             spike_s,
             slo,
             sweep_steps: r.int(Key::SweepSteps, 4),
+            rate_scale: r.num(Key::RateScale, 1.0),
             resolved_rate: None,
         }),
     })
@@ -1001,6 +1010,9 @@ fn serving_tag(t: &mut String, p: &CellParams, s: &crate::serving::ServingParams
     ));
     if s.arrival == Arrival::Gamma {
         t.push_str(&format!("{}", s.burstiness));
+    }
+    if s.rate_scale != 1.0 {
+        t.push_str(&format!("-scale{}", s.rate_scale));
     }
     if let Some(m) = s.max_concurrency {
         t.push_str(&format!("-mc{m}"));

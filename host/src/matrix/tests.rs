@@ -698,7 +698,7 @@ fn unknown_axis_key() {
          concurrency, batch_policy, max_batch, num_requests, requests, duration_s, dtype, \
          quantization, label, request_rate, arrival, burstiness, max_concurrency, ramp_up_s, \
          load, spike_factor, spike_at_s, spike_s, slo_ttft_ms, slo_tpot_ms, slo_e2el_ms, \
-         slo_attainment, sweep_steps)"
+         slo_attainment, sweep_steps, rate_scale)"
     );
     // Inside a workload value, and inside quick.
     let (line, col, field, _) = err(&scenario(
