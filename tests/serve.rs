@@ -620,7 +620,6 @@ scenarios:
             m.to_str().unwrap(),
             "--out",
             run_dir.to_str().unwrap(),
-            "--no-calibrate",
         ],
         plugins.path(),
         &[("EM_TEST_LAUNCH_WORD", std::path::Path::new("weights"))],
@@ -639,6 +638,10 @@ scenarios:
         assert_eq!(c["status"], "ok", "{c}");
         assert_eq!(c["metrics"]["output_length_mismatches"], 0);
     }
+    // A roofline efficiency for candle's cells, none for the server's:
+    // its model is not the matrix's, and it may run anywhere.
+    assert!(of("candle").iter().all(|c| c["efficiency"].is_object()));
+    assert!(of("served").iter().all(|c| c["efficiency"].is_null()));
     for c in of("broken") {
         assert_eq!(c["status"], "failed");
         let why = c["reason"].as_str().unwrap();

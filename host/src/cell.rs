@@ -526,9 +526,13 @@ fn run_cell(
         let on_gpu = ctx.def.options["device"]
             .as_str()
             .is_some_and(|d| !d.eq_ignore_ascii_case("cpu"));
+        // Nor does a server behind the http plugin: its model is not the
+        // matrix's (which only shapes the prompts), and it may run
+        // anywhere.
+        let remote = ctx.def.plugin == "http";
         result.efficiency = ctx
             .limits
-            .filter(|_| !on_gpu)
+            .filter(|_| !on_gpu && !remote)
             .map(|l| efficiency(cell, &model.shape, &metrics, l));
     }
     if keep_metrics {
