@@ -33,7 +33,6 @@
 
 use integration_tests::*;
 use serde_json::Value;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 
 /// The path `scripts/provision --print` gives for `name`, asserted to be
@@ -197,24 +196,8 @@ fn assert_ordered(name: &str, d: &Value) {
 /// shows llama-server's start-up and its stop; the port it was given no
 /// longer listens.
 fn assert_server_stopped(run_dir: &Path, engine: &str) {
-    let log_path = run_dir.join(format!("servers/{engine}.log"));
-    let log = std::fs::read_to_string(&log_path)
-        .unwrap_or_else(|e| panic!("{}: {e}", log_path.display()));
-    assert!(
-        log.contains("ready after") && log.contains("listening on http://127.0.0.1:"),
-        "{log}"
-    );
-    assert!(log.contains("stopped with SIGTERM"), "{log}");
-    let port: u16 = log
-        .split("--port ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {log}"));
-    assert!(
-        TcpStream::connect(("127.0.0.1", port)).is_err(),
-        "llama-server still listens on {port}"
-    );
+    let log = assert_launched_server_stopped(run_dir, engine);
+    assert!(log.contains("listening on http://127.0.0.1:"), "{log}");
 }
 
 /// Token-id prompts on `/v1/completions`, one request at a time (batch 1

@@ -661,19 +661,7 @@ scenarios:
     }
     // The server's log is in the run folder and says it was stopped; it
     // no longer listens.
-    let log = std::fs::read_to_string(run_dir.join("servers/served.log")).unwrap();
-    assert!(log.contains("ready after"), "{log}");
-    assert!(log.contains("stopped with SIGTERM"), "{log}");
-    let port: u16 = log
-        .split("--port ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {log}"));
-    assert!(
-        TcpStream::connect(("127.0.0.1", port)).is_err(),
-        "the server still listens on {port}"
-    );
+    assert_launched_server_stopped(&run_dir, "served");
     // The summary keeps the matrix as written: no filled-in secrets.
     let kept = std::fs::read_to_string(run_dir.join("matrix.yaml")).unwrap();
     assert!(kept.contains("${EM_TEST_LAUNCH_WORD}"));

@@ -393,3 +393,25 @@ pub fn element_names(html: &str) -> Vec<String> {
 fn find_bytes(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
+
+/// The log `launch:` kept for `engine` in `run_dir` shows the server got
+/// ready and was stopped with SIGTERM, and the port it was given no longer
+/// listens. Returns the log.
+pub fn assert_launched_server_stopped(run_dir: &Path, engine: &str) -> String {
+    let log_path = run_dir.join(format!("servers/{engine}.log"));
+    let log = std::fs::read_to_string(&log_path)
+        .unwrap_or_else(|e| panic!("{}: {e}", log_path.display()));
+    assert!(log.contains("ready after"), "{log}");
+    assert!(log.contains("stopped with SIGTERM"), "{log}");
+    let port: u16 = log
+        .split("--port ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {log}"));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the server of {engine} still listens on {port}"
+    );
+    log
+}
