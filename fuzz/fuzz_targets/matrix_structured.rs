@@ -91,6 +91,21 @@ enum Key {
     Dtype,
     Quantization,
     Label,
+    RequestRate,
+    Arrival,
+    Burstiness,
+    MaxConcurrency,
+    RampUpS,
+    Load,
+    SpikeFactor,
+    SpikeAtS,
+    SpikeS,
+    SloTtftMs,
+    SloTpotMs,
+    SloE2elMs,
+    SloAttainment,
+    SweepSteps,
+    RateScale,
     Other,
 }
 
@@ -110,6 +125,8 @@ enum Val {
     Name(u8),
     Dtype(u8),
     Policy(u8),
+    /// A serving word: rates, arrivals, loads.
+    Word(u8),
     Null,
     Bool(bool),
     /// Any text, double-quoted.
@@ -136,6 +153,21 @@ impl Key {
             Key::Dtype => "dtype",
             Key::Quantization => "quantization",
             Key::Label => "label",
+            Key::RequestRate => "request_rate",
+            Key::Arrival => "arrival",
+            Key::Burstiness => "burstiness",
+            Key::MaxConcurrency => "max_concurrency",
+            Key::RampUpS => "ramp_up_s",
+            Key::Load => "load",
+            Key::SpikeFactor => "spike_factor",
+            Key::SpikeAtS => "spike_at_s",
+            Key::SpikeS => "spike_s",
+            Key::SloTtftMs => "slo_ttft_ms",
+            Key::SloTpotMs => "slo_tpot_ms",
+            Key::SloE2elMs => "slo_e2el_ms",
+            Key::SloAttainment => "slo_attainment",
+            Key::SweepSteps => "sweep_steps",
+            Key::RateScale => "rate_scale",
             Key::Other => "other",
         }
     }
@@ -171,6 +203,20 @@ impl Out {
             Val::Name(n) => write!(t, "n{n}").unwrap(),
             Val::Dtype(n) => t.push_str(["f32", "f16", "bf16", "f64"][*n as usize % 4]),
             Val::Policy(n) => t.push_str(["none", "static", "continuous", "x"][*n as usize % 4]),
+            Val::Word(n) => t.push_str(
+                [
+                    "inf",
+                    "sustainable",
+                    "constant",
+                    "poisson",
+                    "gamma",
+                    "sustained",
+                    "spike",
+                    "burst",
+                    "sweep",
+                    "x",
+                ][*n as usize % 10],
+            ),
             Val::Null => t.push('~'),
             Val::Bool(b) => write!(t, "{b}").unwrap(),
             Val::Quoted(s) => write!(t, "{s:?}").unwrap(),
@@ -342,7 +388,8 @@ fn yaml(doc: &Doc) -> String {
     o.text.push_str("scenarios:\n");
     for (i, s) in doc.scenarios.iter().enumerate() {
         let name = s.name.map_or(i, usize::from);
-        let kind = ["latency", "throughput", "concurrency", "other"][s.kind as usize % 4];
+        let kind =
+            ["latency", "throughput", "concurrency", "serving", "other"][s.kind as usize % 5];
         writeln!(o.text, "  - name: s{name}\n    kind: {kind}").unwrap();
         for (key, list, prefix) in [("models", &s.models, 'm'), ("engines", &s.engines, 'e')] {
             if let Some(list) = list {
