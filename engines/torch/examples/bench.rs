@@ -1,7 +1,7 @@
 //! Times one prefill and greedy decode steps of the torch engine directly
 //! through the backend (no host), to see where its time goes:
 //!
-//!     cargo run --release -p em-torch --example bench -- [THREADS] [BATCH] [gpt2|tiny]
+//!     cargo run --release -p em-torch --example bench -- [THREADS] [BATCH] [gpt2|tiny] [onednn|addmm]
 use em_torch::TorchBackend;
 use engine_kit::Backend;
 use std::time::Instant;
@@ -11,9 +11,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads: usize = args.get(1).map_or(Ok(2), |s| s.parse())?;
     let batch: u64 = args.get(2).map_or(Ok(1), |s| s.parse())?;
     let config = args.get(3).map_or("gpt2", |s| s.as_str());
+    let matmul = args
+        .get(4)
+        .map_or(String::new(), |m| format!(r#","matmul":"{m}""#));
     let dir = engine_matrix::synthetic::ensure(config, 0)?;
     let spec = engine_matrix::testing::spec(&dir);
-    let mut m = TorchBackend::open(&spec, &format!(r#"{{"threads":{threads}}}"#))?;
+    let mut m = TorchBackend::open(&spec, &format!(r#"{{"threads":{threads}{matmul}}}"#))?;
     let prompt: Vec<u32> = (0..128).map(|i| (i * 31 + 7) % 50000).collect();
     let seqs: Vec<(u64, &[u32])> = (0..batch).map(|i| (i, prompt.as_slice())).collect();
     for rep in 0..3 {

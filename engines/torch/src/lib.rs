@@ -17,7 +17,12 @@
 //!
 //! * `threads` (default: the cores this process may use): libtorch's
 //!   intra-op (OpenMP) threads, `torch.set_num_threads`;
-//! * `device`: `cpu` (default), `cuda` or `cuda:N` when libtorch has CUDA.
+//! * `device`: `cpu` (default), `cuda` or `cuda:N` when libtorch has CUDA;
+//! * `matmul`: the kernel of the linear layers, `onednn` (oneDNN's inner
+//!   product on weights converted once at load; f32 on CPU, the default
+//!   there) or `addmm` (MKL through `addmm`, the call PyTorch eager's
+//!   `Conv1D` makes; the default for other dtypes and devices). See
+//!   [`gpt2::MatMul`].
 //!
 //! Every step runs with autograd off (`no_grad`, which is per thread, so it
 //! is set on the scheduler thread for each call). dtypes `f32`, `f16` and
@@ -32,7 +37,7 @@ use engine_api::{
     Engine, EngineError, EngineInfo, LoadOptions, Logits, MemoryStats, Model, ModelSpec,
 };
 use engine_kit::{Backend, SeqId};
-use gpt2::{Gpt2, KvCache};
+use gpt2::{Gpt2, KvCache, MatMul};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -53,6 +58,26 @@ const MAX_PREFILL_TOKENS: usize = 2048;
 pub struct TorchOptions {
     pub threads: Option<usize>,
     pub device: Option<String>,
+    pub matmul: Option<String>,
+}
+
+/// The `matmul` option: oneDNN by default for f32 on the CPU (when this
+/// libtorch has it), `addmm` otherwise; `onednn` asked for elsewhere is
+/// `unsupported`.
+fn parse_matmul(s: Option<&str>, kind: Kind, device: Device) -> Result<MatMul, EngineError> {
+    let onednn_ok = kind == Kind::Float && device == Device::Cpu && tch::utils::has_mkldnn();
+    match s {
+        None if onednn_ok => Ok(MatMul::OneDnn),
+        None | Some("addmm") => Ok(MatMul::Addmm),
+        Some("onednn") if onednn_ok => Ok(MatMul::OneDnn),
+        Some("onednn") => Err(EngineError::unsupported(format!(
+            "torch options: matmul onednn runs f32 on the CPU only (asked: {} on {device:?})",
+            dtype_name(kind)
+        ))),
+        Some(other) => Err(EngineError::invalid_argument(format!(
+            "torch options: matmul {other:?} is not one of onednn, addmm"
+        ))),
+    }
 }
 
 fn torch_err(what: &'static str) -> impl Fn(tch::TchError) -> EngineError {
@@ -197,6 +222,7 @@ impl std::fmt::Debug for TorchBackend {
             .field("config", self.model.config())
             .field("kind", &self.model.kind())
             .field("threads", &self.threads)
+            .field("matmul", &self.model.matmul())
             .field("live_sequences", &self.seqs.len())
             .finish()
     }
@@ -225,13 +251,14 @@ impl TorchBackend {
                 spec.dtype.as_str()
             ))
         })?;
+        let matmul = parse_matmul(opts.matmul.as_deref(), kind, device)?;
         let dir = PathBuf::from(spec.path.as_str());
         let cfg = engine_kit::gpt2::read_config(&dir)?;
         let file = dir.join("model.safetensors");
         let ck = engine_kit::checkpoint::Checkpoint::open(&file, &cfg)?;
         let model = {
             let _g = tch::no_grad_guard();
-            Gpt2::new(&cfg, &ck, kind, device)
+            Gpt2::new(&cfg, &ck, kind, device, matmul)
                 .map_err(|why| EngineError::invalid_model(format!("{}: {why}", file.display())))?
         };
         drop(ck);

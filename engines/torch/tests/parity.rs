@@ -1,7 +1,9 @@
 //! GPT-2 on libtorch computes what the candle engine computes: 64 greedy
 //! steps give the same tokens and every logit is within 1e-3, on the tiny
 //! config and on full-size GPT-2 (checks shared with the onnx engine, in
-//! `engine_matrix::testing`); plus loading errors and dtypes.
+//! `engine_matrix::testing`), with both linear-layer kernels (`matmul`:
+//! oneDNN, the f32 CPU default, and `addmm`); plus loading errors and
+//! dtypes.
 
 use em_torch::TorchBackend;
 use engine_api::ErrorKind;
@@ -14,31 +16,43 @@ fn torch(dir: &Path, options: &str) -> TorchBackend {
         .unwrap_or_else(|e| panic!("torch engine failed to load {}: {e}", dir.display()))
 }
 
+const MATMULS: [&str; 2] = ["onednn", "addmm"];
+
 #[test]
 fn tiny_64_greedy_steps_match_candle() {
-    let worst = greedy_parity(
-        &mut torch(&synthetic("tiny"), r#"{"threads":1}"#),
-        "tiny",
-        12,
-        1,
-    );
-    eprintln!("tiny: max |logit diff| {worst:.2e}");
+    for mm in MATMULS {
+        let o = format!(r#"{{"threads":1,"matmul":"{mm}"}}"#);
+        let worst = greedy_parity(&mut torch(&synthetic("tiny"), &o), "tiny", 12, 1);
+        eprintln!("tiny, {mm}: max |logit diff| {worst:.2e}");
+    }
 }
 
 #[test]
 fn gpt2_64_greedy_steps_match_candle() {
-    let worst = greedy_parity(
-        &mut torch(&synthetic("gpt2"), r#"{"threads":2}"#),
-        "gpt2",
-        16,
-        2,
-    );
-    eprintln!("gpt2: max |logit diff| {worst:.2e}");
+    for mm in MATMULS {
+        let o = format!(r#"{{"threads":2,"matmul":"{mm}"}}"#);
+        let worst = greedy_parity(&mut torch(&synthetic("gpt2"), &o), "gpt2", 16, 2);
+        eprintln!("gpt2, {mm}: max |logit diff| {worst:.2e}");
+    }
 }
 
 #[test]
 fn batched_decode_with_changing_sets_matches_candle() {
-    batched_parity(&mut torch(&synthetic("tiny"), r#"{"threads":1}"#));
+    for mm in MATMULS {
+        let o = format!(r#"{{"threads":1,"matmul":"{mm}"}}"#);
+        batched_parity(&mut torch(&synthetic("tiny"), &o));
+    }
+}
+
+/// f32 on the CPU defaults to oneDNN; both kernels hold the same weights.
+#[test]
+fn matmul_defaults_to_onednn_for_f32_on_cpu() {
+    let dir = synthetic("tiny");
+    let d = torch(&dir, r#"{"threads":1}"#);
+    assert!(format!("{d:?}").contains("OneDnn"), "{d:?}");
+    let a = torch(&dir, r#"{"threads":1,"matmul":"addmm"}"#);
+    assert!(format!("{a:?}").contains("Addmm"), "{a:?}");
+    assert_eq!(d.memory().weight_bytes, a.memory().weight_bytes);
 }
 
 #[test]
@@ -79,6 +93,16 @@ fn bad_input_is_a_clear_error() {
     };
     let e = err(&spec(&dir), r#"{"threads":1,"turbo":true}"#);
     assert!(e.message.contains("turbo"), "{e}");
+    let e = err(&spec(&dir), r#"{"matmul":"blas"}"#);
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+    assert!(
+        e.message.contains("matmul") && e.message.contains("blas"),
+        "{e}"
+    );
+    let mut s = spec(&dir);
+    s.dtype = "bf16".into();
+    let e = err(&s, r#"{"matmul":"onednn"}"#);
+    assert!(e.is_unsupported() && e.message.contains("onednn"), "{e}");
     let e = err(&spec(&dir), r#"{"device":"tpu"}"#);
     assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
     // the provisioned libtorch is CPU-only
