@@ -30,7 +30,7 @@ mod scheduler;
 pub mod testing;
 
 pub use options::parse_options;
-pub use scheduler::{spawn, KitModel};
+pub use scheduler::{spawn, spawn_with, KitModel};
 
 use engine_api::{EngineError, Logits, MemoryStats};
 

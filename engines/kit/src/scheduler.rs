@@ -43,6 +43,27 @@ pub struct KitModel {
 /// Starts the scheduler thread for `backend` with the batching policy of
 /// `options`.
 pub fn spawn<B: Backend>(backend: B, options: &LoadOptions) -> Result<KitModel, EngineError> {
+    spawn_with(options, move || Ok(backend))
+}
+
+/// Starts the scheduler thread and builds the backend on it with `build`,
+/// so that the thread that runs every step is also the one that loaded
+/// and warmed up the model; returns `build`'s error if it fails.
+///
+/// Runtimes keep per-thread state: libgomp (libtorch's OpenMP) gives each
+/// thread that opens a parallel region its own pool of workers, and once
+/// the process has more OpenMP threads than cores it throttles their
+/// spin-wait, so workers sleep and are woken by futex between every two
+/// ops. A model loaded and warmed up on the host's thread and then run on
+/// the scheduler thread leaves the first pool idle and pays that
+/// throttling: libtorch's batch-1 GPT-2 decode took 28-29 ms a step
+/// instead of 22-23 ms (`cargo run --release -p em-torch --example bench`
+/// with `ON_THREAD=1`, with and without `OPEN_THERE=1`).
+pub fn spawn_with<B, F>(options: &LoadOptions, build: F) -> Result<KitModel, EngineError>
+where
+    B: Backend,
+    F: FnOnce() -> Result<B, EngineError> + Send + 'static,
+{
     if options.max_batch == 0 {
         return Err(EngineError::invalid_argument(
             "max_batch must be at least 1",
@@ -56,16 +77,44 @@ pub fn spawn<B: Backend>(backend: B, options: &LoadOptions) -> Result<KitModel, 
         policy: options.batch_policy,
         max_batch,
     };
-    let vocab = backend.vocab_size();
-    let max_seq_len = backend.max_seq_len();
     let shared = Arc::new(Shared::default());
-    *lock(&shared.memory) = backend.memory();
     let (tx, rx) = mpsc::channel();
+    let (ready_tx, ready_rx) = mpsc::sync_channel(1);
     let shared2 = shared.clone();
     let thread = std::thread::Builder::new()
         .name("engine-kit-scheduler".into())
-        .spawn(move || Scheduler::new(backend, cfg, shared2).run(rx))
+        .spawn(move || {
+            let built = catch_unwind(AssertUnwindSafe(build)).unwrap_or_else(|p| {
+                Err(EngineError::runtime(format!(
+                    "engine panicked while loading: {}",
+                    panic_text(p)
+                )))
+            });
+            let backend = match built {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            *lock(&shared2.memory) = backend.memory();
+            let _ = ready_tx.send(Ok((backend.vocab_size(), backend.max_seq_len())));
+            Scheduler::new(backend, cfg, shared2).run(rx)
+        })
         .map_err(|e| EngineError::runtime(format!("cannot start scheduler thread: {e}")))?;
+    let (vocab, max_seq_len) = match ready_rx.recv() {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            return Err(e);
+        }
+        Err(_) => {
+            let _ = thread.join();
+            return Err(EngineError::runtime(
+                "the scheduler thread ended while loading the model",
+            ));
+        }
+    };
     Ok(KitModel {
         tx: Some(tx),
         thread: Some(thread),

@@ -2,11 +2,17 @@
 //! through the backend (no host), to see where its time goes:
 //!
 //!     cargo run --release -p em-torch --example bench -- [THREADS] [BATCH] [gpt2|tiny] [onednn|addmm]
+//!
+//! `ON_THREAD=1` runs the steps on a spawned thread, as engine_kit's
+//! scheduler does; with it, `OPEN_THERE=1` also loads the model on that
+//! thread (what `engine_kit::spawn_with` does) instead of on the main one.
 use em_torch::TorchBackend;
 use engine_kit::Backend;
 use std::time::Instant;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().collect();
     let threads: usize = args.get(1).map_or(Ok(2), |s| s.parse())?;
     let batch: u64 = args.get(2).map_or(Ok(1), |s| s.parse())?;
@@ -16,7 +22,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map_or(String::new(), |m| format!(r#","matmul":"{m}""#));
     let dir = engine_matrix::synthetic::ensure(config, 0)?;
     let spec = engine_matrix::testing::spec(&dir);
-    let mut m = TorchBackend::open(&spec, &format!(r#"{{"threads":{threads}{matmul}}}"#))?;
+    let opts = format!(r#"{{"threads":{threads}{matmul}}}"#);
+    let open = move || TorchBackend::open(&spec, &opts);
+    if std::env::var_os("ON_THREAD").is_none() {
+        return run(open()?, threads, batch);
+    }
+    let pre = match std::env::var_os("OPEN_THERE") {
+        Some(_) => None,
+        None => Some(open.clone()()?),
+    };
+    std::thread::spawn(move || {
+        let m = match pre {
+            Some(m) => m,
+            None => open()?,
+        };
+        run(m, threads, batch)
+    })
+    .join()
+    .map_err(|_| "the bench thread panicked")?
+}
+
+fn run(mut m: TorchBackend, threads: usize, batch: u64) -> Result<(), Error> {
     let prompt: Vec<u32> = (0..128).map(|i| (i * 31 + 7) % 50000).collect();
     let seqs: Vec<(u64, &[u32])> = (0..batch).map(|i| (i, prompt.as_slice())).collect();
     for rep in 0..3 {

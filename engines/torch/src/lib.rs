@@ -117,8 +117,20 @@ fn parse_device(s: &str) -> Result<Device, EngineError> {
     Ok(Device::Cuda(ordinal))
 }
 
-/// Runs each op GPT-2 uses, tiny, in `kind` on `dev`.
+/// Runs each op GPT-2 uses, tiny, in `kind` on `dev`, on a thread of its
+/// own: libgomp keeps an OpenMP worker pool per thread that ran a parallel
+/// region, and an idle pool left on the host's thread (which calls
+/// `info()`) would count against the cores and throttle the spin-wait of
+/// the pool that runs the model (see `engine_kit::spawn_with`).
 fn probe(kind: Kind, dev: Device) -> Result<(), String> {
+    std::thread::scope(|s| {
+        s.spawn(|| probe_here(kind, dev))
+            .join()
+            .unwrap_or_else(|_| Err("the probe panicked".into()))
+    })
+}
+
+fn probe_here(kind: Kind, dev: Device) -> Result<(), String> {
     let run = || -> gpt2::Result<()> {
         let _g = tch::no_grad_guard();
         let x = Tensor::f_ones([2, 8], (Kind::Float, dev))?.f_to_kind(kind)?;
@@ -183,8 +195,12 @@ impl Engine for TorchEngine {
     }
 
     fn load(&self, spec: &ModelSpec, options: &LoadOptions) -> Result<Box<dyn Model>, EngineError> {
-        let backend = TorchBackend::open(spec, options.options_json.as_str())?;
-        Ok(Box::new(engine_kit::spawn(backend, options)?))
+        // Built on the scheduler thread: libtorch's OpenMP pool then
+        // belongs to the thread that runs every step (see spawn_with).
+        let (spec, json) = (spec.clone(), options.options_json.to_string());
+        Ok(Box::new(engine_kit::spawn_with(options, move || {
+            TorchBackend::open(&spec, &json)
+        })?))
     }
 }
 

@@ -292,3 +292,47 @@ fn seeded_sampling_is_reproducible() {
     };
     assert_eq!(run(9), run(9));
 }
+
+/// `spawn_with` builds the backend on the scheduler thread (the one that
+/// runs every step) and serves it; a build error or panic is the load's
+/// error.
+#[test]
+fn spawn_with_builds_the_backend_on_the_scheduler_thread() {
+    let log: Log = Default::default();
+    let log2 = log.clone();
+    let built_on: Arc<Mutex<Option<String>>> = Default::default();
+    let b2 = built_on.clone();
+    let m = spawn_with(&opts(BatchPolicy::Continuous, 4), move || {
+        *b2.lock().unwrap() = std::thread::current().name().map(String::from);
+        Ok(Toy::new(log2))
+    })
+    .unwrap();
+    assert_eq!(
+        built_on.lock().unwrap().as_deref(),
+        Some("engine-kit-scheduler")
+    );
+    assert_ne!(std::thread::current().name(), Some("engine-kit-scheduler"));
+    assert_eq!(m.score(&[3]).unwrap().vocab, 16);
+    assert_eq!(m.memory().weight_bytes, 100);
+    let c = Arc::new(Collect::default());
+    m.submit(vec![req(1, &[1, 2], 4)], c.sink()).unwrap();
+    c.wait(1);
+    assert_eq!(c.tokens_of(1), vec![3, 4, 5, 6]);
+
+    let e = match spawn_with(&opts(BatchPolicy::Continuous, 4), || {
+        Err::<Toy, _>(EngineError::invalid_model("no weights here"))
+    }) {
+        Ok(_) => panic!("a failed build must fail the load"),
+        Err(e) => e,
+    };
+    assert_eq!(e.kind, ErrorKind::InvalidModel);
+    assert!(e.message.contains("no weights here"), "{e}");
+
+    let e = match spawn_with(&opts(BatchPolicy::Continuous, 4), || -> Result<Toy, _> {
+        panic!("loader exploded")
+    }) {
+        Ok(_) => panic!("a panicking build must fail the load"),
+        Err(e) => e,
+    };
+    assert!(e.message.contains("loader exploded"), "{e}");
+}
