@@ -576,17 +576,22 @@ fn shipped_matrices_parse() {
         Matrix::load(Path::new(&format!("{dir}/gpt2.yaml"))).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(gpt2.baseline.as_deref(), Some("torch"));
     assert_eq!(gpt2.engines[0].plugin, "torch");
-    assert_eq!(gpt2.engines[1].options, serde_json::json!({"threads": 2}));
+    assert_eq!(gpt2.engines[1].plugin, "torch");
+    assert_eq!(
+        gpt2.engines[1].options,
+        serde_json::json!({"threads": 2, "matmul": "addmm"})
+    );
+    assert_eq!(gpt2.engines[2].options, serde_json::json!({"threads": 2}));
     let full = ids(&gpt2, false);
-    assert_eq!(full.len(), 4 * (4 * 2 + 5 + 5), "four engines");
+    assert_eq!(full.len(), 5 * (4 * 2 + 5 + 5), "five engines");
     assert!(
         full.contains(&"latency/gpt2/candle/L4-in2048-out512-bs1-c1-static-f32-none".to_string())
     );
     assert_eq!(
-        gpt2.engines[2].options,
+        gpt2.engines[3].options,
         serde_json::json!({"threads": 2, "kernels": "stock"})
     );
-    assert_eq!(gpt2.engines[3].plugin, "onnx");
+    assert_eq!(gpt2.engines[4].plugin, "onnx");
     let quick = gpt2.cells(true);
     let ids: Vec<&str> = quick.iter().map(|c| c.id.as_str()).collect();
     let mut want = Vec::new();
@@ -598,7 +603,7 @@ fn shipped_matrices_parse() {
         "concurrency/gpt2/ENGINE/in128-out64-bs1-c1-continuous-f32-none-r8",
         "concurrency/gpt2/ENGINE/in128-out64-bs4-c4-continuous-f32-none-r8",
     ] {
-        for engine in ["torch", "candle", "candle-stock", "onnx"] {
+        for engine in ["torch", "torch-addmm", "candle", "candle-stock", "onnx"] {
             want.push(cell.replace("ENGINE", engine));
         }
     }
