@@ -9,9 +9,9 @@
 //!     `torch.utils.mkldnn` and IPEX use. On this machine's AMD CPU it runs
 //!     batch-8 decode shapes about twice as fast as MKL's sgemm (which
 //!     re-packs the whole weight on every call at small M and takes its
-//!     generic code paths on non-Intel CPUs): 0.62 vs 1.26 ms for
-//!     768x3072 at M = 8, 9.1 vs 23.5 ms for the lm_head (`--example
-//!     linear`).
+//!     generic code paths on non-Intel CPUs): 0.66 vs 1.09 ms for
+//!     768x3072 at M = 8, 10.1 vs 24.4 ms for the lm_head (`--example
+//!     linear`, figures in the README).
 //!   - `addmm`: `addmm(bias, x, W)` on HF's `[in, out]` weights, the call
 //!     PyTorch's own `Conv1D` makes (MKL's sgemm/sgemv) — what eager
 //!     PyTorch runs; kept for other dtypes and devices and for comparison.
@@ -46,22 +46,13 @@ pub enum MatMul {
     OneDnn,
 }
 
-impl MatMul {
-    pub fn name(self) -> &'static str {
-        match self {
-            MatMul::Addmm => "addmm",
-            MatMul::OneDnn => "onednn",
-        }
-    }
-}
-
 /// A linear layer `x: [N, in] -> [N, out]` with its weight in the layout
 /// its kernel wants.
 enum Linear {
     /// `w: [in, out]` (HF's Conv1D layout), `b: [out]`.
     Addmm { w: Tensor, b: Tensor },
-    /// `w`: oneDNN tensor `[out, in]`; `b: [out]` dense, if any.
-    OneDnn { w: Tensor, b: Option<Tensor> },
+    /// `w`: oneDNN tensor `[out, in]`; `b: [out]` dense.
+    OneDnn { w: Tensor, b: Tensor },
 }
 
 impl Linear {
@@ -71,7 +62,7 @@ impl Linear {
             MatMul::Addmm => Linear::Addmm { w, b },
             MatMul::OneDnn => Linear::OneDnn {
                 w: w.f_tr()?.f_contiguous()?.f_to_mkldnn(None)?,
-                b: Some(b),
+                b,
             },
         })
     }
@@ -82,16 +73,14 @@ impl Linear {
             Linear::OneDnn { w, b } => x
                 .f_contiguous()?
                 .f_to_mkldnn(None)?
-                .f_mkldnn_linear(w, b.as_ref())?
+                .f_mkldnn_linear(w, Some(b))?
                 .f_to_dense(None, false),
         }
     }
 
-    fn numel(&self) -> usize {
-        let n = |t: &Tensor| t.size().iter().product::<i64>() as usize;
+    fn tensors(&self) -> [&Tensor; 2] {
         match self {
-            Linear::Addmm { w, b } => n(w) + n(b),
-            Linear::OneDnn { w, b } => n(w) + b.as_ref().map_or(0, n),
+            Linear::Addmm { w, b } | Linear::OneDnn { w, b } => [w, b],
         }
     }
 }
@@ -231,7 +220,7 @@ impl Gpt2 {
         // `size()`, not `numel()`: oneDNN tensors have sizes but no strides.
         let n = |t: &Tensor| t.size().iter().product::<i64>() as usize * elt;
         let pair = |p: &(Tensor, Tensor)| n(&p.0) + n(&p.1);
-        let lin = |l: &Linear| l.numel() * elt;
+        let lin = |l: &Linear| l.tensors().iter().map(|t| n(t)).sum::<usize>();
         n(&self.wte)
             + n(&self.lm_head)
             + n(&self.wpe)
