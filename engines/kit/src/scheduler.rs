@@ -57,7 +57,7 @@ pub fn spawn<B: Backend>(backend: B, options: &LoadOptions) -> Result<KitModel, 
 /// ops. A model loaded and warmed up on the host's thread and then run on
 /// the scheduler thread leaves the first pool idle and pays that
 /// throttling: libtorch's batch-1 GPT-2 decode took 28-35 ms a step
-/// instead of 23 ms (`cargo run --release -p em-torch --example bench`
+/// instead of 23 ms (`cargo run --release -p em-torch --example torch_decode`
 /// with `ON_THREAD=1`, with and without `OPEN_THERE=1`).
 pub fn spawn_with<B, F>(options: &LoadOptions, build: F) -> Result<KitModel, EngineError>
 where

@@ -1,7 +1,7 @@
 //! Times one prefill and greedy decode steps of the torch engine directly
 //! through the backend (no host), to see where its time goes:
 //!
-//!     cargo run --release -p em-torch --example bench -- [THREADS] [BATCH] [gpt2|tiny] [onednn|addmm]
+//!     cargo run --release -p em-torch --example torch_decode -- [THREADS] [BATCH] [gpt2|tiny] [onednn|addmm]
 //!
 //! `ON_THREAD=1` runs the steps on a spawned thread, as engine_kit's
 //! scheduler does; with it, `OPEN_THERE=1` also loads the model on that
