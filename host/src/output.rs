@@ -72,9 +72,17 @@ pub struct MemoryRecord {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct GpuRecord {
     pub samples: usize,
+    /// Devices sampled (NVML lists every GPU of the machine).
+    #[serde(default)]
+    pub devices: usize,
+    /// The fullest device's peak memory used (the figure that decides
+    /// whether a model fits), dropped samples included.
     pub peak_memory_used_bytes: Option<u64>,
+    /// Board power summed over the devices: each device's mean over the
+    /// cell, added up (so it is comparable with the energy's mean watts).
     pub mean_power_w: Option<f64>,
     pub max_temperature_c: Option<u32>,
+    /// Means over every device and sample.
     pub mean_sm_clock_mhz: Option<f64>,
     pub mean_mem_clock_mhz: Option<f64>,
 }
@@ -85,15 +93,30 @@ impl GpuRecord {
             return None;
         }
         let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
-        Some(GpuRecord {
-            samples: s.len(),
-            peak_memory_used_bytes: peaks.iter().flatten().copied().max(),
-            mean_power_w: mean(
+        let mut devices: Vec<u32> = s.iter().map(|x| x.device).collect();
+        devices.sort_unstable();
+        devices.dedup();
+        let device_power = devices.iter().filter_map(|&d| {
+            mean(
                 s.iter()
+                    .filter(|x| x.device == d)
                     .filter_map(|x| x.power_mw)
                     .map(|p| p as f64 / 1e3)
                     .collect(),
-            ),
+            )
+        });
+        let mean_power_w =
+            device_power.fold(None, |acc: Option<f64>, w| Some(acc.unwrap_or(0.0) + w));
+        Some(GpuRecord {
+            samples: s.len(),
+            devices: devices.len(),
+            peak_memory_used_bytes: peaks
+                .iter()
+                .flatten()
+                .copied()
+                .chain(s.iter().filter_map(|x| x.memory_used_bytes))
+                .max(),
+            mean_power_w,
             max_temperature_c: s.iter().filter_map(|x| x.temperature_c).max(),
             mean_sm_clock_mhz: mean(
                 s.iter()
@@ -409,6 +432,54 @@ pub fn stamp() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn gpu(t_s: f64, device: u32, mib: u64, power_mw: u32) -> crate::telemetry::GpuSample {
+        crate::telemetry::GpuSample {
+            t_s,
+            device,
+            memory_used_bytes: Some(mib << 20),
+            power_mw: Some(power_mw),
+            energy_mj: None,
+            sm_clock_mhz: Some(1000 + device * 100),
+            mem_clock_mhz: None,
+            temperature_c: Some(40 + device),
+        }
+    }
+
+    #[test]
+    fn gpu_record_sums_power_over_devices_and_keeps_the_fullest_peak() {
+        // Device 0 draws 100 then 200 W (mean 150), device 1 a steady 60 W:
+        // the board total is 210 W, whatever the number of samples each has.
+        let s = [
+            gpu(0.0, 0, 500, 100_000),
+            gpu(0.0, 1, 900, 60_000),
+            gpu(0.05, 0, 700, 200_000),
+            gpu(0.05, 1, 800, 60_000),
+            gpu(0.10, 1, 800, 60_000),
+        ];
+        let r = GpuRecord::from_samples(&s, &[Some(750 << 20), None]).unwrap();
+        assert_eq!(r.samples, 5);
+        assert_eq!(r.devices, 2);
+        assert_eq!(r.mean_power_w, Some(210.0));
+        // The sampler's peak (750) was dropped from the series, but the
+        // series holds a higher reading (900, device 1).
+        assert_eq!(r.peak_memory_used_bytes, Some(900 << 20));
+        assert_eq!(r.max_temperature_c, Some(41));
+        assert_eq!(
+            r.mean_sm_clock_mhz,
+            Some((1000.0 * 2.0 + 1100.0 * 3.0) / 5.0)
+        );
+        assert_eq!(r.mean_mem_clock_mhz, None);
+        let none = crate::telemetry::GpuSample {
+            power_mw: None,
+            ..s[0].clone()
+        };
+        assert_eq!(
+            GpuRecord::from_samples(&[none], &[]).unwrap().mean_power_w,
+            None
+        );
+        assert_eq!(GpuRecord::from_samples(&[], &[Some(1)]), None);
+    }
 
     #[test]
     fn a_folder_with_results_is_not_reused() {

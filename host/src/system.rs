@@ -19,6 +19,43 @@ pub struct SystemInfo {
     pub git_commit: String,
     /// Thread-count variables that change engine behaviour.
     pub env: BTreeMap<String, String>,
+    /// The NVIDIA GPUs NVML lists (empty: none, or no usable driver).
+    #[serde(default)]
+    pub gpus: Vec<crate::telemetry::gpu::GpuInfo>,
+    /// The NVIDIA driver's version, when NVML loads.
+    #[serde(default)]
+    pub gpu_driver: Option<String>,
+}
+
+impl SystemInfo {
+    /// The GPUs in one line, e.g. `NVIDIA H100 80GB HBM3 (79.6 GiB) x2,
+    /// driver 555.42.06`; `None` without any.
+    pub fn gpu_summary(&self) -> Option<String> {
+        if self.gpus.is_empty() {
+            return None;
+        }
+        // Identical boards are counted, not repeated.
+        let mut kinds: Vec<(String, usize)> = Vec::new();
+        for g in &self.gpus {
+            let mut text = g.name.clone().unwrap_or_else(|| "unknown GPU".into());
+            if let Some(b) = g.memory_total_bytes {
+                text.push_str(&format!(" ({:.1} GiB)", b as f64 / (1u64 << 30) as f64));
+            }
+            match kinds.iter_mut().find(|(k, _)| *k == text) {
+                Some((_, n)) => *n += 1,
+                None => kinds.push((text, 1)),
+            }
+        }
+        let mut out = kinds
+            .into_iter()
+            .map(|(k, n)| if n > 1 { format!("{k} x{n}") } else { k })
+            .collect::<Vec<_>>()
+            .join(", ");
+        if let Some(d) = &self.gpu_driver {
+            out.push_str(&format!(", driver {d}"));
+        }
+        Some(out)
+    }
 }
 
 /// Reads the system information (takes a few ms: once per run).
@@ -45,6 +82,7 @@ pub fn collect() -> SystemInfo {
     .iter()
     .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
     .collect();
+    let gpu = crate::telemetry::gpu::shared();
     SystemInfo {
         hostname: System::host_name().ok(),
         os: System::name().ok(),
@@ -60,6 +98,13 @@ pub fn collect() -> SystemInfo {
         engine_matrix_version: env!("CARGO_PKG_VERSION").to_string(),
         git_commit: env!("ENGINE_MATRIX_GIT_COMMIT").to_string(),
         env,
+        gpus: gpu
+            .as_ref()
+            .map(|g| g.devices().to_vec())
+            .unwrap_or_default(),
+        gpu_driver: gpu
+            .as_ref()
+            .and_then(|g| g.driver_version().map(str::to_string)),
     }
 }
 
@@ -130,5 +175,31 @@ mod tests {
             last = format!("{before:?} {during:?} {after:?} reset {reset}");
         }
         panic!("the 64 MiB allocation never showed: {last}");
+    }
+
+    #[test]
+    fn gpu_summary_counts_identical_boards() {
+        use crate::telemetry::gpu::GpuInfo;
+        let mut s = collect();
+        s.gpus.clear();
+        assert_eq!(s.gpu_summary(), None);
+        let board = |index: u32, name: &str| GpuInfo {
+            index,
+            name: Some(name.into()),
+            uuid: None,
+            memory_total_bytes: Some(80 << 30),
+        };
+        s.gpus = vec![board(0, "H100"), board(1, "H100"), board(2, "L4")];
+        s.gpu_driver = Some("555.42.06".into());
+        assert_eq!(
+            s.gpu_summary().unwrap(),
+            "H100 (80.0 GiB) x2, L4 (80.0 GiB), driver 555.42.06"
+        );
+        // A summary written before GPUs were recorded still reads.
+        let mut v = serde_json::to_value(&s).unwrap();
+        v.as_object_mut().unwrap().remove("gpus");
+        v.as_object_mut().unwrap().remove("gpu_driver");
+        let old: SystemInfo = serde_json::from_value(v).unwrap();
+        assert!(old.gpus.is_empty() && old.gpu_driver.is_none());
     }
 }

@@ -335,11 +335,17 @@ fn lifecycle_section(o: &mut String, i: &Inputs) {
             crate::telemetry::leak::ACCEPTABLE_MB_PER_HOUR
         );
     }
+    if let Some((t, note)) = super::lifecycle::energy_gpu(i.groups) {
+        table_html(o, &t);
+        if let Some(n) = note {
+            let _ = writeln!(o, "<p>{}</p>", esc(&n));
+        }
+    }
     match &i.summary.idle_power {
         Some(p) => {
             let _ = writeln!(
                 o,
-                "<p>Idle power {:.1} W ({}), subtracted from each cell's energy (per-cell joules in summary.csv).</p>",
+                "<p>Idle power {:.1} W ({}), subtracted from each cell's energy for the figures above idle.</p>",
                 p.watts,
                 esc(&p.source)
             );
@@ -416,6 +422,11 @@ fn system_section(o: &mut String, i: &Inputs) {
         ),
     );
     row("architecture", sys.arch.clone());
+    row(
+        "GPU",
+        sys.gpu_summary()
+            .unwrap_or_else(|| crate::telemetry::gpu::UNAVAILABLE.into()),
+    );
     row("hostname", opt(&sys.hostname));
     row(
         "engine-matrix",

@@ -36,8 +36,12 @@ pub(crate) fn with_ci(est: &crate::resample::Estimate, digits: usize) -> String 
 /// The one-line description of the machine.
 pub(crate) fn system_line(summary: &Summary) -> String {
     let sys = &summary.system;
+    let gpu = sys
+        .gpu_summary()
+        .map(|g| format!(" · {g}"))
+        .unwrap_or_default();
     format!(
-        "{} · {} logical cores · {:.1} GiB · {} {} · engine-matrix {} ({})",
+        "{} · {} logical cores · {:.1} GiB{gpu} · {} {} · engine-matrix {} ({})",
         sys.cpu_model.as_deref().unwrap_or("unknown CPU"),
         sys.logical_cores,
         sys.memory_bytes as f64 / (1u64 << 30) as f64,
@@ -308,11 +312,18 @@ pub(crate) fn lifecycle_markdown(summary: &Summary, groups: &[Group]) -> String 
             crate::telemetry::leak::ACCEPTABLE_MB_PER_HOUR
         );
     }
+    if let Some((t, note)) = super::lifecycle::energy_gpu(groups) {
+        table_markdown(&mut out, &t);
+        let _ = writeln!(out);
+        if let Some(n) = note {
+            let _ = writeln!(out, "{}\n", cell(&n));
+        }
+    }
     match &summary.idle_power {
         Some(p) => {
             let _ = writeln!(
                 out,
-                "Idle power {:.1} W ({}), subtracted from each cell's energy.",
+                "Idle power {:.1} W ({}), subtracted from each cell's energy for the figures above idle.",
                 p.watts,
                 cell(&p.source)
             );

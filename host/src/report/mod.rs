@@ -16,6 +16,7 @@ pub mod charts;
 pub mod csv;
 pub mod figures;
 pub mod html;
+mod lifecycle;
 mod markdown;
 mod serving;
 

@@ -361,11 +361,23 @@ pub struct EnergyRecord {
     pub joules_per_output_token: Option<f64>,
     /// `joules_above_idle / output tokens`: what generating a token cost.
     pub joules_above_idle_per_output_token: Option<f64>,
+    /// Why the derived figures are missing although joules were read:
+    /// the window was shorter than [`MIN_WINDOW_S`].
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
+/// The shortest window whose energy is turned into watts and joules per
+/// token. Counters advance in steps: RAPL's every millisecond or so, an
+/// NVML board's on the driver's own schedule (tens to a hundred ms on
+/// many boards, and NVML documents none), so over a few milliseconds the
+/// reading is mostly quantisation. The joules read are still recorded.
+pub const MIN_WINDOW_S: f64 = 1.0;
+
 /// Builds an [`EnergyRecord`]. Derived figures are `None` when an input
-/// makes them meaningless: no seconds, no idle baseline, no tokens, or a
-/// non-finite value (never written as NaN).
+/// makes them meaningless: no seconds, no idle baseline, no tokens, a
+/// non-finite value (never written as NaN), or a window shorter than
+/// [`MIN_WINDOW_S`] (then `note` says so).
 pub fn energy_record(
     source: &str,
     joules: f64,
@@ -375,24 +387,33 @@ pub fn energy_record(
 ) -> EnergyRecord {
     let finite = |v: f64| v.is_finite().then_some(v);
     let seconds_ok = finite(seconds).filter(|&s| s > 0.0);
+    let short = seconds_ok.is_some_and(|s| s < MIN_WINDOW_S);
+    let note = short.then(|| {
+        format!(
+            "{:.3} s is shorter than the {MIN_WINDOW_S} s an energy figure needs ({source} counters advance in steps): joules recorded, not derived",
+            seconds
+        )
+    });
+    let derived = seconds_ok.filter(|_| !short);
     let idle_watts = idle_watts.and_then(finite).filter(|&w| w >= 0.0);
-    let joules_above_idle = match (finite(joules), idle_watts, seconds_ok) {
+    let joules_above_idle = match (finite(joules), idle_watts, derived) {
         (Some(j), Some(w), Some(s)) => finite((j - w * s).max(0.0)),
         _ => None,
     };
     let per_token = |j: Option<f64>| {
-        j.filter(|_| output_tokens > 0)
+        j.filter(|_| output_tokens > 0 && !short)
             .and_then(|j| finite(j / output_tokens as f64))
     };
     EnergyRecord {
         source: source.to_string(),
         joules: finite(joules).unwrap_or(0.0),
         seconds: seconds_ok.unwrap_or(0.0),
-        mean_watts: seconds_ok.and_then(|s| finite(joules / s)),
+        mean_watts: derived.and_then(|s| finite(joules / s)),
         idle_watts,
         joules_above_idle,
         joules_per_output_token: per_token(finite(joules)),
         joules_above_idle_per_output_token: per_token(joules_above_idle),
+        note,
     }
 }
 
@@ -673,6 +694,21 @@ mod tests {
         assert_eq!(r.joules_per_output_token, None);
         assert_eq!(r.joules_above_idle_per_output_token, None);
         // Non-finite inputs never reach JSON.
+        assert_eq!(r.note, None);
+        // Too short a window: the joules read, nothing derived, and why.
+        let r = energy_record("nvml", 0.47, 0.003, Some(150.0), 8);
+        assert_eq!((r.joules, r.seconds), (0.47, 0.003));
+        assert_eq!(r.mean_watts, None);
+        assert_eq!(r.joules_above_idle, None);
+        assert_eq!(r.joules_per_output_token, None);
+        assert_eq!(r.joules_above_idle_per_output_token, None);
+        assert!(
+            r.note.as_deref().unwrap().contains("0.003 s is shorter"),
+            "{r:?}"
+        );
+        let r = energy_record("nvml", 150.0, MIN_WINDOW_S, Some(100.0), 10);
+        assert_eq!(r.joules_above_idle_per_output_token, Some(5.0));
+        assert_eq!(r.note, None);
         let r = energy_record("rapl", f64::NAN, f64::INFINITY, Some(f64::NAN), 3);
         let json = serde_json::to_string(&r).unwrap();
         assert!(!json.contains("NaN") && !json.contains("inf"), "{json}");
