@@ -52,14 +52,37 @@ fn fake_nvml() -> TempDir {
     dir
 }
 
+/// Two short cells in one worker.
+const TWO_CELLS: &str = "\
+name: gpu2
+baseline: a
+models:
+  - {name: tiny, weights: synthetic, config: tiny, seed: 0}
+engines:
+  - {name: a, plugin: candle, options: {threads: 1}}
+scenarios:
+  - name: short
+    kind: latency
+    warmup: 1
+    iterations: 2
+    input_tokens: 16
+    output_tokens: 4
+    axes:
+      batch_size: [1, 2]
+";
+
 /// Runs [`MATRIX`] with the fake NVML and `env` (`FAKE_NVML_*`); returns
 /// the run folder and `summary.json`. The fake logs its `nvmlInit_v2`
 /// calls to `<tmp>/nvml.log` ([`inits`]).
 fn run_with(tmp: &TempDir, env: &[(&str, &str)]) -> (PathBuf, Value) {
+    run_matrix_with(tmp, MATRIX, env)
+}
+
+fn run_matrix_with(tmp: &TempDir, matrix: &str, env: &[(&str, &str)]) -> (PathBuf, Value) {
     let nvml = fake_nvml();
     let plugins = plugin_dir(&["candle"]);
     let m = tmp.path().join("m.yaml");
-    std::fs::write(&m, MATRIX).expect("write matrix");
+    std::fs::write(&m, matrix).expect("write matrix");
     let run_dir = tmp.path().join("run");
     let log = tmp.path().join("nvml.log");
     let mut vars: Vec<(&str, &Path)> = vec![
@@ -250,5 +273,27 @@ fn a_gpu_without_an_energy_counter_still_samples() {
         assert!(s["idle_power"].is_null());
     } else {
         assert_eq!(e["source"], "rapl", "{e}");
+    }
+}
+
+#[test]
+fn nvml_memory_is_charged_to_no_cell() {
+    let tmp = TempDir::new("gpu-initmem");
+    // The real library maps tens of MB when it initialises; the fake
+    // allocates 96 MiB. The worker initialises NVML before it loads the
+    // plugin, so neither the model's load memory nor the first cell's
+    // RSS growth includes it.
+    let (_, s) = run_matrix_with(&tmp, TWO_CELLS, &[("FAKE_NVML_INIT_MB", "96")]);
+    let cells = s["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 2);
+    for c in cells {
+        assert_eq!(c["status"], "ok", "{c}");
+        let m = &c["memory"];
+        assert!(!m["gpu"].is_null(), "the fake was sampled: {m}");
+        let growth = m["rss_end_bytes"].as_i64().unwrap() - m["rss_start_bytes"].as_i64().unwrap();
+        assert!(growth < 32 << 20, "NVML's 96 MiB in a cell: {m}");
+        if let Some(load) = m["load_bytes"].as_i64() {
+            assert!(load < 32 << 20, "NVML's 96 MiB in the load: {m}");
+        }
     }
 }

@@ -78,6 +78,11 @@ pub fn serve() -> Result<()> {
         Request::Init { engine, plugin_dir } => (engine, plugin_dir),
         _ => bail!("worker: the first request must be init"),
     };
+    // NVML first, before the plugin and any model: a real libnvidia-ml
+    // maps tens of MB and starts threads when it initialises, which would
+    // otherwise land in the first cell's RSS growth and peak (the sampler
+    // of that cell would be the first to ask for it).
+    let _ = crate::telemetry::gpu::shared();
     let slot = EngineSlot::load(&engine, &plugin_dir);
     send(&Reply::Hello {
         record: slot.record.clone(),

@@ -28,6 +28,9 @@
 //!   driver gives).
 //! * `FAKE_NVML_NO_ENERGY=1`: the energy counter is `NOT_SUPPORTED`, as on
 //!   GPUs older than Volta.
+//! * `FAKE_NVML_INIT_MB`: `nvmlInit_v2` allocates and touches this many
+//!   MiB, kept until the process ends, as the real library's own state
+//!   (tens of MB) is.
 //! * `FAKE_NVML_LOG`: a file to which every `nvmlInit_v2` and
 //!   `nvmlShutdown` appends a line `<pid> <function> <return code>`, so a
 //!   test knows the fake was loaded, and by which processes.
@@ -170,7 +173,13 @@ pub extern "C" fn nvmlInit_v2() -> NvmlReturn {
     {
         Some(e) if e != SUCCESS => e,
         _ => {
-            INITS.fetch_add(1, Ordering::SeqCst);
+            if INITS.fetch_add(1, Ordering::SeqCst) == 0 {
+                let mb = env_u32("FAKE_NVML_INIT_MB", 0) as usize;
+                if mb > 0 {
+                    // Touched (not zeroed pages left unmapped), then kept.
+                    std::hint::black_box(Box::leak(vec![1u8; mb << 20].into_boxed_slice()));
+                }
+            }
             SUCCESS
         }
     };
