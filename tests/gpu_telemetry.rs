@@ -14,17 +14,24 @@ use integration_tests::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-/// One candle cell on the tiny model, long enough (over 1 s) for its
-/// energy to be turned into watts and joules per token.
-const MATRIX: &str = "\
+/// The matrix of every test here: candle on the tiny model, one scenario.
+fn matrix(scenario: &str) -> String {
+    format!(
+        "\
 name: gpu
 baseline: a
 models:
-  - {name: tiny, weights: synthetic, config: tiny, seed: 0}
+  - {{name: tiny, weights: synthetic, config: tiny, seed: 0}}
 engines:
-  - {name: a, plugin: candle, options: {threads: 1}}
+  - {{name: a, plugin: candle, options: {{threads: 1}}}}
 scenarios:
-  - name: steady
+{scenario}"
+    )
+}
+
+/// One cell long enough (over 1 s) for its energy to be turned into watts
+/// and joules per token.
+const STEADY: &str = "  - name: steady
     kind: latency
     warmup: 1
     iterations: 3
@@ -33,6 +40,17 @@ scenarios:
     output_tokens: 8
     axes:
       batch_size: [1]
+";
+
+/// Two short cells in one worker.
+const TWO_SHORT: &str = "  - name: short
+    kind: latency
+    warmup: 1
+    iterations: 2
+    input_tokens: 16
+    output_tokens: 4
+    axes:
+      batch_size: [1, 2]
 ";
 
 /// A folder holding the fake as `libnvidia-ml.so.1`.
@@ -52,52 +70,22 @@ fn fake_nvml() -> TempDir {
     dir
 }
 
-/// Two short cells in one worker.
-const TWO_CELLS: &str = "\
-name: gpu2
-baseline: a
-models:
-  - {name: tiny, weights: synthetic, config: tiny, seed: 0}
-engines:
-  - {name: a, plugin: candle, options: {threads: 1}}
-scenarios:
-  - name: short
-    kind: latency
-    warmup: 1
-    iterations: 2
-    input_tokens: 16
-    output_tokens: 4
-    axes:
-      batch_size: [1, 2]
-";
-
-/// Runs [`MATRIX`] with the fake NVML and `env` (`FAKE_NVML_*`); returns
-/// the run folder and `summary.json`. The fake logs its `nvmlInit_v2`
-/// calls to `<tmp>/nvml.log` ([`inits`]).
-fn run_with(tmp: &TempDir, env: &[(&str, &str)]) -> (PathBuf, Value) {
-    run_matrix_with(tmp, MATRIX, env)
-}
-
-fn run_matrix_with(tmp: &TempDir, matrix: &str, env: &[(&str, &str)]) -> (PathBuf, Value) {
+/// Runs `scenario` ([`matrix`]) with the fake NVML and `env`
+/// (`FAKE_NVML_*`); returns the run folder and `summary.json`. The fake
+/// logs its `nvmlInit_v2` calls to `<tmp>/nvml.log` ([`inits`]).
+fn run_with(tmp: &TempDir, scenario: &str, env: &[(&str, &str)]) -> (PathBuf, Value) {
     let nvml = fake_nvml();
     let plugins = plugin_dir(&["candle"]);
-    let m = tmp.path().join("m.yaml");
-    std::fs::write(&m, matrix).expect("write matrix");
-    let run_dir = tmp.path().join("run");
     let log = tmp.path().join("nvml.log");
     let mut vars: Vec<(&str, &Path)> = vec![
         ("LD_LIBRARY_PATH", nvml.path()),
         ("FAKE_NVML_LOG", log.as_path()),
     ];
     vars.extend(env.iter().map(|(k, v)| (*k, Path::new(v))));
-    let o = run_env(
-        &[
-            "run",
-            m.to_str().unwrap(),
-            "--out",
-            run_dir.to_str().unwrap(),
-            "--no-calibrate",
-        ],
+    let (run_dir, o) = run_yaml_env(
+        tmp.path(),
+        &matrix(scenario),
+        &["--no-calibrate"],
         plugins.path(),
         &vars,
     );
@@ -131,6 +119,7 @@ fn nvml_figures_reach_the_results_and_reports() {
     // Two devices drawing 40 and 80 W: 120 W in all, constantly.
     let (run_dir, s) = run_with(
         &tmp,
+        STEADY,
         &[("FAKE_NVML_DEVICES", "2"), ("FAKE_NVML_POWER_W", "40")],
     );
 
@@ -239,7 +228,7 @@ fn a_library_without_a_driver_reads_na() {
     let tmp = TempDir::new("gpu-nodriver");
     // NVML_ERROR_DRIVER_NOT_LOADED: the library is installed, the driver
     // is not (a CUDA container on a CPU host).
-    let (_, s) = run_with(&tmp, &[("FAKE_NVML_INIT_ERROR", "9")]);
+    let (_, s) = run_with(&tmp, STEADY, &[("FAKE_NVML_INIT_ERROR", "9")]);
     let calls = inits(&tmp);
     assert!(
         !calls.is_empty() && calls.iter().all(|c| c.1 == 9),
@@ -258,7 +247,7 @@ fn a_library_without_a_driver_reads_na() {
 fn a_gpu_without_an_energy_counter_still_samples() {
     let tmp = TempDir::new("gpu-noenergy");
     // Pre-Volta boards answer NOT_SUPPORTED for the energy counter.
-    let (_, s) = run_with(&tmp, &[("FAKE_NVML_NO_ENERGY", "1")]);
+    let (_, s) = run_with(&tmp, STEADY, &[("FAKE_NVML_NO_ENERGY", "1")]);
     assert_eq!(s["system"]["gpus"].as_array().unwrap().len(), 1);
     let c = &s["cells"][0];
     let gpu = &c["memory"]["gpu"];
@@ -283,7 +272,7 @@ fn nvml_memory_is_charged_to_no_cell() {
     // allocates 96 MiB. The worker initialises NVML before it loads the
     // plugin, so neither the model's load memory nor the first cell's
     // RSS growth includes it.
-    let (_, s) = run_matrix_with(&tmp, TWO_CELLS, &[("FAKE_NVML_INIT_MB", "96")]);
+    let (_, s) = run_with(&tmp, TWO_SHORT, &[("FAKE_NVML_INIT_MB", "96")]);
     let cells = s["cells"].as_array().unwrap();
     assert_eq!(cells.len(), 2);
     for c in cells {

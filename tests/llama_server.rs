@@ -120,17 +120,10 @@ fn run_llama(dir: &Path, yaml: &str) -> PathBuf {
     let (server, gguf) = (provisioned("llama-server"), provisioned("smollm2-gguf"));
     let plugins = plugin_dir(&["http"]);
     write_config(dir);
-    let m = dir.join("m.yaml");
-    std::fs::write(&m, yaml).expect("write matrix");
-    let run_dir = dir.join("run");
-    let o = run_env(
-        &[
-            "run",
-            m.to_str().unwrap(),
-            "--out",
-            run_dir.to_str().unwrap(),
-            "--no-calibrate",
-        ],
+    let (run_dir, o) = run_yaml_env(
+        dir,
+        yaml,
+        &["--no-calibrate"],
         plugins.path(),
         &[("LLAMA_SERVER", &server), ("SMOLLM2_GGUF", &gguf)],
     );

@@ -136,6 +136,17 @@ pub fn read_jsonl(p: &Path) -> Vec<serde_json::Value> {
 /// into `<dir>/run` with `extra` arguments; returns the run folder and the
 /// output (not asserted: tests check the exit status they expect).
 pub fn run_yaml(dir: &Path, yaml: &str, extra: &[&str], plugins: &Path) -> (PathBuf, Output) {
+    run_yaml_env(dir, yaml, extra, plugins, &[])
+}
+
+/// [`run_yaml`] with extra environment variables.
+pub fn run_yaml_env(
+    dir: &Path,
+    yaml: &str,
+    extra: &[&str],
+    plugins: &Path,
+    env: &[(&str, &Path)],
+) -> (PathBuf, Output) {
     let m = dir.join("m.yaml");
     std::fs::write(&m, yaml).expect("write matrix");
     let run_dir = dir.join("run");
@@ -146,7 +157,7 @@ pub fn run_yaml(dir: &Path, yaml: &str, extra: &[&str], plugins: &Path) -> (Path
         run_dir.to_str().expect("utf-8 path"),
     ];
     args.extend_from_slice(extra);
-    let o = run(&args, plugins);
+    let o = run_env(&args, plugins, env);
     (run_dir, o)
 }
 
