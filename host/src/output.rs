@@ -96,17 +96,18 @@ impl GpuRecord {
         let mut devices: Vec<u32> = s.iter().map(|x| x.device).collect();
         devices.sort_unstable();
         devices.dedup();
-        let device_power = devices.iter().filter_map(|&d| {
-            mean(
-                s.iter()
-                    .filter(|x| x.device == d)
-                    .filter_map(|x| x.power_mw)
-                    .map(|p| p as f64 / 1e3)
-                    .collect(),
-            )
-        });
-        let mean_power_w =
-            device_power.fold(None, |acc: Option<f64>, w| Some(acc.unwrap_or(0.0) + w));
+        let mean_power_w = devices
+            .iter()
+            .filter_map(|&d| {
+                mean(
+                    s.iter()
+                        .filter(|x| x.device == d)
+                        .filter_map(|x| x.power_mw)
+                        .map(|p| p as f64 / 1e3)
+                        .collect(),
+                )
+            })
+            .reduce(|a, b| a + b);
         Some(GpuRecord {
             samples: s.len(),
             devices: devices.len(),

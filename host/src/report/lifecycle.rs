@@ -119,7 +119,8 @@ mod tests {
     use crate::report::fixtures::{cell, metrics, ok, summary};
     use crate::telemetry::energy_record;
 
-    /// A cell of `n` iterations of 10 output tokens, with `energy` and `gpu`.
+    /// A cell of four iterations of 10 output tokens, with `energy`
+    /// (joules, seconds; idle 100 W) and `gpu`.
     fn run(
         engine: &str,
         energy: Option<(f64, f64)>,

@@ -693,7 +693,6 @@ mod tests {
         assert_eq!(r.joules_above_idle, None);
         assert_eq!(r.joules_per_output_token, None);
         assert_eq!(r.joules_above_idle_per_output_token, None);
-        // Non-finite inputs never reach JSON.
         assert_eq!(r.note, None);
         // Too short a window: the joules read, nothing derived, and why.
         let r = energy_record("nvml", 0.47, 0.003, Some(150.0), 8);
@@ -709,6 +708,7 @@ mod tests {
         let r = energy_record("nvml", 150.0, MIN_WINDOW_S, Some(100.0), 10);
         assert_eq!(r.joules_above_idle_per_output_token, Some(5.0));
         assert_eq!(r.note, None);
+        // Non-finite inputs never reach JSON.
         let r = energy_record("rapl", f64::NAN, f64::INFINITY, Some(f64::NAN), 3);
         let json = serde_json::to_string(&r).unwrap();
         assert!(!json.contains("NaN") && !json.contains("inf"), "{json}");

@@ -239,6 +239,26 @@ pub unsafe extern "C" fn nvmlDeviceGetHandleByIndex_v2(
     SUCCESS
 }
 
+/// Checks initialisation and the handle, then writes device `i`'s
+/// `text(i)` to a caller's buffer.
+///
+/// # Safety
+/// `buf` must be null or point to `len` writable bytes.
+unsafe fn device_str(
+    device: NvmlDevice,
+    buf: *mut c_char,
+    len: c_uint,
+    text: impl FnOnce(u32) -> String,
+) -> NvmlReturn {
+    if !initialized() {
+        return UNINITIALIZED;
+    }
+    match index_of(device) {
+        Some(i) => write_str(&text(i), buf, len),
+        None => INVALID_ARGUMENT,
+    }
+}
+
 /// # Safety
 /// `name` must be null or point to `len` writable bytes.
 #[no_mangle]
@@ -247,13 +267,7 @@ pub unsafe extern "C" fn nvmlDeviceGetName(
     name: *mut c_char,
     len: c_uint,
 ) -> NvmlReturn {
-    if !initialized() {
-        return UNINITIALIZED;
-    }
-    match index_of(device) {
-        Some(i) => write_str(&format!("fake GPU {i}"), name, len),
-        None => INVALID_ARGUMENT,
-    }
+    device_str(device, name, len, |i| format!("fake GPU {i}"))
 }
 
 /// # Safety
@@ -264,13 +278,7 @@ pub unsafe extern "C" fn nvmlDeviceGetUUID(
     uuid: *mut c_char,
     len: c_uint,
 ) -> NvmlReturn {
-    if !initialized() {
-        return UNINITIALIZED;
-    }
-    match index_of(device) {
-        Some(i) => write_str(&format!("GPU-fake-{i}"), uuid, len),
-        None => INVALID_ARGUMENT,
-    }
+    device_str(device, uuid, len, |i| format!("GPU-fake-{i}"))
 }
 
 /// `nvmlMemory_v2_t`.
