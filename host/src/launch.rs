@@ -577,11 +577,23 @@ impl Servers {
     }
 
     /// Why the engine's server is no longer running, when it was and
-    /// has exited (after a cell).
-    pub fn check(&mut self, engine: &str) -> Option<String> {
+    /// has exited (after a cell): its exit status or signal, and the last
+    /// lines of its log. `grace` is how long to wait for a server that is
+    /// dying: after a cell whose requests failed, the connections of a
+    /// server that was killed close a moment before the process is reaped.
+    pub fn check(&mut self, engine: &str, grace: Duration) -> Option<String> {
         let s = self.running.get_mut(engine)?;
-        let how = s.exited()?;
-        let msg = format!("the launched server {how} (log: {})", s.log().display());
+        let t0 = Instant::now();
+        let how = loop {
+            if let Some(how) = s.exited() {
+                break how;
+            }
+            if t0.elapsed() >= grace {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let msg = with_tail(format!("the launched server {how}"), s.log());
         self.running.remove(engine);
         Some(msg)
     }

@@ -598,7 +598,10 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
                 break;
             }
         };
-        if let Some(died) = servers.check(&cell.engine) {
+        let saw_failures = line.result.status == Status::Failed
+            || line.result.metrics.as_ref().is_some_and(|m| m.failed > 0);
+        let grace = Duration::from_millis(if saw_failures { 500 } else { 0 });
+        if let Some(died) = servers.check(&cell.engine, grace) {
             let r = &mut line.result;
             if r.status == Status::Ok {
                 r.status = Status::Failed;
