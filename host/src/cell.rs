@@ -179,11 +179,91 @@ fn efficiency(
     )
 }
 
+/// The cell's leak check ([`crate::telemetry::leak::settled_check`]) and
+/// the source of its RSS points. The units of work are the measured
+/// iterations, each with the RSS read at its end. A closed loop with fewer
+/// iterations than a verdict needs (a sustained run is one long iteration)
+/// is judged instead on the sampler's series over its measured iterations,
+/// with its completed measured requests as the units.
+fn cell_leak_check(
+    cell: &Cell,
+    exec: &scenario::Execution,
+    records: &[RequestRecord],
+    samples: &crate::telemetry::sampler::Samples,
+    sampler_started: Instant,
+) -> (crate::telemetry::LeakCheck, &'static str) {
+    use crate::telemetry::leak::{settled_check, MIN_ITERATIONS};
+    let measured: Vec<&IterationSpan> = exec.spans.iter().filter(|s| !s.warmup).collect();
+    if cell.kind == crate::matrix::ScenarioKind::Concurrency && measured.len() < MIN_ITERATIONS {
+        // Request and span times count from the collector's epoch, the
+        // sampler's from its start.
+        let epoch = exec.collector.epoch();
+        let offset = match epoch.checked_duration_since(sampler_started) {
+            Some(d) => d.as_secs_f64(),
+            None => -sampler_started.duration_since(epoch).as_secs_f64(),
+        };
+        let at = |ns: u64| ns as f64 * 1e-9 + offset;
+        let from = measured
+            .iter()
+            .map(|s| at(s.start_ns))
+            .fold(f64::INFINITY, f64::min);
+        let to = measured
+            .iter()
+            .map(|s| at(s.end_ns))
+            .fold(f64::NEG_INFINITY, f64::max);
+        let points: Vec<(f64, u64)> = samples
+            .rss_points()
+            .into_iter()
+            .filter(|p| (from..=to).contains(&p.0))
+            .collect();
+        let ends: Vec<f64> = records
+            .iter()
+            .filter(|r| !r.warmup && r.error.is_none())
+            .filter_map(|r| r.end_ns.map(at))
+            .collect();
+        return (settled_check(&points, &ends, "request"), "sampler");
+    }
+    let points: Vec<(f64, u64)> = measured
+        .iter()
+        .filter_map(|s| Some((s.end_ns as f64 * 1e-9, s.rss_bytes?)))
+        .collect();
+    let ends: Vec<f64> = measured.iter().map(|s| s.end_ns as f64 * 1e-9).collect();
+    (settled_check(&points, &ends, "iteration"), "iterations")
+}
+
 pub fn resolve_model(def: &ModelDef) -> Result<ResolvedModel> {
     let path = match &def.weights {
         ModelWeights::Synthetic { config, seed } => synthetic::ensure(config, *seed)?,
         ModelWeights::Path(p) => p.clone(),
     };
+    let shape = folder_shape(&path)?;
+    Ok(ResolvedModel {
+        def: def.clone(),
+        path,
+        shape,
+    })
+}
+
+/// Checks, without generating or loading any weights, that `def` can be
+/// resolved: a synthetic model's config parses (and is one weights can be
+/// generated for); a folder has a readable `config.json` and its weights
+/// file. Returns the matrix field the error is about with the error, as
+/// `validate` reports it.
+pub fn check_model(def: &ModelDef) -> Result<(), (&'static str, anyhow::Error)> {
+    match &def.weights {
+        ModelWeights::Synthetic { config, .. } => synthetic::checked_config(config)
+            .map(|_| ())
+            .map_err(|e| ("config", e)),
+        ModelWeights::Path(p) => folder_shape(p).map(|_| ()).map_err(|e| ("path", e)),
+    }
+}
+
+/// The shape in a model folder's `config.json`, once its weights file is
+/// known to be there.
+fn folder_shape(path: &Path) -> Result<Gpt2Shape> {
+    if !path.is_dir() {
+        bail!("model folder {} not found", path.display());
+    }
     let config = path.join("config.json");
     let text = std::fs::read_to_string(&config)
         .with_context(|| format!("cannot read {}", config.display()))?;
@@ -192,11 +272,7 @@ pub fn resolve_model(def: &ModelDef) -> Result<ResolvedModel> {
     if !weights.is_file() {
         bail!("{} not found", weights.display());
     }
-    Ok(ResolvedModel {
-        def: def.clone(),
-        path,
-        shape,
-    })
+    Ok(shape)
 }
 
 pub(crate) struct CellContext<'a> {
@@ -385,6 +461,7 @@ fn run_cell(
         crate::telemetry::sampler::DEFAULT_INTERVAL,
         crate::telemetry::Sources::all(),
     );
+    let sampler_started = sampler.started_at();
     let exec = scenario::execute(&loaded.model, cell, &prompts, ctx.stall);
     let samples = sampler.stop();
     let end = system::rss();
@@ -396,30 +473,17 @@ fn run_cell(
     memory.kv_cache_peak_bytes = engine_mem.kv_cache_peak_bytes;
     memory.kv_cache_reserved_bytes = engine_mem.kv_cache_reserved_bytes;
     memory.sampled_peak_rss_bytes = samples.peak_rss_bytes;
-    let points: Vec<(f64, u64)> = exec
-        .spans
-        .iter()
-        .filter(|s| !s.warmup)
-        .filter_map(|s| Some((s.end_ns as f64 * 1e-9, s.rss_bytes?)))
-        .collect();
-    // One point per measured iteration; a cell with few, long iterations
-    // (a sustained closed loop) uses the sampler's series instead.
-    let sampled = samples.rss_points();
-    let min = crate::telemetry::leak::MIN_POINTS;
-    let (points, source) = if points.len() < min && sampled.len() >= min {
-        (sampled, "sampler")
-    } else {
-        (points, "iterations")
-    };
+    let records = exec.collector.take_records();
     // A serving cell's worker keeps a record of every request it sends,
     // so its RSS grows with the load, not with the engine: no verdict.
-    let judged = p.serving.is_none() && points.len() >= 2;
-    memory.leak = judged.then(|| crate::telemetry::leak_check(&points));
-    memory.leak_source = memory.leak.as_ref().map(|_| source.to_string());
+    if p.serving.is_none() {
+        let (check, source) = cell_leak_check(cell, &exec, &records, &samples, sampler_started);
+        memory.leak = Some(check);
+        memory.leak_source = Some(source.to_string());
+    }
     memory.gpu =
         crate::output::GpuRecord::from_samples(&samples.gpu, &samples.gpu_peak_memory_bytes);
 
-    let records = exec.collector.take_records();
     let metrics = match &p.serving {
         None => compute(
             &records,

@@ -52,12 +52,13 @@ pub struct MemoryRecord {
     /// Highest RSS the sleeping sampler saw during the cell.
     #[serde(default)]
     pub sampled_peak_rss_bytes: Option<u64>,
-    /// RSS slope over the measured iterations, with its verdict.
+    /// RSS slope after warm-up, with its verdict (`insufficient`, with a
+    /// note, for a cell too short for one); none for serving cells.
     #[serde(default)]
     pub leak: Option<crate::telemetry::LeakCheck>,
     /// Where the leak check's points come from: `iterations` (RSS after
-    /// each measured iteration) or `sampler` (the 50 ms series, for cells
-    /// with fewer than 100 iterations).
+    /// each measured iteration) or `sampler` (the 50 ms series, for closed
+    /// loops with fewer than 100 iterations, judged per request).
     #[serde(default)]
     pub leak_source: Option<String>,
     /// NVIDIA GPUs during the cell (None: no GPU, `n/a`).

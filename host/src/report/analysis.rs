@@ -755,7 +755,7 @@ pub fn executive(summary: &Summary, groups: &[Group]) -> Executive {
             if let Some(l) = r.memory.as_ref().and_then(|m| m.leak.as_ref()) {
                 if l.verdict == crate::telemetry::LeakVerdict::Leak {
                     ex.findings.push(format!(
-                        "**memory leak** in `{}`: RSS grows {:.0} MB/hour over {} iterations ({:.0} MB in {:.1} s); target 0 MB/h, acceptable < {:.0} MB/h.",
+                        "**memory leak** in `{}`: RSS grows {:.0} MB/hour after warm-up ({} points; {:.0} MB in {:.1} s); target 0 MB/h, acceptable < {:.0} MB/h.",
                         g.cell().id,
                         l.slope_mb_per_hour,
                         l.samples,

@@ -299,42 +299,33 @@ fn serving_section(o: &mut String, i: &Inputs) {
 }
 
 fn lifecycle_section(o: &mut String, i: &Inputs) {
-    use crate::telemetry::leak::MIN_POINTS;
     let _ = writeln!(o, "<h2 id=\"lifecycle\">Memory lifecycle and energy</h2>");
-    let mut rows = String::new();
-    let mut short = 0;
-    for g in i.groups {
-        for r in g.ok_runs() {
-            match r.memory.as_ref().and_then(|m| m.leak.as_ref()) {
-                Some(l) if l.samples >= MIN_POINTS => {
-                    let _ = writeln!(
-                        rows,
-                        "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.1}</td><td class=\"n\">{:.1}</td><td class=\"{}\">{}</td></tr>",
-                        esc(&g.cell().id),
-                        r.repeat,
-                        l.samples,
-                        l.slope_mb_per_hour,
-                        l.growth_mb,
-                        if l.verdict == crate::telemetry::LeakVerdict::Leak { "failed" } else { "ok" },
-                        l.verdict.as_str()
-                    );
-                }
-                _ => short += 1,
-            }
+    let (rows, short) = super::lifecycle::leak_rows(i.groups);
+    if !rows.is_empty() {
+        let mut body = String::new();
+        for (id, rep, l) in &rows {
+            let _ = writeln!(
+                body,
+                "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{:.1}</td><td class=\"n\">{:.1}</td><td class=\"{}\">{}</td></tr>",
+                esc(id),
+                rep,
+                l.samples,
+                l.slope_mb_per_hour,
+                l.growth_mb,
+                if l.verdict == crate::telemetry::LeakVerdict::Leak { "failed" } else { "ok" },
+                l.verdict.as_str()
+            );
         }
-    }
-    if rows.is_empty() {
         let _ = writeln!(
             o,
-            "<p>No leak verdict: a leak check needs at least {MIN_POINTS} points: measured iterations, or 50 ms RSS samples for longer cells (the <code>stress</code> preset runs them); {short} cells had fewer.</p>"
-        );
-    } else {
-        let _ = writeln!(
-            o,
-            "<table><thead><tr><th>cell</th><th>repeat</th><th>points</th><th>RSS slope MB/h</th><th>growth MB</th><th>verdict</th></tr></thead><tbody>\n{rows}</tbody></table>\n<p>Target 0 MB/h; under {:.0} MB/h is acceptable; {short} cells had fewer than {MIN_POINTS} points.</p>",
-            crate::telemetry::leak::ACCEPTABLE_MB_PER_HOUR
+            "<table><thead><tr><th>cell</th><th>repeat</th><th>points</th><th>RSS slope MB/h</th><th>growth MB</th><th>verdict</th></tr></thead><tbody>\n{body}</tbody></table>"
         );
     }
+    let _ = writeln!(
+        o,
+        "<p>{}</p>",
+        esc(&super::lifecycle::leak_note(!rows.is_empty(), short))
+    );
     if let Some((t, note)) = super::lifecycle::energy_gpu(i.groups) {
         table_html(o, &t);
         if let Some(n) = note {

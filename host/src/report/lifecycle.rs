@@ -29,6 +29,41 @@ const HEADERS: [&str; 12] = [
     "SM MHz",
 ];
 
+/// The ok runs whose leak check drew a verdict, as (cell id, repeat,
+/// check), and how many ok runs had none (too short: see
+/// [`crate::telemetry::leak::settled_check`]).
+pub(crate) fn leak_rows<'a>(
+    groups: &'a [Group<'a>],
+) -> (Vec<(&'a str, u32, &'a crate::telemetry::LeakCheck)>, usize) {
+    let mut rows = Vec::new();
+    let mut short = 0;
+    for g in groups {
+        for r in g.ok_runs() {
+            match r.memory.as_ref().and_then(|m| m.leak.as_ref()) {
+                Some(l) if l.verdict != crate::telemetry::LeakVerdict::Insufficient => {
+                    rows.push((g.cell().id.as_str(), r.repeat, l))
+                }
+                _ => short += 1,
+            }
+        }
+    }
+    (rows, short)
+}
+
+/// What the lifecycle section says when no cell was long enough for a
+/// leak verdict, or under the table when some were not.
+pub(crate) fn leak_note(any: bool, short: usize) -> String {
+    use crate::telemetry::leak::{ACCEPTABLE_MB_PER_HOUR, MIN_ITERATIONS};
+    let needs = format!(
+        "a leak verdict needs {MIN_ITERATIONS} measured iterations after warm-up (a sustained closed loop: {MIN_ITERATIONS} completed requests), as the `stress` preset runs"
+    );
+    if any {
+        format!("Target 0 MB/h; under {ACCEPTABLE_MB_PER_HOUR:.0} MB/h is acceptable. {short} cells were too short for a leak verdict ({needs}).")
+    } else {
+        format!("No leak verdict: {short} cells, all too short for one ({needs}).")
+    }
+}
+
 /// The table, and a footnote when some cell was too short for derived
 /// energy figures; `None` when no cell has energy or GPU readings.
 pub(crate) fn energy_gpu(groups: &[Group]) -> Option<(Table, Option<String>)> {

@@ -269,32 +269,15 @@ fn serving_markdown(groups: &[Group]) -> String {
 
 /// Leak checks (cells with enough iterations), energy and GPU availability.
 pub(crate) fn lifecycle_markdown(summary: &Summary, groups: &[Group]) -> String {
-    use crate::telemetry::leak::MIN_POINTS;
     let mut out = String::new();
-    let mut rows = Vec::new();
-    let mut short = 0;
-    for g in groups {
-        for r in g.ok_runs() {
-            match r.memory.as_ref().and_then(|m| m.leak.as_ref()) {
-                Some(l) if l.samples >= MIN_POINTS => {
-                    rows.push((g.cell().id.as_str(), r.repeat, l))
-                }
-                _ => short += 1,
-            }
-        }
-    }
+    let (rows, short) = super::lifecycle::leak_rows(groups);
     let _ = writeln!(out, "\n## Memory lifecycle and energy\n");
-    if rows.is_empty() {
-        let _ = writeln!(
-            out,
-            "No leak verdict: a leak check needs at least {MIN_POINTS} points: measured iterations, or 50 ms RSS samples for longer cells (the `stress` preset runs them); {short} cells had fewer.\n"
-        );
-    } else {
+    if !rows.is_empty() {
         let _ = writeln!(
             out,
             "| cell | repeat | points | RSS slope MB/h | growth MB | verdict |\n|---|---:|---:|---:|---:|---|"
         );
-        for (id, rep, l) in rows {
+        for (id, rep, l) in &rows {
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {:.1} | {:.1} | {} |",
@@ -306,12 +289,13 @@ pub(crate) fn lifecycle_markdown(summary: &Summary, groups: &[Group]) -> String 
                 l.verdict.as_str()
             );
         }
-        let _ = writeln!(
-            out,
-            "\nTarget 0 MB/h; under {:.0} MB/h is acceptable. {short} cells had fewer than {MIN_POINTS} points (no verdict).\n",
-            crate::telemetry::leak::ACCEPTABLE_MB_PER_HOUR
-        );
+        let _ = writeln!(out);
     }
+    let _ = writeln!(
+        out,
+        "{}\n",
+        super::lifecycle::leak_note(!rows.is_empty(), short)
+    );
     if let Some((t, note)) = super::lifecycle::energy_gpu(groups) {
         table_markdown(&mut out, &t);
         let _ = writeln!(out);

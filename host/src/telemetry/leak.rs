@@ -62,11 +62,34 @@
 //! Fewer than [`MIN_POINTS`] points, or all at one instant, give
 //! [`LeakVerdict::Insufficient`]: the slope is still reported when it can
 //! be computed, but no verdict is drawn.
+//!
+//! # A cell's verdict: enough work, after warm-up ([`settled_check`])
+//!
+//! Points are not work. A 50 ms sampler gives 371 points over a cell of
+//! three batch-8 iterations, and over those 18 s libtorch's allocator and
+//! MKL's buffers are still growing to their working size: 82 MB that a
+//! per-hour slope calls a 15,909 MB/h leak. What a leak verdict needs is
+//! the same work done many times over, after the process settled: the
+//! seeds' M6 test runs 100 iterations. So a cell is judged by
+//! [`settled_check`] over its units of work (measured iterations, or a
+//! closed loop's completed requests): the first tenth of them
+//! ([`SETTLE_ONE_IN`]) are left out as warm-up (growth the cell's explicit warm-up did not
+//! cover: the first batch at a new size, a pool filling up), and at least
+//! [`MIN_ITERATIONS`] must remain. A shorter cell gets
+//! [`LeakVerdict::Insufficient`] with a note saying it is too short for a
+//! leak verdict, and reports say nothing more about it.
 
 use serde::{Deserialize, Serialize};
 
 /// Points below which no verdict is drawn.
 pub const MIN_POINTS: usize = 100;
+/// Units of work (measured iterations, or a closed loop's requests) that
+/// [`settled_check`] needs after warm-up before it draws a verdict (the
+/// seeds' M6 leak test runs 100 iterations).
+pub const MIN_ITERATIONS: usize = 100;
+/// [`settled_check`] leaves out one unit of work in this many (rounded
+/// up: at least one) as warm-up before judging.
+pub const SETTLE_ONE_IN: usize = 10;
 /// Slope, MB/hour, up to which RSS growth is acceptable.
 pub const ACCEPTABLE_MB_PER_HOUR: f64 = 10.0;
 /// Growth over the window, MB, that the slope must predict before a leak
@@ -127,6 +150,10 @@ pub struct LeakCheck {
     /// by the verdict).
     pub observed_growth_mb: f64,
     pub verdict: LeakVerdict,
+    /// Why no verdict was drawn, when [`settled_check`] withheld it (e.g.
+    /// `too short for a leak verdict: ...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl LeakCheck {
@@ -181,7 +208,48 @@ pub fn leak_check(points: &[(f64, u64)]) -> LeakCheck {
         second_half_mb_per_hour,
         observed_growth_mb,
         verdict,
+        note: None,
     }
+}
+
+/// The leak check of a cell: `points` is its RSS series (`(seconds, rss
+/// bytes)`) and `work_ends` the times at which its units of work ended
+/// (measured iterations or requests; `unit` names them, singular), on
+/// the same clock. The first tenth of the units ([`SETTLE_ONE_IN`],
+/// rounded up) are warm-up: only the points after the last of them are checked, and
+/// only when at least [`MIN_ITERATIONS`] units ended after it; otherwise
+/// the verdict is [`LeakVerdict::Insufficient`] with a `note` that says
+/// the cell is too short (the figures are those of the settled points, so
+/// a reader still sees the slope).
+pub fn settled_check(points: &[(f64, u64)], work_ends: &[f64], unit: &str) -> LeakCheck {
+    let mut ends: Vec<f64> = work_ends
+        .iter()
+        .copied()
+        .filter(|t| t.is_finite())
+        .collect();
+    ends.sort_by(f64::total_cmp);
+    let n = ends.len();
+    let skip = n.div_ceil(SETTLE_ONE_IN);
+    let settled_from = skip.checked_sub(1).map_or(f64::NEG_INFINITY, |i| ends[i]);
+    let after = n - skip;
+    let settled: Vec<(f64, u64)> = points
+        .iter()
+        .copied()
+        .filter(|p| p.0 > settled_from)
+        .collect();
+    let mut check = leak_check(&settled);
+    if after < MIN_ITERATIONS {
+        check.verdict = LeakVerdict::Insufficient;
+        check.note = Some(format!(
+            "too short for a leak verdict: {n} measured {unit}s, {after} after the first {skip} (warm-up); a verdict needs {MIN_ITERATIONS} after warm-up"
+        ));
+    } else if check.verdict == LeakVerdict::Insufficient {
+        check.note = Some(format!(
+            "too short for a leak verdict: {} RSS points after warm-up; a verdict needs {MIN_POINTS}",
+            check.samples
+        ));
+    }
+    check
 }
 
 /// Theil–Sen slope in bytes per second: the median of the slopes of all
@@ -391,6 +459,54 @@ mod tests {
         let expected = 4.0 / 1024.0 * 3600.0 / 0.05; // 4 KiB per 50 ms
         assert!((a.slope_mb_per_hour / expected - 1.0).abs() < 0.05, "{a:?}");
         assert_eq!(a.verdict, LeakVerdict::Leak);
+    }
+
+    #[test]
+    fn settled_check_needs_enough_work_after_warm_up() {
+        // Three iterations sampled 400 times while the allocator grows:
+        // the points alone would call it a leak, the work does not.
+        let pts = series(400, 0.05, 100 << 10, 200 << 10);
+        assert_eq!(leak_check(&pts).verdict, LeakVerdict::Leak);
+        let c = settled_check(&pts, &[6.6, 13.3, 19.95], "iteration");
+        assert_eq!(c.verdict, LeakVerdict::Insufficient, "{c:?}");
+        let note = c.note.as_deref().unwrap();
+        assert!(
+            note.starts_with("too short for a leak verdict: 3 measured iterations, 2 after"),
+            "{note}"
+        );
+        // 99 units after the warm-up share: still too short.
+        let ends: Vec<f64> = (0..110).map(|i| i as f64 * 0.01).collect();
+        let pts = series(110, 0.01, 0, 1 << 20);
+        let c = settled_check(&pts, &ends, "iteration");
+        assert_eq!(c.verdict, LeakVerdict::Insufficient, "{c:?}");
+        assert!(c.note.unwrap().contains("99 after the first 11"));
+        // No work at all.
+        let c = settled_check(&pts, &[], "request");
+        assert_eq!(c.verdict, LeakVerdict::Insufficient);
+        assert!(c.note.unwrap().contains("0 measured requests"));
+    }
+
+    #[test]
+    fn settled_check_judges_a_steady_leak_and_ignores_warm_up_growth() {
+        let ends: Vec<f64> = (0..150).map(|i| i as f64 * 0.01).collect();
+        // 1 MiB per iteration throughout: a leak, judged on the last 135.
+        let c = settled_check(&series(150, 0.01, 200 << 10, 1 << 20), &ends, "iteration");
+        assert_eq!(c.verdict, LeakVerdict::Leak, "{c:?}");
+        assert_eq!(c.samples, 135);
+        assert_eq!(c.note, None);
+        // Growth during the first 10% only (a pool filling up), then flat:
+        // no leak, and the warm-up growth is not in the figures.
+        let pts: Vec<_> = (0..150u64)
+            .map(|i| (i as f64 * 0.01, BASE + i.min(14) * (4 << 20)))
+            .collect();
+        let c = settled_check(&pts, &ends, "iteration");
+        assert_eq!(c.verdict, LeakVerdict::NoLeak, "{c:?}");
+        assert_eq!(c.observed_growth_mb, 0.0, "{c:?}");
+        // Enough work, but a sampler series of too few points.
+        let few: Vec<_> = (0..40).map(|i| (i as f64 * 0.05, BASE)).collect();
+        let c = settled_check(&few, &ends, "request");
+        assert_eq!(c.verdict, LeakVerdict::Insufficient);
+        assert!(c.note.unwrap().contains("RSS points after warm-up"));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!   records RSS (and, where present, GPU readings and energy) every
 //!   interval, 50 ms by default, with bounded memory.
 //! * [`leak`]: pure leak detection, a robust (Theil–Sen) slope of RSS over
-//!   100 or more points, in MB/hour, with a [`leak::LeakVerdict`].
+//!   100 or more points, in MB/hour, with a [`leak::LeakVerdict`] drawn
+//!   only after 100 units of work past warm-up.
 //! * [`gpu`]: NVML through `nvml-wrapper`, which loads `libnvidia-ml.so.1`
 //!   at run time: no CUDA is needed to build, and a machine without an
 //!   NVIDIA driver gets `None` from [`gpu::probe`], never an error.
