@@ -159,7 +159,13 @@ fn each_fault_is_recorded_with_its_reason_and_nothing_else_is_lost() {
         &["--cell-timeout", "3", "--no-calibrate"],
         plugins.path(),
     );
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    // Failed cells are results, and the run says so with its status.
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("cells failed"),
+        "{}",
+        text(&o.stderr)
+    );
     let lines = read_jsonl(&run_dir.join("results.jsonl"));
     assert_eq!(lines.len(), 16, "every cell of every engine is recorded");
     let by = |engine: &str| -> Vec<&serde_json::Value> {
@@ -226,6 +232,12 @@ scenarios:
     iterations: 120
     input_tokens: 8
     output_tokens: 2
+  - name: short
+    kind: latency
+    warmup: 0
+    iterations: 40
+    input_tokens: 8
+    output_tokens: 2
 ";
 
 #[test]
@@ -236,13 +248,14 @@ fn a_steady_leak_is_caught_and_real_engines_pass() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     let summary = read_json(&run_dir.join("summary.json"));
     let cells = summary["cells"].as_array().unwrap();
-    let leak = |engine: &str| {
+    let leak_in = |scenario: &str, engine: &str| {
         cells
             .iter()
-            .find(|c| c["cell"]["engine"] == engine)
+            .find(|c| c["cell"]["engine"] == engine && c["cell"]["scenario"] == scenario)
             .map(|c| c["memory"]["leak"].clone())
             .unwrap()
     };
+    let leak = |engine: &str| leak_in("soak", engine);
     let (good, bad) = (leak("candle"), leak("leaky"));
     assert_eq!(good["verdict"], "no_leak", "{good}");
     assert!(good["samples"].as_u64().unwrap() >= 100, "{good}");
@@ -254,4 +267,84 @@ fn a_steady_leak_is_caught_and_real_engines_pass() {
     );
     let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
     assert!(md.contains("**memory leak** in `soak/tiny/leaky/"), "{md}");
+    // 40 iterations leaking 1 MiB each: too short for a verdict, said in
+    // the cell, and nothing in the executive summary.
+    let short = leak_in("short", "leaky");
+    assert_eq!(short["verdict"], "insufficient", "{short}");
+    let note = short["note"].as_str().unwrap();
+    assert!(
+        note.contains("too short for a leak verdict: 40 measured iterations"),
+        "{note}"
+    );
+    assert!(!md.contains("**memory leak** in `short/"), "{md}");
+    assert!(
+        md.contains("2 cells were too short for a leak verdict"),
+        "{md}"
+    );
+}
+
+/// A launched server that is ready and then dies of a signal at its first
+/// request, as llama-server built with ggml's AMX kernels did (SIGILL) on
+/// an Intel Xeon that had not granted AMX (`tests/fakes/dying_server.py`
+/// does the same on any CPU): each cell fails with the signal and the
+/// server's last log lines, the server is started again for the next
+/// cell, and the run exits 5 (0 with `--allow-failures`).
+#[test]
+fn a_launched_server_that_dies_of_a_signal_fails_its_cells_naming_it() {
+    let plugins = plugin_dir(&["http"]);
+    let yaml = "\
+name: dying
+models:
+  - {name: tiny, weights: synthetic, config: tiny, seed: 0}
+engines:
+  - name: dying
+    plugin: http
+    options: {base_url: \"http://127.0.0.1:${PORT}\", model: fake}
+    launch:
+      command: [\"${DYING_SERVER}\", --port, \"${PORT}\"]
+      ready: /health
+      ready_timeout_s: 60
+scenarios:
+  - name: latency
+    kind: latency
+    warmup: 0
+    iterations: 1
+    input_tokens: 8
+    output_tokens: 4
+    axes: {batch_size: [1, 2]}
+";
+    let fake = workspace_root().join("tests/fakes/dying_server.py");
+    for (flags, status) in [(&[][..], 5), (&["--allow-failures"][..], 0)] {
+        let tmp = TempDir::new("dying");
+        let mut args = vec!["--no-calibrate"];
+        args.extend_from_slice(flags);
+        let (run_dir, o) = run_yaml_env(
+            tmp.path(),
+            yaml,
+            &args,
+            plugins.path(),
+            &[("DYING_SERVER", &fake)],
+        );
+        assert_eq!(
+            o.status.code(),
+            Some(status),
+            "{flags:?}: {}",
+            text(&o.stderr)
+        );
+        let summary = read_json(&run_dir.join("summary.json"));
+        let cells = summary["cells"].as_array().unwrap();
+        assert_eq!(cells.len(), 2, "{cells:?}");
+        for c in cells {
+            assert_eq!(c["status"], "failed", "{c}");
+            let why = c["reason"].as_str().unwrap();
+            assert!(
+                why.contains("the launched server was killed by signal 4 (SIGILL")
+                    && why.contains("fake server: first decode: raising SIGILL")
+                    && why.contains("servers/dying.log"),
+                "{why}"
+            );
+        }
+        let log = std::fs::read_to_string(run_dir.join("servers/dying.log")).unwrap();
+        assert_eq!(log.matches("starting: ").count(), 2, "started again: {log}");
+    }
 }

@@ -161,8 +161,14 @@ pub fn run_yaml_env(
     (run_dir, o)
 }
 
-/// `engine-matrix run MATRIX --out RUN_DIR`; asserts it succeeded.
+/// `engine-matrix run MATRIX --out RUN_DIR`; asserts it succeeded (every
+/// cell ok or unsupported).
 pub fn run_matrix(matrix: &Path, plugins: &Path, run_dir: &Path) -> Output {
+    run_matrix_status(matrix, plugins, run_dir, 0)
+}
+
+/// [`run_matrix`] asserting the exit status: 5 when cells failed.
+pub fn run_matrix_status(matrix: &Path, plugins: &Path, run_dir: &Path, status: i32) -> Output {
     let o = run(
         &[
             "run",
@@ -172,7 +178,7 @@ pub fn run_matrix(matrix: &Path, plugins: &Path, run_dir: &Path) -> Output {
         ],
         plugins,
     );
-    assert!(o.status.success(), "stderr: {}", text(&o.stderr));
+    assert_eq!(o.status.code(), Some(status), "stderr: {}", text(&o.stderr));
     o
 }
 

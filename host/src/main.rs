@@ -74,6 +74,10 @@ enum Command {
         /// Skip the roofline calibration (no efficiency figures).
         #[arg(long)]
         no_calibrate: bool,
+        /// Exit 0 even when cells failed (otherwise the exit status is 5;
+        /// `unsupported` cells are results, never failures).
+        #[arg(long)]
+        allow_failures: bool,
     },
     /// Show this machine's roofline limits (memory read bandwidth, f32
     /// matmul peak), measuring them if they are not cached yet.
@@ -155,6 +159,15 @@ fn parse_batch_policy(s: &str) -> Result<engine_api::BatchPolicy, String> {
         .ok_or_else(|| format!("'{s}' is not a batch policy (none, static, continuous)"))
 }
 
+// Exit statuses: 0 success; 1 a regression against the baseline (`run
+// --baseline`, `compare`); 2 an error (bad matrix, missing baseline, ...);
+// 3 a worker process's own error; 4 the run stopped at --run-timeout; 5
+// cells failed (`run` without --allow-failures); 130 Ctrl-C. A run stopped
+// early exits 4 or 130 whatever else happened, and a regression exits 1
+// before failed cells are counted.
+const EXIT_REGRESSION: u8 = 1;
+const EXIT_FAILED_CELLS: u8 = 5;
+
 fn main() -> ExitCode {
     // A worker process (see engine_matrix::worker): not a user command.
     if std::env::args().nth(1).as_deref() == Some(engine_matrix::worker::SUBCOMMAND) {
@@ -194,6 +207,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             baseline,
             noise,
             no_calibrate,
+            allow_failures,
         } => {
             // Fail on a bad name or a missing baseline before measuring.
             let base = baseline
@@ -252,23 +266,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let dir = engine_matrix::compare::save_baseline(&report.dir, &name)?;
                 eprintln!("saved baseline '{name}' in {}", dir.display());
             }
-            match base {
-                Some((file, b)) => {
-                    let opts = engine_matrix::compare::Options {
-                        noise: noise / 100.0,
-                        check_version: false,
-                    };
-                    compare_and_report(
-                        &file,
-                        &b,
-                        &report.dir.join("summary.json"),
-                        &report.summary,
-                        &opts,
-                        &report.dir,
-                    )
+            if let Some((file, b)) = base {
+                let opts = engine_matrix::compare::Options {
+                    noise: noise / 100.0,
+                    check_version: false,
+                };
+                let regressions = compare_and_report(
+                    &file,
+                    &b,
+                    &report.dir.join("summary.json"),
+                    &report.summary,
+                    &opts,
+                    &report.dir,
+                )?;
+                if regressions > 0 {
+                    return Ok(ExitCode::from(EXIT_REGRESSION));
                 }
-                None => Ok(ExitCode::SUCCESS),
             }
+            let failed = count(Status::Failed);
+            if failed > 0 && !allow_failures {
+                eprintln!(
+                    "{failed} cells failed (their reasons are in the report): exit status {EXIT_FAILED_CELLS} (--allow-failures exits 0)"
+                );
+                return Ok(ExitCode::from(EXIT_FAILED_CELLS));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Calibrate { force } => {
             let dir = engine_matrix::roofline::default_dir();
@@ -322,7 +344,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 noise: noise / 100.0,
                 check_version,
             };
-            compare_and_report(&bfile, &b, &cfile, &c, &opts, &out)
+            let regressions = compare_and_report(&bfile, &b, &cfile, &c, &opts, &out)?;
+            Ok(ExitCode::from(if regressions > 0 {
+                EXIT_REGRESSION
+            } else {
+                0
+            }))
         }
         Command::Engines { json } => engines(&dir, json, cli.verbose),
         Command::Serve {
@@ -360,33 +387,52 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { matrix } => {
-            let m = Matrix::load(&matrix)?;
-            let cells = m.cells(false);
-            let quick = m.cells(true);
-            let mut missing = 0;
-            for (i, e) in m.engines.iter().enumerate() {
-                if let Err(err) = plugins::find(&dir, &e.plugin) {
-                    eprintln!(
-                        "warning: {}: engine '{}': {err}",
-                        m.locate(&format!("engines[{i}].plugin")),
-                        e.name
-                    );
-                    missing += 1;
-                }
-            }
-            println!(
-                "{}: valid; {} cells ({} with --quick), {} engines ({} plugins not found), {} models",
-                matrix.display(),
-                cells.len(),
-                quick.len(),
-                m.engines.len(),
-                missing,
-                m.models.len()
-            );
-            Ok(ExitCode::SUCCESS)
+        Command::Validate { matrix } => validate(&matrix, &dir),
+    }
+}
+
+/// `validate`: the matrix parses, every model it names can be read (its
+/// config, or its folder's config.json and weights; nothing is generated
+/// or loaded) and every engine's plugin is found. Every problem is printed
+/// with its file, line, column and field; any makes the status 2.
+fn validate(matrix: &std::path::Path, dir: &std::path::Path) -> Result<ExitCode> {
+    let m = Matrix::load(matrix)?;
+    let mut errors = Vec::new();
+    for (i, def) in m.models.iter().enumerate() {
+        if let Err((key, e)) = engine_matrix::cell::check_model(def) {
+            let field = format!("models[{i}].{key}");
+            errors.push(format!(
+                "{}: {field}: model '{}': {e:#}",
+                m.locate(&field),
+                def.name
+            ));
         }
     }
+    for (i, e) in m.engines.iter().enumerate() {
+        if let Err(err) = plugins::find(dir, &e.plugin) {
+            let field = format!("engines[{i}].plugin");
+            errors.push(format!(
+                "{}: {field}: engine '{}': {err}",
+                m.locate(&field),
+                e.name
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        for e in &errors {
+            eprintln!("error: {e}");
+        }
+        anyhow::bail!("{}: {} problems: not valid", matrix.display(), errors.len());
+    }
+    println!(
+        "{}: valid; {} cells ({} with --quick), {} engines, {} models",
+        matrix.display(),
+        m.cells(false).len(),
+        m.cells(true).len(),
+        m.engines.len(),
+        m.models.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn compare_and_report(
@@ -396,7 +442,7 @@ fn compare_and_report(
     c: &engine_matrix::output::Summary,
     opts: &engine_matrix::compare::Options,
     out: &std::path::Path,
-) -> Result<ExitCode> {
+) -> Result<usize> {
     let mut cmp = engine_matrix::compare::compare(b, c, opts);
     cmp.baseline_name = bfile.display().to_string();
     cmp.candidate_name = cfile.display().to_string();
@@ -408,11 +454,7 @@ fn compare_and_report(
         cmp.improvements(),
         out.display()
     );
-    Ok(if cmp.regressions() > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(cmp.regressions())
 }
 
 fn engines(dir: &std::path::Path, json: bool, verbose: bool) -> Result<ExitCode> {

@@ -208,9 +208,9 @@ pub fn config_text(config: &str) -> Result<(String, String)> {
     Ok((text, label))
 }
 
-/// Returns the folder of synthetic weights for `config` and `seed`,
-/// generating it on first use.
-pub fn ensure(config: &str, seed: u64) -> Result<PathBuf> {
+/// The shape of `config` (as [`config_text`] resolves it), checked to be
+/// one synthetic weights can be generated for; with its text and label.
+pub fn checked_config(config: &str) -> Result<(Gpt2Shape, String, String)> {
     let (text, label) = config_text(config)?;
     let shape = Gpt2Shape::from_json(&text, config)?;
     if shape.model_type != "gpt2" {
@@ -219,6 +219,13 @@ pub fn ensure(config: &str, seed: u64) -> Result<PathBuf> {
             shape.model_type
         );
     }
+    Ok((shape, text, label))
+}
+
+/// Returns the folder of synthetic weights for `config` and `seed`,
+/// generating it on first use.
+pub fn ensure(config: &str, seed: u64) -> Result<PathBuf> {
+    let (shape, text, label) = checked_config(config)?;
     let key = fnv1a(format!("{GENERATOR_VERSION}\n{seed}\n{text}").as_bytes());
     let dir = cache_dir()
         .join("models")
