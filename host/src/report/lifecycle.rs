@@ -55,12 +55,15 @@ pub(crate) fn leak_rows<'a>(
 pub(crate) fn leak_note(any: bool, short: usize) -> String {
     use crate::telemetry::leak::{ACCEPTABLE_MB_PER_HOUR, MIN_ITERATIONS};
     let needs = format!(
-        "a leak verdict needs {MIN_ITERATIONS} measured iterations after warm-up (a sustained closed loop: {MIN_ITERATIONS} completed requests), as the `stress` preset runs"
+        "A verdict needs {MIN_ITERATIONS} measured iterations after warm-up, or, for a sustained closed loop, {MIN_ITERATIONS} completed requests; the `stress` preset runs such cells."
     );
-    if any {
-        format!("Target 0 MB/h; under {ACCEPTABLE_MB_PER_HOUR:.0} MB/h is acceptable. {short} cells were too short for a leak verdict ({needs}).")
+    let target = format!("Target 0 MB/h; under {ACCEPTABLE_MB_PER_HOUR:.0} MB/h is acceptable.");
+    if any && short == 0 {
+        target
+    } else if any {
+        format!("{target} {short} cells were too short for a leak verdict. {needs}")
     } else {
-        format!("No leak verdict: {short} cells, all too short for one ({needs}).")
+        format!("No leak verdict: all {short} cells were too short for one. {needs}")
     }
 }
 
