@@ -1,5 +1,5 @@
 //! Cell metrics, named and defined as vLLM's benchmarks define them (see
-//! the README for the exact definitions):
+//! docs/metrics.md for the exact definitions):
 //!
 //! * `ttft_ms`: submit → first token, per request;
 //! * `tpot_ms`: (E2EL − TTFT) / (output tokens − 1), per request with at

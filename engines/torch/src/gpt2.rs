@@ -11,7 +11,7 @@
 //!     re-packs the whole weight on every call at small M and takes its
 //!     generic code paths on non-Intel CPUs): 0.66 vs 1.09 ms for
 //!     768x3072 at M = 8, 10.1 vs 24.4 ms for the lm_head (`--example
-//!     linear`, figures in the README).
+//!     linear`, figures in engines/torch/README.md).
 //!   - `addmm`: `addmm(bias, x, W)` on HF's `[in, out]` weights, the call
 //!     PyTorch's own `Conv1D` makes (MKL's sgemm/sgemv) — what eager
 //!     PyTorch runs; kept for other dtypes and devices and for comparison.
