@@ -9,11 +9,12 @@
 //! returns its result line, never an error: a problem becomes a `failed`
 //! or `unsupported` result with its reason.
 
+use crate::clock::utc_now;
 use crate::matrix::{Cell, EngineDef, ModelDef, ModelWeights};
-use crate::measure::RequestRecord;
-use crate::metrics::{compute, IterationSpan};
+use crate::measure::{IterationSpan, RequestRecord};
+use crate::metrics::compute;
 use crate::output::{
-    utc_now, CellResult, EngineRecord, MemoryRecord, RawRequest, ResultLine, Status, SCHEMA_VERSION,
+    CellResult, EngineRecord, MemoryRecord, RawRequest, ResultLine, Status, SCHEMA_VERSION,
 };
 use crate::plugins::{self, LoadedEngine};
 use crate::prompts::PromptGen;
@@ -556,7 +557,7 @@ fn run_cell(
             let example = records
                 .iter()
                 .filter(|r| !r.warmup && r.error.is_none() && r.completion.is_some())
-                .map(crate::metrics::produced)
+                .map(RequestRecord::produced)
                 .find(|&n| n != p.output_tokens as usize)
                 .unwrap_or(0);
             (

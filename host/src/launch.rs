@@ -51,6 +51,7 @@
 //! cell, and the failed cell's reason says that the server exited. Ctrl-C
 //! and `--run-timeout` stop it too, and so does dropping [`Server`].
 
+use crate::matrix::placeholders::{split, Part};
 use crate::matrix::{EngineDef, LaunchDef};
 use std::collections::HashMap;
 use std::fs::File;
@@ -59,56 +60,6 @@ use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// The `${NAME}` placeholders of `s`, in order; an error for a malformed
-/// one.
-pub fn placeholders(s: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    split(s, |part| {
-        if let Part::Var(v) = part {
-            out.push(v.to_string());
-        }
-        Ok(())
-    })?;
-    Ok(out)
-}
-
-enum Part<'a> {
-    Text(&'a str),
-    Var(&'a str),
-}
-
-fn split<'a>(s: &'a str, mut f: impl FnMut(Part<'a>) -> Result<(), String>) -> Result<(), String> {
-    let mut rest = s;
-    while let Some(i) = rest.find("${") {
-        if i > 0 && rest[..i].ends_with('$') {
-            // `$${`: a literal `${`.
-            f(Part::Text(&rest[..i - 1]))?;
-            f(Part::Text("${"))?;
-            rest = &rest[i + 2..];
-            continue;
-        }
-        f(Part::Text(&rest[..i]))?;
-        let after = &rest[i + 2..];
-        let Some(end) = after.find('}') else {
-            return Err(format!("unclosed `${{` in `{s}`"));
-        };
-        let name = &after[..end];
-        let valid = name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
-            return Err(format!(
-                "`${{{name}}}` in `{s}` is not a placeholder (use ${{NAME}} with letters, digits and `_`)"
-            ));
-        }
-        f(Part::Var(name))?;
-        rest = &after[end + 1..];
-    }
-    f(Part::Text(rest))
-}
 
 /// What placeholders stand for.
 pub struct Vars {
@@ -159,13 +110,6 @@ impl Vars {
             other => other.clone(),
         })
     }
-}
-
-/// `base_url` without a trailing `/` or `/v1` (as the http plugin reads
-/// it).
-pub fn server_root(base_url: &str) -> &str {
-    let b = base_url.trim_end_matches('/');
-    b.strip_suffix("/v1").unwrap_or(b)
 }
 
 /// A free loopback port (the OS picks it; it is free when this returns,
@@ -250,7 +194,7 @@ fn with_tail(msg: String, log: &Path) -> String {
 
 fn note(log: &Path, what: &str) {
     if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(log) {
-        let _ = writeln!(f, "[engine-matrix {}] {what}", crate::output::utc_now());
+        let _ = writeln!(f, "[engine-matrix {}] {what}", crate::clock::utc_now());
     }
 }
 
@@ -509,7 +453,7 @@ impl Servers {
 
     fn log_path(&self, engine: &str) -> PathBuf {
         self.dir
-            .join(format!("{}.log", crate::report::figures::slug(&[engine])))
+            .join(format!("{}.log", crate::output::slug(&[engine])))
     }
 
     /// The engine's definition with placeholders filled in, its server
@@ -622,6 +566,7 @@ impl Drop for Servers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::matrix::placeholders::placeholders;
 
     fn vars() -> Vars {
         Vars {

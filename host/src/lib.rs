@@ -3,14 +3,28 @@
 //! end-to-end latency, throughput, memory), honestly: every cell ends as
 //! `ok`, `unsupported` or `failed`, with its reason.
 //!
-//! One concern per module: [`matrix`] (the YAML matrix), [`plugins`]
-//! (loading engines), [`synthetic`] (generated weights), [`prompts`],
-//! [`measure`] (the sink that timestamps tokens), [`scenario`] (driving a
-//! cell), [`metrics`] and [`stats`] (pure computations), [`output`] (result
-//! files), [`report`] (Markdown), [`system`] (machine and memory), and
-//! [`runner`] (the `run` command tying them together).
+//! Modules, by what they do (one concern each):
+//!
+//! * the matrix format: [`matrix`] (YAML, axes, placeholders, errors with
+//!   file, line and field), [`synthetic`] (generated weights), [`prompts`];
+//! * running: [`runner`] (the `run` command), [`worker`] (one process per
+//!   engine), [`cell`] (one cell), [`launch`] (servers the harness starts),
+//!   [`plugins`] (loading engines);
+//! * measuring: [`measure`] (the sink that timestamps tokens, raw records),
+//!   [`scenario`] (driving a cell), [`serving`] (open-loop load),
+//!   [`telemetry`] (memory, GPU, energy, leaks), [`roofline`], [`system`];
+//! * figures: [`metrics`] (per cell), [`stats`] and [`resample`] (pure
+//!   statistics), [`output`] (result files), [`report`], [`compare`];
+//! * the rest: [`serve`] (an engine behind HTTP), [`clock`] (time stamps),
+//!   [`testing`] (helpers for the plugins' parity tests).
+//!
+//! Dependencies between modules point one way: no module refers to one
+//! that refers back to it, directly or through others
+//! (`host/tests/module_graph.rs` checks it, and names the cycle a change
+//! would close).
 
 pub mod cell;
+pub mod clock;
 pub mod compare;
 pub mod launch;
 pub mod matrix;

@@ -118,6 +118,7 @@
 //! keys.
 
 mod expand;
+pub mod placeholders;
 mod yaml;
 
 use engine_api::BatchPolicy;
@@ -449,7 +450,7 @@ fn unique<'a>(
 
 /// A string with well-formed `${NAME}` placeholders.
 fn placeholders_ok(at: &At<'_>, s: &str) -> Result<(), MatrixError> {
-    crate::launch::placeholders(s)
+    placeholders::placeholders(s)
         .map(|_| ())
         .map_err(|e| at.err(e))
 }
@@ -503,7 +504,7 @@ fn parse_launch(l: &At<'_>, options: &serde_json::Value) -> Result<LaunchDef, Ma
                 s.to_string()
             } else if s.starts_with('/') {
                 match base_url {
-                    Some(b) => format!("{}{s}", crate::launch::server_root(b)),
+                    Some(b) => format!("{}{s}", placeholders::server_root(b)),
                     None => {
                         return Err(r.err(
                             "a path needs the engine's `options.base_url`; give a full http:// URL instead",
@@ -517,7 +518,7 @@ fn parse_launch(l: &At<'_>, options: &serde_json::Value) -> Result<LaunchDef, Ma
             }
         }
         None => match base_url {
-            Some(b) => format!("{}/v1/models", crate::launch::server_root(b)),
+            Some(b) => format!("{}/v1/models", placeholders::server_root(b)),
             None => {
                 return Err(m.at.err(
                     "`launch` needs `ready:` (an http:// URL that answers 200 when the server is ready) when the engine has no `options.base_url`",

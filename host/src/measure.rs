@@ -41,6 +41,31 @@ impl RequestRecord {
     pub fn finished(&self) -> bool {
         self.end_ns.is_some()
     }
+
+    /// The tokens a request produced: the engine's own count (a server's
+    /// `usage`), else the tokens the host received. They differ when a server
+    /// packs several tokens into one chunk: the request is then flagged in
+    /// `token_count_disagreements`, and its lengths and rates use the
+    /// engine's count, as vLLM's benchmark does.
+    pub fn produced(&self) -> usize {
+        self.completion
+            .as_ref()
+            .map(|c| c.generated_tokens as usize)
+            .filter(|&n| n > 0)
+            .unwrap_or(self.tokens.len())
+    }
+}
+
+/// One iteration's span, ns since the cell's epoch.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct IterationSpan {
+    pub index: u32,
+    pub warmup: bool,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// The process's RSS when the iteration ended (leak detection).
+    #[serde(default)]
+    pub rss_bytes: Option<u64>,
 }
 
 #[derive(Default)]

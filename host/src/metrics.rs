@@ -24,22 +24,10 @@
 //! sampling unit of the report's confidence intervals and of `compare`,
 //! because tokens of one iteration are not independent samples.
 
-use crate::measure::RequestRecord;
+use crate::measure::{IterationSpan, RequestRecord};
 use crate::stats::{summarize, Distribution};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-
-/// One iteration's span, ns since the cell's epoch.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-pub struct IterationSpan {
-    pub index: u32,
-    pub warmup: bool,
-    pub start_ns: u64,
-    pub end_ns: u64,
-    /// The process's RSS when the iteration ended (leak detection).
-    #[serde(default)]
-    pub rss_bytes: Option<u64>,
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CellMetrics {
@@ -119,24 +107,11 @@ struct RequestTimes {
     per_token: f64,
 }
 
-/// The tokens a request produced: the engine's own count (a server's
-/// `usage`), else the tokens the host received. They differ when a server
-/// packs several tokens into one chunk: the request is then flagged in
-/// `token_count_disagreements`, and its lengths and rates use the
-/// engine's count, as vLLM's benchmark does.
-pub fn produced(r: &RequestRecord) -> usize {
-    r.completion
-        .as_ref()
-        .map(|c| c.generated_tokens as usize)
-        .filter(|&n| n > 0)
-        .unwrap_or(r.tokens.len())
-}
-
 fn times(r: &RequestRecord) -> Option<RequestTimes> {
     let (first, last) = (*r.token_ns.first()?, *r.token_ns.last()?);
     let ttft = first.saturating_sub(r.submit_ns) as f64 * MS;
     let e2el = last.saturating_sub(r.submit_ns) as f64 * MS;
-    let n = produced(r);
+    let n = r.produced();
     Some(RequestTimes {
         ttft,
         e2el,
@@ -172,7 +147,7 @@ pub fn per_iteration(records: &[RequestRecord], spans: &[IterationSpan]) -> Vec<
             let t: Vec<RequestTimes> = reqs.iter().filter_map(|r| times(r)).collect();
             let itl: Vec<f64> = reqs.iter().flat_map(|r| gaps(r)).collect();
             let duration_s = span.end_ns.saturating_sub(span.start_ns) as f64 * 1e-9;
-            let output_tokens: u64 = reqs.iter().map(|r| produced(r) as u64).sum();
+            let output_tokens: u64 = reqs.iter().map(|r| r.produced() as u64).sum();
             let rate = |x: f64| {
                 if duration_s > 0.0 {
                     x / duration_s
@@ -227,8 +202,8 @@ pub fn compute(
         };
         completed += 1;
         input_tokens += r.prompt_tokens as u64;
-        output_tokens += produced(r) as u64;
-        if produced(r) != expected_output as usize {
+        output_tokens += r.produced() as u64;
+        if r.produced() != expected_output as usize {
             mismatches += 1;
         }
         if c.generated_tokens as usize != r.tokens.len() {

@@ -221,7 +221,7 @@ pub fn calibrate() -> Limits {
     Limits {
         machine: machine.description,
         key: machine.key,
-        measured_at: crate::output::utc_now(),
+        measured_at: crate::clock::utc_now(),
         threads,
         mem_read_gb_s,
         matmul_f32_gflop_s,
@@ -837,7 +837,7 @@ mod tests {
             calls.set(calls.get() + 1);
             Limits {
                 key: key.into(),
-                measured_at: crate::output::utc_now(),
+                measured_at: crate::clock::utc_now(),
                 ..limits(mem, 100.0)
             }
         };

@@ -17,9 +17,10 @@
 //! report is written, and `run --resume DIR` runs the cells still missing.
 
 use crate::cell::{self, CellState, EngineSlot, Job, ResolvedModel};
+use crate::clock::{stamp, utc_now};
 use crate::matrix::{Cell, EngineDef, Matrix};
 use crate::output::{
-    stamp, utc_now, EngineRecord, ModelRecord, ResultLine, RunDir, Status, Summary, SCHEMA_VERSION,
+    EngineRecord, ModelRecord, ResultLine, RunDir, Status, Summary, SCHEMA_VERSION,
 };
 use crate::system;
 use crate::worker::{Lost, Reply, Request, Worker};
@@ -200,10 +201,7 @@ impl Executor {
                     )))
                 };
                 if !workers.contains_key(&def.name) {
-                    let log = logs.join(format!(
-                        "{}.log",
-                        crate::report::figures::slug(&[&def.name])
-                    ));
+                    let log = logs.join(format!("{}.log", crate::output::slug(&[&def.name])));
                     let mut w = match Worker::spawn(exe, def, plugin_dir, &log) {
                         Ok(w) => w,
                         Err(e) => return failed(format!("cannot start a worker process: {e:#}")),

@@ -13,8 +13,8 @@
 //! The host thread sleeps on the collector while the engine works.
 
 use crate::matrix::{Cell, ScenarioKind};
+use crate::measure::IterationSpan;
 use crate::measure::{requests, Collector};
-use crate::metrics::IterationSpan;
 use crate::prompts::PromptGen;
 use crate::serving::{schedule, Load, Rate, Search, ServingParams};
 use engine_api::ModelBox;

@@ -67,8 +67,8 @@
 //! window's median stays under the threshold (`None`: not recovered by
 //! the end of the cell).
 
+use crate::measure::IterationSpan;
 use crate::measure::RequestRecord;
-use crate::metrics::IterationSpan;
 use crate::rng::splitmix64;
 use crate::stats::{summarize, Distribution};
 use serde::{Deserialize, Serialize};
@@ -401,7 +401,7 @@ pub fn times_from_schedule(r: &RequestRecord) -> Option<Times> {
     let (first, last) = (*r.token_ns.first()?, *r.token_ns.last()?);
     let ttft = first.saturating_sub(s) as f64 * 1e-6;
     let e2el = last.saturating_sub(s) as f64 * 1e-6;
-    let n = crate::metrics::produced(r);
+    let n = r.produced();
     Some(Times {
         ttft,
         e2el,

@@ -6,26 +6,10 @@
 use super::analysis::{self, Axis, Group, Metric};
 use super::charts::{Bar, Body, Chart, Colors, Mark, Point, Series};
 use crate::matrix::ScenarioKind;
-use crate::output::Summary;
+use crate::output::{slug, Summary};
 use std::collections::BTreeMap;
 
 const MIB: f64 = (1u64 << 20) as f64;
-
-/// A file-name-safe stem.
-pub fn slug(parts: &[&str]) -> String {
-    let s: String = parts
-        .join("-")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    s.chars().take(100).collect()
-}
 
 pub fn colors(summary: &Summary) -> Colors {
     Colors::new(
@@ -607,15 +591,4 @@ pub fn serving(groups: &[Group], colors: &Colors) -> Vec<Chart> {
         }
     }
     charts
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slugs_are_file_names() {
-        assert_eq!(slug(&["TTFT", "lat ency", "a/b"]), "ttft-lat_ency-a_b");
-        assert!(slug(&["x"; 200]).len() <= 100);
-    }
 }

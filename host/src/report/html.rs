@@ -6,8 +6,9 @@
 use super::analysis::{self, Executive, Group, Metric};
 use super::charts::{Colors, Rendered};
 use super::markdown::{
-    f, peak_rss_mib, samples_text, speedup_text, status_name, status_text, system_line, with_ci,
+    peak_rss_mib, samples_text, speedup_text, status_name, status_text, system_line, with_ci,
 };
+use super::table::f;
 use crate::output::{Status, Summary};
 use std::fmt::Write;
 
@@ -268,7 +269,7 @@ fn results_section(o: &mut String, i: &Inputs) {
     }
 }
 
-fn table_html(o: &mut String, t: &super::serving::Table) {
+fn table_html(o: &mut String, t: &super::table::Table) {
     o.push_str("<table><thead><tr>");
     for h in &t.headers {
         let _ = write!(o, "<th>{}</th>", esc(h));

@@ -10,8 +10,7 @@
 //! that figure).
 
 use super::analysis::Group;
-use super::markdown::f;
-use super::serving::Table;
+use super::table::{f, Table};
 use crate::telemetry::energy::MIN_WINDOW_S;
 
 const HEADERS: [&str; 12] = [

@@ -3,15 +3,9 @@
 //! and the cells that did not run, with their reasons.
 
 use super::analysis::{self, Group, Metric};
+use super::table::f;
 use crate::output::{Status, Summary};
 use std::fmt::Write;
-
-pub(crate) fn f(v: Option<f64>, digits: usize) -> String {
-    match v {
-        Some(x) if x.is_finite() => format!("{x:.digits$}"),
-        _ => "—".into(),
-    }
-}
 
 /// Escapes a string for a Markdown table cell.
 pub(crate) fn cell(s: &str) -> String {
@@ -218,7 +212,7 @@ pub fn markdown(summary: &Summary) -> String {
     out
 }
 
-fn table_markdown(out: &mut String, t: &super::serving::Table) {
+fn table_markdown(out: &mut String, t: &super::table::Table) {
     let _ = writeln!(out, "| {} |", t.headers.join(" | "));
     let _ = writeln!(
         out,

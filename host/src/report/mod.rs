@@ -19,6 +19,7 @@ pub mod html;
 mod lifecycle;
 mod markdown;
 mod serving;
+mod table;
 
 pub use markdown::markdown;
 pub(crate) use markdown::{cell as md_cell, status_name, with_ci};

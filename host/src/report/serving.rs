@@ -5,13 +5,8 @@
 //! tried.
 
 use super::analysis::Group;
-use super::markdown::f;
+use super::table::{f, Table};
 use crate::serving::ServingMetrics;
-
-pub(crate) struct Table {
-    pub headers: Vec<&'static str>,
-    pub rows: Vec<Vec<String>>,
-}
 
 fn rate(r: Option<f64>) -> String {
     r.map_or("inf".into(), |r| format!("{r:.1}"))
