@@ -34,19 +34,20 @@ pub mod output;
 pub mod plugins;
 pub mod prompts;
 pub mod report;
-pub mod resample;
 mod rng;
 pub mod roofline;
 pub mod runner;
 pub mod scenario;
 pub mod serve;
 pub mod serving;
-pub mod stats;
 pub mod synthetic;
 pub mod system;
 pub mod telemetry;
 pub mod testing;
 pub mod worker;
+
+// The statistics live in their own pure crate; these paths keep naming them.
+pub use engine_matrix_stats::{resample, stats};
 
 /// An engine's info as JSON, for result files and `engines --json`.
 pub fn info_json(info: &engine_api::EngineInfo) -> serde_json::Value {
