@@ -4,7 +4,7 @@
 //! it returns keeps the parser's promises.
 #![no_main]
 
-use engine_matrix::matrix::{Matrix, MatrixError};
+use engine_matrix_format::{Matrix, MatrixError};
 use libfuzzer_sys::fuzz_target;
 use std::collections::HashSet;
 use std::path::Path;

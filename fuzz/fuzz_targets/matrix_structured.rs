@@ -8,7 +8,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use engine_matrix::matrix::Matrix;
+use engine_matrix_format::Matrix;
 use libfuzzer_sys::fuzz_target;
 use std::collections::HashSet;
 use std::fmt::Write;

@@ -27,7 +27,6 @@ pub mod cell;
 pub mod clock;
 pub mod compare;
 pub mod launch;
-pub mod matrix;
 pub mod measure;
 pub mod metrics;
 pub mod output;
@@ -46,7 +45,9 @@ pub mod telemetry;
 pub mod testing;
 pub mod worker;
 
-// The statistics live in their own pure crate; these paths keep naming them.
+// The matrix format and the statistics live in their own crates; these
+// paths keep naming them.
+pub use engine_matrix_format as matrix;
 pub use engine_matrix_stats::{resample, stats};
 
 /// An engine's info as JSON, for result files and `engines --json`.

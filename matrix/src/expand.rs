@@ -277,9 +277,9 @@ fn parse_value(at: &At<'_>, key: Key) -> Result<Src, MatrixError> {
         },
         Key::Arrival | Key::Load => {
             let names: &[&str] = if key == Key::Arrival {
-                &crate::serving::Arrival::NAMES
+                &crate::open_loop::Arrival::NAMES
             } else {
-                &crate::serving::Load::NAMES
+                &crate::open_loop::Load::NAMES
             };
             match at.str().ok().filter(|s| names.contains(s)) {
                 Some(s) => Val::Str(s.to_string()),
@@ -816,7 +816,7 @@ fn resolve(kind: ScenarioKind, r: &Resolver<'_>, ctx: &Ctx<'_>) -> Result<CellPa
     Ok(p)
 }
 
-/// A `serving` combination (see [`crate::serving`]).
+/// A `serving` combination (see [`crate::open_loop`]).
 #[allow(clippy::too_many_arguments)]
 fn serving(
     r: &Resolver<'_>,
@@ -828,7 +828,7 @@ fn serving(
     dtype: String,
     quantization: String,
 ) -> Result<CellParams, MatrixError> {
-    use crate::serving::{Arrival, Load, Rate, ServingParams, Slo};
+    use crate::open_loop::{Arrival, Load, Rate, ServingParams, Slo};
     let err = |key: Key, msg: String| Err(ctx.err(r.path(key), msg));
     let load = r
         .string(Key::Load)
@@ -998,8 +998,8 @@ pub(crate) fn tag(kind: ScenarioKind, p: &CellParams) -> String {
 }
 
 /// `in128-out64-spike-r4-poisson-mc16-x2at10s+5s-d30s-slo500_x_x-f32-none`.
-fn serving_tag(t: &mut String, p: &CellParams, s: &crate::serving::ServingParams) {
-    use crate::serving::{Arrival, Load};
+fn serving_tag(t: &mut String, p: &CellParams, s: &crate::open_loop::ServingParams) {
+    use crate::open_loop::{Arrival, Load};
     t.push_str(&format!(
         "in{}-out{}-{}-r{}-{}",
         p.input_tokens,

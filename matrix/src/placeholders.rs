@@ -1,7 +1,7 @@
 //! `${NAME}` placeholders: their syntax, part of the matrix format (a
 //! launch command, its readiness URL, its environment and the engine's
 //! string options may hold them). The matrix checks them when it is
-//! parsed; [`crate::launch`] fills them in when it starts a server.
+//! parsed; the host's `launch` module fills them in when it starts a server.
 
 /// The `${NAME}` placeholders of `s`, in order; an error for a malformed
 /// one.
@@ -16,12 +16,12 @@ pub fn placeholders(s: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-pub(crate) enum Part<'a> {
+pub enum Part<'a> {
     Text(&'a str),
     Var(&'a str),
 }
 
-pub(crate) fn split<'a>(
+pub fn split<'a>(
     s: &'a str,
     mut f: impl FnMut(Part<'a>) -> Result<(), String>,
 ) -> Result<(), String> {

@@ -1156,7 +1156,7 @@ fn launch_errors_name_the_field() {
 
 #[test]
 fn serving_defaults_tags_and_errors() {
-    use crate::serving::{Arrival, Load, Rate};
+    use crate::open_loop::{Arrival, Load, Rate};
     let m = ok(&scenario(
         "  - name: s\n    kind: serving\n    engines: [a]\n    axes:\n      request_rate: [inf, 2.5, sustainable]\n",
     ));

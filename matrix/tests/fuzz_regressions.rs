@@ -10,7 +10,7 @@
 //! does. A new crash goes into the folder; when it must be refused, add its
 //! expected message to [`EXPECT`].
 
-use engine_matrix::matrix::{Matrix, MatrixError, MAX_CELLS};
+use engine_matrix_format::{Matrix, MatrixError, MAX_CELLS};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};

@@ -22,7 +22,7 @@
 //!   - name: served          # an http engine whose server the harness starts
 //!     plugin: http
 //!     options: {base_url: "http://127.0.0.1:${PORT}"}
-//!     launch:               # see crate::launch for placeholders and lifecycle
+//!     launch:               # see the host's `launch` module for the lifecycle
 //!       command: ["${ENGINE_MATRIX}", serve, --engine, candle, --model, gpt2, --port, "${PORT}"]
 //!       ready: /health      # default /v1/models on base_url
 //!       ready_timeout_s: 600
@@ -118,7 +118,9 @@
 //! keys.
 
 mod expand;
+pub mod open_loop;
 pub mod placeholders;
+pub mod presets;
 mod yaml;
 
 use engine_api::BatchPolicy;
@@ -180,7 +182,7 @@ impl MatrixError {
 #[serde(rename_all = "lowercase")]
 pub enum ModelWeights {
     /// Deterministic weights generated from `seed`. `config` is a preset name
-    /// from [`crate::synthetic::preset`] or an absolute path to a config.json.
+    /// from [`crate::presets::preset`] or an absolute path to a config.json.
     Synthetic { config: String, seed: u64 },
     /// A Hugging Face folder (absolute).
     Path(PathBuf),
@@ -209,7 +211,7 @@ pub struct EngineDef {
 
 /// `launch:` of an engine: the command that starts its server, and how to
 /// tell that it is ready. Strings may hold `${NAME}` placeholders (see
-/// [`crate::launch`]); they are checked for syntax here and filled in when
+/// the host's `launch` module); they are checked for syntax here and filled in when
 /// the server starts.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LaunchDef {
@@ -231,7 +233,7 @@ pub enum ScenarioKind {
     Latency,
     Throughput,
     Concurrency,
-    /// Open loop: requests arrive on a schedule ([`crate::serving`]).
+    /// Open loop: requests arrive on a schedule ([`crate::open_loop`]).
     Serving,
 }
 
@@ -280,7 +282,7 @@ pub struct CellParams {
     pub quantization: String,
     /// The open-loop settings of a `serving` cell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub serving: Option<crate::serving::ServingParams>,
+    pub serving: Option<crate::open_loop::ServingParams>,
 }
 
 /// One benchmark to run: a scenario's combination on one model and engine.
@@ -665,7 +667,7 @@ impl Matrix {
                         .opt("config")
                         .ok_or_else(|| m.at.err("`weights: synthetic` needs `config:` (a preset such as gpt2 or tiny, or a config.json path)"))?;
                     let config = config_at.str()?;
-                    let config = if crate::synthetic::preset(config).is_some() {
+                    let config = if crate::presets::preset(config).is_some() {
                         config.to_string()
                     } else {
                         resolve_path(base, config).display().to_string()
