@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes fuzz/seeds/matrix/: the matrices/*.yaml files and the YAML
-strings of host/src/matrix/tests.rs (scenario bodies get the tests' HEAD).
+strings of matrix/src/tests.rs (scenario bodies get the tests' HEAD).
 
 Run from the repository root: python3 fuzz/seeds/extract.py
 """
@@ -17,7 +17,7 @@ def unescape(body: str) -> str:
     return (body.replace(r"\n", "\n").replace(r"\t", "\t")
             .replace(r"\"", '"').replace(r"\\", "\\"))
 
-src = (root / "host/src/matrix/tests.rs").read_text()
+src = (root / "matrix/src/tests.rs").read_text()
 literals = [unescape(m.group(1))
             for m in re.finditer(r'(?<![\w\'])"((?:[^"\\]|\\.)*)"', src, re.S)]
 head = next(s for s in literals if s.startswith("name: t\nmodels:"))
