@@ -9,14 +9,18 @@
 //!   file, line and field), [`synthetic`] (generated weights), [`prompts`];
 //! * running: [`runner`] (the `run` command), [`worker`] (one process per
 //!   engine), [`cell`] (one cell), [`launch`] (servers the harness starts),
-//!   [`plugins`] (loading engines);
+//!   [`plugins`] (finding and loading engines);
 //! * measuring: [`measure`] (the sink that timestamps tokens, raw records),
 //!   [`scenario`] (driving a cell), [`serving`] (open-loop load),
 //!   [`telemetry`] (memory, GPU, energy, leaks), [`roofline`], [`system`];
 //! * figures: [`metrics`] (per cell), [`stats`] and [`resample`] (pure
 //!   statistics), [`output`] (result files), [`report`], [`compare`];
-//! * the rest: [`serve`] (an engine behind HTTP), [`clock`] (time stamps),
-//!   [`testing`] (helpers for the plugins' parity tests).
+//! * the rest: [`serve`] (an engine behind HTTP), [`clock`] (time stamps).
+//!
+//! [`matrix`], [`plugins`], [`synthetic`], [`stats`] and [`resample`] are
+//! crates of their own (`matrix/`, `plugins/`, `synthetic/`, `stats/`),
+//! re-exported here under these names; the plugins' test helpers are the
+//! `engine-matrix-test-support` crate (`test-support/`).
 //!
 //! Dependencies between modules point one way: no module refers to one
 //! that refers back to it, directly or through others
@@ -30,7 +34,6 @@ pub mod launch;
 pub mod measure;
 pub mod metrics;
 pub mod output;
-pub mod plugins;
 pub mod prompts;
 pub mod report;
 mod rng;
@@ -39,16 +42,16 @@ pub mod runner;
 pub mod scenario;
 pub mod serve;
 pub mod serving;
-pub mod synthetic;
 pub mod system;
 pub mod telemetry;
-pub mod testing;
 pub mod worker;
 
 // The matrix format and the statistics live in their own crates; these
 // paths keep naming them.
 pub use engine_matrix_format as matrix;
+pub use engine_matrix_plugins as plugins;
 pub use engine_matrix_stats::{resample, stats};
+pub use engine_matrix_synthetic as synthetic;
 
 /// An engine's info as JSON, for result files and `engines --json`.
 pub fn info_json(info: &engine_api::EngineInfo) -> serde_json::Value {

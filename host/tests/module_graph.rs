@@ -314,3 +314,42 @@ fn the_parser_reads_paths_trees_and_tests() {
     assert_eq!(cycle_from("a", &g).unwrap(), vec!["a", "b", "c"]);
     assert_eq!(cycle_from("d", &g), None);
 }
+
+/// Crates: cargo refuses a cycle of normal dependencies itself, but not
+/// one closed through a dev-dependency. The rule here: no workspace crate
+/// depends on the `engine-matrix` binary crate in any way (engines' tests
+/// use `engine-matrix-test-support`), so the host stays the top of the
+/// graph.
+#[test]
+fn no_crate_depends_on_the_host() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let o = std::process::Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(&root)
+        .output()
+        .expect("run cargo metadata");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let meta: serde_json::Value = serde_json::from_slice(&o.stdout).expect("metadata JSON");
+    let packages = meta["packages"].as_array().expect("packages");
+    assert!(packages.len() > 10, "{} packages", packages.len());
+    let users: Vec<&str> = packages
+        .iter()
+        .filter(|p| {
+            p["dependencies"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|d| d["name"] == "engine-matrix"))
+        })
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(
+        users.is_empty(),
+        "crates that depend on the host: {users:?}"
+    );
+}

@@ -1,7 +1,7 @@
 //! The ONNX graph built from the safetensors checkpoint computes what the
 //! candle engine computes: 64 greedy steps give the same tokens and every
 //! logit is within 1e-3, on the tiny config and on full-size GPT-2 (the
-//! checks are in `engine_matrix::testing`, shared with the torch engine).
+//! checks are in `engine_matrix_test_support`, shared with the torch engine).
 
 mod common;
 use common::*;

@@ -20,8 +20,8 @@ fn main() -> Result<(), Error> {
     let matmul = args
         .get(4)
         .map_or(String::new(), |m| format!(r#","matmul":"{m}""#));
-    let dir = engine_matrix::synthetic::ensure(config, 0)?;
-    let spec = engine_matrix::testing::spec(&dir);
+    let dir = engine_matrix_test_support::synthetic(config);
+    let spec = engine_matrix_test_support::spec(&dir);
     let opts = format!(r#"{{"threads":{threads}{matmul}}}"#);
     let open = move || TorchBackend::open(&spec, &opts);
     if std::env::var_os("ON_THREAD").is_none() {

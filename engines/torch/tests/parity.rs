@@ -1,14 +1,14 @@
 //! GPT-2 on libtorch computes what the candle engine computes: 64 greedy
 //! steps give the same tokens and every logit is within 1e-3, on the tiny
 //! config and on full-size GPT-2 (checks shared with the onnx engine, in
-//! `engine_matrix::testing`), with both linear-layer kernels (`matmul`:
+//! `engine_matrix_test_support`), with both linear-layer kernels (`matmul`:
 //! oneDNN, the f32 CPU default, and `addmm`); plus loading errors and
 //! dtypes.
 
 use em_torch::TorchBackend;
 use engine_api::ErrorKind;
 use engine_kit::Backend;
-use engine_matrix::testing::*;
+use engine_matrix_test_support::*;
 use std::path::Path;
 
 fn torch(dir: &Path, options: &str) -> TorchBackend {

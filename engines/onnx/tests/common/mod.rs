@@ -1,12 +1,12 @@
 //! Helpers of the onnx engine's tests: the generic ones come from
-//! `engine_matrix::testing` (specs over synthetic checkpoints, the candle
+//! `engine_matrix_test_support` (specs over synthetic checkpoints, the candle
 //! plugin as reference, greedy loops); here, opening the onnx backend and
 //! copying model folders.
 #![allow(dead_code)] // each test binary uses a different subset
 
 use em_onnx::OnnxBackend;
 pub use engine_kit::testing::TempDir;
-pub use engine_matrix::testing::*;
+pub use engine_matrix_test_support::*;
 use std::path::Path;
 
 pub fn onnx(dir: &Path, options: &str) -> OnnxBackend {

@@ -26,7 +26,7 @@ pub fn spec(dir: &Path) -> ModelSpec {
 
 /// The host's synthetic checkpoint for `config` (`tiny` or `gpt2`).
 pub fn synthetic(config: &str) -> PathBuf {
-    crate::synthetic::ensure(config, 0).expect("synthetic weights")
+    engine_matrix_synthetic::ensure(config, 0).expect("synthetic weights")
 }
 
 /// `target/<profile>`, where cargo puts the plugin libraries.
@@ -41,7 +41,7 @@ pub fn profile_dir() -> PathBuf {
 /// The candle plugin from `target/<profile>`, loaded as the host loads it
 /// (`cargo build --release --workspace` builds it; scripts/test does).
 pub fn candle(dir: &Path, threads: usize) -> ModelBox {
-    use crate::plugins;
+    use engine_matrix_plugins as plugins;
     let file = plugins::find(&profile_dir(), "candle")
         .unwrap_or_else(|e| panic!("candle plugin: {e} (build the workspace first)"));
     let loaded = plugins::load(&file).unwrap_or_else(|e| panic!("candle plugin: {e}"));
