@@ -16,7 +16,7 @@ fn write_matrix(dir: &Path, body: &str) -> std::path::PathBuf {
 
 #[test]
 fn tiny_matrix_runs_end_to_end_and_writes_raw_and_summary_json() {
-    let plugins = plugin_dir(&["candle", "onnx", "torch"]);
+    let plugins = plugin_dir(&["candle", "onnx", "torch", "example"]);
     let out = TempDir::new("run");
     let run_dir = out.path().join("run");
     let o = run_matrix(
@@ -52,6 +52,21 @@ fn tiny_matrix_runs_end_to_end_and_writes_raw_and_summary_json() {
     assert_eq!(torch["info"]["name"], "torch");
     let rt = torch["info"]["runtime_version"].as_str().unwrap();
     assert!(rt.starts_with("libtorch 2.13.0 via tch 0.26"), "{rt}");
+    // The plugin template runs every scenario too (its cells are checked
+    // with the others below).
+    let example = &summary["engines"][3];
+    assert_eq!(example["info"]["name"], "example");
+    assert!(example["info"]["runtime_version"]
+        .as_str()
+        .unwrap()
+        .contains("bigram toy"));
+    assert_eq!(
+        cells(&summary)
+            .iter()
+            .filter(|c| c["cell"]["engine"] == "example")
+            .count(),
+        5
+    );
 
     let cells = cells(&summary);
     assert!(cells.len() >= 3);
@@ -97,7 +112,12 @@ fn tiny_matrix_runs_end_to_end_and_writes_raw_and_summary_json() {
         );
         let mem = &c["memory"];
         assert!(mem["weight_bytes"].as_u64().unwrap() > 0);
-        assert!(mem["kv_cache_peak_bytes"].as_u64().unwrap() > 0);
+        let kv = mem["kv_cache_peak_bytes"].as_u64().unwrap();
+        if c["cell"]["engine"] == "example" {
+            assert_eq!(kv, 0, "the bigram toy keeps no cache: {c}");
+        } else {
+            assert!(kv > 0, "{c}");
+        }
         assert!(mem["peak_rss_bytes"].as_u64().unwrap() > 0);
     }
 
@@ -343,7 +363,7 @@ fn bad_matrices_are_rejected_with_file_line_and_column() {
 
 #[test]
 fn shipped_matrices_validate_and_gpt2_long_workloads_are_unsupported() {
-    let plugins = plugin_dir(&["candle", "onnx", "torch", "http"]);
+    let plugins = plugin_dir(&["candle", "onnx", "torch", "http", "example"]);
     let mut shipped = 0;
     for entry in std::fs::read_dir(workspace_root().join("matrices")).unwrap() {
         let path = entry.unwrap().path();
