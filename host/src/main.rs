@@ -1,7 +1,7 @@
 //! The `engine-matrix` command line: a thin layer over the library.
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use engine_matrix::{matrix::Matrix, plugins, runner};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,58 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a test matrix and write results to a run folder.
-    Run {
-        /// The matrix (omit with --resume, which uses the run folder's).
-        #[arg(required_unless_present = "resume")]
-        matrix: Option<PathBuf>,
-        /// Continue an interrupted run in DIR: the cells it holds are kept,
-        /// the others run (with the matrix and options it was started with).
-        #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "quick", "only", "repeat"])]
-        resume: Option<PathBuf>,
-        /// Run the cells in this process instead of one worker process per
-        /// engine (no protection from crashes; for debugging and profiling).
-        #[arg(long)]
-        in_process: bool,
-        /// Longest a cell may take, model load included; the worker is
-        /// killed and the cell recorded as failed.
-        #[arg(long, default_value_t = 3600.0, value_name = "SECONDS")]
-        cell_timeout: f64,
-        /// Longest the whole run may take; then it stops like Ctrl-C.
-        #[arg(long, value_name = "SECONDS")]
-        run_timeout: Option<f64>,
-        /// Run folder (default: reports/<matrix name>-<UTC time>).
-        #[arg(long, value_name = "DIR")]
-        out: Option<PathBuf>,
-        /// Apply each scenario's `quick:` overrides (minutes, not hours).
-        #[arg(long)]
-        quick: bool,
-        /// Run only these engines (repeatable).
-        #[arg(long, value_name = "ENGINE", num_args = 1..)]
-        only: Vec<String>,
-        /// Seconds without any token after which an engine counts as hung.
-        #[arg(long, default_value_t = 120.0, value_name = "SECONDS")]
-        stall_timeout: f64,
-        /// Run the matrix N times, engines interleaved (A B A B ...), for
-        /// run-to-run confidence intervals and paired speedups.
-        #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-        repeat: u32,
-        /// Save this run as the named baseline (reports/baselines/NAME).
-        #[arg(long, value_name = "NAME")]
-        save_baseline: Option<String>,
-        /// Compare this run against a saved baseline; exit 1 on a regression.
-        #[arg(long, value_name = "NAME")]
-        baseline: Option<String>,
-        /// Noise threshold of --baseline, in percent.
-        #[arg(long, default_value_t = 5.0, value_name = "PERCENT")]
-        noise: f64,
-        /// Skip the roofline calibration (no efficiency figures).
-        #[arg(long)]
-        no_calibrate: bool,
-        /// Exit 0 even when cells failed (otherwise the exit status is 5;
-        /// `unsupported` cells are results, never failures).
-        #[arg(long)]
-        allow_failures: bool,
-    },
+    Run(RunArgs),
     /// Show this machine's roofline limits (memory read bandwidth, f32
     /// matmul peak), measuring them if they are not cached yet.
     Calibrate {
@@ -90,20 +39,7 @@ enum Command {
     Report { run_dir: PathBuf },
     /// Compare a candidate run against a baseline (run folders, summary.json
     /// files or saved baseline names); exit 1 on any regression.
-    Compare {
-        baseline: String,
-        candidate: String,
-        /// Changes smaller than this are `no change`, in percent.
-        #[arg(long, default_value_t = 5.0, value_name = "PERCENT")]
-        noise: f64,
-        /// Also refuse cells whose engine or runtime version differs.
-        #[arg(long)]
-        check_version: bool,
-        /// Folder for compare.md, compare.html and charts/ (default: the
-        /// candidate's run folder, or the current folder for a saved baseline).
-        #[arg(long, value_name = "DIR")]
-        out: Option<PathBuf>,
-    },
+    Compare(CompareArgs),
     /// List the plugins found, with their info or their load error.
     Engines {
         /// Print JSON instead of text.
@@ -115,43 +51,116 @@ enum Command {
     /// Serve one engine over an OpenAI-compatible HTTP API (streaming
     /// /v1/completions and /v1/chat/completions), to measure an engine over
     /// HTTP; prints `listening on http://ADDR` once bound.
-    Serve {
-        /// The engine plugin, e.g. `candle`.
-        #[arg(long, value_name = "PLUGIN")]
-        engine: String,
-        /// Engine options as a JSON object, as a matrix's `options:`.
-        #[arg(long, value_name = "JSON", default_value = "{}")]
-        options: String,
-        /// A preset synthetic config (gpt2, tiny; seed 0, as a matrix's
-        /// `weights: synthetic`), a config.json, or a Hugging Face folder.
-        #[arg(long, value_name = "SPEC")]
-        model: String,
-        /// Port to listen on; 0 picks a free one.
-        #[arg(long, default_value_t = 8000)]
-        port: u16,
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1")]
-        host: String,
-        /// Largest number of sequences the engine decodes together.
-        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
-        max_batch: u32,
-        /// Batching policy: none, static or continuous.
-        #[arg(long, default_value = "continuous", value_parser = parse_batch_policy)]
-        batch_policy: engine_api::BatchPolicy,
-        /// Compute dtype.
-        #[arg(long, default_value = "f32")]
-        dtype: String,
-        /// Threads of the HTTP runtime.
-        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
-        http_threads: u32,
-        /// For tests: hold each request's first token chunk until this
-        /// many ms after the request arrived.
-        #[arg(long, value_name = "MS")]
-        inject_first_token_ms: Option<f64>,
-        /// For tests: send later token chunks at least this many ms apart.
-        #[arg(long, value_name = "MS")]
-        inject_token_ms: Option<f64>,
-    },
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The matrix (omit with --resume, which uses the run folder's).
+    #[arg(required_unless_present = "resume")]
+    matrix: Option<PathBuf>,
+    /// Continue an interrupted run in DIR: the cells it holds are kept,
+    /// the others run (with the matrix and options it was started with).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "quick", "only", "repeat"])]
+    resume: Option<PathBuf>,
+    /// Run the cells in this process instead of one worker process per
+    /// engine (no protection from crashes; for debugging and profiling).
+    #[arg(long)]
+    in_process: bool,
+    /// Longest a cell may take, model load included; the worker is
+    /// killed and the cell recorded as failed.
+    #[arg(long, default_value_t = 3600.0, value_name = "SECONDS")]
+    cell_timeout: f64,
+    /// Longest the whole run may take; then it stops like Ctrl-C.
+    #[arg(long, value_name = "SECONDS")]
+    run_timeout: Option<f64>,
+    /// Run folder (default: reports/<matrix name>-<UTC time>).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Apply each scenario's `quick:` overrides (minutes, not hours).
+    #[arg(long)]
+    quick: bool,
+    /// Run only these engines (repeatable).
+    #[arg(long, value_name = "ENGINE", num_args = 1..)]
+    only: Vec<String>,
+    /// Seconds without any token after which an engine counts as hung.
+    #[arg(long, default_value_t = 120.0, value_name = "SECONDS")]
+    stall_timeout: f64,
+    /// Run the matrix N times, engines interleaved (A B A B ...), for
+    /// run-to-run confidence intervals and paired speedups.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
+    /// Save this run as the named baseline (reports/baselines/NAME).
+    #[arg(long, value_name = "NAME")]
+    save_baseline: Option<String>,
+    /// Compare this run against a saved baseline; exit 1 on a regression.
+    #[arg(long, value_name = "NAME")]
+    baseline: Option<String>,
+    /// Noise threshold of --baseline, in percent.
+    #[arg(long, default_value_t = 5.0, value_name = "PERCENT")]
+    noise: f64,
+    /// Skip the roofline calibration (no efficiency figures).
+    #[arg(long)]
+    no_calibrate: bool,
+    /// Exit 0 even when cells failed (otherwise the exit status is 5;
+    /// `unsupported` cells are results, never failures).
+    #[arg(long)]
+    allow_failures: bool,
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    baseline: String,
+    candidate: String,
+    /// Changes smaller than this are `no change`, in percent.
+    #[arg(long, default_value_t = 5.0, value_name = "PERCENT")]
+    noise: f64,
+    /// Also refuse cells whose engine or runtime version differs.
+    #[arg(long)]
+    check_version: bool,
+    /// Folder for compare.md, compare.html and charts/ (default: the
+    /// candidate's run folder, or the current folder for a saved baseline).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The engine plugin, e.g. `candle`.
+    #[arg(long, value_name = "PLUGIN")]
+    engine: String,
+    /// Engine options as a JSON object, as a matrix's `options:`.
+    #[arg(long, value_name = "JSON", default_value = "{}")]
+    options: String,
+    /// A preset synthetic config (gpt2, tiny; seed 0, as a matrix's
+    /// `weights: synthetic`), a config.json, or a Hugging Face folder.
+    #[arg(long, value_name = "SPEC")]
+    model: String,
+    /// Port to listen on; 0 picks a free one.
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Largest number of sequences the engine decodes together.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    max_batch: u32,
+    /// Batching policy: none, static or continuous.
+    #[arg(long, default_value = "continuous", value_parser = parse_batch_policy)]
+    batch_policy: engine_api::BatchPolicy,
+    /// Compute dtype.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Threads of the HTTP runtime.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    http_threads: u32,
+    /// For tests: hold each request's first token chunk until this
+    /// many ms after the request arrived.
+    #[arg(long, value_name = "MS")]
+    inject_first_token_ms: Option<f64>,
+    /// For tests: send later token chunks at least this many ms apart.
+    #[arg(long, value_name = "MS")]
+    inject_token_ms: Option<f64>,
 }
 
 fn parse_batch_policy(s: &str) -> Result<engine_api::BatchPolicy, String> {
@@ -192,203 +201,221 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     let dir = plugins::plugin_dir(cli.plugins.as_deref());
     match cli.command {
-        Command::Run {
-            matrix,
-            resume,
-            in_process,
-            cell_timeout,
-            run_timeout,
-            out,
-            quick,
-            only,
-            stall_timeout,
-            repeat,
-            save_baseline,
-            baseline,
-            noise,
-            no_calibrate,
-            allow_failures,
-        } => {
-            // Fail on a bad name or a missing baseline before measuring.
-            let base = baseline
-                .as_deref()
-                .map(engine_matrix::compare::resolve)
-                .transpose()?;
-            let isolation = if in_process {
-                runner::Isolation::InProcess
-            } else {
-                runner::Isolation::Workers(
-                    std::env::current_exe()
-                        .context("cannot locate the engine-matrix executable")?,
-                )
-            };
-            let secs = |s: f64| Duration::from_secs_f64(s.max(0.001));
-            let report = runner::run(&runner::RunOptions {
-                matrix,
-                resume,
-                isolation,
-                cell_timeout: Some(secs(cell_timeout)),
-                run_timeout: run_timeout.map(secs),
-                out,
-                quick,
-                only,
-                plugin_dir: dir,
-                verbose: cli.verbose,
-                stall: Duration::from_secs_f64(stall_timeout.max(1.0)),
-                progress: true,
-                calibrate: !no_calibrate,
-                repeat,
-            })?;
-            println!("{}", report.markdown);
-            let cells = &report.summary.cells;
-            let count = |s| cells.iter().filter(|c| c.status == s).count();
-            use engine_matrix::output::Status;
-            eprintln!(
-                "{} cells: {} ok, {} unsupported, {} failed; results in {}",
-                cells.len(),
-                count(Status::Ok),
-                count(Status::Unsupported),
-                count(Status::Failed),
-                report.dir.display()
-            );
-            if let Some(why) = &report.summary.stopped {
-                eprintln!(
-                    "the run stopped early: {why}; `engine-matrix run --resume {}` runs the remaining cells",
-                    report.dir.display()
-                );
-                return Ok(ExitCode::from(if engine_matrix::runner::interrupted() {
-                    130
-                } else {
-                    4
-                }));
-            }
-            if let Some(name) = save_baseline {
-                let dir = engine_matrix::compare::save_baseline(&report.dir, &name)?;
-                eprintln!("saved baseline '{name}' in {}", dir.display());
-            }
-            if let Some((file, b)) = base {
-                let opts = engine_matrix::compare::Options {
-                    noise: noise / 100.0,
-                    check_version: false,
-                };
-                let regressions = compare_and_report(
-                    &file,
-                    &b,
-                    &report.dir.join("summary.json"),
-                    &report.summary,
-                    &opts,
-                    &report.dir,
-                )?;
-                if regressions > 0 {
-                    return Ok(ExitCode::from(EXIT_REGRESSION));
-                }
-            }
-            let failed = count(Status::Failed);
-            if failed > 0 && !allow_failures {
-                eprintln!(
-                    "{failed} cells failed (their reasons are in the report): exit status {EXIT_FAILED_CELLS} (--allow-failures exits 0)"
-                );
-                return Ok(ExitCode::from(EXIT_FAILED_CELLS));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Calibrate { force } => {
-            let dir = engine_matrix::roofline::default_dir();
-            let l = if force {
-                engine_matrix::roofline::recalibrate(&dir)?
-            } else {
-                engine_matrix::roofline::cached(&dir)?
-            };
-            println!(
-                "{}\n  memory read {:.1} GB/s · f32 matmul {:.1} GFLOP/s · ridge {:.1} FLOP/byte\n  measured {} ({})\n  cached in {}",
-                l.machine,
-                l.mem_read_gb_s,
-                l.matmul_f32_gflop_s,
-                l.ridge_flop_per_byte(),
-                l.measured_at,
-                l.method,
-                engine_matrix::roofline::cache_path(&dir).display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Report { run_dir } => {
-            let w = engine_matrix::report::write(&run_dir)?;
-            if let Some(e) = &w.chart_error {
-                eprintln!("warning: charts not drawn: {e}");
-            }
-            println!(
-                "{}: report.html, report.md, summary.csv and {} charts",
-                run_dir.display(),
-                w.charts
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Compare {
-            baseline,
-            candidate,
-            noise,
-            check_version,
-            out,
-        } => {
-            let (bfile, b) = engine_matrix::compare::resolve(&baseline)?;
-            let (cfile, c) = engine_matrix::compare::resolve(&candidate)?;
-            let out = out.unwrap_or_else(|| {
-                let dir = cfile.parent().map(PathBuf::from).unwrap_or_default();
-                if dir.starts_with(engine_matrix::compare::baselines_dir()) {
-                    PathBuf::from(".")
-                } else {
-                    dir
-                }
-            });
-            let opts = engine_matrix::compare::Options {
-                noise: noise / 100.0,
-                check_version,
-            };
-            let regressions = compare_and_report(&bfile, &b, &cfile, &c, &opts, &out)?;
-            Ok(ExitCode::from(if regressions > 0 {
-                EXIT_REGRESSION
-            } else {
-                0
-            }))
-        }
+        Command::Run(args) => run_command(args, dir, cli.verbose),
+        Command::Calibrate { force } => calibrate(force),
+        Command::Report { run_dir } => report(&run_dir),
+        Command::Compare(args) => compare_command(args),
         Command::Engines { json } => engines(&dir, json, cli.verbose),
-        Command::Serve {
-            engine,
-            options,
-            model,
-            port,
-            host,
-            max_batch,
-            batch_policy,
-            dtype,
-            http_threads,
-            inject_first_token_ms,
-            inject_token_ms,
-        } => {
-            let options: serde_json::Value =
-                serde_json::from_str(&options).context("--options is not valid JSON")?;
-            let ms = |x: Option<f64>| {
-                x.filter(|v| *v > 0.0)
-                    .map(|v| Duration::from_secs_f64(v / 1e3))
-            };
-            engine_matrix::serve::run(engine_matrix::serve::ServeOptions {
-                plugin_dir: dir,
-                engine,
-                options,
-                model,
-                host,
-                port,
-                max_batch,
-                batch_policy,
-                dtype,
-                http_threads: http_threads as usize,
-                inject_first_token: ms(inject_first_token_ms),
-                inject_token: ms(inject_token_ms),
-            })?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Serve(args) => serve_command(args, dir),
         Command::Validate { matrix } => validate(&matrix, &dir),
     }
+}
+
+/// `calibrate`: this machine's roofline limits, measured once and cached.
+fn calibrate(force: bool) -> Result<ExitCode> {
+    let dir = engine_matrix::roofline::default_dir();
+    let l = if force {
+        engine_matrix::roofline::recalibrate(&dir)?
+    } else {
+        engine_matrix::roofline::cached(&dir)?
+    };
+    println!(
+        "{}\n  memory read {:.1} GB/s · f32 matmul {:.1} GFLOP/s · ridge {:.1} FLOP/byte\n  measured {} ({})\n  cached in {}",
+        l.machine,
+        l.mem_read_gb_s,
+        l.matmul_f32_gflop_s,
+        l.ridge_flop_per_byte(),
+        l.measured_at,
+        l.method,
+        engine_matrix::roofline::cache_path(&dir).display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `report RUN_DIR`: the run's reports, written again.
+fn report(run_dir: &std::path::Path) -> Result<ExitCode> {
+    let w = engine_matrix::report::write(&run_dir)?;
+    if let Some(e) = &w.chart_error {
+        eprintln!("warning: charts not drawn: {e}");
+    }
+    println!(
+        "{}: report.html, report.md, summary.csv and {} charts",
+        run_dir.display(),
+        w.charts
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `run`: the matrix, then the report, the baseline comparison and the
+/// exit status (see the constants above).
+fn run_command(args: RunArgs, dir: PathBuf, verbose: bool) -> Result<ExitCode> {
+    let RunArgs {
+        matrix,
+        resume,
+        in_process,
+        cell_timeout,
+        run_timeout,
+        out,
+        quick,
+        only,
+        stall_timeout,
+        repeat,
+        save_baseline,
+        baseline,
+        noise,
+        no_calibrate,
+        allow_failures,
+    } = args;
+    // Fail on a bad name or a missing baseline before measuring.
+    let base = baseline
+        .as_deref()
+        .map(engine_matrix::compare::resolve)
+        .transpose()?;
+    let isolation = if in_process {
+        runner::Isolation::InProcess
+    } else {
+        runner::Isolation::Workers(
+            std::env::current_exe().context("cannot locate the engine-matrix executable")?,
+        )
+    };
+    let secs = |s: f64| Duration::from_secs_f64(s.max(0.001));
+    let report = runner::run(&runner::RunOptions {
+        matrix,
+        resume,
+        isolation,
+        cell_timeout: Some(secs(cell_timeout)),
+        run_timeout: run_timeout.map(secs),
+        out,
+        quick,
+        only,
+        plugin_dir: dir,
+        verbose,
+        stall: Duration::from_secs_f64(stall_timeout.max(1.0)),
+        progress: true,
+        calibrate: !no_calibrate,
+        repeat,
+    })?;
+    println!("{}", report.markdown);
+    let cells = &report.summary.cells;
+    let count = |s| cells.iter().filter(|c| c.status == s).count();
+    use engine_matrix::output::Status;
+    eprintln!(
+        "{} cells: {} ok, {} unsupported, {} failed; results in {}",
+        cells.len(),
+        count(Status::Ok),
+        count(Status::Unsupported),
+        count(Status::Failed),
+        report.dir.display()
+    );
+    if let Some(why) = &report.summary.stopped {
+        eprintln!(
+            "the run stopped early: {why}; `engine-matrix run --resume {}` runs the remaining cells",
+            report.dir.display()
+        );
+        return Ok(ExitCode::from(if engine_matrix::runner::interrupted() {
+            130
+        } else {
+            4
+        }));
+    }
+    if let Some(name) = save_baseline {
+        let dir = engine_matrix::compare::save_baseline(&report.dir, &name)?;
+        eprintln!("saved baseline '{name}' in {}", dir.display());
+    }
+    if let Some((file, b)) = base {
+        let opts = engine_matrix::compare::Options {
+            noise: noise / 100.0,
+            check_version: false,
+        };
+        let regressions = compare_and_report(
+            &file,
+            &b,
+            &report.dir.join("summary.json"),
+            &report.summary,
+            &opts,
+            &report.dir,
+        )?;
+        if regressions > 0 {
+            return Ok(ExitCode::from(EXIT_REGRESSION));
+        }
+    }
+    let failed = count(Status::Failed);
+    if failed > 0 && !allow_failures {
+        eprintln!(
+            "{failed} cells failed (their reasons are in the report): exit status {EXIT_FAILED_CELLS} (--allow-failures exits 0)"
+        );
+        return Ok(ExitCode::from(EXIT_FAILED_CELLS));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `compare BASELINE CANDIDATE`: exit 1 on a regression.
+fn compare_command(args: CompareArgs) -> Result<ExitCode> {
+    let CompareArgs {
+        baseline,
+        candidate,
+        noise,
+        check_version,
+        out,
+    } = args;
+    let (bfile, b) = engine_matrix::compare::resolve(&baseline)?;
+    let (cfile, c) = engine_matrix::compare::resolve(&candidate)?;
+    let out = out.unwrap_or_else(|| {
+        let dir = cfile.parent().map(PathBuf::from).unwrap_or_default();
+        if dir.starts_with(engine_matrix::compare::baselines_dir()) {
+            PathBuf::from(".")
+        } else {
+            dir
+        }
+    });
+    let opts = engine_matrix::compare::Options {
+        noise: noise / 100.0,
+        check_version,
+    };
+    let regressions = compare_and_report(&bfile, &b, &cfile, &c, &opts, &out)?;
+    Ok(ExitCode::from(if regressions > 0 {
+        EXIT_REGRESSION
+    } else {
+        0
+    }))
+}
+
+/// `serve`: one engine behind an OpenAI-compatible API, until stopped.
+fn serve_command(args: ServeArgs, dir: PathBuf) -> Result<ExitCode> {
+    let ServeArgs {
+        engine,
+        options,
+        model,
+        port,
+        host,
+        max_batch,
+        batch_policy,
+        dtype,
+        http_threads,
+        inject_first_token_ms,
+        inject_token_ms,
+    } = args;
+    let options: serde_json::Value =
+        serde_json::from_str(&options).context("--options is not valid JSON")?;
+    let ms = |x: Option<f64>| {
+        x.filter(|v| *v > 0.0)
+            .map(|v| Duration::from_secs_f64(v / 1e3))
+    };
+    engine_matrix::serve::run(engine_matrix::serve::ServeOptions {
+        plugin_dir: dir,
+        engine,
+        options,
+        model,
+        host,
+        port,
+        max_batch,
+        batch_policy,
+        dtype,
+        http_threads: http_threads as usize,
+        inject_first_token: ms(inject_first_token_ms),
+        inject_token: ms(inject_token_ms),
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `validate`: the matrix parses, every model it names can be read (its
