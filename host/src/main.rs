@@ -234,7 +234,7 @@ fn calibrate(force: bool) -> Result<ExitCode> {
 
 /// `report RUN_DIR`: the run's reports, written again.
 fn report(run_dir: &std::path::Path) -> Result<ExitCode> {
-    let w = engine_matrix::report::write(&run_dir)?;
+    let w = engine_matrix::report::write(run_dir)?;
     if let Some(e) = &w.chart_error {
         eprintln!("warning: charts not drawn: {e}");
     }
