@@ -31,6 +31,7 @@
 //! ([`LoadOptions::options_json`]) so that adding an engine option never
 //! changes the ABI.
 
+pub mod caps;
 pub mod ffi;
 mod plugin;
 mod types;

@@ -203,11 +203,6 @@ impl Engine for CandleEngine {
             .filter(|d| probe_dtype(*d, &Device::Cpu).is_ok())
             .map(|d| dtype_name(d).into());
         let tags = [
-            "batching:none",
-            "batching:static",
-            "batching:continuous",
-            "score",
-            "sampling",
             // On the CPU the f32/f16 hot path is this crate's panel-major
             // gemm calls and fused kernels over candle tensors, not stock
             // candle ops (see gpt2.rs): say so wherever results are shown.
@@ -221,7 +216,7 @@ impl Engine for CandleEngine {
             devices: devices.into_iter().map(Into::into).collect(),
             dtypes: dtypes.collect(),
             quantizations: vec!["none".into()].into(),
-            capabilities: tags.iter().map(|&t| t.into()).collect(),
+            capabilities: engine_kit::capabilities(&tags),
         }
     }
 

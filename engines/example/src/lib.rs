@@ -145,13 +145,7 @@ impl Engine for ExampleEngine {
             devices: list(&["cpu"]),
             dtypes: list(&["f32"]),
             quantizations: list(&["none"]),
-            capabilities: list(&[
-                "batching:none",
-                "batching:static",
-                "batching:continuous",
-                "score",
-                "sampling",
-            ]),
+            capabilities: engine_kit::capabilities(&[]),
         }
     }
 

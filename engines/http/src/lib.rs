@@ -90,6 +90,7 @@ pub mod sse;
 
 use bytes::Bytes;
 use engine_api::abi_stable::std_types::RSlice;
+use engine_api::caps;
 use engine_api::{
     Completion, Engine, EngineError, EngineInfo, FinishReason, LoadOptions, Logits, MemoryStats,
     Model, ModelSpec, Request, SinkBox, TokenEvent,
@@ -230,7 +231,7 @@ impl Engine for HttpEngine {
             devices: s(&["remote"]),
             dtypes: s(&["f32", "f16", "bf16"]),
             quantizations: s(&["none"]),
-            capabilities: s(&["batching:server", "streaming", "sampling"]),
+            capabilities: s(&[caps::BATCHING_SERVER, caps::STREAMING, caps::SAMPLING]),
         }
     }
 

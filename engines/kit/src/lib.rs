@@ -65,6 +65,26 @@ pub trait Backend: Send + 'static {
     fn score(&mut self, tokens: &[u32]) -> Result<Logits, EngineError>;
 }
 
+/// The capability tags of every engine built on the kit (its three
+/// batching policies, `score` and sampling), followed by the engine's own
+/// `extra` tags, ready for [`engine_api::EngineInfo::capabilities`].
+pub fn capabilities(
+    extra: &[&str],
+) -> engine_api::abi_stable::std_types::RVec<engine_api::abi_stable::std_types::RString> {
+    use engine_api::caps;
+    [
+        caps::BATCHING_NONE,
+        caps::BATCHING_STATIC,
+        caps::BATCHING_CONTINUOUS,
+        caps::SCORE,
+        caps::SAMPLING,
+    ]
+    .iter()
+    .chain(extra)
+    .map(|&t| t.into())
+    .collect()
+}
+
 /// engine-matrix's cache folder, shared by the host (synthetic weights)
 /// and plugins (e.g. built ONNX graphs): `$ENGINE_MATRIX_CACHE`, else
 /// `$XDG_CACHE_HOME/engine-matrix`, else `~/.cache/engine-matrix`.

@@ -96,15 +96,7 @@ impl Engine for OnnxEngine {
             Ok((v, path)) => format!("onnxruntime {v} ({})", path.display()),
             Err(e) => format!("onnxruntime unavailable: {}", e.message),
         };
-        let tags = [
-            "batching:none",
-            "batching:static",
-            "batching:continuous",
-            "score",
-            "sampling",
-            "graph:built-from-safetensors",
-            "graph:hf-onnx-export",
-        ];
+        let tags = ["graph:built-from-safetensors", "graph:hf-onnx-export"];
         EngineInfo {
             name: "onnx".into(),
             engine_version: env!("CARGO_PKG_VERSION").into(),
@@ -112,7 +104,7 @@ impl Engine for OnnxEngine {
             devices: vec!["cpu".into()].into(),
             dtypes: vec!["f32".into()].into(),
             quantizations: vec!["none".into()].into(),
-            capabilities: tags.iter().map(|&t| t.into()).collect(),
+            capabilities: engine_kit::capabilities(&tags),
         }
     }
 

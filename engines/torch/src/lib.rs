@@ -175,13 +175,6 @@ impl Engine for TorchEngine {
             .into_iter()
             .filter(|k| probe(*k, Device::Cpu).is_ok())
             .map(|k| dtype_name(k).into());
-        let tags = [
-            "batching:none",
-            "batching:static",
-            "batching:continuous",
-            "score",
-            "sampling",
-        ];
         EngineInfo {
             name: "torch".into(),
             engine_version: env!("CARGO_PKG_VERSION").into(),
@@ -190,7 +183,7 @@ impl Engine for TorchEngine {
             devices: devices.into_iter().map(Into::into).collect(),
             dtypes: dtypes.collect(),
             quantizations: vec!["none".into()].into(),
-            capabilities: tags.iter().map(|&t| t.into()).collect(),
+            capabilities: engine_kit::capabilities(&[]),
         }
     }
 

@@ -546,13 +546,7 @@ impl Engine for FaultEngine {
             devices: list(&["cpu"]),
             dtypes: list(&["f32"]),
             quantizations: list(&["none"]),
-            capabilities: list(&[
-                "batching:none",
-                "batching:static",
-                "batching:continuous",
-                "score",
-                "sampling",
-            ]),
+            capabilities: engine_kit::capabilities(&[]),
         }
     }
 
