@@ -83,7 +83,7 @@ use candle_core::{DType, Device, Tensor};
 use engine_api::{
     Engine, EngineError, EngineInfo, LoadOptions, Logits, MemoryStats, Model, ModelSpec,
 };
-use engine_kit::{Backend, SeqId};
+use engine_kit::{Backend, SeqId, MAX_PREFILL_TOKENS};
 use gpt2::{Config, Gpt2, KvCache, KvPool};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -92,11 +92,6 @@ use std::path::{Path, PathBuf};
 /// The candle release this plugin is built against (kept equal to the
 /// `candle-core` version in Cargo.toml).
 pub const CANDLE_VERSION: &str = "0.11.1";
-
-/// Largest number of prompt tokens run in one batched prefill forward
-/// (bounds the `[batch, heads, t, t]` attention scores: 100 MB in f32 for
-/// two 1024-token GPT-2 prompts).
-const MAX_PREFILL_TOKENS: usize = 2048;
 
 /// Engine-specific options, parsed from `LoadOptions::options_json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -248,11 +243,6 @@ impl std::fmt::Debug for CandleBackend {
 }
 
 fn thread_pool(threads: usize, stock: bool) -> Result<rayon::ThreadPool, EngineError> {
-    if threads == 0 {
-        return Err(EngineError::invalid_argument(
-            "candle options: threads must be at least 1",
-        ));
-    }
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("em-candle-{i}"))
@@ -282,23 +272,10 @@ fn check_tensors(
 impl CandleBackend {
     /// Loads `spec` with engine options `options_json` (see the crate docs).
     pub fn open(spec: &ModelSpec, options_json: &str) -> Result<Self, EngineError> {
-        if spec.architecture.as_str() != "gpt2" {
-            return Err(EngineError::unsupported(format!(
-                "architecture {:?}: the candle engine implements gpt2 only",
-                spec.architecture.as_str()
-            )));
-        }
-        if spec.quantization.as_str() != "none" {
-            return Err(EngineError::unsupported(format!(
-                "quantization {:?}: the candle engine loads unquantized safetensors only \
-                 (quantization: none); candle's own quantized formats (GGUF/GGML k-quants) \
-                 are not wired up",
-                spec.quantization.as_str()
-            )));
-        }
+        engine_kit::gpt2::check_spec("candle", spec)?;
         let dtype = parse_dtype(spec.dtype.as_str())?;
         let opts: CandleOptions = engine_kit::parse_options("candle", options_json)?;
-        let threads = opts.threads.unwrap_or_else(engine_kit::available_cores);
+        let threads = engine_kit::threads("candle", opts.threads)?;
         let device = parse_device(opts.device.as_deref().unwrap_or("cpu"))?;
         let stock = match opts.kernels.as_deref().unwrap_or("fused") {
             "fused" => false,

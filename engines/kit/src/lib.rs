@@ -65,6 +65,23 @@ pub trait Backend: Send + 'static {
     fn score(&mut self, tokens: &[u32]) -> Result<Logits, EngineError>;
 }
 
+/// Largest number of prompt tokens an engine runs in one batched prefill
+/// forward: it bounds the `[batch, heads, t, t]` attention scores (100 MB
+/// in f32 for two 1024-token GPT-2 prompts). Prompts of equal length
+/// beyond it are prefilled in several chunks.
+pub const MAX_PREFILL_TOKENS: usize = 2048;
+
+/// The `threads` engine option: all available cores by default; 0 is an
+/// `invalid argument` naming the engine.
+pub fn threads(engine: &str, option: Option<usize>) -> Result<usize, EngineError> {
+    match option.unwrap_or_else(available_cores) {
+        0 => Err(EngineError::invalid_argument(format!(
+            "{engine} options: threads must be at least 1"
+        ))),
+        n => Ok(n),
+    }
+}
+
 /// The capability tags of every engine built on the kit (its three
 /// batching policies, `score` and sampling), followed by the engine's own
 /// `extra` tags, ready for [`engine_api::EngineInfo::capabilities`].
@@ -172,4 +189,41 @@ pub fn warm_up<B: Backend + ?Sized>(b: &mut B) -> Result<(), EngineError> {
     });
     b.free(WARM);
     r.map_err(|e| EngineError::runtime(format!("warm-up run failed: {}", e.message)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_default_to_the_cores_and_zero_is_refused() {
+        assert_eq!(threads("x", Some(3)).unwrap(), 3);
+        assert_eq!(threads("x", None).unwrap(), available_cores());
+        let e = threads("candle", Some(0)).unwrap_err();
+        assert_eq!(e.kind, engine_api::ErrorKind::InvalidArgument);
+        assert!(
+            e.message
+                .contains("candle options: threads must be at least 1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn capabilities_are_the_kits_then_the_engines() {
+        let c: Vec<String> = capabilities(&["kernels:x"])
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            c,
+            [
+                "batching:none",
+                "batching:static",
+                "batching:continuous",
+                "score",
+                "sampling",
+                "kernels:x"
+            ]
+        );
+    }
 }

@@ -35,15 +35,11 @@
 use crate::graph::{past_names, present_names, LOGITS_FROM};
 use engine_api::{EngineError, Logits, MemoryStats};
 use engine_kit::gpt2::Config;
-use engine_kit::{Backend, SeqId};
+use engine_kit::{Backend, SeqId, MAX_PREFILL_TOKENS};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor, TensorRef};
 use std::cell::Cell;
 use std::collections::HashMap;
-
-/// Largest number of prompt tokens in one prefill run (bounds the
-/// `[batch, heads, t, t]` attention scores).
-const MAX_PREFILL_TOKENS: usize = 2048;
 
 struct Cohort {
     /// `None`: a freed sequence's row.

@@ -133,12 +133,7 @@ fn session_builder(
     rt: &runtime::Runtime,
     opts: &OnnxOptions,
 ) -> Result<SessionBuilder, EngineError> {
-    let threads = opts.threads.unwrap_or_else(engine_kit::available_cores);
-    if threads == 0 {
-        return Err(EngineError::invalid_argument(
-            "onnx options: threads must be at least 1",
-        ));
-    }
+    let threads = engine_kit::threads("onnx", opts.threads)?;
     let level = optimization_level(opts.optimization.as_deref().unwrap_or("all"))?;
     let e = |what: &'static str| {
         move |e: ort::Error| EngineError::runtime(format!("onnxruntime session option {what}: {e}"))

@@ -36,7 +36,7 @@ pub mod gpt2;
 use engine_api::{
     Engine, EngineError, EngineInfo, LoadOptions, Logits, MemoryStats, Model, ModelSpec,
 };
-use engine_kit::{Backend, SeqId};
+use engine_kit::{Backend, SeqId, MAX_PREFILL_TOKENS};
 use gpt2::{Gpt2, KvCache, MatMul};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -48,9 +48,6 @@ use tch::{Device, Kind, Tensor};
 pub const LIBTORCH_VERSION: &str = env!("EM_TORCH_LIBTORCH_VERSION");
 /// Where that libtorch is (the plugin's rpath).
 pub const LIBTORCH_LIB: &str = env!("EM_TORCH_LIBTORCH_LIB");
-
-/// Largest number of prompt tokens run in one prefill.
-const MAX_PREFILL_TOKENS: usize = 2048;
 
 /// Engine-specific options.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -247,12 +244,7 @@ impl TorchBackend {
         engine_kit::gpt2::check_spec("torch", spec)?;
         let kind = parse_dtype(spec.dtype.as_str())?;
         let opts: TorchOptions = engine_kit::parse_options("torch", options_json)?;
-        let threads = opts.threads.unwrap_or_else(engine_kit::available_cores);
-        if threads == 0 {
-            return Err(EngineError::invalid_argument(
-                "torch options: threads must be at least 1",
-            ));
-        }
+        let threads = engine_kit::threads("torch", opts.threads)?;
         let device = parse_device(opts.device.as_deref().unwrap_or("cpu"))?;
         probe(kind, device).map_err(|why| {
             EngineError::unsupported(format!(
