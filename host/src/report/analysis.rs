@@ -568,6 +568,25 @@ pub fn executive(summary: &Summary, groups: &[Group]) -> Executive {
         cells: groups.len(),
         ..Default::default()
     };
+    count_statuses(&mut ex, groups);
+    for (s, m, kind) in &scenarios(groups) {
+        let in_scen: Vec<&Group> = groups
+            .iter()
+            .filter(|g| &g.cell().scenario == s && &g.cell().model == m)
+            .collect();
+        findings_ranking(&mut ex, summary, groups, &in_scen, (s, m, *kind));
+        if *kind == ScenarioKind::Latency {
+            findings_ttft(&mut ex, &in_scen, s);
+        }
+    }
+    findings_concurrency(&mut ex, groups);
+    findings_batch_scaling(&mut ex, groups);
+    findings_leaks(&mut ex, groups);
+    closing_recommendations(&mut ex, summary);
+    ex
+}
+
+fn count_statuses(ex: &mut Executive, groups: &[Group]) {
     for g in groups {
         match g.status().0 {
             Status::Ok => ex.ok += 1,
@@ -575,7 +594,10 @@ pub fn executive(summary: &Summary, groups: &[Group]) -> Executive {
             Status::Failed => ex.failed += 1,
         }
     }
-    // Per scenario and model: wins on output tokens/s, geometric-mean speedup.
+}
+
+/// Each (scenario, model, kind) of the run, in order of first appearance.
+fn scenarios(groups: &[Group]) -> Vec<(String, String, ScenarioKind)> {
     let mut scen: Vec<(String, String, ScenarioKind)> = Vec::new();
     for g in groups {
         let c = g.cell();
@@ -584,116 +606,127 @@ pub fn executive(summary: &Summary, groups: &[Group]) -> Executive {
             scen.push(k);
         }
     }
-    for (s, m, kind) in &scen {
-        let in_scen: Vec<&Group> = groups
-            .iter()
-            .filter(|g| &g.cell().scenario == s && &g.cell().model == m)
-            .collect();
-        let mut workloads: BTreeMap<String, Vec<(&str, f64)>> = BTreeMap::new();
-        for g in &in_scen {
-            if let Some(f) = figure(g, Metric::OutputThroughput) {
-                workloads
-                    .entry(serde_json::to_string(&g.cell().params).unwrap_or_default())
-                    .or_default()
-                    .push((g.cell().engine.as_str(), f.est.point));
-            }
-        }
-        let mut wins: BTreeMap<&str, usize> = BTreeMap::new();
-        for v in workloads.values() {
-            if let Some((e, _)) = v.iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
-                *wins.entry(e).or_default() += 1;
-            }
-        }
-        let mut engines: Vec<&str> = in_scen.iter().map(|g| g.cell().engine.as_str()).collect();
-        engines.dedup();
-        let speedups: Vec<(String, f64, usize)> = engines
-            .iter()
-            .filter(|e| Some(**e) != summary.baseline.as_deref())
-            .filter_map(|e| {
-                let v: Vec<f64> = in_scen
-                    .iter()
-                    .filter(|g| g.cell().engine == *e)
-                    .filter_map(|g| speedup(summary, groups, g).map(|s| s.est.point))
-                    .collect();
-                geomean(&v).map(|gm| (e.to_string(), gm, v.len()))
-            })
-            .collect();
-        // The ranking: geometric-mean speedup over the baseline (which
-        // scores 1) where there is one, else the number of workloads won.
-        let base = summary.baseline.as_deref();
-        let mut scores: Vec<(String, f64)> =
-            speedups.iter().map(|(e, gm, _)| (e.clone(), *gm)).collect();
-        if let Some(b) = base.filter(|b| engines.contains(b)) {
-            scores.push((b.to_string(), 1.0));
-        }
-        if scores.len() < 2 {
-            scores = wins
-                .iter()
-                .map(|(e, n)| (e.to_string(), *n as f64))
-                .collect();
-        }
-        scores.sort_by(|a, b| b.1.total_cmp(&a.1));
-        if let Some((best, score)) = scores.first() {
-            let total = workloads.len();
-            let n = wins.get(best.as_str()).copied().unwrap_or(0);
-            let mut line = format!(
-                "**{s}** ({}, {m}): **{best}** has the highest output tokens/s in {n} of {total} workloads",
-                kind.as_str()
-            );
-            if !speedups.is_empty() {
-                let parts: Vec<String> = speedups
-                    .iter()
-                    .map(|(e, gm, k)| format!("{e} {gm:.2}x ({k} cells)"))
-                    .collect();
-                line.push_str(&format!(
-                    "; geometric-mean speedup over {}: {}",
-                    base.unwrap_or("the baseline"),
-                    parts.join(", ")
-                ));
-            }
-            ex.findings.push(line + ".");
-            let what = match kind {
-                ScenarioKind::Latency => "single-batch latency work",
-                ScenarioKind::Throughput => "offline batch throughput",
-                ScenarioKind::Concurrency => "serving many concurrent clients",
-                ScenarioKind::Serving => "open-loop serving at a request rate",
-            };
-            // Within 5% of each other on the geometric mean, the run does
-            // not single out one engine: say so rather than pick one.
-            let close: Vec<&str> = scores
-                .iter()
-                .skip(1)
-                .filter(|(_, x)| speedups.len() + 1 == scores.len() && *x >= score * 0.95)
-                .map(|(e, _)| e.as_str())
-                .collect();
-            if close.is_empty() {
-                ex.recommendations
-                    .push(format!("For {what} like `{s}` on {m}, use **{best}**."));
-            } else {
-                ex.recommendations.push(format!(
-                    "For {what} like `{s}` on {m}, **{best}** and {} are within 5% of each other (geometric mean over the cells): choose on other grounds.",
-                    close
-                        .iter()
-                        .map(|e| format!("**{e}**"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
-        }
-        if *kind == ScenarioKind::Latency {
-            let best_ttft = in_scen
-                .iter()
-                .filter_map(|g| Some((g, figure(g, Metric::TtftP50)?.est.point)))
-                .min_by(|a, b| a.1.total_cmp(&b.1));
-            if let Some((g, t)) = best_ttft {
-                ex.findings.push(format!(
-                    "**{s}**: lowest TTFT p50 {t:.1} ms: {} at {}.",
-                    g.cell().engine,
-                    workload(&g.cell().params, g.cell().kind)
-                ));
-            }
+    scen
+}
+
+/// Per scenario and model: wins on output tokens/s, geometric-mean
+/// speedup over the baseline, and the engine to use.
+fn findings_ranking(
+    ex: &mut Executive,
+    summary: &Summary,
+    groups: &[Group],
+    in_scen: &[&Group],
+    (s, m, kind): (&str, &str, ScenarioKind),
+) {
+    let mut workloads: BTreeMap<String, Vec<(&str, f64)>> = BTreeMap::new();
+    for g in in_scen {
+        if let Some(f) = figure(g, Metric::OutputThroughput) {
+            workloads
+                .entry(serde_json::to_string(&g.cell().params).unwrap_or_default())
+                .or_default()
+                .push((g.cell().engine.as_str(), f.est.point));
         }
     }
+    let mut wins: BTreeMap<&str, usize> = BTreeMap::new();
+    for v in workloads.values() {
+        if let Some((e, _)) = v.iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
+            *wins.entry(e).or_default() += 1;
+        }
+    }
+    let mut engines: Vec<&str> = in_scen.iter().map(|g| g.cell().engine.as_str()).collect();
+    engines.dedup();
+    let speedups: Vec<(String, f64, usize)> = engines
+        .iter()
+        .filter(|e| Some(**e) != summary.baseline.as_deref())
+        .filter_map(|e| {
+            let v: Vec<f64> = in_scen
+                .iter()
+                .filter(|g| g.cell().engine == *e)
+                .filter_map(|g| speedup(summary, groups, g).map(|s| s.est.point))
+                .collect();
+            geomean(&v).map(|gm| (e.to_string(), gm, v.len()))
+        })
+        .collect();
+    // The ranking: geometric-mean speedup over the baseline (which
+    // scores 1) where there is one, else the number of workloads won.
+    let base = summary.baseline.as_deref();
+    let mut scores: Vec<(String, f64)> =
+        speedups.iter().map(|(e, gm, _)| (e.clone(), *gm)).collect();
+    if let Some(b) = base.filter(|b| engines.contains(b)) {
+        scores.push((b.to_string(), 1.0));
+    }
+    if scores.len() < 2 {
+        scores = wins
+            .iter()
+            .map(|(e, n)| (e.to_string(), *n as f64))
+            .collect();
+    }
+    scores.sort_by(|a, b| b.1.total_cmp(&a.1));
+    if let Some((best, score)) = scores.first() {
+        let total = workloads.len();
+        let n = wins.get(best.as_str()).copied().unwrap_or(0);
+        let mut line = format!(
+            "**{s}** ({}, {m}): **{best}** has the highest output tokens/s in {n} of {total} workloads",
+            kind.as_str()
+        );
+        if !speedups.is_empty() {
+            let parts: Vec<String> = speedups
+                .iter()
+                .map(|(e, gm, k)| format!("{e} {gm:.2}x ({k} cells)"))
+                .collect();
+            line.push_str(&format!(
+                "; geometric-mean speedup over {}: {}",
+                base.unwrap_or("the baseline"),
+                parts.join(", ")
+            ));
+        }
+        ex.findings.push(line + ".");
+        let what = match kind {
+            ScenarioKind::Latency => "single-batch latency work",
+            ScenarioKind::Throughput => "offline batch throughput",
+            ScenarioKind::Concurrency => "serving many concurrent clients",
+            ScenarioKind::Serving => "open-loop serving at a request rate",
+        };
+        // Within 5% of each other on the geometric mean, the run does
+        // not single out one engine: say so rather than pick one.
+        let close: Vec<&str> = scores
+            .iter()
+            .skip(1)
+            .filter(|(_, x)| speedups.len() + 1 == scores.len() && *x >= score * 0.95)
+            .map(|(e, _)| e.as_str())
+            .collect();
+        if close.is_empty() {
+            ex.recommendations
+                .push(format!("For {what} like `{s}` on {m}, use **{best}**."));
+        } else {
+            ex.recommendations.push(format!(
+                "For {what} like `{s}` on {m}, **{best}** and {} are within 5% of each other (geometric mean over the cells): choose on other grounds.",
+                close
+                    .iter()
+                    .map(|e| format!("**{e}**"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+}
+
+/// A latency scenario's lowest TTFT p50.
+fn findings_ttft(ex: &mut Executive, in_scen: &[&Group], s: &str) {
+    let best_ttft = in_scen
+        .iter()
+        .filter_map(|g| Some((g, figure(g, Metric::TtftP50)?.est.point)))
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    if let Some((g, t)) = best_ttft {
+        ex.findings.push(format!(
+            "**{s}**: lowest TTFT p50 {t:.1} ms: {} at {}.",
+            g.cell().engine,
+            workload(&g.cell().params, g.cell().kind)
+        ));
+    }
+}
+
+fn findings_concurrency(ex: &mut Executive, groups: &[Group]) {
     // Concurrency: the best trade-off (Kleinrock's power: throughput over
     // latency) and the scaling efficiency.
     for sw in sweeps(groups, Axis::Concurrency, &[ScenarioKind::Concurrency]) {
@@ -728,6 +761,9 @@ pub fn executive(summary: &Summary, groups: &[Group]) -> Executive {
             }
         }
     }
+}
+
+fn findings_batch_scaling(ex: &mut Executive, groups: &[Group]) {
     for sw in sweeps(
         groups,
         Axis::BatchSize,
@@ -749,6 +785,9 @@ pub fn executive(summary: &Summary, groups: &[Group]) -> Executive {
             }
         }
     }
+}
+
+fn findings_leaks(ex: &mut Executive, groups: &[Group]) {
     // Memory lifecycle: leaks are findings, whatever the speed.
     for g in groups {
         for r in g.ok_runs() {
@@ -767,6 +806,9 @@ pub fn executive(summary: &Summary, groups: &[Group]) -> Executive {
             }
         }
     }
+}
+
+fn closing_recommendations(ex: &mut Executive, summary: &Summary) {
     if ex.unsupported + ex.failed > 0 {
         ex.recommendations.push(format!(
             "{} cells were unsupported and {} failed: see their reasons before drawing conclusions.",
@@ -779,7 +821,6 @@ pub fn executive(summary: &Summary, groups: &[Group]) -> Executive {
                 .into(),
         );
     }
-    ex
 }
 
 #[cfg(test)]
