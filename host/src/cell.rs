@@ -287,57 +287,25 @@ pub(crate) struct CellContext<'a> {
 
 type CellRun = (CellResult, Vec<IterationSpan>, Vec<RequestRecord>);
 
-fn run_cell(
+/// Step 1 of a cell: the engine and model are there, the engine has not
+/// hung earlier, and it lists the cell's dtype and quantization; else the
+/// cell's status and reason.
+fn preflight<'a>(
     cell: &Cell,
-    ctx: &CellContext,
-    current: &mut Option<Loaded>,
-    hung: &mut HashSet<String>,
-    failed_loads: &mut HashMap<String, (Status, String)>,
-) -> CellRun {
-    let started_at = utc_now();
-    let t0 = Instant::now();
-    let mut result = CellResult {
-        cell: cell.clone(),
-        plugin: ctx.def.plugin.clone(),
-        status: Status::Failed,
-        reason: None,
-        started_at,
-        wall_s: 0.0,
-        memory: None,
-        metrics: None,
-        repeat: 0,
-        efficiency: None,
-    };
-    let finish = |status, reason: Option<String>, mut r: CellResult| {
-        r.status = status;
-        r.reason = reason;
-        r.wall_s = t0.elapsed().as_secs_f64();
-        r
-    };
+    ctx: &CellContext<'a>,
+    hung: &HashSet<String>,
+) -> Result<(&'a LoadedEngine, &'a ResolvedModel), (Status, String)> {
     let engine = match ctx.engine {
         Ok(e) => e,
-        Err(e) => {
-            let r = finish(
-                Status::Failed,
-                Some(format!("engine not loaded: {e}")),
-                result,
-            );
-            return (r, vec![], vec![]);
-        }
+        Err(e) => return Err((Status::Failed, format!("engine not loaded: {e}"))),
     };
     let model = match ctx.model {
         Ok(m) => m,
-        Err(e) => {
-            return (
-                finish(Status::Failed, Some(e.clone()), result),
-                vec![],
-                vec![],
-            )
-        }
+        Err(e) => return Err((Status::Failed, e.clone())),
     };
     if hung.contains(&cell.engine) {
         let why = "engine hung in an earlier cell; its remaining cells were not run".to_string();
-        return (finish(Status::Failed, Some(why), result), vec![], vec![]);
+        return Err((Status::Failed, why));
     }
     let p = &cell.params;
     let info = &engine.info;
@@ -352,11 +320,7 @@ fn run_cell(
                 .join(", "),
             p.dtype
         );
-        return (
-            finish(Status::Unsupported, Some(why), result),
-            vec![],
-            vec![],
-        );
+        return Err((Status::Unsupported, why));
     }
     let quants: Vec<&str> = info.quantizations.iter().map(|q| q.as_str()).collect();
     if !(quants.contains(&p.quantization.as_str()) || quants.is_empty() && p.quantization == "none")
@@ -367,14 +331,25 @@ fn run_cell(
             quants.join(", "),
             p.quantization
         );
-        return (
-            finish(Status::Unsupported, Some(why), result),
-            vec![],
-            vec![],
-        );
+        return Err((Status::Unsupported, why));
     }
+    Ok((engine, model))
+}
 
-    // Load (or reuse) the model.
+/// Step 2: the cell's model loaded in its engine, reused when the last
+/// cell loaded the same (engine, model, dtype, quantization, batching);
+/// a load that failed once fails the cells that need it without another
+/// try. Returns the loaded model and whether it was loaded for this cell.
+fn ensure_loaded<'c>(
+    cell: &Cell,
+    ctx: &CellContext,
+    engine: &LoadedEngine,
+    model: &ResolvedModel,
+    current: &'c mut Option<Loaded>,
+    failed_loads: &mut HashMap<String, (Status, String)>,
+) -> Result<(&'c Loaded, bool), (Status, String)> {
+    let p = &cell.params;
+    let mut loaded_here = false;
     let key = format!(
         "{}\n{}\n{}\n{}\n{}\n{}",
         cell.engine,
@@ -384,10 +359,9 @@ fn run_cell(
         p.batch_policy.as_str(),
         p.max_batch
     );
-    let mut memory = MemoryRecord::default();
     if let Some((status, why)) = failed_loads.get(&key) {
         // The same load already failed: do not retry it for every cell.
-        return (finish(*status, Some(why.clone()), result), vec![], vec![]);
+        return Err((*status, why.clone()));
     }
     if current.as_ref().map(|l| &l.key) != Some(&key) {
         *current = None; // free the previous model before measuring
@@ -417,7 +391,7 @@ fn run_cell(
                         .map(|(b, a)| a.rss_bytes as i64 - b.rss_bytes as i64),
                     load_time_ms,
                 });
-                memory.loaded_here = true;
+                loaded_here = true;
             }
             Err(e) => {
                 let status = if e.is_unsupported() {
@@ -427,16 +401,117 @@ fn run_cell(
                 };
                 let why = format!("loading model '{}' failed: {e}", cell.model);
                 failed_loads.insert(key, (status, why.clone()));
-                return (finish(status, Some(why), result), vec![], vec![]);
+                return Err((status, why));
             }
         }
     }
-    let Some(loaded) = current.as_ref() else {
-        return (
-            finish(Status::Failed, Some("no model".into()), result),
-            vec![],
-            vec![],
-        );
+    match current.as_ref() {
+        Some(loaded) => Ok((loaded, loaded_here)),
+        None => Err((Status::Failed, "no model".into())),
+    }
+}
+
+/// Step 5: the cell's status and reason from how the scenario ended and
+/// what its metrics show. A hung engine is remembered (its other cells
+/// are not run) and its model leaked rather than dropped.
+fn classify(
+    cell: &Cell,
+    outcome: Result<(), Stop>,
+    metrics: &crate::metrics::CellMetrics,
+    records: &[RequestRecord],
+    model: &ResolvedModel,
+    hung: &mut HashSet<String>,
+    current: &mut Option<Loaded>,
+) -> (Status, Option<String>) {
+    match outcome {
+        Ok(()) if metrics.requests > 0 && metrics.completed == 0 => {
+            let why = metrics
+                .failure_reasons
+                .keys()
+                .next()
+                .cloned()
+                .unwrap_or_else(|| "no request completed".into());
+            (Status::Failed, Some(format!("every request failed: {why}")))
+        }
+        // Figures of an engine that emits tokens it should not are not
+        // comparable: the cell fails, its metrics stay for diagnosis.
+        Ok(()) if metrics.out_of_vocab_tokens > 0 => (
+            Status::Failed,
+            Some(format!(
+                "the engine emitted {} token ids outside the vocabulary (vocab_size {})",
+                metrics.out_of_vocab_tokens, model.shape.vocab_size
+            )),
+        ),
+        Ok(()) if metrics.output_length_mismatches > 0 => {
+            let example = records
+                .iter()
+                .filter(|r| !r.warmup && r.error.is_none() && r.completion.is_some())
+                .map(RequestRecord::produced)
+                .find(|&n| n != cell.params.output_tokens as usize)
+                .unwrap_or(0);
+            (
+                Status::Failed,
+                Some(format!(
+                    "{} of {} completed requests produced a different number of tokens than the {} requested (e.g. {example})",
+                    metrics.output_length_mismatches, metrics.completed, cell.params.output_tokens
+                )),
+            )
+        }
+        Ok(()) => (Status::Ok, None),
+        Err(Stop::Unsupported(m)) => (Status::Unsupported, Some(m)),
+        Err(Stop::Failed(m)) => (Status::Failed, Some(m)),
+        Err(Stop::Hung(m)) => {
+            // The engine may never return: leak the model rather than
+            // block on dropping it, and skip the engine's other cells.
+            hung.insert(cell.engine.clone());
+            if let Some(l) = current.take() {
+                std::mem::forget(l);
+            }
+            (Status::Failed, Some(m))
+        }
+    }
+}
+
+fn run_cell(
+    cell: &Cell,
+    ctx: &CellContext,
+    current: &mut Option<Loaded>,
+    hung: &mut HashSet<String>,
+    failed_loads: &mut HashMap<String, (Status, String)>,
+) -> CellRun {
+    let started_at = utc_now();
+    let t0 = Instant::now();
+    let mut result = CellResult {
+        cell: cell.clone(),
+        plugin: ctx.def.plugin.clone(),
+        status: Status::Failed,
+        reason: None,
+        started_at,
+        wall_s: 0.0,
+        memory: None,
+        metrics: None,
+        repeat: 0,
+        efficiency: None,
+    };
+    let finish = |status, reason: Option<String>, mut r: CellResult| {
+        r.status = status;
+        r.reason = reason;
+        r.wall_s = t0.elapsed().as_secs_f64();
+        r
+    };
+    let (engine, model) = match preflight(cell, ctx, hung) {
+        Ok(x) => x,
+        Err((status, why)) => return (finish(status, Some(why), result), vec![], vec![]),
+    };
+    let p = &cell.params;
+
+    let mut memory = MemoryRecord::default();
+    let loaded = match ensure_loaded(cell, ctx, engine, model, current, failed_loads) {
+        Ok((loaded, here)) => {
+            memory.loaded_here = here;
+            loaded
+        }
+        Err((status, why)) => return (finish(status, Some(why), result), vec![], vec![]),
     };
     memory.load_bytes = loaded.load_bytes;
     memory.load_time_ms = Some(loaded.load_time_ms);
@@ -534,53 +609,7 @@ fn run_cell(
         ));
     }
     result.memory = Some(memory);
-    let (status, reason) = match exec.outcome {
-        Ok(()) if metrics.requests > 0 && metrics.completed == 0 => {
-            let why = metrics
-                .failure_reasons
-                .keys()
-                .next()
-                .cloned()
-                .unwrap_or_else(|| "no request completed".into());
-            (Status::Failed, Some(format!("every request failed: {why}")))
-        }
-        // Figures of an engine that emits tokens it should not are not
-        // comparable: the cell fails, its metrics stay for diagnosis.
-        Ok(()) if metrics.out_of_vocab_tokens > 0 => (
-            Status::Failed,
-            Some(format!(
-                "the engine emitted {} token ids outside the vocabulary (vocab_size {})",
-                metrics.out_of_vocab_tokens, model.shape.vocab_size
-            )),
-        ),
-        Ok(()) if metrics.output_length_mismatches > 0 => {
-            let example = records
-                .iter()
-                .filter(|r| !r.warmup && r.error.is_none() && r.completion.is_some())
-                .map(RequestRecord::produced)
-                .find(|&n| n != p.output_tokens as usize)
-                .unwrap_or(0);
-            (
-                Status::Failed,
-                Some(format!(
-                    "{} of {} completed requests produced a different number of tokens than the {} requested (e.g. {example})",
-                    metrics.output_length_mismatches, metrics.completed, p.output_tokens
-                )),
-            )
-        }
-        Ok(()) => (Status::Ok, None),
-        Err(Stop::Unsupported(m)) => (Status::Unsupported, Some(m)),
-        Err(Stop::Failed(m)) => (Status::Failed, Some(m)),
-        Err(Stop::Hung(m)) => {
-            // The engine may never return: leak the model rather than
-            // block on dropping it, and skip the engine's other cells.
-            hung.insert(cell.engine.clone());
-            if let Some(l) = current.take() {
-                std::mem::forget(l);
-            }
-            (Status::Failed, Some(m))
-        }
-    };
+    let (status, reason) = classify(cell, exec.outcome, &metrics, &records, model, hung, current);
     let keep_metrics = status == Status::Ok
         || metrics.out_of_vocab_tokens > 0
         || metrics.output_length_mismatches > 0;
