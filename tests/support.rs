@@ -9,14 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The folder holding the binary and plugins of this build profile
-/// (the test executable lives in its `deps/`).
-pub fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>")
-        .to_path_buf()
-}
+/// (the test executable lives in its `deps/`): the engines' test support
+/// finds the reference plugin the same way.
+pub use engine_matrix_test_support::profile_dir;
 
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
