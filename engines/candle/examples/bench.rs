@@ -19,7 +19,6 @@
 
 use candle_core::{DType, Device, Tensor};
 use em_candle::gpt2::{Config, Gpt2};
-use em_candle::CandleBackend;
 use engine_kit::Backend;
 use std::collections::HashMap;
 use std::time::Instant;
@@ -121,11 +120,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cfg = Config::gpt2();
     let t0 = Instant::now();
     let model = random_model(&cfg, args.dtype)?;
-    let mut b = CandleBackend::from_model(model, args.threads)?;
+    let mut b = em_candle::from_model(model, args.threads)?;
     println!(
         "GPT-2 124M random weights, {:?}, {} threads (RAYON_NUM_THREADS={:?}, cores={}); built in {:.1}s; weights {:.0} MB",
         args.dtype,
-        b.threads(),
+        b.kernels().threads(),
         std::env::var("RAYON_NUM_THREADS").ok(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         t0.elapsed().as_secs_f64(),

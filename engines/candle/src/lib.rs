@@ -80,13 +80,10 @@ pub mod matmul;
 pub mod ops;
 
 use candle_core::{DType, Device, Tensor};
-use engine_api::{
-    Engine, EngineError, EngineInfo, LoadOptions, Logits, MemoryStats, Model, ModelSpec,
-};
-use engine_kit::{Backend, SeqId, MAX_PREFILL_TOKENS};
+use engine_api::{Engine, EngineError, EngineInfo, LoadOptions, Model, ModelSpec};
+use engine_kit::{CacheBytes, Kernels, Limits, Sequences};
 use gpt2::{Config, Gpt2, KvCache, KvPool};
 use serde::Deserialize;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// The candle release this plugin is built against (kept equal to the
@@ -216,28 +213,42 @@ impl Engine for CandleEngine {
     }
 
     fn load(&self, spec: &ModelSpec, options: &LoadOptions) -> Result<Box<dyn Model>, EngineError> {
-        let backend = CandleBackend::open(spec, options.options_json.as_str())?;
+        let backend = open(spec, options.options_json.as_str())?;
         Ok(Box::new(engine_kit::spawn(backend, options)?))
     }
 }
 
-/// GPT-2 behind [`engine_kit::Backend`]: a model, its thread pool and the
-/// live sequences' caches.
-pub struct CandleBackend {
+/// GPT-2's kernels on candle: the model, its thread pool and the pool of
+/// freed KV caches kept for reuse. The kit's [`Sequences`] table owns the
+/// live sequences.
+pub struct CandleKernels {
     model: Gpt2,
     pool: rayon::ThreadPool,
-    seqs: HashMap<SeqId, KvCache>,
     kv_pool: KvPool,
     weight_bytes: u64,
 }
 
-impl std::fmt::Debug for CandleBackend {
+/// What the scheduler drives: the kernels plus the kit's sequence table.
+pub type CandleBackend = Sequences<CandleKernels>;
+
+/// Loads `spec` with engine options `options_json` (see the crate docs)
+/// and warms it up.
+pub fn open(spec: &ModelSpec, options_json: &str) -> Result<CandleBackend, EngineError> {
+    Sequences::warmed(CandleKernels::open(spec, options_json)?)
+}
+
+/// Wraps an already built model (e.g. from in-memory weights) with a pool
+/// of `threads` threads, warmed up.
+pub fn from_model(model: Gpt2, threads: usize) -> Result<CandleBackend, EngineError> {
+    Sequences::warmed(CandleKernels::from_model(model, threads)?)
+}
+
+impl std::fmt::Debug for CandleKernels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CandleBackend")
+        f.debug_struct("CandleKernels")
             .field("config", self.model.config())
             .field("dtype", &self.model.dtype())
             .field("threads", &self.pool.current_num_threads())
-            .field("live_sequences", &self.seqs.len())
             .finish()
     }
 }
@@ -269,7 +280,7 @@ fn check_tensors(
     .map(|_| ())
 }
 
-impl CandleBackend {
+impl CandleKernels {
     /// Loads `spec` with engine options `options_json` (see the crate docs).
     pub fn open(spec: &ModelSpec, options_json: &str) -> Result<Self, EngineError> {
         engine_kit::gpt2::check_spec("candle", spec)?;
@@ -319,26 +330,24 @@ impl CandleBackend {
         let model = pool.install(|| Gpt2::new(&cfg, vb)).map_err(|e| {
             EngineError::invalid_model(format!("{}: {}", file.display(), error_text(&e)))
         })?;
-        Self::with_pool(model, pool)
+        Ok(Self::with_pool(model, pool))
     }
 
-    /// Wraps an already built model (e.g. from in-memory weights) with a
-    /// pool of `threads` threads.
+    /// Wraps an already built model with a pool of `threads` threads.
     pub fn from_model(model: Gpt2, threads: usize) -> Result<Self, EngineError> {
-        Self::with_pool(model, thread_pool(threads, !ops::fused_kernels())?)
+        Ok(Self::with_pool(
+            model,
+            thread_pool(threads, !ops::fused_kernels())?,
+        ))
     }
 
-    fn with_pool(model: Gpt2, pool: rayon::ThreadPool) -> Result<Self, EngineError> {
-        let weight_bytes = model.weight_bytes() as u64;
-        let mut backend = CandleBackend {
+    fn with_pool(model: Gpt2, pool: rayon::ThreadPool) -> Self {
+        CandleKernels {
+            weight_bytes: model.weight_bytes() as u64,
             model,
             pool,
-            seqs: HashMap::new(),
             kv_pool: KvPool::default(),
-            weight_bytes,
-        };
-        engine_kit::warm_up(&mut backend)?;
-        Ok(backend)
+        }
     }
 
     /// The model.
@@ -358,130 +367,74 @@ impl CandleBackend {
     }
 }
 
-impl Backend for CandleBackend {
-    fn vocab_size(&self) -> usize {
-        self.model.config().vocab_size
+/// The kit has checked every prompt, token and length before these run.
+impl Kernels for CandleKernels {
+    type Cache = KvCache;
+
+    fn limits(&self) -> Limits {
+        let cfg = self.model.config();
+        Limits {
+            vocab: cfg.vocab_size,
+            context: cfg.n_positions,
+            eos: cfg.eos_token_id,
+        }
     }
 
-    fn max_seq_len(&self) -> usize {
-        self.model.config().n_positions
-    }
-
-    fn eos_token(&self) -> Option<u32> {
-        self.model.config().eos_token_id
+    fn weight_bytes(&self) -> u64 {
+        self.weight_bytes
     }
 
     fn prefill(
         &mut self,
-        seqs: &[(SeqId, &[u32])],
+        prompts: &[&[u32]],
+        logits: &mut Vec<f32>,
+    ) -> Result<Vec<KvCache>, EngineError> {
+        let (model, kv_pool) = (&self.model, &mut self.kv_pool);
+        self.pool
+            .install(|| {
+                let (l, caches) = model.prefill(prompts, kv_pool)?;
+                gpt2::copy_f32(&l, logits)?;
+                Ok(caches)
+            })
+            .map_err(candle_err("prefill"))
+    }
+
+    fn decode(
+        &mut self,
+        tokens: &[u32],
+        caches: &mut [&mut KvCache],
         logits: &mut Vec<f32>,
     ) -> Result<(), EngineError> {
-        let known = &self.seqs;
-        engine_kit::gpt2::check_new_sequences(self.model.config(), seqs, |id| {
-            known.contains_key(&id)
-        })?;
-        let vocab = self.vocab_size();
-        logits.clear();
-        logits.resize(seqs.len() * vocab, 0.0);
-        // Equal prompt lengths run as one batch, in order of first
-        // appearance; rows go back to the caller's order.
-        let groups = engine_kit::group_by_len(seqs);
         let (model, kv_pool) = (&self.model, &mut self.kv_pool);
-        let created = self.pool.install(|| -> Result<_, EngineError> {
-            let mut created = Vec::with_capacity(seqs.len());
-            let mut rows = Vec::new();
-            for (len, idx) in &groups {
-                for chunk in idx.chunks((MAX_PREFILL_TOKENS / len).max(1)) {
-                    let prompts: Vec<&[u32]> = chunk.iter().map(|&i| seqs[i].1).collect();
-                    let (l, caches) = model
-                        .prefill(&prompts, kv_pool)
-                        .map_err(candle_err("prefill"))?;
-                    gpt2::copy_f32(&l, &mut rows).map_err(candle_err("prefill"))?;
-                    for (j, &i) in chunk.iter().enumerate() {
-                        logits[i * vocab..(i + 1) * vocab]
-                            .copy_from_slice(&rows[j * vocab..(j + 1) * vocab]);
-                    }
-                    created.extend(chunk.iter().map(|&i| seqs[i].0).zip(caches));
-                }
-            }
-            Ok(created)
-        })?;
-        self.seqs.extend(created);
-        Ok(())
-    }
-
-    fn decode(&mut self, seqs: &[(SeqId, u32)], logits: &mut Vec<f32>) -> Result<(), EngineError> {
-        let mut taken: Vec<(SeqId, KvCache)> = Vec::with_capacity(seqs.len());
-        for &(id, _) in seqs {
-            match self.seqs.remove(&id) {
-                Some(c) => taken.push((id, c)),
-                None => {
-                    self.seqs.extend(taken);
-                    return Err(EngineError::invalid_argument(format!(
-                        "decode of unknown sequence {id}"
-                    )));
-                }
-            }
-        }
-        let tokens: Vec<u32> = seqs.iter().map(|s| s.1).collect();
-        let (model, kv_pool) = (&self.model, &mut self.kv_pool);
-        let result = self.pool.install(|| {
-            let mut caches: Vec<&mut KvCache> = taken.iter_mut().map(|(_, c)| c).collect();
-            model
-                .decode(&tokens, &mut caches, kv_pool)
-                .and_then(|l| gpt2::copy_f32(&l, logits))
-        });
-        self.seqs.extend(taken);
-        result.map_err(candle_err("decode"))
-    }
-
-    fn free(&mut self, seq: SeqId) {
-        if let Some(cache) = self.seqs.remove(&seq) {
-            self.kv_pool.recycle(cache);
-        }
-    }
-
-    fn memory(&self) -> MemoryStats {
-        let used: usize = self.seqs.values().map(KvCache::used_bytes).sum();
-        // freed buffers kept for reuse are still allocated
-        let reserved: usize = self
-            .seqs
-            .values()
-            .map(KvCache::reserved_bytes)
-            .sum::<usize>()
-            + self.kv_pool.bytes();
-        MemoryStats {
-            weight_bytes: self.weight_bytes,
-            kv_cache_used_bytes: used as u64,
-            kv_cache_reserved_bytes: reserved as u64,
-            kv_cache_peak_bytes: used as u64,
-        }
-    }
-
-    fn score(&mut self, tokens: &[u32]) -> Result<Logits, EngineError> {
-        let cfg = self.model.config();
-        if tokens.is_empty() || tokens.len() > cfg.n_positions {
-            return Err(EngineError::invalid_argument(format!(
-                "score needs 1..={} tokens, got {}",
-                cfg.n_positions,
-                tokens.len()
-            )));
-        }
-        let model = &self.model;
-        let data = self
-            .pool
+        self.pool
             .install(|| {
-                let l = model.score(tokens)?;
-                let mut v = Vec::new();
-                gpt2::copy_f32(&l, &mut v)?;
-                Ok(v)
+                let l = model.decode(tokens, caches, kv_pool)?;
+                gpt2::copy_f32(&l, logits)
             })
-            .map_err(candle_err("score"))?;
-        Ok(Logits {
-            rows: tokens.len() as u32,
-            vocab: cfg.vocab_size as u32,
-            data: data.into(),
-        })
+            .map_err(candle_err("decode"))
+    }
+
+    fn score(&mut self, tokens: &[u32], logits: &mut Vec<f32>) -> Result<(), EngineError> {
+        let model = &self.model;
+        self.pool
+            .install(|| gpt2::copy_f32(&model.score(tokens)?, logits))
+            .map_err(candle_err("score"))
+    }
+
+    fn cache_bytes(&self, cache: &KvCache) -> CacheBytes {
+        CacheBytes {
+            used: cache.used_bytes() as u64,
+            reserved: cache.reserved_bytes() as u64,
+        }
+    }
+
+    /// Freed caches kept for reuse are still allocated.
+    fn spare_cache_bytes(&self) -> u64 {
+        self.kv_pool.bytes() as u64
+    }
+
+    fn release(&mut self, cache: KvCache) {
+        self.kv_pool.recycle(cache);
     }
 }
 

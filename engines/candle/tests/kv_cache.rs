@@ -11,7 +11,7 @@ const TOL: f32 = 1e-4;
 fn backend(seed: u64, threads: usize) -> (TempDir, CandleBackend) {
     let (dir, _, _) = tiny_checkpoint(seed);
     let opts = format!(r#"{{"threads": {threads}}}"#);
-    let b = CandleBackend::open(&spec(dir.path(), "f32"), &opts).unwrap();
+    let b = em_candle::open(&spec(dir.path(), "f32"), &opts).unwrap();
     (dir, b)
 }
 
@@ -60,7 +60,7 @@ fn check_generation(b: &mut CandleBackend, prompts: &[Vec<u32>], steps: usize) {
         }
     }
     let mem = b.memory();
-    let per_token = b.model().kv_bytes_per_token() as u64;
+    let per_token = b.kernels().model().kv_bytes_per_token() as u64;
     let live: u64 = texts.iter().map(|t| t.len() as u64 - 1).sum();
     assert_eq!(mem.kv_cache_used_bytes, live * per_token);
     assert!(mem.kv_cache_reserved_bytes >= mem.kv_cache_used_bytes);

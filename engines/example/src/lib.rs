@@ -11,10 +11,8 @@
 //! conditions, sink calls, engine-side timing) comes from `engine-kit`,
 //! exactly as for candle, torch and onnx.
 
-use engine_api::{
-    Engine, EngineError, EngineInfo, LoadOptions, Logits, MemoryStats, Model, ModelSpec,
-};
-use engine_kit::{Backend, SeqId};
+use engine_api::{Engine, EngineError, EngineInfo, LoadOptions, Model, ModelSpec};
+use engine_kit::{CacheBytes, Kernels, Limits, Sequences};
 use std::path::Path;
 
 /// The engine's name in matrices.
@@ -84,52 +82,51 @@ impl Bigram {
     }
 }
 
-/// What the kit needs from an engine: logits for new sequences and for
-/// one more token of running ones. The kit has checked every prompt and
-/// token against the vocabulary and the context length before calling.
-impl Backend for Bigram {
-    fn vocab_size(&self) -> usize {
-        self.vocab
+/// What the kit needs from an engine: its limits, logits for new prompts
+/// and for one more token of running sequences, and its caches' size. The
+/// kit's [`Sequences`] table has checked every prompt, token and length
+/// before calling, and keeps the caches (none here: `()`).
+impl Kernels for Bigram {
+    type Cache = ();
+
+    fn limits(&self) -> Limits {
+        Limits {
+            vocab: self.vocab,
+            context: self.n_positions,
+            eos: self.eos,
+        }
     }
-    fn max_seq_len(&self) -> usize {
-        self.n_positions
-    }
-    fn eos_token(&self) -> Option<u32> {
-        self.eos
+    fn weight_bytes(&self) -> u64 {
+        (self.wte.len() * 4) as u64
     }
     fn prefill(
         &mut self,
-        seqs: &[(SeqId, &[u32])],
+        prompts: &[&[u32]],
+        logits: &mut Vec<f32>,
+    ) -> Result<Vec<()>, EngineError> {
+        logits.clear();
+        for prompt in prompts {
+            self.row(prompt[prompt.len() - 1], logits);
+        }
+        Ok(vec![(); prompts.len()])
+    }
+    fn decode(
+        &mut self,
+        tokens: &[u32],
+        _: &mut [&mut ()],
         logits: &mut Vec<f32>,
     ) -> Result<(), EngineError> {
         logits.clear();
-        for (_, prompt) in seqs {
-            self.row(prompt.last().copied().unwrap_or(0), logits);
-        }
+        tokens.iter().for_each(|&t| self.row(t, logits));
         Ok(())
     }
-    fn decode(&mut self, seqs: &[(SeqId, u32)], logits: &mut Vec<f32>) -> Result<(), EngineError> {
+    fn score(&mut self, tokens: &[u32], logits: &mut Vec<f32>) -> Result<(), EngineError> {
         logits.clear();
-        for &(_, token) in seqs {
-            self.row(token, logits);
-        }
+        tokens.iter().for_each(|&t| self.row(t, logits));
         Ok(())
     }
-    fn free(&mut self, _: SeqId) {} // no cache to drop
-    fn memory(&self) -> MemoryStats {
-        MemoryStats {
-            weight_bytes: (self.wte.len() * 4) as u64,
-            ..MemoryStats::default()
-        }
-    }
-    fn score(&mut self, tokens: &[u32]) -> Result<Logits, EngineError> {
-        let mut data = Vec::with_capacity(tokens.len() * self.vocab);
-        tokens.iter().for_each(|&t| self.row(t, &mut data));
-        Ok(Logits {
-            rows: tokens.len() as u32,
-            vocab: self.vocab as u32,
-            data: data.into(),
-        })
+    fn cache_bytes(&self, _: &()) -> CacheBytes {
+        CacheBytes::default()
     }
 }
 
@@ -159,7 +156,7 @@ impl Engine for ExampleEngine {
             );
             return Err(EngineError::unsupported(why));
         }
-        let model = Bigram::open(Path::new(spec.path.as_str()))?;
+        let model = Sequences::new(Bigram::open(Path::new(spec.path.as_str()))?);
         Ok(Box::new(engine_kit::spawn(model, options)?))
     }
 }

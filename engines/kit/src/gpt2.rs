@@ -253,25 +253,6 @@ pub fn check_tensors(
     Ok(prefix)
 }
 
-/// Checks a new sequence's prompt against the model: 1..=n_positions
-/// tokens, every token inside the vocabulary.
-pub fn check_prompt(cfg: &Config, id: u64, prompt: &[u32]) -> Result<(), EngineError> {
-    if prompt.is_empty() || prompt.len() > cfg.n_positions {
-        return Err(EngineError::invalid_argument(format!(
-            "sequence {id}: prompt of {} tokens; GPT-2 takes 1..={}",
-            prompt.len(),
-            cfg.n_positions
-        )));
-    }
-    if let Some(t) = prompt.iter().find(|&&t| t as usize >= cfg.vocab_size) {
-        return Err(EngineError::invalid_argument(format!(
-            "sequence {id}: token {t} is outside the vocabulary of {}",
-            cfg.vocab_size
-        )));
-    }
-    Ok(())
-}
-
 /// What every GPT-2 engine requires of a [`engine_api::ModelSpec`]:
 /// architecture `gpt2` and `quantization: none`; anything else is
 /// `unsupported`, naming `engine`.
@@ -288,24 +269,6 @@ pub fn check_spec(engine: &str, spec: &engine_api::ModelSpec) -> Result<(), Engi
              (quantization: none)",
             spec.quantization.as_str()
         )));
-    }
-    Ok(())
-}
-
-/// Checks the prompts of a prefill: each valid for `cfg`
-/// ([`check_prompt`]) and not an existing sequence.
-pub fn check_new_sequences(
-    cfg: &Config,
-    seqs: &[(u64, &[u32])],
-    exists: impl Fn(u64) -> bool,
-) -> Result<(), EngineError> {
-    for &(id, p) in seqs {
-        check_prompt(cfg, id, p)?;
-        if exists(id) {
-            return Err(EngineError::invalid_argument(format!(
-                "sequence {id} already exists"
-            )));
-        }
     }
     Ok(())
 }

@@ -1,12 +1,20 @@
 //! The runtime every in-process engine plugin shares.
 //!
-//! An engine implements [`Backend`] (prefill a set of sequences, decode one
-//! step for a set of sequences, free a sequence) and calls [`spawn`] from
-//! its [`engine_api::Engine::load`]. Everything above the tensor math —
-//! the request queue, the batching policy, sampling, end-of-sequence
-//! handling, sink calls and engine-side timing — lives here, so that two
-//! engines compared by engine-matrix differ only in their kernels, never
-//! in their scheduling.
+//! An engine implements [`Kernels`] (prefill a batch of equal-length
+//! prompts, decode one token for a batch of caches, score, cache bytes),
+//! wraps them in a [`Sequences`] table and calls [`spawn`] from its
+//! [`engine_api::Engine::load`]. Everything above the tensor math lives
+//! here, so that two engines compared by engine-matrix differ only in
+//! their kernels, never in their scheduling or their validation:
+//!
+//! * [`Sequences`]: the table of live sequences and their caches, every
+//!   check on prompts, tokens and context length, prefill grouping and
+//!   chunking, the order of logits rows, memory accounting;
+//! * the scheduler ([`spawn`]): the request queue, the batching policy,
+//!   sampling, end-of-sequence handling, sink calls and engine-side
+//!   timing, over the lower-level [`Backend`] trait that [`Sequences`]
+//!   implements (test doubles and the deliberately broken plugins of the
+//!   host's tests implement [`Backend`] directly).
 //!
 //! # Threads
 //!
@@ -27,17 +35,21 @@ pub mod gpt2;
 mod options;
 pub mod sampling;
 mod scheduler;
+pub mod sequences;
 pub mod testing;
 
 pub use options::parse_options;
 pub use scheduler::{spawn, spawn_with, KitModel};
+pub use sequences::{CacheBytes, Kernels, Limits, Sequences};
 
 use engine_api::{EngineError, Logits, MemoryStats};
 
 /// Identifies a sequence in a backend; chosen by the scheduler.
 pub type SeqId = u64;
 
-/// The tensor side of an engine.
+/// What the scheduler drives: a model with a table of sequences. Engines
+/// implement [`Kernels`] and get this from [`Sequences`]; implement it
+/// directly only for a test double that must misbehave.
 pub trait Backend: Send + 'static {
     /// Size of a row of logits.
     fn vocab_size(&self) -> usize;
@@ -125,20 +137,6 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
         (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
     })
-}
-
-/// Indices of `seqs` grouped by prompt length, groups in order of first
-/// appearance: backends run each group as one batch without padding and
-/// write the rows back in the caller's order.
-pub fn group_by_len(seqs: &[(SeqId, &[u32])]) -> Vec<(usize, Vec<usize>)> {
-    let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
-    for (i, (_, p)) in seqs.iter().enumerate() {
-        match groups.iter_mut().find(|(len, _)| *len == p.len()) {
-            Some((_, idx)) => idx.push(i),
-            None => groups.push((p.len(), vec![i])),
-        }
-    }
-    groups
 }
 
 /// Parses a `device` engine option: `cpu` gives `None`, `cuda` / `cuda:N`

@@ -1,6 +1,7 @@
 //! The scheduler thread and the [`engine_api::Model`] it serves.
 
 use crate::sampling::{sample, Rng};
+use crate::sequences::{check_prompt, check_score, Limits};
 use crate::{Backend, SeqId};
 use engine_api::{
     BatchPolicy, Completion, EngineError, ErrorKind, FinishReason, LoadOptions, Logits,
@@ -36,8 +37,7 @@ pub struct KitModel {
     tx: Option<Sender<Msg>>,
     thread: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
-    vocab: usize,
-    max_seq_len: usize,
+    limits: Limits,
 }
 
 /// Starts the scheduler thread for `backend` with the batching policy of
@@ -98,11 +98,15 @@ where
                 }
             };
             *lock(&shared2.memory) = backend.memory();
-            let _ = ready_tx.send(Ok((backend.vocab_size(), backend.max_seq_len())));
+            let _ = ready_tx.send(Ok(Limits {
+                vocab: backend.vocab_size(),
+                context: backend.max_seq_len(),
+                eos: backend.eos_token(),
+            }));
             Scheduler::new(backend, cfg, shared2).run(rx)
         })
         .map_err(|e| EngineError::runtime(format!("cannot start scheduler thread: {e}")))?;
-    let (vocab, max_seq_len) = match ready_rx.recv() {
+    let limits = match ready_rx.recv() {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
             let _ = thread.join();
@@ -119,8 +123,7 @@ where
         tx: Some(tx),
         thread: Some(thread),
         shared,
-        vocab,
-        max_seq_len,
+        limits,
     })
 }
 
@@ -138,40 +141,26 @@ impl KitModel {
         }
     }
 
+    /// A request is a prompt ([`check_prompt`]) with room in the context
+    /// for its new tokens: too long is `unsupported` (the model cannot),
+    /// not `invalid`.
     fn validate(&self, r: &Request) -> Result<(), EngineError> {
-        if r.prompt.is_empty() {
-            return Err(EngineError::invalid_argument(format!(
-                "request {}: empty prompt",
-                r.id
-            )));
-        }
         if r.max_new_tokens == 0 {
             return Err(EngineError::invalid_argument(format!(
                 "request {}: max_new_tokens must be at least 1",
                 r.id
             )));
         }
-        if let Some((i, t)) = r
-            .prompt
-            .iter()
-            .enumerate()
-            .find(|(_, &t)| t as usize >= self.vocab)
-        {
-            return Err(EngineError::invalid_argument(format!(
-                "request {}: prompt token {i} is {t}, outside the vocabulary of {}",
-                r.id, self.vocab
-            )));
-        }
         let total = r.prompt.len() + r.max_new_tokens as usize;
-        if total > self.max_seq_len {
+        if !r.prompt.is_empty() && total > self.limits.context {
             return Err(EngineError::unsupported(format!(
                 "{} prompt tokens + {} new tokens = {total} exceeds the model's context of {} positions",
                 r.prompt.len(),
                 r.max_new_tokens,
-                self.max_seq_len
+                self.limits.context
             )));
         }
-        Ok(())
+        check_prompt(&format!("request {}", r.id), &r.prompt, &self.limits)
     }
 }
 
@@ -204,19 +193,7 @@ impl Model for KitModel {
 
     fn score(&self, tokens: &[u32]) -> Result<Logits, EngineError> {
         self.check_poisoned()?;
-        if tokens.is_empty() || tokens.len() > self.max_seq_len {
-            return Err(EngineError::invalid_argument(format!(
-                "score needs 1..={} tokens, got {}",
-                self.max_seq_len,
-                tokens.len()
-            )));
-        }
-        if let Some(t) = tokens.iter().find(|&&t| t as usize >= self.vocab) {
-            return Err(EngineError::invalid_argument(format!(
-                "token {t} is outside the vocabulary of {}",
-                self.vocab
-            )));
-        }
+        check_score(tokens, &self.limits)?;
         let (reply, rx) = mpsc::sync_channel(1);
         let msg = Msg::Score {
             tokens: tokens.to_vec(),

@@ -25,6 +25,10 @@
 //! the cohort is regrouped or all its rows are dead; `memory()` reports it
 //! as reserved, not used.
 //!
+//! The kit's [`Sequences`] table owns the sequences; a sequence's cache
+//! there is a [`Row`], a handle to its row in a cohort, which a regroup
+//! moves.
+//!
 //! # Prefill
 //!
 //! Prompts of equal length run as one batch (no padding); different
@@ -33,17 +37,23 @@
 //! only.
 
 use crate::graph::{past_names, present_names, LOGITS_FROM};
-use engine_api::{EngineError, Logits, MemoryStats};
+use engine_api::EngineError;
 use engine_kit::gpt2::Config;
-use engine_kit::{Backend, SeqId, MAX_PREFILL_TOKENS};
+use engine_kit::{CacheBytes, Kernels, Limits, Sequences};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor, TensorRef};
-use std::cell::Cell;
 use std::collections::HashMap;
 
+/// A sequence's cache: its row in a cohort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Row {
+    cohort: u64,
+    row: usize,
+}
+
 struct Cohort {
-    /// `None`: a freed sequence's row.
-    rows: Vec<Option<SeqId>>,
+    /// `false`: a freed sequence's row.
+    live: Vec<bool>,
     /// Left padding of each row.
     pads: Vec<usize>,
     /// Cache length including padding.
@@ -53,17 +63,9 @@ struct Cohort {
     kv: Vec<DynValue>,
 }
 
-impl Cohort {
-    fn live(&self) -> impl Iterator<Item = (usize, SeqId)> + '_ {
-        self.rows
-            .iter()
-            .enumerate()
-            .filter_map(|(r, id)| id.map(|id| (r, id)))
-    }
-}
-
-/// GPT-2 with an ONNX Runtime session behind [`engine_kit::Backend`].
-pub struct OnnxBackend {
+/// GPT-2's kernels on an ONNX Runtime session, with the cohorts that hold
+/// the caches.
+pub struct OnnxKernels {
     session: Session,
     cfg: Config,
     past: Vec<String>,
@@ -71,16 +73,16 @@ pub struct OnnxBackend {
     has_logits_from: bool,
     cohorts: HashMap<u64, Cohort>,
     next_cohort: u64,
-    seqs: HashMap<SeqId, u64>,
     weight_bytes: u64,
-    peak_kv: Cell<u64>,
 }
 
-impl std::fmt::Debug for OnnxBackend {
+/// What the scheduler drives: the kernels plus the kit's sequence table.
+pub type OnnxBackend = Sequences<OnnxKernels>;
+
+impl std::fmt::Debug for OnnxKernels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OnnxBackend")
+        f.debug_struct("OnnxKernels")
             .field("config", &self.cfg)
-            .field("live_sequences", &self.seqs.len())
             .field("cohorts", &self.cohorts.len())
             .finish()
     }
@@ -90,14 +92,9 @@ fn ort_err(what: &'static str) -> impl Fn(ort::Error) -> EngineError {
     move |e| EngineError::runtime(format!("onnxruntime {what}: {e}"))
 }
 
-impl OnnxBackend {
+impl OnnxKernels {
     /// Wraps a session whose interface was checked by the caller.
-    pub fn new(
-        session: Session,
-        cfg: Config,
-        has_logits_from: bool,
-        weight_bytes: u64,
-    ) -> Result<Self, EngineError> {
+    pub fn new(session: Session, cfg: Config, has_logits_from: bool, weight_bytes: u64) -> Self {
         let past = (0..cfg.n_layer)
             .flat_map(|l| {
                 let (k, v) = past_names(l);
@@ -110,7 +107,7 @@ impl OnnxBackend {
                 [k, v]
             })
             .collect();
-        let mut b = OnnxBackend {
+        OnnxKernels {
             session,
             cfg,
             past,
@@ -118,33 +115,13 @@ impl OnnxBackend {
             has_logits_from,
             cohorts: HashMap::new(),
             next_cohort: 0,
-            seqs: HashMap::new(),
             weight_bytes,
-            peak_kv: Cell::new(0),
-        };
-        engine_kit::warm_up(&mut b)?;
-        b.peak_kv.set(0);
-        Ok(b)
+        }
     }
 
+    /// Cache bytes of one position of one sequence.
     fn kv_row_bytes(&self) -> u64 {
         (2 * self.cfg.n_layer * self.cfg.n_embd * 4) as u64
-    }
-
-    fn used_kv(&self) -> u64 {
-        let tokens: usize = self
-            .cohorts
-            .values()
-            .map(|c| c.live().map(|(r, _)| c.width - c.pads[r]).sum::<usize>())
-            .sum();
-        tokens as u64 * self.kv_row_bytes()
-    }
-
-    fn note_peak(&self) {
-        let used = self.used_kv();
-        if used > self.peak_kv.get() {
-            self.peak_kv.set(used);
-        }
     }
 
     /// Runs the graph. `past`: the cache values (`None`: empty cache for
@@ -227,39 +204,43 @@ impl OnnxBackend {
         Ok(())
     }
 
-    fn new_cohort(&mut self, c: Cohort) {
-        let id = self.next_cohort;
+    /// Stores `c` and returns the handles of its rows.
+    fn new_cohort(&mut self, c: Cohort) -> Vec<Row> {
+        let cohort = self.next_cohort;
         self.next_cohort += 1;
-        for (_, seq) in c.live() {
-            self.seqs.insert(seq, id);
-        }
-        self.cohorts.insert(id, c);
+        let rows = (0..c.live.len()).map(|row| Row { cohort, row }).collect();
+        self.cohorts.insert(cohort, c);
+        rows
     }
 
-    /// The cohort that holds exactly `seqs`, in order, with no dead rows.
-    fn exact_cohort(&self, seqs: &[(SeqId, u32)]) -> Option<u64> {
-        let id = *self.seqs.get(&seqs.first()?.0)?;
-        let c = self.cohorts.get(&id)?;
-        (c.rows.len() == seqs.len() && c.rows.iter().zip(seqs).all(|(r, s)| *r == Some(s.0)))
-            .then_some(id)
+    /// Whether `caches` are exactly one cohort's rows, in order.
+    fn is_exact_cohort(&self, caches: &[&mut Row]) -> bool {
+        let Some(first) = caches.first() else {
+            return false;
+        };
+        self.cohorts.get(&first.cohort).is_some_and(|c| {
+            c.live.len() == caches.len()
+                && caches
+                    .iter()
+                    .enumerate()
+                    .all(|(i, r)| r.cohort == first.cohort && r.row == i)
+        })
     }
 
-    /// Copies the caches of `seqs` into a new cohort (left-padded).
-    fn regroup(&mut self, seqs: &[(SeqId, u32)]) -> Result<u64, EngineError> {
+    /// Copies the caches of `caches` into a new cohort (left-padded), marks
+    /// their old rows dead and points the handles at the new rows.
+    fn regroup(&mut self, caches: &mut [&mut Row]) -> Result<u64, EngineError> {
         let d = &self.cfg;
         // (cohort, row, valid length) of each sequence
-        let mut src = Vec::with_capacity(seqs.len());
-        for &(id, _) in seqs {
-            let cid = self.seqs[&id];
-            let c = &self.cohorts[&cid];
-            let row =
-                c.rows.iter().position(|r| *r == Some(id)).ok_or_else(|| {
-                    EngineError::runtime(format!("sequence {id} lost its cache row"))
-                })?;
-            src.push((cid, row, c.width - c.pads[row]));
-        }
+        let src: Vec<(u64, usize, usize)> = caches
+            .iter()
+            .map(|r| {
+                let c = &self.cohorts[&r.cohort];
+                (r.cohort, r.row, c.width - c.pads[r.row])
+            })
+            .collect();
         let width = src.iter().map(|s| s.2).max().unwrap_or(0);
-        let b = seqs.len();
+        let b = caches.len();
         let (h, hd) = (d.n_head, d.head_dim());
         let mut kv = Vec::with_capacity(2 * d.n_layer);
         for t in 0..2 * d.n_layer {
@@ -279,108 +260,74 @@ impl OnnxBackend {
             kv.push(v.into_dyn());
         }
         for &(cid, row, _) in &src {
-            if let Some(c) = self.cohorts.get_mut(&cid) {
-                c.rows[row] = None;
-            }
+            self.release(Row { cohort: cid, row });
         }
-        self.cohorts
-            .retain(|_, c| c.rows.iter().any(Option::is_some));
-        let c = Cohort {
-            rows: seqs.iter().map(|s| Some(s.0)).collect(),
+        let rows = self.new_cohort(Cohort {
+            live: vec![true; b],
             pads: src.iter().map(|s| width - s.2).collect(),
             width,
             kv,
-        };
-        let id = self.next_cohort;
-        self.new_cohort(c);
-        Ok(id)
+        });
+        for (handle, new) in caches.iter_mut().zip(&rows) {
+            **handle = *new;
+        }
+        Ok(rows[0].cohort)
     }
 }
 
-impl Backend for OnnxBackend {
-    fn vocab_size(&self) -> usize {
-        self.cfg.vocab_size
+/// The kit has checked every prompt, token and length before these run.
+impl Kernels for OnnxKernels {
+    type Cache = Row;
+
+    fn limits(&self) -> Limits {
+        Limits {
+            vocab: self.cfg.vocab_size,
+            context: self.cfg.n_positions,
+            eos: self.cfg.eos_token_id,
+        }
     }
 
-    fn max_seq_len(&self) -> usize {
-        self.cfg.n_positions
-    }
-
-    fn eos_token(&self) -> Option<u32> {
-        self.cfg.eos_token_id
+    fn weight_bytes(&self) -> u64 {
+        self.weight_bytes
     }
 
     fn prefill(
         &mut self,
-        seqs: &[(SeqId, &[u32])],
+        prompts: &[&[u32]],
         logits: &mut Vec<f32>,
-    ) -> Result<(), EngineError> {
-        engine_kit::gpt2::check_new_sequences(&self.cfg, seqs, |id| self.seqs.contains_key(&id))?;
-        let vocab = self.cfg.vocab_size;
+    ) -> Result<Vec<Row>, EngineError> {
+        let (b, len) = (prompts.len(), prompts[0].len());
+        let ids: Vec<i64> = prompts
+            .iter()
+            .flat_map(|p| p.iter().map(|&t| t as i64))
+            .collect();
+        let mask = vec![1i64; b * len];
+        let positions: Vec<i64> = (0..b).flat_map(|_| 0..len as i64).collect();
+        let (l, kv) = self.run(b, len, &ids, &mask, &positions, None, true)?;
         logits.clear();
-        logits.resize(seqs.len() * vocab, 0.0);
-        let groups = engine_kit::group_by_len(seqs);
-        let mut rows = Vec::new();
-        for (len, idx) in &groups {
-            for chunk in idx.chunks((MAX_PREFILL_TOKENS / len).max(1)) {
-                let b = chunk.len();
-                let ids: Vec<i64> = chunk
-                    .iter()
-                    .flat_map(|&i| seqs[i].1.iter().map(|&t| t as i64))
-                    .collect();
-                let mask = vec![1i64; b * len];
-                let positions: Vec<i64> = (0..b).flat_map(|_| 0..*len as i64).collect();
-                let (l, kv) = self.run(b, *len, &ids, &mask, &positions, None, true)?;
-                rows.clear();
-                self.last_logits(&l, b, &mut rows)?;
-                for (j, &i) in chunk.iter().enumerate() {
-                    logits[i * vocab..(i + 1) * vocab]
-                        .copy_from_slice(&rows[j * vocab..(j + 1) * vocab]);
-                }
-                self.new_cohort(Cohort {
-                    rows: chunk.iter().map(|&i| Some(seqs[i].0)).collect(),
-                    pads: vec![0; b],
-                    width: *len,
-                    kv,
-                });
-            }
-        }
-        self.note_peak();
-        Ok(())
+        self.last_logits(&l, b, logits)?;
+        Ok(self.new_cohort(Cohort {
+            live: vec![true; b],
+            pads: vec![0; b],
+            width: len,
+            kv,
+        }))
     }
 
-    fn decode(&mut self, seqs: &[(SeqId, u32)], logits: &mut Vec<f32>) -> Result<(), EngineError> {
-        if seqs.is_empty() {
-            logits.clear();
-            return Ok(());
-        }
-        for &(id, t) in seqs {
-            if !self.seqs.contains_key(&id) {
-                return Err(EngineError::invalid_argument(format!(
-                    "decode of unknown sequence {id}"
-                )));
-            }
-            if t as usize >= self.cfg.vocab_size {
-                return Err(EngineError::invalid_argument(format!(
-                    "sequence {id}: token {t} is outside the vocabulary of {}",
-                    self.cfg.vocab_size
-                )));
-            }
-        }
-        let cid = match self.exact_cohort(seqs) {
-            Some(c) => c,
-            None => self.regroup(seqs)?,
+    fn decode(
+        &mut self,
+        tokens: &[u32],
+        caches: &mut [&mut Row],
+        logits: &mut Vec<f32>,
+    ) -> Result<(), EngineError> {
+        let cid = if self.is_exact_cohort(caches) {
+            caches[0].cohort
+        } else {
+            self.regroup(caches)?
         };
         let c = self.cohorts.remove(&cid).expect("cohort exists");
-        let b = seqs.len();
-        if c.width >= self.cfg.n_positions {
-            self.cohorts.insert(cid, c);
-            return Err(EngineError::invalid_argument(format!(
-                "a sequence would exceed the model's {} positions",
-                self.cfg.n_positions
-            )));
-        }
-        let ids: Vec<i64> = seqs.iter().map(|s| s.1 as i64).collect();
+        let b = tokens.len();
+        let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
         let w = c.width + 1;
         let mut mask = vec![1i64; b * w];
         for (r, &pad) in c.pads.iter().enumerate() {
@@ -398,53 +345,11 @@ impl Backend for OnnxBackend {
         logits.clear();
         let r = self.last_logits(&l, b, logits);
         self.cohorts.insert(cid, Cohort { kv, width: w, ..c });
-        self.note_peak();
         r
     }
 
-    fn free(&mut self, seq: SeqId) {
-        if let Some(cid) = self.seqs.remove(&seq) {
-            if let Some(c) = self.cohorts.get_mut(&cid) {
-                for r in c.rows.iter_mut().filter(|r| **r == Some(seq)) {
-                    *r = None;
-                }
-                if c.rows.iter().all(Option::is_none) {
-                    self.cohorts.remove(&cid);
-                }
-            }
-        }
-    }
-
-    fn memory(&self) -> MemoryStats {
-        let used = self.used_kv();
-        let reserved: u64 = self
-            .cohorts
-            .values()
-            .map(|c| (c.rows.len() * c.width) as u64 * self.kv_row_bytes())
-            .sum();
-        let peak = self.peak_kv.replace(used).max(used);
-        MemoryStats {
-            weight_bytes: self.weight_bytes,
-            kv_cache_used_bytes: used,
-            kv_cache_reserved_bytes: reserved,
-            kv_cache_peak_bytes: peak,
-        }
-    }
-
-    fn score(&mut self, tokens: &[u32]) -> Result<Logits, EngineError> {
+    fn score(&mut self, tokens: &[u32], logits: &mut Vec<f32>) -> Result<(), EngineError> {
         let n = tokens.len();
-        if n == 0 || n > self.cfg.n_positions {
-            return Err(EngineError::invalid_argument(format!(
-                "score needs 1..={} tokens, got {n}",
-                self.cfg.n_positions
-            )));
-        }
-        if let Some(t) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
-            return Err(EngineError::invalid_argument(format!(
-                "token {t} is outside the vocabulary of {}",
-                self.cfg.vocab_size
-            )));
-        }
         let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
         let mask = vec![1i64; n];
         let positions: Vec<i64> = (0..n as i64).collect();
@@ -457,10 +362,36 @@ impl Backend for OnnxBackend {
                 self.cfg.vocab_size
             )));
         }
-        Ok(Logits {
-            rows: n as u32,
-            vocab: self.cfg.vocab_size as u32,
-            data: data.to_vec().into(),
-        })
+        logits.clear();
+        logits.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn cache_bytes(&self, r: &Row) -> CacheBytes {
+        let row = self.kv_row_bytes();
+        self.cohorts
+            .get(&r.cohort)
+            .map_or(CacheBytes::default(), |c| CacheBytes {
+                used: (c.width - c.pads[r.row]) as u64 * row,
+                reserved: c.width as u64 * row,
+            })
+    }
+
+    /// Dead rows stay allocated until their cohort is regrouped or empty.
+    fn spare_cache_bytes(&self) -> u64 {
+        self.cohorts
+            .values()
+            .map(|c| (c.live.iter().filter(|l| !**l).count() * c.width) as u64)
+            .sum::<u64>()
+            * self.kv_row_bytes()
+    }
+
+    fn release(&mut self, r: Row) {
+        if let Some(c) = self.cohorts.get_mut(&r.cohort) {
+            c.live[r.row] = false;
+            if c.live.iter().all(|l| !l) {
+                self.cohorts.remove(&r.cohort);
+            }
+        }
     }
 }

@@ -147,6 +147,7 @@ fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
 }
 
 /// A dimension: a number or a symbolic name.
+#[derive(Debug, Clone, Copy)]
 pub enum Dim<'a> {
     Fixed(i64),
     Named(&'a str),
@@ -283,6 +284,27 @@ pub fn present_names(l: usize) -> (String, String) {
 
 /// Builds the graph. `location` is the external data file's name (used
 /// with [`DataPlacement::External`]).
+/// What every layer's builders share: the graph so far, the checkpoint,
+/// the model's dimensions and constants made once.
+struct Gpt2Graph<'a> {
+    b: Builder,
+    cfg: &'a Config,
+    weights: &'a dyn WeightSource,
+    eps: f32,
+    /// `Unsqueeze`/`Slice` axes `[1]`.
+    axes1: String,
+    /// Additive attention bias `[batch, 1, seq, past + seq]`: 0 where a
+    /// query may attend a key, [`MASKED`] elsewhere.
+    bias: String,
+    /// `[batch]`, for the logits' output shape.
+    batch: String,
+    /// `Split` sizes of the fused qkv projection: `[C, C, C]`.
+    split: String,
+    /// `[B, T, C]` -> `[B, T, heads, head_dim]` and back.
+    heads_shape: String,
+    merge_shape: String,
+}
+
 pub fn build(
     cfg: &Config,
     weights: &dyn WeightSource,
@@ -290,9 +312,7 @@ pub fn build(
     location: &str,
 ) -> Result<Built, String> {
     let act = cfg.activation()?;
-    let (c, h, d) = (cfg.n_embd, cfg.n_head, cfg.head_dim());
-    let (c_i, h_i, d_i) = (c as i64, h as i64, d as i64);
-    let mut b = Builder {
+    let b = Builder {
         nodes: Vec::new(),
         inits: Vec::new(),
         n: 0,
@@ -300,245 +320,14 @@ pub fn build(
         location: location.into(),
         external: Vec::new(),
     };
-    let get = |name: &str| -> Result<Vec<f32>, String> { weights.get(name) };
-
-    // ---- shapes and masks -------------------------------------------------
-    let seq = b.op(
-        "Shape",
-        &["input_ids"],
-        vec![attr_i("start", 1), attr_i("end", 2)],
-    );
-    let batch = b.op(
-        "Shape",
-        &["input_ids"],
-        vec![attr_i("start", 0), attr_i("end", 1)],
-    );
-    let total = b.op(
-        "Shape",
-        &["attention_mask"],
-        vec![attr_i("start", 1), attr_i("end", 2)],
-    );
-    let seq_s = b.op("Squeeze", &[&seq], vec![]);
-    let total_s = b.op("Squeeze", &[&total], vec![]);
-    let zero = b.scalar_i64(0);
-    let one = b.scalar_i64(1);
-    let key_idx = b.op("Range", &[&zero, &total_s, &one], vec![]);
-    let past_len = b.op("Sub", &[&total_s, &seq_s], vec![]);
-    let q_idx = b.op("Range", &[&past_len, &total_s, &one], vec![]);
-    let axes1 = b.const_i64s(&[1]);
-    let q_col = b.op("Unsqueeze", &[&q_idx, &axes1], vec![]);
-    let causal = b.op("LessOrEqual", &[&key_idx, &q_col], vec![]);
-    let am_bool = b.op(
-        "Cast",
-        &["attention_mask"],
-        vec![attr_i("to", DataType::Bool as i64)],
-    );
-    let axes12 = b.const_i64s(&[1, 2]);
-    let am4 = b.op("Unsqueeze", &[&am_bool, &axes12], vec![]);
-    let allowed = b.op("And", &[&causal, &am4], vec![]);
-    let f0 = b.scalar_f32(0.0);
-    let fmask = b.scalar_f32(MASKED);
-    let bias = b.op("Where", &[&allowed, &f0, &fmask], vec![]);
-
-    // ---- embeddings -------------------------------------------------------
-    let wte = get("wte.weight")?;
-    let wte_name = b.weight("wte.weight", &[cfg.vocab_size, c], &wte);
-    drop(wte);
-    let wpe = b.weight("wpe.weight", &[cfg.n_positions, c], &get("wpe.weight")?);
-    let tok = b.op("Gather", &[&wte_name, "input_ids"], vec![]);
-    let pos = b.op("Gather", &[&wpe, "position_ids"], vec![]);
-    let mut x = b.op("Add", &[&tok, &pos], vec![]);
-
-    let eps = cfg.layer_norm_epsilon as f32;
-    let split = b.const_i64s(&[c_i, c_i, c_i]);
-    let heads_shape = b.const_i64s(&[0, 0, h_i, d_i]);
-    let merge_shape = b.const_i64s(&[0, 0, c_i]);
-
+    let mut g = Gpt2Graph::new(b, cfg, weights);
+    let (mut x, wte) = g.embeddings()?;
     for l in 0..cfg.n_layer {
-        let p = |s: &str| format!("h.{l}.{s}");
-        let ln = |b: &mut Builder, x: &str, which: &str| -> Result<String, String> {
-            let w = b.weight(
-                &p(&format!("{which}.weight")),
-                &[c],
-                &get(&p(&format!("{which}.weight")))?,
-            );
-            let bb = b.weight(
-                &p(&format!("{which}.bias")),
-                &[c],
-                &get(&p(&format!("{which}.bias")))?,
-            );
-            Ok(b.op(
-                "LayerNormalization",
-                &[x, &w, &bb],
-                vec![attr_i("axis", -1), attr_f("epsilon", eps)],
-            ))
-        };
-        let linear = |b: &mut Builder,
-                      x: &str,
-                      which: &str,
-                      shape: [usize; 2],
-                      scale_cols: Option<(usize, f32)>|
-         -> Result<String, String> {
-            let mut w = get(&p(&format!("{which}.weight")))?;
-            let mut bias = get(&p(&format!("{which}.bias")))?;
-            if let Some((cols, s)) = scale_cols {
-                for row in w.chunks_mut(shape[1]) {
-                    row[..cols].iter_mut().for_each(|v| *v *= s);
-                }
-                bias[..cols].iter_mut().for_each(|v| *v *= s);
-            }
-            let wn = b.weight(&p(&format!("{which}.weight")), &shape, &w);
-            let bn = b.weight(&p(&format!("{which}.bias")), &[shape[1]], &bias);
-            let m = b.op("MatMul", &[x, &wn], vec![]);
-            Ok(b.op("Add", &[&m, &bn], vec![]))
-        };
-
-        // attention
-        let h1 = ln(&mut b, &x, "ln_1")?;
-        let mut scale = 1.0f32;
-        if cfg.scale_attn_weights {
-            scale /= (d as f32).sqrt();
-        }
-        if cfg.scale_attn_by_inverse_layer_idx {
-            scale /= (l + 1) as f32;
-        }
-        let qkv = linear(&mut b, &h1, "attn.c_attn", [c, 3 * c], Some((c, scale)))?;
-        let (q, k, v) = (b.fresh("q"), b.fresh("k"), b.fresh("v"));
-        b.op_to(
-            "Split",
-            &[&qkv, &split],
-            &[&q, &k, &v],
-            vec![attr_i("axis", 2)],
-        );
-        let perm = vec![attr_ints("perm", &[0, 2, 1, 3])];
-        let heads = |b: &mut Builder, t: &str| {
-            let r = b.op("Reshape", &[t, &heads_shape], vec![]);
-            b.op("Transpose", &[&r], perm.clone())
-        };
-        let (q, k, v) = (heads(&mut b, &q), heads(&mut b, &k), heads(&mut b, &v));
-        let (past_k, past_v) = past_names(l);
-        let (pres_k, pres_v) = present_names(l);
-        b.op_to(
-            "Concat",
-            &[&past_k, &k],
-            &[&pres_k],
-            vec![attr_i("axis", 2)],
-        );
-        b.op_to(
-            "Concat",
-            &[&past_v, &v],
-            &[&pres_v],
-            vec![attr_i("axis", 2)],
-        );
-        let kt = b.op(
-            "Transpose",
-            &[&pres_k],
-            vec![attr_ints("perm", &[0, 1, 3, 2])],
-        );
-        let scores = b.op("MatMul", &[&q, &kt], vec![]);
-        let scores = b.op("Add", &[&scores, &bias], vec![]);
-        let probs = b.op("Softmax", &[&scores], vec![attr_i("axis", -1)]);
-        let ctx = b.op("MatMul", &[&probs, &pres_v], vec![]);
-        let ctx = b.op("Transpose", &[&ctx], perm.clone());
-        let ctx = b.op("Reshape", &[&ctx, &merge_shape], vec![]);
-        let attn = linear(&mut b, &ctx, "attn.c_proj", [c, c], None)?;
-        x = b.op("Add", &[&x, &attn], vec![]);
-
-        // MLP
-        let h2 = ln(&mut b, &x, "ln_2")?;
-        let inner = cfg.inner_dim();
-        let fc = linear(&mut b, &h2, "mlp.c_fc", [c, inner], None)?;
-        let a = match act {
-            Activation::GeluTanh => b.op("Gelu", &[&fc], vec![attr_s("approximate", "tanh")]),
-            Activation::GeluErf => b.op("Gelu", &[&fc], vec![]),
-            Activation::Relu => b.op("Relu", &[&fc], vec![]),
-        };
-        let proj = linear(&mut b, &a, "mlp.c_proj", [inner, c], None)?;
-        x = b.op("Add", &[&x, &proj], vec![]);
+        x = g.block(l, &x, act)?;
     }
-
-    // ---- head -------------------------------------------------------------
-    let lnf_w = b.weight("ln_f.weight", &[c], &get("ln_f.weight")?);
-    let lnf_b = b.weight("ln_f.bias", &[c], &get("ln_f.bias")?);
-    let hf = b.op(
-        "LayerNormalization",
-        &[&x, &lnf_w, &lnf_b],
-        vec![attr_i("axis", -1), attr_f("epsilon", eps)],
-    );
-    b.i64s(LOGITS_FROM, &[1], &[0]);
-    let ends = b.const_i64s(&[i64::MAX]);
-    let hs = b.op("Slice", &[&hf, LOGITS_FROM, &ends, &axes1], vec![]);
-    let flat_shape = b.const_i64s(&[-1, c_i]);
-    let h2d = b.op("Reshape", &[&hs, &flat_shape], vec![]);
-    let lm = b.op("Gemm", &[&h2d, &wte_name], vec![attr_i("transB", 1)]);
-    let tail = b.const_i64s(&[-1, cfg.vocab_size as i64]);
-    let out_shape = b.op("Concat", &[&batch, &tail], vec![attr_i("axis", 0)]);
-    b.op_to("Reshape", &[&lm, &out_shape], &["logits"], vec![]);
-
-    // ---- declarations -----------------------------------------------------
-    use Dim::{Fixed, Named};
-    let f32t = DataType::Float;
-    let mut inputs = vec![
-        value_info(
-            "input_ids",
-            DataType::Int64,
-            &[Named("batch_size"), Named("sequence_length")],
-        ),
-        value_info(
-            "attention_mask",
-            DataType::Int64,
-            &[
-                Named("batch_size"),
-                Named("past_sequence_length + sequence_length"),
-            ],
-        ),
-        value_info(
-            "position_ids",
-            DataType::Int64,
-            &[Named("batch_size"), Named("sequence_length")],
-        ),
-    ];
-    let mut outputs = vec![value_info(
-        "logits",
-        f32t,
-        &[
-            Named("batch_size"),
-            Named("logits_length"),
-            Fixed(cfg.vocab_size as i64),
-        ],
-    )];
-    for l in 0..cfg.n_layer {
-        let (pk, pv) = past_names(l);
-        let (qk, qv) = present_names(l);
-        for n in [pk, pv] {
-            inputs.push(value_info(
-                &n,
-                f32t,
-                &[
-                    Named("batch_size"),
-                    Fixed(h_i),
-                    Named("past_sequence_length"),
-                    Fixed(d_i),
-                ],
-            ));
-        }
-        for n in [qk, qv] {
-            outputs.push(value_info(
-                &n,
-                f32t,
-                &[
-                    Named("batch_size"),
-                    Fixed(h_i),
-                    Named("past_sequence_length + sequence_length"),
-                    Fixed(d_i),
-                ],
-            ));
-        }
-    }
-    // The overridable initializer, declared last so that positional
-    // callers see HF's inputs first.
-    inputs.push(value_info(LOGITS_FROM, DataType::Int64, &[Fixed(1)]));
-
+    g.lm_head(&x, &wte)?;
+    let (inputs, outputs) = interface(cfg);
+    let b = g.b;
     let graph = GraphProto {
         node: b.nodes,
         name: Some("gpt2".into()),
@@ -567,4 +356,253 @@ pub fn build(
         DataPlacement::External => Some((location.to_string(), b.external)),
     };
     Ok(Built { model, external })
+}
+
+impl<'a> Gpt2Graph<'a> {
+    /// Starts the graph with the shapes and the attention bias every layer
+    /// adds to its scores.
+    fn new(mut b: Builder, cfg: &'a Config, weights: &'a dyn WeightSource) -> Self {
+        let axes1 = b.const_i64s(&[1]);
+        let (bias, batch) = attention_bias(&mut b, &axes1);
+        let (c, h, d) = (cfg.n_embd as i64, cfg.n_head as i64, cfg.head_dim() as i64);
+        Gpt2Graph {
+            split: b.const_i64s(&[c, c, c]),
+            heads_shape: b.const_i64s(&[0, 0, h, d]),
+            merge_shape: b.const_i64s(&[0, 0, c]),
+            b,
+            cfg,
+            weights,
+            eps: cfg.layer_norm_epsilon as f32,
+            axes1,
+            bias,
+            batch,
+        }
+    }
+
+    fn get(&self, name: &str) -> Result<Vec<f32>, String> {
+        self.weights.get(name)
+    }
+
+    /// A weight initializer from the checkpoint tensor `name`.
+    fn weight(&mut self, name: &str, shape: &[usize]) -> Result<String, String> {
+        let data = self.get(name)?;
+        Ok(self.b.weight(name, shape, &data))
+    }
+
+    /// Token plus position embeddings; returns them and the `wte`
+    /// initializer (the tied lm_head).
+    fn embeddings(&mut self) -> Result<(String, String), String> {
+        let c = self.cfg.n_embd;
+        let wte = self.weight("wte.weight", &[self.cfg.vocab_size, c])?;
+        let wpe = self.weight("wpe.weight", &[self.cfg.n_positions, c])?;
+        let tok = self.b.op("Gather", &[&wte, "input_ids"], vec![]);
+        let pos = self.b.op("Gather", &[&wpe, "position_ids"], vec![]);
+        Ok((self.b.op("Add", &[&tok, &pos], vec![]), wte))
+    }
+
+    /// `LayerNormalization` with the checkpoint's `{prefix}.weight` and
+    /// `{prefix}.bias`.
+    fn layer_norm(&mut self, x: &str, prefix: &str) -> Result<String, String> {
+        let c = self.cfg.n_embd;
+        let w = self.weight(&format!("{prefix}.weight"), &[c])?;
+        let bias = self.weight(&format!("{prefix}.bias"), &[c])?;
+        Ok(self.b.op(
+            "LayerNormalization",
+            &[x, &w, &bias],
+            vec![attr_i("axis", -1), attr_f("epsilon", self.eps)],
+        ))
+    }
+
+    /// HF's Conv1D `{prefix}` (`weight: [in, out]`, `bias: [out]`) as
+    /// MatMul + Add; `scale_cols` multiplies the first `cols` output
+    /// columns (weight and bias) by `s` at build time.
+    fn linear(
+        &mut self,
+        x: &str,
+        prefix: &str,
+        shape: [usize; 2],
+        scale_cols: Option<(usize, f32)>,
+    ) -> Result<String, String> {
+        let (wn, bn) = (format!("{prefix}.weight"), format!("{prefix}.bias"));
+        let mut w = self.get(&wn)?;
+        let mut bias = self.get(&bn)?;
+        if let Some((cols, s)) = scale_cols {
+            for row in w.chunks_mut(shape[1]) {
+                row[..cols].iter_mut().for_each(|v| *v *= s);
+            }
+            bias[..cols].iter_mut().for_each(|v| *v *= s);
+        }
+        let wn = self.b.weight(&wn, &shape, &w);
+        let bn = self.b.weight(&bn, &[shape[1]], &bias);
+        let m = self.b.op("MatMul", &[x, &wn], vec![]);
+        Ok(self.b.op("Add", &[&m, &bn], vec![]))
+    }
+
+    /// One transformer block: `x + attn(ln_1(x))`, then `+ mlp(ln_2(..))`.
+    fn block(&mut self, l: usize, x: &str, act: Activation) -> Result<String, String> {
+        let h1 = self.layer_norm(x, &format!("h.{l}.ln_1"))?;
+        let attn = self.attention(l, &h1)?;
+        let x = self.b.op("Add", &[x, &attn], vec![]);
+        let h2 = self.layer_norm(&x, &format!("h.{l}.ln_2"))?;
+        let mlp = self.mlp(l, &h2, act)?;
+        Ok(self.b.op("Add", &[&x, &mlp], vec![]))
+    }
+
+    /// Layer `l`'s self-attention over its cache: appends this run's keys
+    /// and values to `past_key_values.l.*` as `present.l.*`.
+    fn attention(&mut self, l: usize, h: &str) -> Result<String, String> {
+        let cfg = self.cfg;
+        let (c, d) = (cfg.n_embd, cfg.head_dim());
+        let mut scale = 1.0f32;
+        if cfg.scale_attn_weights {
+            scale /= (d as f32).sqrt();
+        }
+        if cfg.scale_attn_by_inverse_layer_idx {
+            scale /= (l + 1) as f32;
+        }
+        let qkv = self.linear(
+            h,
+            &format!("h.{l}.attn.c_attn"),
+            [c, 3 * c],
+            Some((c, scale)),
+        )?;
+        let (split, heads_shape, merge_shape) = (&self.split, &self.heads_shape, &self.merge_shape);
+        let b = &mut self.b;
+        let (q, k, v) = (b.fresh("q"), b.fresh("k"), b.fresh("v"));
+        b.op_to(
+            "Split",
+            &[&qkv, split],
+            &[&q, &k, &v],
+            vec![attr_i("axis", 2)],
+        );
+        let perm = vec![attr_ints("perm", &[0, 2, 1, 3])];
+        let mut heads = |t: &str| {
+            let r = b.op("Reshape", &[t, heads_shape], vec![]);
+            b.op("Transpose", &[&r], perm.clone())
+        };
+        let (q, k, v) = (heads(&q), heads(&k), heads(&v));
+        let (past_k, past_v) = past_names(l);
+        let (pres_k, pres_v) = present_names(l);
+        let axis2 = || vec![attr_i("axis", 2)];
+        b.op_to("Concat", &[&past_k, &k], &[&pres_k], axis2());
+        b.op_to("Concat", &[&past_v, &v], &[&pres_v], axis2());
+        let kt = b.op(
+            "Transpose",
+            &[&pres_k],
+            vec![attr_ints("perm", &[0, 1, 3, 2])],
+        );
+        let scores = b.op("MatMul", &[&q, &kt], vec![]);
+        let scores = b.op("Add", &[&scores, &self.bias], vec![]);
+        let probs = b.op("Softmax", &[&scores], vec![attr_i("axis", -1)]);
+        let ctx = b.op("MatMul", &[&probs, &pres_v], vec![]);
+        let ctx = b.op("Transpose", &[&ctx], perm);
+        let ctx = b.op("Reshape", &[&ctx, merge_shape], vec![]);
+        self.linear(&ctx, &format!("h.{l}.attn.c_proj"), [c, c], None)
+    }
+
+    /// Layer `l`'s MLP: `c_proj(act(c_fc(h)))`.
+    fn mlp(&mut self, l: usize, h: &str, act: Activation) -> Result<String, String> {
+        let (c, inner) = (self.cfg.n_embd, self.cfg.inner_dim());
+        let fc = self.linear(h, &format!("h.{l}.mlp.c_fc"), [c, inner], None)?;
+        let a = match act {
+            Activation::GeluTanh => self
+                .b
+                .op("Gelu", &[&fc], vec![attr_s("approximate", "tanh")]),
+            Activation::GeluErf => self.b.op("Gelu", &[&fc], vec![]),
+            Activation::Relu => self.b.op("Relu", &[&fc], vec![]),
+        };
+        self.linear(&a, &format!("h.{l}.mlp.c_proj"), [inner, c], None)
+    }
+
+    /// `ln_f`, then the tied lm_head (`Gemm` with `wte`, `transB`) for
+    /// positions `logits_from..`, into the `logits` output.
+    fn lm_head(&mut self, x: &str, wte: &str) -> Result<(), String> {
+        let hf = self.layer_norm(x, "ln_f")?;
+        let c_i = self.cfg.n_embd as i64;
+        let b = &mut self.b;
+        b.i64s(LOGITS_FROM, &[1], &[0]);
+        let ends = b.const_i64s(&[i64::MAX]);
+        let hs = b.op("Slice", &[&hf, LOGITS_FROM, &ends, &self.axes1], vec![]);
+        let flat_shape = b.const_i64s(&[-1, c_i]);
+        let h2d = b.op("Reshape", &[&hs, &flat_shape], vec![]);
+        let lm = b.op("Gemm", &[&h2d, wte], vec![attr_i("transB", 1)]);
+        let tail = b.const_i64s(&[-1, self.cfg.vocab_size as i64]);
+        let out_shape = b.op("Concat", &[&self.batch, &tail], vec![attr_i("axis", 0)]);
+        b.op_to("Reshape", &[&lm, &out_shape], &["logits"], vec![]);
+        Ok(())
+    }
+}
+
+/// The causal and padding mask as an additive bias, built once per run
+/// from `attention_mask`; returns it and the batch size `[batch]`.
+fn attention_bias(b: &mut Builder, axes1: &str) -> (String, String) {
+    let shape = |b: &mut Builder, of: &str, start: i64| {
+        b.op(
+            "Shape",
+            &[of],
+            vec![attr_i("start", start), attr_i("end", start + 1)],
+        )
+    };
+    let seq = shape(b, "input_ids", 1);
+    let batch = shape(b, "input_ids", 0);
+    let total = shape(b, "attention_mask", 1);
+    let seq_s = b.op("Squeeze", &[&seq], vec![]);
+    let total_s = b.op("Squeeze", &[&total], vec![]);
+    let zero = b.scalar_i64(0);
+    let one = b.scalar_i64(1);
+    let key_idx = b.op("Range", &[&zero, &total_s, &one], vec![]);
+    let past_len = b.op("Sub", &[&total_s, &seq_s], vec![]);
+    let q_idx = b.op("Range", &[&past_len, &total_s, &one], vec![]);
+    let q_col = b.op("Unsqueeze", &[&q_idx, axes1], vec![]);
+    let causal = b.op("LessOrEqual", &[&key_idx, &q_col], vec![]);
+    let am_bool = b.op(
+        "Cast",
+        &["attention_mask"],
+        vec![attr_i("to", DataType::Bool as i64)],
+    );
+    let axes12 = b.const_i64s(&[1, 2]);
+    let am4 = b.op("Unsqueeze", &[&am_bool, &axes12], vec![]);
+    let allowed = b.op("And", &[&causal, &am4], vec![]);
+    let f0 = b.scalar_f32(0.0);
+    let fmask = b.scalar_f32(MASKED);
+    (b.op("Where", &[&allowed, &f0, &fmask], vec![]), batch)
+}
+
+/// The graph's declared inputs and outputs: HF's export layout plus the
+/// overridable `logits_from` input, declared last so that positional
+/// callers see HF's inputs first.
+fn interface(cfg: &Config) -> (Vec<ValueInfoProto>, Vec<ValueInfoProto>) {
+    use Dim::{Fixed, Named};
+    let (h_i, d_i) = (cfg.n_head as i64, cfg.head_dim() as i64);
+    let f32t = DataType::Float;
+    let ids = [Named("batch_size"), Named("sequence_length")];
+    let total = Named("past_sequence_length + sequence_length");
+    let mut inputs = vec![
+        value_info("input_ids", DataType::Int64, &ids),
+        value_info(
+            "attention_mask",
+            DataType::Int64,
+            &[Named("batch_size"), total],
+        ),
+        value_info("position_ids", DataType::Int64, &ids),
+    ];
+    let logits = [
+        Named("batch_size"),
+        Named("logits_length"),
+        Fixed(cfg.vocab_size as i64),
+    ];
+    let mut outputs = vec![value_info("logits", f32t, &logits)];
+    let cache = |len| [Named("batch_size"), Fixed(h_i), len, Fixed(d_i)];
+    for l in 0..cfg.n_layer {
+        let (pk, pv) = past_names(l);
+        let (qk, qv) = present_names(l);
+        for n in [pk, pv] {
+            inputs.push(value_info(&n, f32t, &cache(Named("past_sequence_length"))));
+        }
+        for n in [qk, qv] {
+            outputs.push(value_info(&n, f32t, &cache(total)));
+        }
+    }
+    inputs.push(value_info(LOGITS_FROM, DataType::Int64, &[Fixed(1)]));
+    (inputs, outputs)
 }

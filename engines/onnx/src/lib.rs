@@ -58,11 +58,12 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 }
 
-pub use backend::OnnxBackend;
+pub use backend::{OnnxBackend, OnnxKernels, Row};
 pub use engine_kit::checkpoint::Checkpoint;
 
 use engine_api::{Engine, EngineError, EngineInfo, LoadOptions, Model, ModelSpec};
 use engine_kit::gpt2::Config;
+use engine_kit::Sequences;
 use graph::DataPlacement;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
@@ -252,7 +253,12 @@ pub fn open(spec: &ModelSpec, options_json: &str) -> Result<OnnxBackend, EngineE
         .map(|(_, s)| s.iter().product::<usize>())
         .sum::<usize>()
         * 4) as u64;
-    OnnxBackend::new(session, cfg, has_logits_from, weight_bytes)
+    Sequences::warmed(OnnxKernels::new(
+        session,
+        cfg,
+        has_logits_from,
+        weight_bytes,
+    ))
 }
 
 /// Builds the graph from `model.safetensors` and commits it.

@@ -23,7 +23,7 @@ fn main() -> Result<(), Error> {
     let dir = engine_matrix_test_support::synthetic(config);
     let spec = engine_matrix_test_support::spec(&dir);
     let opts = format!(r#"{{"threads":{threads}{matmul}}}"#);
-    let open = move || TorchBackend::open(&spec, &opts);
+    let open = move || em_torch::open(&spec, &opts);
     if std::env::var_os("ON_THREAD").is_none() {
         return run(open()?, threads, batch);
     }

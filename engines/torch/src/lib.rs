@@ -33,13 +33,10 @@
 
 pub mod gpt2;
 
-use engine_api::{
-    Engine, EngineError, EngineInfo, LoadOptions, Logits, MemoryStats, Model, ModelSpec,
-};
-use engine_kit::{Backend, SeqId, MAX_PREFILL_TOKENS};
+use engine_api::{Engine, EngineError, EngineInfo, LoadOptions, Model, ModelSpec};
+use engine_kit::{CacheBytes, Kernels, Limits, Sequences};
 use gpt2::{Gpt2, KvCache, MatMul};
 use serde::Deserialize;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 
@@ -189,7 +186,7 @@ impl Engine for TorchEngine {
         // belongs to the thread that runs every step (see spawn_with).
         let (spec, json) = (spec.clone(), options.options_json.to_string());
         Ok(Box::new(engine_kit::spawn_with(options, move || {
-            TorchBackend::open(&spec, &json)
+            open(&spec, &json)
         })?))
     }
 }
@@ -214,22 +211,35 @@ impl gpt2::Weights for engine_kit::checkpoint::Checkpoint {
     }
 }
 
-/// GPT-2 on libtorch behind [`engine_kit::Backend`].
-pub struct TorchBackend {
+/// GPT-2's kernels on libtorch. The kit's [`Sequences`] table owns the
+/// live sequences.
+pub struct TorchKernels {
     model: Gpt2,
     threads: usize,
-    seqs: HashMap<SeqId, KvCache>,
     weight_bytes: u64,
 }
 
-impl std::fmt::Debug for TorchBackend {
+/// What the scheduler drives: the kernels plus the kit's sequence table.
+pub type TorchBackend = Sequences<TorchKernels>;
+
+/// Loads `spec` with engine options `options_json` and warms it up (on the
+/// calling thread: call it on the thread that will run the steps).
+pub fn open(spec: &ModelSpec, options_json: &str) -> Result<TorchBackend, EngineError> {
+    Sequences::warmed(TorchKernels::open(spec, options_json)?)
+}
+
+/// Wraps a built model, warmed up.
+pub fn from_model(model: Gpt2, threads: usize) -> Result<TorchBackend, EngineError> {
+    Sequences::warmed(TorchKernels::from_model(model, threads))
+}
+
+impl std::fmt::Debug for TorchKernels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TorchBackend")
+        f.debug_struct("TorchKernels")
             .field("config", self.model.config())
             .field("kind", &self.model.kind())
             .field("threads", &self.threads)
             .field("matmul", &self.model.matmul())
-            .field("live_sequences", &self.seqs.len())
             .finish()
     }
 }
@@ -238,7 +248,7 @@ thread_local! {
     static THREADS_SET: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-impl TorchBackend {
+impl TorchKernels {
     /// Loads `spec` with engine options `options_json`.
     pub fn open(spec: &ModelSpec, options_json: &str) -> Result<Self, EngineError> {
         engine_kit::gpt2::check_spec("torch", spec)?;
@@ -263,20 +273,21 @@ impl TorchBackend {
                 .map_err(|why| EngineError::invalid_model(format!("{}: {why}", file.display())))?
         };
         drop(ck);
-        Self::from_model(model, threads)
+        Ok(Self::from_model(model, threads))
     }
 
     /// Wraps a built model.
-    pub fn from_model(model: Gpt2, threads: usize) -> Result<Self, EngineError> {
-        let weight_bytes = model.weight_bytes() as u64;
-        let mut b = TorchBackend {
+    pub fn from_model(model: Gpt2, threads: usize) -> Self {
+        TorchKernels {
+            weight_bytes: model.weight_bytes() as u64,
             model,
             threads,
-            seqs: HashMap::new(),
-            weight_bytes,
-        };
-        engine_kit::warm_up(&mut b)?;
-        Ok(b)
+        }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Gpt2 {
+        &self.model
     }
 
     /// libtorch's thread count is per OpenMP thread team: set it on the
@@ -303,110 +314,60 @@ fn copy_rows(t: &Tensor, out: &mut Vec<f32>) -> Result<(), EngineError> {
         .map_err(torch_err("logits"))
 }
 
-impl Backend for TorchBackend {
-    fn vocab_size(&self) -> usize {
-        self.model.config().vocab_size
+/// The kit has checked every prompt, token and length before these run.
+impl Kernels for TorchKernels {
+    type Cache = KvCache;
+
+    fn limits(&self) -> Limits {
+        let cfg = self.model.config();
+        Limits {
+            vocab: cfg.vocab_size,
+            context: cfg.n_positions,
+            eos: cfg.eos_token_id,
+        }
     }
 
-    fn max_seq_len(&self) -> usize {
-        self.model.config().n_positions
-    }
-
-    fn eos_token(&self) -> Option<u32> {
-        self.model.config().eos_token_id
+    fn weight_bytes(&self) -> u64 {
+        self.weight_bytes
     }
 
     fn prefill(
         &mut self,
-        seqs: &[(SeqId, &[u32])],
+        prompts: &[&[u32]],
+        logits: &mut Vec<f32>,
+    ) -> Result<Vec<KvCache>, EngineError> {
+        let _g = self.enter();
+        let (l, caches) = self.model.prefill(prompts).map_err(torch_err("prefill"))?;
+        copy_rows(&l, logits)?;
+        Ok(caches)
+    }
+
+    fn decode(
+        &mut self,
+        tokens: &[u32],
+        caches: &mut [&mut KvCache],
         logits: &mut Vec<f32>,
     ) -> Result<(), EngineError> {
-        let seqs_known = &self.seqs;
-        engine_kit::gpt2::check_new_sequences(self.model.config(), seqs, |id| {
-            seqs_known.contains_key(&id)
-        })?;
         let _g = self.enter();
-        let vocab = self.vocab_size();
-        logits.clear();
-        logits.resize(seqs.len() * vocab, 0.0);
-        let mut rows = Vec::new();
-        for (len, idx) in engine_kit::group_by_len(seqs) {
-            for chunk in idx.chunks((MAX_PREFILL_TOKENS / len).max(1)) {
-                let prompts: Vec<&[u32]> = chunk.iter().map(|&i| seqs[i].1).collect();
-                let (l, caches) = self.model.prefill(&prompts).map_err(torch_err("prefill"))?;
-                copy_rows(&l, &mut rows)?;
-                for (j, &i) in chunk.iter().enumerate() {
-                    logits[i * vocab..(i + 1) * vocab]
-                        .copy_from_slice(&rows[j * vocab..(j + 1) * vocab]);
-                }
-                self.seqs
-                    .extend(chunk.iter().map(|&i| seqs[i].0).zip(caches));
-            }
-        }
-        Ok(())
+        let l = self
+            .model
+            .decode(tokens, caches)
+            .map_err(torch_err("decode"))?;
+        copy_rows(&l, logits)
     }
 
-    fn decode(&mut self, seqs: &[(SeqId, u32)], logits: &mut Vec<f32>) -> Result<(), EngineError> {
-        let mut taken: Vec<(SeqId, KvCache)> = Vec::with_capacity(seqs.len());
-        for &(id, t) in seqs {
-            let known = self.seqs.remove(&id);
-            match known {
-                Some(c) if (t as usize) < self.vocab_size() => taken.push((id, c)),
-                other => {
-                    if let Some(c) = other {
-                        taken.push((id, c));
-                    }
-                    self.seqs.extend(taken);
-                    return Err(EngineError::invalid_argument(format!(
-                        "decode of sequence {id} with token {t}: unknown sequence or token outside the vocabulary"
-                    )));
-                }
-            }
-        }
-        let _g = self.enter();
-        let tokens: Vec<u32> = seqs.iter().map(|s| s.1).collect();
-        let result = {
-            let mut caches: Vec<&mut KvCache> = taken.iter_mut().map(|(_, c)| c).collect();
-            self.model
-                .decode(&tokens, &mut caches)
-                .map_err(torch_err("decode"))
-                .and_then(|l| copy_rows(&l, logits))
-        };
-        self.seqs.extend(taken);
-        result
-    }
-
-    fn free(&mut self, seq: SeqId) {
-        self.seqs.remove(&seq);
-    }
-
-    fn memory(&self) -> MemoryStats {
-        let (mut used, mut reserved) = (0u64, 0u64);
-        for c in self.seqs.values() {
-            let (u, r) = self.model.cache_bytes(c);
-            used += u as u64;
-            reserved += r as u64;
-        }
-        MemoryStats {
-            weight_bytes: self.weight_bytes,
-            kv_cache_used_bytes: used,
-            kv_cache_reserved_bytes: reserved,
-            kv_cache_peak_bytes: used,
-        }
-    }
-
-    fn score(&mut self, tokens: &[u32]) -> Result<Logits, EngineError> {
-        engine_kit::gpt2::check_prompt(self.model.config(), 0, tokens)
-            .map_err(|e| EngineError::invalid_argument(format!("score: {}", e.message)))?;
+    fn score(&mut self, tokens: &[u32], logits: &mut Vec<f32>) -> Result<(), EngineError> {
         let _g = self.enter();
         let l = self.model.score(tokens).map_err(torch_err("score"))?;
-        let mut data = Vec::new();
-        copy_rows(&l, &mut data)?;
-        Ok(Logits {
-            rows: tokens.len() as u32,
-            vocab: self.vocab_size() as u32,
-            data: data.into(),
-        })
+        copy_rows(&l, logits)
+    }
+
+    fn cache_bytes(&self, cache: &KvCache) -> CacheBytes {
+        let (used, reserved) = self.model.cache_bytes(cache);
+        CacheBytes {
+            used: used as u64,
+            reserved: reserved as u64,
+        }
     }
 }
 

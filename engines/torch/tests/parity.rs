@@ -12,7 +12,7 @@ use engine_matrix_test_support::*;
 use std::path::Path;
 
 fn torch(dir: &Path, options: &str) -> TorchBackend {
-    TorchBackend::open(&spec(dir), options)
+    em_torch::open(&spec(dir), options)
         .unwrap_or_else(|e| panic!("torch engine failed to load {}: {e}", dir.display()))
 }
 
@@ -72,7 +72,7 @@ fn half_precision_dtypes_load_and_track_f32() {
     for dtype in ["f16", "bf16"] {
         let mut s = spec(&dir);
         s.dtype = dtype.into();
-        let mut m = TorchBackend::open(&s, r#"{"threads":1}"#).unwrap();
+        let mut m = em_torch::open(&s, r#"{"threads":1}"#).unwrap();
         let (got, gl) = greedy(&mut m, &prompt, 4);
         let d = max_abs_diff(&wl[0], &gl[0]);
         assert!(d < 0.5, "{dtype}: first logits differ by {d}");
@@ -87,7 +87,7 @@ fn half_precision_dtypes_load_and_track_f32() {
 #[test]
 fn bad_input_is_a_clear_error() {
     let dir = synthetic("tiny");
-    let err = |s: &engine_api::ModelSpec, o: &str| match TorchBackend::open(s, o) {
+    let err = |s: &engine_api::ModelSpec, o: &str| match em_torch::open(s, o) {
         Ok(_) => panic!("{o} should fail"),
         Err(e) => e,
     };
