@@ -50,6 +50,7 @@ pub mod worker;
 // paths keep naming them.
 pub use engine_matrix_format as matrix;
 pub use engine_matrix_plugins as plugins;
+pub use engine_matrix_results as results;
 pub use engine_matrix_stats::{resample, stats};
 pub use engine_matrix_synthetic as synthetic;
 

@@ -11,6 +11,7 @@ use engine_api::abi_stable::sabi_trait::TD_Opaque;
 use engine_api::abi_stable::std_types::RSlice;
 use engine_api::ffi::{SinkFfi, SinkFfi_TO};
 use engine_api::{Completion, EngineError, Request, SinkBox, TokenEvent};
+pub use engine_matrix_results::IterationSpan;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -54,18 +55,6 @@ impl RequestRecord {
             .filter(|&n| n > 0)
             .unwrap_or(self.tokens.len())
     }
-}
-
-/// One iteration's span, ns since the cell's epoch.
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct IterationSpan {
-    pub index: u32,
-    pub warmup: bool,
-    pub start_ns: u64,
-    pub end_ns: u64,
-    /// The process's RSS when the iteration ended (leak detection).
-    #[serde(default)]
-    pub rss_bytes: Option<u64>,
 }
 
 #[derive(Default)]

@@ -25,79 +25,9 @@
 //! because tokens of one iteration are not independent samples.
 
 use crate::measure::{IterationSpan, RequestRecord};
-use crate::stats::{summarize, Distribution};
-use serde::{Deserialize, Serialize};
+use crate::stats::summarize;
+pub use engine_matrix_results::metrics::{CellMetrics, IterationFigures, MetricAliases};
 use std::collections::BTreeMap;
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct CellMetrics {
-    /// Measured iterations (warmups excluded).
-    pub iterations: usize,
-    pub requests: usize,
-    pub completed: usize,
-    pub failed: usize,
-    /// Failure reason -> count.
-    pub failure_reasons: BTreeMap<String, usize>,
-    /// Completed requests whose generated count differs from the
-    /// requested output length.
-    pub output_length_mismatches: usize,
-    /// Generated token ids outside the model's vocabulary.
-    pub out_of_vocab_tokens: usize,
-    /// Requests whose token count seen by the host disagrees with the
-    /// engine's own count.
-    pub token_count_disagreements: usize,
-    pub duration_s: f64,
-    pub total_input_tokens: u64,
-    pub total_output_tokens: u64,
-    pub request_throughput: f64,
-    pub output_throughput: f64,
-    pub total_token_throughput: f64,
-    pub ttft_ms: Option<Distribution>,
-    pub tpot_ms: Option<Distribution>,
-    pub itl_ms: Option<Distribution>,
-    pub e2el_ms: Option<Distribution>,
-    /// Engine-reported: submit → start of prefill.
-    pub engine_queue_ms: Option<Distribution>,
-    /// Engine-reported duration of the prefill step.
-    pub engine_prefill_ms: Option<Distribution>,
-    /// The same requests under other tools' metric definitions.
-    #[serde(default)]
-    pub aliases: MetricAliases,
-    /// One figure set per measured iteration, in order.
-    #[serde(default)]
-    pub per_iteration: Vec<IterationFigures>,
-    /// Open-loop figures of a `serving` cell.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub serving: Option<crate::serving::ServingMetrics>,
-}
-
-/// Other tools' definitions of inter-token latency and TPOT, per request.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct MetricAliases {
-    /// AIPerf / GenAI-Perf "inter token latency": (E2EL − TTFT) / (n − 1),
-    /// which is vLLM's TPOT.
-    pub aiperf_itl_ms: Option<Distribution>,
-    /// guidellm "time per output token": E2EL / n (TTFT included).
-    pub guidellm_tpot_ms: Option<Distribution>,
-    /// llmperf "inter_token_latency": E2EL / n (TTFT included).
-    pub llmperf_itl_ms: Option<Distribution>,
-}
-
-/// The figures of one measured iteration (the medians are over that
-/// iteration's requests; ITL over its pooled gaps).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct IterationFigures {
-    pub index: u32,
-    pub duration_s: f64,
-    pub completed: usize,
-    pub output_tokens: u64,
-    pub request_throughput: f64,
-    pub output_throughput: f64,
-    pub ttft_p50_ms: Option<f64>,
-    pub tpot_p50_ms: Option<f64>,
-    pub itl_p50_ms: Option<f64>,
-    pub e2el_p50_ms: Option<f64>,
-}
 
 /// Per-request timing figures (ms) of one completed request.
 struct RequestTimes {

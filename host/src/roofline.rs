@@ -94,6 +94,7 @@
 
 use crate::synthetic::Gpt2Shape;
 use anyhow::{Context, Result};
+pub use engine_matrix_results::run::{Efficiency, GpuLimits, Limits};
 use serde::{Deserialize, Serialize};
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -117,59 +118,6 @@ const MIN_SECONDS: f64 = 0.6;
 const MAX_PASSES: usize = 1000;
 /// The `gemm` crate's version (host/Cargo.toml pins the one candle uses).
 const GEMM_VERSION: &str = "0.19.0";
-
-/// The host's limits, measured by [`calibrate`] and cached by [`cached`].
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Limits {
-    /// Human-readable: CPU model, logical cores, memory.
-    pub machine: String,
-    /// Cache key: hex of FNV-1a over CPU model, logical cores, total memory,
-    /// kernel, hostname and [`CALIBRATION_VERSION`].
-    pub key: String,
-    /// When the figures were measured (UTC, RFC 3339).
-    pub measured_at: String,
-    /// Threads both measurements used (the logical cores).
-    pub threads: usize,
-    /// Achievable memory read bandwidth, GB/s (1e9 bytes/s), best pass.
-    pub mem_read_gb_s: f64,
-    /// Achievable f32 matmul throughput, GFLOP/s, best run.
-    pub matmul_f32_gflop_s: f64,
-    /// One line saying exactly how both figures were measured.
-    pub method: String,
-    /// The GPU's limits; `None` until NVML telemetry (issue 7) lands.
-    #[serde(default)]
-    pub gpu: Option<GpuLimits>,
-}
-
-/// Limits of a GPU (not measured yet; see the module docs).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct GpuLimits {
-    pub name: String,
-    pub mem_gb_s: f64,
-    pub f32_tflop_s: f64,
-    /// Where the figures come from (datasheet, NVML clocks, calibration).
-    pub source: String,
-}
-
-impl Limits {
-    /// The roofline's ridge point, FLOP/byte: workloads of lower arithmetic
-    /// intensity are bandwidth-bound, of higher compute-bound.
-    pub fn ridge_flop_per_byte(&self) -> f64 {
-        self.matmul_f32_gflop_s / self.mem_read_gb_s
-    }
-
-    /// The roof at `intensity` FLOP/byte: the GFLOP/s attainable there,
-    /// `min(compute limit, bandwidth × intensity)`.
-    pub fn attainable_gflop_s(&self, intensity: f64) -> f64 {
-        self.matmul_f32_gflop_s.min(self.mem_read_gb_s * intensity)
-    }
-
-    /// Whether the figures can be used (finite, positive, some threads).
-    fn is_usable(&self) -> bool {
-        let ok = |v: f64| v.is_finite() && v > 0.0;
-        self.threads > 0 && ok(self.mem_read_gb_s) && ok(self.matmul_f32_gflop_s)
-    }
-}
 
 /// What identifies this machine for the cache.
 struct Machine {
@@ -479,7 +427,7 @@ pub fn bytes_per_element(dtype: &str) -> f64 {
 /// Cost of `shape` stored as `dtype` (see [`bytes_per_element`]).
 pub fn model_cost(shape: &Gpt2Shape, dtype: &str) -> ModelCost {
     let bytes = bytes_per_element(dtype);
-    let parameters = shape.parameters() as f64;
+    let parameters = crate::synthetic::parameters(shape) as f64;
     let lm_head = (shape.vocab_size * shape.n_embd) as f64;
     ModelCost {
         parameters,
@@ -556,31 +504,6 @@ fn decode_bytes_at(shape: &Gpt2Shape, cost: &ModelCost, batch: u32, ctx: f64) ->
 /// once plus the KV cache it writes.
 pub fn prefill_bytes(shape: &Gpt2Shape, cost: &ModelCost, batch: u32, prompt: u32) -> f64 {
     cost.weight_bytes + batch as f64 * kv_bytes(shape, cost, prompt as f64)
-}
-
-/// The efficiency a cell reached (see [`efficiency`]). `None` where the
-/// cell has no such phase or no timing for it.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-pub struct Efficiency {
-    /// Bytes a decode step reads over its time, GB/s.
-    pub decode_gb_s: Option<f64>,
-    /// `decode_gb_s` as a percentage of [`Limits::mem_read_gb_s`].
-    pub decode_pct_of_bandwidth: Option<f64>,
-    /// FLOPs of the batch's prefill over its time, GFLOP/s.
-    pub prefill_gflop_s: Option<f64>,
-    /// `prefill_gflop_s` as a percentage of [`Limits::matmul_f32_gflop_s`].
-    pub prefill_pct_of_compute: Option<f64>,
-    /// Decode step FLOPs over its bytes (the roofline's x for decode).
-    pub decode_intensity_flop_per_byte: Option<f64>,
-    /// Prefill FLOPs over its bytes (the roofline's x for prefill).
-    pub prefill_intensity_flop_per_byte: Option<f64>,
-}
-
-impl Efficiency {
-    /// Achieved decode GFLOP/s (the roofline's y for decode).
-    pub fn decode_gflop_s(&self) -> Option<f64> {
-        Some(self.decode_gb_s? * self.decode_intensity_flop_per_byte?)
-    }
 }
 
 /// The efficiency of a cell of model `shape` in `dtype`, against `limits`.

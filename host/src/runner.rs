@@ -424,7 +424,10 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         model_records.push(ModelRecord {
             name: def.name.clone(),
             path: resolved.as_ref().ok().map(|r| r.path.display().to_string()),
-            parameters: resolved.as_ref().ok().map(|r| r.shape.parameters()),
+            parameters: resolved
+                .as_ref()
+                .ok()
+                .map(|r| crate::synthetic::parameters(&r.shape)),
             shape: resolved.as_ref().ok().map(|r| r.shape.clone()),
             error: resolved.as_ref().err().cloned(),
         });

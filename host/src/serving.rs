@@ -72,7 +72,9 @@ use crate::measure::IterationSpan;
 use crate::measure::RequestRecord;
 use crate::rng::splitmix64;
 use crate::stats::{summarize, Distribution};
-use serde::{Deserialize, Serialize};
+pub use engine_matrix_results::metrics::{
+    ServingMetrics, SpikeFigures, SweepFigures, SweepStep, Window,
+};
 use std::collections::BTreeMap;
 
 /// A deterministic stream of uniform and derived random numbers.
@@ -294,48 +296,6 @@ pub fn failure_kind(message: &str) -> &'static str {
     }
 }
 
-/// One second of a cell, by scheduled time.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Window {
-    /// Start, s from the first scheduled arrival.
-    pub t_s: f64,
-    pub scheduled: usize,
-    pub completed: usize,
-    pub failed: usize,
-    pub ttft_p50_ms: Option<f64>,
-    pub e2el_p50_ms: Option<f64>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SpikeFigures {
-    pub start_s: f64,
-    pub end_s: f64,
-    pub baseline_ttft_p50_ms: Option<f64>,
-    pub threshold_ms: Option<f64>,
-    pub peak_window_ttft_p50_ms: Option<f64>,
-    /// From the end of the spike; `None`: not recovered within the cell.
-    pub recovery_s: Option<f64>,
-}
-
-/// One rate a sweep tried.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SweepStep {
-    pub rate: f64,
-    pub sent: usize,
-    pub completed: usize,
-    pub good: usize,
-    pub achieved_rate: f64,
-    pub goodput_fraction: f64,
-    pub ttft_p99_ms: Option<f64>,
-    pub tpot_p99_ms: Option<f64>,
-    pub e2el_p99_ms: Option<f64>,
-    /// How fast latency grew during the segment (s per s; see
-    /// [`MAX_GROWTH`]): the queue of a server that cannot keep up.
-    #[serde(default)]
-    pub queue_growth: f64,
-    pub passed: bool,
-}
-
 /// Fastest a sweep segment's queue may grow, in seconds of latency per
 /// second: a server 10% short of the rate falls about 0.1 s behind per
 /// second.
@@ -380,47 +340,6 @@ fn queue_growth(records: &[&RequestRecord]) -> f64 {
         return 0.0;
     }
     ((late - early) / (t_late - t_early)).max(0.0)
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SweepFigures {
-    pub steps: Vec<SweepStep>,
-    pub max_sustainable_rate: Option<f64>,
-    /// The pass rule, in words.
-    pub criterion: String,
-}
-
-/// `metrics.serving` of a serving cell.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ServingMetrics {
-    pub load: Load,
-    pub arrival: Arrival,
-    /// The rate asked for (after `sustainable` is resolved); `None`: inf.
-    pub request_rate: Option<f64>,
-    /// Scheduled requests over the schedule's span (measured, not asked).
-    pub offered_rate: Option<f64>,
-    pub max_concurrency: Option<u32>,
-    pub scheduled: usize,
-    pub completed: usize,
-    pub failed: usize,
-    /// Completed requests per second of the measured span.
-    pub achieved_rate: f64,
-    pub ttft_from_schedule_ms: Option<Distribution>,
-    pub e2el_from_schedule_ms: Option<Distribution>,
-    /// Actual send time − scheduled time.
-    pub send_lag_ms: Option<Distribution>,
-    pub slo: Slo,
-    /// Good requests (`None` without an SLO).
-    pub good: Option<usize>,
-    pub goodput: Option<f64>,
-    pub goodput_fraction: Option<f64>,
-    /// `timeout`, `http_error`, `connect`, `malformed_stream`,
-    /// `disconnect`, `server_error`, `engine` -> count (the exact
-    /// messages are in `metrics.failure_reasons`).
-    pub failures_by_kind: BTreeMap<String, usize>,
-    pub windows: Vec<Window>,
-    pub spike: Option<SpikeFigures>,
-    pub sweep: Option<SweepFigures>,
 }
 
 fn p(d: &Option<Distribution>, q: fn(&Distribution) -> f64) -> Option<f64> {

@@ -1,62 +1,8 @@
 //! The machine a run was measured on, recorded in every run, and the
 //! process memory readings taken around each cell.
 
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SystemInfo {
-    pub hostname: Option<String>,
-    pub os: Option<String>,
-    pub os_version: Option<String>,
-    pub kernel: Option<String>,
-    pub arch: String,
-    pub cpu_model: Option<String>,
-    pub physical_cores: Option<usize>,
-    pub logical_cores: usize,
-    pub memory_bytes: u64,
-    pub engine_matrix_version: String,
-    pub git_commit: String,
-    /// Thread-count variables that change engine behaviour.
-    pub env: BTreeMap<String, String>,
-    /// The NVIDIA GPUs NVML lists (empty: none, or no usable driver).
-    #[serde(default)]
-    pub gpus: Vec<crate::telemetry::gpu::GpuInfo>,
-    /// The NVIDIA driver's version, when NVML loads.
-    #[serde(default)]
-    pub gpu_driver: Option<String>,
-}
-
-impl SystemInfo {
-    /// The GPUs in one line, e.g. `NVIDIA H100 80GB HBM3 (79.6 GiB) x2,
-    /// driver 555.42.06`; `None` without any.
-    pub fn gpu_summary(&self) -> Option<String> {
-        if self.gpus.is_empty() {
-            return None;
-        }
-        // Identical boards are counted, not repeated.
-        let mut kinds: Vec<(String, usize)> = Vec::new();
-        for g in &self.gpus {
-            let mut text = g.name.clone().unwrap_or_else(|| "unknown GPU".into());
-            if let Some(b) = g.memory_total_bytes {
-                text.push_str(&format!(" ({:.1} GiB)", b as f64 / (1u64 << 30) as f64));
-            }
-            match kinds.iter_mut().find(|(k, _)| *k == text) {
-                Some((_, n)) => *n += 1,
-                None => kinds.push((text, 1)),
-            }
-        }
-        let mut out = kinds
-            .into_iter()
-            .map(|(k, n)| if n > 1 { format!("{k} x{n}") } else { k })
-            .collect::<Vec<_>>()
-            .join(", ");
-        if let Some(d) = &self.gpu_driver {
-            out.push_str(&format!(", driver {d}"));
-        }
-        Some(out)
-    }
-}
+pub use engine_matrix_results::SystemInfo;
+use serde::Serialize;
 
 /// Reads the system information (takes a few ms: once per run).
 pub fn collect() -> SystemInfo {

@@ -315,13 +315,8 @@ fn the_parser_reads_paths_trees_and_tests() {
     assert_eq!(cycle_from("d", &g), None);
 }
 
-/// Crates: cargo refuses a cycle of normal dependencies itself, but not
-/// one closed through a dev-dependency. The rule here: no workspace crate
-/// depends on the `engine-matrix` binary crate in any way (engines' tests
-/// use `engine-matrix-test-support`), so the host stays the top of the
-/// graph.
-#[test]
-fn no_crate_depends_on_the_host() {
+/// The workspace's packages, from `cargo metadata --no-deps`.
+fn packages() -> Vec<serde_json::Value> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let o = std::process::Command::new(cargo)
@@ -337,7 +332,48 @@ fn no_crate_depends_on_the_host() {
         .expect("run cargo metadata");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let meta: serde_json::Value = serde_json::from_slice(&o.stdout).expect("metadata JSON");
-    let packages = meta["packages"].as_array().expect("packages");
+    meta["packages"].as_array().expect("packages").clone()
+}
+
+/// The result schema is read by reports, `compare`, dashboards and CI
+/// gates: it stays pure data, with no way to the plugins, telemetry
+/// back-ends or HTTP stacks of the binary.
+#[test]
+fn the_result_schema_depends_only_on_the_format_and_statistics() {
+    let packages = packages();
+    let results = packages
+        .iter()
+        .find(|p| p["name"] == "engine-matrix-results")
+        .expect("engine-matrix-results is a workspace member");
+    let allowed = [
+        "engine-matrix-format",
+        "engine-matrix-stats",
+        "serde",
+        "serde_json",
+        "thiserror",
+    ];
+    let extra: Vec<&str> = results["dependencies"]
+        .as_array()
+        .expect("dependencies")
+        .iter()
+        .filter(|d| d["kind"].is_null())
+        .filter_map(|d| d["name"].as_str())
+        .filter(|n| !allowed.contains(n))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "engine-matrix-results depends on {extra:?}"
+    );
+}
+
+/// Crates: cargo refuses a cycle of normal dependencies itself, but not
+/// one closed through a dev-dependency. The rule here: no workspace crate
+/// depends on the `engine-matrix` binary crate in any way (engines' tests
+/// use `engine-matrix-test-support`), so the host stays the top of the
+/// graph.
+#[test]
+fn no_crate_depends_on_the_host() {
+    let packages = packages();
     assert!(packages.len() > 10, "{} packages", packages.len());
     let users: Vec<&str> = packages
         .iter()

@@ -39,6 +39,7 @@
 //! the run's reading (the same [`EnergyMeter::source`]).
 
 use super::gpu::Gpu;
+pub use engine_matrix_results::telemetry::{EnergyRecord, Power};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -310,17 +311,6 @@ impl EnergyMeter {
     }
 }
 
-/// Mean power over a window.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Power {
-    pub watts: f64,
-    pub cpu_watts: Option<f64>,
-    pub gpu_watts: Option<f64>,
-    pub seconds: f64,
-    /// [`EnergyMeter::source`] of the measurement.
-    pub source: String,
-}
-
 /// Mean watts while this process sleeps for `d` (1 s is plenty: counters
 /// update every millisecond or so), with the same sources a run's
 /// [`EnergyMeter::start`] would use. Once per run, while no engine works.
@@ -341,30 +331,6 @@ fn power_of(meter: &mut EnergyMeter) -> Option<Power> {
         seconds: r.seconds,
         source: meter.source(),
     })
-}
-
-/// Energy of a cell or run, for result files.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EnergyRecord {
-    /// [`EnergyMeter::source`]: `rapl`, `nvml` or `rapl+nvml`.
-    pub source: String,
-    /// Everything the counters saw, idle draw included.
-    pub joules: f64,
-    pub seconds: f64,
-    pub mean_watts: Option<f64>,
-    /// The run's idle baseline ([`idle_baseline`]), when measured.
-    pub idle_watts: Option<f64>,
-    /// `joules - idle_watts × seconds`, clamped at 0: a run that drew no
-    /// more than idle (within noise) cost no measurable extra energy.
-    pub joules_above_idle: Option<f64>,
-    /// `joules / output tokens` (idle draw included).
-    pub joules_per_output_token: Option<f64>,
-    /// `joules_above_idle / output tokens`: what generating a token cost.
-    pub joules_above_idle_per_output_token: Option<f64>,
-    /// Why the derived figures are missing although joules were read:
-    /// the window was shorter than [`MIN_WINDOW_S`].
-    #[serde(default)]
-    pub note: Option<String>,
 }
 
 /// The shortest window whose energy is turned into watts and joules per

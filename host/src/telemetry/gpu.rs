@@ -27,9 +27,9 @@
 //!   `CUDA_VISIBLE_DEVICES` (whose order may differ, too): samples are per
 //!   device, and energy sums all of them.
 
+pub use engine_matrix_results::telemetry::{GpuInfo, GpuSample};
 use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
 use nvml_wrapper::Nvml;
-use serde::{Deserialize, Serialize};
 use std::sync::{Arc, OnceLock};
 
 /// The report's reason when no GPU telemetry is available.
@@ -38,32 +38,6 @@ pub const UNAVAILABLE: &str = "n/a: no NVIDIA GPU (NVML not loadable)";
 /// Why GPU figures read `n/a`.
 pub fn describe_unavailable() -> &'static str {
     UNAVAILABLE
-}
-
-/// One reading of one device, in NVML's units. `None`: the query is not
-/// supported or failed.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct GpuSample {
-    /// Seconds since the sampler started.
-    pub t_s: f64,
-    /// NVML device index.
-    pub device: u32,
-    pub memory_used_bytes: Option<u64>,
-    pub power_mw: Option<u32>,
-    /// Energy counter since the driver was loaded (Volta and newer), mJ.
-    pub energy_mj: Option<u64>,
-    pub sm_clock_mhz: Option<u32>,
-    pub mem_clock_mhz: Option<u32>,
-    pub temperature_c: Option<u32>,
-}
-
-/// What a device is, read once by [`probe`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GpuInfo {
-    pub index: u32,
-    pub name: Option<String>,
-    pub uuid: Option<String>,
-    pub memory_total_bytes: Option<u64>,
 }
 
 /// A loaded NVML and the devices it found. `Send + Sync`: NVML is

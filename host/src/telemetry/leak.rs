@@ -79,7 +79,7 @@
 //! [`LeakVerdict::Insufficient`] with a note saying it is too short for a
 //! leak verdict, and reports say nothing more about it.
 
-use serde::{Deserialize, Serialize};
+pub use engine_matrix_results::telemetry::{LeakCheck, LeakVerdict};
 
 /// Points below which no verdict is drawn.
 pub const MIN_POINTS: usize = 100;
@@ -100,72 +100,6 @@ pub const GROWTH_FLOOR_MB: f64 = 8.0;
 pub const MAX_PAIRS: usize = 20_000;
 
 const MIB: f64 = (1u64 << 20) as f64;
-
-/// The verdict of a [`LeakCheck`]. Ordered `NoLeak < Leak < Insufficient`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LeakVerdict {
-    /// Slope at most [`ACCEPTABLE_MB_PER_HOUR`], growth below
-    /// [`GROWTH_FLOOR_MB`], or growth not sustained over both halves.
-    NoLeak,
-    /// Sustained growth above both thresholds.
-    Leak,
-    /// Fewer than [`MIN_POINTS`] points, or no time elapsed.
-    Insufficient,
-}
-
-impl LeakVerdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LeakVerdict::NoLeak => "no leak",
-            LeakVerdict::Leak => "leak",
-            LeakVerdict::Insufficient => "insufficient data",
-        }
-    }
-}
-
-impl std::fmt::Display for LeakVerdict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Result of [`leak_check`]. Every figure is finite (0 when it cannot be
-/// computed, with the verdict then [`LeakVerdict::Insufficient`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LeakCheck {
-    /// Points used (those with a finite time).
-    pub samples: usize,
-    /// Seconds from the first point to the last.
-    pub window_s: f64,
-    /// Theil–Sen slope of RSS over the whole window, MB (MiB) per hour.
-    pub slope_mb_per_hour: f64,
-    /// Growth the slope predicts over the window (`slope × window`), MB.
-    pub growth_mb: f64,
-    /// Theil–Sen slope of the earlier half of the points, MB/hour.
-    pub first_half_mb_per_hour: f64,
-    /// Theil–Sen slope of the later half of the points, MB/hour.
-    pub second_half_mb_per_hour: f64,
-    /// Last RSS minus first RSS, MB (for the reader; not robust, not used
-    /// by the verdict).
-    pub observed_growth_mb: f64,
-    pub verdict: LeakVerdict,
-    /// Why no verdict was drawn, when [`settled_check`] withheld it (e.g.
-    /// `too short for a leak verdict: ...`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
-
-impl LeakCheck {
-    /// One line for a report, e.g. `no leak: +0.4 MB/h over 12.3 s (120
-    /// points, predicted growth +0.0 MB)`.
-    pub fn summary(&self) -> String {
-        format!(
-            "{}: {:+.1} MB/h over {:.1} s ({} points, predicted growth {:+.1} MB)",
-            self.verdict, self.slope_mb_per_hour, self.window_s, self.samples, self.growth_mb
-        )
-    }
-}
 
 /// Checks `points` (`(seconds, rss bytes)`, any order; points with a
 /// non-finite time are dropped) for a leak; see the module docs.

@@ -1,0 +1,187 @@
+//! One cell's result: `results.jsonl` lines and `summary.json`'s `cells`.
+
+use crate::metrics::CellMetrics;
+use crate::run::Efficiency;
+use crate::telemetry::{EnergyRecord, GpuSample, LeakCheck};
+use engine_matrix_format::Cell;
+use serde::{Deserialize, Serialize};
+
+/// Version of the layout of `summary.json` and `results.jsonl`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Unsupported,
+    Failed,
+}
+
+/// Memory readings of a cell, bytes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct MemoryRecord {
+    /// RSS growth from loading the model (measured when this cell loaded
+    /// it, else carried from the cell that did).
+    pub load_bytes: Option<i64>,
+    pub load_time_ms: Option<f64>,
+    /// Whether this cell loaded the model itself.
+    pub loaded_here: bool,
+    pub rss_start_bytes: Option<u64>,
+    pub rss_end_bytes: Option<u64>,
+    /// Peak RSS during the cell (the process peak when it cannot be reset).
+    pub peak_rss_bytes: Option<u64>,
+    pub peak_is_per_cell: bool,
+    pub weight_bytes: u64,
+    pub kv_cache_peak_bytes: u64,
+    pub kv_cache_reserved_bytes: u64,
+    /// Highest RSS the sleeping sampler saw during the cell.
+    #[serde(default)]
+    pub sampled_peak_rss_bytes: Option<u64>,
+    /// RSS slope after warm-up, with its verdict (`insufficient`, with a
+    /// note, for a cell too short for one); none for serving cells.
+    #[serde(default)]
+    pub leak: Option<LeakCheck>,
+    /// Where the leak check's points come from: `iterations` (RSS after
+    /// each measured iteration) or `sampler` (the 50 ms series, for closed
+    /// loops with fewer than 100 iterations, judged per request).
+    #[serde(default)]
+    pub leak_source: Option<String>,
+    /// NVIDIA GPUs during the cell (None: no GPU, `n/a`).
+    #[serde(default)]
+    pub gpu: Option<GpuRecord>,
+    /// Energy during the cell (None: no readable counter, `n/a`).
+    #[serde(default)]
+    pub energy: Option<EnergyRecord>,
+}
+
+/// GPU readings of a cell, over all devices and samples.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct GpuRecord {
+    pub samples: usize,
+    /// Devices sampled (NVML lists every GPU of the machine).
+    #[serde(default)]
+    pub devices: usize,
+    /// The fullest device's peak memory used (the figure that decides
+    /// whether a model fits), dropped samples included.
+    pub peak_memory_used_bytes: Option<u64>,
+    /// Board power summed over the devices: each device's mean over the
+    /// cell, added up (so it is comparable with the energy's mean watts).
+    pub mean_power_w: Option<f64>,
+    pub max_temperature_c: Option<u32>,
+    /// Means over every device and sample.
+    pub mean_sm_clock_mhz: Option<f64>,
+    pub mean_mem_clock_mhz: Option<f64>,
+}
+
+impl GpuRecord {
+    pub fn from_samples(s: &[GpuSample], peaks: &[Option<u64>]) -> Option<Self> {
+        if s.is_empty() {
+            return None;
+        }
+        let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+        let mut devices: Vec<u32> = s.iter().map(|x| x.device).collect();
+        devices.sort_unstable();
+        devices.dedup();
+        let mean_power_w = devices
+            .iter()
+            .filter_map(|&d| {
+                mean(
+                    s.iter()
+                        .filter(|x| x.device == d)
+                        .filter_map(|x| x.power_mw)
+                        .map(|p| p as f64 / 1e3)
+                        .collect(),
+                )
+            })
+            .reduce(|a, b| a + b);
+        Some(GpuRecord {
+            samples: s.len(),
+            devices: devices.len(),
+            peak_memory_used_bytes: peaks
+                .iter()
+                .flatten()
+                .copied()
+                .chain(s.iter().filter_map(|x| x.memory_used_bytes))
+                .max(),
+            mean_power_w,
+            max_temperature_c: s.iter().filter_map(|x| x.temperature_c).max(),
+            mean_sm_clock_mhz: mean(
+                s.iter()
+                    .filter_map(|x| x.sm_clock_mhz)
+                    .map(f64::from)
+                    .collect(),
+            ),
+            mean_mem_clock_mhz: mean(
+                s.iter()
+                    .filter_map(|x| x.mem_clock_mhz)
+                    .map(f64::from)
+                    .collect(),
+            ),
+        })
+    }
+}
+
+/// The summary of one cell (a line of `results.jsonl` adds raw data).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CellResult {
+    pub cell: Cell,
+    pub plugin: String,
+    pub status: Status,
+    pub reason: Option<String>,
+    pub started_at: String,
+    pub wall_s: f64,
+    pub memory: Option<MemoryRecord>,
+    pub metrics: Option<CellMetrics>,
+    /// Which repetition of the matrix this is (`run --repeat N`), from 0.
+    #[serde(default)]
+    pub repeat: u32,
+    /// Roofline efficiency against the host's calibrated limits.
+    #[serde(default)]
+    pub efficiency: Option<Efficiency>,
+}
+
+/// A request's raw timeline, ns since the cell's epoch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RawRequest {
+    pub id: u64,
+    pub iteration: u32,
+    pub warmup: bool,
+    pub prompt_tokens: u32,
+    pub max_new_tokens: u32,
+    pub submit_ns: u64,
+    /// Open loop: when the request was due (latency from the schedule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_ns: Option<u64>,
+    pub token_ns: Vec<u64>,
+    pub tokens: Vec<u32>,
+    pub end_ns: Option<u64>,
+    pub finish_reason: Option<String>,
+    pub error: Option<String>,
+    pub engine_generated_tokens: Option<u32>,
+    pub engine_queue_us: Option<u64>,
+    pub engine_prefill_us: Option<u64>,
+    pub engine_decode_us: Option<u64>,
+    pub engine_decode_steps: Option<u32>,
+}
+
+/// A line of `results.jsonl`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ResultLine {
+    pub schema_version: u32,
+    #[serde(flatten)]
+    pub result: CellResult,
+    pub iterations: Vec<IterationSpan>,
+    pub requests: Vec<RawRequest>,
+}
+
+/// One iteration's span, ns since the cell's epoch.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct IterationSpan {
+    pub index: u32,
+    pub warmup: bool,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// The process's RSS when the iteration ended (leak detection).
+    #[serde(default)]
+    pub rss_bytes: Option<u64>,
+}

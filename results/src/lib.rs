@@ -1,0 +1,140 @@
+//! The result schema of engine-matrix: the types of `summary.json` and
+//! `results.jsonl`, and nothing else.
+//!
+//! The binary writes these files after every cell; reports, `compare`,
+//! the dashboard and CI gates read them. Keeping the types in a crate of
+//! their own, with no dependency on how a figure is measured (no plugins,
+//! no telemetry back-ends, no HTTP), lets a reader of results link only
+//! this crate plus the matrix format and the statistics it embeds
+//! (`Cell`, `Distribution`).
+//!
+//! * [`cell`]: one cell's result ([`CellResult`], [`ResultLine`] with the
+//!   raw per-request timelines, memory and GPU records);
+//! * [`metrics`]: its figures ([`CellMetrics`], [`ServingMetrics`]);
+//! * [`telemetry`]: leak verdicts, energy, GPU samples;
+//! * [`run`]: the run ([`Summary`]), the machine ([`SystemInfo`]), the
+//!   calibrated roofline ([`Limits`], [`Efficiency`]), engines and models;
+//! * [`shape`]: the model's shape ([`Gpt2Shape`]).
+//!
+//! The layout is versioned by [`SCHEMA_VERSION`]; [`Summary::read`]
+//! refuses another version with an error naming the file.
+//!
+//! Methods here only format or derive (a verdict's words, a roofline's
+//! ridge point); how a figure is computed lives with its measurement in
+//! the binary.
+
+pub mod cell;
+pub mod metrics;
+pub mod run;
+pub mod shape;
+pub mod telemetry;
+
+pub use cell::{
+    CellResult, GpuRecord, IterationSpan, MemoryRecord, RawRequest, ResultLine, Status,
+    SCHEMA_VERSION,
+};
+pub use metrics::{
+    CellMetrics, IterationFigures, MetricAliases, ServingMetrics, SpikeFigures, SweepFigures,
+    SweepStep, Window,
+};
+pub use run::{Efficiency, EngineRecord, GpuLimits, Limits, ModelRecord, Summary, SystemInfo};
+pub use shape::Gpt2Shape;
+pub use telemetry::{EnergyRecord, GpuInfo, GpuSample, LeakCheck, LeakVerdict, Power};
+
+/// Why a result file or config could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Parse {
+        what: String,
+        source: serde_json::Error,
+    },
+    #[error("{path}: schema_version {found} (this engine-matrix reads {SCHEMA_VERSION})")]
+    Version { path: String, found: u32 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str, text: &str) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("em-results-{}-{name}", std::process::id()));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn summary_read_names_the_file_and_the_problem() {
+        let missing = std::env::temp_dir().join("em-results-no-such-summary.json");
+        let e = Summary::read(&missing).unwrap_err().to_string();
+        assert!(
+            e.starts_with("cannot read ") && e.contains("no-such-summary"),
+            "{e}"
+        );
+
+        let p = temp("garbage.json", "{\"schema_version\": 1");
+        let e = Summary::read(&p).unwrap_err().to_string();
+        assert!(e.contains("not an engine-matrix summary.json"), "{e}");
+        assert!(e.contains(&p.display().to_string()), "{e}");
+
+        // The whole layout is parsed before the version is compared, so a
+        // stub with only a version is a parse error, not a version error.
+        let p2 = temp(
+            "v99.json",
+            &format!("{{\"schema_version\": {}}}", SCHEMA_VERSION + 98),
+        );
+        let e = Summary::read(&p2).map(|_| ()).unwrap_err();
+        match &e {
+            SchemaError::Parse { .. } => {}
+            other => panic!("a summary without its fields is a parse error first: {other}"),
+        }
+        let _ = (std::fs::remove_file(p), std::fs::remove_file(p2));
+    }
+
+    #[test]
+    fn verdicts_and_statuses_keep_their_json_names() {
+        let names = |v: &[serde_json::Value]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let verdicts = [
+            LeakVerdict::NoLeak,
+            LeakVerdict::Leak,
+            LeakVerdict::Insufficient,
+        ]
+        .map(|v| serde_json::to_value(v).unwrap());
+        assert_eq!(
+            names(&verdicts),
+            ["\"no_leak\"", "\"leak\"", "\"insufficient\""]
+        );
+        assert_eq!(LeakVerdict::Insufficient.to_string(), "insufficient data");
+        let statuses = [Status::Ok, Status::Unsupported, Status::Failed]
+            .map(|s| serde_json::to_value(s).unwrap());
+        assert_eq!(
+            names(&statuses),
+            ["\"ok\"", "\"unsupported\"", "\"failed\""]
+        );
+    }
+
+    #[test]
+    fn a_shape_error_names_its_origin() {
+        let e = Gpt2Shape::from_json("{\"n_embd\": 8}", "models/x/config.json").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("models/x/config.json: not a GPT-2 config.json"),
+            "{e}"
+        );
+        let s = Gpt2Shape::from_json(
+            r#"{"vocab_size": 10, "max_position_embeddings": 16, "hidden_size": 8,
+                "num_hidden_layers": 2, "num_attention_heads": 2}"#,
+            "llama-style",
+        )
+        .unwrap();
+        assert_eq!(
+            (s.n_positions, s.n_embd, s.model_type.as_str()),
+            (16, 8, "gpt2")
+        );
+    }
+}

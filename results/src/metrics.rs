@@ -1,0 +1,160 @@
+//! A cell's figures: closed-loop latency and throughput distributions,
+//! and the open-loop (serving) figures.
+
+use engine_matrix_format::open_loop::{Arrival, Load, Slo};
+use engine_matrix_stats::stats::Distribution;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CellMetrics {
+    /// Measured iterations (warmups excluded).
+    pub iterations: usize,
+    pub requests: usize,
+    pub completed: usize,
+    pub failed: usize,
+    /// Failure reason -> count.
+    pub failure_reasons: BTreeMap<String, usize>,
+    /// Completed requests whose generated count differs from the
+    /// requested output length.
+    pub output_length_mismatches: usize,
+    /// Generated token ids outside the model's vocabulary.
+    pub out_of_vocab_tokens: usize,
+    /// Requests whose token count seen by the host disagrees with the
+    /// engine's own count.
+    pub token_count_disagreements: usize,
+    pub duration_s: f64,
+    pub total_input_tokens: u64,
+    pub total_output_tokens: u64,
+    pub request_throughput: f64,
+    pub output_throughput: f64,
+    pub total_token_throughput: f64,
+    pub ttft_ms: Option<Distribution>,
+    pub tpot_ms: Option<Distribution>,
+    pub itl_ms: Option<Distribution>,
+    pub e2el_ms: Option<Distribution>,
+    /// Engine-reported: submit → start of prefill.
+    pub engine_queue_ms: Option<Distribution>,
+    /// Engine-reported duration of the prefill step.
+    pub engine_prefill_ms: Option<Distribution>,
+    /// The same requests under other tools' metric definitions.
+    #[serde(default)]
+    pub aliases: MetricAliases,
+    /// One figure set per measured iteration, in order.
+    #[serde(default)]
+    pub per_iteration: Vec<IterationFigures>,
+    /// Open-loop figures of a `serving` cell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<ServingMetrics>,
+}
+
+/// Other tools' definitions of inter-token latency and TPOT, per request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct MetricAliases {
+    /// AIPerf / GenAI-Perf "inter token latency": (E2EL − TTFT) / (n − 1),
+    /// which is vLLM's TPOT.
+    pub aiperf_itl_ms: Option<Distribution>,
+    /// guidellm "time per output token": E2EL / n (TTFT included).
+    pub guidellm_tpot_ms: Option<Distribution>,
+    /// llmperf "inter_token_latency": E2EL / n (TTFT included).
+    pub llmperf_itl_ms: Option<Distribution>,
+}
+
+/// The figures of one measured iteration (the medians are over that
+/// iteration's requests; ITL over its pooled gaps).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IterationFigures {
+    pub index: u32,
+    pub duration_s: f64,
+    pub completed: usize,
+    pub output_tokens: u64,
+    pub request_throughput: f64,
+    pub output_throughput: f64,
+    pub ttft_p50_ms: Option<f64>,
+    pub tpot_p50_ms: Option<f64>,
+    pub itl_p50_ms: Option<f64>,
+    pub e2el_p50_ms: Option<f64>,
+}
+
+/// One second of a cell, by scheduled time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    /// Start, s from the first scheduled arrival.
+    pub t_s: f64,
+    pub scheduled: usize,
+    pub completed: usize,
+    pub failed: usize,
+    pub ttft_p50_ms: Option<f64>,
+    pub e2el_p50_ms: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SpikeFigures {
+    pub start_s: f64,
+    pub end_s: f64,
+    pub baseline_ttft_p50_ms: Option<f64>,
+    pub threshold_ms: Option<f64>,
+    pub peak_window_ttft_p50_ms: Option<f64>,
+    /// From the end of the spike; `None`: not recovered within the cell.
+    pub recovery_s: Option<f64>,
+}
+
+/// One rate a sweep tried.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SweepStep {
+    pub rate: f64,
+    pub sent: usize,
+    pub completed: usize,
+    pub good: usize,
+    pub achieved_rate: f64,
+    pub goodput_fraction: f64,
+    pub ttft_p99_ms: Option<f64>,
+    pub tpot_p99_ms: Option<f64>,
+    pub e2el_p99_ms: Option<f64>,
+    /// How fast latency grew during the segment (s per s; see
+    /// the host's `serving::MAX_GROWTH`): the queue of a server that cannot keep up.
+    #[serde(default)]
+    pub queue_growth: f64,
+    pub passed: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SweepFigures {
+    pub steps: Vec<SweepStep>,
+    pub max_sustainable_rate: Option<f64>,
+    /// The pass rule, in words.
+    pub criterion: String,
+}
+
+/// `metrics.serving` of a serving cell.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServingMetrics {
+    pub load: Load,
+    pub arrival: Arrival,
+    /// The rate asked for (after `sustainable` is resolved); `None`: inf.
+    pub request_rate: Option<f64>,
+    /// Scheduled requests over the schedule's span (measured, not asked).
+    pub offered_rate: Option<f64>,
+    pub max_concurrency: Option<u32>,
+    pub scheduled: usize,
+    pub completed: usize,
+    pub failed: usize,
+    /// Completed requests per second of the measured span.
+    pub achieved_rate: f64,
+    pub ttft_from_schedule_ms: Option<Distribution>,
+    pub e2el_from_schedule_ms: Option<Distribution>,
+    /// Actual send time − scheduled time.
+    pub send_lag_ms: Option<Distribution>,
+    pub slo: Slo,
+    /// Good requests (`None` without an SLO).
+    pub good: Option<usize>,
+    pub goodput: Option<f64>,
+    pub goodput_fraction: Option<f64>,
+    /// `timeout`, `http_error`, `connect`, `malformed_stream`,
+    /// `disconnect`, `server_error`, `engine` -> count (the exact
+    /// messages are in `metrics.failure_reasons`).
+    pub failures_by_kind: BTreeMap<String, usize>,
+    pub windows: Vec<Window>,
+    pub spike: Option<SpikeFigures>,
+    pub sweep: Option<SweepFigures>,
+}
