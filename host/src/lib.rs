@@ -14,28 +14,29 @@
 //!   [`scenario`] (driving a cell), [`serving`] (open-loop load),
 //!   [`telemetry`] (memory, GPU, energy, leaks), [`roofline`], [`system`];
 //! * figures: [`metrics`] (per cell), [`stats`] and [`resample`] (pure
-//!   statistics), [`output`] (result files), [`report`], [`compare`];
+//!   statistics), [`output`] (result files; their types are [`results`]),
+//!   [`report`], [`compare`], [`baseline`] (named baselines);
 //! * the rest: [`serve`] (an engine behind HTTP), [`clock`] (time stamps).
 //!
-//! [`matrix`], [`plugins`], [`synthetic`], [`stats`] and [`resample`] are
-//! crates of their own (`matrix/`, `plugins/`, `synthetic/`, `stats/`),
-//! re-exported here under these names; the plugins' test helpers are the
-//! `engine-matrix-test-support` crate (`test-support/`).
+//! [`matrix`], [`plugins`], [`synthetic`], [`results`], [`report`] (with
+//! [`compare`]), [`stats`] and [`resample`] are crates of their own
+//! (`matrix/`, `plugins/`, `synthetic/`, `results/`, `reports/`,
+//! `stats/`), re-exported here under these names; the plugins' test
+//! helpers are the `engine-matrix-test-support` crate (`test-support/`).
 //!
 //! Dependencies between modules point one way: no module refers to one
 //! that refers back to it, directly or through others
 //! (`host/tests/module_graph.rs` checks it, and names the cycle a change
 //! would close).
 
+pub mod baseline;
 pub mod cell;
 pub mod clock;
-pub mod compare;
 pub mod launch;
 pub mod measure;
 pub mod metrics;
 pub mod output;
 pub mod prompts;
-pub mod report;
 mod rng;
 pub mod roofline;
 pub mod runner;
@@ -50,6 +51,8 @@ pub mod worker;
 // paths keep naming them.
 pub use engine_matrix_format as matrix;
 pub use engine_matrix_plugins as plugins;
+pub use engine_matrix_reports as report;
+pub use engine_matrix_reports::compare;
 pub use engine_matrix_results as results;
 pub use engine_matrix_stats::{resample, stats};
 pub use engine_matrix_synthetic as synthetic;

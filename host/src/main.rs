@@ -269,7 +269,7 @@ fn run_command(args: RunArgs, dir: PathBuf, verbose: bool) -> Result<ExitCode> {
     // Fail on a bad name or a missing baseline before measuring.
     let base = baseline
         .as_deref()
-        .map(engine_matrix::compare::resolve)
+        .map(engine_matrix::baseline::resolve)
         .transpose()?;
     let isolation = if in_process {
         runner::Isolation::InProcess
@@ -319,7 +319,7 @@ fn run_command(args: RunArgs, dir: PathBuf, verbose: bool) -> Result<ExitCode> {
         }));
     }
     if let Some(name) = save_baseline {
-        let dir = engine_matrix::compare::save_baseline(&report.dir, &name)?;
+        let dir = engine_matrix::baseline::save_baseline(&report.dir, &name)?;
         eprintln!("saved baseline '{name}' in {}", dir.display());
     }
     if let Some((file, b)) = base {
@@ -358,11 +358,11 @@ fn compare_command(args: CompareArgs) -> Result<ExitCode> {
         check_version,
         out,
     } = args;
-    let (bfile, b) = engine_matrix::compare::resolve(&baseline)?;
-    let (cfile, c) = engine_matrix::compare::resolve(&candidate)?;
+    let (bfile, b) = engine_matrix::baseline::resolve(&baseline)?;
+    let (cfile, c) = engine_matrix::baseline::resolve(&candidate)?;
     let out = out.unwrap_or_else(|| {
         let dir = cfile.parent().map(PathBuf::from).unwrap_or_default();
-        if dir.starts_with(engine_matrix::compare::baselines_dir()) {
+        if dir.starts_with(engine_matrix::baseline::baselines_dir()) {
             PathBuf::from(".")
         } else {
             dir

@@ -14,6 +14,7 @@
 use crate::measure::RequestRecord;
 use crate::system::SystemInfo;
 use anyhow::{Context, Result};
+pub use engine_matrix_reports::slug;
 pub use engine_matrix_results::cell::{
     CellResult, GpuRecord, MemoryRecord, RawRequest, ResultLine, Status, SCHEMA_VERSION,
 };
@@ -145,22 +146,6 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     Ok(())
 }
 
-/// A file-name-safe stem for files in a run folder (charts, logs).
-pub fn slug(parts: &[&str]) -> String {
-    let s: String = parts
-        .join("-")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    s.chars().take(100).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,11 +211,5 @@ mod tests {
             .to_string();
         assert!(err.contains("already holds results"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn slugs_are_file_names() {
-        assert_eq!(slug(&["TTFT", "lat ency", "a/b"]), "ttft-lat_ency-a_b");
-        assert!(slug(&["x"; 200]).len() <= 100);
     }
 }

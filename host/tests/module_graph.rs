@@ -254,24 +254,21 @@ fn cycle_from(start: &str, g: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec
     dfs(start, start, g, &mut path, &mut BTreeSet::new()).then_some(path)
 }
 
-#[test]
-fn the_host_modules_have_no_cycle() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mods = modules(&src);
+/// Asserts that the modules under `src` (a crate's `src/`) form no cycle,
+/// after checking that the parser found at least `min` modules and the
+/// `known` edges.
+fn assert_no_cycle(src: &Path, min: usize, known: &[(&str, &str)]) {
+    let mods = modules(src);
     assert!(
-        mods.len() > 30,
+        mods.len() >= min,
         "found {} modules in {}",
         mods.len(),
         src.display()
     );
     let g = edges(&mods);
     // The parser sees the edges it must: a few known ones.
-    for (a, b) in [
-        ("runner", "launch"),
-        ("cell", "scenario"),
-        ("report::markdown", "report::lifecycle"),
-    ] {
-        assert!(g[a].contains(b), "{a} -> {b} not found: {:?}", g[a]);
+    for (a, b) in known {
+        assert!(g[*a].contains(*b), "{a} -> {b} not found: {:?}", g[*a]);
     }
     let cycles: Vec<String> = g
         .keys()
@@ -280,8 +277,25 @@ fn the_host_modules_have_no_cycle() {
         .collect();
     assert!(
         cycles.is_empty(),
-        "module cycles (move the helper that closes each to a module below both):\n{}",
+        "module cycles in {} (move the helper that closes each to a module below both):\n{}",
+        src.display(),
         cycles.join("\n")
+    );
+}
+
+#[test]
+fn the_host_modules_have_no_cycle() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    assert_no_cycle(&src, 20, &[("runner", "launch"), ("cell", "scenario")]);
+}
+
+#[test]
+fn the_report_modules_have_no_cycle() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../reports/src");
+    assert_no_cycle(
+        &src,
+        10,
+        &[("markdown", "lifecycle"), ("compare", "analysis")],
     );
 }
 
@@ -340,34 +354,65 @@ fn packages() -> Vec<serde_json::Value> {
 /// back-ends or HTTP stacks of the binary.
 #[test]
 fn the_result_schema_depends_only_on_the_format_and_statistics() {
-    let packages = packages();
-    let results = packages
-        .iter()
-        .find(|p| p["name"] == "engine-matrix-results")
-        .expect("engine-matrix-results is a workspace member");
-    let allowed = [
-        "engine-matrix-format",
-        "engine-matrix-stats",
-        "serde",
-        "serde_json",
-        "thiserror",
-    ];
-    let extra: Vec<&str> = results["dependencies"]
-        .as_array()
-        .expect("dependencies")
-        .iter()
-        .filter(|d| d["kind"].is_null())
-        .filter_map(|d| d["name"].as_str())
-        .filter(|n| !allowed.contains(n))
-        .collect();
+    let extra = extra_dependencies(
+        "engine-matrix-results",
+        &[
+            "engine-matrix-format",
+            "engine-matrix-stats",
+            "serde",
+            "serde_json",
+            "thiserror",
+        ],
+    );
     assert!(
         extra.is_empty(),
         "engine-matrix-results depends on {extra:?}"
     );
 }
 
+/// The normal (not dev, not build) dependencies of workspace crate
+/// `name` that are not in `allowed`.
+fn extra_dependencies(name: &str, allowed: &[&str]) -> Vec<String> {
+    let packages = packages();
+    let p = packages
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("{name} is a workspace member"));
+    p["dependencies"]
+        .as_array()
+        .expect("dependencies")
+        .iter()
+        .filter(|d| d["kind"].is_null())
+        .filter_map(|d| d["name"].as_str())
+        .filter(|n| !allowed.contains(n))
+        .map(str::to_string)
+        .collect()
+}
+
 /// Crates: cargo refuses a cycle of normal dependencies itself, but not
 /// one closed through a dev-dependency. The rule here: no workspace crate
+/// The reports read results only: no plugins, telemetry back-ends, HTTP
+/// or async runtime.
+#[test]
+fn the_reports_depend_only_on_results_and_drawing() {
+    let extra = extra_dependencies(
+        "engine-matrix-reports",
+        &[
+            "engine-matrix-format",
+            "engine-matrix-results",
+            "engine-matrix-stats",
+            "plotters",
+            "serde",
+            "serde_json",
+            "thiserror",
+        ],
+    );
+    assert!(
+        extra.is_empty(),
+        "engine-matrix-reports depends on {extra:?}"
+    );
+}
+
 /// depends on the `engine-matrix` binary crate in any way (engines' tests
 /// use `engine-matrix-test-support`), so the host stays the top of the
 /// graph.

@@ -38,6 +38,7 @@ mod scheduler;
 pub mod sequences;
 pub mod testing;
 
+pub use engine_matrix_stats::rng::fnv1a;
 pub use options::parse_options;
 pub use scheduler::{spawn, spawn_with, KitModel};
 pub use sequences::{CacheBytes, Kernels, Limits, Sequences};
@@ -129,14 +130,6 @@ pub fn cache_dir() -> std::path::PathBuf {
         Some(h) => PathBuf::from(h).join(".cache/engine-matrix"),
         None => std::env::temp_dir().join("engine-matrix-cache"),
     }
-}
-
-/// 64-bit FNV-1a hash: stable across builds and platforms, for seeds and
-/// cache keys (written out so it can never change with a dependency).
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 /// Parses a `device` engine option: `cpu` gives `None`, `cuda` / `cuda:N`

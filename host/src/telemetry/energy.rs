@@ -39,7 +39,7 @@
 //! the run's reading (the same [`EnergyMeter::source`]).
 
 use super::gpu::Gpu;
-pub use engine_matrix_results::telemetry::{EnergyRecord, Power};
+pub use engine_matrix_results::telemetry::{energy_record, EnergyRecord, Power, MIN_WINDOW_S};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -331,56 +331,6 @@ fn power_of(meter: &mut EnergyMeter) -> Option<Power> {
         seconds: r.seconds,
         source: meter.source(),
     })
-}
-
-/// The shortest window whose energy is turned into watts and joules per
-/// token. Counters advance in steps: RAPL's every millisecond or so, an
-/// NVML board's on the driver's own schedule (tens to a hundred ms on
-/// many boards, and NVML documents none), so over a few milliseconds the
-/// reading is mostly quantisation. The joules read are still recorded.
-pub const MIN_WINDOW_S: f64 = 1.0;
-
-/// Builds an [`EnergyRecord`]. Derived figures are `None` when an input
-/// makes them meaningless: no seconds, no idle baseline, no tokens, a
-/// non-finite value (never written as NaN), or a window shorter than
-/// [`MIN_WINDOW_S`] (then `note` says so).
-pub fn energy_record(
-    source: &str,
-    joules: f64,
-    seconds: f64,
-    idle_watts: Option<f64>,
-    output_tokens: u64,
-) -> EnergyRecord {
-    let finite = |v: f64| v.is_finite().then_some(v);
-    let seconds_ok = finite(seconds).filter(|&s| s > 0.0);
-    let short = seconds_ok.is_some_and(|s| s < MIN_WINDOW_S);
-    let note = short.then(|| {
-        format!(
-            "{:.3} s is shorter than the {MIN_WINDOW_S} s an energy figure needs ({source} counters advance in steps): joules recorded, not derived",
-            seconds
-        )
-    });
-    let derived = seconds_ok.filter(|_| !short);
-    let idle_watts = idle_watts.and_then(finite).filter(|&w| w >= 0.0);
-    let joules_above_idle = match (finite(joules), idle_watts, derived) {
-        (Some(j), Some(w), Some(s)) => finite((j - w * s).max(0.0)),
-        _ => None,
-    };
-    let per_token = |j: Option<f64>| {
-        j.filter(|_| output_tokens > 0 && !short)
-            .and_then(|j| finite(j / output_tokens as f64))
-    };
-    EnergyRecord {
-        source: source.to_string(),
-        joules: finite(joules).unwrap_or(0.0),
-        seconds: seconds_ok.unwrap_or(0.0),
-        mean_watts: derived.and_then(|s| finite(joules / s)),
-        idle_watts,
-        joules_above_idle,
-        joules_per_output_token: per_token(finite(joules)),
-        joules_above_idle_per_output_token: per_token(joules_above_idle),
-        note,
-    }
 }
 
 /// Why energy reads `n/a` on this host, or `None` when some counter is

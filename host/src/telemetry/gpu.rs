@@ -27,13 +27,10 @@
 //!   `CUDA_VISIBLE_DEVICES` (whose order may differ, too): samples are per
 //!   device, and energy sums all of them.
 
-pub use engine_matrix_results::telemetry::{GpuInfo, GpuSample};
+pub use engine_matrix_results::telemetry::{GpuInfo, GpuSample, UNAVAILABLE};
 use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
 use nvml_wrapper::Nvml;
 use std::sync::{Arc, OnceLock};
-
-/// The report's reason when no GPU telemetry is available.
-pub const UNAVAILABLE: &str = "n/a: no NVIDIA GPU (NVML not loadable)";
 
 /// Why GPU figures read `n/a`.
 pub fn describe_unavailable() -> &'static str {

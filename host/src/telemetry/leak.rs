@@ -79,19 +79,15 @@
 //! [`LeakVerdict::Insufficient`] with a note saying it is too short for a
 //! leak verdict, and reports say nothing more about it.
 
-pub use engine_matrix_results::telemetry::{LeakCheck, LeakVerdict};
+pub use engine_matrix_results::telemetry::{
+    LeakCheck, LeakVerdict, ACCEPTABLE_MB_PER_HOUR, MIN_ITERATIONS,
+};
 
 /// Points below which no verdict is drawn.
 pub const MIN_POINTS: usize = 100;
-/// Units of work (measured iterations, or a closed loop's requests) that
-/// [`settled_check`] needs after warm-up before it draws a verdict (the
-/// seeds' M6 leak test runs 100 iterations).
-pub const MIN_ITERATIONS: usize = 100;
 /// [`settled_check`] leaves out one unit of work in this many (rounded
 /// up: at least one) as warm-up before judging.
 pub const SETTLE_ONE_IN: usize = 10;
-/// Slope, MB/hour, up to which RSS growth is acceptable.
-pub const ACCEPTABLE_MB_PER_HOUR: f64 = 10.0;
 /// Growth over the window, MB, that the slope must predict before a leak
 /// is called (see the module docs: below it a short window cannot tell a
 /// leak from allocator noise).

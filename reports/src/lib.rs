@@ -13,6 +13,7 @@
 
 pub mod analysis;
 pub mod charts;
+pub mod compare;
 pub mod csv;
 pub mod figures;
 pub mod html;
@@ -22,11 +23,51 @@ mod serving;
 mod table;
 
 pub use markdown::markdown;
-pub(crate) use markdown::{cell as md_cell, status_name, with_ci};
+pub use markdown::{cell as md_cell, status_name, with_ci};
 
-use crate::output::Summary;
-use anyhow::{Context, Result};
+use engine_matrix_results::{SchemaError, Summary};
 use std::path::{Path, PathBuf};
+
+/// Why a report could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// `summary.json` is missing, unreadable or of another schema.
+    #[error(transparent)]
+    Summary(#[from] SchemaError),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Reports' results.
+pub type Result<T, E = ReportError> = std::result::Result<T, E>;
+
+/// `std::fs` errors with the path they concern.
+pub(crate) fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
+    r.map_err(|source| ReportError::Write {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// A file-name-safe stem for files in a run folder (charts, logs):
+/// lowercase ASCII letters, digits, `-` and `_`, at most 100 characters.
+pub fn slug(parts: &[&str]) -> String {
+    let s: String = parts
+        .join("-")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    s.chars().take(100).collect()
+}
 
 /// What [`write`] produced.
 #[derive(Debug)]
@@ -50,8 +91,7 @@ pub fn write_summary(summary: &Summary, dir: &Path) -> Result<Written> {
     let executive = analysis::executive(summary, &groups);
     let colors = figures::colors(summary);
     let chart_dir = dir.join("charts");
-    std::fs::create_dir_all(&chart_dir)
-        .with_context(|| format!("cannot create {}", chart_dir.display()))?;
+    io(&chart_dir, std::fs::create_dir_all(&chart_dir))?;
     let mut files = Vec::new();
     let mut rendered = Vec::new();
     let mut chart_error = None;
@@ -70,7 +110,7 @@ pub fn write_summary(summary: &Summary, dir: &Path) -> Result<Written> {
     let md = markdown(summary);
     let out = |name: &str, text: &str, files: &mut Vec<PathBuf>| -> Result<()> {
         let p = dir.join(name);
-        std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))?;
+        io(&p, std::fs::write(&p, text))?;
         files.push(p);
         Ok(())
     };
@@ -98,10 +138,10 @@ pub fn write_summary(summary: &Summary, dir: &Path) -> Result<Written> {
 /// Hand-made run summaries for unit tests of the report and `compare`.
 #[cfg(test)]
 pub(crate) mod fixtures {
-    use crate::matrix::{Cell, CellParams, ScenarioKind};
-    use crate::metrics::{CellMetrics, IterationFigures, MetricAliases};
-    use crate::output::{CellResult, Status, Summary, SCHEMA_VERSION};
-    use crate::stats::summarize;
+    use engine_matrix_format::{Cell, CellParams, ScenarioKind};
+    use engine_matrix_results::metrics::{CellMetrics, IterationFigures, MetricAliases};
+    use engine_matrix_results::{CellResult, Status, Summary, SCHEMA_VERSION};
+    use engine_matrix_stats::stats::summarize;
 
     pub fn cell(engine: &str, input: u32, output: u32, batch: u32) -> Cell {
         let params = CellParams {
@@ -243,11 +283,31 @@ pub(crate) mod fixtures {
             started_at: String::new(),
             finished_at: None,
             complete: true,
-            system: crate::system::collect(),
+            system: system(),
             limits: None,
             engines: vec![],
             models: vec![],
             cells,
+        }
+    }
+
+    /// A machine for hand-made summaries.
+    pub fn system() -> engine_matrix_results::SystemInfo {
+        engine_matrix_results::SystemInfo {
+            hostname: Some("test-host".into()),
+            os: Some("Debian GNU/Linux".into()),
+            os_version: Some("12".into()),
+            kernel: Some("6.1.0".into()),
+            arch: "x86_64".into(),
+            cpu_model: Some("test CPU".into()),
+            physical_cores: Some(2),
+            logical_cores: 2,
+            memory_bytes: 8 << 30,
+            engine_matrix_version: env!("CARGO_PKG_VERSION").into(),
+            git_commit: "test".into(),
+            env: Default::default(),
+            gpus: vec![],
+            gpu_driver: None,
         }
     }
 
@@ -257,7 +317,7 @@ pub(crate) mod fixtures {
         let mut s = phase;
         (0..n)
             .map(|_| {
-                let u = crate::rng::splitmix64(&mut s) as f64 / u64::MAX as f64;
+                let u = engine_matrix_stats::rng::splitmix64(&mut s) as f64 / u64::MAX as f64;
                 center * (1.0 + jitter * (2.0 * u - 1.0))
             })
             .collect()
@@ -266,9 +326,18 @@ pub(crate) mod fixtures {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn slugs_are_file_names() {
+        assert_eq!(
+            super::slug(&["TTFT", "lat ency", "a/b"]),
+            "ttft-lat_ency-a_b"
+        );
+        assert!(super::slug(&["x"; 200]).len() <= 100);
+    }
+
     use super::fixtures::*;
     use super::*;
-    use crate::output::Status;
+    use engine_matrix_results::Status;
 
     /// Engine `b` twice as fast as the baseline `a` at batch 1 and 4.
     fn two_engines() -> Summary {

@@ -5,8 +5,9 @@
 
 use super::analysis::{self, Axis, Group, Metric};
 use super::charts::{Bar, Body, Chart, Colors, Mark, Point, Series};
-use crate::matrix::ScenarioKind;
-use crate::output::{slug, Summary};
+use crate::slug;
+use engine_matrix_format::ScenarioKind;
+use engine_matrix_results::Summary;
 use std::collections::BTreeMap;
 
 const MIB: f64 = (1u64 << 20) as f64;
@@ -499,7 +500,8 @@ pub fn memory(summary: &Summary, groups: &[Group], colors: &Colors) -> Vec<Chart
 /// Open-loop serving: each sweep's TTFT p99 (from the schedule) against
 /// the rate tried, and each spike or burst cell's TTFT over time.
 pub fn serving(groups: &[Group], colors: &Colors) -> Vec<Chart> {
-    use crate::serving::{Load, ServingMetrics};
+    use engine_matrix_format::open_loop::Load;
+    use engine_matrix_results::ServingMetrics;
     // (scenario, model, load) -> [(engine, metrics)], in run order.
     type Runs<'a> = Vec<(String, &'a ServingMetrics)>;
     let mut by: BTreeMap<(String, String, &'static str), Runs> = BTreeMap::new();

@@ -3,7 +3,7 @@
 //! joules per output token (all of it, and above the run's idle draw) and
 //! what NVML sampled: the fullest device's peak memory, board power
 //! summed over the devices, the hottest reading and the mean SM clock.
-//! Cells shorter than [`crate::telemetry::energy::MIN_WINDOW_S`] show their
+//! Cells shorter than [`engine_matrix_results::telemetry::MIN_WINDOW_S`] show their
 //! joules but no derived figure, with a footnote saying why. A last row
 //! totals the run's long enough cells: joules and seconds summed, joules
 //! per output token over all of them (above idle only when every one has
@@ -11,7 +11,7 @@
 
 use super::analysis::Group;
 use super::table::{f, Table};
-use crate::telemetry::energy::MIN_WINDOW_S;
+use engine_matrix_results::telemetry::MIN_WINDOW_S;
 
 const HEADERS: [&str; 12] = [
     "cell",
@@ -30,16 +30,19 @@ const HEADERS: [&str; 12] = [
 
 /// The ok runs whose leak check drew a verdict, as (cell id, repeat,
 /// check), and how many ok runs had none (too short: see
-/// [`crate::telemetry::leak::settled_check`]).
+/// [`engine_matrix_results::telemetry::settled_check`]).
 pub(crate) fn leak_rows<'a>(
     groups: &'a [Group<'a>],
-) -> (Vec<(&'a str, u32, &'a crate::telemetry::LeakCheck)>, usize) {
+) -> (
+    Vec<(&'a str, u32, &'a engine_matrix_results::LeakCheck)>,
+    usize,
+) {
     let mut rows = Vec::new();
     let mut short = 0;
     for g in groups {
         for r in g.ok_runs() {
             match r.memory.as_ref().and_then(|m| m.leak.as_ref()) {
-                Some(l) if l.verdict != crate::telemetry::LeakVerdict::Insufficient => {
+                Some(l) if l.verdict != engine_matrix_results::LeakVerdict::Insufficient => {
                     rows.push((g.cell().id.as_str(), r.repeat, l))
                 }
                 _ => short += 1,
@@ -52,7 +55,7 @@ pub(crate) fn leak_rows<'a>(
 /// What the lifecycle section says when no cell was long enough for a
 /// leak verdict, or under the table when some were not.
 pub(crate) fn leak_note(any: bool, short: usize) -> String {
-    use crate::telemetry::leak::{ACCEPTABLE_MB_PER_HOUR, MIN_ITERATIONS};
+    use engine_matrix_results::telemetry::{ACCEPTABLE_MB_PER_HOUR, MIN_ITERATIONS};
     let needs = format!(
         "A verdict needs {MIN_ITERATIONS} measured iterations after warm-up, or, for a sustained closed loop, {MIN_ITERATIONS} completed requests; the `stress` preset runs such cells."
     );
@@ -151,10 +154,10 @@ pub(crate) fn energy_gpu(groups: &[Group]) -> Option<(Table, Option<String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::{GpuRecord, MemoryRecord};
-    use crate::report::analysis;
-    use crate::report::fixtures::{cell, metrics, ok, summary};
-    use crate::telemetry::energy_record;
+    use crate::analysis;
+    use crate::fixtures::{cell, metrics, ok, summary};
+    use engine_matrix_results::telemetry::energy_record;
+    use engine_matrix_results::{GpuRecord, MemoryRecord};
 
     /// A cell of four iterations of 10 output tokens, with `energy`
     /// (joules, seconds; idle 100 W) and `gpu`.
@@ -162,7 +165,7 @@ mod tests {
         engine: &str,
         energy: Option<(f64, f64)>,
         gpu: Option<GpuRecord>,
-    ) -> crate::output::CellResult {
+    ) -> engine_matrix_results::CellResult {
         let mut c = ok(
             cell(engine, 8, 10, 1),
             metrics(&[100.0; 4], &[5.0; 4], 10),

@@ -10,10 +10,10 @@
 //! medians. Tokens are never the unit: tokens of one iteration share its
 //! batch, its cache state and the machine's state at that moment.
 
-use crate::matrix::{Cell, CellParams, ScenarioKind};
-use crate::metrics::{CellMetrics, IterationFigures};
-use crate::output::{CellResult, Status, Summary};
-use crate::resample::{self, Estimate, OutlierCounts};
+use engine_matrix_format::{Cell, CellParams, ScenarioKind};
+use engine_matrix_results::metrics::{CellMetrics, IterationFigures};
+use engine_matrix_results::{CellResult, Status, Summary};
+use engine_matrix_stats::resample::{self, Estimate, OutlierCounts};
 use std::collections::BTreeMap;
 
 /// A cell and all its repetitions.
@@ -132,7 +132,7 @@ impl Metric {
 
     /// The figure of a whole run.
     pub fn of_run(self, m: &CellMetrics) -> Option<f64> {
-        let p50 = |d: &Option<crate::stats::Distribution>| d.as_ref().map(|d| d.p50);
+        let p50 = |d: &Option<engine_matrix_stats::stats::Distribution>| d.as_ref().map(|d| d.p50);
         match self {
             Metric::OutputThroughput => Some(m.output_throughput),
             Metric::RequestThroughput => Some(m.request_throughput),
@@ -200,7 +200,7 @@ pub fn samples(g: &Group, metric: Metric) -> (Vec<f64>, Unit) {
 
 /// A reproducible seed per cell and metric (the bootstrap is deterministic).
 pub fn seed(id: &str, what: &str) -> u64 {
-    crate::rng::fnv1a(format!("{id}\n{what}").as_bytes())
+    engine_matrix_stats::rng::fnv1a(format!("{id}\n{what}").as_bytes())
 }
 
 /// A figure with its confidence interval and what its samples are.
@@ -792,7 +792,7 @@ fn findings_leaks(ex: &mut Executive, groups: &[Group]) {
     for g in groups {
         for r in g.ok_runs() {
             if let Some(l) = r.memory.as_ref().and_then(|m| m.leak.as_ref()) {
-                if l.verdict == crate::telemetry::LeakVerdict::Leak {
+                if l.verdict == engine_matrix_results::LeakVerdict::Leak {
                     ex.findings.push(format!(
                         "**memory leak** in `{}`: RSS grows {:.0} MB/hour after warm-up ({} points; {:.0} MB in {:.1} s); target 0 MB/h, acceptable < {:.0} MB/h.",
                         g.cell().id,
@@ -800,7 +800,7 @@ fn findings_leaks(ex: &mut Executive, groups: &[Group]) {
                         l.samples,
                         l.growth_mb,
                         l.window_s,
-                        crate::telemetry::leak::ACCEPTABLE_MB_PER_HOUR
+                        engine_matrix_results::telemetry::ACCEPTABLE_MB_PER_HOUR
                     ));
                 }
             }

@@ -2,8 +2,8 @@
 //! (`pd.read_csv`). Empty fields are figures that were not measured.
 
 use super::analysis;
-use crate::output::{CellResult, Summary};
-use crate::stats::Distribution;
+use engine_matrix_results::{CellResult, Summary};
+use engine_matrix_stats::stats::Distribution;
 
 /// RFC 4180 quoting: fields with a comma, quote or line break are quoted,
 /// quotes doubled.

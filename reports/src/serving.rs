@@ -6,7 +6,7 @@
 
 use super::analysis::Group;
 use super::table::{f, Table};
-use crate::serving::ServingMetrics;
+use engine_matrix_results::ServingMetrics;
 
 fn rate(r: Option<f64>) -> String {
     r.map_or("inf".into(), |r| format!("{r:.1}"))
@@ -33,8 +33,8 @@ pub(crate) fn cells(groups: &[Group]) -> Option<Table> {
     let rows = runs
         .iter()
         .map(|(id, repeat, s)| {
-            let p = |d: &Option<crate::stats::Distribution>,
-                     q: fn(&crate::stats::Distribution) -> f64| {
+            let p = |d: &Option<engine_matrix_stats::stats::Distribution>,
+                     q: fn(&engine_matrix_stats::stats::Distribution) -> f64| {
                 f(d.as_ref().map(q), 1)
             };
             let failures = if s.failures_by_kind.is_empty() {

@@ -9,7 +9,7 @@ use super::markdown::{
     peak_rss_mib, samples_text, speedup_text, status_name, status_text, system_line, with_ci,
 };
 use super::table::f;
-use crate::output::{Status, Summary};
+use engine_matrix_results::{Status, Summary};
 use std::fmt::Write;
 
 /// Escapes text for HTML element content and quoted attribute values.
@@ -228,7 +228,9 @@ fn results_section(o: &mut String, i: &Inputs) {
                 .unwrap_or_else(|| "—".into())
         };
         let thr = analysis::figure(g, Metric::OutputThroughput);
-        let pct = |get: fn(&crate::metrics::CellMetrics) -> Option<&crate::stats::Distribution>| {
+        let pct = |get: fn(
+            &engine_matrix_results::metrics::CellMetrics,
+        ) -> Option<&engine_matrix_stats::stats::Distribution>| {
             m.and_then(get)
                 .map(|d| format!("{:.1}", d.p99))
                 .unwrap_or_else(|| "—".into())
@@ -313,7 +315,7 @@ fn lifecycle_section(o: &mut String, i: &Inputs) {
                 l.samples,
                 l.slope_mb_per_hour,
                 l.growth_mb,
-                if l.verdict == crate::telemetry::LeakVerdict::Leak { "failed" } else { "ok" },
+                if l.verdict == engine_matrix_results::LeakVerdict::Leak { "failed" } else { "ok" },
                 l.verdict.as_str()
             );
         }
@@ -417,7 +419,7 @@ fn system_section(o: &mut String, i: &Inputs) {
     row(
         "GPU",
         sys.gpu_summary()
-            .unwrap_or_else(|| crate::telemetry::gpu::UNAVAILABLE.into()),
+            .unwrap_or_else(|| engine_matrix_results::telemetry::UNAVAILABLE.into()),
     );
     row("hostname", opt(&sys.hostname));
     row(

@@ -4,11 +4,11 @@
 
 use super::analysis::{self, Group, Metric};
 use super::table::f;
-use crate::output::{Status, Summary};
+use engine_matrix_results::{Status, Summary};
 use std::fmt::Write;
 
 /// Escapes a string for a Markdown table cell.
-pub(crate) fn cell(s: &str) -> String {
+pub fn cell(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('|', "\\|")
         .replace(['\n', '\r'], " ")
@@ -17,7 +17,7 @@ pub(crate) fn cell(s: &str) -> String {
 }
 
 /// `median [lo, hi]`.
-pub(crate) fn with_ci(est: &crate::resample::Estimate, digits: usize) -> String {
+pub fn with_ci(est: &engine_matrix_stats::resample::Estimate, digits: usize) -> String {
     if est.n < 2 {
         return format!("{:.digits$}", est.point);
     }
@@ -58,7 +58,7 @@ pub(crate) fn status_text(g: &Group) -> String {
     }
 }
 
-pub(crate) fn status_name(s: Status) -> &'static str {
+pub fn status_name(s: Status) -> &'static str {
     match s {
         Status::Ok => "ok",
         Status::Unsupported => "unsupported",
@@ -147,8 +147,12 @@ pub fn markdown(summary: &Summary) -> String {
             );
         }
         let m = g.metrics();
-        let d = |get: fn(&crate::metrics::CellMetrics) -> Option<&crate::stats::Distribution>,
-                 p: fn(&crate::stats::Distribution) -> f64| m.and_then(get).map(p);
+        let d = |get: fn(
+            &engine_matrix_results::metrics::CellMetrics,
+        ) -> Option<&engine_matrix_stats::stats::Distribution>,
+                 p: fn(&engine_matrix_stats::stats::Distribution) -> f64| {
+            m.and_then(get).map(p)
+        };
         let med = |metric: Metric, digits: usize| {
             analysis::figure(g, metric)
                 .map(|f| f.est.point)

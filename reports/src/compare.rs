@@ -20,16 +20,16 @@
 //! A cell that ran in the baseline and failed (or became unsupported) in
 //! the candidate is a regression too.
 
-use crate::output::{Status, Summary};
-use crate::report::analysis::{self, Group, Metric};
-use crate::report::charts::{self, Bar, Body, Chart};
-use crate::report::html::esc;
-use crate::resample::{self, Change, Verdict};
-use anyhow::{bail, Context, Result};
+use crate::analysis::{self, Group, Metric};
+use crate::charts::{self, Bar, Body, Chart};
+use crate::html::esc;
+use crate::{io, Result};
+use engine_matrix_results::{Status, Summary};
+use engine_matrix_stats::resample::{self, Change, Verdict};
 use plotters::style::RGBColor;
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub const DEFAULT_NOISE: f64 = 0.05;
 
@@ -251,7 +251,7 @@ pub fn compare(base: &Summary, cand: &Summary, opts: &Options) -> Comparison {
                 id,
                 format!(
                     "ran in the baseline, {} in the candidate: {}",
-                    crate::report::status_name(cs),
+                    crate::status_name(cs),
                     cwhy.unwrap_or_default()
                 ),
             ));
@@ -262,8 +262,8 @@ pub fn compare(base: &Summary, cand: &Summary, opts: &Options) -> Comparison {
                 id,
                 format!(
                     "not ok in both runs (baseline {}, candidate {})",
-                    crate::report::status_name(bs),
-                    crate::report::status_name(cs)
+                    crate::status_name(bs),
+                    crate::status_name(cs)
                 ),
             ));
             continue;
@@ -326,8 +326,8 @@ fn change_text(c: &Option<Change>) -> String {
 }
 
 pub fn markdown(c: &Comparison) -> String {
-    let cell = crate::report::md_cell;
-    let ci = crate::report::with_ci;
+    let cell = crate::md_cell;
+    let ci = crate::with_ci;
     let mut o = String::new();
     let _ = writeln!(
         o,
@@ -450,11 +450,11 @@ pub fn chart(c: &Comparison) -> Option<Chart> {
 /// Writes `compare.md`, `compare.html` and `charts/compare.{png,svg}` into
 /// `dir`; returns the Markdown.
 pub fn write(c: &Comparison, dir: &Path) -> Result<String> {
-    std::fs::create_dir_all(dir.join("charts"))
-        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let charts_dir = dir.join("charts");
+    io(&charts_dir, std::fs::create_dir_all(&charts_dir))?;
     let md = markdown(c);
-    std::fs::write(dir.join("compare.md"), &md)
-        .with_context(|| format!("cannot write {}/compare.md", dir.display()))?;
+    let md_file = dir.join("compare.md");
+    io(&md_file, std::fs::write(&md_file, &md))?;
     let rendered = chart(c).map(|ch| charts::render(&ch, &dir.join("charts")));
     let mut html = format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>engine-matrix compare: {} vs {}</title>\
@@ -517,8 +517,8 @@ pub fn write(c: &Comparison, dir: &Path) -> Result<String> {
                 "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"{}\">{}</td><td class=\"n\">{}/{} {}</td></tr>",
                 esc(&r.cell),
                 esc(r.metric.label()),
-                esc(&crate::report::with_ci(&r.baseline, 2)),
-                esc(&crate::report::with_ci(&r.candidate, 2)),
+                esc(&crate::with_ci(&r.baseline, 2)),
+                esc(&crate::with_ci(&r.candidate, 2)),
                 esc(&change_text(&r.change)),
                 verdict_name(v).to_lowercase(),
                 verdict_name(v),
@@ -542,72 +542,15 @@ pub fn write(c: &Comparison, dir: &Path) -> Result<String> {
         .collect();
     table(&mut html, "Unmatched cells", &only);
     html.push_str("</body></html>\n");
-    std::fs::write(dir.join("compare.html"), html)
-        .with_context(|| format!("cannot write {}/compare.html", dir.display()))?;
+    let html_file = dir.join("compare.html");
+    io(&html_file, std::fs::write(&html_file, html))?;
     Ok(md)
-}
-
-/// Where named baselines live: `$ENGINE_MATRIX_BASELINES`, else
-/// `reports/baselines` under the current folder.
-pub fn baselines_dir() -> PathBuf {
-    std::env::var_os("ENGINE_MATRIX_BASELINES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("reports").join("baselines"))
-}
-
-fn check_name(name: &str) -> Result<()> {
-    if name.is_empty()
-        || name.starts_with('.')
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        bail!(
-            "baseline name '{name}': use letters, digits, '-', '_' and '.' (not starting with '.')"
-        );
-    }
-    Ok(())
-}
-
-/// Saves a run folder's summary as the baseline `name` (replacing it).
-pub fn save_baseline(run_dir: &Path, name: &str) -> Result<PathBuf> {
-    check_name(name)?;
-    let summary = Summary::read(&run_dir.join("summary.json"))?;
-    let dir = baselines_dir().join(name);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    crate::output::write_json(&dir.join("summary.json"), &summary)?;
-    if let Ok(m) = std::fs::read(run_dir.join("matrix.yaml")) {
-        std::fs::write(dir.join("matrix.yaml"), m)?;
-    }
-    Ok(dir)
-}
-
-/// Resolves a run folder, a `summary.json` file or a saved baseline name.
-pub fn resolve(arg: &str) -> Result<(PathBuf, Summary)> {
-    let p = Path::new(arg);
-    let file = if p.is_dir() {
-        p.join("summary.json")
-    } else if p.is_file() {
-        p.to_path_buf()
-    } else {
-        let named = baselines_dir().join(arg).join("summary.json");
-        if check_name(arg).is_ok() && named.is_file() {
-            named
-        } else {
-            bail!(
-                "'{arg}' is neither a run folder, a summary.json nor a saved baseline (looked in {})",
-                baselines_dir().display()
-            );
-        }
-    };
-    let s = Summary::read(&file)?;
-    Ok((file, s))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::fixtures::*;
+    use crate::fixtures::*;
 
     fn run(thr: f64, ttft: f64, jitter: f64, phase: u64) -> Summary {
         let t = around(thr, jitter, 10, phase);
@@ -711,7 +654,7 @@ mod tests {
         let mut a = run(1000.0, 20.0, 0.02, 1);
         let mut b = run(1000.0, 20.0, 0.02, 2);
         for (s, v) in [(&mut a, "0.1.0"), (&mut b, "0.2.0")] {
-            s.engines.push(crate::output::EngineRecord {
+            s.engines.push(engine_matrix_results::EngineRecord {
                 name: "candle".into(),
                 plugin: "candle".into(),
                 path: None,
@@ -762,13 +705,5 @@ mod tests {
         let c = compare(&base, &cand, &Options::default());
         assert_eq!(c.only_in_baseline.len(), 1);
         assert_eq!(c.only_in_candidate.len(), 1);
-    }
-
-    #[test]
-    fn baseline_names_are_checked() {
-        assert!(check_name("main-2026.11").is_ok());
-        for bad in ["", "../x", "a/b", ".hidden", "a b"] {
-            assert!(check_name(bad).is_err(), "{bad}");
-        }
     }
 }
