@@ -254,7 +254,7 @@ pub fn check_model(def: &ModelDef) -> Result<(), (&'static str, anyhow::Error)> 
     match &def.weights {
         ModelWeights::Synthetic { config, .. } => synthetic::checked_config(config)
             .map(|_| ())
-            .map_err(|e| ("config", e)),
+            .map_err(|e| ("config", e.into())),
         ModelWeights::Path(p) => folder_shape(p).map(|_| ()).map_err(|e| ("path", e)),
     }
 }

@@ -312,7 +312,24 @@ fn tail_text(tail: &str) -> String {
     }
 }
 
-pub fn run(opts: &RunOptions) -> Result<RunReport> {
+/// What a run will do: the matrix, its cells in order, and the settings an
+/// earlier run fixed (`--resume` keeps its `--quick`, `--repeat` and
+/// `--only`).
+struct Plan {
+    prior: Option<Summary>,
+    matrix: Matrix,
+    matrix_path: PathBuf,
+    /// The matrix file as given (copied into the run folder).
+    text: String,
+    quick: bool,
+    repeat: u32,
+    only: Vec<String>,
+    /// Ordered by scenario, model and engine as the matrix lists them.
+    cells: Vec<Cell>,
+}
+
+/// Reads the matrix (or the resumed run's) and orders its cells.
+fn plan(opts: &RunOptions) -> Result<Plan> {
     let prior = match &opts.resume {
         Some(dir) => Some(
             Summary::read(&dir.join("summary.json"))
@@ -331,11 +348,27 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     let quick = prior.as_ref().map_or(opts.quick, |p| p.quick);
     let repeat = prior.as_ref().map_or(opts.repeat, |p| p.repeats).max(1);
     let only = prior.as_ref().map_or(opts.only.clone(), |p| p.only.clone());
-    for name in &only {
+    check_only(&matrix, &matrix_path, &only)?;
+    let cells = ordered_cells(&matrix, quick, &only);
+    Ok(Plan {
+        prior,
+        matrix,
+        matrix_path,
+        text,
+        quick,
+        repeat,
+        only,
+        cells,
+    })
+}
+
+/// Every `--only` name is an engine of the matrix.
+fn check_only(matrix: &Matrix, path: &Path, only: &[String]) -> Result<()> {
+    for name in only {
         if !matrix.engines.iter().any(|e| &e.name == name) {
             bail!(
                 "--only {name}: {} has no engine named '{name}' (engines: {})",
-                matrix_path.display(),
+                path.display(),
                 matrix
                     .engines
                     .iter()
@@ -345,6 +378,12 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
             );
         }
     }
+    Ok(())
+}
+
+/// The matrix's cells (of `only`'s engines, when given), ordered by
+/// scenario, model and engine in the order the matrix lists them.
+fn ordered_cells(matrix: &Matrix, quick: bool, only: &[String]) -> Vec<Cell> {
     let mut cells = matrix.cells(quick);
     cells.retain(|c| only.is_empty() || only.contains(&c.engine));
     let pos = |names: Vec<&str>| -> HashMap<String, usize> {
@@ -358,40 +397,253 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     let mods = pos(matrix.models.iter().map(|m| m.name.as_str()).collect());
     let engs = pos(matrix.engines.iter().map(|e| e.name.as_str()).collect());
     cells.sort_by_key(|c| (scen[&c.scenario], mods[&c.model], engs[&c.engine]));
-    let schedule = interleave(&cells, repeat);
+    cells
+}
 
-    let system = system::collect();
-    // Before any engine loads, so nothing competes with the measurement.
-    let limits = if opts.calibrate {
-        let dir = crate::roofline::default_dir();
-        if !crate::roofline::cache_path(&dir).is_file() && opts.progress {
-            eprintln!(
-                "calibrating this machine's memory bandwidth and matmul peak (once, cached)..."
-            );
+/// The host's roofline limits (measured once and cached), before any
+/// engine loads so that nothing competes with the measurement; `None`
+/// when not asked for or when calibration fails (with a warning).
+fn calibration(opts: &RunOptions) -> Option<crate::roofline::Limits> {
+    if !opts.calibrate {
+        return None;
+    }
+    let dir = crate::roofline::default_dir();
+    if !crate::roofline::cache_path(&dir).is_file() && opts.progress {
+        eprintln!("calibrating this machine's memory bandwidth and matmul peak (once, cached)...");
+    }
+    match crate::roofline::cached(&dir) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            eprintln!("warning: no roofline efficiency: calibration failed: {e:#}");
+            None
         }
-        match crate::roofline::cached(&dir) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                eprintln!("warning: no roofline efficiency: calibration failed: {e:#}");
-                None
-            }
-        }
-    } else {
-        None
-    };
+    }
+}
 
-    // Energy: the idle draw, measured once before any engine runs, is
-    // subtracted from every cell's; `n/a` where nothing is readable.
+/// The idle draw, measured once before any engine runs and subtracted
+/// from every cell's energy, and why energy or GPU figures will read
+/// `n/a` on this host.
+fn idle_energy() -> (Option<crate::telemetry::Power>, Vec<String>) {
     let gpu = crate::telemetry::gpu::shared();
     let idle_power = crate::telemetry::EnergyMeter::start(gpu.clone())
         .and_then(|_| crate::telemetry::idle_baseline(Duration::from_secs(1), gpu.clone()));
-    let mut telemetry_unavailable = Vec::new();
+    let mut unavailable = Vec::new();
     if gpu.is_none() {
-        telemetry_unavailable.push(crate::telemetry::gpu::describe_unavailable().to_string());
+        unavailable.push(crate::telemetry::gpu::describe_unavailable().to_string());
     }
-    telemetry_unavailable.extend(crate::telemetry::energy::describe_unavailable(
+    unavailable.extend(crate::telemetry::energy::describe_unavailable(
         gpu.as_deref(),
     ));
+    (idle_power, unavailable)
+}
+
+/// The models the cells use, resolved (a model that cannot be resolved
+/// fails its cells, with the error naming `models[i]`'s line), and their
+/// records.
+fn resolve_models(
+    matrix: &Matrix,
+    cells: &[Cell],
+) -> (
+    HashMap<String, Result<ResolvedModel, String>>,
+    Vec<ModelRecord>,
+) {
+    let used: HashSet<&str> = cells.iter().map(|c| c.model.as_str()).collect();
+    let mut models = HashMap::new();
+    let mut records = Vec::new();
+    for (i, def) in matrix.models.iter().enumerate() {
+        if !used.contains(def.name.as_str()) {
+            continue;
+        }
+        let resolved = cell::resolve_model(def).map_err(|e| {
+            let field = format!("models[{i}]");
+            let at = matrix.locate(&field);
+            let msg = format!("{at}: {field}: model '{}': {e:#}", def.name);
+            eprintln!("error: {msg}");
+            msg
+        });
+        records.push(ModelRecord {
+            name: def.name.clone(),
+            path: resolved.as_ref().ok().map(|r| r.path.display().to_string()),
+            parameters: resolved
+                .as_ref()
+                .ok()
+                .map(|r| crate::synthetic::parameters(&r.shape)),
+            shape: resolved.as_ref().ok().map(|r| r.shape.clone()),
+            error: resolved.as_ref().err().cloned(),
+        });
+        models.insert(def.name.clone(), resolved);
+    }
+    (models, records)
+}
+
+/// The records of the engines the cells use. Engines are loaded by their
+/// workers; until one answers, its record holds the name and plugin only
+/// (or what an earlier run learned).
+fn initial_engine_records(
+    matrix: &Matrix,
+    cells: &[Cell],
+    prior: Option<&Summary>,
+) -> Vec<EngineRecord> {
+    let used: HashSet<&str> = cells.iter().map(|c| c.engine.as_str()).collect();
+    matrix
+        .engines
+        .iter()
+        .filter(|e| used.contains(e.name.as_str()))
+        .map(|e| {
+            prior
+                .and_then(|p| p.engines.iter().find(|r| r.name == e.name).cloned())
+                .unwrap_or(EngineRecord {
+                    name: e.name.clone(),
+                    plugin: e.plugin.clone(),
+                    path: None,
+                    api_version: None,
+                    info: None,
+                    error: None,
+                })
+        })
+        .collect()
+}
+
+fn progress_bar(show: bool, cells: usize) -> indicatif::ProgressBar {
+    let bar = if show {
+        indicatif::ProgressBar::new(cells as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} cells {elapsed} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// `cell` with a `request_rate: sustainable` resolved from an earlier
+/// sweep cell of `done`; the second value says why it cannot be.
+fn resolve_rate(cell: &Cell, done: &[crate::output::CellResult]) -> (Cell, Option<String>) {
+    let mut job_cell = cell.clone();
+    let mut unresolved = None;
+    if let Some(sv) = job_cell.params.serving.as_mut() {
+        if sv.request_rate == crate::serving::Rate::Sustainable {
+            sv.resolved_rate = sustainable_rate(done, &cell.model, &cell.engine);
+            if sv.resolved_rate.is_none() {
+                unresolved = Some(format!(
+                    "request_rate: sustainable needs the max_sustainable_rate of a `load: sweep` cell of model '{}' on engine '{}' earlier in the run, and none found one",
+                    cell.model, cell.engine
+                ));
+            }
+        }
+    }
+    (job_cell, unresolved)
+}
+
+/// The time a cell may take and the flag that set it: `--cell-timeout`,
+/// or what is left of `--run-timeout` when that is shorter.
+fn cell_limit(
+    cell_timeout: Option<Duration>,
+    deadline: Option<Instant>,
+) -> Option<(Duration, &'static str)> {
+    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    match (cell_timeout, left) {
+        (Some(a), Some(b)) if b < a => Some((b, RUN_TIMEOUT)),
+        (Some(a), _) => Some((a, "--cell-timeout")),
+        (None, Some(b)) => Some((b, RUN_TIMEOUT)),
+        (None, None) => None,
+    }
+}
+
+/// A server the harness started died during the cell: the cell fails,
+/// with the signal and the log's tail beside any reason it had.
+fn note_dead_server(line: &mut ResultLine, died: String) {
+    let r = &mut line.result;
+    if r.status == Status::Ok {
+        r.status = Status::Failed;
+    }
+    r.reason = Some(match r.reason.take() {
+        Some(why) => format!("{why}; {died}"),
+        None => died,
+    });
+}
+
+/// Writes the final summary, then the report (a report that cannot be
+/// written is a warning: the results are saved, and `engine-matrix report
+/// DIR` can try again).
+fn finish(dir: &mut RunDir, mut summary: Summary, stopped: Option<String>) -> Result<RunReport> {
+    summary.finished_at = Some(utc_now());
+    summary.complete = stopped.is_none();
+    summary.stopped = stopped;
+    dir.write_summary(&summary)?;
+    let markdown = match crate::report::write_summary(&summary, &dir.path) {
+        Ok(w) => {
+            if let Some(e) = &w.chart_error {
+                eprintln!("warning: charts not drawn: {e}");
+            }
+            w.markdown
+        }
+        Err(e) => {
+            // Through anyhow, so that `{:#}` shows the cause after the file.
+            let e = anyhow::Error::from(e);
+            eprintln!(
+                "warning: report not written ({e:#}); run `engine-matrix report {}` to retry",
+                dir.path.display()
+            );
+            crate::report::markdown(&summary)
+        }
+    };
+    Ok(RunReport {
+        dir: dir.path.clone(),
+        summary,
+        markdown,
+    })
+}
+
+/// Reports a plugin's load error once, naming `engines[i].plugin`'s line,
+/// and keeps the engine's record as the worker saw it.
+fn learn_engine(
+    matrix: &Matrix,
+    engine: &str,
+    (record, verbose): (EngineRecord, Option<String>),
+    summary: &mut Summary,
+    bar: &indicatif::ProgressBar,
+    show_verbose: bool,
+) {
+    if let Some(e) = &record.error {
+        let i = matrix
+            .engines
+            .iter()
+            .position(|x| x.name == engine)
+            .unwrap_or(0);
+        let field = format!("engines[{i}].plugin");
+        let long = verbose.filter(|_| show_verbose);
+        // suspend + eprintln: printed also when stderr is not a terminal
+        // (the bar is hidden there).
+        bar.suspend(|| {
+            eprintln!(
+                "error: {}: {field}: engine '{engine}': {}",
+                matrix.locate(&field),
+                long.as_deref().unwrap_or(e)
+            )
+        });
+    }
+    if let Some(slot) = summary.engines.iter_mut().find(|r| r.name == engine) {
+        *slot = record;
+    }
+}
+
+pub fn run(opts: &RunOptions) -> Result<RunReport> {
+    let Plan {
+        prior,
+        matrix,
+        matrix_path,
+        text,
+        quick,
+        repeat,
+        only,
+        cells,
+    } = plan(opts)?;
+    let schedule = interleave(&cells, repeat);
+    let system = system::collect();
+    let limits = calibration(opts);
+    let (idle_power, telemetry_unavailable) = idle_energy();
 
     let (mut dir, earlier) = match &opts.resume {
         Some(path) => RunDir::resume(path)?,
@@ -406,57 +658,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         .iter()
         .map(|c| (c.cell.id.clone(), c.repeat))
         .collect();
-
-    let used_models: HashSet<&str> = cells.iter().map(|c| c.model.as_str()).collect();
-    let mut models: HashMap<String, Result<ResolvedModel, String>> = HashMap::new();
-    let mut model_records = Vec::new();
-    for (i, def) in matrix.models.iter().enumerate() {
-        if !used_models.contains(def.name.as_str()) {
-            continue;
-        }
-        let resolved = cell::resolve_model(def).map_err(|e| {
-            let field = format!("models[{i}]");
-            let at = matrix.locate(&field);
-            let msg = format!("{at}: {field}: model '{}': {e:#}", def.name);
-            eprintln!("error: {msg}");
-            msg
-        });
-        model_records.push(ModelRecord {
-            name: def.name.clone(),
-            path: resolved.as_ref().ok().map(|r| r.path.display().to_string()),
-            parameters: resolved
-                .as_ref()
-                .ok()
-                .map(|r| crate::synthetic::parameters(&r.shape)),
-            shape: resolved.as_ref().ok().map(|r| r.shape.clone()),
-            error: resolved.as_ref().err().cloned(),
-        });
-        models.insert(def.name.clone(), resolved);
-    }
-
-    // Engines are loaded by their workers; until one answers, its record
-    // holds the name and plugin only (or what an earlier run learned).
-    let used_engines: HashSet<&str> = cells.iter().map(|c| c.engine.as_str()).collect();
-    let engine_records: Vec<EngineRecord> = matrix
-        .engines
-        .iter()
-        .filter(|e| used_engines.contains(e.name.as_str()))
-        .map(|e| {
-            prior
-                .as_ref()
-                .and_then(|p| p.engines.iter().find(|r| r.name == e.name).cloned())
-                .unwrap_or(EngineRecord {
-                    name: e.name.clone(),
-                    plugin: e.plugin.clone(),
-                    path: None,
-                    api_version: None,
-                    info: None,
-                    error: None,
-                })
-        })
-        .collect();
-    let mut learned: HashSet<String> = HashSet::new();
-
+    let (models, model_records) = resolve_models(&matrix, &cells);
     let mut summary = Summary {
         schema_version: SCHEMA_VERSION,
         tool: "engine-matrix".into(),
@@ -465,7 +667,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         baseline: matrix.baseline.clone(),
         quick,
         repeats: repeat,
-        only: only.clone(),
+        only,
         command: std::env::args().collect(),
         started_at: prior
             .as_ref()
@@ -477,21 +679,13 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         telemetry_unavailable,
         system,
         limits: limits.clone(),
-        engines: engine_records,
+        engines: initial_engine_records(&matrix, &cells, prior.as_ref()),
         models: model_records,
         cells: earlier,
     };
     dir.write_summary(&summary)?;
 
-    let bar = if opts.progress {
-        indicatif::ProgressBar::new(schedule.len() as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} cells {elapsed} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = progress_bar(opts.progress, schedule.len());
     let engine_defs: HashMap<&str, &EngineDef> = matrix
         .engines
         .iter()
@@ -515,6 +709,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     let stop = || interrupted();
     let mut stopped: Option<String> = None;
     let mut last_engine: Option<&str> = None;
+    let mut learned: HashSet<String> = HashSet::new();
     let exe = match &opts.isolation {
         Isolation::Workers(exe) => exe.clone(),
         Isolation::InProcess => std::env::current_exe().unwrap_or_else(|_| "engine-matrix".into()),
@@ -540,19 +735,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
             servers.stop(prev);
         }
         last_engine = Some(cell.engine.as_str());
-        let mut job_cell = cell.clone();
-        let mut unresolved = None;
-        if let Some(sv) = job_cell.params.serving.as_mut() {
-            if sv.request_rate == crate::serving::Rate::Sustainable {
-                sv.resolved_rate = sustainable_rate(&summary.cells, &cell.model, &cell.engine);
-                if sv.resolved_rate.is_none() {
-                    unresolved = Some(format!(
-                        "request_rate: sustainable needs the max_sustainable_rate of a `load: sweep` cell of model '{}' on engine '{}' earlier in the run, and none found one",
-                        cell.model, cell.engine
-                    ));
-                }
-            }
-        }
+        let (job_cell, unresolved) = resolve_rate(cell, &summary.cells);
         let job = Job {
             cell: job_cell,
             repeat,
@@ -561,37 +744,26 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
             limits: limits.clone(),
             idle_watts: idle_power.as_ref().map(|p| p.watts),
         };
-        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let limit = match (opts.cell_timeout, left) {
-            (Some(a), Some(b)) if b < a => Some((b, RUN_TIMEOUT)),
-            (Some(a), _) => Some((a, "--cell-timeout")),
-            (None, Some(b)) => Some((b, RUN_TIMEOUT)),
-            (None, None) => None,
-        };
+        let limit = cell_limit(opts.cell_timeout, deadline);
         let t0 = Instant::now();
+        let plugin = &engine_defs[cell.engine.as_str()].plugin;
         if let Some(why) = unresolved {
-            let line = cell::failed_line(&job, &engine_defs[cell.engine.as_str()].plugin, why, 0.0);
+            let line = cell::failed_line(&job, plugin, why, 0.0);
             record(&mut dir, &mut summary, &bar, &line)?;
             continue;
         }
         let def = match servers.ensure(engine_defs[cell.engine.as_str()], &stop) {
-            Ok(def) => Some(def),
+            Ok(def) => def,
             Err(crate::launch::StartError::Stopped) => {
                 stopped = stop_reason();
                 break;
             }
             Err(crate::launch::StartError::Failed(why)) => {
-                let line = cell::failed_line(
-                    &job,
-                    &engine_defs[cell.engine.as_str()].plugin,
-                    why,
-                    t0.elapsed().as_secs_f64(),
-                );
+                let line = cell::failed_line(&job, plugin, why, t0.elapsed().as_secs_f64());
                 record(&mut dir, &mut summary, &bar, &line)?;
-                None
+                continue;
             }
         };
-        let Some(def) = def else { continue };
         let mut line = match executor.run(&def, job, limit, &stop) {
             Ran::Line(l) => l,
             Ran::Stopped => {
@@ -603,40 +775,12 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
             || line.result.metrics.as_ref().is_some_and(|m| m.failed > 0);
         let grace = Duration::from_millis(if saw_failures { 500 } else { 0 });
         if let Some(died) = servers.check(&cell.engine, grace) {
-            let r = &mut line.result;
-            if r.status == Status::Ok {
-                r.status = Status::Failed;
-            }
-            r.reason = Some(match r.reason.take() {
-                Some(why) => format!("{why}; {died}"),
-                None => died,
-            });
+            note_dead_server(&mut line, died);
         }
         if !learned.contains(&cell.engine) {
-            if let Some((record, verbose)) = executor.record(&cell.engine) {
+            if let Some(rec) = executor.record(&cell.engine) {
                 learned.insert(cell.engine.clone());
-                if let Some(e) = &record.error {
-                    let i = matrix
-                        .engines
-                        .iter()
-                        .position(|x| x.name == cell.engine)
-                        .unwrap_or(0);
-                    let field = format!("engines[{i}].plugin");
-                    let long = verbose.filter(|_| opts.verbose);
-                    // suspend + eprintln: printed also when stderr is not
-                    // a terminal (the bar is hidden there).
-                    bar.suspend(|| {
-                        eprintln!(
-                            "error: {}: {field}: engine '{}': {}",
-                            matrix.locate(&field),
-                            cell.engine,
-                            long.as_deref().unwrap_or(e)
-                        )
-                    });
-                }
-                if let Some(slot) = summary.engines.iter_mut().find(|r| r.name == cell.engine) {
-                    *slot = record;
-                }
+                learn_engine(&matrix, &cell.engine, rec, &mut summary, &bar, opts.verbose);
             }
         }
         record(&mut dir, &mut summary, &bar, &line)?;
@@ -644,32 +788,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     bar.finish_and_clear();
     executor.shutdown();
     servers.stop_all();
-    summary.finished_at = Some(utc_now());
-    summary.complete = stopped.is_none();
-    summary.stopped = stopped;
-    dir.write_summary(&summary)?;
-    // The results are saved: a report that cannot be written is a warning,
-    // and `engine-matrix report DIR` can try again.
-    let markdown = match crate::report::write_summary(&summary, &dir.path) {
-        Ok(w) => {
-            if let Some(e) = &w.chart_error {
-                eprintln!("warning: charts not drawn: {e}");
-            }
-            w.markdown
-        }
-        Err(e) => {
-            eprintln!(
-                "warning: report not written ({e:#}); run `engine-matrix report {}` to retry",
-                dir.path.display()
-            );
-            crate::report::markdown(&summary)
-        }
-    };
-    Ok(RunReport {
-        dir: dir.path.clone(),
-        summary,
-        markdown,
-    })
+    finish(&mut dir, summary, stopped)
 }
 
 /// The highest sustainable rate the latest successful sweep cell of

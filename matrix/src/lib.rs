@@ -357,6 +357,240 @@ impl Ctx<'_> {
     }
 }
 
+/// The YAML document of a matrix file; an empty file, a syntax error or a
+/// document over the size limits is an error at its line and column.
+fn parse_yaml(text: &str, file: &str) -> Result<yaml::Node, MatrixError> {
+    let at = |line, column, message| MatrixError::At {
+        file: file.to_string(),
+        line,
+        column,
+        field: String::new(),
+        message,
+    };
+    match yaml::load(text) {
+        Ok(Some(root)) => Ok(root),
+        Ok(None) => Err(at(1, 1, "the matrix file is empty".into())),
+        Err(e) => Err(at(
+            e.line,
+            e.col,
+            if e.too_large {
+                format!("the matrix is too large: {}", e.message)
+            } else {
+                format!("invalid YAML: {}", e.message)
+            },
+        )),
+    }
+}
+
+/// Line and column of every field path (`scenarios[0].name`), for errors
+/// found after parsing.
+fn field_spans(
+    root: &yaml::Node,
+    file: &str,
+) -> Result<HashMap<String, (usize, usize)>, MatrixError> {
+    let mut spans = HashMap::new();
+    let mut path_budget = yaml::MAX_PATH_BYTES;
+    if yaml::index(root, "", &mut spans, &mut path_budget).is_err() {
+        return Err(MatrixError::At {
+            file: file.to_string(),
+            line: 1,
+            column: 1,
+            field: String::new(),
+            message: format!(
+                "the matrix is too large: its field paths add up to more than {} MiB \
+                 (very long keys above many values)",
+                yaml::MAX_PATH_BYTES >> 20
+            ),
+        });
+    }
+    Ok(spans)
+}
+
+/// `models:`: a non-empty list of uniquely named models.
+fn parse_models(list: &At<'_>, base: &Path) -> Result<Vec<ModelDef>, MatrixError> {
+    let items = list.non_empty_seq()?;
+    let mut models = Vec::new();
+    let mut names = Vec::new();
+    for item in &items {
+        let m = item.map(&MODEL_KEYS)?;
+        let name_at = m.require("name")?;
+        let name = name_at.str()?;
+        check_name(name_at, name)?;
+        names.push((name, name_at.clone()));
+        let architecture = m
+            .opt("architecture")
+            .map(|a| a.str())
+            .transpose()?
+            .unwrap_or("gpt2");
+        models.push(ModelDef {
+            name: name.to_string(),
+            architecture: architecture.to_string(),
+            weights: parse_weights(&m, base)?,
+        });
+    }
+    unique("model", names.iter().map(|(n, a)| (*n, a)))?;
+    Ok(models)
+}
+
+/// A model's weights: `weights: synthetic` with `config:` (a preset or a
+/// config.json path) and an optional `seed:`, or a `path:` on disk.
+fn parse_weights(m: &yaml::MapView<'_>, base: &Path) -> Result<ModelWeights, MatrixError> {
+    match (m.opt("weights"), m.opt("path")) {
+        (Some(w), None) => {
+            if w.str().ok() != Some("synthetic") {
+                return Err(w.err(format!(
+                    "expected `synthetic` (use `path:` for weights on disk), got {}",
+                    w.node.describe()
+                )));
+            }
+            let config_at = m.opt("config").ok_or_else(|| {
+                m.at.err("`weights: synthetic` needs `config:` (a preset such as gpt2 or tiny, or a config.json path)")
+            })?;
+            let config = config_at.str()?;
+            let config = if crate::presets::preset(config).is_some() {
+                config.to_string()
+            } else {
+                resolve_path(base, config).display().to_string()
+            };
+            let seed = m.opt("seed").map(|s| s.u64()).transpose()?.unwrap_or(0);
+            Ok(ModelWeights::Synthetic { config, seed })
+        }
+        (None, Some(p)) => {
+            for key in ["config", "seed"] {
+                if let Some(x) = m.get(key) {
+                    return Err(x.err(format!("`{key}` only applies to `weights: synthetic`")));
+                }
+            }
+            Ok(ModelWeights::Path(resolve_path(base, p.str()?)))
+        }
+        (Some(_), Some(p)) => {
+            Err(p.err("a model has either `weights: synthetic` or `path`, not both"))
+        }
+        (None, None) => Err(m
+            .at
+            .err("a model needs either `weights: synthetic` or `path`")),
+    }
+}
+
+/// `engines:`: a non-empty list of uniquely named engines.
+fn parse_engines(list: &At<'_>) -> Result<Vec<EngineDef>, MatrixError> {
+    let items = list.non_empty_seq()?;
+    let mut engines = Vec::new();
+    let mut names = Vec::new();
+    for item in &items {
+        let m = item.map(&ENGINE_KEYS)?;
+        let name_at = m.require("name")?;
+        let name = name_at.str()?;
+        check_name(name_at, name)?;
+        names.push((name, name_at.clone()));
+        let plugin = match m.opt("plugin") {
+            Some(p) => {
+                let s = p.str()?;
+                check_name(p, s)?;
+                s
+            }
+            None => name,
+        };
+        let options = match m.opt("options") {
+            None => serde_json::Value::Object(Default::default()),
+            Some(o) => {
+                if !matches!(o.node.kind, yaml::Kind::Map(_)) {
+                    return Err(o.err(format!(
+                        "expected a mapping of plugin options, got {}",
+                        o.node.describe()
+                    )));
+                }
+                o.json()?
+            }
+        };
+        let launch = m
+            .opt("launch")
+            .map(|l| parse_launch(l, &options))
+            .transpose()?;
+        engines.push(EngineDef {
+            name: name.to_string(),
+            plugin: plugin.to_string(),
+            options,
+            launch,
+        });
+    }
+    unique("engine", names.iter().map(|(n, a)| (*n, a)))?;
+    Ok(engines)
+}
+
+/// `baseline:` names one of the matrix's engines.
+fn parse_baseline(b: &At<'_>, engines: &[EngineDef]) -> Result<String, MatrixError> {
+    let s = b.str()?;
+    if !engines.iter().any(|e| e.name == s) {
+        let names: Vec<&str> = engines.iter().map(|e| e.name.as_str()).collect();
+        return Err(b.err(format!(
+            "baseline `{s}` is not an engine of this matrix (engines: {})",
+            names.join(", ")
+        )));
+    }
+    Ok(s.to_string())
+}
+
+/// `scenarios:`: a non-empty list of uniquely named scenarios over the
+/// matrix's models and engines.
+fn parse_scenarios(
+    list: &At<'_>,
+    ctx: &Ctx<'_>,
+    models: &[ModelDef],
+    engines: &[EngineDef],
+) -> Result<Vec<ScenarioDef>, MatrixError> {
+    let known_models: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
+    let known_engines: Vec<String> = engines.iter().map(|e| e.name.clone()).collect();
+    let mut scenarios = Vec::new();
+    for item in &list.non_empty_seq()? {
+        let spec = expand::parse_scenario(item, ctx, &known_models, &known_engines)?;
+        let run = spec.run(false);
+        scenarios.push(ScenarioDef {
+            name: spec.name.clone(),
+            kind: spec.kind,
+            models: spec.models.clone(),
+            engines: spec.engines.clone(),
+            warmup: run.warmup,
+            iterations: run.iterations,
+            min_duration_s: run.min_duration_s,
+            max_duration_s: run.max_duration_s,
+            spec,
+        });
+    }
+    let mut first_of: HashMap<&str, String> = HashMap::new();
+    for (i, s) in scenarios.iter().enumerate() {
+        let field = format!("scenarios[{i}].name");
+        if let Some(first) = first_of.get(s.name.as_str()) {
+            let (line, col) = find_pos(ctx.spans, first).unwrap_or((1, 1));
+            return Err(ctx.err(
+                &field,
+                format!(
+                    "duplicate scenario name `{}` (first at line {line} column {col})",
+                    s.name
+                ),
+            ));
+        }
+        first_of.insert(&s.name, field);
+    }
+    Ok(scenarios)
+}
+
+/// Every scenario's cells, full and `--quick`, at most [`MAX_CELLS`] each.
+fn expand_cells(
+    scenarios: &[ScenarioDef],
+    ctx: &Ctx<'_>,
+) -> Result<(Vec<Cell>, Vec<Cell>), MatrixError> {
+    let mut full = Vec::new();
+    let mut quick = Vec::new();
+    for s in scenarios {
+        let f = expand::cells(&s.spec, false, ctx, MAX_CELLS - full.len())?;
+        full.extend(f);
+        let q = expand::cells(&s.spec, true, ctx, MAX_CELLS - quick.len())?;
+        quick.extend(q);
+    }
+    Ok((full, quick))
+}
+
 /// The position of `field`, or of its nearest ancestor that was written.
 fn find_pos(spans: &HashMap<String, (usize, usize)>, field: &str) -> Option<(usize, usize)> {
     let mut f = field;
@@ -580,46 +814,8 @@ impl Matrix {
     /// anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Matrix, MatrixError> {
         let file = path.display().to_string();
-        let root = match yaml::load(text) {
-            Ok(Some(root)) => root,
-            Ok(None) => {
-                return Err(MatrixError::At {
-                    file,
-                    line: 1,
-                    column: 1,
-                    field: String::new(),
-                    message: "the matrix file is empty".into(),
-                })
-            }
-            Err(e) => {
-                return Err(MatrixError::At {
-                    file,
-                    line: e.line,
-                    column: e.col,
-                    field: String::new(),
-                    message: if e.too_large {
-                        format!("the matrix is too large: {}", e.message)
-                    } else {
-                        format!("invalid YAML: {}", e.message)
-                    },
-                })
-            }
-        };
-        let mut spans = HashMap::new();
-        let mut path_budget = yaml::MAX_PATH_BYTES;
-        if yaml::index(&root, "", &mut spans, &mut path_budget).is_err() {
-            return Err(MatrixError::At {
-                file,
-                line: 1,
-                column: 1,
-                field: String::new(),
-                message: format!(
-                    "the matrix is too large: its field paths add up to more than {} MiB \
-                     (very long keys above many values)",
-                    yaml::MAX_PATH_BYTES >> 20
-                ),
-            });
-        }
+        let root = parse_yaml(text, &file)?;
+        let spans = field_spans(&root, &file)?;
         let ctx = Ctx {
             file: &file,
             spans: &spans,
@@ -639,173 +835,14 @@ impl Matrix {
             .map(|d| d.str())
             .transpose()?
             .map(String::from);
-
-        // Models.
-        let model_items = top.require("models")?.non_empty_seq()?;
-        let mut models = Vec::new();
-        let mut model_names = Vec::new();
-        for item in &model_items {
-            let m = item.map(&MODEL_KEYS)?;
-            let name_at = m.require("name")?;
-            let name = name_at.str()?;
-            check_name(name_at, name)?;
-            model_names.push((name, name_at.clone()));
-            let architecture = m
-                .opt("architecture")
-                .map(|a| a.str())
-                .transpose()?
-                .unwrap_or("gpt2");
-            let weights = match (m.opt("weights"), m.opt("path")) {
-                (Some(w), None) => {
-                    if w.str().ok() != Some("synthetic") {
-                        return Err(w.err(format!(
-                            "expected `synthetic` (use `path:` for weights on disk), got {}",
-                            w.node.describe()
-                        )));
-                    }
-                    let config_at = m
-                        .opt("config")
-                        .ok_or_else(|| m.at.err("`weights: synthetic` needs `config:` (a preset such as gpt2 or tiny, or a config.json path)"))?;
-                    let config = config_at.str()?;
-                    let config = if crate::presets::preset(config).is_some() {
-                        config.to_string()
-                    } else {
-                        resolve_path(base, config).display().to_string()
-                    };
-                    let seed = m.opt("seed").map(|s| s.u64()).transpose()?.unwrap_or(0);
-                    ModelWeights::Synthetic { config, seed }
-                }
-                (None, Some(p)) => {
-                    for key in ["config", "seed"] {
-                        if let Some(x) = m.get(key) {
-                            return Err(
-                                x.err(format!("`{key}` only applies to `weights: synthetic`"))
-                            );
-                        }
-                    }
-                    ModelWeights::Path(resolve_path(base, p.str()?))
-                }
-                (Some(_), Some(p)) => {
-                    return Err(p.err("a model has either `weights: synthetic` or `path`, not both"))
-                }
-                (None, None) => {
-                    return Err(m
-                        .at
-                        .err("a model needs either `weights: synthetic` or `path`"))
-                }
-            };
-            models.push(ModelDef {
-                name: name.to_string(),
-                architecture: architecture.to_string(),
-                weights,
-            });
-        }
-        unique("model", model_names.iter().map(|(n, a)| (*n, a)))?;
-
-        // Engines.
-        let engine_items = top.require("engines")?.non_empty_seq()?;
-        let mut engines = Vec::new();
-        let mut engine_names = Vec::new();
-        for item in &engine_items {
-            let m = item.map(&ENGINE_KEYS)?;
-            let name_at = m.require("name")?;
-            let name = name_at.str()?;
-            check_name(name_at, name)?;
-            engine_names.push((name, name_at.clone()));
-            let plugin = match m.opt("plugin") {
-                Some(p) => {
-                    let s = p.str()?;
-                    check_name(p, s)?;
-                    s
-                }
-                None => name,
-            };
-            let options = match m.opt("options") {
-                None => serde_json::Value::Object(Default::default()),
-                Some(o) => {
-                    if !matches!(o.node.kind, yaml::Kind::Map(_)) {
-                        return Err(o.err(format!(
-                            "expected a mapping of plugin options, got {}",
-                            o.node.describe()
-                        )));
-                    }
-                    o.json()?
-                }
-            };
-            let launch = match m.opt("launch") {
-                None => None,
-                Some(l) => Some(parse_launch(l, &options)?),
-            };
-            engines.push(EngineDef {
-                name: name.to_string(),
-                plugin: plugin.to_string(),
-                options,
-                launch,
-            });
-        }
-        unique("engine", engine_names.iter().map(|(n, a)| (*n, a)))?;
-
-        let baseline = match top.opt("baseline") {
-            None => None,
-            Some(b) => {
-                let s = b.str()?;
-                if !engines.iter().any(|e| e.name == s) {
-                    let names: Vec<&str> = engines.iter().map(|e| e.name.as_str()).collect();
-                    return Err(b.err(format!(
-                        "baseline `{s}` is not an engine of this matrix (engines: {})",
-                        names.join(", ")
-                    )));
-                }
-                Some(s.to_string())
-            }
-        };
-
-        // Scenarios.
-        let known_models: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
-        let known_engines: Vec<String> = engines.iter().map(|e| e.name.clone()).collect();
-        let scenario_items = top.require("scenarios")?.non_empty_seq()?;
-        let mut scenarios = Vec::new();
-        for item in &scenario_items {
-            let spec = expand::parse_scenario(item, &ctx, &known_models, &known_engines)?;
-            let run = spec.run(false);
-            scenarios.push(ScenarioDef {
-                name: spec.name.clone(),
-                kind: spec.kind,
-                models: spec.models.clone(),
-                engines: spec.engines.clone(),
-                warmup: run.warmup,
-                iterations: run.iterations,
-                min_duration_s: run.min_duration_s,
-                max_duration_s: run.max_duration_s,
-                spec,
-            });
-        }
-        let scenario_names: Vec<(String, String)> = scenarios
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.name.clone(), format!("scenarios[{i}].name")))
-            .collect();
-        let mut first_of: HashMap<&str, &str> = HashMap::new();
-        for (n, field) in &scenario_names {
-            if let Some(first) = first_of.get(n.as_str()) {
-                let (line, col) = find_pos(&spans, first).unwrap_or((1, 1));
-                return Err(ctx.err(
-                    field,
-                    format!("duplicate scenario name `{n}` (first at line {line} column {col})"),
-                ));
-            }
-            first_of.insert(n, field);
-        }
-
-        let mut cells_full = Vec::new();
-        let mut cells_quick = Vec::new();
-        for s in &scenarios {
-            let full = expand::cells(&s.spec, false, &ctx, MAX_CELLS - cells_full.len())?;
-            cells_full.extend(full);
-            let quick = expand::cells(&s.spec, true, &ctx, MAX_CELLS - cells_quick.len())?;
-            cells_quick.extend(quick);
-        }
-
+        let models = parse_models(top.require("models")?, base)?;
+        let engines = parse_engines(top.require("engines")?)?;
+        let baseline = top
+            .opt("baseline")
+            .map(|b| parse_baseline(b, &engines))
+            .transpose()?;
+        let scenarios = parse_scenarios(top.require("scenarios")?, &ctx, &models, &engines)?;
+        let (cells_full, cells_quick) = expand_cells(&scenarios, &ctx)?;
         Ok(Matrix {
             path: path.to_path_buf(),
             name,

@@ -34,7 +34,7 @@ pub enum ReportError {
     /// `summary.json` is missing, unreadable or of another schema.
     #[error(transparent)]
     Summary(#[from] SchemaError),
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Write {
         path: String,
         source: std::io::Error,

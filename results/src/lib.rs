@@ -41,15 +41,17 @@ pub use run::{Efficiency, EngineRecord, GpuLimits, Limits, ModelRecord, Summary,
 pub use shape::Gpt2Shape;
 pub use telemetry::{EnergyRecord, GpuInfo, GpuSample, LeakCheck, LeakVerdict, Power};
 
-/// Why a result file or config could not be read.
+/// Why a result file or config could not be read. The message names the
+/// file; the underlying error is the `source` (shown after it by
+/// `{:#}` in anyhow, as every other error of the binary).
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         path: String,
         source: std::io::Error,
     },
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Parse {
         what: String,
         source: serde_json::Error,
