@@ -7,15 +7,18 @@
 //!
 //! * the matrix format: [`matrix`] (YAML, axes, placeholders, errors with
 //!   file, line and field), [`synthetic`] (generated weights), [`prompts`];
-//! * running: [`runner`] (the `run` command), [`worker`] (one process per
-//!   engine), [`cell`] (one cell), [`launch`] (servers the harness starts),
-//!   [`plugins`] (finding and loading engines);
-//! * measuring: [`measure`] (the sink that timestamps tokens, raw records),
-//!   [`scenario`] (driving a cell), [`serving`] (open-loop load),
-//!   [`telemetry`] (memory, GPU, energy, leaks), [`roofline`], [`system`];
-//! * figures: [`metrics`] (per cell), [`stats`] and [`resample`] (pure
-//!   statistics), [`output`] (result files; their types are [`results`]),
-//!   [`report`], [`compare`], [`baseline`] (named baselines);
+//! * running, [`run`]: [`run::runner`] (the `run` command),
+//!   [`run::worker`] (one process per engine), [`run::cell`] (one cell),
+//!   [`run::launch`] (servers the harness starts); [`plugins`] (finding and
+//!   loading engines);
+//! * measuring, [`measure`]: the sink that timestamps tokens and its raw
+//!   records, [`measure::scenario`] (driving a cell),
+//!   [`measure::metrics`] (per-cell figures), [`measure::serving`]
+//!   (open-loop load); [`telemetry`] (memory, GPU, energy, leaks),
+//!   [`roofline`], [`system`];
+//! * results: [`output`] (the run folder's files; their types are
+//!   [`results`]), [`report`], [`compare`], [`baseline`] (named
+//!   baselines), [`stats`] and [`resample`] (pure statistics);
 //! * the rest: [`serve`] (an engine behind HTTP), [`clock`] (time stamps).
 //!
 //! [`matrix`], [`plugins`], [`synthetic`], [`results`], [`report`] (with
@@ -30,22 +33,16 @@
 //! would close).
 
 pub mod baseline;
-pub mod cell;
 pub mod clock;
-pub mod launch;
 pub mod measure;
-pub mod metrics;
 pub mod output;
 pub mod prompts;
 mod rng;
 pub mod roofline;
-pub mod runner;
-pub mod scenario;
+pub mod run;
 pub mod serve;
-pub mod serving;
 pub mod system;
 pub mod telemetry;
-pub mod worker;
 
 // The matrix format and the statistics live in their own crates; these
 // paths keep naming them.

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use engine_matrix::{matrix::Matrix, plugins, runner};
+use engine_matrix::{matrix::Matrix, plugins, run::runner};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -178,9 +178,9 @@ const EXIT_REGRESSION: u8 = 1;
 const EXIT_FAILED_CELLS: u8 = 5;
 
 fn main() -> ExitCode {
-    // A worker process (see engine_matrix::worker): not a user command.
-    if std::env::args().nth(1).as_deref() == Some(engine_matrix::worker::SUBCOMMAND) {
-        return match engine_matrix::worker::serve() {
+    // A worker process (see engine_matrix::run::worker): not a user command.
+    if std::env::args().nth(1).as_deref() == Some(engine_matrix::run::worker::SUBCOMMAND) {
+        return match engine_matrix::run::worker::serve() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("worker: {e:#}");
@@ -312,11 +312,13 @@ fn run_command(args: RunArgs, dir: PathBuf, verbose: bool) -> Result<ExitCode> {
             "the run stopped early: {why}; `engine-matrix run --resume {}` runs the remaining cells",
             report.dir.display()
         );
-        return Ok(ExitCode::from(if engine_matrix::runner::interrupted() {
-            130
-        } else {
-            4
-        }));
+        return Ok(ExitCode::from(
+            if engine_matrix::run::runner::interrupted() {
+                130
+            } else {
+                4
+            },
+        ));
     }
     if let Some(name) = save_baseline {
         let dir = engine_matrix::baseline::save_baseline(&report.dir, &name)?;
@@ -426,7 +428,7 @@ fn validate(matrix: &std::path::Path, dir: &std::path::Path) -> Result<ExitCode>
     let m = Matrix::load(matrix)?;
     let mut errors = Vec::new();
     for (i, def) in m.models.iter().enumerate() {
-        if let Err((key, e)) = engine_matrix::cell::check_model(def) {
+        if let Err((key, e)) = engine_matrix::run::cell::check_model(def) {
             let field = format!("models[{i}].{key}");
             errors.push(format!(
                 "{}: {field}: model '{}': {e:#}",

@@ -72,9 +72,9 @@
 //! they are not for benchmarking. Non-streaming responses follow the same
 //! schedule.
 
-use crate::cell;
 use crate::matrix::{ModelDef, ModelWeights};
 use crate::plugins::{self, LoadedEngine};
+use crate::run::cell;
 use crate::synthetic::{self, Gpt2Shape};
 use anyhow::{bail, Context, Result};
 use axum::body::{Body, Bytes};

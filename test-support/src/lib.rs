@@ -38,11 +38,30 @@ pub fn profile_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The candle plugin from `target/<profile>`, loaded as the host loads it
-/// (`cargo build --release --workspace` builds it; scripts/test does).
+/// The newest build of plugin `name`: in `target/<profile>`, where `cargo
+/// build` puts it, or in `target/<profile>/deps`, where a plain `cargo
+/// test` of the workspace leaves it (cargo builds a cdylib there for the
+/// crate's own tests, without copying it up).
+pub fn plugin_file(
+    name: &str,
+) -> Result<engine_matrix_plugins::PluginFile, engine_matrix_plugins::PluginError> {
+    use engine_matrix_plugins as plugins;
+    let dir = profile_dir();
+    let modified =
+        |f: &plugins::PluginFile| std::fs::metadata(&f.path).and_then(|m| m.modified()).ok();
+    [dir.join("deps"), dir.clone()]
+        .iter()
+        .filter_map(|d| plugins::find(d, name).ok())
+        .max_by_key(modified)
+        .map_or_else(|| plugins::find(&dir, name), Ok)
+}
+
+/// The candle plugin (see [`plugin_file`]), loaded as the host loads it.
+/// `cargo test` of the workspace builds it, as does `cargo build
+/// --release --workspace` (scripts/test).
 pub fn candle(dir: &Path, threads: usize) -> ModelBox {
     use engine_matrix_plugins as plugins;
-    let file = plugins::find(&profile_dir(), "candle")
+    let file = plugin_file("candle")
         .unwrap_or_else(|e| panic!("candle plugin: {e} (build the workspace first)"));
     let loaded = plugins::load(&file).unwrap_or_else(|e| panic!("candle plugin: {e}"));
     let opts = LoadOptions {

@@ -38,7 +38,7 @@
 //!   in the prompt's first token.
 //! * **client**: the real plugin, built through the same abi_stable vtables
 //!   the host uses (`ffi_engine`, `load`, `submit`), with a sink that does
-//!   what the host's does (`host/src/measure.rs`): one clock read per
+//!   what the host's does (`host/src/measure/mod.rs`): one clock read per
 //!   `tokens` call, one lock, appends to per-request vectors reserved at
 //!   submit; `done` / `error` wake the driver through a condition variable.
 //! * **driver** (the main thread), like the host's `concurrency` scenario:

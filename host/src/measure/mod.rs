@@ -7,6 +7,15 @@
 //! Waiting threads sleep on a condition variable and are woken only when a
 //! request finishes, never per token.
 
+//!
+//! Its children drive and summarise a cell: [`scenario`] (closed loops,
+//! open-loop serving load, sweeps), [`metrics`] (per-cell figures from the
+//! raw records) and [`serving`] (arrival schedules and open-loop figures).
+
+pub mod metrics;
+pub mod scenario;
+pub mod serving;
+
 use engine_api::abi_stable::sabi_trait::TD_Opaque;
 use engine_api::abi_stable::std_types::RSlice;
 use engine_api::ffi::{SinkFfi, SinkFfi_TO};

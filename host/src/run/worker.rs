@@ -15,9 +15,9 @@
 //! own process group, so Ctrl-C in the terminal reaches only the host,
 //! which then stops the workers itself.
 
-use crate::cell::{self, CellState, EngineSlot, Job};
 use crate::matrix::EngineDef;
 use crate::output::{EngineRecord, ResultLine};
+use crate::run::cell::{self, CellState, EngineSlot, Job};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;

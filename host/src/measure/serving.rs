@@ -1,7 +1,7 @@
 //! The open-loop `serving` scenario: arrival schedules, SLOs and goodput,
 //! the search for the highest sustainable rate, and recovery after a
 //! spike. Everything here is pure (no clock, no engine): the scenario
-//! driver ([`crate::scenario`]) sends requests at the times
+//! driver ([`crate::measure::scenario`]) sends requests at the times
 //! [`schedule`] gives, and [`compute`] turns the recorded requests into
 //! [`ServingMetrics`].
 //!

@@ -4,7 +4,7 @@
 //! Cells run scenario by scenario and model by model, engine by engine
 //! inside (so a model stays loaded while its cells run); `--repeat N`
 //! interleaves the engines N times ([`interleave`]). Each engine's cells
-//! run in a worker process of its own ([`crate::worker`]; `--in-process`
+//! run in a worker process of its own ([`crate::run::worker`]; `--in-process`
 //! runs them in the host, without that protection). A problem that
 //! concerns one engine or model — a plugin that is missing or refuses to
 //! load, a model folder without weights, a dtype the engine does not
@@ -16,14 +16,14 @@
 //! every finished cell; the summary says it is incomplete and why, the
 //! report is written, and `run --resume DIR` runs the cells still missing.
 
-use crate::cell::{self, CellState, EngineSlot, Job, ResolvedModel};
 use crate::clock::{stamp, utc_now};
 use crate::matrix::{Cell, EngineDef, Matrix};
 use crate::output::{
     EngineRecord, ModelRecord, ResultLine, RunDir, Status, Summary, SCHEMA_VERSION,
 };
+use crate::run::cell::{self, CellState, EngineSlot, Job, ResolvedModel};
+use crate::run::worker::{Lost, Reply, Request, Worker};
 use crate::system;
-use crate::worker::{Lost, Reply, Request, Worker};
 use anyhow::{bail, Context, Result};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -523,7 +523,7 @@ fn resolve_rate(cell: &Cell, done: &[crate::output::CellResult]) -> (Cell, Optio
     let mut job_cell = cell.clone();
     let mut unresolved = None;
     if let Some(sv) = job_cell.params.serving.as_mut() {
-        if sv.request_rate == crate::serving::Rate::Sustainable {
+        if sv.request_rate == crate::measure::serving::Rate::Sustainable {
             sv.resolved_rate = sustainable_rate(done, &cell.model, &cell.engine);
             if sv.resolved_rate.is_none() {
                 unresolved = Some(format!(
@@ -719,7 +719,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .unwrap_or_default();
     let mut servers =
-        crate::launch::Servers::new(exe, opts.plugin_dir.clone(), matrix_dir, &dir.path);
+        crate::run::launch::Servers::new(exe, opts.plugin_dir.clone(), matrix_dir, &dir.path);
     for &(cell, repeat) in &schedule {
         if done.contains(&(cell.id.clone(), repeat)) {
             bar.inc(1);
@@ -754,11 +754,11 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         }
         let def = match servers.ensure(engine_defs[cell.engine.as_str()], &stop) {
             Ok(def) => def,
-            Err(crate::launch::StartError::Stopped) => {
+            Err(crate::run::launch::StartError::Stopped) => {
                 stopped = stop_reason();
                 break;
             }
-            Err(crate::launch::StartError::Failed(why)) => {
+            Err(crate::run::launch::StartError::Failed(why)) => {
                 let line = cell::failed_line(&job, plugin, why, t0.elapsed().as_secs_f64());
                 record(&mut dir, &mut summary, &bar, &line)?;
                 continue;

@@ -13,10 +13,10 @@
 //! The host thread sleeps on the collector while the engine works.
 
 use crate::matrix::{Cell, ScenarioKind};
+use crate::measure::serving::{schedule, Load, Rate, Search, ServingParams};
 use crate::measure::IterationSpan;
 use crate::measure::{requests, Collector};
 use crate::prompts::PromptGen;
-use crate::serving::{schedule, Load, Rate, Search, ServingParams};
 use engine_api::ModelBox;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -330,7 +330,7 @@ impl Runner<'_> {
             self.spans.push(span);
             let recs = self.collector.records_of(index);
             let refs: Vec<&crate::measure::RequestRecord> = recs.iter().collect();
-            let step = crate::serving::evaluate(&refs, &span, rate, &sv.slo);
+            let step = crate::measure::serving::evaluate(&refs, &span, rate, &sv.slo);
             search.record(rate, step.passed);
             self.segments.push((index, rate));
             index += 1;

@@ -11,14 +11,14 @@
 
 use crate::clock::utc_now;
 use crate::matrix::{Cell, EngineDef, ModelDef, ModelWeights};
+use crate::measure::metrics::compute;
+use crate::measure::scenario::{self, Stop};
 use crate::measure::{IterationSpan, RequestRecord};
-use crate::metrics::compute;
 use crate::output::{
     CellResult, EngineRecord, MemoryRecord, RawRequest, ResultLine, Status, SCHEMA_VERSION,
 };
 use crate::plugins::{self, LoadedEngine};
 use crate::prompts::PromptGen;
-use crate::scenario::{self, Stop};
 use crate::synthetic::{self, Gpt2Shape};
 use crate::system;
 use anyhow::{bail, Context, Result};
@@ -150,7 +150,7 @@ struct Loaded {
 fn efficiency(
     cell: &Cell,
     shape: &Gpt2Shape,
-    m: &crate::metrics::CellMetrics,
+    m: &crate::measure::metrics::CellMetrics,
     limits: &crate::roofline::Limits,
 ) -> crate::roofline::Efficiency {
     let p = &cell.params;
@@ -417,7 +417,7 @@ fn ensure_loaded<'c>(
 fn classify(
     cell: &Cell,
     outcome: Result<(), Stop>,
-    metrics: &crate::metrics::CellMetrics,
+    metrics: &crate::measure::metrics::CellMetrics,
     records: &[RequestRecord],
     model: &ResolvedModel,
     hung: &mut HashSet<String>,
@@ -568,13 +568,18 @@ fn run_cell(
             p.output_tokens,
         ),
         Some(sv) => {
-            let serving =
-                crate::serving::compute(sv, p.duration_s, &records, &exec.spans, &exec.segments);
+            let serving = crate::measure::serving::compute(
+                sv,
+                p.duration_s,
+                &records,
+                &exec.spans,
+                &exec.segments,
+            );
             // A sweep's usual figures are those of its highest passing
             // rate (else its first): rates mixed would mean nothing.
             let mut m = match serving.sweep.as_ref() {
                 Some(sw) => {
-                    let index = crate::serving::reported_segment(sw, &exec.segments).0;
+                    let index = crate::measure::serving::reported_segment(sw, &exec.segments).0;
                     let recs: Vec<_> = records
                         .iter()
                         .filter(|r| r.warmup || r.iteration == index)

@@ -352,7 +352,7 @@ fn describe(s: std::process::ExitStatus) -> String {
     match (s.code(), s.signal()) {
         (_, Some(sig)) => format!(
             "was killed by signal {sig} ({})",
-            crate::worker::signal_name(sig)
+            crate::run::worker::signal_name(sig)
         ),
         (Some(c), _) => format!("exited with status {c}"),
         _ => "ended".into(),
