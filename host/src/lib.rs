@@ -23,7 +23,7 @@
 //!
 //! [`matrix`], [`plugins`], [`synthetic`], [`results`], [`report`] (with
 //! [`compare`]), [`stats`] and [`resample`] are crates of their own
-//! (`matrix/`, `plugins/`, `synthetic/`, `results/`, `reports/`,
+//! (`matrix/`, `plugins/`, `synthetic/`, `results/`, `report/`,
 //! `stats/`), re-exported here under these names; the plugins' test
 //! helpers are the `engine-matrix-test-support` crate (`test-support/`).
 //!

@@ -298,7 +298,7 @@ fn the_host_modules_have_no_cycle() {
 
 #[test]
 fn the_report_modules_have_no_cycle() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../reports/src");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../report/src");
     assert_no_cycle(
         &src,
         10,

@@ -83,6 +83,15 @@ pub enum Activation {
 }
 
 impl Config {
+    /// What the kit's sequence table checks requests against.
+    pub fn limits(&self) -> crate::Limits {
+        crate::Limits {
+            vocab: self.vocab_size,
+            context: self.n_positions,
+            eos: self.eos_token_id,
+        }
+    }
+
     /// GPT-2 small (124M).
     pub fn gpt2() -> Self {
         Self::default()

@@ -280,11 +280,7 @@ impl Kernels for OnnxKernels {
     type Cache = Row;
 
     fn limits(&self) -> Limits {
-        Limits {
-            vocab: self.cfg.vocab_size,
-            context: self.cfg.n_positions,
-            eos: self.cfg.eos_token_id,
-        }
+        self.cfg.limits()
     }
 
     fn weight_bytes(&self) -> u64 {

@@ -319,12 +319,7 @@ impl Kernels for TorchKernels {
     type Cache = KvCache;
 
     fn limits(&self) -> Limits {
-        let cfg = self.model.config();
-        Limits {
-            vocab: cfg.vocab_size,
-            context: cfg.n_positions,
-            eos: cfg.eos_token_id,
-        }
+        self.model.config().limits()
     }
 
     fn weight_bytes(&self) -> u64 {
