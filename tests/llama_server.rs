@@ -534,3 +534,85 @@ fn the_smoke_test_passes_the_built_server_and_names_a_fatal_signal() {
         .unwrap()
         .contains("raising SIGILL"));
 }
+
+/// The tensor names, dtypes and shapes in a safetensors file's header.
+fn safetensors_header(file: &Path) -> serde_json::Map<String, Value> {
+    let bytes = std::fs::read(file).expect("read model.safetensors");
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut h: serde_json::Map<String, Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).expect("safetensors header JSON");
+    h.remove("__metadata__");
+    h
+}
+
+/// `engine-matrix model import` turns the provisioned SmolLM2 GGUF (Q4_1)
+/// into a Hugging Face folder whose config is SmolLM2-135M's, with every
+/// tensor under its HF name; a truncated copy is refused, naming the file.
+#[test]
+fn model_import_turns_the_smollm2_gguf_into_a_hf_folder() {
+    let gguf = provisioned("smollm2-gguf");
+    let dir = TempDir::new("import");
+    let out = dir.path().join("smollm2-bf16");
+    let plugins = dir.path().join("no-plugins");
+    let o = run(
+        &[
+            "model",
+            "import",
+            gguf.to_str().unwrap(),
+            "--dtype",
+            "bf16",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &plugins,
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout).trim(), out.display().to_string());
+    let c = read_json(&out.join("config.json"));
+    for (key, want) in [
+        ("hidden_size", 576.0),
+        ("intermediate_size", 1536.0),
+        ("num_hidden_layers", 30.0),
+        ("num_attention_heads", 9.0),
+        ("num_key_value_heads", 3.0),
+        ("vocab_size", 49152.0),
+        ("rope_theta", 100000.0),
+        ("rms_norm_eps", 1e-5),
+    ] {
+        assert_eq!(c[key].as_f64(), Some(want), "{key}: {c}");
+    }
+    assert_eq!(c["tie_word_embeddings"], true);
+    assert_eq!(c["torch_dtype"], "bfloat16");
+    let h = safetensors_header(&out.join("model.safetensors"));
+    assert_eq!(
+        h.len(),
+        2 + 30 * 9,
+        "tensors: {:?}",
+        h.keys().collect::<Vec<_>>()
+    );
+    let k = &h["model.layers.29.self_attn.k_proj.weight"];
+    assert_eq!(k["dtype"], "BF16");
+    assert_eq!(k["shape"], serde_json::json!([192, 576]));
+    assert_eq!(
+        h["model.embed_tokens.weight"]["shape"],
+        serde_json::json!([49152, 576])
+    );
+
+    let bytes = std::fs::read(&gguf).unwrap();
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() - 1000]).unwrap();
+    let o = run(
+        &[
+            "model",
+            "import",
+            cut.to_str().unwrap(),
+            "--out",
+            dir.path().join("x").to_str().unwrap(),
+        ],
+        &plugins,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(err.contains("cut.gguf: truncated: tensor "), "{err}");
+    assert!(!dir.path().join("x").exists());
+}

@@ -48,10 +48,31 @@ enum Command {
     },
     /// Check a matrix without running it.
     Validate { matrix: PathBuf },
+    /// Model files: `model import FILE.gguf` writes a Hugging Face folder.
+    #[command(subcommand)]
+    Model(ModelCommand),
     /// Serve one engine over an OpenAI-compatible HTTP API (streaming
     /// /v1/completions and /v1/chat/completions), to measure an engine over
     /// HTTP; prints `listening on http://ADDR` once bound.
     Serve(ServeArgs),
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Convert a GGUF file (llama architecture) into a Hugging Face model
+    /// folder: config.json from its metadata and model.safetensors with
+    /// every tensor dequantized, under HF names. Prints the folder.
+    Import {
+        /// The GGUF file.
+        file: PathBuf,
+        /// Weight dtype of the folder: f32, f16 or bf16.
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        /// The folder to write (replaced if it exists); default: the
+        /// model cache, `<cache>/models/<file stem>-<dtype>`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -208,7 +229,36 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Engines { json } => engines(&dir, json, cli.verbose),
         Command::Serve(args) => serve_command(args, dir),
         Command::Validate { matrix } => validate(&matrix, &dir),
+        Command::Model(ModelCommand::Import { file, dtype, out }) => {
+            model_import(&file, &dtype, out)
+        }
     }
+}
+
+/// `model import`: a GGUF file becomes a Hugging Face folder.
+fn model_import(file: &std::path::Path, dtype: &str, out: Option<PathBuf>) -> Result<ExitCode> {
+    let Some(dt) = engine_matrix_import::parse_dtype(dtype) else {
+        anyhow::bail!("--dtype {dtype:?}: expected f32, f16 or bf16");
+    };
+    let out = out.unwrap_or_else(|| {
+        let stem = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        engine_kit::cache_dir()
+            .join("models")
+            .join(format!("{stem}-{dtype}"))
+    });
+    let imported = engine_matrix_import::import(file, dt, &out)?;
+    eprintln!(
+        "imported {}: {} tensors of a {} with {} layers, in {dtype}",
+        file.display(),
+        imported.tensors,
+        imported.config["architectures"][0].as_str().unwrap_or("?"),
+        imported.config["num_hidden_layers"],
+    );
+    println!("{}", imported.dir.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `calibrate`: this machine's roofline limits, measured once and cached.

@@ -1,0 +1,429 @@
+//! `engine-matrix model import`: a GGUF file becomes a Hugging Face model
+//! folder that every in-process engine can load unchanged.
+//!
+//! * `config.json` is written from the GGUF metadata (`llama.*` keys:
+//!   `LlamaForCausalLM` with `num_key_value_heads`, `rope_theta`,
+//!   `rms_norm_eps`, tied embeddings when the file has no `output.weight`);
+//! * `model.safetensors` holds every tensor dequantized (any ggml block
+//!   type candle can read: Q4_0, Q4_1, Q8_0, K-quants, F16, ...) into the
+//!   requested dtype, under Hugging Face's names;
+//! * the Q and K projections are un-permuted: llama.cpp's converter
+//!   (`convert_hf_to_gguf.py`, `LlamaModel.permute`) reorders their rows
+//!   per head from HF's "two halves" RoPE layout to GGML's interleaved
+//!   pairs; the importer applies the inverse, so an HF-style RoPE
+//!   (`rotate_half`) reads the weights the way the original checkpoint had
+//!   them.
+//!
+//! The folder is written into a private temporary folder and renamed into
+//! place, so an interrupted import never leaves a half-written model.
+//!
+//! Not yet here (issue 18): `tokenizer.json` from the GGUF tokenizer
+//! metadata, `tokenizer_config.json` with the chat template,
+//! `generation_config.json`, and architectures other than `llama`
+//! (Qwen2's GGUF is not permuted and has q/k/v biases).
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Why a GGUF file could not be imported; every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{}: {what}", file.display())]
+    Io {
+        file: PathBuf,
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{}: not a readable GGUF file: {why}", file.display())]
+    NotGguf { file: PathBuf, why: String },
+    #[error(
+        "{}: truncated: tensor {tensor} ends at byte {end}, the file has {len} bytes",
+        file.display()
+    )]
+    Truncated {
+        file: PathBuf,
+        tensor: String,
+        end: u64,
+        len: u64,
+    },
+    #[error(
+        "{}: architecture {arch:?} is not one the importer knows (llama)",
+        file.display()
+    )]
+    Architecture { file: PathBuf, arch: String },
+    #[error("{}: metadata {key}: {why}", file.display())]
+    Metadata {
+        file: PathBuf,
+        key: String,
+        why: String,
+    },
+    #[error("{}: tensor {tensor}: {why}", file.display())]
+    Tensor {
+        file: PathBuf,
+        tensor: String,
+        why: String,
+    },
+}
+
+type Result<T, E = ImportError> = std::result::Result<T, E>;
+
+/// The output dtype of an import.
+pub fn parse_dtype(s: &str) -> Option<DType> {
+    match s {
+        "f32" => Some(DType::F32),
+        "f16" => Some(DType::F16),
+        "bf16" => Some(DType::BF16),
+        _ => None,
+    }
+}
+
+/// What an import wrote.
+#[derive(Debug)]
+pub struct Imported {
+    pub dir: PathBuf,
+    pub config: serde_json::Value,
+    pub tensors: usize,
+}
+
+/// A GGUF file read up to its tensor data.
+pub struct Gguf {
+    file: PathBuf,
+    content: Content,
+    reader: std::fs::File,
+}
+
+impl Gguf {
+    /// Opens `file` and reads its header, metadata and tensor table;
+    /// checks that every tensor's data lies inside the file.
+    pub fn open(file: &Path) -> Result<Self> {
+        let io = |what: &str| {
+            let what = what.to_string();
+            move |source| ImportError::Io {
+                file: file.to_path_buf(),
+                what,
+                source,
+            }
+        };
+        let mut reader = std::fs::File::open(file).map_err(io("cannot open"))?;
+        let len = reader.metadata().map_err(io("cannot stat"))?.len();
+        let content = Content::read(&mut reader).map_err(|e| ImportError::NotGguf {
+            file: file.to_path_buf(),
+            why: e.to_string(),
+        })?;
+        for (name, info) in &content.tensor_infos {
+            let elems: usize = info.shape.elem_count();
+            let block = info.ggml_dtype.block_size();
+            let bytes = (elems / block * info.ggml_dtype.type_size()) as u64;
+            let end = content.tensor_data_offset + info.offset + bytes;
+            if end > len {
+                return Err(ImportError::Truncated {
+                    file: file.to_path_buf(),
+                    tensor: name.clone(),
+                    end,
+                    len,
+                });
+            }
+        }
+        Ok(Gguf {
+            file: file.to_path_buf(),
+            content,
+            reader,
+        })
+    }
+
+    /// `general.architecture`.
+    pub fn architecture(&self) -> Result<&str> {
+        self.string("general.architecture")
+    }
+
+    fn value(&self, key: &str) -> Option<&Value> {
+        self.content.metadata.get(key)
+    }
+
+    fn missing(&self, key: &str) -> ImportError {
+        ImportError::Metadata {
+            file: self.file.clone(),
+            key: key.into(),
+            why: "missing".into(),
+        }
+    }
+
+    fn bad(&self, key: &str, e: candle_core::Error) -> ImportError {
+        ImportError::Metadata {
+            file: self.file.clone(),
+            key: key.into(),
+            why: e.to_string(),
+        }
+    }
+
+    fn string(&self, key: &str) -> Result<&str> {
+        let v = self.value(key).ok_or_else(|| self.missing(key))?;
+        v.to_string()
+            .map(String::as_str)
+            .map_err(|e| self.bad(key, e))
+    }
+
+    /// An integer of any width.
+    fn int(&self, key: &str) -> Result<Option<u64>> {
+        let Some(v) = self.value(key) else {
+            return Ok(None);
+        };
+        let n = match v {
+            Value::U8(x) => *x as u64,
+            Value::I8(x) => *x as u64,
+            Value::U16(x) => *x as u64,
+            Value::I16(x) => *x as u64,
+            Value::U32(x) => *x as u64,
+            Value::I32(x) => *x as u64,
+            Value::U64(x) => *x,
+            Value::I64(x) => *x as u64,
+            other => {
+                return Err(ImportError::Metadata {
+                    file: self.file.clone(),
+                    key: key.into(),
+                    why: format!("expected an integer, found {:?}", other.value_type()),
+                })
+            }
+        };
+        Ok(Some(n))
+    }
+
+    fn required_int(&self, key: &str) -> Result<u64> {
+        self.int(key)?.ok_or_else(|| self.missing(key))
+    }
+
+    fn float(&self, key: &str) -> Result<Option<f64>> {
+        match self.value(key) {
+            None => Ok(None),
+            // The shortest decimal that reads back as this f32 (1e-5, not
+            // 9.999999747378752e-6), as HF's config.json would hold it.
+            Some(Value::F32(x)) => Ok(Some(x.to_string().parse().unwrap_or(*x as f64))),
+            Some(Value::F64(x)) => Ok(Some(*x)),
+            Some(other) => Err(ImportError::Metadata {
+                file: self.file.clone(),
+                key: key.into(),
+                why: format!("expected a float, found {:?}", other.value_type()),
+            }),
+        }
+    }
+
+    /// Number of entries of `tokenizer.ggml.tokens`, when present.
+    fn token_count(&self) -> Option<u64> {
+        match self.value("tokenizer.ggml.tokens") {
+            Some(Value::Array(v)) => Some(v.len() as u64),
+            _ => None,
+        }
+    }
+
+    /// Hugging Face's `config.json` for this file (`llama` only).
+    pub fn llama_config(&self) -> Result<serde_json::Value> {
+        let arch = self.architecture()?;
+        if arch != "llama" {
+            return Err(ImportError::Architecture {
+                file: self.file.clone(),
+                arch: arch.to_string(),
+            });
+        }
+        let k = |s: &str| format!("llama.{s}");
+        let heads = self.required_int(&k("attention.head_count"))?;
+        let kv_heads = self.int(&k("attention.head_count_kv"))?.unwrap_or(heads);
+        let hidden = self.required_int(&k("embedding_length"))?;
+        let vocab = match self.int(&k("vocab_size"))?.or_else(|| self.token_count()) {
+            Some(v) => v,
+            None => self.tensor_rows("token_embd.weight")?,
+        };
+        let head_dim = self
+            .int(&k("rope.dimension_count"))?
+            .unwrap_or(hidden / heads.max(1));
+        Ok(serde_json::json!({
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "vocab_size": vocab,
+            "hidden_size": hidden,
+            "intermediate_size": self.required_int(&k("feed_forward_length"))?,
+            "num_hidden_layers": self.required_int(&k("block_count"))?,
+            "num_attention_heads": heads,
+            "num_key_value_heads": kv_heads,
+            "head_dim": head_dim,
+            "max_position_embeddings": self.required_int(&k("context_length"))?,
+            "rms_norm_eps": self.float(&k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
+            "rope_theta": self.float(&k("rope.freq_base"))?.unwrap_or(10000.0),
+            "hidden_act": "silu",
+            "tie_word_embeddings": !self.content.tensor_infos.contains_key("output.weight"),
+            "bos_token_id": self.int("tokenizer.ggml.bos_token_id")?,
+            "eos_token_id": self.int("tokenizer.ggml.eos_token_id")?,
+            "torch_dtype": "float32",
+        }))
+    }
+
+    fn tensor_rows(&self, name: &str) -> Result<u64> {
+        self.content
+            .tensor_infos
+            .get(name)
+            .map(|t| t.shape.dims()[0] as u64)
+            .ok_or_else(|| ImportError::Tensor {
+                file: self.file.clone(),
+                tensor: name.into(),
+                why: "missing".into(),
+            })
+    }
+
+    /// Tensor `name` dequantized to f32 on the CPU.
+    fn dequantized(&mut self, name: &str) -> Result<Tensor> {
+        let q = self
+            .content
+            .tensor(&mut self.reader, name, &Device::Cpu)
+            .map_err(|e| ImportError::Tensor {
+                file: self.file.clone(),
+                tensor: name.into(),
+                why: e.to_string(),
+            })?;
+        q.dequantize(&Device::Cpu).map_err(|e| ImportError::Tensor {
+            file: self.file.clone(),
+            tensor: name.into(),
+            why: format!("cannot dequantize {:?}: {e}", q.dtype()),
+        })
+    }
+}
+
+/// Hugging Face's name for llama.cpp's tensor `name`, and the number of
+/// heads whose rows llama.cpp permuted (Q: attention heads, K: key-value
+/// heads); `None` for a tensor the importer does not know.
+pub fn hf_name(name: &str, heads: usize, kv_heads: usize) -> Option<(String, Option<usize>)> {
+    let fixed = match name {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some((f.to_string(), None));
+    }
+    let rest = name.strip_prefix("blk.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (hf, permuted) = match part {
+        "attn_norm.weight" => ("input_layernorm.weight", None),
+        "ffn_norm.weight" => ("post_attention_layernorm.weight", None),
+        "attn_q.weight" => ("self_attn.q_proj.weight", Some(heads)),
+        "attn_k.weight" => ("self_attn.k_proj.weight", Some(kv_heads)),
+        "attn_v.weight" => ("self_attn.v_proj.weight", None),
+        "attn_output.weight" => ("self_attn.o_proj.weight", None),
+        "ffn_gate.weight" => ("mlp.gate_proj.weight", None),
+        "ffn_up.weight" => ("mlp.up_proj.weight", None),
+        "ffn_down.weight" => ("mlp.down_proj.weight", None),
+        _ => return None,
+    };
+    Some((format!("model.layers.{layer}.{hf}"), permuted))
+}
+
+/// Undoes llama.cpp's per-head row permutation of a `[heads * head_dim,
+/// in]` projection: GGUF rows `(h, i, j)` (pair `i`, member `j`) go back
+/// to HF rows `(h, j, i)`.
+pub fn unpermute(w: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
+    let (rows, cols) = w.dims2()?;
+    if heads == 0 || rows % (2 * heads) != 0 {
+        candle_core::bail!("{rows} rows cannot be split into {heads} heads of pairs")
+    }
+    w.reshape((heads, rows / heads / 2, 2, cols))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((rows, cols))
+}
+
+/// Imports `file` into the folder `out` (replaced if it exists), with
+/// weights in `dtype`.
+pub fn import(file: &Path, dtype: DType, out: &Path) -> Result<Imported> {
+    let mut g = Gguf::open(file)?;
+    let config = g.llama_config()?;
+    let heads = config["num_attention_heads"].as_u64().unwrap_or(0) as usize;
+    let kv_heads = config["num_key_value_heads"].as_u64().unwrap_or(0) as usize;
+    let mut names: Vec<String> = g.content.tensor_infos.keys().cloned().collect();
+    names.sort();
+    let mut tensors = HashMap::new();
+    for name in &names {
+        let Some((hf, permuted)) = hf_name(name, heads, kv_heads) else {
+            if name == "rope_freqs.weight" {
+                // llama3 rope scaling factors: derived from config keys
+                // by the engines, not a weight.
+                continue;
+            }
+            return Err(ImportError::Tensor {
+                file: file.to_path_buf(),
+                tensor: name.clone(),
+                why: "not a tensor of the llama architecture the importer knows".into(),
+            });
+        };
+        let w = g.dequantized(name)?;
+        let w = match permuted {
+            Some(h) => unpermute(&w, h),
+            None => Ok(w),
+        }
+        .and_then(|w| w.to_dtype(dtype))
+        .map_err(|e| ImportError::Tensor {
+            file: file.to_path_buf(),
+            tensor: name.clone(),
+            why: e.to_string(),
+        })?;
+        tensors.insert(hf, w);
+    }
+    write_folder(file, out, &config, dtype, &tensors)?;
+    Ok(Imported {
+        dir: out.to_path_buf(),
+        config,
+        tensors: tensors.len(),
+    })
+}
+
+/// Writes `config.json` and `model.safetensors` into a temporary folder
+/// beside `out`, then renames it into place.
+fn write_folder(
+    file: &Path,
+    out: &Path,
+    config: &serde_json::Value,
+    dtype: DType,
+    tensors: &HashMap<String, Tensor>,
+) -> Result<()> {
+    let io = |what: String| {
+        move |source| ImportError::Io {
+            file: file.to_path_buf(),
+            what,
+            source,
+        }
+    };
+    let parent = out.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io(format!("cannot create {}", parent.display())))?;
+    let tmp = parent.join(format!(
+        ".import-{}-{}",
+        std::process::id(),
+        out.file_name().and_then(|s| s.to_str()).unwrap_or("model")
+    ));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io(format!("cannot create {}", tmp.display())))?;
+    let mut config = config.clone();
+    config["torch_dtype"] = match dtype {
+        DType::F16 => "float16",
+        DType::BF16 => "bfloat16",
+        _ => "float32",
+    }
+    .into();
+    let text = serde_json::to_string_pretty(&config).unwrap_or_default();
+    std::fs::write(tmp.join("config.json"), text).map_err(io(format!(
+        "cannot write {}",
+        tmp.join("config.json").display()
+    )))?;
+    candle_core::safetensors::save(tensors, tmp.join("model.safetensors")).map_err(|e| {
+        ImportError::Tensor {
+            file: file.to_path_buf(),
+            tensor: "model.safetensors".into(),
+            why: format!("cannot write: {e}"),
+        }
+    })?;
+    let _ = std::fs::remove_dir_all(out);
+    std::fs::rename(&tmp, out).map_err(io(format!("cannot move the import to {}", out.display())))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,272 @@
+use super::*;
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+
+const HEADS: usize = 4;
+const KV_HEADS: usize = 2;
+const HEAD_DIM: usize = 4;
+const HIDDEN: usize = HEADS * HEAD_DIM;
+const FF: usize = 24;
+const LAYERS: usize = 2;
+const VOCAB: usize = 32;
+
+fn temp(tag: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("em-import-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+/// Deterministic distinct values.
+fn values(n: usize, seed: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 1000.0 - 0.5)
+        .collect()
+}
+
+/// llama.cpp's `LlamaModel.permute`, written with indices:
+/// `w.reshape(heads, 2, rows/heads/2, cols).swapaxes(1, 2)`.
+fn permute(w: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
+    let half = rows / heads / 2;
+    let mut out = vec![0.0; w.len()];
+    for h in 0..heads {
+        for j in 0..2 {
+            for i in 0..half {
+                let hf_row = h * 2 * half + j * half + i;
+                let gguf_row = h * 2 * half + i * 2 + j;
+                out[gguf_row * cols..][..cols].copy_from_slice(&w[hf_row * cols..][..cols]);
+            }
+        }
+    }
+    out
+}
+
+/// HF name -> (shape, values) of a tiny Llama checkpoint.
+fn checkpoint() -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let kv = KV_HEADS * HEAD_DIM;
+    let mut t = vec![
+        ("model.embed_tokens.weight".to_string(), vec![VOCAB, HIDDEN]),
+        ("model.norm.weight".to_string(), vec![HIDDEN]),
+    ];
+    for l in 0..LAYERS {
+        let p = |s: &str| format!("model.layers.{l}.{s}");
+        t.push((p("input_layernorm.weight"), vec![HIDDEN]));
+        t.push((p("post_attention_layernorm.weight"), vec![HIDDEN]));
+        t.push((p("self_attn.q_proj.weight"), vec![HIDDEN, HIDDEN]));
+        t.push((p("self_attn.k_proj.weight"), vec![kv, HIDDEN]));
+        t.push((p("self_attn.v_proj.weight"), vec![kv, HIDDEN]));
+        t.push((p("self_attn.o_proj.weight"), vec![HIDDEN, HIDDEN]));
+        t.push((p("mlp.gate_proj.weight"), vec![FF, HIDDEN]));
+        t.push((p("mlp.up_proj.weight"), vec![FF, HIDDEN]));
+        t.push((p("mlp.down_proj.weight"), vec![HIDDEN, FF]));
+    }
+    t.into_iter()
+        .enumerate()
+        .map(|(i, (n, s))| {
+            let v = values(s.iter().product(), i);
+            (n, s, v)
+        })
+        .collect()
+}
+
+/// llama.cpp's name for an HF name (the converter's mapping).
+fn gguf_name(hf: &str) -> String {
+    let fixed = [
+        ("model.embed_tokens.weight", "token_embd.weight"),
+        ("model.norm.weight", "output_norm.weight"),
+    ];
+    if let Some((_, g)) = fixed.iter().find(|(h, _)| *h == hf) {
+        return g.to_string();
+    }
+    let rest = hf.strip_prefix("model.layers.").unwrap();
+    let (l, part) = rest.split_once('.').unwrap();
+    let g = match part {
+        "input_layernorm.weight" => "attn_norm.weight",
+        "post_attention_layernorm.weight" => "ffn_norm.weight",
+        "self_attn.q_proj.weight" => "attn_q.weight",
+        "self_attn.k_proj.weight" => "attn_k.weight",
+        "self_attn.v_proj.weight" => "attn_v.weight",
+        "self_attn.o_proj.weight" => "attn_output.weight",
+        "mlp.gate_proj.weight" => "ffn_gate.weight",
+        "mlp.up_proj.weight" => "ffn_up.weight",
+        "mlp.down_proj.weight" => "ffn_down.weight",
+        other => panic!("{other}"),
+    };
+    format!("blk.{l}.{g}")
+}
+
+/// Writes the tiny checkpoint as llama.cpp's converter would (Q and K
+/// permuted, f32 tensors), with architecture `arch`.
+fn write_gguf(path: &Path, arch: &str) {
+    write_gguf_with(path, arch, None, false)
+}
+
+/// [`write_gguf`] without metadata key `skip`, and with an extra tensor
+/// `blk.0.unknown.weight` when `extra`.
+fn write_gguf_with(path: &Path, arch: &str, skip: Option<&str>, extra: bool) {
+    let mut qs = Vec::new();
+    for (hf, shape, v) in checkpoint() {
+        let v = if hf.ends_with("q_proj.weight") {
+            permute(&v, shape[0], shape[1], HEADS)
+        } else if hf.ends_with("k_proj.weight") {
+            permute(&v, shape[0], shape[1], KV_HEADS)
+        } else {
+            v
+        };
+        let t = Tensor::from_vec(v, shape.as_slice(), &Device::Cpu).unwrap();
+        qs.push((
+            gguf_name(&hf),
+            QTensor::quantize(&t, GgmlDType::F32).unwrap(),
+        ));
+    }
+    if extra {
+        let t = Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&t, GgmlDType::F32).unwrap();
+        qs.push(("blk.0.unknown.weight".into(), q));
+    }
+    let md: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), Value::String(arch.into())),
+        ("llama.context_length".into(), Value::U32(64)),
+        ("llama.embedding_length".into(), Value::U32(HIDDEN as u32)),
+        ("llama.feed_forward_length".into(), Value::U32(FF as u32)),
+        ("llama.block_count".into(), Value::U32(LAYERS as u32)),
+        (
+            "llama.attention.head_count".into(),
+            Value::U32(HEADS as u32),
+        ),
+        (
+            "llama.attention.head_count_kv".into(),
+            Value::U32(KV_HEADS as u32),
+        ),
+        (
+            "llama.attention.layer_norm_rms_epsilon".into(),
+            Value::F32(1e-5),
+        ),
+        ("llama.rope.freq_base".into(), Value::F32(100000.0)),
+        ("tokenizer.ggml.bos_token_id".into(), Value::U32(1)),
+        ("tokenizer.ggml.eos_token_id".into(), Value::U32(2)),
+        (
+            "tokenizer.ggml.tokens".into(),
+            Value::Array((0..VOCAB).map(|i| Value::String(format!("t{i}"))).collect()),
+        ),
+    ];
+    let md_refs: Vec<(&str, &Value)> = md
+        .iter()
+        .filter(|(k, _)| Some(k.as_str()) != skip)
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let t_refs: Vec<(&str, &QTensor)> = qs.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut f = std::fs::File::create(path).unwrap();
+    gguf_file::write(&mut f, &md_refs, &t_refs).unwrap();
+}
+
+#[test]
+fn a_llama_gguf_imports_to_the_original_hf_checkpoint() {
+    let dir = temp("roundtrip");
+    let gguf = dir.join("tiny.gguf");
+    write_gguf(&gguf, "llama");
+    let out = dir.join("model");
+    let imported = import(&gguf, DType::F32, &out).unwrap();
+    assert_eq!(imported.tensors, 2 + 9 * LAYERS);
+    let c = &imported.config;
+    assert_eq!(c["architectures"][0], "LlamaForCausalLM");
+    assert_eq!(c["num_attention_heads"], HEADS);
+    assert_eq!(c["num_key_value_heads"], KV_HEADS);
+    assert_eq!(c["head_dim"], HEAD_DIM);
+    assert_eq!(c["vocab_size"], VOCAB);
+    assert_eq!(c["intermediate_size"], FF);
+    assert_eq!(c["rope_theta"], 100000.0);
+    assert_eq!(c["tie_word_embeddings"], true);
+    assert_eq!(
+        (c["bos_token_id"].as_u64(), c["eos_token_id"].as_u64()),
+        (Some(1), Some(2))
+    );
+    let on_disk: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(&on_disk, c);
+    let st = candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();
+    for (hf, shape, v) in checkpoint() {
+        let t = st.get(&hf).unwrap_or_else(|| panic!("{hf} missing"));
+        assert_eq!(t.dims(), shape.as_slice(), "{hf}");
+        let got = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(got, v, "{hf}: the import is not the original checkpoint");
+    }
+    // Imported again, the folder is replaced, in another dtype.
+    import(&gguf, DType::BF16, &out).unwrap();
+    let st = candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(st["model.norm.weight"].dtype(), DType::BF16);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn unpermute_inverts_llama_cpp_permutation() {
+    let (rows, cols) = (HIDDEN, 3);
+    let v = values(rows * cols, 9);
+    let g = Tensor::from_vec(permute(&v, rows, cols, HEADS), (rows, cols), &Device::Cpu).unwrap();
+    let back = unpermute(&g, HEADS).unwrap().flatten_all().unwrap();
+    assert_eq!(back.to_vec1::<f32>().unwrap(), v);
+    assert!(
+        unpermute(&g, 3).is_err(),
+        "16 rows are not 3 heads of pairs"
+    );
+}
+
+#[test]
+fn bad_files_are_named_with_what_is_wrong() {
+    let dir = temp("bad");
+    let gguf = dir.join("tiny.gguf");
+    write_gguf(&gguf, "llama");
+    let bytes = std::fs::read(&gguf).unwrap();
+    let cut = dir.join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() - 40]).unwrap();
+    let e = import(&cut, DType::F32, &dir.join("m1"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cut.gguf: truncated: tensor "), "{e}");
+
+    let junk = dir.join("junk.gguf");
+    std::fs::write(&junk, b"this is not a gguf file at all").unwrap();
+    let e = import(&junk, DType::F32, &dir.join("m2"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("junk.gguf: not a readable GGUF file"), "{e}");
+
+    let mamba = dir.join("mamba.gguf");
+    write_gguf(&mamba, "mamba");
+    let e = import(&mamba, DType::F32, &dir.join("m3"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("mamba.gguf: architecture \"mamba\" is not one the importer knows"),
+        "{e}"
+    );
+
+    let no_layers = dir.join("no-layers.gguf");
+    write_gguf_with(&no_layers, "llama", Some("llama.block_count"), false);
+    let e = import(&no_layers, DType::F32, &dir.join("m5"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no-layers.gguf: metadata llama.block_count: missing"),
+        "{e}"
+    );
+
+    let odd = dir.join("odd.gguf");
+    write_gguf_with(&odd, "llama", None, true);
+    let e = import(&odd, DType::F32, &dir.join("m6"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("odd.gguf: tensor blk.0.unknown.weight: not a tensor of the llama architecture"),
+        "{e}"
+    );
+
+    let missing = dir.join("missing.gguf");
+    let e = import(&missing, DType::F32, &dir.join("m4"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("missing.gguf: cannot open"), "{e}");
+    for m in ["m1", "m2", "m3", "m4", "m5", "m6"] {
+        assert!(!dir.join(m).exists(), "{m} was written");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
