@@ -68,7 +68,8 @@ enum ModelCommand {
         /// Weight dtype of the folder: f32, f16 or bf16.
         #[arg(long, default_value = "f32")]
         dtype: String,
-        /// The folder to write (replaced if it exists); default: the
+        /// The folder to write (an earlier model folder there is
+        /// replaced; a folder of other files is refused); default: the
         /// model cache, `<cache>/models/<file stem>-<dtype>`.
         #[arg(long)]
         out: Option<PathBuf>,

@@ -333,8 +333,9 @@ pub fn unpermute(w: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
         .reshape((rows, cols))
 }
 
-/// Imports `file` into the folder `out` (replaced if it exists), with
-/// weights in `dtype`.
+/// Imports `file` into the folder `out`, with weights in `dtype`. An
+/// existing `out` is replaced only when it is an earlier model folder (it
+/// holds a `config.json`) or empty.
 pub fn import(file: &Path, dtype: DType, out: &Path) -> Result<Imported> {
     let mut g = Gguf::open(file)?;
     let config = g.llama_config()?;
@@ -393,6 +394,13 @@ fn write_folder(
             source,
         }
     };
+    // Refused before the work, and checked again before the rename.
+    if out.exists() && !out.join("config.json").is_file() && !is_empty_dir(out) {
+        return Err(io(not_a_model(out))(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "the folder holds other files",
+        )));
+    }
     let parent = out.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(io(format!("cannot create {}", parent.display())))?;
     let tmp = parent.join(format!(
@@ -401,7 +409,45 @@ fn write_folder(
         out.file_name().and_then(|s| s.to_str()).unwrap_or("model")
     ));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(io(format!("cannot create {}", tmp.display())))?;
+    let written = write_files(file, &tmp, config, dtype, tensors).and_then(|()| {
+        make_room(out).map_err(io(not_a_model(out)))?;
+        std::fs::rename(&tmp, out)
+            .map_err(io(format!("cannot move the import to {}", out.display())))
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    written
+}
+
+fn not_a_model(out: &Path) -> String {
+    format!(
+        "{} exists and is not a model folder (no config.json): not replacing it",
+        out.display()
+    )
+}
+
+fn is_empty_dir(p: &Path) -> bool {
+    std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_none())
+}
+
+/// `config.json` (with `torch_dtype` set to `dtype`) and
+/// `model.safetensors` in the new folder `dir`.
+fn write_files(
+    file: &Path,
+    dir: &Path,
+    config: &serde_json::Value,
+    dtype: DType,
+    tensors: &HashMap<String, Tensor>,
+) -> Result<()> {
+    let io = |what: String| {
+        move |source| ImportError::Io {
+            file: file.to_path_buf(),
+            what,
+            source,
+        }
+    };
+    std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
     let mut config = config.clone();
     config["torch_dtype"] = match dtype {
         DType::F16 => "float16",
@@ -410,19 +456,31 @@ fn write_folder(
     }
     .into();
     let text = serde_json::to_string_pretty(&config).unwrap_or_default();
-    std::fs::write(tmp.join("config.json"), text).map_err(io(format!(
-        "cannot write {}",
-        tmp.join("config.json").display()
-    )))?;
-    candle_core::safetensors::save(tensors, tmp.join("model.safetensors")).map_err(|e| {
+    let config_file = dir.join("config.json");
+    std::fs::write(&config_file, text)
+        .map_err(io(format!("cannot write {}", config_file.display())))?;
+    candle_core::safetensors::save(tensors, dir.join("model.safetensors")).map_err(|e| {
         ImportError::Tensor {
             file: file.to_path_buf(),
             tensor: "model.safetensors".into(),
             why: format!("cannot write: {e}"),
         }
-    })?;
-    let _ = std::fs::remove_dir_all(out);
-    std::fs::rename(&tmp, out).map_err(io(format!("cannot move the import to {}", out.display())))
+    })
+}
+
+/// Removes `out` when it is an earlier model folder (it holds a
+/// `config.json`) or empty; anything else is left alone, as an error.
+fn make_room(out: &Path) -> std::io::Result<()> {
+    if !out.exists() {
+        return Ok(());
+    }
+    if is_empty_dir(out) || out.join("config.json").is_file() {
+        return std::fs::remove_dir_all(out);
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        "the folder holds other files",
+    ))
 }
 
 #[cfg(test)]

@@ -260,6 +260,22 @@ fn bad_files_are_named_with_what_is_wrong() {
         "{e}"
     );
 
+    // --out pointing at a folder of other files: refused, untouched.
+    let precious = dir.join("precious");
+    std::fs::create_dir_all(&precious).unwrap();
+    std::fs::write(precious.join("notes.txt"), "keep me").unwrap();
+    let e = import(&gguf, DType::F32, &precious)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("is not a model folder (no config.json): not replacing it"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(precious.join("notes.txt")).unwrap(),
+        "keep me"
+    );
+
     let missing = dir.join("missing.gguf");
     let e = import(&missing, DType::F32, &dir.join("m4"))
         .unwrap_err()
