@@ -69,6 +69,15 @@ pub enum ImportError {
 
 type Result<T, E = ImportError> = std::result::Result<T, E>;
 
+/// An [`ImportError::Io`] about `file`, saying `what` failed.
+fn io_error(file: &Path, what: String) -> impl FnOnce(std::io::Error) -> ImportError + '_ {
+    move |source| ImportError::Io {
+        file: file.to_path_buf(),
+        what,
+        source,
+    }
+}
+
 /// The output dtype of an import.
 pub fn parse_dtype(s: &str) -> Option<DType> {
     match s {
@@ -98,14 +107,7 @@ impl Gguf {
     /// Opens `file` and reads its header, metadata and tensor table;
     /// checks that every tensor's data lies inside the file.
     pub fn open(file: &Path) -> Result<Self> {
-        let io = |what: &str| {
-            let what = what.to_string();
-            move |source| ImportError::Io {
-                file: file.to_path_buf(),
-                what,
-                source,
-            }
-        };
+        let io = |what: &str| io_error(file, what.to_string());
         let mut reader = std::fs::File::open(file).map_err(io("cannot open"))?;
         let len = reader.metadata().map_err(io("cannot stat"))?.len();
         let content = Content::read(&mut reader).map_err(|e| ImportError::NotGguf {
@@ -387,13 +389,7 @@ fn write_folder(
     dtype: DType,
     tensors: &HashMap<String, Tensor>,
 ) -> Result<()> {
-    let io = |what: String| {
-        move |source| ImportError::Io {
-            file: file.to_path_buf(),
-            what,
-            source,
-        }
-    };
+    let io = |what: String| io_error(file, what);
     // Refused before the work, and checked again before the rename.
     if out.exists() && !out.join("config.json").is_file() && !is_empty_dir(out) {
         return Err(io(not_a_model(out))(std::io::Error::new(
@@ -440,13 +436,7 @@ fn write_files(
     dtype: DType,
     tensors: &HashMap<String, Tensor>,
 ) -> Result<()> {
-    let io = |what: String| {
-        move |source| ImportError::Io {
-            file: file.to_path_buf(),
-            what,
-            source,
-        }
-    };
+    let io = |what: String| io_error(file, what);
     std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
     let mut config = config.clone();
     config["torch_dtype"] = match dtype {
