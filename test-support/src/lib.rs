@@ -7,6 +7,8 @@
 //! (`cargo build --release --workspace` builds it; `scripts/test` does).
 //! Panics on failure: this is test support, not product code.
 
+pub mod llama;
+
 use engine_api::{BatchPolicy, LoadOptions, ModelBox, ModelSpec, Request, Sampling};
 use engine_kit::testing::Collect;
 use engine_kit::Backend;

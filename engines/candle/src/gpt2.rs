@@ -29,26 +29,19 @@
 //!   with no score tensor and no masked half.
 //! * **Prefill computes the lm_head for the last position only**; `score`
 //!   computes it for every position.
-//! * **KV cache**: one `[n_layer, 2, n_head, capacity, head_dim]` tensor per
-//!   sequence, written in place (keys stored transposed, see
-//!   [`ops::attention`]); attention reads `narrow`ed views of it, no
-//!   copies. Capacity starts at the prompt length rounded up to 64 and
-//!   doubles (capped at `n_positions`) when full, copying the cache once
-//!   per doubling instead of re-concatenating every step; preallocating
-//!   `n_positions` for every sequence would reserve 75 MB per GPT-2
-//!   sequence in f32. Freed caches are recycled through a [`KvPool`].
+//! * **KV cache**: one tensor per sequence, written in place, grown by
+//!   doubling, recycled through a [`KvPool`] (see [`crate::kv`]).
 //! * **Batched decode**: linear layers run over all sequences at once
 //!   (`[B, C]`); attention runs per sequence against its own cache (the
 //!   sequences have different lengths), in parallel over sequences.
 
+use crate::kv::{tensor_bytes, KvShape, KV_CHUNK};
+pub use crate::kv::{KvCache, KvPool};
 use crate::matmul::Weight;
 use crate::ops::{self, Act};
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
-
-/// KV capacity granularity, in tokens.
-const KV_CHUNK: usize = 64;
 
 pub use engine_kit::gpt2::{detect_prefix, Activation, Config};
 
@@ -249,168 +242,6 @@ impl Block {
     }
 }
 
-/// One sequence's keys and values for every layer, written in place.
-#[derive(Debug)]
-pub struct KvCache {
-    /// `[n_layer, 2, n_head, capacity, head_dim]`; each layer's key block
-    /// is used as `[n_head, head_dim, capacity]` (keys transposed, see
-    /// [`ops::attention`]), its value block as is.
-    data: Tensor,
-    len: usize,
-}
-
-impl KvCache {
-    /// Tokens held.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Tokens that fit without growing.
-    pub fn capacity(&self) -> usize {
-        self.data.dims()[3]
-    }
-
-    /// Bytes allocated.
-    pub fn reserved_bytes(&self) -> usize {
-        tensor_bytes(&self.data)
-    }
-
-    /// Bytes holding live tokens.
-    pub fn used_bytes(&self) -> usize {
-        self.reserved_bytes() / self.capacity().max(1) * self.len
-    }
-
-    /// Makes room for `needed` tokens (at most `max`): doubles the capacity
-    /// in steps of [`KV_CHUNK`] tokens and copies the live part over.
-    fn reserve(&mut self, needed: usize, max: usize, pool: &mut KvPool) -> Result<()> {
-        let cap = self.capacity();
-        if needed <= cap {
-            return Ok(());
-        }
-        if needed > max {
-            candle_core::bail!("sequence of {needed} tokens exceeds the context of {max}")
-        }
-        let new_cap = needed.max(2 * cap).next_multiple_of(KV_CHUNK).min(max);
-        let mut dims = self.data.dims().to_vec();
-        dims[3] = new_cap;
-        let data = pool.take(&dims, self.data.dtype(), self.data.device())?;
-        let grown = KvCache { data, len: 0 };
-        for layer in 0..dims[0] {
-            let (kt, v) = self.view(layer, self.len)?;
-            grown.write(layer, 0, &kt, &v)?;
-        }
-        let data = grown.data;
-        pool.give(std::mem::replace(&mut self.data, data));
-        Ok(())
-    }
-
-    /// `[n_head, head_dim, capacity]` keys and `[n_head, capacity,
-    /// head_dim]` values of `layer`.
-    fn blocks(&self, layer: usize) -> Result<(Tensor, Tensor)> {
-        let (_, _, h, cap, d) = self.data.dims5()?;
-        let l = self.data.get(layer)?;
-        Ok((l.get(0)?.reshape((h, d, cap))?, l.get(1)?))
-    }
-
-    /// Writes keys `kt: [n_head, head_dim, t]` and values `v: [n_head, t,
-    /// head_dim]` (any strides) at positions `pos..pos + t`.
-    fn write(&self, layer: usize, pos: usize, kt: &Tensor, v: &Tensor) -> Result<()> {
-        let (kb, vb) = self.blocks(layer)?;
-        ops::copy_into(&kb, kt, 2, pos)?;
-        ops::copy_into(&vb, v, 1, pos)
-    }
-
-    /// Positions `0..n`: keys `[n_head, head_dim, n]` and values
-    /// `[n_head, n, head_dim]`, as views.
-    fn view(&self, layer: usize, n: usize) -> Result<(Tensor, Tensor)> {
-        let (kb, vb) = self.blocks(layer)?;
-        Ok((kb.narrow(2, 0, n)?, vb.narrow(1, 0, n)?))
-    }
-}
-
-/// Freed KV buffers kept for reuse. A fresh multi-megabyte allocation
-/// comes from `mmap` and page-faults on first touch (~3 ms of a 128-token
-/// GPT-2 prefill went to that); reused buffers are already mapped. Buffers
-/// are never re-zeroed: only positions below a cache's `len` are read.
-#[derive(Debug)]
-pub struct KvPool {
-    free: Vec<Tensor>,
-    max_bytes: usize,
-}
-
-impl KvPool {
-    /// A pool that keeps at most `max_bytes` of freed buffers.
-    pub fn new(max_bytes: usize) -> Self {
-        KvPool {
-            free: Vec::new(),
-            max_bytes,
-        }
-    }
-
-    /// Bytes held for reuse.
-    pub fn bytes(&self) -> usize {
-        self.free.iter().map(tensor_bytes).sum()
-    }
-
-    /// The smallest free buffer of this geometry with enough capacity, or
-    /// a new one.
-    fn take(&mut self, dims: &[usize], dtype: DType, dev: &Device) -> Result<Tensor> {
-        let fits = |t: &Tensor| {
-            let td = t.dims();
-            t.dtype() == dtype
-                && t.device().same_device(dev)
-                && td.len() == 5
-                && td[..3] == dims[..3]
-                && td[4] == dims[4]
-                && td[3] >= dims[3]
-        };
-        let best = (0..self.free.len())
-            .filter(|&i| fits(&self.free[i]))
-            .min_by_key(|&i| self.free[i].dims()[3]);
-        match best {
-            Some(i) => Ok(self.free.swap_remove(i)),
-            None => Tensor::zeros(dims, dtype, dev),
-        }
-    }
-
-    fn give(&mut self, data: Tensor) {
-        if self.bytes() + tensor_bytes(&data) <= self.max_bytes {
-            self.free.push(data);
-        }
-    }
-
-    /// Returns a finished sequence's cache for reuse.
-    pub fn recycle(&mut self, cache: KvCache) {
-        self.give(cache.data)
-    }
-
-    /// A cache for up to `capacity` tokens.
-    pub fn cache(
-        &mut self,
-        cfg: &Config,
-        capacity: usize,
-        dtype: DType,
-        dev: &Device,
-    ) -> Result<KvCache> {
-        let dims = [cfg.n_layer, 2, cfg.n_head, capacity, cfg.head_dim()];
-        Ok(KvCache {
-            data: self.take(&dims, dtype, dev)?,
-            len: 0,
-        })
-    }
-}
-
-impl Default for KvPool {
-    /// Keeps up to 256 MiB of freed buffers.
-    fn default() -> Self {
-        KvPool::new(256 << 20)
-    }
-}
-
 /// GPT-2 with a tied lm_head.
 #[derive(Debug, Clone)]
 pub struct Gpt2 {
@@ -540,7 +371,7 @@ impl Gpt2 {
         let mut x = self.embed(&flat, &pos)?;
         let cap = t.next_multiple_of(KV_CHUNK).min(self.cfg.n_positions);
         let mut caches = (0..b)
-            .map(|_| pool.cache(&self.cfg, cap, self.dtype, &self.device))
+            .map(|_| pool.cache(self.kv_shape(), cap, self.dtype, &self.device))
             .collect::<Result<Vec<_>>>()?;
         {
             let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
@@ -591,12 +422,16 @@ impl Gpt2 {
     /// from scratch).
     pub fn empty_cache(&self, pool: &mut KvPool) -> Result<KvCache> {
         let cap = KV_CHUNK.min(self.cfg.n_positions);
-        pool.cache(&self.cfg, cap, self.dtype, &self.device)
+        pool.cache(self.kv_shape(), cap, self.dtype, &self.device)
     }
-}
 
-fn tensor_bytes(t: &Tensor) -> usize {
-    t.elem_count() * t.dtype().size_in_bytes()
+    fn kv_shape(&self) -> KvShape {
+        KvShape {
+            layers: self.cfg.n_layer,
+            heads: self.cfg.n_head,
+            head_dim: self.cfg.head_dim(),
+        }
+    }
 }
 
 /// Copies a (CPU or not) f32 tensor's values into `out`, replacing them.

@@ -1,15 +1,18 @@
-//! engine-matrix plugin `candle`: GPT-2 on [candle](https://github.com/huggingface/candle)
+//! engine-matrix plugin `candle`: GPT-2 and the Llama family (Llama,
+//! Qwen2, Mistral) on [candle](https://github.com/huggingface/candle)
 //! 0.11.1, pure Rust, CPU (and CUDA with the `cuda` feature).
 //!
-//! The model is in [`gpt2`] (its docs explain the layout and kernel
-//! choices); this file adapts it to [`engine_kit::Backend`], so batching,
+//! The models are in [`gpt2`] and [`llama`] (their docs explain the layout
+//! and kernel choices); this file adapts it to [`engine_kit::Backend`], so batching,
 //! sampling and timing come from the shared scheduler, and exports the
 //! [`engine_api::Engine`] named `candle`.
 //!
 //! # Loading
 //!
 //! `spec.path` is a Hugging Face-style folder with `config.json` and
-//! `model.safetensors`. The safetensors file is memory-mapped
+//! `model.safetensors` (or the shards of `model.safetensors.index.json`);
+//! `config.json`'s `model_type` picks the architecture and must match the
+//! spec's. The safetensors files are memory-mapped
 //! ([`candle_core::safetensors::MmapedSafetensors`]); every tensor's name
 //! and shape is checked against `config.json` before anything is built,
 //! so a broken checkpoint fails with an `invalid model` error that names
@@ -76,15 +79,24 @@
 //! pool).
 
 pub mod gpt2;
+pub mod kv;
+pub mod llama;
 pub mod matmul;
 pub mod ops;
 
 use candle_core::{DType, Device, Tensor};
 use engine_api::{Engine, EngineError, EngineInfo, LoadOptions, Model, ModelSpec};
+use engine_kit::arch::ModelConfig;
 use engine_kit::{CacheBytes, Kernels, Limits, Sequences};
-use gpt2::{Config, Gpt2, KvCache, KvPool};
+use gpt2::Gpt2;
+use kv::{KvCache, KvPool};
+use llama::Llama;
 use serde::Deserialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+/// The architectures this engine implements (`config.json`'s
+/// `model_type`).
+pub const ARCHITECTURES: [&str; 4] = ["gpt2", "llama", "qwen2", "mistral"];
 
 /// The candle release this plugin is built against (kept equal to the
 /// `candle-core` version in Cargo.toml).
@@ -168,6 +180,10 @@ fn probe_dtype(dtype: DType, dev: &Device) -> Result<(), String> {
         let y = ops::bias_act(y, &bias, ops::Act::GeluTanh)?;
         let q = y.reshape((1, 1, 2, 8))?;
         let a = ops::attention(&q, &q.transpose(2, 3)?.contiguous()?, &q)?;
+        ops::swiglu(&a)?;
+        candle_nn::ops::rms_norm(&a.contiguous()?, &t(&[8])?, 1e-5)?;
+        let cs = t(&[2, 4])?;
+        candle_nn::rotary_emb::rope(&q.contiguous()?, &cs, &cs)?;
         w.columns(&[1], dev)?;
         a.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
         Ok(())
@@ -218,11 +234,95 @@ impl Engine for CandleEngine {
     }
 }
 
-/// GPT-2's kernels on candle: the model, its thread pool and the pool of
+/// A model of one of the architectures this engine implements.
+#[derive(Debug, Clone)]
+pub enum Net {
+    Gpt2(Gpt2),
+    Llama(Llama),
+}
+
+impl From<Gpt2> for Net {
+    fn from(m: Gpt2) -> Self {
+        Net::Gpt2(m)
+    }
+}
+
+impl From<Llama> for Net {
+    fn from(m: Llama) -> Self {
+        Net::Llama(m)
+    }
+}
+
+impl Net {
+    pub fn limits(&self) -> Limits {
+        match self {
+            Net::Gpt2(m) => m.config().limits(),
+            Net::Llama(m) => m.config().limits(),
+        }
+    }
+
+    pub fn dtype(&self) -> DType {
+        match self {
+            Net::Gpt2(m) => m.dtype(),
+            Net::Llama(m) => m.dtype(),
+        }
+    }
+
+    /// Bytes of all weights as held in memory.
+    pub fn weight_bytes(&self) -> usize {
+        match self {
+            Net::Gpt2(m) => m.weight_bytes(),
+            Net::Llama(m) => m.weight_bytes(),
+        }
+    }
+
+    /// KV cache bytes per token of one sequence.
+    pub fn kv_bytes_per_token(&self) -> usize {
+        match self {
+            Net::Gpt2(m) => m.kv_bytes_per_token(),
+            Net::Llama(m) => m.kv_bytes_per_token(),
+        }
+    }
+
+    /// See [`Gpt2::prefill`].
+    pub fn prefill(
+        &self,
+        prompts: &[&[u32]],
+        pool: &mut KvPool,
+    ) -> candle_core::Result<(Tensor, Vec<KvCache>)> {
+        match self {
+            Net::Gpt2(m) => m.prefill(prompts, pool),
+            Net::Llama(m) => m.prefill(prompts, pool),
+        }
+    }
+
+    /// See [`Gpt2::decode`].
+    pub fn decode(
+        &self,
+        tokens: &[u32],
+        caches: &mut [&mut KvCache],
+        pool: &mut KvPool,
+    ) -> candle_core::Result<Tensor> {
+        match self {
+            Net::Gpt2(m) => m.decode(tokens, caches, pool),
+            Net::Llama(m) => m.decode(tokens, caches, pool),
+        }
+    }
+
+    /// See [`Gpt2::score`].
+    pub fn score(&self, tokens: &[u32]) -> candle_core::Result<Tensor> {
+        match self {
+            Net::Gpt2(m) => m.score(tokens),
+            Net::Llama(m) => m.score(tokens),
+        }
+    }
+}
+
+/// The kernels on candle: the model, its thread pool and the pool of
 /// freed KV caches kept for reuse. The kit's [`Sequences`] table owns the
 /// live sequences.
 pub struct CandleKernels {
-    model: Gpt2,
+    model: Net,
     pool: rayon::ThreadPool,
     kv_pool: KvPool,
     weight_bytes: u64,
@@ -239,14 +339,14 @@ pub fn open(spec: &ModelSpec, options_json: &str) -> Result<CandleBackend, Engin
 
 /// Wraps an already built model (e.g. from in-memory weights) with a pool
 /// of `threads` threads, warmed up.
-pub fn from_model(model: Gpt2, threads: usize) -> Result<CandleBackend, EngineError> {
+pub fn from_model(model: impl Into<Net>, threads: usize) -> Result<CandleBackend, EngineError> {
     Sequences::warmed(CandleKernels::from_model(model, threads)?)
 }
 
 impl std::fmt::Debug for CandleKernels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CandleKernels")
-            .field("config", self.model.config())
+            .field("limits", &self.model.limits())
             .field("dtype", &self.model.dtype())
             .field("threads", &self.pool.current_num_threads())
             .finish()
@@ -263,12 +363,13 @@ fn thread_pool(threads: usize, stock: bool) -> Result<rayon::ThreadPool, EngineE
 }
 
 /// Checks every tensor the model reads: present, right shape, float.
+/// `label` names the file (or the folder of a sharded checkpoint).
 fn check_tensors(
-    file: &Path,
+    label: &std::path::Path,
     st: &candle_core::safetensors::MmapedSafetensors,
-    cfg: &Config,
+    cfg: &ModelConfig,
 ) -> Result<(), EngineError> {
-    engine_kit::gpt2::check_tensors(file, cfg, |name| {
+    let lookup = |name: &str| {
         let view = st.get(name).ok()?;
         use safetensors::Dtype as St;
         Some(engine_kit::gpt2::TensorMeta {
@@ -276,14 +377,17 @@ fn check_tensors(
             is_float: matches!(view.dtype(), St::F32 | St::F16 | St::BF16 | St::F64),
             dtype: format!("{:?}", view.dtype()),
         })
-    })
-    .map(|_| ())
+    };
+    match cfg {
+        ModelConfig::Gpt2(c) => engine_kit::gpt2::check_tensors(label, c, lookup).map(|_| ()),
+        ModelConfig::Llama(c) => engine_kit::llama::check_tensors(label, c, lookup),
+    }
 }
 
 impl CandleKernels {
     /// Loads `spec` with engine options `options_json` (see the crate docs).
     pub fn open(spec: &ModelSpec, options_json: &str) -> Result<Self, EngineError> {
-        engine_kit::gpt2::check_spec("candle", spec)?;
+        engine_kit::arch::check_spec("candle", spec, &ARCHITECTURES)?;
         let dtype = parse_dtype(spec.dtype.as_str())?;
         let opts: CandleOptions = engine_kit::parse_options("candle", options_json)?;
         let threads = engine_kit::threads("candle", opts.threads)?;
@@ -300,48 +404,54 @@ impl CandleKernels {
         let pool = thread_pool(threads, stock)?;
         pool.install(|| probe_dtype(dtype, &device)).map_err(|why| {
             EngineError::unsupported(format!(
-                "dtype {} on {device:?}: candle {CANDLE_VERSION} cannot run GPT-2's ops in it ({why})",
+                "dtype {} on {device:?}: candle {CANDLE_VERSION} cannot run the model's ops in it ({why})",
                 spec.dtype.as_str()
             ))
         })?;
 
         let dir = PathBuf::from(spec.path.as_str());
-        let cfg = engine_kit::gpt2::read_config(&dir)?;
-        let file = dir.join("model.safetensors");
-        if !file.is_file() {
-            return Err(EngineError::invalid_model(format!(
-                "{}: no such file; a GPT-2 model folder needs config.json and model.safetensors",
-                file.display()
-            )));
-        }
-        // SAFETY: the file is mapped read-only; the model copies every
-        // tensor out of the map before it is dropped at the end of load.
-        // Like every mmap-based loader, this assumes nobody truncates the
-        // file while it loads.
+        let cfg = engine_kit::arch::read_config(&dir, spec.architecture.as_str())?;
+        let files = engine_kit::arch::weight_files(&dir)?;
+        let label = match files.as_slice() {
+            [one] => one.clone(),
+            _ => dir.clone(),
+        };
+        // SAFETY: the files are mapped read-only; the model copies every
+        // tensor out of the maps before they are dropped at the end of
+        // load. Like every mmap-based loader, this assumes nobody
+        // truncates a file while it loads.
         let st =
-            unsafe { candle_core::safetensors::MmapedSafetensors::new(&file) }.map_err(|e| {
+            unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }.map_err(|e| {
                 EngineError::invalid_model(format!(
-                    "{}: not a valid safetensors file: {e}",
-                    file.display()
+                    "{}: not a valid safetensors file: {}",
+                    label.display(),
+                    error_text(&e)
                 ))
             })?;
-        check_tensors(&file, &st, &cfg)?;
+        check_tensors(&label, &st, &cfg)?;
         let vb = candle_nn::VarBuilder::from_backend(Box::new(st), dtype, device.clone());
-        let model = pool.install(|| Gpt2::new(&cfg, vb)).map_err(|e| {
-            EngineError::invalid_model(format!("{}: {}", file.display(), error_text(&e)))
-        })?;
+        let model = pool
+            .install(|| -> candle_core::Result<Net> {
+                Ok(match &cfg {
+                    ModelConfig::Gpt2(c) => Gpt2::new(c, vb)?.into(),
+                    ModelConfig::Llama(c) => Llama::new(c, vb)?.into(),
+                })
+            })
+            .map_err(|e| {
+                EngineError::invalid_model(format!("{}: {}", label.display(), error_text(&e)))
+            })?;
         Ok(Self::with_pool(model, pool))
     }
 
     /// Wraps an already built model with a pool of `threads` threads.
-    pub fn from_model(model: Gpt2, threads: usize) -> Result<Self, EngineError> {
+    pub fn from_model(model: impl Into<Net>, threads: usize) -> Result<Self, EngineError> {
         Ok(Self::with_pool(
-            model,
+            model.into(),
             thread_pool(threads, !ops::fused_kernels())?,
         ))
     }
 
-    fn with_pool(model: Gpt2, pool: rayon::ThreadPool) -> Self {
+    fn with_pool(model: Net, pool: rayon::ThreadPool) -> Self {
         CandleKernels {
             weight_bytes: model.weight_bytes() as u64,
             model,
@@ -351,7 +461,7 @@ impl CandleKernels {
     }
 
     /// The model.
-    pub fn model(&self) -> &Gpt2 {
+    pub fn model(&self) -> &Net {
         &self.model
     }
 
@@ -361,8 +471,8 @@ impl CandleKernels {
     }
 
     /// Runs `f` on this model's thread pool (for tools and tests that call
-    /// [`Gpt2`] directly).
-    pub fn install<R: Send>(&self, f: impl FnOnce(&Gpt2) -> R + Send) -> R {
+    /// the model directly).
+    pub fn install<R: Send>(&self, f: impl FnOnce(&Net) -> R + Send) -> R {
         self.pool.install(|| f(&self.model))
     }
 }
@@ -372,7 +482,7 @@ impl Kernels for CandleKernels {
     type Cache = KvCache;
 
     fn limits(&self) -> Limits {
-        self.model.config().limits()
+        self.model.limits()
     }
 
     fn weight_bytes(&self) -> u64 {

@@ -469,6 +469,51 @@ fn causal_mask(
 }
 
 // ---------------------------------------------------------------------------
+// SwiGLU: silu(gate) * up over a fused [.., 2i] gate|up projection.
+
+struct SwiGlu;
+
+impl candle_core::CustomOp1 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "em-swiglu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, candle_core::Shape)> {
+        let CpuStorage::F32(y) = s else {
+            candle_core::bail!("em-swiglu: f32 only")
+        };
+        let y = contiguous(y, l, "swiglu input")?;
+        let mut dims = l.dims().to_vec();
+        let w = dims.pop().unwrap_or(0);
+        let i = w / 2;
+        let mut out = vec![0f32; rows_of(y.len(), w) * i];
+        par_rows(&mut out, i, |r, row| {
+            let (gate, up) = y[r * w..(r + 1) * w].split_at(i);
+            for ((o, &g), &u) in row.iter_mut().zip(gate).zip(up) {
+                *o = g / (1.0 + exp_f32(-g)) * u;
+            }
+        });
+        dims.push(i);
+        Ok((CpuStorage::F32(out), candle_core::Shape::from(dims)))
+    }
+}
+
+/// `silu(y[.., :i]) * y[.., i:]` for `y: [.., 2i]` (Llama's MLP with its
+/// gate and up projections fused into one matmul) -> `[.., i]`.
+pub fn swiglu(y: &Tensor) -> Result<Tensor> {
+    let w = y.dim(D::Minus1)?;
+    if w % 2 != 0 {
+        candle_core::bail!("swiglu: last dim {w} is odd")
+    }
+    if fused_kernels() && y.device().is_cpu() && y.dtype() == DType::F32 && y.is_contiguous() {
+        return y.apply_op1_no_bwd(&SwiGlu);
+    }
+    let gate = y.narrow(D::Minus1, 0, w / 2)?;
+    let up = y.narrow(D::Minus1, w / 2, w / 2)?;
+    candle_nn::ops::silu(&gate)?.mul(&up)
+}
+
+// ---------------------------------------------------------------------------
 // Fused causal attention.
 
 /// `softmax(q k^T) v` per (batch, head), causal: with `m` queries and `n`
@@ -583,12 +628,14 @@ impl candle_core::CustomOp3 for Attention {
         let &[b, h, m, d] = l1.dims() else {
             candle_core::bail!("em-attention: q must be [batch, heads, queries, head_dim]")
         };
-        let n = l2.dims()[3];
+        let (hk, n) = (l2.dims()[1], l2.dims()[3]);
         let unit_last =
             |l: &Layout| l.dims().len() == 4 && (l.stride()[3] == 1 || l.dims()[3] <= 1);
         if !(unit_last(l1) && unit_last(l2) && unit_last(l3))
-            || l2.dims() != [b, h, d, n]
-            || l3.dims() != [b, h, n, d]
+            || hk == 0
+            || !h.is_multiple_of(hk)
+            || l2.dims() != [b, hk, d, n]
+            || l3.dims() != [b, hk, n, d]
             || n < m
         {
             candle_core::bail!("em-attention: bad shapes or strides")
@@ -601,6 +648,7 @@ impl candle_core::CustomOp3 for Attention {
             candle_core::bail!("em-attention: layout outside its storage")
         }
         let past = n - m;
+        let group = h / hk;
         let mut out = vec![0f32; b * m * h * d];
         // Output row r = (bi * m + i) * h + hi, i.e. [b, m, h, d].
         let one = |r: usize, row: &mut [f32], scores: &mut Vec<f32>| {
@@ -613,7 +661,7 @@ impl candle_core::CustomOp3 for Attention {
             let padded = keys.next_multiple_of(16).min(n);
             scores.clear();
             scores.resize(padded, 0.0);
-            let krow = |c: usize| ks.at(bi, hi, c);
+            let krow = |c: usize| ks.at(bi, hi / group, c);
             let mut j0 = 0;
             while j0 + 64 <= padded {
                 score_block::<64>(qrow, &krow, kt, j0, &mut scores[j0..j0 + 64]);
@@ -634,10 +682,10 @@ impl candle_core::CustomOp3 for Attention {
             softmax_in_place(scores);
             // row = p . v
             if d == 64 {
-                accumulate_rows::<64>(scores, |j| vs.at(bi, hi, j), v, row);
+                accumulate_rows::<64>(scores, |j| vs.at(bi, hi / group, j), v, row);
             } else {
                 for (j, &p) in scores.iter().enumerate() {
-                    let vrow = &v[vs.at(bi, hi, j)..][..d];
+                    let vrow = &v[vs.at(bi, hi / group, j)..][..d];
                     row.iter_mut().zip(vrow).for_each(|(o, x)| *o += p * x);
                 }
             }
@@ -663,15 +711,21 @@ impl candle_core::CustomOp3 for Attention {
     }
 }
 
-/// Causal attention: `q: [b, h, m, d]`, keys transposed `kt: [b, h, d, n]`,
-/// values `v: [b, h, n, d]` (any strides; `n >= m`; query `i` sees keys
-/// `0..=n - m + i`) -> `[b, m, h * d]`. On the CPU in f32 (with unit last
+/// Causal attention: `q: [b, h, m, d]`, keys transposed `kt: [b, hk, d, n]`,
+/// values `v: [b, hk, n, d]` (any strides; `n >= m`; query `i` sees keys
+/// `0..=n - m + i`; `hk` divides `h`, and query head `i` reads key/value
+/// head `i / (h / hk)`: grouped-query attention) -> `[b, m, h * d]`. On the CPU in f32 (with unit last
 /// strides) this is one fused pass: no `[h, m, n]` score tensor, no masked
 /// half, no transposes of q or v.
 pub fn attention(q: &Tensor, kt: &Tensor, v: &Tensor) -> Result<Tensor> {
     let (b, h, m, d) = q.dims4()?;
-    let n = v.dim(2)?;
-    if kt.dims() != [b, h, d, n] || v.dims() != [b, h, n, d] || n < m {
+    let (hk, n) = (v.dim(1)?, v.dim(2)?);
+    if hk == 0
+        || !h.is_multiple_of(hk)
+        || kt.dims() != [b, hk, d, n]
+        || v.dims() != [b, hk, n, d]
+        || n < m
+    {
         candle_core::bail!(
             "attention: q {:?}, kt {:?}, v {:?}",
             q.shape(),
@@ -690,9 +744,16 @@ pub fn attention(q: &Tensor, kt: &Tensor, v: &Tensor) -> Result<Tensor> {
             .apply_op3_no_bwd(kt, v, &Attention)?
             .reshape((b, m, h * d));
     }
+    // the generic path repeats each key/value head for its query heads
+    let repeat = |t: &Tensor, (r, c): (usize, usize)| -> Result<Tensor> {
+        t.unsqueeze(2)?
+            .broadcast_as((b, hk, h / hk, r, c))?
+            .contiguous()?
+            .reshape((b * h, r, c))
+    };
     let q3 = q.reshape((b * h, m, d))?;
-    let kt3 = kt.reshape((b * h, d, n))?;
-    let v3 = v.reshape((b * h, n, d))?;
+    let kt3 = repeat(kt, (d, n))?;
+    let v3 = repeat(v, (n, d))?;
     let att = crate::matmul::matmul(&q3, &kt3)?;
     let att = causal_softmax(att, n - m)?;
     crate::matmul::matmul(&att, &v3)?
@@ -913,6 +974,53 @@ mod tests {
         )?;
         let diff = (want - got16.to_dtype(DType::F32)?)?.abs()?.max_all()?;
         assert!(diff.to_scalar::<f32>()? < 1e-2);
+        Ok(())
+    }
+
+    #[test]
+    fn swiglu_matches_silu_times_up() -> Result<()> {
+        let dev = Device::Cpu;
+        let y = Tensor::randn(0f32, 2.0, (7, 2 * 40), &dev)?;
+        let want = candle_nn::ops::silu(&y.narrow(1, 0, 40)?)?.mul(&y.narrow(1, 40, 40)?)?;
+        let got = swiglu(&y)?;
+        assert_eq!(got.dims(), [7, 40]);
+        assert!((&want - got)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-5);
+        let got16 = swiglu(&y.to_dtype(DType::F16)?)?.to_dtype(DType::F32)?;
+        assert!((want - got16)?.abs()?.max_all()?.to_scalar::<f32>()? < 2e-2);
+        assert!(swiglu(&Tensor::zeros((2, 3), DType::F32, &dev)?).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn grouped_query_attention_reads_head_i_over_group() -> Result<()> {
+        let dev = Device::Cpu;
+        let (b, h, hk, m, n, d) = (2, 6, 2, 5, 11, 64);
+        let q = Tensor::randn(0f32, 1.0, (b, h, m, d), &dev)?;
+        let k = Tensor::randn(0f32, 1.0, (b, hk, n, d), &dev)?;
+        let v = Tensor::randn(0f32, 1.0, (b, hk, n, d), &dev)?;
+        // reference: every key/value head repeated for its 3 query heads
+        let rep = |t: &Tensor| -> Result<Tensor> {
+            let heads: Vec<Tensor> = (0..h)
+                .map(|i| t.narrow(1, i / (h / hk), 1))
+                .collect::<Result<_>>()?;
+            Tensor::cat(&heads, 1)
+        };
+        let want = naive_attention(&q, &rep(&k)?, &rep(&v)?)?;
+        let kt = k.transpose(2, 3)?.contiguous()?;
+        let got = attention(&q, &kt, &v)?;
+        assert!((&want - got)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-5);
+        let got16 = attention(
+            &q.to_dtype(DType::F16)?,
+            &kt.to_dtype(DType::F16)?,
+            &v.to_dtype(DType::F16)?,
+        )?;
+        let diff = (want - got16.to_dtype(DType::F32)?)?.abs()?.max_all()?;
+        assert!(diff.to_scalar::<f32>()? < 2e-2);
+        // a head count that the key/value heads do not divide is refused
+        let bad = Tensor::randn(0f32, 1.0, (b, 4, m, d), &dev)?;
+        let kt3 = Tensor::randn(0f32, 1.0, (b, 3, d, n), &dev)?;
+        let v3 = Tensor::randn(0f32, 1.0, (b, 3, n, d), &dev)?;
+        assert!(attention(&bad, &kt3, &v3).is_err());
         Ok(())
     }
 

@@ -111,9 +111,19 @@ fn unsupported_requests_say_why() {
     assert!(e.message.contains("int8"), "{e}");
 
     let mut s = spec(dir.path(), "f32");
+    s.architecture = "mamba".into();
+    let e = load_err(&s, "{}");
+    assert!(e.is_unsupported() && e.message.contains("mamba"), "{e}");
+    // a GPT-2 folder declared as a Llama is not run as either
     s.architecture = "llama".into();
     let e = load_err(&s, "{}");
-    assert!(e.is_unsupported() && e.message.contains("llama"), "{e}");
+    assert_eq!(e.kind, ErrorKind::InvalidModel, "{e}");
+    assert!(
+        e.message.contains(
+            "model_type is \"gpt2\", but the model is declared as architecture \"llama\""
+        ),
+        "{e}"
+    );
 
     let e = load_err(&spec(dir.path(), "f8"), "{}");
     assert!(e.is_unsupported() && e.message.contains("f8"), "{e}");

@@ -58,7 +58,7 @@ impl Default for Config {
 }
 
 /// Token ids may be a number, `null`, or a list (the first entry counts).
-fn token_id<'de, De: serde::Deserializer<'de>>(
+pub(crate) fn token_id<'de, De: serde::Deserializer<'de>>(
     d: De,
 ) -> std::result::Result<Option<u32>, De::Error> {
     #[derive(Deserialize)]
@@ -233,20 +233,34 @@ pub fn check_tensors(
     cfg: &Config,
     lookup: impl Fn(&str) -> Option<TensorMeta>,
 ) -> Result<&'static str, EngineError> {
-    let shown = file.display();
     let prefix = detect_prefix(|n| lookup(n).is_some()).ok_or_else(|| {
         EngineError::invalid_model(format!(
-            "{shown}: missing tensor wte.weight (also looked for transformer.wte.weight)"
+            "{}: missing tensor wte.weight (also looked for transformer.wte.weight)",
+            file.display()
         ))
     })?;
-    for (name, want) in cfg.expected_tensors() {
+    check_expected(file, prefix, &cfg.expected_tensors(), lookup)?;
+    Ok(prefix)
+}
+
+/// Checks that every `(name, shape)` of `expected` is in the checkpoint
+/// under `prefix` + name (`lookup(full_name)`), with that shape and a
+/// float dtype. `file` only labels the errors.
+pub fn check_expected(
+    file: &Path,
+    prefix: &str,
+    expected: &[(String, Vec<usize>)],
+    lookup: impl Fn(&str) -> Option<TensorMeta>,
+) -> Result<(), EngineError> {
+    let shown = file.display();
+    for (name, want) in expected {
         let full = format!("{prefix}{name}");
         let meta = lookup(&full).ok_or_else(|| {
             EngineError::invalid_model(format!(
                 "{shown}: missing tensor {full} (expected shape {want:?})"
             ))
         })?;
-        if meta.shape != want {
+        if &meta.shape != want {
             return Err(EngineError::invalid_model(format!(
                 "{shown}: tensor {full} has shape {:?}, expected {want:?} (from config.json)",
                 meta.shape
@@ -259,25 +273,12 @@ pub fn check_tensors(
             )));
         }
     }
-    Ok(prefix)
+    Ok(())
 }
 
 /// What every GPT-2 engine requires of a [`engine_api::ModelSpec`]:
 /// architecture `gpt2` and `quantization: none`; anything else is
 /// `unsupported`, naming `engine`.
 pub fn check_spec(engine: &str, spec: &engine_api::ModelSpec) -> Result<(), EngineError> {
-    if spec.architecture.as_str() != "gpt2" {
-        return Err(EngineError::unsupported(format!(
-            "architecture {:?}: the {engine} engine implements gpt2 only",
-            spec.architecture.as_str()
-        )));
-    }
-    if spec.quantization.as_str() != "none" {
-        return Err(EngineError::unsupported(format!(
-            "quantization {:?}: the {engine} engine loads unquantized safetensors only \
-             (quantization: none)",
-            spec.quantization.as_str()
-        )));
-    }
-    Ok(())
+    crate::arch::check_spec(engine, spec, &["gpt2"])
 }

@@ -30,8 +30,10 @@
 //! (its state may be inconsistent), so every later submit fails with a
 //! clear message instead of hanging.
 
+pub mod arch;
 pub mod checkpoint;
 pub mod gpt2;
+pub mod llama;
 mod options;
 pub mod sampling;
 mod scheduler;

@@ -1,0 +1,444 @@
+//! The Hugging Face Llama family (`LlamaForCausalLM`, `Qwen2ForCausalLM`,
+//! `MistralForCausalLM`), in the style of `candle-transformers`: the
+//! [`Config`] of `config.json` (shared with the other engines, from
+//! [`engine_kit::llama`]), a model built from a [`VarBuilder`] over HF's
+//! tensor names, and the per-sequence [`KvCache`] of [`crate::kv`].
+//!
+//! # Layout and kernel choices
+//!
+//! The same as GPT-2's where they carry over (see [`crate::gpt2`]):
+//!
+//! * **Linear weights are panel-major** ([`crate::matmul`]); HF stores
+//!   `nn.Linear` as `[out, in]`, transposed once at load.
+//! * **q, k and v are one matmul** (their weights concatenated along the
+//!   output dim, biases too for Qwen2), and so are **gate and up**, whose
+//!   `silu(gate) * up` is one fused pass ([`ops::swiglu`]).
+//! * **The attention scale `1/sqrt(head_dim)` is folded into the q rows**
+//!   at load (RoPE is a rotation, so scaling before or after it is the
+//!   same).
+//! * **RoPE** is candle-nn's `rope` kernel (HF's `rotate_half` layout),
+//!   with cos/sin for the positions of the call computed by
+//!   [`Config::rope_cos_sin`], so no table of the whole context (Llama
+//!   3.2's would be 67 MB) is kept.
+//! * **Grouped-query attention reads the shared key/value head in place**
+//!   ([`ops::attention`]): the cache holds `num_key_value_heads` heads,
+//!   never a repeated copy.
+//! * **A tied lm_head is stored once**, as panels of `embed_tokens`
+//!   transposed, and token embeddings are gathered from its columns; an
+//!   untied one keeps `embed_tokens` as a plain table.
+//! * **Prefill computes the lm_head for the last position only**; `score`
+//!   for every position.
+//! * **Batched decode**: linear layers over all sequences at once;
+//!   attention per sequence against its own cache, in parallel.
+
+use crate::kv::{tensor_bytes, KvCache, KvPool, KvShape, KV_CHUNK};
+use crate::matmul::Weight;
+use crate::ops::{self, Act};
+use candle_core::{DType, Device, IndexOp, Result, Tensor};
+use candle_nn::VarBuilder;
+use rayon::prelude::*;
+
+pub use engine_kit::llama::Config;
+
+/// An `nn.Linear`, re-laid for the device, with an optional bias.
+#[derive(Debug, Clone)]
+struct Linear {
+    w: Weight,
+    b: Option<Tensor>,
+}
+
+impl Linear {
+    /// From HF's `[out, in]` weight.
+    fn new(w: &Tensor, b: Option<Tensor>) -> Result<Self> {
+        Ok(Linear {
+            w: Weight::new(&w.t()?)?,
+            b: b.map(|b| b.contiguous()).transpose()?,
+        })
+    }
+
+    /// Loads `weight` (and `bias` when `bias`) of `vb`.
+    fn load(vb: &VarBuilder, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
+        let w = vb.get((d_out, d_in), "weight")?;
+        let b = bias.then(|| vb.get(d_out, "bias")).transpose()?;
+        Self::new(&w, b)
+    }
+
+    /// Several linears of the same input as one, outputs concatenated
+    /// (each part's weight and bias multiplied by its scale).
+    fn fused(parts: &[(&VarBuilder, usize, f64)], d_in: usize, bias: bool) -> Result<Self> {
+        let mut ws = Vec::new();
+        let mut bs = Vec::new();
+        for (vb, d_out, scale) in parts {
+            ws.push((vb.get((*d_out, d_in), "weight")? * *scale)?);
+            if bias {
+                bs.push((vb.get(*d_out, "bias")? * *scale)?);
+            }
+        }
+        let b = bias.then(|| Tensor::cat(&bs, 0)).transpose()?;
+        Self::new(&Tensor::cat(&ws, 0)?, b)
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.w.matmul(x)?;
+        match &self.b {
+            Some(b) => ops::bias_act(y, b, Act::None),
+            None => Ok(y),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.w.bytes() + self.b.as_ref().map_or(0, tensor_bytes)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    input_norm: Tensor,
+    qkv: Linear,
+    o: Linear,
+    post_norm: Tensor,
+    gate_up: Linear,
+    down: Linear,
+}
+
+/// RoPE's cos and sin for one call, in the model's dtype.
+struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Layer {
+    fn load(vb: &VarBuilder, cfg: &Config) -> Result<Self> {
+        let (h, i, d) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim());
+        let (q, kv) = (cfg.num_attention_heads * d, cfg.kv_heads() * d);
+        let att = vb.pp("self_attn");
+        let mlp = vb.pp("mlp");
+        let scale = 1.0 / (d as f64).sqrt();
+        let qkv = Linear::fused(
+            &[
+                (&att.pp("q_proj"), q, scale),
+                (&att.pp("k_proj"), kv, 1.0),
+                (&att.pp("v_proj"), kv, 1.0),
+            ],
+            h,
+            cfg.qkv_bias(),
+        )?;
+        let gate_up = Linear::fused(
+            &[(&mlp.pp("gate_proj"), i, 1.0), (&mlp.pp("up_proj"), i, 1.0)],
+            h,
+            cfg.mlp_bias,
+        )?;
+        Ok(Layer {
+            input_norm: vb.get(h, "input_layernorm.weight")?.contiguous()?,
+            qkv,
+            o: Linear::load(&att.pp("o_proj"), q, h, cfg.o_bias())?,
+            post_norm: vb.get(h, "post_attention_layernorm.weight")?.contiguous()?,
+            gate_up,
+            down: Linear::load(&mlp.pp("down_proj"), i, h, cfg.mlp_bias)?,
+        })
+    }
+
+    fn bytes(&self) -> usize {
+        tensor_bytes(&self.input_norm)
+            + tensor_bytes(&self.post_norm)
+            + [&self.qkv, &self.o, &self.gate_up, &self.down]
+                .iter()
+                .map(|l| l.bytes())
+                .sum::<usize>()
+    }
+
+    /// `x + down(swiglu(gate_up(rms(x))))`.
+    fn mlp(&self, x: &Tensor, eps: f32) -> Result<Tensor> {
+        let h = candle_nn::ops::rms_norm(x, &self.post_norm, eps)?;
+        let h = ops::swiglu(&self.gate_up.forward(&h)?)?;
+        x.add(&self.down.forward(&h)?)
+    }
+}
+
+/// A Llama-family model.
+#[derive(Debug, Clone)]
+pub struct Llama {
+    cfg: Config,
+    /// `None` when the embeddings are tied: tokens are then columns of
+    /// `lm_head`.
+    embed: Option<Tensor>,
+    /// `[hidden, vocab]` as `[in, out]`, re-laid for the device.
+    lm_head: Weight,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    eps: f32,
+    dtype: DType,
+    device: Device,
+}
+
+impl Llama {
+    /// Builds the model from `vb` (HF names: `model.embed_tokens.weight`,
+    /// `model.layers.N.…`, `model.norm.weight`, `lm_head.weight` unless
+    /// tied). Weights are converted to `vb`'s dtype.
+    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        cfg.validate().map_err(candle_core::Error::msg)?;
+        if let Some(why) = cfg.unsupported() {
+            candle_core::bail!("{why}")
+        }
+        let (v, h) = (cfg.vocab_size, cfg.hidden_size);
+        let embed = vb.get((v, h), "model.embed_tokens.weight")?;
+        let (embed, lm_head) = if cfg.tie_word_embeddings {
+            (None, Weight::new(&embed.t()?)?)
+        } else {
+            let head = vb.get((v, h), "lm_head.weight")?;
+            (Some(embed.contiguous()?), Weight::new(&head.t()?)?)
+        };
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|l| Layer::load(&vb.pp(format!("model.layers.{l}")), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Llama {
+            cfg: cfg.clone(),
+            embed,
+            lm_head,
+            layers,
+            norm: vb.get(h, "model.norm.weight")?.contiguous()?,
+            eps: cfg.rms_norm_eps as f32,
+            dtype: vb.dtype(),
+            device: vb.device().clone(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Bytes of all weights as held in memory (a tied head once).
+    pub fn weight_bytes(&self) -> usize {
+        self.lm_head.bytes()
+            + self.embed.as_ref().map_or(0, tensor_bytes)
+            + tensor_bytes(&self.norm)
+            + self.layers.iter().map(Layer::bytes).sum::<usize>()
+    }
+
+    pub fn kv_shape(&self) -> KvShape {
+        KvShape {
+            layers: self.cfg.num_hidden_layers,
+            heads: self.cfg.kv_heads(),
+            head_dim: self.cfg.head_dim(),
+        }
+    }
+
+    /// KV cache bytes per token of one sequence.
+    pub fn kv_bytes_per_token(&self) -> usize {
+        let s = self.kv_shape();
+        s.layers * 2 * s.heads * s.head_dim * self.dtype.size_in_bytes()
+    }
+
+    /// `[n, hidden]` embeddings of `tokens`.
+    fn embed(&self, tokens: &[u32]) -> Result<Tensor> {
+        match &self.embed {
+            None => self.lm_head.columns(tokens, &self.device),
+            Some(table) => {
+                if let Some(t) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+                    candle_core::bail!("token {t} is outside the vocabulary")
+                }
+                table.index_select(&Tensor::new(tokens, &self.device)?, 0)
+            }
+        }
+    }
+
+    /// cos/sin for `positions` as `[positions.len(), d / 2]`.
+    fn rope(&self, positions: &[usize]) -> Result<Rope> {
+        let (cos, sin) = self.cfg.rope_cos_sin(positions);
+        let shape = (positions.len(), self.cfg.head_dim() / 2);
+        let t = |v: Vec<f32>| Tensor::from_vec(v, shape, &self.device)?.to_dtype(self.dtype);
+        Ok(Rope {
+            cos: t(cos)?,
+            sin: t(sin)?,
+        })
+    }
+
+    /// `x: [m, hidden]` final hidden states -> f32 logits `[m, vocab]`.
+    fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        let h = candle_nn::ops::rms_norm(&x.contiguous()?, &self.norm, self.eps)?;
+        self.lm_head.matmul(&h)?.to_dtype(DType::F32)
+    }
+
+    /// Splits a `[b, t, heads, d]` qkv projection into RoPE'd queries
+    /// `[b, h, t, d]`, RoPE'd keys transposed `[b, hk, d, t]` and values
+    /// `[b, hk, t, d]` (a strided view). `rope` is `[t, d/2]` or, for
+    /// decode, `[b, 1, d/2]`.
+    fn split_qkv(&self, qkv: &Tensor, rope: &Rope) -> Result<(Tensor, Tensor, Tensor)> {
+        let (nh, nk) = (self.cfg.num_attention_heads, self.cfg.kv_heads());
+        let part = |from: usize, n: usize| qkv.narrow(2, from, n)?.transpose(1, 2);
+        let rotate =
+            |x: Tensor| candle_nn::rotary_emb::rope(&x.contiguous()?, &rope.cos, &rope.sin);
+        let q = rotate(part(0, nh)?)?;
+        let kt = rotate(part(nh, nk)?)?.transpose(2, 3)?.contiguous()?;
+        Ok((q, kt, part(nh + nk, nk)?))
+    }
+
+    /// `x: [b * t, hidden]`, `b` sequences of `t` tokens from position 0;
+    /// writes each sequence's keys and values into `caches[i]` when given.
+    fn layer_full(
+        &self,
+        layer: &Layer,
+        l: usize,
+        x: &Tensor,
+        (b, t): (usize, usize),
+        rope: &Rope,
+        caches: Option<&mut [&mut KvCache]>,
+    ) -> Result<Tensor> {
+        let (heads, d) = (self.qkv_heads(), self.cfg.head_dim());
+        let h = candle_nn::ops::rms_norm(x, &layer.input_norm, self.eps)?;
+        let qkv = layer.qkv.forward(&h)?.reshape((b, t, heads, d))?;
+        let (q, kt, v) = self.split_qkv(&qkv, rope)?;
+        if let Some(caches) = caches {
+            for (i, cache) in caches.iter_mut().enumerate() {
+                cache.write(l, 0, &kt.get(i)?, &v.get(i)?)?;
+            }
+        }
+        let nh = self.cfg.num_attention_heads;
+        let y = ops::attention(&q, &kt, &v)?.reshape((b * t, nh * d))?;
+        let x = x.add(&layer.o.forward(&y)?)?;
+        layer.mlp(&x, self.eps)
+    }
+
+    /// One new token per sequence, `x: [B, hidden]`; sequence `i`'s token
+    /// goes to position `caches[i].len`.
+    fn layer_step(
+        &self,
+        layer: &Layer,
+        l: usize,
+        x: &Tensor,
+        rope: &Rope,
+        caches: &mut [&mut KvCache],
+    ) -> Result<Tensor> {
+        let (heads, d, nh) = (
+            self.qkv_heads(),
+            self.cfg.head_dim(),
+            self.cfg.num_attention_heads,
+        );
+        let b = caches.len();
+        let h = candle_nn::ops::rms_norm(x, &layer.input_norm, self.eps)?;
+        let qkv = layer.qkv.forward(&h)?.reshape((b, 1, heads, d))?;
+        let (q, kt, v) = self.split_qkv(&qkv, rope)?;
+        let attend = |i: usize, cache: &mut KvCache| -> Result<Tensor> {
+            let pos = cache.len;
+            cache.write(l, pos, &kt.get(i)?, &v.get(i)?)?;
+            let (kc, vc) = cache.view(l, pos + 1)?;
+            ops::attention(&q.i(i..i + 1)?, &kc.unsqueeze(0)?, &vc.unsqueeze(0)?)?
+                .reshape((1, nh * d))
+        };
+        let ys = if b == 1 {
+            vec![attend(0, caches[0])?]
+        } else {
+            caches
+                .par_iter_mut()
+                .enumerate()
+                .map(|(i, c)| attend(i, c))
+                .collect::<Result<Vec<_>>>()?
+        };
+        let y = Tensor::cat(&ys, 0)?;
+        let x = x.add(&layer.o.forward(&y)?)?;
+        layer.mlp(&x, self.eps)
+    }
+
+    /// Heads in the fused qkv projection.
+    fn qkv_heads(&self) -> usize {
+        self.cfg.num_attention_heads + 2 * self.cfg.kv_heads()
+    }
+
+    /// Logits `[t, vocab]` (f32) for every position of `tokens`, without
+    /// any cache.
+    pub fn score(&self, tokens: &[u32]) -> Result<Tensor> {
+        let t = tokens.len();
+        if t == 0 || t > self.cfg.context() {
+            candle_core::bail!("score needs 1..={} tokens, got {t}", self.cfg.context())
+        }
+        let positions: Vec<usize> = (0..t).collect();
+        let rope = self.rope(&positions)?;
+        let mut x = self.embed(tokens)?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            x = self.layer_full(layer, l, &x, (1, t), &rope, None)?;
+        }
+        self.logits(&x)
+    }
+
+    /// Runs equal-length prompts as one batch; returns the f32 logits of
+    /// each prompt's last position `[b, vocab]` and the prompts' caches.
+    pub fn prefill(&self, prompts: &[&[u32]], pool: &mut KvPool) -> Result<(Tensor, Vec<KvCache>)> {
+        let b = prompts.len();
+        let t = prompts.first().map_or(0, |p| p.len());
+        if b == 0 || t == 0 || prompts.iter().any(|p| p.len() != t) {
+            candle_core::bail!("prefill needs a non-empty batch of equal-length, non-empty prompts")
+        }
+        let context = self.cfg.context();
+        if t > context {
+            candle_core::bail!("prompt of {t} tokens exceeds the context of {context}")
+        }
+        let flat: Vec<u32> = prompts.iter().flat_map(|p| p.iter().copied()).collect();
+        let mut x = self.embed(&flat)?;
+        let positions: Vec<usize> = (0..t).collect();
+        let rope = self.rope(&positions)?;
+        let cap = t.next_multiple_of(KV_CHUNK).min(context);
+        let mut caches = (0..b)
+            .map(|_| pool.cache(self.kv_shape(), cap, self.dtype, &self.device))
+            .collect::<Result<Vec<_>>>()?;
+        {
+            let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
+            for (l, layer) in self.layers.iter().enumerate() {
+                x = self.layer_full(layer, l, &x, (b, t), &rope, Some(&mut refs))?;
+            }
+        }
+        for c in &mut caches {
+            c.len = t;
+        }
+        let last = x.reshape((b, t, self.cfg.hidden_size))?.i((.., t - 1))?;
+        Ok((self.logits(&last)?, caches))
+    }
+
+    /// One decode step: appends `tokens[i]` to `caches[i]` and returns the
+    /// f32 next-token logits `[b, vocab]`. Sequences may have different
+    /// lengths.
+    pub fn decode(
+        &self,
+        tokens: &[u32],
+        caches: &mut [&mut KvCache],
+        pool: &mut KvPool,
+    ) -> Result<Tensor> {
+        if tokens.len() != caches.len() || tokens.is_empty() {
+            candle_core::bail!(
+                "decode: {} tokens for {} caches",
+                tokens.len(),
+                caches.len()
+            )
+        }
+        let context = self.cfg.context();
+        for c in caches.iter_mut() {
+            c.reserve(c.len + 1, context, pool)?;
+        }
+        let positions: Vec<usize> = caches.iter().map(|c| c.len).collect();
+        let rope = self.rope(&positions)?;
+        let b = tokens.len();
+        let rope = Rope {
+            cos: rope.cos.unsqueeze(1)?,
+            sin: rope.sin.unsqueeze(1)?,
+        };
+        let mut x = self.embed(tokens)?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            x = self.layer_step(layer, l, &x, &rope, caches)?;
+        }
+        for c in caches.iter_mut() {
+            c.len += 1;
+        }
+        debug_assert_eq!(x.dims()[0], b);
+        self.logits(&x)
+    }
+
+    /// An empty cache (for tools that drive [`Llama::decode`] from
+    /// scratch).
+    pub fn empty_cache(&self, pool: &mut KvPool) -> Result<KvCache> {
+        let cap = KV_CHUNK.min(self.cfg.context());
+        pool.cache(self.kv_shape(), cap, self.dtype, &self.device)
+    }
+}

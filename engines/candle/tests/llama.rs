@@ -1,0 +1,127 @@
+//! The Llama family on candle against the naive reference forward pass of
+//! `engine_matrix_test_support::llama` (GQA, llama3 RoPE scaling, Qwen2
+//! bias, untied embeddings, head_dim 64), and its loading errors.
+
+use engine_api::{ErrorKind, ModelSpec};
+use engine_kit::testing::TempDir;
+use engine_matrix_test_support::llama::{self, check_engine};
+
+fn spec(dir: &std::path::Path, arch: &str, dtype: &str) -> ModelSpec {
+    ModelSpec {
+        name: "m".into(),
+        architecture: arch.into(),
+        path: dir.to_string_lossy().into_owned().into(),
+        dtype: dtype.into(),
+        quantization: "none".into(),
+    }
+}
+
+#[test]
+fn every_tiny_llama_matches_the_reference_on_one_and_two_threads() {
+    for (name, cfg) in llama::configs() {
+        let dir = TempDir::new(name);
+        let w = llama::random_weights(&cfg, 7);
+        llama::write_model(dir.path(), &cfg, &w);
+        for threads in [1, 2] {
+            let opts = format!(r#"{{"threads": {threads}}}"#);
+            let mut b = em_candle::open(&spec(dir.path(), &cfg.model_type, "f32"), &opts)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let worst = check_engine(&mut b, name, &cfg, &w);
+            eprintln!("{name}, {threads} threads: max |logit diff| {worst:.2e}");
+        }
+    }
+}
+
+#[test]
+fn stock_kernels_and_f16_run_the_llama_family_too() {
+    let (name, cfg) = llama::configs().remove(0);
+    let dir = TempDir::new("llama-stock");
+    let w = llama::random_weights(&cfg, 3);
+    llama::write_model(dir.path(), &cfg, &w);
+    let s = spec(dir.path(), "llama", "f32");
+    let mut b = em_candle::open(&s, r#"{"threads": 1, "kernels": "stock"}"#).unwrap();
+    check_engine(&mut b, name, &cfg, &w);
+    // f16 computes in half precision: the greedy tokens of a short run
+    // match f32's, the logits within f16's resolution.
+    let mut f32b = em_candle::open(&s, "{}").unwrap();
+    let mut f16b = em_candle::open(&spec(dir.path(), "llama", "f16"), "{}").unwrap();
+    let prompt: Vec<u32> = (0..9).map(|i| i * 3 % 64).collect();
+    let (a, la) = engine_matrix_test_support::greedy(&mut f32b, &prompt, 8);
+    let (b16, lb) = engine_matrix_test_support::greedy(&mut f16b, &prompt, 8);
+    let d = engine_matrix_test_support::max_abs_diff(&la[0], &lb[0]);
+    assert!(d < 0.05, "f16 prefill logits differ by {d}");
+    assert_eq!(a[..4], b16[..4], "f16 greedy tokens");
+}
+
+#[test]
+fn broken_llama_folders_are_errors_naming_the_file_and_what_is_wrong() {
+    let cfg = engine_kit::llama::Config::tiny();
+    let dir = TempDir::new("llama-broken");
+    let mut w = llama::random_weights(&cfg, 1);
+    w.remove("model.layers.1.mlp.up_proj.weight");
+    llama::write_model(dir.path(), &cfg, &w);
+    let e = em_candle::open(&spec(dir.path(), "llama", "f32"), "{}").unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidModel);
+    assert!(
+        e.message
+            .contains("model.safetensors: missing tensor model.layers.1.mlp.up_proj.weight"),
+        "{e}"
+    );
+    // declared as another architecture than config.json says
+    let e = em_candle::open(&spec(dir.path(), "qwen2", "f32"), "{}").unwrap_err();
+    assert!(e.message.contains("model_type is \"llama\""), "{e}");
+    // an architecture candle does not implement
+    let e = em_candle::open(&spec(dir.path(), "mamba", "f32"), "{}").unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unsupported);
+    assert!(e.message.contains("architecture \"mamba\""), "{e}");
+    // no weights at all
+    std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
+    let e = em_candle::open(&spec(dir.path(), "llama", "f32"), "{}").unwrap_err();
+    assert!(e.message.contains("model.safetensors: no such file"), "{e}");
+}
+
+#[test]
+fn a_sharded_checkpoint_loads_like_a_single_file() {
+    let cfg = engine_kit::llama::Config::tiny();
+    let (one, two) = (TempDir::new("llama-single"), TempDir::new("llama-sharded"));
+    let w = llama::random_weights(&cfg, 5);
+    llama::write_model(one.path(), &cfg, &w);
+    // the same tensors split over two shards with an index
+    let (a, b): (llama::Weights, llama::Weights) = w
+        .clone()
+        .into_iter()
+        .partition(|(n, _)| n.contains("layers.0."));
+    for (i, part) in [a, b].iter().enumerate() {
+        let shard = TempDir::new("shard");
+        llama::write_model(shard.path(), &cfg, part);
+        std::fs::rename(
+            shard.path().join("model.safetensors"),
+            two.path()
+                .join(format!("model-0000{}-of-00002.safetensors", i + 1)),
+        )
+        .unwrap();
+    }
+    let map: serde_json::Map<String, serde_json::Value> = w
+        .keys()
+        .map(|n| {
+            let i = if n.contains("layers.0.") { 1 } else { 2 };
+            (
+                n.clone(),
+                format!("model-0000{i}-of-00002.safetensors").into(),
+            )
+        })
+        .collect();
+    let index = serde_json::json!({"metadata": {}, "weight_map": map});
+    std::fs::write(
+        two.path().join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+    std::fs::copy(
+        one.path().join("config.json"),
+        two.path().join("config.json"),
+    )
+    .unwrap();
+    let mut b = em_candle::open(&spec(two.path(), "llama", "f32"), "{}").unwrap();
+    check_engine(&mut b, "sharded", &cfg, &w);
+}
