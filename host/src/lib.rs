@@ -34,7 +34,9 @@
 
 pub mod baseline;
 pub mod clock;
+pub mod generate;
 pub mod measure;
+pub mod models;
 pub mod output;
 pub mod prompts;
 mod rng;

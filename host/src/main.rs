@@ -51,6 +51,9 @@ enum Command {
     /// Model files: `model import FILE.gguf` writes a Hugging Face folder.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Generate a continuation of a text prompt with one engine, printed
+    /// as it arrives, then its token and timing figures.
+    Generate(GenerateArgs),
     /// Serve one engine over an OpenAI-compatible HTTP API (streaming
     /// /v1/completions and /v1/chat/completions), to measure an engine over
     /// HTTP; prints `listening on http://ADDR` once bound.
@@ -60,8 +63,10 @@ enum Command {
 #[derive(Subcommand)]
 enum ModelCommand {
     /// Convert a GGUF file (llama architecture) into a Hugging Face model
-    /// folder: config.json from its metadata and model.safetensors with
-    /// every tensor dequantized, under HF names. Prints the folder.
+    /// folder: config.json from its metadata, model.safetensors with
+    /// every tensor dequantized under HF names, and the tokenizer files
+    /// (tokenizer.json, tokenizer_config.json with the chat template,
+    /// generation_config.json). Prints the folder.
     Import {
         /// The GGUF file.
         file: PathBuf,
@@ -147,6 +152,38 @@ struct CompareArgs {
 }
 
 #[derive(Args)]
+struct GenerateArgs {
+    /// The engine plugin, e.g. `candle`.
+    #[arg(long, value_name = "PLUGIN")]
+    engine: String,
+    /// A Hugging Face model folder with a tokenizer.json, or a .gguf file
+    /// (imported into the model cache first).
+    #[arg(long, value_name = "PATH")]
+    model: PathBuf,
+    /// Tokens to generate at most (generation also stops at the model's
+    /// end-of-sequence token).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    max_tokens: u32,
+    /// Wrap the prompt in the model's chat template (one user message).
+    #[arg(long)]
+    chat: bool,
+    /// Compute dtype.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Engine options as a JSON object, as a matrix's `options:`.
+    #[arg(long, value_name = "JSON", default_value = "{}")]
+    options: String,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The prompt.
+    prompt: String,
+}
+
+#[derive(Args)]
 struct ServeArgs {
     /// The engine plugin, e.g. `candle`.
     #[arg(long, value_name = "PLUGIN")]
@@ -229,6 +266,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Compare(args) => compare_command(args),
         Command::Engines { json } => engines(&dir, json, cli.verbose),
         Command::Serve(args) => serve_command(args, dir),
+        Command::Generate(args) => generate_command(args, dir),
         Command::Validate { matrix } => validate(&matrix, &dir),
         Command::Model(ModelCommand::Import { file, dtype, out }) => {
             model_import(&file, &dtype, out)
@@ -258,6 +296,12 @@ fn model_import(file: &std::path::Path, dtype: &str, out: Option<PathBuf>) -> Re
         imported.config["architectures"][0].as_str().unwrap_or("?"),
         imported.config["num_hidden_layers"],
     );
+    match &imported.tokenizer {
+        Ok(()) => {
+            eprintln!("tokenizer.json, tokenizer_config.json and generation_config.json written")
+        }
+        Err(why) => eprintln!("no tokenizer: {why} (the model runs on token ids)"),
+    }
     println!("{}", imported.dir.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -434,6 +478,36 @@ fn compare_command(args: CompareArgs) -> Result<ExitCode> {
 }
 
 /// `serve`: one engine behind an OpenAI-compatible API, until stopped.
+/// `generate`: one prompt, the continuation as text, then its figures.
+fn generate_command(args: GenerateArgs, dir: PathBuf) -> Result<ExitCode> {
+    let options: serde_json::Value = serde_json::from_str(&args.options)
+        .with_context(|| format!("--options {:?} is not JSON", args.options))?;
+    let opts = engine_matrix::generate::GenerateOptions {
+        plugin_dir: dir,
+        engine: args.engine,
+        options,
+        model: args.model,
+        dtype: args.dtype,
+        max_tokens: args.max_tokens,
+        chat: args.chat,
+        temperature: args.temperature,
+        seed: args.seed,
+        prompt: args.prompt,
+    };
+    let g = engine_matrix::generate::run(&opts, &mut std::io::stdout().lock())?;
+    let rate = g
+        .decode_rate
+        .map_or("n/a".to_string(), |r| format!("{r:.1} tok/s"));
+    eprintln!(
+        "{} prompt tokens, {} generated ({}); TTFT {:.1} ms, decode {rate}",
+        g.prompt_tokens,
+        g.tokens.len(),
+        g.finish_reason,
+        g.ttft.as_secs_f64() * 1e3,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn serve_command(args: ServeArgs, dir: PathBuf) -> Result<ExitCode> {
     let ServeArgs {
         engine,

@@ -17,15 +17,21 @@
 //! The folder is written into a private temporary folder and renamed into
 //! place, so an interrupted import never leaves a half-written model.
 //!
-//! Not yet here (issue 18): `tokenizer.json` from the GGUF tokenizer
-//! metadata, `tokenizer_config.json` with the chat template,
-//! `generation_config.json`, and architectures other than `llama`
-//! (Qwen2's GGUF is not permuted and has q/k/v biases).
+//! * `tokenizer.json`, `tokenizer_config.json` (with the chat template)
+//!   and `generation_config.json` come from the GGUF's tokenizer metadata
+//!   ([`tokenizer`]); a tokenizer the importer cannot rebuild is left out,
+//!   and [`Imported::tokenizer`] says why.
+//!
+//! Not yet here: architectures other than `llama` (Qwen2's GGUF is not
+//! permuted and has q/k/v biases).
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+pub mod tokenizer;
+use tokenizer::TokenizerFiles;
 
 /// Why a GGUF file could not be imported; every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +100,8 @@ pub struct Imported {
     pub dir: PathBuf,
     pub config: serde_json::Value,
     pub tensors: usize,
+    /// `Ok` when the tokenizer files were written, else why not.
+    pub tokenizer: std::result::Result<(), String>,
 }
 
 /// A GGUF file read up to its tensor data.
@@ -341,6 +349,7 @@ pub fn unpermute(w: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
 pub fn import(file: &Path, dtype: DType, out: &Path) -> Result<Imported> {
     let mut g = Gguf::open(file)?;
     let config = g.llama_config()?;
+    let text = g.tokenizer_files(config["max_position_embeddings"].as_u64().unwrap_or(0))?;
     let heads = config["num_attention_heads"].as_u64().unwrap_or(0) as usize;
     let kv_heads = config["num_key_value_heads"].as_u64().unwrap_or(0) as usize;
     let mut names: Vec<String> = g.content.tensor_infos.keys().cloned().collect();
@@ -372,11 +381,15 @@ pub fn import(file: &Path, dtype: DType, out: &Path) -> Result<Imported> {
         })?;
         tensors.insert(hf, w);
     }
-    write_folder(file, out, &config, dtype, &tensors)?;
+    write_folder(file, out, &config, dtype, &tensors, &text)?;
     Ok(Imported {
         dir: out.to_path_buf(),
         config,
         tensors: tensors.len(),
+        tokenizer: match text {
+            TokenizerFiles::Written { .. } => Ok(()),
+            TokenizerFiles::Missing(why) => Err(why),
+        },
     })
 }
 
@@ -388,6 +401,7 @@ fn write_folder(
     config: &serde_json::Value,
     dtype: DType,
     tensors: &HashMap<String, Tensor>,
+    text: &TokenizerFiles,
 ) -> Result<()> {
     let io = |what: String| io_error(file, what);
     // Refused before the work, and checked again before the rename.
@@ -405,7 +419,7 @@ fn write_folder(
         out.file_name().and_then(|s| s.to_str()).unwrap_or("model")
     ));
     let _ = std::fs::remove_dir_all(&tmp);
-    let written = write_files(file, &tmp, config, dtype, tensors).and_then(|()| {
+    let written = write_files(file, &tmp, config, dtype, tensors, text).and_then(|()| {
         make_room(out).map_err(io(not_a_model(out)))?;
         std::fs::rename(&tmp, out)
             .map_err(io(format!("cannot move the import to {}", out.display())))
@@ -427,14 +441,16 @@ fn is_empty_dir(p: &Path) -> bool {
     std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_none())
 }
 
-/// `config.json` (with `torch_dtype` set to `dtype`) and
-/// `model.safetensors` in the new folder `dir`.
+/// `config.json` (with `torch_dtype` set to `dtype`), the tokenizer
+/// files when there are any, and `model.safetensors` in the new folder
+/// `dir`.
 fn write_files(
     file: &Path,
     dir: &Path,
     config: &serde_json::Value,
     dtype: DType,
     tensors: &HashMap<String, Tensor>,
+    tokenizer: &TokenizerFiles,
 ) -> Result<()> {
     let io = |what: String| io_error(file, what);
     std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
@@ -445,10 +461,23 @@ fn write_files(
         _ => "float32",
     }
     .into();
-    let text = serde_json::to_string_pretty(&config).unwrap_or_default();
-    let config_file = dir.join("config.json");
-    std::fs::write(&config_file, text)
-        .map_err(io(format!("cannot write {}", config_file.display())))?;
+    let config_text = serde_json::to_string_pretty(&config).unwrap_or_default();
+    let write = |name: &str, body: &str| {
+        let f = dir.join(name);
+        std::fs::write(&f, body).map_err(io(format!("cannot write {}", f.display())))
+    };
+    write("config.json", &config_text)?;
+    if let TokenizerFiles::Written {
+        tokenizer_json,
+        tokenizer_config,
+        generation_config,
+    } = tokenizer
+    {
+        let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default();
+        write("tokenizer.json", tokenizer_json)?;
+        write("tokenizer_config.json", &pretty(tokenizer_config))?;
+        write("generation_config.json", &pretty(generation_config))?;
+    }
     candle_core::safetensors::save(tensors, dir.join("model.safetensors")).map_err(|e| {
         ImportError::Tensor {
             file: file.to_path_buf(),

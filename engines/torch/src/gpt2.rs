@@ -2,7 +2,8 @@
 //! `model.safetensors` by name (HF's Conv1D layout `[in, out]`, with or
 //! without the `transformer.` prefix).
 //!
-//! * Linear layers run through one of two libtorch back ends ([`MatMul`]):
+//! * Linear layers run through one of two libtorch back ends ([`MatMul`],
+//!   [`crate::linear`]):
 //!   - `onednn` (f32 on CPU, the default): the weights are converted once
 //!     at load into oneDNN tensors `[out, in]` (`to_mkldnn`) and every layer
 //!     is `mkldnn_linear`, oneDNN's inner product, the kernel PyTorch's
@@ -18,72 +19,25 @@
 //! * Attention is `scaled_dot_product_attention` (libtorch picks its fused
 //!   CPU kernel), with the scale passed explicitly (`1/sqrt(head_dim)`, and
 //!   HF's `scale_attn_by_inverse_layer_idx`).
-//! * KV cache: one `[n_layer, 2, n_head, capacity, head_dim]` tensor per
-//!   sequence, written in place through `narrow(..).copy_(..)`; capacity
-//!   starts at the prompt rounded up to 64 and doubles when full (one copy
-//!   per doubling), as in the candle engine.
+//! * KV cache ([`crate::kv`]): one `[n_layer, 2, n_head, capacity,
+//!   head_dim]` tensor per sequence, written in place through
+//!   `narrow(..).copy_(..)`; capacity starts at the prompt rounded up to 64
+//!   and doubles when full (one copy per doubling), as in the candle
+//!   engine.
 //! * Batched decode: the linear layers run over all sequences at once;
 //!   attention runs per sequence against its own cache (sequences have
 //!   different lengths), so no padding is ever computed.
 //! * Prefill computes the lm_head for the last position only; `score` for
 //!   every position.
 
+use crate::linear::Linear;
 use engine_kit::gpt2::{Activation, Config};
 use tch::{Device, Kind, Tensor};
 
-/// KV capacity granularity, in tokens.
-const KV_CHUNK: i64 = 64;
-
 pub type Result<T> = std::result::Result<T, tch::TchError>;
 
-/// Which libtorch kernel runs the linear layers (engine option `matmul`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MatMul {
-    /// `addmm` on `[in, out]` weights (MKL on CPU), as PyTorch eager does.
-    Addmm,
-    /// oneDNN's inner product (`mkldnn_linear`) on weights converted once
-    /// to oneDNN tensors; f32 on CPU only.
-    OneDnn,
-}
-
-/// A linear layer `x: [N, in] -> [N, out]` with its weight in the layout
-/// its kernel wants.
-enum Linear {
-    /// `w: [in, out]` (HF's Conv1D layout), `b: [out]`.
-    Addmm { w: Tensor, b: Tensor },
-    /// `w`: oneDNN tensor `[out, in]`; `b: [out]` dense.
-    OneDnn { w: Tensor, b: Tensor },
-}
-
-impl Linear {
-    /// From HF's Conv1D weight `[in, out]` and bias.
-    fn conv1d(w: Tensor, b: Tensor, mm: MatMul) -> Result<Self> {
-        Ok(match mm {
-            MatMul::Addmm => Linear::Addmm { w, b },
-            MatMul::OneDnn => Linear::OneDnn {
-                w: w.f_tr()?.f_contiguous()?.f_to_mkldnn(None)?,
-                b,
-            },
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Linear::Addmm { w, b } => b.f_addmm(x, w),
-            Linear::OneDnn { w, b } => x
-                .f_contiguous()?
-                .f_to_mkldnn(None)?
-                .f_mkldnn_linear(w, Some(b))?
-                .f_to_dense(None, false),
-        }
-    }
-
-    fn tensors(&self) -> [&Tensor; 2] {
-        match self {
-            Linear::Addmm { w, b } | Linear::OneDnn { w, b } => [w, b],
-        }
-    }
-}
+pub use crate::kv::KvCache;
+pub use crate::linear::MatMul;
 
 struct Block {
     ln1: (Tensor, Tensor),
@@ -92,25 +46,6 @@ struct Block {
     ln2: (Tensor, Tensor),
     fc: Linear,
     fc2: Linear,
-}
-
-/// A sequence's KV cache.
-pub struct KvCache {
-    /// `[n_layer, 2, n_head, capacity, head_dim]`
-    t: Tensor,
-    len: i64,
-}
-
-impl KvCache {
-    pub fn len(&self) -> usize {
-        self.len as usize
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-    pub fn capacity(&self) -> usize {
-        self.t.size()[3] as usize
-    }
 }
 
 /// GPT-2 LM head model.
@@ -164,7 +99,7 @@ impl Gpt2 {
         };
         let linear = |p: &str| -> std::result::Result<Linear, String> {
             let (w, b) = pair(p)?;
-            Linear::conv1d(w, b, matmul).map_err(|e| format!("{p}.weight: {e}"))
+            Linear::from_in_out(w, Some(b), matmul).map_err(|e| format!("{p}.weight: {e}"))
         };
         let mut blocks = Vec::with_capacity(cfg.n_layer);
         for l in 0..cfg.n_layer {
@@ -220,7 +155,7 @@ impl Gpt2 {
         // `size()`, not `numel()`: oneDNN tensors have sizes but no strides.
         let n = |t: &Tensor| t.size().iter().product::<i64>() as usize * elt;
         let pair = |p: &(Tensor, Tensor)| n(&p.0) + n(&p.1);
-        let lin = |l: &Linear| l.tensors().iter().map(|t| n(t)).sum::<usize>();
+        let lin = |l: &Linear| l.numel() * elt;
         n(&self.wte)
             + n(&self.lm_head)
             + n(&self.wpe)
@@ -309,37 +244,8 @@ impl Gpt2 {
     }
 
     fn new_cache(&self, len: i64) -> Result<KvCache> {
-        let cap = (len + KV_CHUNK - 1) / KV_CHUNK * KV_CHUNK;
-        let cap = cap.min(self.cfg.n_positions as i64).max(len);
-        let (l, h, d) = (
-            self.cfg.n_layer as i64,
-            self.cfg.n_head as i64,
-            self.cfg.head_dim() as i64,
-        );
-        Ok(KvCache {
-            t: Tensor::f_zeros([l, 2, h, cap, d], (self.kind, self.device))?,
-            len: 0,
-        })
-    }
-
-    /// Makes room for `extra` more positions.
-    fn reserve(&self, c: &mut KvCache, extra: i64) -> Result<()> {
-        let need = c.len + extra;
-        let cap = c.t.size()[3];
-        if need <= cap {
-            return Ok(());
-        }
-        let new_cap = (cap * 2)
-            .max(need)
-            .min(self.cfg.n_positions as i64)
-            .max(need);
-        let mut size = c.t.size();
-        size[3] = new_cap;
-        let t = Tensor::f_zeros(size.as_slice(), (self.kind, self.device))?;
-        t.f_narrow(3, 0, c.len)?
-            .f_copy_(&c.t.f_narrow(3, 0, c.len)?)?;
-        c.t = t;
-        Ok(())
+        let shape = (self.cfg.n_layer, self.cfg.n_head, self.cfg.head_dim());
+        KvCache::new(shape, len, self.cfg.n_positions, self.kind, self.device)
     }
 
     /// Runs equal-length prompts `[B, S]` from an empty cache; returns the
@@ -364,9 +270,9 @@ impl Gpt2 {
             let (q, k, v) = (qkv.f_get(0)?, qkv.f_get(1)?, qkv.f_get(2)?);
             for (i, cache) in caches.iter_mut().enumerate() {
                 let i = i as i64;
-                let layer = cache.t.f_get(l as i64)?;
-                layer.f_get(0)?.f_narrow(1, 0, s)?.f_copy_(&k.f_get(i)?)?;
-                layer.f_get(1)?.f_narrow(1, 0, s)?.f_copy_(&v.f_get(i)?)?;
+                let (kc, vc) = cache.layer(l)?;
+                kc.f_narrow(1, 0, s)?.f_copy_(&k.f_get(i)?)?;
+                vc.f_narrow(1, 0, s)?.f_copy_(&v.f_get(i)?)?;
             }
             let y = Tensor::f_scaled_dot_product_attention(
                 &q,
@@ -399,7 +305,7 @@ impl Gpt2 {
             self.cfg.head_dim() as i64,
         );
         for cache in caches.iter_mut() {
-            self.reserve(cache, 1)?;
+            cache.reserve(1, self.cfg.n_positions)?;
         }
         let positions: Vec<i64> = caches.iter().map(|c| c.len).collect();
         let mut x = self.embed(tokens, &positions)?; // [B, C]
@@ -409,8 +315,7 @@ impl Gpt2 {
             let mut ys = Vec::with_capacity(caches.len());
             for (i, cache) in caches.iter().enumerate() {
                 let row = qkv.f_get(i as i64)?; // [3, H, 1, D]
-                let layer = cache.t.f_get(l as i64)?; // [2, H, cap, D]
-                let (kc, vc) = (layer.f_get(0)?, layer.f_get(1)?);
+                let (kc, vc) = cache.layer(l)?; // each [H, cap, D]
                 kc.f_narrow(1, cache.len, 1)?.f_copy_(&row.f_get(1)?)?;
                 vc.f_narrow(1, cache.len, 1)?.f_copy_(&row.f_get(2)?)?;
                 let n = cache.len + 1;
@@ -468,7 +373,6 @@ impl Gpt2 {
 
     /// Bytes a cache uses for its tokens / holds in total.
     pub fn cache_bytes(&self, c: &KvCache) -> (usize, usize) {
-        let per_token = 2 * self.cfg.n_layer * self.cfg.n_embd * self.kind.elt_size_in_bytes();
-        (c.len() * per_token, c.capacity() * per_token)
+        (c.used_bytes(), c.reserved_bytes())
     }
 }

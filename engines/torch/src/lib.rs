@@ -1,4 +1,5 @@
-//! engine-matrix plugin `torch`: GPT-2 on libtorch 2.13.0 through
+//! engine-matrix plugin `torch`: GPT-2 and the Hugging Face Llama family
+//! (Llama, Qwen2, Mistral) on libtorch 2.13.0 through
 //! [tch](https://github.com/LaurentMazare/tch-rs) 0.26 — the seeds'
 //! baseline (PyTorch) without a Python interpreter in the loop.
 //!
@@ -9,9 +10,26 @@
 //! plugin's rpath, so it loads without `LD_LIBRARY_PATH`. The crate is not
 //! a default workspace member: it needs libtorch to compile.
 //!
-//! The model is in [`gpt2`]; this file adapts it to
+//! The models are in [`gpt2`] and [`llama`] (their docs explain the layout
+//! and kernel choices), over the shared linear layers of [`linear`] and
+//! the KV cache of [`kv`]; this file adapts them to
 //! [`engine_kit::Backend`] (batching, sampling and timing are the shared
-//! scheduler's) and exports the [`engine_api::Engine`] named `torch`.
+//! scheduler's) through [`Net`], and exports the [`engine_api::Engine`]
+//! named `torch`.
+//!
+//! # Loading
+//!
+//! `spec.path` is a Hugging Face-style folder: `config.json`, whose
+//! `model_type` (`gpt2`, `llama`, `qwen2`, `mistral`) picks the model and
+//! must match the spec's architecture, and `model.safetensors` or the
+//! shards of `model.safetensors.index.json`. The files are memory-mapped
+//! ([`engine_kit::checkpoint::Checkpoint`]) and every tensor's name, shape
+//! and dtype is checked against `config.json` before anything is built,
+//! so a broken checkpoint is an `invalid model` error naming the file and
+//! the tensor. Weights are then copied into libtorch tensors (converted to
+//! f32, then to the requested dtype and device: a bf16 checkpoint loaded
+//! as bf16 makes a transient f32 copy of one tensor at a time) and the
+//! maps are dropped. Only `quantization: none`.
 //!
 //! # Options (`options_json`)
 //!
@@ -21,24 +39,37 @@
 //! * `matmul`: the kernel of the linear layers, `onednn` (oneDNN's inner
 //!   product on weights converted once at load; f32 on CPU, the default
 //!   there) or `addmm` (MKL through `addmm`, the call PyTorch eager's
-//!   `Conv1D` makes; the default for other dtypes and devices). See
-//!   [`gpt2::MatMul`].
+//!   `Conv1D` makes, on `[in, out]` weights — `nn.Linear`'s `[out, in]`
+//!   is transposed once at load; the default for other dtypes and
+//!   devices). See [`linear`].
 //!
 //! Every step runs with autograd off (`no_grad`, which is per thread, so it
 //! is set on the scheduler thread for each call). dtypes `f32`, `f16` and
-//! `bf16` are offered when a probe of every op GPT-2 uses succeeds in that
-//! dtype on the device; otherwise `info()` leaves them out and a load asks
-//! for them gets `unsupported` with libtorch's message. Logits are handed
-//! out as f32.
+//! `bf16` are offered when a probe of every op the models use succeeds in
+//! that dtype on the device; otherwise `info()` leaves them out and a load
+//! asking for them gets `unsupported` with libtorch's message. Logits are
+//! handed out as f32.
 
 pub mod gpt2;
+pub mod kv;
+pub mod linear;
+pub mod llama;
 
 use engine_api::{Engine, EngineError, EngineInfo, LoadOptions, Model, ModelSpec};
+use engine_kit::arch::ModelConfig;
+use engine_kit::checkpoint::Checkpoint;
 use engine_kit::{CacheBytes, Kernels, Limits, Sequences};
-use gpt2::{Gpt2, KvCache, MatMul};
+use gpt2::Gpt2;
+use kv::KvCache;
+use linear::MatMul;
+use llama::Llama;
 use serde::Deserialize;
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
+
+/// The architectures this engine implements (`config.json`'s
+/// `model_type`).
+pub const ARCHITECTURES: [&str; 4] = ["gpt2", "llama", "qwen2", "mistral"];
 
 /// The libtorch release this plugin was built against (checked by
 /// build.rs against the provisioned `build-version`).
@@ -111,7 +142,7 @@ fn parse_device(s: &str) -> Result<Device, EngineError> {
     Ok(Device::Cuda(ordinal))
 }
 
-/// Runs each op GPT-2 uses, tiny, in `kind` on `dev`, on a thread of its
+/// Runs each op the models use, tiny, in `kind` on `dev`, on a thread of its
 /// own: libgomp keeps an OpenMP worker pool per thread that ran a parallel
 /// region, and an idle pool left on the host's thread (which calls
 /// `info()`) would count against the cores and throttle the spin-wait of
@@ -133,6 +164,16 @@ fn probe_here(kind: Kind, dev: Device) -> Result<(), String> {
         let y = b.f_addmm(&x, &w)?;
         let y = y.f_layer_norm([8i64], Some(&b), Some(&b), 1e-5, false)?;
         let y = y.f_gelu("tanh")?.f_matmul(&w.f_tr()?)?;
+        // the Llama family's RMSNorm, SwiGLU and RoPE
+        let r = y
+            .f_to_kind(Kind::Float)?
+            .f_square()?
+            .f_mean_dim(-1, true, Kind::Float)?;
+        let y = y
+            .f_mul(&r.f_rsqrt()?.f_to_kind(kind)?)?
+            .f_silu()?
+            .f_mul(&y)?;
+        let y = Tensor::f_cat(&[&y.f_narrow(1, 4, 4)?.f_neg()?, &y.f_narrow(1, 0, 4)?], 1)?;
         let q = y.f_view([1, 2, 2, 4])?;
         let a = Tensor::f_scaled_dot_product_attention(
             &q,
@@ -143,6 +184,17 @@ fn probe_here(kind: Kind, dev: Device) -> Result<(), String> {
             true,
             Some(0.5),
             false,
+        )?;
+        // grouped-query attention: two query heads over one kv head
+        let _ = Tensor::f_scaled_dot_product_attention(
+            &q,
+            &q.f_narrow(1, 0, 1)?,
+            &q.f_narrow(1, 0, 1)?,
+            None::<&Tensor>,
+            0.0,
+            true,
+            Some(0.5),
+            true,
         )?;
         let ids = Tensor::f_from_slice(&[0i64, 1])?.f_to_device(dev)?;
         let _ = w.f_index_select(0, &ids)?;
@@ -182,6 +234,9 @@ impl Engine for TorchEngine {
     }
 
     fn load(&self, spec: &ModelSpec, options: &LoadOptions) -> Result<Box<dyn Model>, EngineError> {
+        // An architecture outside ARCHITECTURES (gpt2, llama, qwen2,
+        // mistral) is `unsupported` before any thread starts.
+        engine_kit::arch::check_spec("torch", spec, &ARCHITECTURES)?;
         // Built on the scheduler thread: libtorch's OpenMP pool then
         // belongs to the thread that runs every step (see spawn_with).
         let (spec, json) = (spec.clone(), options.options_json.to_string());
@@ -191,7 +246,7 @@ impl Engine for TorchEngine {
     }
 }
 
-impl gpt2::Weights for engine_kit::checkpoint::Checkpoint {
+impl gpt2::Weights for Checkpoint {
     fn get(&self, name: &str) -> Result<Tensor, String> {
         let t = self.tensor(name)?;
         use safetensors::Dtype as D;
@@ -211,10 +266,97 @@ impl gpt2::Weights for engine_kit::checkpoint::Checkpoint {
     }
 }
 
-/// GPT-2's kernels on libtorch. The kit's [`Sequences`] table owns the
+/// A model of one of the architectures this engine implements.
+pub enum Net {
+    Gpt2(Gpt2),
+    Llama(Llama),
+}
+
+impl From<Gpt2> for Net {
+    fn from(m: Gpt2) -> Self {
+        Net::Gpt2(m)
+    }
+}
+
+impl From<Llama> for Net {
+    fn from(m: Llama) -> Self {
+        Net::Llama(m)
+    }
+}
+
+impl std::fmt::Debug for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (name, config): (&str, &dyn std::fmt::Debug) = match self {
+            Net::Gpt2(m) => ("Gpt2", m.config()),
+            Net::Llama(m) => ("Llama", m.config()),
+        };
+        f.debug_struct(name)
+            .field("config", config)
+            .field("kind", &self.kind())
+            .field("matmul", &self.matmul())
+            .finish()
+    }
+}
+
+impl Net {
+    pub fn limits(&self) -> Limits {
+        match self {
+            Net::Gpt2(m) => m.config().limits(),
+            Net::Llama(m) => m.config().limits(),
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Net::Gpt2(m) => m.kind(),
+            Net::Llama(m) => m.kind(),
+        }
+    }
+
+    pub fn matmul(&self) -> MatMul {
+        match self {
+            Net::Gpt2(m) => m.matmul(),
+            Net::Llama(m) => m.matmul(),
+        }
+    }
+
+    /// Bytes of all weights as held.
+    pub fn weight_bytes(&self) -> usize {
+        match self {
+            Net::Gpt2(m) => m.weight_bytes(),
+            Net::Llama(m) => m.weight_bytes(),
+        }
+    }
+
+    /// See [`Gpt2::prefill`].
+    pub fn prefill(&self, prompts: &[&[u32]]) -> gpt2::Result<(Tensor, Vec<KvCache>)> {
+        match self {
+            Net::Gpt2(m) => m.prefill(prompts),
+            Net::Llama(m) => m.prefill(prompts),
+        }
+    }
+
+    /// See [`Gpt2::decode`].
+    pub fn decode(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> gpt2::Result<Tensor> {
+        match self {
+            Net::Gpt2(m) => m.decode(tokens, caches),
+            Net::Llama(m) => m.decode(tokens, caches),
+        }
+    }
+
+    /// See [`Gpt2::score`].
+    pub fn score(&self, tokens: &[u32]) -> gpt2::Result<Tensor> {
+        match self {
+            Net::Gpt2(m) => m.score(tokens),
+            Net::Llama(m) => m.score(tokens),
+        }
+    }
+}
+
+/// The models' kernels on libtorch. The kit's [`Sequences`] table owns the
 /// live sequences.
 pub struct TorchKernels {
-    model: Gpt2,
+    model: Net,
     threads: usize,
     weight_bytes: u64,
 }
@@ -229,17 +371,15 @@ pub fn open(spec: &ModelSpec, options_json: &str) -> Result<TorchBackend, Engine
 }
 
 /// Wraps a built model, warmed up.
-pub fn from_model(model: Gpt2, threads: usize) -> Result<TorchBackend, EngineError> {
+pub fn from_model(model: impl Into<Net>, threads: usize) -> Result<TorchBackend, EngineError> {
     Sequences::warmed(TorchKernels::from_model(model, threads))
 }
 
 impl std::fmt::Debug for TorchKernels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TorchKernels")
-            .field("config", self.model.config())
-            .field("kind", &self.model.kind())
+            .field("model", &self.model)
             .field("threads", &self.threads)
-            .field("matmul", &self.model.matmul())
             .finish()
     }
 }
@@ -251,33 +391,37 @@ thread_local! {
 impl TorchKernels {
     /// Loads `spec` with engine options `options_json`.
     pub fn open(spec: &ModelSpec, options_json: &str) -> Result<Self, EngineError> {
-        engine_kit::gpt2::check_spec("torch", spec)?;
+        engine_kit::arch::check_spec("torch", spec, &ARCHITECTURES)?;
         let kind = parse_dtype(spec.dtype.as_str())?;
         let opts: TorchOptions = engine_kit::parse_options("torch", options_json)?;
         let threads = engine_kit::threads("torch", opts.threads)?;
         let device = parse_device(opts.device.as_deref().unwrap_or("cpu"))?;
         probe(kind, device).map_err(|why| {
             EngineError::unsupported(format!(
-                "dtype {} on {device:?}: libtorch {LIBTORCH_VERSION} cannot run GPT-2's ops in it ({why})",
+                "dtype {} on {device:?}: libtorch {LIBTORCH_VERSION} cannot run the models' ops in it ({why})",
                 spec.dtype.as_str()
             ))
         })?;
         let matmul = parse_matmul(opts.matmul.as_deref(), kind, device)?;
         let dir = PathBuf::from(spec.path.as_str());
-        let cfg = engine_kit::gpt2::read_config(&dir)?;
-        let file = dir.join("model.safetensors");
-        let ck = engine_kit::checkpoint::Checkpoint::open(&file, &cfg)?;
-        let model = {
+        let cfg = engine_kit::arch::read_config(&dir, spec.architecture.as_str())?;
+        let files = engine_kit::arch::weight_files(&dir)?;
+        let ck = Checkpoint::open_model(&files, &cfg)?;
+        let model: Net = {
             let _g = tch::no_grad_guard();
-            Gpt2::new(&cfg, &ck, kind, device, matmul)
-                .map_err(|why| EngineError::invalid_model(format!("{}: {why}", file.display())))?
+            match &cfg {
+                ModelConfig::Gpt2(c) => Gpt2::new(c, &ck, kind, device, matmul).map(Net::from),
+                ModelConfig::Llama(c) => Llama::new(c, &ck, kind, device, matmul).map(Net::from),
+            }
+            .map_err(|why| EngineError::invalid_model(format!("{}: {why}", ck.path().display())))?
         };
         drop(ck);
         Ok(Self::from_model(model, threads))
     }
 
     /// Wraps a built model.
-    pub fn from_model(model: Gpt2, threads: usize) -> Self {
+    pub fn from_model(model: impl Into<Net>, threads: usize) -> Self {
+        let model = model.into();
         TorchKernels {
             weight_bytes: model.weight_bytes() as u64,
             model,
@@ -286,7 +430,7 @@ impl TorchKernels {
     }
 
     /// The model.
-    pub fn model(&self) -> &Gpt2 {
+    pub fn model(&self) -> &Net {
         &self.model
     }
 
@@ -319,7 +463,7 @@ impl Kernels for TorchKernels {
     type Cache = KvCache;
 
     fn limits(&self) -> Limits {
-        self.model.config().limits()
+        self.model.limits()
     }
 
     fn weight_bytes(&self) -> u64 {
@@ -358,10 +502,9 @@ impl Kernels for TorchKernels {
     }
 
     fn cache_bytes(&self, cache: &KvCache) -> CacheBytes {
-        let (used, reserved) = self.model.cache_bytes(cache);
         CacheBytes {
-            used: used as u64,
-            reserved: reserved as u64,
+            used: cache.used_bytes() as u64,
+            reserved: cache.reserved_bytes() as u64,
         }
     }
 }
