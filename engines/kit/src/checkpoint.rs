@@ -236,3 +236,61 @@ impl Shard {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llama;
+
+    /// Writes `tensors` (f32, each filled with `first` + its index) to
+    /// `path`.
+    fn write(path: &Path, tensors: &[(String, Vec<usize>)], first: usize) {
+        let data: Vec<Vec<u8>> = tensors
+            .iter()
+            .enumerate()
+            .map(|(i, (_, s))| {
+                let n: usize = s.iter().product();
+                (0..n)
+                    .flat_map(|_| ((first + i) as f32).to_le_bytes())
+                    .collect()
+            })
+            .collect();
+        let views = tensors.iter().zip(&data).map(|((name, shape), bytes)| {
+            let v = safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .expect("view");
+            (name.clone(), v)
+        });
+        safetensors::serialize_to_file(views, None, path).expect("write");
+    }
+
+    #[test]
+    fn a_sharded_llama_checkpoint_reads_each_tensor_from_its_shard() {
+        let tmp = crate::testing::TempDir::new("checkpoint-shards");
+        let cfg = llama::Config::tiny();
+        let all = cfg.expected_tensors();
+        let (a, b) = all.split_at(all.len() / 2);
+        let files = [
+            tmp.path().join("a.safetensors"),
+            tmp.path().join("b.safetensors"),
+        ];
+        write(&files[0], a, 0);
+        write(&files[1], b, a.len());
+        let ck = Checkpoint::open_model(&files, &ModelConfig::Llama(cfg.clone())).unwrap();
+        assert_eq!(ck.path(), tmp.path());
+        for (i, (name, _)) in all.iter().enumerate() {
+            assert_eq!(ck.f32s(name).unwrap()[0], i as f32, "{name}");
+        }
+        let e = ck.tensor("nonexistent").err().unwrap();
+        assert!(e.contains("no shard holds tensor nonexistent"), "{e}");
+        // one shard alone lacks the other's tensors
+        let e = Checkpoint::open_model(&files[..1], &ModelConfig::Llama(cfg))
+            .err()
+            .unwrap();
+        assert_eq!(e.kind, engine_api::ErrorKind::InvalidModel);
+        assert!(
+            e.message
+                .contains(&format!("a.safetensors: missing tensor {}", b[0].0)),
+            "{e}"
+        );
+    }
+}

@@ -127,12 +127,41 @@ fn a_sharded_checkpoint_loads_like_a_single_file() {
         let worst = check_engine(&mut b, "sharded", &cfg, &w);
         eprintln!("sharded, {mm}: max |logit diff| {worst:.2e}");
     }
-    // a tensor missing from every shard names the folder and the tensor
-    std::fs::remove_file(dir.path().join("model-00001-of-00002.safetensors")).unwrap();
+    // a tensor in neither shard names the folder and the tensor; one in
+    // both names the two files
+    let write_shard = |i: usize, part: &llama::Weights| {
+        let shard = TempDir::new("torch-shard");
+        llama::write_model(shard.path(), &cfg, part);
+        let to = dir
+            .path()
+            .join(format!("model-0000{i}-of-00002.safetensors"));
+        std::fs::rename(shard.path().join("model.safetensors"), to).unwrap();
+    };
+    let mut first: llama::Weights = w
+        .clone()
+        .into_iter()
+        .filter(|(n, _)| n.contains("layers.0."))
+        .collect();
+    let gone = "model.layers.0.self_attn.q_proj.weight";
+    let q = first.remove(gone).unwrap();
+    write_shard(1, &first);
     let e = em_torch::open(&spec(dir.path(), "llama", "f32"), "{}").unwrap_err();
     assert_eq!(e.kind, ErrorKind::InvalidModel);
+    let folder = dir.path().display().to_string();
     assert!(
-        e.message.contains("model-00001-of-00002.safetensors"),
+        e.message
+            .starts_with(&format!("{folder}: missing tensor {gone}")),
+        "{e}"
+    );
+    first.insert(gone.into(), q);
+    first.insert("model.norm.weight".into(), w["model.norm.weight"].clone());
+    write_shard(1, &first);
+    let e = em_torch::open(&spec(dir.path(), "llama", "f32"), "{}").unwrap_err();
+    assert!(
+        e.message
+            .contains("tensor model.norm.weight is in two shards")
+            && e.message.contains("model-00001-of-00002.safetensors")
+            && e.message.contains("model-00002-of-00002.safetensors"),
         "{e}"
     );
 }
