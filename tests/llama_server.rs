@@ -35,35 +35,6 @@ use integration_tests::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-/// The path `scripts/provision --print` gives for `name`, asserted to be
-/// a file.
-fn provisioned(name: &str) -> PathBuf {
-    let script = workspace_root().join("scripts/provision");
-    let o = std::process::Command::new(&script)
-        .arg("--print")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {} --print: {e}", script.display()));
-    assert!(
-        o.status.success(),
-        "{} --print failed: {}",
-        script.display(),
-        text(&o.stderr)
-    );
-    let out = text(&o.stdout);
-    let path = out
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-        .map(PathBuf::from)
-        .unwrap_or_else(|| panic!("scripts/provision --print names no {name}: {out}"));
-    assert!(
-        path.is_file(),
-        "{name} not found at {}: run ./scripts/provision (without --no-llama) to build \
-         llama.cpp's llama-server and install SmolLM2's GGUF",
-        path.display()
-    );
-    path
-}
-
 /// A one-layer GPT-2 config with SmolLM2's vocabulary (49,152 ids;
 /// `<|im_end|>`, id 2, is its end of sequence, which prompts leave out),
 /// written to `<dir>/smollm2-vocab.json`. 1,024 positions, so that the

