@@ -27,9 +27,9 @@
 //! and dtype is checked against `config.json` before anything is built,
 //! so a broken checkpoint is an `invalid model` error naming the file and
 //! the tensor. Weights are then copied into libtorch tensors (converted to
-//! f32, then to the requested dtype and device: a bf16 checkpoint loaded
-//! as bf16 makes a transient f32 copy of one tensor at a time) and the
-//! maps are dropped. Only `quantization: none`.
+//! f32, then to the requested dtype and device: a half-precision
+//! checkpoint makes transient f32 copies of a few tensors at a time, the
+//! price of one conversion path) and the maps are dropped. Only `quantization: none`.
 //!
 //! # Options (`options_json`)
 //!

@@ -15,11 +15,12 @@
 //!   `addmm` transposes it once at load into `[in, out]` (MKL runs the
 //!   transposed view `F.linear` uses at half the bandwidth here).
 //! * **q, k and v are one linear** (weights concatenated along the output
-//!   dim, Qwen2's biases too), and so are **gate and up**: one call of the
-//!   kernel instead of three / two, which matters at decode's small M
-//!   where each call's fixed cost (oneDNN reorders, MKL's packing) is a
-//!   large part of the time. Eager PyTorch runs them separately; the
-//!   arithmetic is the same.
+//!   dim, Qwen2's biases too), and so are **gate and up**: two calls of
+//!   the kernel per layer instead of five, each call having a fixed cost
+//!   (oneDNN's reorder of the input, MKL's packing) that is a large part
+//!   of a decode step's small-M products (the split itself was not timed
+//!   separately). Eager PyTorch runs them separately; the arithmetic is
+//!   the same.
 //! * **RMSNorm** is HF's `LlamaRMSNorm` op for op: in f32,
 //!   `x * rsqrt(mean(x²) + eps)`, cast back to the model's dtype, times
 //!   the weight (libtorch's `rms_norm` multiplies by the weight before
@@ -42,8 +43,8 @@
 //! * **The tied lm_head** is a copy of `embed_tokens` in its kernel's
 //!   layout, as for GPT-2 (with `addmm`, several rows compute
 //!   `(embed_tokens @ h^T)^T` on the embedding table itself, which MKL
-//!   runs faster than either `h @ W` layout); an untied one is a plain
-//!   linear. **Prefill computes the lm_head for the last position only**;
+//!   ran 1.5x faster than either `h @ W` layout on GPT-2's lm_head at
+//!   N = 8); an untied one is a plain linear, stored once. **Prefill computes the lm_head for the last position only**;
 //!   `score` for every position.
 //! * **Batched decode**: the linear layers run over all sequences at
 //!   once; attention per sequence against its own cache.
