@@ -73,16 +73,19 @@
 //! From the model's shape ([`crate::synthetic::Gpt2Shape`]):
 //!
 //! * bytes: every parameter once per forward pass ([`ModelCost::weight_bytes`]:
-//!   the tied `wte`/`lm_head` once; the position table in full, though a
+//!   a tied `wte`/`lm_head` once; GPT-2's position table in full, though a
 //!   step reads one row of it per sequence, which overstates GPT-2 small's
-//!   bytes by 0.6%), plus the KV cache: a decode step reads `2 · n_layer ·
-//!   n_embd · ctx` elements per sequence, a prefill writes as many for its
-//!   prompt;
-//! * FLOPs: 2 per multiply-add of the layers' four matmuls
-//!   (`c_attn`, attention `c_proj`, `c_fc`, MLP `c_proj`) per token, of the
-//!   causal attention products `QKᵀ` and `AV`, and of the `lm_head` for the
-//!   tokens whose logits are needed (the last one of a prompt, every decoded
-//!   one).
+//!   bytes by 0.6%; the Llama family's token embedding in full when untied,
+//!   though a step reads one row of it per token), plus the KV cache: a
+//!   decode step reads `2 · n_layer · kv_heads · head_dim · ctx` elements
+//!   per sequence (GPT-2: `kv_heads · head_dim = n_embd`; grouped-query
+//!   attention keeps fewer heads), a prefill writes as many for its prompt;
+//! * FLOPs: 2 per multiply-add of the layers' matmuls per token (GPT-2's
+//!   `c_attn`, attention `c_proj`, `c_fc`, MLP `c_proj`; the Llama
+//!   family's q, k, v, o and SwiGLU's gate, up and down), of the causal
+//!   attention products `QKᵀ` and `AV` (every query head), and of the
+//!   `lm_head` for the tokens whose logits are needed (the last one of a
+//!   prompt, every decoded one).
 //!
 //! Ignored, because they are small against the above or engine-specific:
 //! activations (read and written between ops, mostly from cache), biases'
@@ -427,7 +430,7 @@ pub fn bytes_per_element(dtype: &str) -> f64 {
 /// Cost of `shape` stored as `dtype` (see [`bytes_per_element`]).
 pub fn model_cost(shape: &Gpt2Shape, dtype: &str) -> ModelCost {
     let bytes = bytes_per_element(dtype);
-    let parameters = crate::synthetic::parameters(shape) as f64;
+    let parameters = shape.parameters() as f64;
     let lm_head = (shape.vocab_size * shape.n_embd) as f64;
     ModelCost {
         parameters,
@@ -438,26 +441,26 @@ pub fn model_cost(shape: &Gpt2Shape, dtype: &str) -> ModelCost {
     }
 }
 
-/// Matmul weights of all layers: `c_attn` (e·3e), attention `c_proj`
-/// (e·e), `c_fc` (e·inner), MLP `c_proj` (inner·e); 12·e² per layer when
-/// inner = 4e.
+/// Matmul weights of all layers (see [`Gpt2Shape::layer_matmul_params`]):
+/// GPT-2's 12·e² per layer when inner = 4e; the Llama family's q, k, v, o
+/// (k and v narrower under grouped-query attention) and three SwiGLU
+/// projections.
 fn layer_matmul_params(shape: &Gpt2Shape) -> f64 {
-    let e = shape.n_embd as f64;
-    let inner = shape.n_inner.unwrap_or(4 * shape.n_embd) as f64;
-    shape.n_layer as f64 * (4.0 * e * e + 2.0 * e * inner)
+    shape.layer_matmul_params() as f64
 }
 
 /// FLOPs of attention's `QKᵀ` and `AV` when `keys_summed` is the number of
 /// keys each query attends to, summed over the queries:
-/// 2 products × 2 FLOP × n_layer × n_embd × keys_summed.
+/// 2 products × 2 FLOP × n_layer × (n_head · head_dim) × keys_summed
+/// (every query head does the work, whichever key/value head it shares).
 fn attention_flops(shape: &Gpt2Shape, keys_summed: f64) -> f64 {
-    4.0 * shape.n_layer as f64 * shape.n_embd as f64 * keys_summed
+    4.0 * shape.n_layer as f64 * shape.q_width() as f64 * keys_summed
 }
 
 /// FLOPs to prefill `prompt` tokens of one sequence:
 ///
 /// `2 · layer_matmul_params · prompt` (the layers' matmuls for every token)
-/// `+ 2 · 2 · n_layer · n_embd · prompt · (prompt + 1) / 2` (causal `QKᵀ`
+/// `+ 2 · 2 · n_layer · q_width · prompt · (prompt + 1) / 2` (causal `QKᵀ`
 /// and `AV`: token i attends to i keys)
 /// `+ 2 · vocab_size · n_embd` (the `lm_head` for the last token only).
 ///
@@ -473,7 +476,7 @@ pub fn prefill_flops(shape: &Gpt2Shape, prompt: u32) -> f64 {
 }
 
 /// FLOPs of one decode step of `batch` sequences at context `ctx`:
-/// `batch · (2 · matmul_params + 2 · 2 · n_layer · n_embd · ctx)`.
+/// `batch · (2 · matmul_params + 2 · 2 · n_layer · q_width · ctx)`.
 pub fn decode_step_flops(shape: &Gpt2Shape, batch: u32, ctx: u32) -> f64 {
     decode_flops_at(shape, batch, ctx as f64)
 }
@@ -484,14 +487,16 @@ fn decode_flops_at(shape: &Gpt2Shape, batch: u32, ctx: f64) -> f64 {
 }
 
 /// Bytes of KV cache for `tokens` tokens of one sequence:
-/// `2 · n_layer · n_embd · tokens · bytes_per_element`.
+/// `2 · n_layer · kv_heads · head_dim · tokens · bytes_per_element`
+/// (GPT-2: kv_heads · head_dim = n_embd; grouped-query attention keeps
+/// fewer key/value heads).
 fn kv_bytes(shape: &Gpt2Shape, cost: &ModelCost, tokens: f64) -> f64 {
-    2.0 * shape.n_layer as f64 * shape.n_embd as f64 * tokens * cost.bytes_per_element
+    shape.kv_elements_per_token() as f64 * tokens * cost.bytes_per_element
 }
 
 /// Bytes a decode step reads for `batch` sequences at context `ctx`: the
 /// weights once (shared by the batch) plus each sequence's KV cache,
-/// `weight_bytes + 2 · n_layer · n_embd · ctx · batch · bytes_per_element`.
+/// `weight_bytes + kv_elements_per_token · ctx · batch · bytes_per_element`.
 pub fn decode_step_bytes(shape: &Gpt2Shape, cost: &ModelCost, batch: u32, ctx: u32) -> f64 {
     decode_bytes_at(shape, cost, batch, ctx as f64)
 }
@@ -639,6 +644,31 @@ mod tests {
         // 2·123,532,032 + 4·12·768·100, per sequence.
         assert_eq!(decode_step_flops(&s, 1, 100), 250_750_464.0);
         assert_eq!(decode_step_flops(&s, 3, 100), 3.0 * 250_750_464.0);
+    }
+
+    #[test]
+    fn smollm2_costs_count_gqa_kv_and_swiglu() {
+        let s = crate::synthetic::Gpt2Shape::from_json(
+            crate::synthetic::preset("smollm2-135m").unwrap(),
+            "smollm2-135m",
+        )
+        .unwrap();
+        let c = model_cost(&s, "f32");
+        assert_eq!(c.parameters, 134_515_008.0);
+        // per layer: q 576·576 + k, v 2·576·192 + o 576·576 + 3·576·1536
+        // = 3,538,944; 30 layers; lm_head (tied) 49152·576.
+        assert_eq!(c.lm_head_params, 28_311_552.0);
+        assert_eq!(c.matmul_params, 30.0 * 3_538_944.0 + 28_311_552.0);
+        // KV: 2·30·3·64 elements per token (not 2·30·576).
+        assert_eq!(
+            decode_step_bytes(&s, &c, 2, 100) - decode_step_bytes(&s, &c, 0, 100),
+            2.0 * 100.0 * 11_520.0 * 4.0
+        );
+        // attention FLOPs use all 9 query heads: 4·30·576 per key.
+        assert_eq!(
+            decode_step_flops(&s, 1, 100) - decode_step_flops(&s, 1, 0),
+            4.0 * 30.0 * 576.0 * 100.0
+        );
     }
 
     #[test]

@@ -125,7 +125,7 @@ mod tests {
         let e = Gpt2Shape::from_json("{\"n_embd\": 8}", "models/x/config.json").unwrap_err();
         assert!(
             e.to_string()
-                .starts_with("models/x/config.json: not a GPT-2 config.json"),
+                .starts_with("models/x/config.json: not a model config.json"),
             "{e}"
         );
         let s = Gpt2Shape::from_json(
@@ -138,5 +138,41 @@ mod tests {
             (s.n_positions, s.n_embd, s.model_type.as_str()),
             (16, 8, "gpt2")
         );
+    }
+
+    #[test]
+    fn llama_shapes_count_gqa_swiglu_and_untied_heads() {
+        // SmolLM2-135M's config.json: 134,515,008 parameters.
+        let smol = Gpt2Shape::from_json(
+            r#"{"model_type": "llama", "vocab_size": 49152, "hidden_size": 576,
+                "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
+                "num_key_value_heads": 3, "max_position_embeddings": 8192,
+                "tie_word_embeddings": true, "eos_token_id": [2, 0]}"#,
+            "smollm2",
+        )
+        .unwrap();
+        assert_eq!(smol.parameters(), 134_515_008);
+        assert_eq!(smol.eos_token_id, Some(2));
+        assert_eq!(smol.kv_elements_per_token(), 2 * 30 * 192);
+        // Qwen2.5-0.5B, tied, with q/k/v biases: 494,032,768.
+        let qwen = Gpt2Shape::from_json(
+            r#"{"model_type": "qwen2", "vocab_size": 151936, "hidden_size": 896,
+                "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
+                "num_key_value_heads": 2, "max_position_embeddings": 32768,
+                "tie_word_embeddings": true}"#,
+            "qwen2.5-0.5b",
+        )
+        .unwrap();
+        assert_eq!(qwen.parameters(), 494_032_768);
+        // TinyLlama-1.1B: untied lm_head: 1,100,048,384.
+        let tiny = Gpt2Shape::from_json(
+            r#"{"model_type": "llama", "vocab_size": 32000, "hidden_size": 2048,
+                "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
+                "num_key_value_heads": 4, "max_position_embeddings": 2048,
+                "tie_word_embeddings": false}"#,
+            "tinyllama",
+        )
+        .unwrap();
+        assert_eq!(tiny.parameters(), 1_100_048_384);
     }
 }

@@ -5,15 +5,19 @@
 //! plus a seed names a folder in the cache
 //! (`$ENGINE_MATRIX_CACHE`, else `$XDG_CACHE_HOME/engine-matrix`, else
 //! `~/.cache/engine-matrix`) holding `config.json` and `model.safetensors`
-//! with Hugging Face GPT-2 tensor names and layouts. The folder is written
+//! with Hugging Face tensor names and layouts (GPT-2's, or the Llama
+//! family's for `model_type` llama, qwen2 or mistral). The folder is written
 //! once, into a temporary folder renamed into place, so concurrent runs and
 //! interrupted writes never leave a half-written model behind.
 //!
 //! Initialisation follows GPT-2's scheme (`GPT2PreTrainedModel._init_weights`):
 //! N(0, 0.02) for embeddings and Conv1D weights, N(0, 0.02/sqrt(2·n_layer))
 //! for the residual projections (`c_proj`), zero biases, LayerNorm weight 1
-//! and bias 0. Values come from a SplitMix64 stream with Box–Muller, so the
-//! files are identical on every machine.
+//! and bias 0; the Llama family likewise (`LlamaPreTrainedModel`: N(0,
+//! 0.02) for embeddings and projections, with the residual projections
+//! `o_proj` and `down_proj` scaled as GPT-2's `c_proj`, RMSNorm weights 1,
+//! biases 0). Values come from a SplitMix64 stream with Box–Muller, so
+//! the files are identical on every machine.
 
 use engine_kit::fnv1a;
 use engine_matrix_stats::rng::splitmix64;
@@ -35,8 +39,8 @@ pub enum SyntheticError {
     },
     #[error(transparent)]
     Shape(#[from] engine_matrix_results::SchemaError),
-    #[error("synthetic weights can be generated for GPT-2 configs only, not model_type '{0}'")]
-    NotGpt2(String),
+    #[error("synthetic weights cannot be generated for {config}: {why}")]
+    Unsupported { config: String, why: String },
     #[error("cannot {what} {}", path.display())]
     Io {
         what: &'static str,
@@ -68,14 +72,41 @@ const GENERATOR_VERSION: u32 = 1;
 
 /// Parameter count of `shape` (tied lm_head counted once).
 pub fn parameters(shape: &Gpt2Shape) -> usize {
-    tensors(shape)
-        .iter()
-        .map(|t| t.shape.iter().product::<usize>())
-        .sum()
+    shape.parameters()
 }
 
-/// The checkpoint's tensors, in HF's names and layouts, with their
-/// initialisation.
+/// A Llama-family config as the engines read it (checked the same way).
+fn llama_config(text: &str, config: &str) -> Result<engine_kit::llama::Config> {
+    engine_kit::llama::parse_config(text, Path::new(config)).map_err(|e| {
+        SyntheticError::Unsupported {
+            config: config.to_string(),
+            why: e.message.to_string(),
+        }
+    })
+}
+
+/// The Llama family's tensors (names and shapes from the kit's config,
+/// as every engine expects them), initialised as HF does.
+fn llama_tensors(cfg: &engine_kit::llama::Config) -> Vec<TensorSpec> {
+    let std = 0.02;
+    let proj_std = 0.02 / ((2 * cfg.num_hidden_layers) as f64).sqrt();
+    cfg.expected_tensors()
+        .into_iter()
+        .map(|(name, shape)| {
+            if name.ends_with("norm.weight") {
+                TensorSpec::fill(name, shape, 1.0)
+            } else if name.ends_with(".bias") {
+                TensorSpec::fill(name, shape, 0.0)
+            } else if name.contains("o_proj") || name.contains("down_proj") {
+                TensorSpec::normal(name, shape, proj_std)
+            } else {
+                TensorSpec::normal(name, shape, std)
+            }
+        })
+        .collect()
+}
+
+/// GPT-2's tensors, in HF's names and layouts, with their initialisation.
 fn tensors(shape: &Gpt2Shape) -> Vec<TensorSpec> {
     let (e, v, p, l) = (
         shape.n_embd,
@@ -216,8 +247,16 @@ pub fn config_text(config: &str) -> Result<(String, String)> {
 pub fn checked_config(config: &str) -> Result<(Gpt2Shape, String, String)> {
     let (text, label) = config_text(config)?;
     let shape = Gpt2Shape::from_json(&text, config)?;
-    if shape.model_type != "gpt2" {
-        return Err(SyntheticError::NotGpt2(shape.model_type));
+    if shape.is_llama() {
+        llama_config(&text, config)?;
+    } else if shape.model_type != "gpt2" {
+        return Err(SyntheticError::Unsupported {
+            config: config.to_string(),
+            why: format!(
+                "model_type '{}' is not gpt2, llama, qwen2 or mistral",
+                shape.model_type
+            ),
+        });
     }
     Ok((shape, text, label))
 }
@@ -246,7 +285,7 @@ pub fn ensure(config: &str, seed: u64) -> Result<PathBuf> {
     ));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io("create", &tmp))?;
-    write_weights(&shape, seed, &tmp.join("model.safetensors"))?;
+    write_weights(&shape, &text, seed, &tmp.join("model.safetensors"))?;
     let config_file = tmp.join("config.json");
     std::fs::write(&config_file, &text).map_err(io("write", &config_file))?;
     match std::fs::rename(&tmp, &dir) {
@@ -260,8 +299,12 @@ pub fn ensure(config: &str, seed: u64) -> Result<PathBuf> {
     }
 }
 
-fn write_weights(shape: &Gpt2Shape, seed: u64, path: &Path) -> Result<()> {
-    let specs = tensors(shape);
+fn write_weights(shape: &Gpt2Shape, text: &str, seed: u64, path: &Path) -> Result<()> {
+    let specs = if shape.is_llama() {
+        llama_tensors(&llama_config(text, "config.json")?)
+    } else {
+        tensors(shape)
+    };
     let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(specs.len());
     for (i, spec) in specs.into_iter().enumerate() {
         let n: usize = spec.shape.iter().product();
@@ -312,6 +355,57 @@ mod tests {
     }
 
     #[test]
+    fn gpt2_parameter_count_is_the_generated_tensors() {
+        for p in ["gpt2", "tiny"] {
+            let s = Gpt2Shape::from_json(preset(p).unwrap(), p).unwrap();
+            let generated: usize = tensors(&s)
+                .iter()
+                .map(|t| t.shape.iter().product::<usize>())
+                .sum();
+            assert_eq!(parameters(&s), generated, "{p}");
+        }
+    }
+
+    #[test]
+    fn llama_presets_are_the_published_shapes_and_generate_their_tensors() {
+        let count = |p: &str| {
+            let (s, text, _) = checked_config(p).unwrap();
+            let cfg = llama_config(&text, p).unwrap();
+            let generated: usize = llama_tensors(&cfg)
+                .iter()
+                .map(|t| t.shape.iter().product::<usize>())
+                .sum();
+            assert_eq!(generated, s.parameters(), "{p}");
+            generated
+        };
+        assert_eq!(count("smollm2-135m"), 134_515_008);
+        assert_eq!(count("qwen2.5-0.5b"), 494_032_768);
+        assert_eq!(count("llama-3.2-1b"), 1_235_814_400);
+        assert_eq!(count("tinyllama-1.1b"), 1_100_048_384);
+        count("tiny-llama");
+        let e = checked_config("/nonexistent/config.json").unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/config.json"), "{e}");
+    }
+
+    #[test]
+    fn a_tiny_llama_folder_is_generated_with_hf_names() {
+        let dir = ensure("tiny-llama", 3).unwrap();
+        let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let norm = st
+            .tensor("model.layers.1.post_attention_layernorm.weight")
+            .unwrap();
+        assert!(norm.data().chunks(4).all(|c| c == 1f32.to_le_bytes()));
+        assert_eq!(
+            st.tensor("model.layers.0.self_attn.k_proj.weight")
+                .unwrap()
+                .shape(),
+            [32, 64]
+        );
+        assert!(st.tensor("lm_head.weight").is_err(), "tied");
+    }
+
+    #[test]
     fn normals_have_unit_variance() {
         let mut r = Normal::new(3);
         let xs: Vec<f64> = (0..100_000).map(|_| r.sample()).collect();
@@ -328,11 +422,12 @@ mod tests {
         let b = dir.join("b.safetensors");
         std::fs::create_dir_all(&dir).unwrap();
         let s = Gpt2Shape::from_json(preset("tiny").unwrap(), "tiny").unwrap();
-        write_weights(&s, 5, &a).unwrap();
-        write_weights(&s, 5, &b).unwrap();
+        let t = preset("tiny").unwrap();
+        write_weights(&s, t, 5, &a).unwrap();
+        write_weights(&s, t, 5, &b).unwrap();
         let (ba, bb) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
         assert!(ba == bb, "same seed, same bytes");
-        write_weights(&s, 6, &b).unwrap();
+        write_weights(&s, t, 6, &b).unwrap();
         assert!(
             ba != std::fs::read(&b).unwrap(),
             "another seed, other bytes"
