@@ -57,9 +57,12 @@ fn gpt2_bpe_from_npm_encodes_as_openai_published() {
     let ids = t.encode(s, false).unwrap();
     assert_eq!(t.decode(&ids, false).unwrap(), s);
     // streaming decode gives the same text, multi-byte characters whole
-    let mut stream = t.stream(false);
-    let streamed: String = ids.iter().map(|&i| stream.step(i).unwrap()).collect();
-    assert_eq!(streamed, s);
+    let mut stream = engine_matrix_text::Detokenizer::new(false);
+    let pieces: Vec<String> = ids.iter().map(|&i| stream.step(&t, i).unwrap()).collect();
+    assert_eq!(pieces.concat(), s);
+    // "東" is three bytes over two byte-level tokens: the first gives no text
+    assert!(pieces.iter().any(String::is_empty), "{pieces:?}");
+    assert!(pieces.iter().all(|p| !p.contains('\u{FFFD}')), "{pieces:?}");
 }
 
 /// llama.cpp's llama-server on `gguf`, killed when dropped.
@@ -208,4 +211,102 @@ fn generate_on_a_model_without_a_tokenizer_says_so() {
         "{}",
         text(&o.stderr)
     );
+}
+
+#[test]
+fn serve_speaks_text_with_the_models_tokenizer_and_chat_template() {
+    use std::io::BufRead;
+    let plugins = plugin_dir(&["candle"]);
+    let gguf = provisioned("smollm2-gguf");
+    let mut child = Command::new(binary())
+        .args([
+            "serve",
+            "--engine",
+            "candle",
+            "--port",
+            "0",
+            "--options",
+            r#"{"threads": 2}"#,
+        ])
+        .arg("--model")
+        .arg(&gguf)
+        .arg("--plugins")
+        .arg(plugins.path())
+        .env("ENGINE_MATRIX_CACHE", cache_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start serve");
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let child = Kill(child);
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let port: u16 = line
+        .trim()
+        .strip_prefix("listening on http://127.0.0.1:")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no listening line: {line:?}"));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while http(port, "GET", "/health", None).status != 200 {
+        assert!(Instant::now() < deadline, "serve not ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ask = |stream: bool| {
+        let body = json!({"messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "max_tokens": 16, "temperature": 0, "stream": stream});
+        http(
+            port,
+            "POST",
+            "/v1/chat/completions",
+            Some(body.to_string().as_bytes()),
+        )
+    };
+    let full = ask(false);
+    assert_eq!(full.status, 200, "{}", full.text());
+    let v = full.json();
+    let answer = v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(answer.contains("Paris"), "{answer:?}");
+    // the chat template was applied: SmolLM2's default system prompt and
+    // the turn markers make the prompt much longer than the question
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 20, "{v}");
+    // streamed, the chunks' texts add up to the same answer
+    let streamed = ask(true);
+    let mut text = String::new();
+    for d in streamed.data() {
+        if d == "[DONE]" {
+            break;
+        }
+        let c: serde_json::Value = serde_json::from_str(d).unwrap();
+        if let Some(t) = c["choices"][0]["delta"]["content"].as_str() {
+            text.push_str(t);
+        }
+    }
+    assert_eq!(text, answer);
+    // a completion prompt is tokenized too
+    let body = json!({"prompt": "The capital of Germany is", "max_tokens": 6, "temperature": 0});
+    let r = http(
+        port,
+        "POST",
+        "/v1/completions",
+        Some(body.to_string().as_bytes()),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["usage"]["prompt_tokens"], 5, "{v}");
+    assert!(
+        v["choices"][0]["text"].as_str().unwrap().contains("Berlin"),
+        "{v}"
+    );
+    drop(child);
 }

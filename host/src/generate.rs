@@ -181,7 +181,7 @@ pub fn run(opts: &GenerateOptions, out: &mut dyn Write) -> Result<Generated> {
         .into_result()
         .map_err(|e| anyhow::anyhow!("submit: {e}"))?;
 
-    let mut stream = text.stream(true);
+    let mut stream = engine_matrix_text::Detokenizer::new(true);
     let mut tokens = Vec::new();
     let mut first: Option<Instant> = None;
     let mut last = submitted;
@@ -192,7 +192,7 @@ pub fn run(opts: &GenerateOptions, out: &mut dyn Write) -> Result<Generated> {
                 last = at;
                 for id in ids {
                     tokens.push(id);
-                    write!(out, "{}", stream.step(id)?)?;
+                    write!(out, "{}", stream.step(&text, id)?)?;
                 }
                 out.flush()?;
             }

@@ -21,15 +21,22 @@
 //! `min_tokens` and `n` (only 1). Unknown fields are ignored, and so is
 //! `model`: the server has one model and names it in every response.
 //!
-//! engine-matrix has no tokenizer (synthetic models have none), so:
+//! A completion `prompt` may be an array of token ids (as OpenAI's API
+//! allows) or a string. Every choice carries the generated ids in the
+//! extension field `token_ids` (as vLLM can), so clients count tokens
+//! exactly. Text depends on the model:
 //!
-//! * a completion `prompt` may be an array of token ids (as OpenAI's API
-//!   allows) or a string, which becomes one token per UTF-8 byte, the
-//!   byte's value modulo the vocabulary size; chat `messages` contents are
-//!   joined with `\n` and turned into ids the same way;
-//! * the text of each generated token is its id rendered as `" <id>"`, and
-//!   every choice also carries the ids in the extension field `token_ids`
-//!   (as vLLM can), so clients count tokens exactly.
+//! * a model with a tokenizer (a folder with `tokenizer.json`, an imported
+//!   GGUF) tokenizes string prompts; chat `messages` go through its chat
+//!   template (`tokenizer_config.json`, minijinja) with the assistant's
+//!   turn opened; each chunk's text is what its token completes (see
+//!   [`engine_matrix_text::Detokenizer`]: a character split over two
+//!   tokens comes whole with the second, the first chunk's text is empty);
+//! * a model without one (synthetic weights) cannot read text: a string
+//!   becomes one token per UTF-8 byte, the byte's value modulo the
+//!   vocabulary size, chat `messages` contents are joined with `\n` and
+//!   turned into ids the same way, and the text of each generated token is
+//!   its id rendered as `" <id>"`.
 //!
 //! The engines generate `max_tokens` tokens unless they meet the model's
 //! end-of-sequence token; `ignore_eos: true` turns that off. `min_tokens`
@@ -90,6 +97,7 @@ use engine_api::{
     BatchPolicy, Completion, EngineError, ErrorKind, FinishReason, LoadOptions, ModelBox,
     ModelSpec, Request, Sampling, TokenEvent,
 };
+use engine_matrix_text::{Detokenizer, Message, TextModel};
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::io::Write;
@@ -128,12 +136,13 @@ pub struct ServeOptions {
 /// seed 0, exactly as `weights: synthetic, config: NAME, seed: 0` would.
 pub fn model_def(spec: &str) -> Result<ModelDef> {
     let path = Path::new(spec);
-    let (name, weights) = if path.is_dir() {
+    let (name, weights) = if path.is_dir() || crate::models::is_gguf(path) {
         let abs = std::path::absolute(path)?;
         let name = abs
             .file_name()
             .and_then(|s| s.to_str())
             .unwrap_or("model")
+            .trim_end_matches(".gguf")
             .to_string();
         (name, ModelWeights::Path(abs))
     } else if synthetic::preset(spec).is_some() {
@@ -167,7 +176,8 @@ pub fn model_def(spec: &str) -> Result<ModelDef> {
     };
     Ok(ModelDef {
         name,
-        architecture: "gpt2".into(),
+        // the config's model_type
+        architecture: String::new(),
         weights,
     })
 }
@@ -175,6 +185,7 @@ pub fn model_def(spec: &str) -> Result<ModelDef> {
 struct Ready {
     model: ModelBox,
     shape: Gpt2Shape,
+    text: Option<Arc<TextModel>>,
 }
 
 struct AppState {
@@ -327,10 +338,11 @@ async fn shutdown_signal() {
 fn load(state: &AppState, def: &ModelDef, opts: &ServeOptions) -> Result<Ready> {
     let t = std::time::Instant::now();
     let resolved = cell::resolve_model(def)?;
+    let folder = resolved.folder(&opts.dtype)?;
     let spec = ModelSpec {
         name: def.name.clone().into(),
-        architecture: resolved.shape.model_type.clone().into(),
-        path: resolved.path.display().to_string().into(),
+        architecture: resolved.architecture.clone().into(),
+        path: folder.display().to_string().into(),
         dtype: opts.dtype.clone().into(),
         quantization: "none".into(),
     };
@@ -352,9 +364,17 @@ fn load(state: &AppState, def: &ModelDef, opts: &ServeOptions) -> Result<Ready> 
         resolved.path.display(),
         t.elapsed().as_secs_f64()
     );
+    let text = TextModel::load(&folder)?.map(Arc::new);
+    if text.is_none() {
+        eprintln!(
+            "serve: {} has no tokenizer.json: string prompts become byte ids, token text is ids",
+            folder.display()
+        );
+    }
     Ok(Ready {
         model,
         shape: resolved.shape,
+        text,
     })
 }
 
@@ -486,9 +506,12 @@ fn field_bool(v: &Value, key: &str) -> Result<Option<bool>, String> {
     }
 }
 
-fn prompt_ids(p: &Value, vocab: u32) -> Result<Vec<u32>, String> {
+fn prompt_ids(p: &Value, vocab: u32, text: Option<&TextModel>) -> Result<Vec<u32>, String> {
     match p {
-        Value::String(s) => Ok(string_to_ids(s, vocab)),
+        Value::String(s) => match text {
+            Some(t) => t.encode(s, true).map_err(|e| e.to_string()),
+            None => Ok(string_to_ids(s, vocab)),
+        },
         Value::Array(items) if items.iter().all(Value::is_number) => items
             .iter()
             .map(|x| match x.as_u64() {
@@ -498,7 +521,7 @@ fn prompt_ids(p: &Value, vocab: u32) -> Result<Vec<u32>, String> {
                 )),
             })
             .collect(),
-        Value::Array(items) if items.len() == 1 => prompt_ids(&items[0], vocab),
+        Value::Array(items) if items.len() == 1 => prompt_ids(&items[0], vocab, text),
         Value::Array(_) => Err("only one prompt per request is supported".into()),
         other => Err(format!(
             "'prompt' must be a string or an array of token ids, not {other}"
@@ -506,43 +529,78 @@ fn prompt_ids(p: &Value, vocab: u32) -> Result<Vec<u32>, String> {
     }
 }
 
-fn message_text(messages: &Value) -> Result<String, String> {
+/// The messages of a chat request, each with its role and its text
+/// (text content parts joined).
+fn messages(messages: &Value) -> Result<Vec<Message>, String> {
     let Some(list) = messages.as_array() else {
         return Err("'messages' must be an array".into());
     };
     if list.is_empty() {
         return Err("'messages' is empty".into());
     }
-    let mut parts = Vec::new();
+    let mut out = Vec::new();
     for m in list {
-        match m.get("content") {
-            Some(Value::String(s)) => parts.push(s.clone()),
+        let role = m
+            .get("role")
+            .and_then(Value::as_str)
+            .unwrap_or("user")
+            .to_string();
+        let content = match m.get("content") {
+            Some(Value::String(s)) => s.clone(),
             Some(Value::Array(items)) => {
+                let mut parts = Vec::new();
                 for it in items {
                     match it.get("text").and_then(Value::as_str) {
-                        Some(t) => parts.push(t.to_string()),
+                        Some(t) => parts.push(t),
                         None => return Err("only text content parts are supported".into()),
                     }
                 }
+                parts.concat()
             }
-            None | Some(Value::Null) => {}
+            None | Some(Value::Null) => String::new(),
             Some(other) => return Err(format!("a message's 'content' cannot be {other}")),
+        };
+        out.push(Message { role, content });
+    }
+    Ok(out)
+}
+
+/// A chat's prompt ids: through the chat template when the model has a
+/// tokenizer with one; without a tokenizer, the contents joined with
+/// `\n` as byte ids.
+fn chat_ids(m: &Value, vocab: u32, text: Option<&TextModel>) -> Result<Vec<u32>, String> {
+    let msgs = messages(m)?;
+    match text {
+        Some(t) if t.chat_template().is_some() => t.chat(&msgs).map_err(|e| e.to_string()),
+        Some(_) => Err("this model has no chat template: use /v1/completions".into()),
+        None => {
+            let joined: Vec<&str> = msgs
+                .iter()
+                .filter(|m| !m.content.is_empty())
+                .map(|m| m.content.as_str())
+                .collect();
+            Ok(string_to_ids(&joined.join("\n"), vocab))
         }
     }
-    Ok(parts.join("\n"))
 }
 
 /// Reads and checks a request body against the model's shape.
-fn parse(kind: Kind, v: &Value, shape: &Gpt2Shape, seed: u64) -> Result<Gen, String> {
+fn parse(
+    kind: Kind,
+    v: &Value,
+    shape: &Gpt2Shape,
+    seed: u64,
+    text: Option<&TextModel>,
+) -> Result<Gen, String> {
     let vocab = shape.vocab_size as u32;
     let prompt = match kind {
         Kind::Text => match v.get("prompt") {
             None | Some(Value::Null) => return Err("'prompt' is required".into()),
-            Some(p) => prompt_ids(p, vocab)?,
+            Some(p) => prompt_ids(p, vocab, text)?,
         },
         Kind::Chat => match v.get("messages") {
             None | Some(Value::Null) => return Err("'messages' is required".into()),
-            Some(m) => string_to_ids(&message_text(m)?, vocab),
+            Some(m) => chat_ids(m, vocab, text)?,
         },
     };
     if prompt.is_empty() {
@@ -744,6 +802,8 @@ struct Shape {
     model: String,
     prompt_tokens: usize,
     include_usage: bool,
+    /// The model's tokenizer, when it has one.
+    text: Option<Arc<TextModel>>,
 }
 
 impl Shape {
@@ -777,8 +837,17 @@ impl Shape {
         v
     }
 
-    fn token_chunk(&self, token: u32, first: bool) -> Value {
-        let text = token_text(&[token]);
+    /// The text of the generated `tokens`: decoded by the tokenizer
+    /// (special tokens left out), or the ids.
+    fn text_of(&self, tokens: &[u32]) -> String {
+        match &self.text {
+            Some(t) => t.decode(tokens, true).unwrap_or_default(),
+            None => token_text(tokens),
+        }
+    }
+
+    /// `text` is what `token` completes (see [`Detokenizer`]), or its id.
+    fn token_chunk(&self, token: u32, first: bool, text: String) -> Value {
         let choice = match self.kind {
             Kind::Text => json!({
                 "index": 0, "text": text, "token_ids": [token],
@@ -825,7 +894,7 @@ impl Shape {
     }
 
     fn full(&self, tokens: &[u32], c: &Completion) -> Value {
-        let text = token_text(tokens);
+        let text = self.text_of(tokens);
         let choice = match self.kind {
             Kind::Text => json!({
                 "index": 0, "text": text, "token_ids": tokens, "logprobs": null,
@@ -878,7 +947,7 @@ async fn handle(s: Arc<AppState>, kind: Kind, body: Bytes) -> Response {
     };
     let id = s.next_id.fetch_add(1, Ordering::Relaxed);
     let seed = crate::rng::splitmix64(&mut id.wrapping_add(0x5eed));
-    let g = match parse(kind, &v, &ready.shape, seed) {
+    let g = match parse(kind, &v, &ready.shape, seed, ready.text.as_deref()) {
         Ok(g) => g,
         Err(msg) => return bad_request(msg),
     };
@@ -904,6 +973,7 @@ async fn handle(s: Arc<AppState>, kind: Kind, body: Bytes) -> Response {
         model: s.name.clone(),
         prompt_tokens: g.prompt.len(),
         include_usage: g.include_usage,
+        text: ready.text.clone(),
     };
     let pacer = Pacer::new(arrival, s.inject_first_token, s.inject_token);
     if g.stream {
@@ -949,6 +1019,7 @@ struct Streaming {
     pacer: Pacer,
     phase: Phase,
     sent: usize,
+    detok: Detokenizer,
 }
 
 async fn next_chunk(mut st: Streaming) -> Option<(Result<Bytes, Infallible>, Streaming)> {
@@ -956,7 +1027,11 @@ async fn next_chunk(mut st: Streaming) -> Option<(Result<Bytes, Infallible>, Str
         Phase::Tokens => match st.rx.recv().await {
             Some(Ev::Token(t)) => {
                 st.pacer.wait().await;
-                let chunk = st.shape.token_chunk(t, st.sent == 0);
+                let text = match &st.shape.text {
+                    Some(tm) => st.detok.step(tm, t).unwrap_or_default(),
+                    None => token_text(&[t]),
+                };
+                let chunk = st.shape.token_chunk(t, st.sent == 0, text);
                 st.sent += 1;
                 sse(&chunk)
             }
@@ -999,6 +1074,7 @@ fn stream_response(shape: Shape, rx: mpsc::UnboundedReceiver<Ev>, pacer: Pacer) 
         pacer,
         phase: Phase::Tokens,
         sent: 0,
+        detok: Detokenizer::new(true),
     };
     let body = Body::from_stream(futures_util::stream::unfold(st, next_chunk));
     Response::builder()
@@ -1011,6 +1087,10 @@ fn stream_response(shape: Shape, rx: mpsc::UnboundedReceiver<Ev>, pacer: Pacer) 
 
 #[cfg(test)]
 mod tests {
+    /// `parse` for a model without a tokenizer.
+    fn parse(kind: Kind, v: &Value, shape: &Gpt2Shape, seed: u64) -> Result<Gen, String> {
+        super::parse(kind, v, shape, seed, None)
+    }
     use super::*;
 
     fn tiny() -> Gpt2Shape {
@@ -1149,8 +1229,9 @@ mod tests {
             model: "tiny".into(),
             prompt_tokens: 3,
             include_usage: true,
+            text: None,
         };
-        let c = shape.token_chunk(42, true);
+        let c = shape.token_chunk(42, true, token_text(&[42]));
         assert_eq!(c["object"], "chat.completion.chunk");
         assert_eq!(c["choices"][0]["delta"]["content"], " 42");
         assert_eq!(c["choices"][0]["delta"]["role"], "assistant");

@@ -16,6 +16,28 @@ pub fn placeholders(s: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// `s` with every `${NAME}` replaced by the environment variable `NAME`
+/// (model paths: `path: ${SMOLLM2_GGUF}`, set by `scripts/engine-matrix`);
+/// an error names the first variable that is not set.
+pub fn expand_env(s: &str) -> Result<String, String> {
+    let mut out = String::new();
+    split(s, |part| {
+        match part {
+            Part::Text(t) => out.push_str(t),
+            Part::Var(v) => match std::env::var(v) {
+                Ok(val) if !val.is_empty() => out.push_str(&val),
+                _ => {
+                    return Err(format!(
+                        "`${{{v}}}` in `{s}`: the environment variable {v} is not set"
+                    ))
+                }
+            },
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
 pub enum Part<'a> {
     Text(&'a str),
     Var(&'a str),

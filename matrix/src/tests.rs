@@ -526,7 +526,11 @@ scenarios:
         m.models[0].weights,
         ModelWeights::Path(PathBuf::from("/base/models/gpt2"))
     );
-    assert_eq!(m.models[0].architecture, "gpt2");
+    assert_eq!(
+        m.models[0].architecture, "",
+        "not declared: config.json's model_type"
+    );
+    assert_eq!(m.models[1].architecture, "gpt2");
     assert_eq!(
         m.models[1].weights,
         ModelWeights::Synthetic {
@@ -1236,4 +1240,28 @@ fn serving_defaults_tags_and_errors() {
     ));
     assert_eq!(e.2, "scenarios[0].request_rate");
     assert!(e.3.contains("applies to `kind: serving` only"), "{e:?}");
+}
+
+#[test]
+fn model_paths_take_environment_variables() {
+    std::env::set_var("EM_TEST_MODEL_DIR", "/models/cache");
+    let m = Matrix::parse(
+        "models:\n  - {name: s, path: \"${EM_TEST_MODEL_DIR}/smol.gguf\"}\nengines: [{name: candle}]\nscenarios: [{name: s, kind: latency}]\n",
+        Path::new("/base/m.yaml"),
+    )
+    .unwrap();
+    assert_eq!(
+        m.models[0].weights,
+        ModelWeights::Path(PathBuf::from("/models/cache/smol.gguf"))
+    );
+    let e = Matrix::parse(
+        "models:\n  - {name: s, path: \"${EM_TEST_UNSET_VARIABLE}/x\"}\nengines: [{name: candle}]\nscenarios: [{name: s, kind: latency}]\n",
+        Path::new("/base/m.yaml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("m.yaml:2:") && e.contains("EM_TEST_UNSET_VARIABLE is not set"),
+        "{e}"
+    );
 }

@@ -157,6 +157,15 @@ pub struct ModelRecord {
     pub name: String,
     pub path: Option<String>,
     pub parameters: Option<usize>,
+    /// The `model_type` engines ran (gpt2, llama, qwen2, mistral).
+    #[serde(default)]
+    pub architecture: Option<String>,
+    /// Where the weights come from: `synthetic (seed N)`, `folder`, `gguf`.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// The tokenizer the model has (its `tokenizer.json`), if any.
+    #[serde(default)]
+    pub tokenizer: Option<String>,
     /// The model's shape (for bytes and FLOPs per token).
     #[serde(default)]
     pub shape: Option<Gpt2Shape>,

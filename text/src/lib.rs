@@ -129,15 +129,6 @@ impl TextModel {
             .map_err(|e| TextError::Tokenizer(e.to_string()))
     }
 
-    /// A streaming decoder: feed ids one at a time and get the text each
-    /// one completes (multi-byte characters split over tokens come out
-    /// whole, once their last byte arrives).
-    pub fn stream(&self, skip_special: bool) -> Stream<'_> {
-        Stream {
-            inner: self.tokenizer.decode_stream(skip_special),
-        }
-    }
-
     /// The chat template, when the folder has one.
     pub fn chat_template(&self) -> Option<&ChatTemplate> {
         self.chat.as_ref()
@@ -157,24 +148,43 @@ impl TextModel {
     }
 }
 
-/// See [`TextModel::stream`].
-pub struct Stream<'a> {
-    inner: tokenizers::tokenizer::DecodeStream<
-        'a,
-        tokenizers::ModelWrapper,
-        tokenizers::NormalizerWrapper,
-        tokenizers::PreTokenizerWrapper,
-        tokenizers::PostProcessorWrapper,
-        tokenizers::DecoderWrapper,
-    >,
+/// Incremental detokenization for streamed responses: feed ids one at a
+/// time and get the text each completes. Text is only handed out once it
+/// is final: a character whose bytes span several tokens comes out whole
+/// with its last token, and a token whose text depends on the next one
+/// (a byte-level BPE or SentencePiece prefix) waits for it. The method is
+/// the one of `tokenizers`' `DecodeStream`, TGI and vLLM (decode a short
+/// window from a prefix offset, emit what grew); unlike `DecodeStream` it
+/// owns its state and borrows the tokenizer per call, so it can live in an
+/// async response.
+#[derive(Debug, Clone, Default)]
+pub struct Detokenizer {
+    ids: Vec<u32>,
+    prefix: usize,
+    read: usize,
+    skip_special: bool,
 }
 
-impl Stream<'_> {
+impl Detokenizer {
+    pub fn new(skip_special: bool) -> Self {
+        Detokenizer {
+            skip_special,
+            ..Default::default()
+        }
+    }
+
     /// The text `id` completes (possibly empty).
-    pub fn step(&mut self, id: u32) -> Result<String, TextError> {
-        self.inner
-            .step(id)
-            .map(Option::unwrap_or_default)
-            .map_err(|e| TextError::Tokenizer(e.to_string()))
+    pub fn step(&mut self, text: &TextModel, id: u32) -> Result<String, TextError> {
+        self.ids.push(id);
+        let before = text.decode(&self.ids[self.prefix..self.read], self.skip_special)?;
+        let now = text.decode(&self.ids[self.prefix..], self.skip_special)?;
+        if now.len() > before.len() && !now.ends_with('\u{FFFD}') {
+            let new = now.get(before.len()..).unwrap_or_default().to_string();
+            self.prefix = self.read;
+            self.read = self.ids.len();
+            Ok(new)
+        } else {
+            Ok(String::new())
+        }
     }
 }

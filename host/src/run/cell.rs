@@ -133,8 +133,33 @@ pub fn execute(slot: &EngineSlot, state: &mut CellState, job: &Job) -> (ResultLi
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResolvedModel {
     pub def: ModelDef,
+    /// The model folder, or a GGUF file (imported per dtype at load).
     pub path: PathBuf,
     pub shape: Gpt2Shape,
+    /// The architecture engines are asked to run: the config's
+    /// `model_type` (a matrix's declared `architecture` must agree).
+    pub architecture: String,
+}
+
+impl ResolvedModel {
+    /// The folder an engine loads for `dtype`: the model folder, or the
+    /// GGUF imported in `dtype` into the model cache (once).
+    pub fn folder(&self, dtype: &str) -> Result<PathBuf> {
+        if crate::models::is_gguf(&self.path) {
+            return crate::models::ensure_imported(&self.path, dtype).map(|(dir, _)| dir);
+        }
+        Ok(self.path.clone())
+    }
+
+    /// Where the weights come from, for the results: `synthetic (seed N)`,
+    /// `folder` or `gguf`.
+    pub fn source(&self) -> String {
+        match &self.def.weights {
+            ModelWeights::Synthetic { seed, .. } => format!("synthetic (seed {seed})"),
+            ModelWeights::Path(p) if crate::models::is_gguf(p) => "gguf".into(),
+            ModelWeights::Path(_) => "folder".into(),
+        }
+    }
 }
 
 struct Loaded {
@@ -237,12 +262,34 @@ pub fn resolve_model(def: &ModelDef) -> Result<ResolvedModel> {
         ModelWeights::Synthetic { config, seed } => synthetic::ensure(config, *seed)?,
         ModelWeights::Path(p) => p.clone(),
     };
-    let shape = folder_shape(&path)?;
+    let shape = if crate::models::is_gguf(&path) {
+        gguf_shape(&path)?
+    } else {
+        folder_shape(&path)?
+    };
+    let declared = def.architecture.as_str();
+    if !declared.is_empty() && declared != shape.model_type {
+        bail!(
+            "architecture '{declared}' is declared, but the config's model_type is '{}'",
+            shape.model_type
+        );
+    }
     Ok(ResolvedModel {
         def: def.clone(),
+        architecture: shape.model_type.clone(),
         path,
         shape,
     })
+}
+
+/// The shape of a GGUF file, from its metadata (the config.json its
+/// import would write), without reading any tensor.
+fn gguf_shape(file: &Path) -> Result<Gpt2Shape> {
+    let config = engine_matrix_import::Gguf::open(file)?.llama_config()?;
+    Ok(Gpt2Shape::from_json(
+        &config.to_string(),
+        &file.display().to_string(),
+    )?)
 }
 
 /// Checks, without generating or loading any weights, that `def` can be
@@ -255,6 +302,9 @@ pub fn check_model(def: &ModelDef) -> Result<(), (&'static str, anyhow::Error)> 
         ModelWeights::Synthetic { config, .. } => synthetic::checked_config(config)
             .map(|_| ())
             .map_err(|e| ("config", e.into())),
+        ModelWeights::Path(p) if crate::models::is_gguf(p) => {
+            gguf_shape(p).map(|_| ()).map_err(|e| ("path", e))
+        }
         ModelWeights::Path(p) => folder_shape(p).map(|_| ()).map_err(|e| ("path", e)),
     }
 }
@@ -269,10 +319,7 @@ fn folder_shape(path: &Path) -> Result<Gpt2Shape> {
     let text = std::fs::read_to_string(&config)
         .with_context(|| format!("cannot read {}", config.display()))?;
     let shape = Gpt2Shape::from_json(&text, &config.display().to_string())?;
-    let weights = path.join("model.safetensors");
-    if !weights.is_file() {
-        bail!("{} not found", weights.display());
-    }
+    engine_kit::arch::weight_files(path).map_err(|e| anyhow::anyhow!("{}", e.message))?;
     Ok(shape)
 }
 
@@ -365,11 +412,16 @@ fn ensure_loaded<'c>(
     }
     if current.as_ref().map(|l| &l.key) != Some(&key) {
         *current = None; // free the previous model before measuring
+        let folder = model.folder(&p.dtype).map_err(|e| {
+            let why = format!("cannot import {}: {e:#}", model.path.display());
+            failed_loads.insert(key.clone(), (Status::Failed, why.clone()));
+            (Status::Failed, why)
+        })?;
         let before = system::rss();
         let spec = ModelSpec {
             name: cell.model.clone().into(),
-            architecture: model.def.architecture.clone().into(),
-            path: model.path.display().to_string().into(),
+            architecture: model.architecture.clone().into(),
+            path: folder.display().to_string().into(),
             dtype: p.dtype.clone().into(),
             quantization: p.quantization.clone().into(),
         };

@@ -464,16 +464,27 @@ fn resolve_models(
         records.push(ModelRecord {
             name: def.name.clone(),
             path: resolved.as_ref().ok().map(|r| r.path.display().to_string()),
-            parameters: resolved
-                .as_ref()
-                .ok()
-                .map(|r| crate::synthetic::parameters(&r.shape)),
+            parameters: resolved.as_ref().ok().map(|r| r.shape.parameters()),
+            architecture: resolved.as_ref().ok().map(|r| r.architecture.clone()),
+            source: resolved.as_ref().ok().map(|r| r.source()),
+            tokenizer: resolved.as_ref().ok().and_then(|r| tokenizer_of(&r.path)),
             shape: resolved.as_ref().ok().map(|r| r.shape.clone()),
             error: resolved.as_ref().err().cloned(),
         });
         models.insert(def.name.clone(), resolved);
     }
     (models, records)
+}
+
+/// What a model takes text with, for its record: its folder's
+/// `tokenizer.json`, or the GGUF's own tokenizer (rebuilt at import);
+/// `None` when it has none (synthetic weights).
+fn tokenizer_of(path: &std::path::Path) -> Option<String> {
+    if crate::models::is_gguf(path) {
+        return Some("gguf (rebuilt at import)".into());
+    }
+    let file = path.join("tokenizer.json");
+    file.is_file().then(|| file.display().to_string())
 }
 
 /// The records of the engines the cells use. Engines are loaded by their
