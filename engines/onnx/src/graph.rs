@@ -100,8 +100,9 @@ impl Built {
     }
 }
 
-/// A small helper that names values and collects nodes and initializers.
-struct Builder {
+/// A small helper that names values and collects nodes and initializers
+/// (shared by the models' graph builders).
+pub(crate) struct Builder {
     nodes: Vec<NodeProto>,
     inits: Vec<TensorProto>,
     n: usize,
@@ -110,7 +111,7 @@ struct Builder {
     external: Vec<u8>,
 }
 
-fn attr_i(name: &str, v: i64) -> AttributeProto {
+pub(crate) fn attr_i(name: &str, v: i64) -> AttributeProto {
     AttributeProto {
         name: Some(name.into()),
         r#type: Some(proto::attribute_proto::AttributeType::Int as i32),
@@ -137,7 +138,7 @@ fn attr_s(name: &str, v: &str) -> AttributeProto {
     }
 }
 
-fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
+pub(crate) fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
     AttributeProto {
         name: Some(name.into()),
         r#type: Some(proto::attribute_proto::AttributeType::Ints as i32),
@@ -179,20 +180,37 @@ pub fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> ValueInfoProto {
 }
 
 impl Builder {
-    fn fresh(&mut self, hint: &str) -> String {
+    pub(crate) fn new(placement: DataPlacement, location: &str) -> Self {
+        Builder {
+            nodes: Vec::new(),
+            inits: Vec::new(),
+            n: 0,
+            placement,
+            location: location.into(),
+            external: Vec::new(),
+        }
+    }
+
+    pub(crate) fn fresh(&mut self, hint: &str) -> String {
         self.n += 1;
         format!("{hint}_{}", self.n)
     }
 
     /// Adds a node with one output, returns the output's name.
-    fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
+    pub(crate) fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
         let out = self.fresh(&op.to_ascii_lowercase());
         self.op_to(op, inputs, &[&out], attrs);
         out
     }
 
     /// Adds a node with the given outputs.
-    fn op_to(&mut self, op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) {
+    pub(crate) fn op_to(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attrs: Vec<AttributeProto>,
+    ) {
         self.nodes.push(NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
             output: outputs.iter().map(|s| s.to_string()).collect(),
@@ -203,7 +221,7 @@ impl Builder {
         });
     }
 
-    fn i64s(&mut self, name: &str, dims: &[i64], v: &[i64]) -> String {
+    pub(crate) fn i64s(&mut self, name: &str, dims: &[i64], v: &[i64]) -> String {
         let raw: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
         self.inits.push(TensorProto {
             name: Some(name.into()),
@@ -215,17 +233,17 @@ impl Builder {
         name.into()
     }
 
-    fn const_i64s(&mut self, v: &[i64]) -> String {
+    pub(crate) fn const_i64s(&mut self, v: &[i64]) -> String {
         let name = self.fresh("const");
         self.i64s(&name, &[v.len() as i64], v)
     }
 
-    fn scalar_i64(&mut self, v: i64) -> String {
+    pub(crate) fn scalar_i64(&mut self, v: i64) -> String {
         let name = self.fresh("const");
         self.i64s(&name, &[], &[v])
     }
 
-    fn scalar_f32(&mut self, v: f32) -> String {
+    pub(crate) fn scalar_f32(&mut self, v: f32) -> String {
         let name = self.fresh("const");
         self.inits.push(TensorProto {
             name: Some(name.clone()),
@@ -237,7 +255,7 @@ impl Builder {
     }
 
     /// A weight initializer, inline or in the external data file.
-    fn weight(&mut self, name: &str, shape: &[usize], data: &[f32]) -> String {
+    pub(crate) fn weight(&mut self, name: &str, shape: &[usize], data: &[f32]) -> String {
         let raw: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
         let dims = shape.iter().map(|&d| d as i64).collect();
         let mut t = TensorProto {
@@ -312,14 +330,7 @@ pub fn build(
     location: &str,
 ) -> Result<Built, String> {
     let act = cfg.activation()?;
-    let b = Builder {
-        nodes: Vec::new(),
-        inits: Vec::new(),
-        n: 0,
-        placement,
-        location: location.into(),
-        external: Vec::new(),
-    };
+    let b = Builder::new(placement, location);
     let mut g = Gpt2Graph::new(b, cfg, weights);
     let (mut x, wte) = g.embeddings()?;
     for l in 0..cfg.n_layer {
@@ -327,35 +338,51 @@ pub fn build(
     }
     g.lm_head(&x, &wte)?;
     let (inputs, outputs) = interface(cfg);
-    let b = g.b;
-    let graph = GraphProto {
-        node: b.nodes,
-        name: Some("gpt2".into()),
-        initializer: b.inits,
-        input: inputs,
-        output: outputs,
-        doc_string: Some(
-            "GPT-2 with KV cache, Hugging Face export layout, built by engine-matrix's em-onnx"
-                .into(),
-        ),
-        ..Default::default()
-    };
-    let model = ModelProto {
-        ir_version: Some(IR_VERSION),
-        opset_import: vec![OperatorSetIdProto {
-            domain: Some(String::new()),
-            version: Some(OPSET),
-        }],
-        producer_name: Some("engine-matrix em-onnx".into()),
-        producer_version: Some(env!("CARGO_PKG_VERSION").into()),
-        graph: Some(graph),
-        ..Default::default()
-    };
-    let external = match placement {
-        DataPlacement::Inline => None,
-        DataPlacement::External => Some((location.to_string(), b.external)),
-    };
-    Ok(Built { model, external })
+    Ok(g.b.finish(
+        "gpt2",
+        "GPT-2 with KV cache, Hugging Face export layout, built by engine-matrix's em-onnx",
+        inputs,
+        outputs,
+    ))
+}
+
+impl Builder {
+    /// The model: this builder's nodes and initializers as a graph with
+    /// `inputs` and `outputs`, and the external data file's bytes.
+    pub(crate) fn finish(
+        self,
+        name: &str,
+        doc: &str,
+        inputs: Vec<ValueInfoProto>,
+        outputs: Vec<ValueInfoProto>,
+    ) -> Built {
+        let b = self;
+        let graph = GraphProto {
+            node: b.nodes,
+            name: Some(name.into()),
+            initializer: b.inits,
+            input: inputs,
+            output: outputs,
+            doc_string: Some(doc.into()),
+            ..Default::default()
+        };
+        let model = ModelProto {
+            ir_version: Some(IR_VERSION),
+            opset_import: vec![OperatorSetIdProto {
+                domain: Some(String::new()),
+                version: Some(OPSET),
+            }],
+            producer_name: Some("engine-matrix em-onnx".into()),
+            producer_version: Some(env!("CARGO_PKG_VERSION").into()),
+            graph: Some(graph),
+            ..Default::default()
+        };
+        let external = match b.placement {
+            DataPlacement::Inline => None,
+            DataPlacement::External => Some((b.location, b.external)),
+        };
+        Built { model, external }
+    }
 }
 
 impl<'a> Gpt2Graph<'a> {
@@ -535,7 +562,7 @@ impl<'a> Gpt2Graph<'a> {
 
 /// The causal and padding mask as an additive bias, built once per run
 /// from `attention_mask`; returns it and the batch size `[batch]`.
-fn attention_bias(b: &mut Builder, axes1: &str) -> (String, String) {
+pub(crate) fn attention_bias(b: &mut Builder, axes1: &str) -> (String, String) {
     let shape = |b: &mut Builder, of: &str, start: i64| {
         b.op(
             "Shape",
