@@ -1,10 +1,13 @@
 //! The KV cache and batching on top of an ONNX Runtime session with Hugging
-//! Face's GPT-2 interface ([`crate::graph`]).
+//! Face's export interface: GPT-2's ([`crate::graph`]) or the Llama
+//! family's ([`crate::llama_graph`], the same plus RoPE's angles as
+//! inputs).
 //!
 //! # Cohorts: the cache stays in ORT's own tensors
 //!
 //! HF's interface takes the whole batch's cache as `[batch, heads, past,
-//! head_dim]` tensors and returns them one position longer. Sequences that
+//! head_dim]` tensors (`heads`: the key/value heads of a grouped-query
+//! model) and returns them one position longer. Sequences that
 //! were prefilled or last decoded together form a **cohort**: their cache
 //! is the `present.*` values of the cohort's last run, kept as ORT values.
 //! When the next decode step asks for exactly the cohort's sequences, in
@@ -35,10 +38,20 @@
 //! lengths run separately. When the graph has the `logits_from` input (the
 //! graphs this plugin builds), prefill asks for the last position's logits
 //! only.
+//!
+//! # RoPE
+//!
+//! A Llama graph built here takes `rope_cos` / `rope_sin` for every token
+//! of the call; they are computed from the same position ids the graph
+//! gets (each row's own, padding excluded) with
+//! [`engine_kit::llama::Config::rope_cos_sin`], so the onnx engine's angles
+//! are the other engines'. A graph without these inputs (an optimum
+//! export) computes RoPE itself from `position_ids`.
 
 use crate::graph::{past_names, present_names, LOGITS_FROM};
+use crate::llama_graph::{ROPE_COS, ROPE_SIN};
 use engine_api::EngineError;
-use engine_kit::gpt2::Config;
+use engine_kit::arch::ModelConfig;
 use engine_kit::{CacheBytes, Kernels, Limits, Sequences};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor, TensorRef};
@@ -58,19 +71,61 @@ struct Cohort {
     pads: Vec<usize>,
     /// Cache length including padding.
     width: usize,
-    /// `2 * n_layer` values `[rows, heads, width, head_dim]`, key then
+    /// `2 * layers` values `[rows, heads, width, head_dim]`, key then
     /// value per layer.
     kv: Vec<DynValue>,
 }
 
-/// GPT-2's kernels on an ONNX Runtime session, with the cohorts that hold
-/// the caches.
+/// The dimensions of a model's cache and logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dims {
+    pub layers: usize,
+    /// Heads in the cache: GPT-2's `n_head`, a Llama's
+    /// `num_key_value_heads`.
+    pub heads: usize,
+    pub head_dim: usize,
+    pub vocab: usize,
+}
+
+impl Dims {
+    /// `model`'s dimensions as its graph's inputs and outputs have them.
+    pub fn of(model: &ModelConfig) -> Self {
+        match model {
+            ModelConfig::Gpt2(c) => Dims {
+                layers: c.n_layer,
+                heads: c.n_head,
+                head_dim: c.head_dim(),
+                vocab: c.vocab_size,
+            },
+            ModelConfig::Llama(c) => Dims {
+                layers: c.num_hidden_layers,
+                heads: c.kv_heads(),
+                head_dim: c.head_dim(),
+                vocab: c.vocab_size,
+            },
+        }
+    }
+}
+
+/// Which of the optional inputs a session has (see [`crate::graph`] and
+/// [`crate::llama_graph`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// `logits_from`: prefill can ask for the last position's logits.
+    pub logits_from: bool,
+    /// `rope_cos` and `rope_sin`: the engine supplies RoPE's angles.
+    pub rope: bool,
+}
+
+/// A model's kernels on an ONNX Runtime session, with the cohorts that
+/// hold the caches.
 pub struct OnnxKernels {
     session: Session,
-    cfg: Config,
+    model: ModelConfig,
+    dims: Dims,
     past: Vec<String>,
     present: Vec<String>,
-    has_logits_from: bool,
+    extras: Extras,
     cohorts: HashMap<u64, Cohort>,
     next_cohort: u64,
     weight_bytes: u64,
@@ -82,7 +137,8 @@ pub type OnnxBackend = Sequences<OnnxKernels>;
 impl std::fmt::Debug for OnnxKernels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OnnxKernels")
-            .field("config", &self.cfg)
+            .field("config", &self.model)
+            .field("extras", &self.extras)
             .field("cohorts", &self.cohorts.len())
             .finish()
     }
@@ -94,14 +150,15 @@ fn ort_err(what: &'static str) -> impl Fn(ort::Error) -> EngineError {
 
 impl OnnxKernels {
     /// Wraps a session whose interface was checked by the caller.
-    pub fn new(session: Session, cfg: Config, has_logits_from: bool, weight_bytes: u64) -> Self {
-        let past = (0..cfg.n_layer)
+    pub fn new(session: Session, model: ModelConfig, extras: Extras, weight_bytes: u64) -> Self {
+        let dims = Dims::of(&model);
+        let past = (0..dims.layers)
             .flat_map(|l| {
                 let (k, v) = past_names(l);
                 [k, v]
             })
             .collect();
-        let present = (0..cfg.n_layer)
+        let present = (0..dims.layers)
             .flat_map(|l| {
                 let (k, v) = present_names(l);
                 [k, v]
@@ -109,10 +166,11 @@ impl OnnxKernels {
             .collect();
         OnnxKernels {
             session,
-            cfg,
+            model,
+            dims,
             past,
             present,
-            has_logits_from,
+            extras,
             cohorts: HashMap::new(),
             next_cohort: 0,
             weight_bytes,
@@ -121,7 +179,8 @@ impl OnnxKernels {
 
     /// Cache bytes of one position of one sequence.
     fn kv_row_bytes(&self) -> u64 {
-        (2 * self.cfg.n_layer * self.cfg.n_embd * 4) as u64
+        let d = &self.dims;
+        (2 * d.layers * d.heads * d.head_dim * 4) as u64
     }
 
     /// Runs the graph. `past`: the cache values (`None`: empty cache for
@@ -137,13 +196,20 @@ impl OnnxKernels {
         past: Option<&[DynValue]>,
         last_only: bool,
     ) -> Result<(DynValue, Vec<DynValue>), EngineError> {
-        let d = &self.cfg;
+        let d = self.dims;
         let width = mask.len() / batch;
-        let empty_shape = [batch, d.n_head, 0, d.head_dim()];
+        let empty_shape = [batch, d.heads, 0, d.head_dim];
         let empty: [f32; 0] = [];
         let from = [-1i64];
+        let rope = match &self.model {
+            ModelConfig::Llama(c) if self.extras.rope => {
+                let at: Vec<usize> = positions.iter().map(|&p| p as usize).collect();
+                Some(c.rope_cos_sin(&at))
+            }
+            _ => None,
+        };
         let mut inputs: Vec<(&str, SessionInputValue<'_>)> =
-            Vec::with_capacity(self.past.len() + 4);
+            Vec::with_capacity(self.past.len() + 6);
         let view = |shape: [usize; 2], data| {
             TensorRef::<i64>::from_array_view((shape, data)).map_err(ort_err("input"))
         };
@@ -159,7 +225,15 @@ impl OnnxKernels {
             };
             inputs.push((name.as_str(), v));
         }
-        if last_only && self.has_logits_from {
+        if let Some((cos, sin)) = &rope {
+            let shape = [batch, seq, d.head_dim / 2];
+            for (name, data) in [(ROPE_COS, cos), (ROPE_SIN, sin)] {
+                let v = TensorRef::<f32>::from_array_view((shape, data.as_slice()))
+                    .map_err(ort_err("input"))?;
+                inputs.push((name, v.into()));
+            }
+        }
+        if last_only && self.extras.logits_from {
             let v = TensorRef::<i64>::from_array_view(([1usize], &from[..]))
                 .map_err(ort_err("input"))?;
             inputs.push((LOGITS_FROM, v.into()));
@@ -189,7 +263,7 @@ impl OnnxKernels {
         let (shape, data) = logits
             .try_extract_tensor::<f32>()
             .map_err(ort_err("logits"))?;
-        let v = self.cfg.vocab_size;
+        let v = self.dims.vocab;
         if shape.len() != 3 || shape[0] as usize != batch || shape[2] as usize != v {
             return Err(EngineError::runtime(format!(
                 "logits have shape {:?}, expected [{batch}, _, {v}]",
@@ -230,7 +304,7 @@ impl OnnxKernels {
     /// Copies the caches of `caches` into a new cohort (left-padded), marks
     /// their old rows dead and points the handles at the new rows.
     fn regroup(&mut self, caches: &mut [&mut Row]) -> Result<u64, EngineError> {
-        let d = &self.cfg;
+        let d = self.dims;
         // (cohort, row, valid length) of each sequence
         let src: Vec<(u64, usize, usize)> = caches
             .iter()
@@ -241,9 +315,9 @@ impl OnnxKernels {
             .collect();
         let width = src.iter().map(|s| s.2).max().unwrap_or(0);
         let b = caches.len();
-        let (h, hd) = (d.n_head, d.head_dim());
-        let mut kv = Vec::with_capacity(2 * d.n_layer);
-        for t in 0..2 * d.n_layer {
+        let (h, hd) = (d.heads, d.head_dim);
+        let mut kv = Vec::with_capacity(2 * d.layers);
+        for t in 0..2 * d.layers {
             let mut buf = vec![0f32; b * h * width * hd];
             for (r, &(cid, row, len)) in src.iter().enumerate() {
                 let c = &self.cohorts[&cid];
@@ -280,7 +354,7 @@ impl Kernels for OnnxKernels {
     type Cache = Row;
 
     fn limits(&self) -> Limits {
-        self.cfg.limits()
+        self.model.limits()
     }
 
     fn weight_bytes(&self) -> u64 {
@@ -351,11 +425,11 @@ impl Kernels for OnnxKernels {
         let positions: Vec<i64> = (0..n as i64).collect();
         let (l, _) = self.run(1, n, &ids, &mask, &positions, None, false)?;
         let (shape, data) = l.try_extract_tensor::<f32>().map_err(ort_err("logits"))?;
-        if shape[..] != [1, n as i64, self.cfg.vocab_size as i64] {
+        if shape[..] != [1, n as i64, self.dims.vocab as i64] {
             return Err(EngineError::runtime(format!(
                 "score: logits have shape {:?}, expected [1, {n}, {}]",
                 &shape[..],
-                self.cfg.vocab_size
+                self.dims.vocab
             )));
         }
         logits.clear();

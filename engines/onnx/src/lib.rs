@@ -1,24 +1,48 @@
-//! engine-matrix plugin `onnx`: GPT-2 on [ONNX Runtime](https://onnxruntime.ai)
-//! through the [`ort`] crate (2.0.0-rc.15, `load-dynamic`).
+//! engine-matrix plugin `onnx`: GPT-2 and the Hugging Face Llama family
+//! (`LlamaForCausalLM`, `Qwen2ForCausalLM`, `MistralForCausalLM`) on
+//! [ONNX Runtime](https://onnxruntime.ai) through the [`ort`] crate
+//! (2.0.0-rc.15, `load-dynamic`).
 //!
 //! * [`runtime`] finds and loads `libonnxruntime.so` (provisioned from the
 //!   PyPI wheel `onnxruntime==1.31.1` by `scripts/provision`) without ever
 //!   panicking when it is missing or too old;
-//! * [`graph`] builds GPT-2 as an ONNX graph in Rust (prost types generated
-//!   from `onnx.proto`) from the same `config.json` + `model.safetensors`
-//!   the candle engine reads, in Hugging Face's ONNX export layout;
+//! * [`graph`] builds GPT-2 and [`llama_graph`] the Llama family as ONNX
+//!   graphs in Rust (prost types generated from `onnx.proto`) from the
+//!   same `config.json` + safetensors the other engines read, in Hugging
+//!   Face's ONNX export layout (their docs explain the layout and op
+//!   choices);
 //! * [`backend`] keeps the KV cache in ORT's own tensors and implements
-//!   [`engine_kit::Backend`], so batching, sampling and timing are the
-//!   shared scheduler's, exactly as for the other engines.
+//!   [`engine_kit::Kernels`], so batching, sampling and timing are the
+//!   shared scheduler's, exactly as for the other engines. Both families
+//!   share it: their graphs have the same interface, except that a Llama's
+//!   cache holds `num_key_value_heads` heads and its graph takes RoPE's
+//!   cos/sin as inputs, which the backend computes with
+//!   [`engine_kit::llama::Config::rope_cos_sin`] (the angles every engine
+//!   uses).
 //!
 //! # Model source
 //!
-//! `spec.path` is a GPT-2 folder with `config.json` and either
-//! `model.safetensors` (the graph is built at load) or a `model.onnx` in
-//! HF's export layout (`optimum-cli export onnx --task
-//! text-generation-with-past`), which is loaded as is; the engine option
-//! `model_file` names another `.onnx` file. A user-supplied graph is checked
-//! against `config.json` (inputs, outputs, cache shapes) before it runs.
+//! `spec.path` is a Hugging Face-style folder: `config.json`, whose
+//! `model_type` (`gpt2`, `llama`, `qwen2`, `mistral`; see
+//! [`engine_kit::arch`]) picks the graph and must match the spec's
+//! architecture (any other architecture is `unsupported`, naming it), and
+//! either the weights — `model.safetensors` or the shards of
+//! `model.safetensors.index.json`, checked tensor by tensor against
+//! `config.json` before anything is built (errors name the file and the
+//! tensor) — or a `model.onnx` in HF's export layout (`optimum-cli export
+//! onnx --task text-generation-with-past`), which is loaded as is; the
+//! engine option `model_file` names another `.onnx` file. A user-supplied
+//! graph is checked against `config.json` (inputs, outputs, cache shapes:
+//! `n_head` or `num_key_value_heads` heads of `head_dim`) before it runs.
+//!
+//! Building the graph costs a pass over the weights (converted to f32; for
+//! a Llama, `nn.Linear` weights transposed, q/k/v and gate/up
+//! concatenated) and, while it runs, memory for the whole f32 graph (the
+//! external data is written from memory: a 1B model holds ~5 GB then);
+//! that is why it is cached (`graph_cache`). The graph is self-contained
+//! except for a Llama's RoPE angles: a `model.onnx` saved from it needs
+//! this engine (or a caller that supplies `rope_cos` and `rope_sin`) to
+//! run.
 //!
 //! # Options (`options_json`)
 //!
@@ -36,20 +60,26 @@
 //! * `library`: path of `libonnxruntime.so` (see [`runtime`]);
 //! * `model_file`: an `.onnx` file to load instead of building the graph;
 //! * `graph_cache` (default true): keep the built graph in engine-matrix's
-//!   cache (`<cache>/onnx/`, see [`engine_kit::cache_dir`]) with its
-//!   weights in an external data file, which ONNX Runtime maps instead of
-//!   copying (GPT-2: ~0.5 GB less resident memory than an in-memory graph,
-//!   and later loads skip the build); `false` builds in memory on every load
-//!   (weights inline below 1 GiB, else in a temporary external data file);
+//!   cache (`<cache>/onnx/<folder>-<key>/`, see [`engine_kit::cache_dir`])
+//!   with its weights in an external data file, which ONNX Runtime maps
+//!   instead of copying (GPT-2: ~0.5 GB less resident memory than an
+//!   in-memory graph, and later loads skip the build). The key covers the
+//!   builders' format version, the parsed configuration (defaults filled
+//!   in), `config.json`'s bytes and every weight file's path, size and
+//!   modification time, so any change to the model builds a new graph (old
+//!   ones stay until the cache is cleared); `false` builds in memory on
+//!   every load (weights inline below 1 GiB, else in a temporary external
+//!   data file);
 //! * `save_model`: also write the built graph to this path (weights in
 //!   `<path>.data`), e.g. to inspect it in Netron or profile it elsewhere.
 //!
 //! Unknown keys are an error that names them. dtype: `f32` only (the built
-//! graph is f32; ORT's CPU provider has no f16 kernels for most of GPT-2's
-//! ops); quantization: `none`.
+//! graphs are f32, whatever the checkpoint's dtype; ORT's CPU provider has
+//! no f16 kernels for most of the models' ops); quantization: `none`.
 
 pub mod backend;
 pub mod graph;
+pub mod llama_graph;
 pub mod runtime;
 
 pub mod proto {
@@ -58,11 +88,11 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 }
 
-pub use backend::{OnnxBackend, OnnxKernels, Row};
+pub use backend::{Dims, Extras, OnnxBackend, OnnxKernels, Row};
 pub use engine_kit::checkpoint::Checkpoint;
 
 use engine_api::{Engine, EngineError, EngineInfo, LoadOptions, Model, ModelSpec};
-use engine_kit::gpt2::Config;
+use engine_kit::arch::ModelConfig;
 use engine_kit::Sequences;
 use graph::DataPlacement;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
@@ -86,6 +116,10 @@ pub struct OnnxOptions {
     pub graph_cache: Option<bool>,
     pub save_model: Option<String>,
 }
+
+/// The architectures this engine implements (`config.json`'s
+/// `model_type`).
+pub const ARCHITECTURES: [&str; 4] = ["gpt2", "llama", "qwen2", "mistral"];
 
 /// The `onnx` engine.
 #[derive(Debug, Default, Clone, Copy)]
@@ -210,18 +244,18 @@ fn session_builder(
 
 /// Loads `spec` with engine options `options_json` (see the crate docs).
 pub fn open(spec: &ModelSpec, options_json: &str) -> Result<OnnxBackend, EngineError> {
-    engine_kit::gpt2::check_spec("onnx", spec)?;
+    engine_kit::arch::check_spec("onnx", spec, &ARCHITECTURES)?;
     if spec.dtype.as_str() != "f32" {
         return Err(EngineError::unsupported(format!(
             "dtype {:?}: the onnx engine builds f32 graphs only (ONNX Runtime's CPU provider \
-             lacks f16/bf16 kernels for most of GPT-2's ops)",
+             lacks f16/bf16 kernels for most of the models' ops)",
             spec.dtype.as_str()
         )));
     }
     let opts: OnnxOptions = engine_kit::parse_options("onnx", options_json)?;
     let rt = runtime::load(opts.library.as_deref())?;
     let dir = PathBuf::from(spec.path.as_str());
-    let cfg = engine_kit::gpt2::read_config(&dir)?;
+    let cfg = engine_kit::arch::read_config(&dir, spec.architecture.as_str())?;
     let mut builder = session_builder(&rt, &opts)?;
 
     let onnx_file = match &opts.model_file {
@@ -246,57 +280,67 @@ pub fn open(spec: &ModelSpec, options_json: &str) -> Result<OnnxBackend, EngineE
         }
         None => build_session(&mut builder, &dir, &cfg, &opts)?,
     };
-    let has_logits_from = check_interface(&session, &cfg, &origin)?;
-    let weight_bytes = (cfg
-        .expected_tensors()
-        .iter()
-        .map(|(_, s)| s.iter().product::<usize>())
-        .sum::<usize>()
-        * 4) as u64;
-    Sequences::warmed(OnnxKernels::new(
-        session,
-        cfg,
-        has_logits_from,
-        weight_bytes,
-    ))
+    let extras = check_interface(&session, &cfg, &origin)?;
+    let weight_bytes = weight_bytes(&cfg) as u64;
+    Sequences::warmed(OnnxKernels::new(session, cfg, extras, weight_bytes))
 }
 
-/// Builds the graph from `model.safetensors` and commits it.
+/// Bytes of the model's weights in f32.
+fn weight_bytes(cfg: &ModelConfig) -> usize {
+    cfg.expected_tensors()
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>() * 4)
+        .sum()
+}
+
+/// The graph of `cfg`'s family with the checkpoint's weights.
+fn build_graph(
+    cfg: &ModelConfig,
+    ck: &Checkpoint,
+    placement: DataPlacement,
+    location: &str,
+) -> Result<graph::Built, EngineError> {
+    match cfg {
+        ModelConfig::Gpt2(c) => graph::build(c, ck, placement, location),
+        ModelConfig::Llama(c) => llama_graph::build(c, ck, placement, location),
+    }
+    .map_err(|why| EngineError::invalid_model(format!("{}: {why}", ck.path().display())))
+}
+
+/// Builds the graph from the checkpoint (`model.safetensors` or its
+/// shards) and commits it.
 fn build_session(
     builder: &mut SessionBuilder,
     dir: &Path,
-    cfg: &Config,
+    cfg: &ModelConfig,
     opts: &OnnxOptions,
 ) -> Result<(Session, PathBuf), EngineError> {
-    let file = dir.join("model.safetensors");
+    let files = engine_kit::arch::weight_files(dir)?;
+    let origin = match files.as_slice() {
+        [one] => one.clone(),
+        _ => dir.to_path_buf(),
+    };
     if let Some(path) = &opts.save_model {
-        save_built(Path::new(path), cfg, &file)?;
+        save_built(Path::new(path), cfg, &files)?;
     }
     let rejected = |e: ort::Error| {
         EngineError::runtime(format!(
             "ONNX Runtime rejected the graph built from {}: {e}",
-            file.display()
+            origin.display()
         ))
     };
     if opts.graph_cache.unwrap_or(true) {
-        let model = cached_graph(dir, cfg)?;
+        let model = cached_graph(dir, cfg, &files)?;
         let session = builder.commit_from_file(&model).map_err(rejected)?;
-        return Ok((session, file));
+        return Ok((session, origin));
     }
-    let ck = Checkpoint::open(&file, cfg)?;
-    let placement = if cfg
-        .expected_tensors()
-        .iter()
-        .map(|(_, s)| s.iter().product::<usize>() * 4)
-        .sum::<usize>()
-        > graph::INLINE_LIMIT
-    {
+    let ck = Checkpoint::open_model(&files, cfg)?;
+    let placement = if weight_bytes(cfg) > graph::INLINE_LIMIT {
         DataPlacement::External
     } else {
         DataPlacement::Inline
     };
-    let built = graph::build(cfg, &ck, placement, DATA_FILE)
-        .map_err(|why| EngineError::invalid_model(format!("{}: {why}", file.display())))?;
+    let built = build_graph(cfg, &ck, placement, DATA_FILE)?;
     drop(ck);
     let bytes = built.encode();
     let session = match &built.external {
@@ -312,42 +356,48 @@ fn build_session(
             builder.commit_from_file(&model).map_err(rejected)?
         }
     };
-    Ok((session, file))
+    Ok((session, origin))
 }
 
 const MODEL_FILE: &str = "model.onnx";
 const DATA_FILE: &str = "model.onnx.data";
-/// Bump when [`graph::build`] changes what it writes.
-const GRAPH_FORMAT: u32 = 1;
+/// Bump when [`graph::build`] or [`llama_graph::build`] changes what it
+/// writes.
+const GRAPH_FORMAT: u32 = 2;
+
+/// What the cached graph of `dir` depends on: the graph format, the parsed
+/// configuration (with the defaults filled in), `config.json` itself and
+/// each weight file's path, size and modification time.
+fn cache_key(dir: &Path, cfg: &ModelConfig, files: &[PathBuf]) -> Result<Vec<u8>, EngineError> {
+    let io = |p: &Path, e: std::io::Error| EngineError::io(format!("{}: {e}", p.display()));
+    let config =
+        std::fs::read(dir.join("config.json")).map_err(|e| io(&dir.join("config.json"), e))?;
+    let mut key = format!("{GRAPH_FORMAT}\n{cfg:?}\n").into_bytes();
+    key.extend_from_slice(&config);
+    for file in files {
+        let meta = std::fs::metadata(file).map_err(|e| {
+            EngineError::invalid_model(format!(
+                "{}: cannot read ({e}); a model folder needs config.json and its weights",
+                file.display()
+            ))
+        })?;
+        let real = file.canonicalize().map_err(|e| io(file, e))?;
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        key.extend_from_slice(format!("\n{}\n{}\n{mtime}", real.display(), meta.len()).as_bytes());
+    }
+    Ok(key)
+}
 
 /// The built graph of `dir`'s checkpoint in the cache, built on first use:
 /// `<cache>/onnx/<model>-<key>/model.onnx` with its weights in
-/// `model.onnx.data`. The key covers the graph format, `config.json` and
-/// the safetensors file's path, size and modification time.
-fn cached_graph(dir: &Path, cfg: &Config) -> Result<PathBuf, EngineError> {
-    let file = dir.join("model.safetensors");
+/// `model.onnx.data`, keyed by [`cache_key`].
+fn cached_graph(dir: &Path, cfg: &ModelConfig, files: &[PathBuf]) -> Result<PathBuf, EngineError> {
     let io = |p: &Path, e: std::io::Error| EngineError::io(format!("{}: {e}", p.display()));
-    let meta = std::fs::metadata(&file).map_err(|e| {
-        EngineError::invalid_model(format!(
-            "{}: cannot read ({e}); a GPT-2 model folder needs config.json and model.safetensors",
-            file.display()
-        ))
-    })?;
-    let config =
-        std::fs::read(dir.join("config.json")).map_err(|e| io(&dir.join("config.json"), e))?;
-    let real = file.canonicalize().map_err(|e| io(&file, e))?;
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
-    let mut key = format!(
-        "{GRAPH_FORMAT}\n{}\n{}\n{mtime}\n",
-        real.display(),
-        meta.len()
-    )
-    .into_bytes();
-    key.extend_from_slice(&config);
+    let key = cache_key(dir, cfg, files)?;
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -358,9 +408,8 @@ fn cached_graph(dir: &Path, cfg: &Config) -> Result<PathBuf, EngineError> {
     if model.is_file() && target.join(DATA_FILE).is_file() {
         return Ok(model);
     }
-    let ck = Checkpoint::open(&file, cfg)?;
-    let built = graph::build(cfg, &ck, DataPlacement::External, DATA_FILE)
-        .map_err(|why| EngineError::invalid_model(format!("{}: {why}", file.display())))?;
+    let ck = Checkpoint::open_model(files, cfg)?;
+    let built = build_graph(cfg, &ck, DataPlacement::External, DATA_FILE)?;
     drop(ck);
     // Written into a private folder and renamed into place, so a reader
     // never sees half a graph and two loads racing both succeed.
@@ -397,7 +446,7 @@ fn cached_graph(dir: &Path, cfg: &Config) -> Result<PathBuf, EngineError> {
 }
 
 /// Writes the graph with external data next to it (`save_model`).
-fn save_built(path: &Path, cfg: &Config, src: &Path) -> Result<(), EngineError> {
+fn save_built(path: &Path, cfg: &ModelConfig, files: &[PathBuf]) -> Result<(), EngineError> {
     let io = |e: std::io::Error| EngineError::io(format!("save_model {}: {e}", path.display()));
     let data_name = format!(
         "{}.data",
@@ -405,9 +454,8 @@ fn save_built(path: &Path, cfg: &Config, src: &Path) -> Result<(), EngineError> 
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
     );
-    let ck = Checkpoint::open(src, cfg)?;
-    let b = graph::build(cfg, &ck, DataPlacement::External, &data_name)
-        .map_err(|why| EngineError::invalid_model(format!("{}: {why}", src.display())))?;
+    let ck = Checkpoint::open_model(files, cfg)?;
+    let b = build_graph(cfg, &ck, DataPlacement::External, &data_name)?;
     std::fs::write(path, b.encode()).map_err(io)?;
     if let Some((_, data)) = &b.external {
         std::fs::write(path.with_file_name(&data_name), data).map_err(io)?;
@@ -434,9 +482,14 @@ impl Drop for TempFolder {
     }
 }
 
-/// Checks the session's inputs and outputs against HF's GPT-2 layout and
-/// `cfg`; returns whether it has the `logits_from` input.
-fn check_interface(session: &Session, cfg: &Config, origin: &Path) -> Result<bool, EngineError> {
+/// Checks the session's inputs and outputs against HF's export layout for
+/// `cfg` (cache heads, head_dim and layers from `config.json`); returns
+/// which optional inputs it has.
+fn check_interface(
+    session: &Session,
+    cfg: &ModelConfig,
+    origin: &Path,
+) -> Result<Extras, EngineError> {
     let shown = origin.display();
     let find = |outlets: &[ort::value::Outlet], name: &str| {
         outlets
@@ -444,7 +497,12 @@ fn check_interface(session: &Session, cfg: &Config, origin: &Path) -> Result<boo
             .find(|o| o.name() == name)
             .map(|o| o.dtype().clone())
     };
-    let (h, d) = (cfg.n_head as i64, cfg.head_dim() as i64);
+    let dims = Dims::of(cfg);
+    let (h, d) = (dims.heads as i64, dims.head_dim as i64);
+    let (family, heads_key) = match cfg {
+        ModelConfig::Gpt2(_) => ("GPT-2", "n_head"),
+        ModelConfig::Llama(_) => ("Llama-family", "num_key_value_heads"),
+    };
     let mut missing = Vec::new();
     let mut wrong = Vec::new();
     let mut expect = |outlets: &[ort::value::Outlet],
@@ -462,7 +520,7 @@ fn check_interface(session: &Session, cfg: &Config, origin: &Path) -> Result<boo
                         || (shape[3] != -1 && shape[3] != d))
                 {
                     wrong.push(format!(
-                        "{name} has shape {:?}, expected [batch, {h}, seq, {d}] (n_head, head_dim from config.json)",
+                        "{name} has shape {:?}, expected [batch, {h}, seq, {d}] ({heads_key}, head_dim from config.json)",
                         &shape[..]
                     ));
                 }
@@ -476,7 +534,7 @@ fn check_interface(session: &Session, cfg: &Config, origin: &Path) -> Result<boo
         expect(ins, n.into(), Int64, false);
     }
     expect(outs, "logits".into(), Float32, false);
-    for l in 0..cfg.n_layer {
+    for l in 0..dims.layers {
         let (pk, pv) = graph::past_names(l);
         let (qk, qv) = graph::present_names(l);
         expect(ins, pk, Float32, true);
@@ -484,12 +542,35 @@ fn check_interface(session: &Session, cfg: &Config, origin: &Path) -> Result<boo
         expect(outs, qk, Float32, true);
         expect(outs, qv, Float32, true);
     }
-    let extra_layer = graph::past_names(cfg.n_layer).0;
+    let extra_layer = graph::past_names(dims.layers).0;
     if find(ins, &extra_layer).is_some() {
         wrong.push(format!(
-            "it has {extra_layer} but config.json says n_layer = {}",
-            cfg.n_layer
+            "it has {extra_layer} but config.json says {} layers",
+            dims.layers
         ));
+    }
+    // RoPE's angles as inputs (the Llama graphs built here): both or
+    // neither, [batch, seq, head_dim / 2], and only for a Llama.
+    let cos = find(ins, llama_graph::ROPE_COS);
+    let sin = find(ins, llama_graph::ROPE_SIN);
+    let rope = cos.is_some() || sin.is_some();
+    if rope {
+        if let ModelConfig::Gpt2(_) = cfg {
+            wrong.push("it has rope_cos/rope_sin inputs, which GPT-2 has no use for".into());
+        }
+        for (name, v) in [(llama_graph::ROPE_COS, &cos), (llama_graph::ROPE_SIN, &sin)] {
+            match v {
+                None => missing.push(name.into()),
+                Some(ValueType::Tensor { ty, shape, .. })
+                    if *ty == Float32
+                        && shape.len() == 3
+                        && (shape[2] == -1 || shape[2] == d / 2) => {}
+                Some(other) => wrong.push(format!(
+                    "{name} is {other}, expected float [batch, seq, {}] (head_dim / 2)",
+                    d / 2
+                )),
+            }
+        }
     }
     if !missing.is_empty() || !wrong.is_empty() {
         let mut why = Vec::new();
@@ -498,17 +579,18 @@ fn check_interface(session: &Session, cfg: &Config, origin: &Path) -> Result<boo
         }
         why.extend(wrong);
         return Err(EngineError::invalid_model(format!(
-            "{shown}: not a GPT-2 graph in Hugging Face's ONNX layout with KV cache \
+            "{shown}: not a {family} graph in Hugging Face's ONNX layout with KV cache \
              (input_ids, attention_mask, position_ids, past_key_values.N.key/value -> \
              logits, present.N.key/value): {}",
             why.join("; ")
         )));
     }
-    Ok(ins.iter().any(|o| o.name() == graph::LOGITS_FROM)
+    let logits_from = ins.iter().any(|o| o.name() == graph::LOGITS_FROM)
         || session
             .overridable_initializers()
             .iter()
-            .any(|o| o.name() == graph::LOGITS_FROM))
+            .any(|o| o.name() == graph::LOGITS_FROM);
+    Ok(Extras { logits_from, rope })
 }
 
 engine_api::export_engine!(Ok(OnnxEngine));
