@@ -47,7 +47,7 @@
 //! | `model` | string | the matrix model's name | the `model` field sent, checked against `GET /v1/models` at load |
 //! | `api_key_env` | env var name | none | sends `Authorization: Bearer $VAR`; the variable is read once at load and must be set; the key never appears in results, logs or error messages (it is scrubbed from any server text echoed in one) |
 //! | `endpoint` | `completions`, `chat` | `completions` | `/v1/completions` or `/v1/chat/completions` (one user message) |
-//! | `prompt` | `token_ids`, `text` | `token_ids` for completions, `text` for chat | `token_ids` sends `"prompt": [ids]` (vLLM, SGLang, llama-server, engine-matrix serve); `text` sends the ids as space-separated decimal numbers (`"464 3290"`), which the server tokenizes its own way. `chat` takes `text` only |
+//! | `prompt` | `token_ids`, `text` | `token_ids` for completions, `text` for chat | `token_ids` sends `"prompt": [ids]` (vLLM, SGLang, llama-server, engine-matrix serve); `text` sends the ids decoded into text by the model folder's `tokenizer.json` (an imported GGUF, a Hugging Face folder), or, for a model without one, as space-separated decimal numbers (`"464 3290"`); the server tokenizes it its own way. `chat` takes `text` only |
 //! | `ignore_eos` | bool | `true` | send `ignore_eos: true` when the request asks for it (vLLM, SGLang, llama-server, engine-matrix serve accept it); `false` for servers that reject unknown fields |
 //! | `send_min_tokens` | bool | `false` | also send `min_tokens: max_tokens` (vLLM) |
 //! | `include_usage` | bool | `true` | send `stream_options: {include_usage: true}` |
@@ -237,11 +237,31 @@ impl Engine for HttpEngine {
 
     fn load(&self, spec: &ModelSpec, options: &LoadOptions) -> Result<Box<dyn Model>, EngineError> {
         let opts: Options = engine_kit::parse_options(NAME, &options.options_json)?;
-        Ok(Box::new(HttpModel::connect(spec.name.as_str(), opts)?))
+        let text = tokenizer_of(std::path::Path::new(spec.path.as_str()))?;
+        Ok(Box::new(HttpModel::connect_with(
+            spec.name.as_str(),
+            opts,
+            text,
+        )?))
     }
 }
 
 engine_api::export_engine!(Ok(HttpEngine));
+
+/// The tokenizer of the model folder `dir` (the spec's path: an imported
+/// GGUF, a Hugging Face folder), if it has a `tokenizer.json`. With it,
+/// text prompts are real text: the host's token ids decoded, which the
+/// server tokenizes its own way (its count, from `usage`, is the prompt
+/// length reported). Without one, ids are sent as decimal text. A broken
+/// tokenizer file is an `invalid model` error.
+fn tokenizer_of(
+    dir: &std::path::Path,
+) -> Result<Option<engine_matrix_text::TextModel>, EngineError> {
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    engine_matrix_text::TextModel::load(dir).map_err(|e| EngineError::invalid_model(e.to_string()))
+}
 
 /// What every request task shares.
 struct Shared {
@@ -409,6 +429,16 @@ impl HttpModel {
     /// Builds the client and runtime and checks the server (`GET
     /// /v1/models`). `default_model` is used when the options name none.
     pub fn connect(default_model: &str, o: Options) -> Result<Self, EngineError> {
+        Self::connect_with(default_model, o, None)
+    }
+
+    /// [`HttpModel::connect`], with the model's tokenizer for text prompts
+    /// (see [`tokenizer_of`]).
+    pub fn connect_with(
+        default_model: &str,
+        o: Options,
+        text: Option<engine_matrix_text::TextModel>,
+    ) -> Result<Self, EngineError> {
         let base_url = normalize_base(&o.base_url)?;
         let connect_timeout = duration("connect_timeout_s", o.connect_timeout_s)?;
         let first_token_timeout = duration("first_token_timeout_s", o.first_token_timeout_s)?;
@@ -487,6 +517,7 @@ impl HttpModel {
                 send_min_tokens: o.send_min_tokens,
                 include_usage: o.include_usage,
                 extra_body: o.extra_body.clone(),
+                text: text.map(Arc::new),
             },
             first_token_timeout,
             total_timeout,

@@ -32,12 +32,13 @@ pub enum PromptKind {
     /// `"prompt": [ids...]` (completions only; vLLM, SGLang, llama-server,
     /// engine-matrix serve accept it).
     TokenIds,
-    /// The ids rendered as text by [`render_text`].
+    /// Text: the ids decoded by the model's tokenizer when the model
+    /// folder has one, else rendered by [`render_text`].
     Text,
 }
 
 /// What the request body carries besides the prompt.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone)]
 pub struct BodyOptions {
     pub model: String,
     pub endpoint: Endpoint,
@@ -46,6 +47,22 @@ pub struct BodyOptions {
     pub send_min_tokens: bool,
     pub include_usage: bool,
     pub extra_body: Map<String, Value>,
+    /// The model's tokenizer (its folder's `tokenizer.json`): text prompts
+    /// are the ids decoded into real text.
+    pub text: Option<std::sync::Arc<engine_matrix_text::TextModel>>,
+}
+
+impl BodyOptions {
+    /// The text a prompt is sent as: decoded by the model's tokenizer, or
+    /// [`render_text`] for a model without one.
+    pub fn prompt_text(&self, prompt: &[u32]) -> String {
+        match &self.text {
+            Some(t) => t
+                .decode(prompt, false)
+                .unwrap_or_else(|_| render_text(prompt)),
+            None => render_text(prompt),
+        }
+    }
 }
 
 /// The text a token-id prompt is sent as when the server takes text only:
@@ -73,12 +90,12 @@ pub fn request_body(o: &BodyOptions, req: &Request) -> Value {
             b.insert("prompt".into(), json!(req.prompt.as_slice()));
         }
         (Endpoint::Completions, PromptKind::Text) => {
-            b.insert("prompt".into(), json!(render_text(&req.prompt)));
+            b.insert("prompt".into(), json!(o.prompt_text(&req.prompt)));
         }
         (Endpoint::Chat, _) => {
             b.insert(
                 "messages".into(),
-                json!([{"role": "user", "content": render_text(&req.prompt)}]),
+                json!([{"role": "user", "content": o.prompt_text(&req.prompt)}]),
             );
         }
     }
@@ -229,6 +246,7 @@ mod tests {
 
     fn opts(endpoint: Endpoint, prompt: PromptKind) -> BodyOptions {
         BodyOptions {
+            text: None,
             model: "m".into(),
             endpoint,
             prompt,
@@ -269,6 +287,35 @@ mod tests {
         assert_eq!(b["top_k"], 5);
         let b = request_body(&opts(Endpoint::Completions, PromptKind::Text), &req());
         assert_eq!(b["prompt"], "464 3290");
+    }
+
+    #[test]
+    fn text_prompts_are_decoded_by_the_models_tokenizer() {
+        use engine_matrix_text::bpe::{ByteLevelBpe, Pre};
+        let tokens: Vec<String> = ["h", "i", "\u{120}", "\u{120}h", "hi", "\u{120}hi"]
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        let tk = ByteLevelBpe {
+            tokens,
+            merges: vec![("h".into(), "i".into()), ("\u{120}".into(), "hi".into())],
+            pre: Pre::Gpt2,
+            special: vec![],
+            added: vec![],
+            bos: None,
+        }
+        .build("test")
+        .unwrap();
+        let mut o = opts(Endpoint::Chat, PromptKind::Text);
+        o.text = Some(std::sync::Arc::new(engine_matrix_text::TextModel::new(
+            tk,
+            None,
+            "tokenizer.json".into(),
+        )));
+        let mut r = req();
+        r.prompt = vec![4u32, 5, 5].into();
+        let b = request_body(&o, &r);
+        assert_eq!(b["messages"][0]["content"], "hi hi hi");
     }
 
     #[test]
