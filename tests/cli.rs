@@ -364,11 +364,14 @@ fn bad_matrices_are_rejected_with_file_line_and_column() {
 #[test]
 fn shipped_matrices_validate_and_gpt2_long_workloads_are_unsupported() {
     let plugins = plugin_dir(&["candle", "onnx", "torch", "http", "example"]);
+    // What scripts/engine-matrix exports for the matrices that need it.
+    let gguf = provisioned("smollm2-gguf");
+    let env = [("SMOLLM2_GGUF", gguf.as_path())];
     let mut shipped = 0;
     for entry in std::fs::read_dir(workspace_root().join("matrices")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
-            let o = run(&["validate", path.to_str().unwrap()], plugins.path());
+            let o = run_env(&["validate", path.to_str().unwrap()], plugins.path(), &env);
             assert!(
                 o.status.success(),
                 "{}: {}",

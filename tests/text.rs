@@ -310,3 +310,112 @@ fn serve_speaks_text_with_the_models_tokenizer_and_chat_template() {
     );
     drop(child);
 }
+
+#[test]
+fn a_matrix_names_the_gguf_and_a_synthetic_llama_preset_and_every_engine_runs_them() {
+    let tmp = TempDir::new("text-matrix");
+    let gguf = provisioned("smollm2-gguf");
+    let plugins = plugin_dir(&["candle", "torch", "onnx"]);
+    let yaml = "name: real
+models:
+  - {name: smollm2, path: \"${SMOLLM2_GGUF}\"}
+  - {name: syn, weights: synthetic, config: tiny-llama}
+engines:
+  - {name: candle, options: {threads: 2}}
+  - {name: torch, options: {threads: 2}}
+  - {name: onnx, options: {threads: 2}}
+scenarios:
+  - {name: s, kind: latency, warmup: 0, iterations: 1, input_tokens: 16, output_tokens: 4}
+";
+    let (run_dir, o) = run_yaml_env(
+        tmp.path(),
+        yaml,
+        &[],
+        plugins.path(),
+        &[("SMOLLM2_GGUF", gguf.as_path())],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let s = read_json(&run_dir.join("summary.json"));
+    let cells = s["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 6);
+    for c in cells {
+        assert_eq!(c["status"], "ok", "{c}");
+    }
+    let models = s["models"].as_array().unwrap();
+    let smol = &models[0];
+    assert_eq!(smol["architecture"], "llama");
+    assert_eq!(smol["source"], "gguf");
+    assert_eq!(smol["parameters"], 134_515_008);
+    assert_eq!(smol["tokenizer"], "gguf (rebuilt at import)");
+    let syn = &models[1];
+    assert_eq!(syn["architecture"], "llama");
+    assert_eq!(syn["source"], "synthetic (seed 0)");
+    assert!(syn["tokenizer"].is_null(), "{syn}");
+    // the GGUF was imported into the model cache, in the cells' dtype
+    assert!(cache_dir()
+        .join("models/SmolLM2-135M-Instruct.Q4_1-f32/imported-from.json")
+        .is_file());
+}
+
+#[test]
+fn synthetic_gpt2_takes_text_through_gpt2s_own_bpe() {
+    use std::io::BufRead;
+    let tmp = TempDir::new("text-gpt2");
+    let config = tmp.path().join("gpt2-small-vocab.json");
+    std::fs::write(
+        &config,
+        r#"{"model_type": "gpt2", "vocab_size": 50257, "n_positions": 64, "n_embd": 32,
+            "n_layer": 1, "n_head": 2, "eos_token_id": 50256}"#,
+    )
+    .unwrap();
+    let plugins = plugin_dir(&["candle"]);
+    let mut child = Command::new(binary())
+        .args(["serve", "--engine", "candle", "--port", "0", "--model"])
+        .arg(&config)
+        .arg("--plugins")
+        .arg(plugins.path())
+        .env("ENGINE_MATRIX_CACHE", cache_dir())
+        .env("ENGINE_MATRIX_GPT2_BPE", provisioned("gpt2-bpe"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let port: u16 = line
+        .trim()
+        .strip_prefix("listening on http://127.0.0.1:")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no listening line: {line:?}"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while http(port, "GET", "/health", None).status != 200 {
+        assert!(Instant::now() < deadline, "serve not ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let body = json!({"prompt": "Hello world", "max_tokens": 3, "temperature": 0});
+    let r = http(
+        port,
+        "POST",
+        "/v1/completions",
+        Some(body.to_string().as_bytes()),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    // GPT-2's BPE: "Hello world" is two tokens (15496, 995), not 11 bytes
+    assert_eq!(v["usage"]["prompt_tokens"], 2, "{v}");
+    // and the generated ids come back as text, not as " <id>" numbers
+    let ids: Vec<u32> = serde_json::from_value(v["choices"][0]["token_ids"].clone()).unwrap();
+    let t = engine_matrix_text::gpt2::from_files(&provisioned("gpt2-bpe")).unwrap();
+    let want = t.decode(&ids, true).unwrap();
+    assert_eq!(v["choices"][0]["text"], want.as_str(), "{v}");
+}

@@ -21,7 +21,7 @@ use engine_api::ffi::{SinkFfi, SinkFfi_TO};
 use engine_api::{
     BatchPolicy, Completion, EngineError, LoadOptions, ModelSpec, Request, Sampling, TokenEvent,
 };
-use engine_matrix_text::{Message, TextModel};
+use engine_matrix_text::Message;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -105,10 +105,11 @@ pub fn run(opts: &GenerateOptions, out: &mut dyn Write) -> Result<Generated> {
         bail!("--options must be a JSON object, not {}", opts.options);
     }
     let dir = model_folder(&opts.model, &opts.dtype)?;
-    let text = TextModel::load(&dir)?.with_context(|| {
+    let text = crate::models::text_model(&dir)?.with_context(|| {
         format!(
-            "{} has no tokenizer.json, so it cannot take text (synthetic models have none; \
-             a Hugging Face folder or an imported GGUF has one)",
+            "{} has no tokenizer.json, so it cannot take text (synthetic weights have none, \
+             except GPT-2's when its BPE is provisioned; a Hugging Face folder or an imported \
+             GGUF has one)",
             dir.display()
         )
     })?;

