@@ -19,9 +19,8 @@ use engine_matrix_text::{Message, TextModel};
 use integration_tests::*;
 use serde_json::json;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 const STEPS: usize = 64;
 const TOL: f32 = 1e-3;
@@ -140,44 +139,8 @@ fn candle_torch_and_onnx_agree_on_smollm2_and_llama_cpp_is_compared() {
     }
 
     // llama.cpp on the same GGUF (Q4_1): report where it diverges.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let server = Kill(
-        Command::new(provisioned("llama-server"))
-            .arg("-m")
-            .arg(&gguf)
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "-c",
-                "512",
-                "-t",
-                "2",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
-        || http(port, "GET", "/health", None).status != 200
-    {
-        assert!(Instant::now() < deadline, "llama-server not ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let server = LlamaServer::start(&gguf, &["-c", "512", "-t", "2"]);
+    let port = server.port;
     for (i, (p, (ours, _))) in prompts.iter().zip(&reference).enumerate() {
         let theirs = llama_cpp(port, p);
         let first = ours.iter().zip(&theirs).position(|(a, b)| a != b);

@@ -589,3 +589,62 @@ pub fn provisioned(name: &str) -> PathBuf {
     );
     path
 }
+
+/// llama.cpp's llama-server on `gguf`, killed when dropped.
+pub struct LlamaServer {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl LlamaServer {
+    /// Started on a free port with `args` (context, threads), ready.
+    pub fn start(gguf: &Path, args: &[&str]) -> Self {
+        use std::process::{Command, Stdio};
+        use std::time::{Duration, Instant};
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new(provisioned("llama-server"))
+            .arg("-m")
+            .arg(gguf)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start llama-server");
+        let mut s = LlamaServer { child, port };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && http(port, "GET", "/health", None).status == 200;
+            if up {
+                break;
+            }
+            if let Ok(Some(status)) = s.child.try_wait() {
+                panic!("llama-server exited with {status}");
+            }
+            assert!(Instant::now() < deadline, "llama-server not ready in 120 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s.port = port;
+        s
+    }
+
+    /// llama.cpp's token ids of `content` (no special tokens added).
+    pub fn tokenize(&self, content: &str) -> Vec<u32> {
+        let body = serde_json::json!({"content": content, "add_special": false}).to_string();
+        let r = http(self.port, "POST", "/tokenize", Some(body.as_bytes()));
+        assert_eq!(r.status, 200, "/tokenize: {}", r.text());
+        serde_json::from_value(r.json()["tokens"].clone()).expect("token ids")
+    }
+}

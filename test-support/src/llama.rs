@@ -391,3 +391,32 @@ pub fn check_engine(engine: &mut dyn Backend, name: &str, cfg: &Config, w: &Weig
     );
     worst.max(d)
 }
+
+/// Writes `cfg` and `w` into `dir` as a sharded checkpoint: the tensors of
+/// layer 0 in `model-00001-of-00002.safetensors`, the rest in
+/// `model-00002-of-00002.safetensors`, and the `model.safetensors.index.json`
+/// that maps each tensor to its shard (as `save_pretrained` does for large
+/// models).
+pub fn write_sharded(dir: &Path, cfg: &Config, w: &Weights) {
+    let shard_of = |name: &str| if name.contains("layers.0.") { 1 } else { 2 };
+    let file = |i: usize| format!("model-0000{i}-of-00002.safetensors");
+    for i in 1..=2 {
+        let part: Weights = w
+            .iter()
+            .filter(|(n, _)| shard_of(n) == i)
+            .map(|(n, t)| (n.clone(), t.clone()))
+            .collect();
+        let tmp = dir.join(format!(".shard-{i}"));
+        write_model(&tmp, cfg, &part);
+        std::fs::rename(tmp.join("model.safetensors"), dir.join(file(i))).expect("move shard");
+        std::fs::rename(tmp.join("config.json"), dir.join("config.json")).expect("config");
+        std::fs::remove_dir_all(&tmp).expect("remove shard folder");
+    }
+    let map: serde_json::Map<String, serde_json::Value> = w
+        .keys()
+        .map(|n| (n.clone(), file(shard_of(n)).into()))
+        .collect();
+    let index = serde_json::json!({"metadata": {}, "weight_map": map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string())
+        .expect("write the index");
+}

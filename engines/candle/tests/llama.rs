@@ -83,45 +83,9 @@ fn broken_llama_folders_are_errors_naming_the_file_and_what_is_wrong() {
 #[test]
 fn a_sharded_checkpoint_loads_like_a_single_file() {
     let cfg = engine_kit::llama::Config::tiny();
-    let (one, two) = (TempDir::new("llama-single"), TempDir::new("llama-sharded"));
+    let two = TempDir::new("llama-sharded");
     let w = llama::random_weights(&cfg, 5);
-    llama::write_model(one.path(), &cfg, &w);
-    // the same tensors split over two shards with an index
-    let (a, b): (llama::Weights, llama::Weights) = w
-        .clone()
-        .into_iter()
-        .partition(|(n, _)| n.contains("layers.0."));
-    for (i, part) in [a, b].iter().enumerate() {
-        let shard = TempDir::new("shard");
-        llama::write_model(shard.path(), &cfg, part);
-        std::fs::rename(
-            shard.path().join("model.safetensors"),
-            two.path()
-                .join(format!("model-0000{}-of-00002.safetensors", i + 1)),
-        )
-        .unwrap();
-    }
-    let map: serde_json::Map<String, serde_json::Value> = w
-        .keys()
-        .map(|n| {
-            let i = if n.contains("layers.0.") { 1 } else { 2 };
-            (
-                n.clone(),
-                format!("model-0000{i}-of-00002.safetensors").into(),
-            )
-        })
-        .collect();
-    let index = serde_json::json!({"metadata": {}, "weight_map": map});
-    std::fs::write(
-        two.path().join("model.safetensors.index.json"),
-        index.to_string(),
-    )
-    .unwrap();
-    std::fs::copy(
-        one.path().join("config.json"),
-        two.path().join("config.json"),
-    )
-    .unwrap();
+    llama::write_sharded(two.path(), &cfg, &w);
     let mut b = em_candle::open(&spec(two.path(), "llama", "f32"), "{}").unwrap();
     check_engine(&mut b, "sharded", &cfg, &w);
 }

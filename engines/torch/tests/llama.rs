@@ -86,41 +86,7 @@ fn a_sharded_checkpoint_loads_like_a_single_file() {
     let cfg = engine_kit::llama::Config::tiny();
     let dir = TempDir::new("torch-llama-sharded");
     let w = llama::random_weights(&cfg, 5);
-    let (a, b): (llama::Weights, llama::Weights) = w
-        .clone()
-        .into_iter()
-        .partition(|(n, _)| n.contains("layers.0."));
-    for (i, part) in [a, b].iter().enumerate() {
-        let shard = TempDir::new("torch-shard");
-        llama::write_model(shard.path(), &cfg, part);
-        std::fs::rename(
-            shard.path().join("model.safetensors"),
-            dir.path()
-                .join(format!("model-0000{}-of-00002.safetensors", i + 1)),
-        )
-        .unwrap();
-        std::fs::copy(
-            shard.path().join("config.json"),
-            dir.path().join("config.json"),
-        )
-        .unwrap();
-    }
-    let map: serde_json::Map<String, serde_json::Value> = w
-        .keys()
-        .map(|n| {
-            let i = if n.contains("layers.0.") { 1 } else { 2 };
-            (
-                n.clone(),
-                format!("model-0000{i}-of-00002.safetensors").into(),
-            )
-        })
-        .collect();
-    let index = serde_json::json!({"metadata": {}, "weight_map": map});
-    std::fs::write(
-        dir.path().join("model.safetensors.index.json"),
-        index.to_string(),
-    )
-    .unwrap();
+    llama::write_sharded(dir.path(), &cfg, &w);
     for mm in MATMULS {
         let opts = format!(r#"{{"threads": 1, "matmul": "{mm}"}}"#);
         let mut b = em_torch::open(&spec(dir.path(), "llama", "f32"), &opts).unwrap();
