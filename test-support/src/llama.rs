@@ -420,3 +420,44 @@ pub fn write_sharded(dir: &Path, cfg: &Config, w: &Weights) {
     std::fs::write(dir.join("model.safetensors.index.json"), index.to_string())
         .expect("write the index");
 }
+
+/// The loading errors every engine gives for the same broken folders,
+/// through `open(architecture)` on `dir`, which holds a tiny Llama
+/// without `model.layers.1.mlp.up_proj.weight` ([`broken_model`]): that
+/// missing tensor is an `invalid model` error naming the file and the
+/// tensor; the folder declared as `qwen2` is `invalid model` (its
+/// config.json says `llama`); `mamba` is `unsupported`, named with the
+/// architectures the engine does implement.
+pub fn check_loading_errors(open: impl Fn(&str) -> Result<(), engine_api::EngineError>) {
+    use engine_api::ErrorKind;
+    let err = |arch: &str| match open(arch) {
+        Ok(()) => panic!("a broken folder declared as {arch} loaded"),
+        Err(e) => e,
+    };
+    let e = err("llama");
+    assert_eq!(e.kind, ErrorKind::InvalidModel, "{e}");
+    assert!(
+        e.message
+            .contains("model.safetensors: missing tensor model.layers.1.mlp.up_proj.weight"),
+        "{e}"
+    );
+    let e = err("qwen2");
+    assert_eq!(e.kind, ErrorKind::InvalidModel, "{e}");
+    assert!(e.message.contains("model_type is \"llama\""), "{e}");
+    let e = err("mamba");
+    assert_eq!(e.kind, ErrorKind::Unsupported, "{e}");
+    assert!(
+        e.message.contains("architecture \"mamba\"")
+            && e.message.contains("gpt2, llama, qwen2, mistral"),
+        "{e}"
+    );
+}
+
+/// A tiny Llama in `dir` without `model.layers.1.mlp.up_proj.weight`.
+pub fn broken_model(dir: &Path) -> (Config, Weights) {
+    let cfg = Config::tiny();
+    let mut w = random_weights(&cfg, 1);
+    w.remove("model.layers.1.mlp.up_proj.weight");
+    write_model(dir, &cfg, &w);
+    (cfg, w)
+}
