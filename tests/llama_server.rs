@@ -78,6 +78,19 @@ fn llama_engine(name: &str, model: &str, options: &str) -> String {
     )
 }
 
+/// Held by every test here that keeps the CPUs busy (a llama-server, the
+/// smoke test's server, a GGUF import), so that no two run at once: the
+/// test harness runs two tests at a time on this 2-core machine, and two
+/// llama-servers with 2 spinning threads each starve each other (a CI run
+/// saw a first token take over 60 s while the smoke test's server and an
+/// import ran beside a matrix's server).
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Writes the config and `yaml` into `dir` and runs it, with the
 /// provisioned llama-server and GGUF in `LLAMA_SERVER` and `SMOLLM2_GGUF`;
 /// asserts that the run finished (exit status 0, or 5 when cells failed)
@@ -85,10 +98,7 @@ fn llama_engine(name: &str, model: &str, options: &str) -> String {
 /// servers with 2 threads each on a 2-core machine would measure each
 /// other.
 fn run_llama(dir: &Path, yaml: &str) -> (PathBuf, i32) {
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _one = one_at_a_time();
     let (server, gguf) = (provisioned("llama-server"), provisioned("smollm2-gguf"));
     let plugins = plugin_dir(&["http"]);
     write_config(dir);
@@ -471,6 +481,7 @@ fn the_llama_server_matrix_is_valid() {
 /// log lines.
 #[test]
 fn the_smoke_test_passes_the_built_server_and_names_a_fatal_signal() {
+    let _one = one_at_a_time();
     let (server, gguf) = (provisioned("llama-server"), provisioned("smollm2-gguf"));
     let smoke = workspace_root().join("scripts/llama-smoke");
     let o = std::process::Command::new(&smoke)
@@ -521,6 +532,7 @@ fn safetensors_header(file: &Path) -> serde_json::Map<String, Value> {
 /// tensor under its HF name; a truncated copy is refused, naming the file.
 #[test]
 fn model_import_turns_the_smollm2_gguf_into_a_hf_folder() {
+    let _one = one_at_a_time();
     let gguf = provisioned("smollm2-gguf");
     let dir = TempDir::new("import");
     let out = dir.path().join("smollm2-bf16");
