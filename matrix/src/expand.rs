@@ -37,6 +37,10 @@ pub(crate) enum Key {
     SloAttainment,
     SweepSteps,
     RateScale,
+    Dataset,
+    DatasetPath,
+    PrefixTokens,
+    PrefixGroups,
 }
 
 /// Keys only a `serving` scenario reads.
@@ -58,7 +62,7 @@ const SERVING_KEYS: [Key; 15] = [
     Key::SweepSteps,
 ];
 
-pub(crate) const AXIS_KEYS: [(Key, &str); 27] = [
+pub(crate) const AXIS_KEYS: [(Key, &str); 31] = [
     (Key::InputTokens, "input_tokens"),
     (Key::OutputTokens, "output_tokens"),
     (Key::BatchSize, "batch_size"),
@@ -86,6 +90,10 @@ pub(crate) const AXIS_KEYS: [(Key, &str); 27] = [
     (Key::SloAttainment, "slo_attainment"),
     (Key::SweepSteps, "sweep_steps"),
     (Key::RateScale, "rate_scale"),
+    (Key::Dataset, "dataset"),
+    (Key::DatasetPath, "dataset_path"),
+    (Key::PrefixTokens, "prefix_tokens"),
+    (Key::PrefixGroups, "prefix_groups"),
 ];
 
 pub(crate) const DTYPES: [&str; 3] = ["f32", "f16", "bf16"];
@@ -233,8 +241,29 @@ fn parse_value(at: &At<'_>, key: Key) -> Result<Src, MatrixError> {
         | Key::MaxBatch
         | Key::NumRequests
         | Key::Requests
-        | Key::MaxConcurrency => Val::Int(at.u32_min(1)?),
-        Key::SweepSteps => Val::Int(at.u32_min(0)?),
+        | Key::MaxConcurrency
+        | Key::PrefixGroups => Val::Int(at.u32_min(1)?),
+        Key::SweepSteps | Key::PrefixTokens => Val::Int(at.u32_min(0)?),
+        Key::Dataset => {
+            let names = crate::dataset::DatasetKind::NAMES;
+            match at.str().ok().filter(|s| names.contains(s)) {
+                Some(s) => Val::Str(s.to_string()),
+                None => {
+                    return Err(at.err(format!(
+                        "expected a dataset ({}), got {}",
+                        names.join(", "),
+                        at.node.describe()
+                    )))
+                }
+            }
+        }
+        Key::DatasetPath => {
+            let s = at.str()?;
+            if s.trim().is_empty() {
+                return Err(at.err("expected a file path, got an empty string"));
+            }
+            Val::Str(s.to_string())
+        }
         Key::DurationS | Key::RampUpS | Key::SpikeAtS | Key::SpikeS => Val::Num(at.non_negative()?),
         Key::Burstiness
         | Key::RateScale
@@ -733,19 +762,18 @@ fn resolve(kind: ScenarioKind, r: &Resolver<'_>, ctx: &Ctx<'_>) -> Result<CellPa
             ));
         }
     }
-    let p = match kind {
-        ScenarioKind::Serving => {
-            return serving(
-                r,
-                ctx,
-                label,
-                input_tokens,
-                output_tokens,
-                duration_s,
-                dtype,
-                quantization,
-            )
-        }
+    let dataset = dataset(r, ctx)?;
+    let mut p = match kind {
+        ScenarioKind::Serving => serving(
+            r,
+            ctx,
+            label,
+            input_tokens,
+            output_tokens,
+            duration_s,
+            dtype,
+            quantization,
+        )?,
         ScenarioKind::Latency => {
             let concurrency = r.int(Key::Concurrency, 1);
             if concurrency != 1 {
@@ -771,6 +799,7 @@ fn resolve(kind: ScenarioKind, r: &Resolver<'_>, ctx: &Ctx<'_>) -> Result<CellPa
                 dtype,
                 quantization,
                 serving: None,
+                dataset: None,
             }
         }
         ScenarioKind::Throughput => {
@@ -790,6 +819,7 @@ fn resolve(kind: ScenarioKind, r: &Resolver<'_>, ctx: &Ctx<'_>) -> Result<CellPa
                 dtype,
                 quantization,
                 serving: None,
+                dataset: None,
             }
         }
         ScenarioKind::Concurrency => {
@@ -810,10 +840,91 @@ fn resolve(kind: ScenarioKind, r: &Resolver<'_>, ctx: &Ctx<'_>) -> Result<CellPa
                 dtype,
                 quantization,
                 serving: None,
+                dataset: None,
             }
         }
     };
+    p.dataset = dataset;
     Ok(p)
+}
+
+/// The request source of a combination (`None`: `random`), checked
+/// against the keys that go with it.
+fn dataset(
+    r: &Resolver<'_>,
+    ctx: &Ctx<'_>,
+) -> Result<Option<crate::dataset::DatasetParams>, MatrixError> {
+    use crate::dataset::{DatasetKind, DatasetParams};
+    let kind = r
+        .string(Key::Dataset)
+        .and_then(|s| DatasetKind::parse(&s))
+        .unwrap_or(DatasetKind::Random);
+    let only = |key: Key, which: &str| -> Result<(), MatrixError> {
+        match r.src(key) {
+            Some(s) => Err(ctx.err(
+                &s.path,
+                format!(
+                    "`{}` applies to dataset {which} only (this combination's dataset is {})",
+                    key.name(),
+                    kind.as_str()
+                ),
+            )),
+            None => Ok(()),
+        }
+    };
+    if kind != DatasetKind::Prefix {
+        only(Key::PrefixTokens, "prefix")?;
+        only(Key::PrefixGroups, "prefix")?;
+    }
+    if !kind.is_text() {
+        only(Key::DatasetPath, "sharegpt and prompts")?;
+    }
+    if kind.is_text() {
+        if let Some(s) = r.src(Key::InputTokens) {
+            return Err(ctx.err(
+                &s.path,
+                format!(
+                    "dataset {} takes its input lengths from the data: remove input_tokens",
+                    kind.as_str()
+                ),
+            ));
+        }
+    }
+    let input_tokens = r.int(Key::InputTokens, 128);
+    let prefix_tokens = r.int(Key::PrefixTokens, input_tokens / 2);
+    if kind == DatasetKind::Prefix && prefix_tokens > input_tokens {
+        return Err(ctx.err(
+            r.path(Key::PrefixTokens),
+            format!("prefix_tokens ({prefix_tokens}) must be at most input_tokens ({input_tokens})"),
+        ));
+    }
+    let path = r.string(Key::DatasetPath).map(|p| {
+        if p.starts_with("${") {
+            p
+        } else {
+            super::resolve_path(ctx.base, &p).display().to_string()
+        }
+    });
+    if kind == DatasetKind::Prompts && path.is_none() {
+        return Err(ctx.err(
+            r.path(Key::Dataset),
+            "dataset prompts needs dataset_path (a JSONL or YAML file of prompts)",
+        ));
+    }
+    Ok(match kind {
+        DatasetKind::Random => None,
+        _ => Some(DatasetParams {
+            kind,
+            path,
+            prefix_tokens: if kind == DatasetKind::Prefix {
+                prefix_tokens
+            } else {
+                0
+            },
+            prefix_groups: r.int(Key::PrefixGroups, 1),
+            output_from_data: kind.is_text() && r.src(Key::OutputTokens).is_none(),
+        }),
+    })
 }
 
 /// A `serving` combination (see [`crate::open_loop`]).
@@ -926,6 +1037,7 @@ fn serving(
         duration_s,
         dtype,
         quantization,
+        dataset: None,
         serving: Some(ServingParams {
             load,
             request_rate,
@@ -972,9 +1084,8 @@ pub(crate) fn tag(kind: ScenarioKind, p: &CellParams) -> String {
         return t;
     }
     t.push_str(&format!(
-        "in{}-out{}-bs{}-c{}-{}-{}-{}",
-        p.input_tokens,
-        p.output_tokens,
+        "{}-bs{}-c{}-{}-{}-{}",
+        lengths_tag(p),
         p.batch_size,
         p.concurrency,
         p.batch_policy.as_str(),
@@ -997,13 +1108,21 @@ pub(crate) fn tag(kind: ScenarioKind, p: &CellParams) -> String {
     t
 }
 
+/// `in128-out64`, or the dataset's fragment (see
+/// [`crate::dataset::DatasetParams::lengths_tag`]).
+fn lengths_tag(p: &CellParams) -> String {
+    match &p.dataset {
+        Some(d) => d.lengths_tag(p.input_tokens, p.output_tokens),
+        None => format!("in{}-out{}", p.input_tokens, p.output_tokens),
+    }
+}
+
 /// `in128-out64-spike-r4-poisson-mc16-x2at10s+5s-d30s-slo500_x_x-f32-none`.
 fn serving_tag(t: &mut String, p: &CellParams, s: &crate::open_loop::ServingParams) {
     use crate::open_loop::{Arrival, Load};
     t.push_str(&format!(
-        "in{}-out{}-{}-r{}-{}",
-        p.input_tokens,
-        p.output_tokens,
+        "{}-{}-r{}-{}",
+        lengths_tag(p),
         s.load.as_str(),
         s.request_rate.tag(),
         s.arrival.as_str()

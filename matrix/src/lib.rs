@@ -120,6 +120,7 @@
 //! positive integer, got -1`. Unknown keys are errors that list the allowed
 //! keys.
 
+pub mod dataset;
 mod expand;
 pub mod open_loop;
 pub mod placeholders;
@@ -288,6 +289,10 @@ pub struct CellParams {
     /// The open-loop settings of a `serving` cell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serving: Option<crate::open_loop::ServingParams>,
+    /// Where the requests come from, when not `random` (see
+    /// [`dataset`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<crate::dataset::DatasetParams>,
 }
 
 /// One benchmark to run: a scenario's combination on one model and engine.
@@ -346,6 +351,8 @@ pub struct Matrix {
 pub(crate) struct Ctx<'a> {
     file: &'a str,
     spans: &'a HashMap<String, (usize, usize)>,
+    /// The matrix's folder, that relative paths are resolved against.
+    base: &'a Path,
 }
 
 impl Ctx<'_> {
@@ -822,11 +829,12 @@ impl Matrix {
         let file = path.display().to_string();
         let root = parse_yaml(text, &file)?;
         let spans = field_spans(&root, &file)?;
+        let base = path.parent().unwrap_or(Path::new(""));
         let ctx = Ctx {
             file: &file,
             spans: &spans,
+            base,
         };
-        let base = path.parent().unwrap_or(Path::new(""));
 
         let top = At::root(&file, &root).map(&TOP_KEYS)?;
         let name = match top.opt("name") {

@@ -257,6 +257,7 @@ fn defaults_per_kind() {
         dtype: "f32".into(),
         quantization: "none".into(),
         serving: None,
+        dataset: None,
     };
     assert_eq!(p("lat"), base);
     assert_eq!(
@@ -707,7 +708,7 @@ fn unknown_axis_key() {
          concurrency, batch_policy, max_batch, num_requests, requests, duration_s, dtype, \
          quantization, label, request_rate, arrival, burstiness, max_concurrency, ramp_up_s, \
          load, spike_factor, spike_at_s, spike_s, slo_ttft_ms, slo_tpot_ms, slo_e2el_ms, \
-         slo_attainment, sweep_steps, rate_scale)"
+         slo_attainment, sweep_steps, rate_scale, dataset, dataset_path, prefix_tokens, prefix_groups)"
     );
     // Inside a workload value, and inside quick.
     let (line, col, field, _) = err(&scenario(
@@ -1264,4 +1265,101 @@ fn model_paths_take_environment_variables() {
         e.contains("m.yaml:2:") && e.contains("EM_TEST_UNSET_VARIABLE is not set"),
         "{e}"
     );
+}
+
+#[test]
+fn datasets_shape_ids_and_params() {
+    let m = ok(&scenario(
+        "  - name: s
+    kind: latency
+    engines: [a]
+    axes:
+      workload:
+        - {dataset: prefix, input_tokens: 128, prefix_tokens: 96, prefix_groups: 4}
+        - {dataset: prefix, input_tokens: 64}
+        - {dataset: sharegpt}
+        - {dataset: sharegpt, output_tokens: 32}
+        - {dataset: prompts, dataset_path: data/questions.jsonl}
+        - {dataset: sharegpt, dataset_path: \"${SHAREGPT}/x.json\"}
+        - {input_tokens: 16}
+",
+    ));
+    assert_eq!(
+        tags(&m, false),
+        [
+            "in128p96x4-out64-bs1-c1-static-f32-none",
+            "in64p32x1-out64-bs1-c1-static-f32-none",
+            "sharegpt-outdata-bs1-c1-static-f32-none",
+            "sharegpt-out32-bs1-c1-static-f32-none",
+            "prompts.questions-outdata-bs1-c1-static-f32-none",
+            "sharegpt.x-outdata-bs1-c1-static-f32-none",
+            "in16-out64-bs1-c1-static-f32-none",
+        ]
+    );
+    let cells: Vec<Cell> = m.cells(false).into_iter().filter(|c| c.engine == "a").collect();
+    let d = |i: usize| cells[i].params.dataset.clone();
+    let prefix = d(0).unwrap();
+    assert_eq!(
+        (prefix.kind, prefix.prefix_tokens, prefix.prefix_groups),
+        (dataset::DatasetKind::Prefix, 96, 4)
+    );
+    assert!(d(2).unwrap().output_from_data);
+    assert!(!d(3).unwrap().output_from_data);
+    assert_eq!(cells[3].params.output_tokens, 32);
+    // Relative to the matrix's folder; placeholders are kept for the run.
+    let prompts = d(4).unwrap().path.unwrap();
+    assert!(prompts.ends_with("/m/data/questions.jsonl"), "{prompts}");
+    assert!(Path::new(&prompts).is_absolute());
+    assert_eq!(d(5).unwrap().path.as_deref(), Some("${SHAREGPT}/x.json"));
+    assert_eq!(d(6), None, "random is the default, with no record");
+}
+
+#[test]
+fn dataset_keys_are_checked_against_the_dataset() {
+    let (line, _, field, msg) = err(&scenario(
+        "  - name: s
+    kind: latency
+    dataset: sharegpt
+    input_tokens: 64
+",
+    ));
+    assert_eq!((line, field.as_str()), (13, "scenarios[0].input_tokens"));
+    assert!(msg.contains("takes its input lengths from the data"), "{msg}");
+
+    let (line, _, field, msg) = err(&scenario(
+        "  - name: s
+    kind: latency
+    axes: {prefix_tokens: [0, 32]}
+",
+    ));
+    assert_eq!(line, 12);
+    assert!(field.starts_with("scenarios[0].axes.prefix_tokens"), "{field}");
+    assert!(msg.contains("applies to dataset prefix only"), "{msg}");
+
+    let (_, _, _, msg) = err(&scenario(
+        "  - name: s
+    kind: latency
+    dataset: prompts
+",
+    ));
+    assert!(msg.contains("needs dataset_path"), "{msg}");
+
+    let (line, _, _, msg) = err(&scenario(
+        "  - name: s
+    kind: latency
+    dataset: prefix
+    input_tokens: 32
+    prefix_tokens: 33
+",
+    ));
+    assert_eq!(line, 14);
+    assert!(msg.contains("at most input_tokens (32)"), "{msg}");
+
+    let (_, _, _, msg) = err(&scenario(
+        "  - name: s
+    kind: latency
+    dataset: burstgpt
+",
+    ));
+    assert!(msg.contains("expected a dataset (random, prefix, sharegpt, prompts)"), "{msg}");
 }

@@ -158,6 +158,7 @@ pub(crate) mod fixtures {
             dtype: "f32".into(),
             quantization: "none".into(),
             serving: None,
+            dataset: None,
         };
         Cell {
             id: format!("latency/m/{engine}/in{input}-out{output}-bs{batch}"),
