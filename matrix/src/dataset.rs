@@ -97,7 +97,7 @@ fn one() -> u32 {
 impl DatasetParams {
     /// The id fragment that replaces `inI-outO`: `in128p96x4-out64`
     /// (prefix), `sharegpt-outdata` (the provisioned file; `sharegpt.NAME`
-/// with another file), `prompts.questions-out64`.
+    /// with another file), `prompts.questions-out64`.
     pub fn lengths_tag(&self, input_tokens: u32, output_tokens: u32) -> String {
         let out = if self.output_from_data {
             "outdata".to_string()

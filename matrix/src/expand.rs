@@ -895,7 +895,9 @@ fn dataset(
     if kind == DatasetKind::Prefix && prefix_tokens > input_tokens {
         return Err(ctx.err(
             r.path(Key::PrefixTokens),
-            format!("prefix_tokens ({prefix_tokens}) must be at most input_tokens ({input_tokens})"),
+            format!(
+                "prefix_tokens ({prefix_tokens}) must be at most input_tokens ({input_tokens})"
+            ),
         ));
     }
     let path = r.string(Key::DatasetPath).map(|p| {

@@ -394,6 +394,31 @@ fn parse_yaml(text: &str, file: &str) -> Result<yaml::Node, MatrixError> {
     }
 }
 
+/// The items of a YAML document that is a list (a data file beside the
+/// matrix, such as a prompts file), each as JSON with its 1-based line,
+/// with the same limits and errors (file, line, column) as a matrix.
+pub fn yaml_list(text: &str, file: &str) -> Result<Vec<(usize, serde_json::Value)>, MatrixError> {
+    let root = match yaml::load(text) {
+        Ok(Some(root)) => root,
+        // An empty file is an empty list.
+        Ok(None) => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(MatrixError::At {
+                file: file.to_string(),
+                line: e.line,
+                column: e.col,
+                field: String::new(),
+                message: format!("invalid YAML: {}", e.message),
+            })
+        }
+    };
+    At::root(file, &root)
+        .seq()?
+        .iter()
+        .map(|item| Ok((item.node.line, item.json()?)))
+        .collect()
+}
+
 /// Line and column of every field path (`scenarios[0].name`), for errors
 /// found after parsing.
 fn field_spans(

@@ -1296,7 +1296,11 @@ fn datasets_shape_ids_and_params() {
             "in16-out64-bs1-c1-static-f32-none",
         ]
     );
-    let cells: Vec<Cell> = m.cells(false).into_iter().filter(|c| c.engine == "a").collect();
+    let cells: Vec<Cell> = m
+        .cells(false)
+        .into_iter()
+        .filter(|c| c.engine == "a")
+        .collect();
     let d = |i: usize| cells[i].params.dataset.clone();
     let prefix = d(0).unwrap();
     assert_eq!(
@@ -1324,7 +1328,10 @@ fn dataset_keys_are_checked_against_the_dataset() {
 ",
     ));
     assert_eq!((line, field.as_str()), (13, "scenarios[0].input_tokens"));
-    assert!(msg.contains("takes its input lengths from the data"), "{msg}");
+    assert!(
+        msg.contains("takes its input lengths from the data"),
+        "{msg}"
+    );
 
     let (line, _, field, msg) = err(&scenario(
         "  - name: s
@@ -1333,7 +1340,10 @@ fn dataset_keys_are_checked_against_the_dataset() {
 ",
     ));
     assert_eq!(line, 12);
-    assert!(field.starts_with("scenarios[0].axes.prefix_tokens"), "{field}");
+    assert!(
+        field.starts_with("scenarios[0].axes.prefix_tokens"),
+        "{field}"
+    );
     assert!(msg.contains("applies to dataset prefix only"), "{msg}");
 
     let (_, _, _, msg) = err(&scenario(
@@ -1361,5 +1371,8 @@ fn dataset_keys_are_checked_against_the_dataset() {
     dataset: burstgpt
 ",
     ));
-    assert!(msg.contains("expected a dataset (random, prefix, sharegpt, prompts)"), "{msg}");
+    assert!(
+        msg.contains("expected a dataset (random, prefix, sharegpt, prompts)"),
+        "{msg}"
+    );
 }

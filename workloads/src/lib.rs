@@ -1,0 +1,124 @@
+//! Where a cell's requests come from: one [`Workload`] per cell, built
+//! before the cell is timed, that gives request `i` its prompt (token ids)
+//! and output length. Request `i` is the same for every engine of a cell:
+//! the random generators are seeded by the workload (never the engine),
+//! and the text datasets are tokenized with the model's own tokenizer,
+//! which every engine of a model shares.
+//!
+//! * [`random`]: seeded token ids of exactly the requested length, and
+//!   the shared-prefix workload built on them;
+//! * [`sharegpt`]: ShareGPT conversations sampled as vLLM's benchmarks
+//!   do, read from a file that may be truncated;
+//! * [`prompts`]: a JSONL or YAML file of text prompts.
+//!
+//! Everything here is pure (no clock, no engine): the tokenizer comes in
+//! through [`Tokenize`], so that the sampling is tested on fixtures with
+//! known lengths.
+//!
+//! Text is tokenized up front into a pool of samples ([`Workload::Samples`])
+//! and request `i` takes sample `i mod pool`: tokenizing while requests
+//! are in flight would take a core from the engine on a 2-core machine and
+//! distort what is measured.
+
+pub mod prompts;
+pub mod random;
+pub mod sharegpt;
+
+use serde::{Deserialize, Serialize};
+
+/// One request's input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sample {
+    pub prompt: Vec<u32>,
+    pub output_tokens: u32,
+}
+
+/// Turns text into the model's token ids (the model's tokenizer, special
+/// tokens added as Hugging Face's `tokenizer(text)` does).
+pub trait Tokenize {
+    fn encode(&self, text: &str) -> Result<Vec<u32>, String>;
+}
+
+impl<F: Fn(&str) -> Result<Vec<u32>, String>> Tokenize for F {
+    fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
+        self(text)
+    }
+}
+
+/// Why a workload could not be built. Each names the file and, where
+/// there is one, the line and field.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum WorkloadError {
+    #[error("{file}: {message}")]
+    File { file: String, message: String },
+    #[error("{file}:{line}: {field}: {message}")]
+    At {
+        file: String,
+        line: usize,
+        field: String,
+        message: String,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What a cell's workload was, for the results.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadRecord {
+    /// `random`, `prefix`, `sharegpt` or `prompts`.
+    pub dataset: String,
+    /// The data file read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Entries the file held (ShareGPT conversations, prompts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries: Option<usize>,
+    /// Distinct prompts in the pool requests cycle through (`None`: each
+    /// request its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<usize>,
+    /// Entries passed over by the length filters while the pool was
+    /// filled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<usize>,
+    /// Said when the file ended inside an entry (a truncated download or
+    /// package): how many complete entries were used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<String>,
+}
+
+/// A cell's request source, ready to give out requests.
+#[derive(Clone, Debug)]
+pub enum Workload {
+    /// Seeded random prompts (optionally with shared prefixes) of fixed
+    /// lengths.
+    Random(random::RandomPrompts),
+    /// A pool of tokenized samples, request `i` taking sample `i mod n`.
+    Samples {
+        samples: Vec<Sample>,
+        record: WorkloadRecord,
+    },
+}
+
+impl Workload {
+    /// Request `index`'s prompt and output length.
+    pub fn request(&self, index: u64) -> Sample {
+        match self {
+            Workload::Random(r) => r.request(index),
+            Workload::Samples { samples, .. } => {
+                samples[(index % samples.len().max(1) as u64) as usize].clone()
+            }
+        }
+    }
+
+    pub fn record(&self) -> WorkloadRecord {
+        match self {
+            Workload::Random(r) => r.record(),
+            Workload::Samples { record, .. } => record.clone(),
+        }
+    }
+}
+
+/// Most samples a text workload tokenizes up front; requests beyond it
+/// cycle through them.
+pub const MAX_POOL: usize = 1000;
