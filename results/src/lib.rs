@@ -26,6 +26,7 @@
 pub mod cell;
 pub mod metrics;
 pub mod run;
+pub mod server_metrics;
 pub mod shape;
 pub mod telemetry;
 

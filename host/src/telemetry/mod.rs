@@ -33,6 +33,7 @@
 pub mod energy;
 pub mod gpu;
 pub mod leak;
+pub mod prometheus;
 pub mod sampler;
 
 pub use energy::{energy_record, idle_baseline, EnergyMeter, EnergyReading, EnergyRecord, Power};
