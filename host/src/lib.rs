@@ -38,13 +38,13 @@ pub mod generate;
 pub mod measure;
 pub mod models;
 pub mod output;
-pub mod prompts;
 mod rng;
 pub mod roofline;
 pub mod run;
 pub mod serve;
 pub mod system;
 pub mod telemetry;
+pub mod workload;
 
 // The matrix format and the statistics live in their own crates; these
 // paths keep naming them.

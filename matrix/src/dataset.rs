@@ -123,7 +123,9 @@ impl DatasetParams {
     fn file_stem(&self) -> String {
         let p = self.path.as_deref().unwrap_or("");
         let name = p.rsplit(['/', '\\']).next().unwrap_or(p);
-        let stem = name.split('.').next().unwrap_or(name);
+        // `${SHAREGPT}` names the variable.
+        let name = name.replace("${", "").replace('}', "");
+        let stem = name.split('.').next().unwrap_or(&name);
         stem.chars()
             .map(|c| {
                 if c.is_ascii_alphanumeric() || c == '_' {
@@ -157,6 +159,8 @@ mod tests {
         d.path = Some("/x/my prompts.v2.jsonl".into());
         d.output_from_data = false;
         assert_eq!(d.lengths_tag(0, 32), "prompts.my_prompts-out32");
+        d.path = Some("${DATA}".into());
+        assert_eq!(d.lengths_tag(0, 32), "prompts.DATA-out32");
     }
 
     #[test]

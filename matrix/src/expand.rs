@@ -844,6 +844,14 @@ fn resolve(kind: ScenarioKind, r: &Resolver<'_>, ctx: &Ctx<'_>) -> Result<CellPa
             }
         }
     };
+    // A text dataset's lengths are its data's: no nominal length is
+    // recorded that no request has.
+    if let Some(d) = dataset.as_ref().filter(|d| d.kind.is_text()) {
+        p.input_tokens = 0;
+        if d.output_from_data {
+            p.output_tokens = 0;
+        }
+    }
     p.dataset = dataset;
     Ok(p)
 }

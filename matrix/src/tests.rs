@@ -1310,6 +1310,12 @@ fn datasets_shape_ids_and_params() {
     assert!(d(2).unwrap().output_from_data);
     assert!(!d(3).unwrap().output_from_data);
     assert_eq!(cells[3].params.output_tokens, 32);
+    // A text dataset's lengths are its data's: none nominal.
+    assert_eq!(
+        (cells[2].params.input_tokens, cells[2].params.output_tokens),
+        (0, 0)
+    );
+    assert_eq!(cells[3].params.input_tokens, 0);
     // Relative to the matrix's folder; placeholders are kept for the run.
     let prompts = d(4).unwrap().path.unwrap();
     assert!(prompts.ends_with("/m/data/questions.jsonl"), "{prompts}");

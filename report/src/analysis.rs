@@ -304,7 +304,10 @@ pub fn workload(p: &CellParams, kind: ScenarioKind) -> String {
         s.push_str(l);
         s.push(' ');
     }
-    s.push_str(&format!("{}/{}", p.input_tokens, p.output_tokens));
+    match &p.dataset {
+        Some(d) => s.push_str(&d.lengths_tag(p.input_tokens, p.output_tokens)),
+        None => s.push_str(&format!("{}/{}", p.input_tokens, p.output_tokens)),
+    }
     match kind {
         ScenarioKind::Latency => s.push_str(&format!(" bs{}", p.batch_size)),
         ScenarioKind::Throughput => s.push_str(&format!(" n{} bs{}", p.num_requests, p.max_batch)),
@@ -484,7 +487,9 @@ pub fn sweeps<'a>(groups: &'a [Group<'a>], axis: Axis, kinds: &[ScenarioKind]) -
 fn fixed_description(c: &Cell, axis: Axis) -> String {
     let p = &c.params;
     let mut parts = Vec::new();
-    if !matches!(axis, Axis::InputTokens | Axis::OutputTokens) {
+    if let Some(d) = &p.dataset {
+        parts.push(d.lengths_tag(p.input_tokens, p.output_tokens));
+    } else if !matches!(axis, Axis::InputTokens | Axis::OutputTokens) {
         parts.push(format!("in {}", p.input_tokens));
         parts.push(format!("out {}", p.output_tokens));
     }

@@ -104,7 +104,10 @@ fn match_key(g: &Group) -> String {
     let p = &g.cell().params;
     let workload = match &p.label {
         Some(l) => l.clone(),
-        None => format!("{}/{}", p.input_tokens, p.output_tokens),
+        None => match &p.dataset {
+            Some(d) => d.lengths_tag(p.input_tokens, p.output_tokens),
+            None => format!("{}/{}", p.input_tokens, p.output_tokens),
+        },
     };
     format!("{}|{workload}", loose_key(g))
 }

@@ -234,6 +234,9 @@ pub(crate) mod fixtures {
             aliases: MetricAliases::default(),
             per_iteration,
             serving: None,
+            input_lengths: None,
+            output_lengths: None,
+            workload: None,
         }
     }
 

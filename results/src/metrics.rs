@@ -46,6 +46,15 @@ pub struct CellMetrics {
     /// Open-loop figures of a `serving` cell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serving: Option<ServingMetrics>,
+    /// The measured completed requests' prompt lengths (tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_lengths: Option<Distribution>,
+    /// The measured completed requests' output lengths (tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_lengths: Option<Distribution>,
+    /// Where the requests came from (dataset, file, pool).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadRecord>,
 }
 
 /// Other tools' definitions of inter-token latency and TPOT, per request.
@@ -157,4 +166,29 @@ pub struct ServingMetrics {
     pub windows: Vec<Window>,
     pub spike: Option<SpikeFigures>,
     pub sweep: Option<SweepFigures>,
+}
+
+/// What a cell's workload was (`engine-matrix-workloads` builds it).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadRecord {
+    /// `random`, `prefix`, `sharegpt` or `prompts`.
+    pub dataset: String,
+    /// The data file read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Entries the file held (ShareGPT conversations, prompts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries: Option<usize>,
+    /// Distinct prompts in the pool requests cycle through (`None`: each
+    /// request its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<usize>,
+    /// Entries passed over by the length filters while the pool was
+    /// filled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<usize>,
+    /// Said when the file ended inside an entry (a truncated download or
+    /// package): how many complete entries were used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<String>,
 }

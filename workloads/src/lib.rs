@@ -24,8 +24,6 @@ pub mod prompts;
 pub mod random;
 pub mod sharegpt;
 
-use serde::{Deserialize, Serialize};
-
 /// One request's input.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sample {
@@ -62,30 +60,7 @@ pub enum WorkloadError {
     Other(String),
 }
 
-/// What a cell's workload was, for the results.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct WorkloadRecord {
-    /// `random`, `prefix`, `sharegpt` or `prompts`.
-    pub dataset: String,
-    /// The data file read.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file: Option<String>,
-    /// Entries the file held (ShareGPT conversations, prompts).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub entries: Option<usize>,
-    /// Distinct prompts in the pool requests cycle through (`None`: each
-    /// request its own).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pool: Option<usize>,
-    /// Entries passed over by the length filters while the pool was
-    /// filled.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub skipped: Option<usize>,
-    /// Said when the file ended inside an entry (a truncated download or
-    /// package): how many complete entries were used.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub truncated: Option<String>,
-}
+pub use engine_matrix_results::metrics::WorkloadRecord;
 
 /// A cell's request source, ready to give out requests.
 #[derive(Clone, Debug)]

@@ -103,19 +103,17 @@ pub fn per_iteration(records: &[RequestRecord], spans: &[IterationSpan]) -> Vec<
 
 const MS: f64 = 1e-6;
 
-/// Computes the metrics of a cell from its raw records.
-pub fn compute(
-    records: &[RequestRecord],
-    spans: &[IterationSpan],
-    vocab: usize,
-    expected_output: u32,
-) -> CellMetrics {
+/// Computes the metrics of a cell from its raw records. A completed
+/// request whose output length differs from the one it asked for is an
+/// output-length mismatch.
+pub fn compute(records: &[RequestRecord], spans: &[IterationSpan], vocab: usize) -> CellMetrics {
     let measured: Vec<&RequestRecord> = records.iter().filter(|r| !r.warmup).collect();
     let (mut ttft, mut tpot, mut itl, mut e2el) = (vec![], vec![], vec![], vec![]);
     let (mut queue, mut prefill, mut per_token) = (vec![], vec![], vec![]);
     let mut failure_reasons = BTreeMap::new();
     let (mut completed, mut failed, mut mismatches, mut oov, mut disagree) = (0, 0, 0, 0, 0);
     let (mut input_tokens, mut output_tokens) = (0u64, 0u64);
+    let (mut input_lengths, mut output_lengths) = (vec![], vec![]);
     for r in &measured {
         oov += r.tokens.iter().filter(|&&t| t as usize >= vocab).count();
         if let Some(e) = &r.error {
@@ -133,7 +131,9 @@ pub fn compute(
         completed += 1;
         input_tokens += r.prompt_tokens as u64;
         output_tokens += r.produced() as u64;
-        if r.produced() != expected_output as usize {
+        input_lengths.push(f64::from(r.prompt_tokens));
+        output_lengths.push(r.produced() as f64);
+        if r.produced() != r.max_new_tokens as usize {
             mismatches += 1;
         }
         if c.generated_tokens as usize != r.tokens.len() {
@@ -190,6 +190,9 @@ pub fn compute(
         engine_queue_ms: summarize(&queue),
         engine_prefill_ms: summarize(&prefill),
         serving: None,
+        input_lengths: summarize(&input_lengths),
+        output_lengths: summarize(&output_lengths),
+        workload: None,
     }
 }
 
@@ -245,7 +248,7 @@ mod tests {
                 rss_bytes: None,
             },
         ];
-        let m = compute(&records, &spans, 100, 3);
+        let m = compute(&records, &spans, 100);
         assert_eq!(m.requests, 1, "warmup excluded");
         assert_eq!(m.ttft_ms.as_ref().unwrap().mean, 100.0);
         assert_eq!(m.e2el_ms.as_ref().unwrap().mean, 130.0);
@@ -307,6 +310,7 @@ mod tests {
         // output; TPOT and throughput use the 4.
         let mut r = rec(0, 0, &[100, 130], false);
         r.completion.as_mut().unwrap().generated_tokens = 4;
+        r.max_new_tokens = 4;
         let spans = [IterationSpan {
             index: 0,
             warmup: false,
@@ -314,7 +318,7 @@ mod tests {
             end_ns: 1_000_000_000,
             rss_bytes: None,
         }];
-        let m = compute(&[r], &spans, 100, 4);
+        let m = compute(&[r], &spans, 100);
         assert_eq!(m.token_count_disagreements, 1);
         assert_eq!(m.output_length_mismatches, 0);
         assert_eq!(m.total_output_tokens, 4);
@@ -326,6 +330,7 @@ mod tests {
     fn failures_mismatches_and_bad_tokens_are_counted() {
         let mut short = rec(0, 0, &[5], false);
         short.tokens = vec![500];
+        short.max_new_tokens = 3;
         let mut failed = rec(1, 0, &[], false);
         failed.completion = None;
         failed.error = Some(engine_api::EngineError::runtime("oom"));
@@ -336,11 +341,39 @@ mod tests {
             end_ns: 1_000_000_000,
             rss_bytes: None,
         }];
-        let m = compute(&[short, failed], &spans, 100, 3);
+        let m = compute(&[short, failed], &spans, 100);
         assert_eq!((m.completed, m.failed), (1, 1));
         assert_eq!(m.failure_reasons.get("runtime: oom"), Some(&1));
         assert_eq!(m.output_length_mismatches, 1);
         assert_eq!(m.out_of_vocab_tokens, 1);
         assert!(m.tpot_ms.is_none(), "one token has no TPOT");
+    }
+
+    #[test]
+    fn each_request_is_held_to_its_own_length_and_lengths_are_summarised() {
+        // A dataset's requests: prompts of 10, 20 and 30 tokens asking
+        // for 1, 2 and 3 tokens; the third got 2.
+        let mut a = rec(0, 0, &[5], false);
+        let mut b = rec(1, 0, &[5, 6], false);
+        let mut c = rec(2, 0, &[5, 6], false);
+        (a.prompt_tokens, b.prompt_tokens, c.prompt_tokens) = (10, 20, 30);
+        c.max_new_tokens = 3;
+        let spans = [IterationSpan {
+            index: 0,
+            warmup: false,
+            start_ns: 0,
+            end_ns: 1_000_000_000,
+            rss_bytes: None,
+        }];
+        let m = compute(&[a, b, c], &spans, 100);
+        assert_eq!(m.output_length_mismatches, 1);
+        let i = m.input_lengths.as_ref().unwrap();
+        assert_eq!(
+            (i.count, i.min, i.p50, i.max, i.mean),
+            (3, 10.0, 20.0, 30.0, 20.0)
+        );
+        let o = m.output_lengths.as_ref().unwrap();
+        assert_eq!((o.count, o.min, o.max), (3, 1.0, 2.0));
+        assert_eq!(m.total_input_tokens, 60);
     }
 }

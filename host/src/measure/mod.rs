@@ -136,6 +136,17 @@ impl Collector {
         (first..first + n as u64).collect()
     }
 
+    /// Sets the lengths of registered `ids` (a dataset's requests differ).
+    pub fn set_lengths(&self, ids: &[u64], samples: &[engine_matrix_workloads::Sample]) {
+        let mut s = self.lock();
+        for (&id, x) in ids.iter().zip(samples) {
+            if let Some(r) = s.records.get_mut(id as usize) {
+                r.prompt_tokens = x.prompt.len() as u32;
+                r.max_new_tokens = x.output_tokens;
+            }
+        }
+    }
+
     /// Stamps the submit time of `ids` and returns it.
     pub fn mark_submitted(&self, ids: &[u64]) -> u64 {
         let t = self.now_ns();
@@ -269,14 +280,14 @@ impl SinkFfi for HostSink {
     }
 }
 
-/// Builds the requests for registered `ids`.
-pub fn requests(ids: &[u64], prompts: Vec<Vec<u32>>, max_new_tokens: u32) -> Vec<Request> {
+/// Builds the requests for registered `ids` from their samples.
+pub fn requests(ids: &[u64], samples: Vec<engine_matrix_workloads::Sample>) -> Vec<Request> {
     ids.iter()
-        .zip(prompts)
-        .map(|(&id, prompt)| Request {
+        .zip(samples)
+        .map(|(&id, s)| Request {
             id,
-            prompt: prompt.into(),
-            max_new_tokens,
+            prompt: s.prompt.into(),
+            max_new_tokens: s.output_tokens,
             sampling: engine_api::Sampling::GREEDY,
             ignore_eos: true,
         })

@@ -16,8 +16,8 @@ use crate::matrix::{Cell, ScenarioKind};
 use crate::measure::serving::{schedule, Load, Rate, Search, ServingParams};
 use crate::measure::IterationSpan;
 use crate::measure::{requests, Collector};
-use crate::prompts::PromptGen;
 use engine_api::ModelBox;
+use engine_matrix_workloads::Workload;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,7 +44,7 @@ pub struct Execution {
 /// Time without any progress after which an engine counts as hung.
 pub const DEFAULT_STALL: Duration = Duration::from_secs(120);
 
-pub fn execute(model: &ModelBox, cell: &Cell, prompts: &PromptGen, stall: Duration) -> Execution {
+pub fn execute(model: &ModelBox, cell: &Cell, prompts: &Workload, stall: Duration) -> Execution {
     let mut run = Runner {
         model,
         cell,
@@ -66,7 +66,7 @@ pub fn execute(model: &ModelBox, cell: &Cell, prompts: &PromptGen, stall: Durati
 struct Runner<'a> {
     model: &'a ModelBox,
     cell: &'a Cell,
-    prompts: &'a PromptGen,
+    prompts: &'a Workload,
     stall: Duration,
     collector: Arc<Collector>,
     spans: Vec<IterationSpan>,
@@ -155,11 +155,9 @@ impl Runner<'_> {
                 self.collector.mark_scheduled(id, t);
             }
         }
-        let prompts = ids
-            .iter()
-            .map(|&id| self.prompts.prompt(id, p.input_tokens as usize))
-            .collect();
-        let reqs = requests(&ids, prompts, p.output_tokens);
+        let samples: Vec<_> = ids.iter().map(|&id| self.prompts.request(id)).collect();
+        self.collector.set_lengths(&ids, &samples);
+        let reqs = requests(&ids, samples);
         self.collector.mark_submitted(&ids);
         if let Err(e) = self
             .model
@@ -467,6 +465,17 @@ mod tests {
         }
     }
 
+    /// The cells' random workload: `input` and `output` tokens.
+    fn random(input: u32, output: u32) -> Workload {
+        Workload::Random(engine_matrix_workloads::random::RandomPrompts {
+            gen: engine_matrix_workloads::random::PromptGen::new(0, "k", 100, None),
+            input_tokens: input,
+            output_tokens: output,
+            prefix_tokens: 0,
+            prefix_groups: 1,
+        })
+    }
+
     fn model(mode: Mode) -> ModelBox {
         let spec = ModelSpec {
             name: "m".into(),
@@ -492,7 +501,7 @@ mod tests {
 
     #[test]
     fn latency_and_closed_loop_submit_what_the_cell_says() {
-        let prompts = PromptGen::new(0, "k", 100, None);
+        let prompts = random(4, 5);
         let m = model(Mode::Echo);
         let cells = cells();
         let ex = execute(&m, &cells[0], &prompts, DEFAULT_STALL);
@@ -516,7 +525,7 @@ mod tests {
 
     #[test]
     fn a_hung_engine_is_detected_and_failures_are_recorded() {
-        let prompts = PromptGen::new(0, "k", 100, None);
+        let prompts = random(4, 5);
         let cells = cells();
         let ex = execute(
             &model(Mode::Hang),

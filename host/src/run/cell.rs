@@ -18,7 +18,6 @@ use crate::output::{
     CellResult, EngineRecord, MemoryRecord, RawRequest, ResultLine, Status, SCHEMA_VERSION,
 };
 use crate::plugins::{self, LoadedEngine};
-use crate::prompts::PromptGen;
 use crate::synthetic::{self, Gpt2Shape};
 use crate::system;
 use anyhow::{bail, Context, Result};
@@ -568,18 +567,23 @@ fn run_cell(
     memory.load_bytes = loaded.load_bytes;
     memory.load_time_ms = Some(loaded.load_time_ms);
 
-    let workload_key = format!(
-        "{}/{}/{}",
-        cell.scenario,
-        cell.model,
-        serde_json::to_string(&cell.params).unwrap_or_default()
-    );
-    let prompts = PromptGen::new(
-        0,
-        &workload_key,
-        model.shape.vocab_size as u32,
-        model.shape.eos_token_id,
-    );
+    // Built (datasets read and tokenized) before anything is timed.
+    let folder = model
+        .folder(&p.dtype)
+        .unwrap_or_else(|_| model.path.clone());
+    let prompts = match crate::workload::build(cell, &model.shape, &folder) {
+        Ok(w) => w,
+        Err(crate::workload::NoWorkload::Unsupported(why)) => {
+            return (
+                finish(Status::Unsupported, Some(why), result),
+                vec![],
+                vec![],
+            )
+        }
+        Err(crate::workload::NoWorkload::Failed(why)) => {
+            return (finish(Status::Failed, Some(why), result), vec![], vec![])
+        }
+    };
     let _ = loaded.model.memory(); // resets the engine's KV peak
     memory.peak_is_per_cell = system::reset_peak_rss();
     let start = system::rss();
@@ -613,12 +617,7 @@ fn run_cell(
         crate::output::GpuRecord::from_samples(&samples.gpu, &samples.gpu_peak_memory_bytes);
 
     let metrics = match &p.serving {
-        None => compute(
-            &records,
-            &exec.spans,
-            model.shape.vocab_size,
-            p.output_tokens,
-        ),
+        None => compute(&records, &exec.spans, model.shape.vocab_size),
         Some(sv) => {
             let serving = crate::measure::serving::compute(
                 sv,
@@ -643,14 +642,9 @@ fn run_cell(
                         .filter(|s| s.warmup || s.index == index)
                         .copied()
                         .collect();
-                    compute(&recs, &spans, model.shape.vocab_size, p.output_tokens)
+                    compute(&recs, &spans, model.shape.vocab_size)
                 }
-                None => compute(
-                    &records,
-                    &exec.spans,
-                    model.shape.vocab_size,
-                    p.output_tokens,
-                ),
+                None => compute(&records, &exec.spans, model.shape.vocab_size),
             };
             m.serving = Some(serving);
             m
@@ -665,6 +659,8 @@ fn run_cell(
             metrics.total_output_tokens,
         ));
     }
+    let mut metrics = metrics;
+    metrics.workload = Some(prompts.record());
     result.memory = Some(memory);
     let (status, reason) = classify(cell, exec.outcome, &metrics, &records, model, hung, current);
     let keep_metrics = status == Status::Ok
@@ -681,9 +677,12 @@ fn run_cell(
         // matrix's (which only shapes the prompts), and it may run
         // anywhere.
         let remote = ctx.def.plugin == "http";
+        // Nor does a text dataset's: its requests' lengths vary, and the
+        // roof is computed for one length.
+        let varied = p.dataset.as_ref().is_some_and(|d| d.kind.is_text());
         result.efficiency = ctx
             .limits
-            .filter(|_| !on_gpu && !remote)
+            .filter(|_| !on_gpu && !remote && !varied)
             .map(|l| efficiency(cell, &model.shape, &metrics, l));
     }
     if keep_metrics {

