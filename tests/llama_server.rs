@@ -66,12 +66,17 @@ scenarios:
 /// `smollm2`), asking for `model`; `options` are extra http options
 /// (`, key: value` ...).
 fn llama_engine(name: &str, model: &str, options: &str) -> String {
+    llama_engine_args(name, model, options, "")
+}
+
+/// [`llama_engine`] with extra server arguments (`, --metrics`).
+fn llama_engine_args(name: &str, model: &str, options: &str, args: &str) -> String {
     format!(
         "  - name: {name}
     plugin: http
     options: {{base_url: \"http://127.0.0.1:${{PORT}}\", model: {model}{options}}}
     launch:
-      command: [\"${{LLAMA_SERVER}}\", -m, \"${{SMOLLM2_GGUF}}\", --alias, smollm2, --host, 127.0.0.1, --port, \"${{PORT}}\", -c, \"512\", -t, \"2\"]
+      command: [\"${{LLAMA_SERVER}}\", -m, \"${{SMOLLM2_GGUF}}\", --alias, smollm2, --host, 127.0.0.1, --port, \"${{PORT}}\", -c, \"512\", -t, \"2\"{args}]
       ready: /health
       ready_timeout_s: 120
 "
@@ -457,6 +462,114 @@ fn llama_server_back_to_back_requests_all_complete() {
     assert_no_failures(&cells[0]);
     assert_eq!(m["completed"], 60, "{m}");
     assert_server_stopped(&run_dir, "llama-server");
+}
+
+/// The server's Prometheus endpoint (`--metrics`) is scraped during the
+/// cell: the series goes to results.jsonl, the summary to both files, and
+/// the tokens the server says it generated are the ones the host counted
+/// (warmup included: the scrape spans the whole cell). A server started
+/// without `--metrics` answers the scrape with HTTP 501: recorded, and
+/// the cell is still measured.
+#[test]
+fn llama_server_metrics_are_scraped_beside_the_client_figures() {
+    let tmp = TempDir::new("llama-metrics");
+    let metrics = ", metrics_url: \"http://127.0.0.1:${PORT}/metrics\", metrics_interval_s: 0.2";
+    let engines = format!(
+        "{}{}",
+        llama_engine_args("scraped", "smollm2", metrics, ", --metrics"),
+        llama_engine("unscraped", "smollm2", metrics)
+    );
+    let yaml = matrix(
+        "llama-metrics",
+        &engines,
+        "  - name: c
+    kind: concurrency
+    warmup: 1
+    iterations: 1
+    concurrency: 2
+    requests: 6
+    input_tokens: 32
+    output_tokens: 16
+",
+    );
+    let (run_dir, status) = run_llama(tmp.path(), &yaml);
+    assert_eq!(status, 0, "no cell failed");
+    let cells = cells(&run_dir);
+    assert_eq!(cells.len(), 2, "{cells:?}");
+    let (scraped, unscraped) = (&cells[0], &cells[1]);
+    assert_eq!(scraped["cell"]["engine"], "scraped");
+    for c in &cells {
+        assert_no_failures(c);
+        assert_eq!(c["status"], "ok", "{c}");
+    }
+    let s = &scraped["metrics"]["server"];
+    assert_eq!(s["failures"], 0, "{s}");
+    assert!(s["scrapes"].as_u64().unwrap() >= 2, "{s}");
+    assert!(
+        s.get("series").is_none(),
+        "the series stays out of summary.json: {s}"
+    );
+    let reqs = requests(&run_dir, "scraped");
+    assert_eq!(reqs.len(), 12, "a warmup closed loop and a measured one");
+    let produced: u64 = reqs
+        .iter()
+        .map(|r| r["tokens"].as_array().map_or(0, |t| t.len() as u64))
+        .sum();
+    assert_eq!(produced, 12 * 16);
+    let sum = &s["summary"];
+    assert_eq!(
+        sum["generation_tokens"].as_f64(),
+        Some(produced as f64),
+        "{sum}"
+    );
+    let prompt = sum["prompt_tokens"].as_f64().unwrap();
+    assert!(prompt > 0.0 && prompt <= 12.0 * 32.0, "{sum}");
+    assert!(
+        sum["running_requests_max"].as_f64().unwrap() <= 2.0,
+        "{sum}"
+    );
+    let raw = read_jsonl(&run_dir.join("results.jsonl"));
+    let series = raw
+        .iter()
+        .find(|l| l["cell"]["engine"] == "scraped")
+        .map(|l| {
+            l["metrics"]["server"]["series"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .unwrap();
+    assert!(series.len() >= 2, "{series:?}");
+    assert!(
+        series
+            .iter()
+            .all(|x| x["values"]["generation_tokens_total"].is_number()),
+        "{series:?}"
+    );
+
+    let u = &unscraped["metrics"]["server"];
+    assert_eq!(u["scrapes"], u["failures"], "{u}");
+    let e = u["first_error"].as_str().unwrap();
+    assert!(e.contains("/metrics") && e.contains("501"), "{e}");
+    assert!(u["summary"].get("generation_tokens").is_none(), "{u}");
+    // The report puts the server's figures beside the client's.
+    let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    let section = md
+        .split("## Server metrics")
+        .nth(1)
+        .expect("a Server metrics section");
+    let rows: Vec<&str> = section.lines().filter(|l| l.starts_with("| c/")).collect();
+    assert_eq!(rows.len(), 2, "{section}");
+    assert!(
+        rows[0].contains("/scraped/") && rows[0].contains(&format!("| {0} / {0} |", s["scrapes"])),
+        "{}",
+        rows[0]
+    );
+    assert!(
+        rows[1].contains("/unscraped/") && rows[1].contains("501"),
+        "{}",
+        rows[1]
+    );
 }
 
 /// `matrices/llama-server.yaml`, the user-facing matrix, is valid.

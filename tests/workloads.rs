@@ -193,6 +193,24 @@ fn sharegpt_requests_come_from_the_conversations_and_are_the_same_for_every_engi
         l,
         "every engine gets the same requests"
     );
+    // The report shows where the requests came from and their lengths.
+    let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    let section = md
+        .split("## Workloads")
+        .nth(1)
+        .expect("a Workloads section");
+    let row = section
+        .lines()
+        .find(|r| r.contains(id))
+        .unwrap_or_else(|| panic!("{section}"));
+    let p = |q: f64| il[if q == 50.0 { "p50" } else { "max" }].as_f64().unwrap();
+    assert!(row.contains("| sharegpt | 6 | 6 |"), "{row}");
+    assert!(
+        row.contains(&format!("{:.0} / ", p(50.0)))
+            && row.contains(&format!(" / {:.0} |", p(100.0))),
+        "{row}"
+    );
+    assert!(row.contains("complete conversations were used"), "{row}");
 }
 
 /// A YAML prompts file: the prompts' GPT-2 token counts and their own

@@ -107,7 +107,7 @@ impl RunDir {
             }
             let l: ResultLine = serde_json::from_slice(line)
                 .with_context(|| format!("{}:{}: not a result line", file.display(), i + 1))?;
-            cells.push(l.result);
+            cells.push(summary_cell(&l.result));
         }
         let results = OpenOptions::new()
             .append(true)
@@ -144,6 +144,16 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+/// A result as `summary.json` keeps it: a server's scraped series stays
+/// in `results.jsonl`.
+pub fn summary_cell(r: &CellResult) -> CellResult {
+    let mut r = r.clone();
+    if let Some(s) = r.metrics.as_mut().and_then(|m| m.server.as_mut()) {
+        s.series.clear();
+    }
+    r
 }
 
 #[cfg(test)]

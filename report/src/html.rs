@@ -114,6 +114,7 @@ pub fn html(i: &Inputs) -> String {
     charts_section(&mut o, i);
     results_section(&mut o, i);
     serving_section(&mut o, i);
+    workload_section(&mut o, i);
     lifecycle_section(&mut o, i);
     problems_section(&mut o, i);
     system_section(&mut o, i);
@@ -299,6 +300,18 @@ fn serving_section(o: &mut String, i: &Inputs) {
         table_html(o, &s);
     }
     let _ = writeln!(o, "<p>{}</p>", esc(super::serving::NOTE));
+}
+
+fn workload_section(o: &mut String, i: &Inputs) {
+    if let Some(t) = super::workload::lengths(i.groups) {
+        let _ = writeln!(o, "<h2 id=\"workloads\">Workloads</h2>");
+        table_html(o, &t);
+    }
+    if let Some(t) = super::workload::server(i.groups) {
+        let _ = writeln!(o, "<h2 id=\"server\">Server metrics</h2>");
+        table_html(o, &t);
+        let _ = writeln!(o, "<p>{}</p>", esc(super::workload::SERVER_NOTE));
+    }
 }
 
 fn lifecycle_section(o: &mut String, i: &Inputs) {

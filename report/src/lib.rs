@@ -21,6 +21,7 @@ mod lifecycle;
 mod markdown;
 mod serving;
 mod table;
+mod workload;
 
 pub use markdown::markdown;
 pub use markdown::{cell as md_cell, status_name, with_ci};
@@ -237,6 +238,7 @@ pub(crate) mod fixtures {
             input_lengths: None,
             output_lengths: None,
             workload: None,
+            server: None,
         }
     }
 

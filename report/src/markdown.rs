@@ -194,6 +194,7 @@ pub fn markdown(summary: &Summary) -> String {
         );
     }
     out.push_str(&serving_markdown(&groups));
+    out.push_str(&workload_markdown(&groups));
     out.push_str(&lifecycle_markdown(summary, &groups));
     let not_ok: Vec<&Group> = groups
         .iter()
@@ -232,6 +233,21 @@ fn table_markdown(out: &mut String, t: &super::table::Table) {
         let cells: Vec<String> = r.iter().map(|c| cell(c)).collect();
         let _ = writeln!(out, "| {} |", cells.join(" | "));
     }
+}
+
+/// The dataset and server tables, when the run has such cells.
+fn workload_markdown(groups: &[Group]) -> String {
+    let mut out = String::new();
+    if let Some(t) = super::workload::lengths(groups) {
+        let _ = writeln!(out, "\n## Workloads\n");
+        table_markdown(&mut out, &t);
+    }
+    if let Some(t) = super::workload::server(groups) {
+        let _ = writeln!(out, "\n## Server metrics\n");
+        table_markdown(&mut out, &t);
+        let _ = writeln!(out, "\n{}", super::workload::SERVER_NOTE);
+    }
+    out
 }
 
 /// The open-loop serving tables, when the run has serving cells.

@@ -55,6 +55,11 @@ pub struct CellMetrics {
     /// Where the requests came from (dataset, file, pool).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<WorkloadRecord>,
+    /// The server's own figures, scraped from its Prometheus endpoint
+    /// during the cell (an http engine with `metrics_url`); the series is
+    /// in `results.jsonl` only, `summary.json` has the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<crate::server_metrics::ServerMetricsRecord>,
 }
 
 /// Other tools' definitions of inter-token latency and TPOT, per request.

@@ -81,6 +81,7 @@ pub struct ServerMetricsRecord {
     /// until the series fills up, doubling each time it does.
     pub stride: u64,
     /// The recognised figures of the successful scrapes kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub series: Vec<ServerSample>,
     /// Figures over every successful scrape.
     pub summary: ServerSummary,

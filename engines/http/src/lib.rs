@@ -58,6 +58,8 @@
 //! | `max_connections` | integer >= 1 | `1024` | requests in flight (so connections) at once; the rest wait |
 //! | `threads` | integer >= 1 | `2` | worker threads of the plugin's tokio runtime |
 //! | `check_model` | bool | `true` | fail at load when `GET /v1/models` lists models but not `model` |
+//! | `metrics_url` | `http://host:port/metrics` | none | the server's Prometheus endpoint (llama-server `--metrics`, vLLM, SGLang, TGI): the harness scrapes it during each cell and records the server's queue, running requests, KV-cache use, token counters and prefix-cache hits beside the client's figures (`metrics.server`); a failed scrape is recorded, never fatal. Checked here to be a plain-HTTP URL |
+//! | `metrics_interval_s` | number > 0 | `1` | seconds between scrapes |
 //!
 //! Any other key is an `invalid argument` error naming it.
 //!
@@ -170,6 +172,13 @@ pub struct Options {
     pub threads: usize,
     #[serde(default = "default_true")]
     pub check_model: bool,
+    /// The server's Prometheus endpoint, which the harness scrapes during
+    /// each cell (the plugin only checks that it is a plain-HTTP URL).
+    #[serde(default)]
+    pub metrics_url: Option<String>,
+    /// Seconds between scrapes of `metrics_url`.
+    #[serde(default)]
+    pub metrics_interval_s: Option<f64>,
 }
 
 /// An API key: never printed.
@@ -448,6 +457,16 @@ impl HttpModel {
         }
         if o.threads == 0 || o.threads > 1024 {
             return Err(opt_err("threads must be between 1 and 1024"));
+        }
+        if let Some(url) = &o.metrics_url {
+            if !url.starts_with("http://") || url.parse::<hyper::Uri>().is_err() {
+                return Err(opt_err(format!(
+                    "metrics_url {url:?} must be a plain-HTTP URL such as http://127.0.0.1:8080/metrics"
+                )));
+            }
+        }
+        if let Some(s) = o.metrics_interval_s {
+            duration("metrics_interval_s", s)?;
         }
         let prompt = o.prompt.unwrap_or(match o.endpoint {
             Endpoint::Completions => PromptKind::TokenIds,

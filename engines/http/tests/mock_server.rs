@@ -572,6 +572,31 @@ fn load_checks_the_server_and_model() {
         .err()
         .unwrap()
         .is_unsupported());
+    // The harness scrapes metrics_url; the plugin checks it is one.
+    assert!(load(
+        &mock,
+        json!({"metrics_url": "http://127.0.0.1:9/metrics", "metrics_interval_s": 0.5})
+    )
+    .is_ok());
+    let e = load(&mock, json!({"metrics_url": "https://h/metrics"}))
+        .err()
+        .unwrap();
+    assert!(
+        e.message
+            .contains("metrics_url \"https://h/metrics\" must be a plain-HTTP URL"),
+        "{e}"
+    );
+    let e = load(
+        &mock,
+        json!({"metrics_url": "http://h/metrics", "metrics_interval_s": 0}),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        e.message
+            .contains("metrics_interval_s must be a positive number"),
+        "{e}"
+    );
 
     // The server goes away after load: requests fail with a connect error.
     let m = load(&mock, json!({})).unwrap();

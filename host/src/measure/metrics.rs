@@ -193,6 +193,7 @@ pub fn compute(records: &[RequestRecord], spans: &[IterationSpan], vocab: usize)
         input_lengths: summarize(&input_lengths),
         output_lengths: summarize(&output_lengths),
         workload: None,
+        server: None,
     }
 }
 

@@ -594,7 +594,9 @@ fn run_cell(
         crate::telemetry::Sources::all(),
     );
     let sampler_started = sampler.started_at();
+    let scraper = server_scraper(ctx.def, sampler_started);
     let exec = scenario::execute(&loaded.model, cell, &prompts, ctx.stall);
+    let server = scraper.map(crate::telemetry::prometheus::Scraper::stop);
     let samples = sampler.stop();
     let end = system::rss();
     let engine_mem = loaded.model.memory();
@@ -661,6 +663,7 @@ fn run_cell(
     }
     let mut metrics = metrics;
     metrics.workload = Some(prompts.record());
+    metrics.server = server;
     result.memory = Some(memory);
     let (status, reason) = classify(cell, exec.outcome, &metrics, &records, model, hung, current);
     let keep_metrics = status == Status::Ok
@@ -689,6 +692,26 @@ fn run_cell(
         result.metrics = Some(metrics);
     }
     (finish(status, reason, result), exec.spans, records)
+}
+
+/// The scraper of an http engine's `metrics_url` (its Prometheus
+/// endpoint), every `metrics_interval_s` (default 1 s), times counted
+/// from `epoch`; `None` for other engines. A sleeping thread: a scrape
+/// takes a millisecond or two of one core.
+fn server_scraper(
+    def: &EngineDef,
+    epoch: Instant,
+) -> Option<crate::telemetry::prometheus::Scraper> {
+    use crate::telemetry::prometheus::{Scraper, DEFAULT_INTERVAL};
+    if def.plugin != "http" {
+        return None;
+    }
+    let url = def.options["metrics_url"].as_str()?;
+    let interval = def.options["metrics_interval_s"]
+        .as_f64()
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map_or(DEFAULT_INTERVAL, Duration::from_secs_f64);
+    Some(Scraper::start_at(url, interval, epoch))
 }
 
 /// A `failed` result for `job` decided outside the engine (its worker

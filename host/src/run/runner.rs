@@ -839,7 +839,9 @@ fn record(
         });
     }
     dir.append(line)?;
-    summary.cells.push(line.result.clone());
+    summary
+        .cells
+        .push(crate::output::summary_cell(&line.result));
     dir.write_summary(summary)?;
     bar.inc(1);
     Ok(())
