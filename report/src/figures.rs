@@ -34,6 +34,7 @@ pub fn all(summary: &Summary, groups: &[Group]) -> Vec<Chart> {
     charts.extend(roofline(summary, groups, &colors));
     charts.extend(memory(summary, groups, &colors));
     charts.extend(serving(groups, &colors));
+    charts.extend(lengths(groups));
     let mut seen = BTreeMap::new();
     for c in &mut charts {
         let n = seen.entry(c.name.clone()).or_insert(0);
@@ -591,6 +592,73 @@ pub fn serving(groups: &[Group], colors: &Colors) -> Vec<Chart> {
                 });
             }
         }
+    }
+    charts
+}
+
+/// The request lengths of each dataset workload (not `random`): the
+/// histograms of its measured requests' input and output lengths, once
+/// per workload (every engine of a closed-loop cell gets the same
+/// requests, so the first engine's cell stands for them).
+pub fn lengths(groups: &[Group]) -> Vec<Chart> {
+    use plotters::style::RGBColor;
+    let (input, output) = (RGBColor(31, 119, 180), RGBColor(255, 127, 14));
+    let mut seen = std::collections::BTreeSet::new();
+    let mut charts = Vec::new();
+    for g in groups {
+        let c = g.cell();
+        let Some(m) = g.ok_runs().find_map(|r| r.metrics.as_ref()) else {
+            continue;
+        };
+        if m.workload.as_ref().is_none_or(|w| w.dataset == "random") {
+            continue;
+        }
+        let tag = c.id.splitn(4, '/').nth(3).unwrap_or("");
+        if !seen.insert((c.scenario.clone(), c.model.clone(), tag.to_string())) {
+            continue;
+        }
+        let mut bars = Vec::new();
+        for (what, color, h) in [
+            ("input", input, &m.input_histogram),
+            ("output", output, &m.output_histogram),
+        ] {
+            for b in h.iter().flat_map(|h| &h.bins) {
+                let (lo, hi) = (
+                    b.lo.round() as i64,
+                    (b.hi.round() as i64 - 1).max(b.lo.round() as i64),
+                );
+                bars.push(Bar {
+                    label: if lo == hi {
+                        format!("{what} {lo}")
+                    } else {
+                        format!("{what} {lo}–{hi}")
+                    },
+                    color,
+                    value: b.count as f64,
+                    interval: None,
+                    text: b.count.to_string(),
+                });
+            }
+        }
+        if bars.is_empty() {
+            continue;
+        }
+        charts.push(Chart {
+            name: slug(&["lengths", &c.scenario, &c.model, tag]),
+            title: format!("Request lengths: {} / {} / {tag}", c.scenario, c.model),
+            note: format!(
+                "How many measured requests of {} (dataset {}) had each input and output length, in tokens of the model's tokenizer; the other engines of this cell got the same requests.",
+                c.id,
+                m.workload.as_ref().map_or("", |w| w.dataset.as_str())
+            ),
+            body: Body::Bars {
+                x_desc: "requests".into(),
+                legend: vec![("input tokens".into(), input), ("output tokens".into(), output)],
+                bars,
+                reference: None,
+                band: None,
+            },
+        });
     }
     charts
 }

@@ -237,6 +237,8 @@ pub(crate) mod fixtures {
             serving: None,
             input_lengths: None,
             output_lengths: None,
+            input_histogram: None,
+            output_histogram: None,
             workload: None,
             server: None,
         }
@@ -440,6 +442,46 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_dataset_workload_gets_its_length_histograms_once_for_all_engines() {
+        use engine_matrix_results::metrics::WorkloadRecord;
+        use engine_matrix_stats::stats::histogram;
+        let t = around(50.0, 0.02, 5, 64);
+        let mut cells = Vec::new();
+        for e in ["a", "b"] {
+            let mut m = metrics(&t, &t, 64);
+            m.workload = Some(WorkloadRecord {
+                dataset: "sharegpt".into(),
+                ..Default::default()
+            });
+            m.input_histogram = histogram(&[5.0, 9.0, 9.0, 40.0], 3);
+            m.output_histogram = histogram(&[100.0, 200.0], 2);
+            cells.push(ok(cell(e, 128, 64, 1), m, 0));
+        }
+        // A random workload gets none.
+        cells.push(ok(cell("a", 256, 64, 1), metrics(&t, &t, 64), 0));
+        let s = summary(None, cells);
+        let charts: Vec<charts::Chart> = figures::all(&s, &analysis::groups(&s))
+            .into_iter()
+            .filter(|c| c.name.starts_with("lengths"))
+            .collect();
+        assert_eq!(charts.len(), 1, "one chart for both engines' requests");
+        let charts::Body::Bars { bars, .. } = &charts[0].body else {
+            panic!("bars")
+        };
+        let got: Vec<(&str, f64)> = bars.iter().map(|b| (b.label.as_str(), b.value)).collect();
+        assert_eq!(
+            got,
+            [
+                ("input 5–16", 3.0),
+                ("input 17–28", 0.0),
+                ("input 29–40", 1.0),
+                ("output 100–150", 1.0),
+                ("output 151–200", 1.0)
+            ]
+        );
     }
 
     #[test]

@@ -52,6 +52,11 @@ pub struct CellMetrics {
     /// The measured completed requests' output lengths (tokens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_lengths: Option<Distribution>,
+    /// Histograms of the same lengths (at most 20 bins), for the report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_histogram: Option<engine_matrix_stats::stats::Histogram>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_histogram: Option<engine_matrix_stats::stats::Histogram>,
     /// Where the requests came from (dataset, file, pool).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<WorkloadRecord>,

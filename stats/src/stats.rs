@@ -119,6 +119,61 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     v.clamp(a, b)
 }
 
+/// One bin of a [`Histogram`]: `[lo, hi)`, the last bin `[lo, hi]`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Bin {
+    pub lo: f64,
+    pub hi: f64,
+    pub count: u64,
+}
+
+/// Counts of samples in equal-width bins from the smallest sample to the
+/// largest (as `np.histogram(x, bins)`, the last bin closed). Integer
+/// samples (token lengths) are binned over `[min, max + 1)` instead, in at
+/// most `max - min + 1` bins, so that a bin never holds a fraction of a
+/// value or none at all for lack of width.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Histogram {
+    pub bins: Vec<Bin>,
+}
+
+/// The [`Histogram`] of the finite `samples`; `None` when there is none.
+pub fn histogram(samples: &[f64], bins: usize) -> Option<Histogram> {
+    let xs: Vec<f64> = samples.iter().copied().filter(|x| x.is_finite()).collect();
+    let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if xs.is_empty() {
+        return None;
+    }
+    let integers = xs.iter().all(|x| x.fract() == 0.0);
+    let span = hi - lo;
+    let mut n = bins.max(1);
+    if integers {
+        n = n.min(span as usize + 1);
+    }
+    let width = if span > 0.0 {
+        if integers {
+            (span + 1.0) / n as f64
+        } else {
+            span / n as f64
+        }
+    } else {
+        1.0
+    };
+    let mut out: Vec<Bin> = (0..n)
+        .map(|i| Bin {
+            lo: lo + i as f64 * width,
+            hi: lo + (i + 1) as f64 * width,
+            count: 0,
+        })
+        .collect();
+    for x in xs {
+        let i = (((x - lo) / width) as usize).min(n - 1);
+        out[i].count += 1;
+    }
+    Some(Histogram { bins: out })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +331,34 @@ mod tests {
             let mut w = v.clone();
             w.extend(std::iter::repeat_n(f64::NAN, k));
             prop_assert_eq!(summarize(&v), summarize(&w));
+        }
+    }
+
+    #[test]
+    fn histograms_bin_like_numpy_and_keep_integers_whole() {
+        let h = histogram(&[1.0, 2.0, 2.5, 4.0, f64::NAN], 3).unwrap();
+        let counts: Vec<u64> = h.bins.iter().map(|b| b.count).collect();
+        assert_eq!(counts, [1, 2, 1], "np.histogram([1, 2, 2.5, 4], 3)");
+        assert_eq!((h.bins[0].lo, h.bins[2].hi), (1.0, 4.0));
+        // Token lengths 10..=12 in 10 bins: three one-token bins.
+        let h = histogram(&[10.0, 11.0, 12.0, 12.0], 10).unwrap();
+        let got: Vec<(f64, u64)> = h.bins.iter().map(|b| (b.lo, b.count)).collect();
+        assert_eq!(got, [(10.0, 1), (11.0, 1), (12.0, 2)]);
+        let one = histogram(&[5.0, 5.0], 4).unwrap();
+        assert_eq!(one.bins.len(), 1);
+        assert_eq!(one.bins[0].count, 2);
+        assert_eq!(histogram(&[f64::NAN], 4), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn histogram_counts_every_finite_sample_once(xs in proptest::collection::vec(-1e6f64..1e6, 1..200), bins in 1usize..30) {
+            let h = histogram(&xs, bins).unwrap();
+            proptest::prop_assert!(h.bins.len() <= bins);
+            proptest::prop_assert_eq!(h.bins.iter().map(|b| b.count).sum::<u64>(), xs.len() as u64);
+            for w in h.bins.windows(2) {
+                proptest::prop_assert!(w[0].hi <= w[1].lo + 1e-6 * w[1].lo.abs().max(1.0));
+            }
         }
     }
 }

@@ -103,6 +103,9 @@ pub fn per_iteration(records: &[RequestRecord], spans: &[IterationSpan]) -> Vec<
 
 const MS: f64 = 1e-6;
 
+/// Bins of the request-length histograms.
+const LENGTH_BINS: usize = 20;
+
 /// Computes the metrics of a cell from its raw records. A completed
 /// request whose output length differs from the one it asked for is an
 /// output-length mismatch.
@@ -192,6 +195,8 @@ pub fn compute(records: &[RequestRecord], spans: &[IterationSpan], vocab: usize)
         serving: None,
         input_lengths: summarize(&input_lengths),
         output_lengths: summarize(&output_lengths),
+        input_histogram: engine_matrix_stats::stats::histogram(&input_lengths, LENGTH_BINS),
+        output_histogram: engine_matrix_stats::stats::histogram(&output_lengths, LENGTH_BINS),
         workload: None,
         server: None,
     }
@@ -375,6 +380,9 @@ mod tests {
         );
         let o = m.output_lengths.as_ref().unwrap();
         assert_eq!((o.count, o.min, o.max), (3, 1.0, 2.0));
+        let h = m.input_histogram.as_ref().unwrap();
+        assert_eq!(h.bins.iter().map(|b| b.count).sum::<u64>(), 3);
+        assert_eq!((h.bins[0].lo, h.bins.last().unwrap().hi), (10.0, 31.0));
         assert_eq!(m.total_input_tokens, 60);
     }
 }
