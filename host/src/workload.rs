@@ -1,6 +1,8 @@
 //! Builds a cell's [`Workload`] before the cell is timed: the random
-//! generators from the cell's parameters, or a text dataset read and
-//! tokenized with the model's tokenizer (see `engine-matrix-workloads`).
+//! generators from the cell's parameters, a text dataset read and
+//! tokenized with the model's tokenizer, or a trace read and its prompts
+//! drawn (token ids only: any model replays a trace, tokenizer or not;
+//! see `engine-matrix-workloads`).
 //!
 //! A ShareGPT file is parsed once per process (a worker runs many cells)
 //! and kept; a text dataset on a model without a tokenizer is
@@ -73,7 +75,47 @@ pub fn build(cell: &Cell, shape: &Gpt2Shape, folder: &Path) -> Result<Workload, 
     match d.kind {
         DatasetKind::Random | DatasetKind::Prefix => Ok(random(Some(d))),
         DatasetKind::Sharegpt | DatasetKind::Prompts => text(cell, d, shape, folder),
+        DatasetKind::Trace => trace(cell, d, shape, &gen),
     }
+}
+
+/// `dataset_path` with its `${NAME}` placeholders expanded (`None`: none
+/// given).
+fn dataset_path(d: &DatasetParams) -> Result<Option<PathBuf>, NoWorkload> {
+    d.path
+        .as_ref()
+        .map(|s| {
+            crate::matrix::placeholders::expand_env(s)
+                .map(PathBuf::from)
+                .map_err(|e| NoWorkload::Failed(format!("dataset_path `{s}`: {e}")))
+        })
+        .transpose()
+}
+
+/// A trace's requests and send times (`time_scale` applied), each
+/// prompt drawn from its hash ids by the cell's generator.
+fn trace(
+    cell: &Cell,
+    d: &DatasetParams,
+    shape: &Gpt2Shape,
+    gen: &PromptGen,
+) -> Result<Workload, NoWorkload> {
+    use engine_matrix_workloads::trace;
+    let failed = |e: engine_matrix_workloads::WorkloadError| NoWorkload::Failed(e.to_string());
+    let path = dataset_path(d)?
+        .ok_or_else(|| NoWorkload::Failed("dataset trace without dataset_path".into()))?;
+    let entries = trace::load(&path).map_err(failed)?;
+    let fixed_output = (!d.output_from_data).then_some(cell.params.output_tokens);
+    trace::build(
+        &entries,
+        &path.display().to_string(),
+        gen,
+        fixed_output,
+        shape.n_positions,
+        d.time_scale,
+    )
+    .map(Workload::Trace)
+    .map_err(failed)
 }
 
 fn text(
@@ -97,13 +139,7 @@ fn text(
     let fixed_output = (!d.output_from_data).then_some(p.output_tokens);
     let context = shape.n_positions;
     let failed = |e: engine_matrix_workloads::WorkloadError| NoWorkload::Failed(e.to_string());
-    let path = match &d.path {
-        Some(s) => PathBuf::from(
-            crate::matrix::placeholders::expand_env(s)
-                .map_err(|e| NoWorkload::Failed(format!("dataset_path `{s}`: {e}")))?,
-        ),
-        None => default_sharegpt(),
-    };
+    let path = dataset_path(d)?.unwrap_or_else(default_sharegpt);
     let (samples, record) = match d.kind {
         DatasetKind::Prompts => {
             let entries = engine_matrix_workloads::prompts::load(&path).map_err(failed)?;
@@ -176,4 +212,76 @@ fn sharegpt_file(
     let c = Arc::new(sharegpt::load(path)?);
     cache.insert(path.to_path_buf(), c.clone());
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matrix::Matrix;
+
+    /// A trace needs no tokenizer: the token-only `tiny` shape replays
+    /// one, its errors fail the cell naming file, line and field.
+    #[test]
+    fn a_trace_builds_without_a_tokenizer_and_its_errors_fail_the_cell() {
+        let dir = std::env::temp_dir().join(format!("em-trace-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = dir.join("ok.jsonl");
+        std::fs::write(
+            &ok,
+            "{\"timestamp\": 5, \"input_length\": 100, \"output_length\": 4, \"hash_ids\": [7]}\n{\"timestamp\": 15, \"input_length\": 60, \"output_length\": 8, \"hash_ids\": [7, 8]}\n",
+        )
+        .unwrap();
+        let long = dir.join("long.jsonl");
+        std::fs::write(
+            &long,
+            "{\"timestamp\": 0, \"input_length\": 250, \"output_length\": 7, \"hash_ids\": []}\n",
+        )
+        .unwrap();
+        let shape =
+            Gpt2Shape::from_json(crate::synthetic::preset("tiny").unwrap(), "tiny").unwrap();
+        let cell = |path: &Path, extra: &str| {
+            let text = format!(
+                "name: t\nmodels: [{{name: m, weights: synthetic, config: tiny}}]\nengines: [{{name: e}}]\nscenarios:\n  - {{name: s, kind: serving, dataset: trace, dataset_path: \"{}\"{extra}}}\n",
+                path.display()
+            );
+            Matrix::parse(&text, Path::new("/m.yaml"))
+                .unwrap()
+                .cells(false)[0]
+                .clone()
+        };
+        let no_folder = Path::new("/nonexistent");
+        let w = build(&cell(&ok, ", time_scale: 2"), &shape, no_folder).unwrap();
+        assert_eq!(w.schedule_ns(), Some(&[0, 20_000_000][..]));
+        let (a, b) = (w.request(0), w.request(1));
+        assert_eq!((a.prompt.len(), a.output_tokens), (100, 4));
+        assert_eq!((b.prompt.len(), b.output_tokens), (60, 8));
+        assert_eq!(a.prompt[..60], b.prompt[..], "hash id 7: one block");
+        assert!(
+            a.prompt.iter().all(|&t| t < 999),
+            "no EOS, in the vocabulary"
+        );
+        let rec = w.record();
+        assert_eq!((rec.dataset.as_str(), rec.entries), ("trace", Some(2)));
+        assert_eq!(rec.file.as_deref(), Some(ok.to_str().unwrap()));
+        let fixed = build(&cell(&ok, ", output_tokens: 3"), &shape, no_folder).unwrap();
+        assert_eq!(fixed.request(1).output_tokens, 3);
+
+        let e = build(&cell(&long, ""), &shape, no_folder).unwrap_err();
+        assert_eq!(
+            e,
+            NoWorkload::Failed(format!(
+                "{}:1: [0].input_length: 250 input tokens + 7 output tokens exceed the model's context of 256",
+                long.display()
+            ))
+        );
+        let missing = dir.join("missing.jsonl");
+        match build(&cell(&missing, ""), &shape, no_folder).unwrap_err() {
+            NoWorkload::Failed(why) => assert!(
+                why.starts_with(&format!("{}: cannot read the trace", missing.display())),
+                "{why}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -16,8 +16,14 @@
 //!   unless `output_tokens` fixes them.
 //! * `prompts`: a JSONL or YAML file of text prompts (`dataset_path`,
 //!   required), each with an optional output length.
+//! * `trace`: a timestamped JSON Lines trace in Mooncake's format
+//!   (`dataset_path`, required), replayed by an open-loop `serving`
+//!   scenario at the trace's own times, scaled by `time_scale`
+//!   (default 1): its lines are the requests, with their lengths and
+//!   shared prefix blocks. `kind: serving` only; the rate, arrival, load
+//!   shape, `duration_s` and `requests` keys do not apply.
 //!
-//! A text dataset's lengths are in the model's tokens, so `input_tokens`
+//! A text dataset's (or a trace's) lengths are in the model's tokens, so `input_tokens`
 //! is an error with it (the data sets the lengths); `output_tokens` fixes
 //! every output length, and without it the data's lengths are used
 //! ([`DatasetParams::output_from_data`]).
@@ -32,10 +38,11 @@ pub enum DatasetKind {
     Prefix,
     Sharegpt,
     Prompts,
+    Trace,
 }
 
 impl DatasetKind {
-    pub const NAMES: [&'static str; 4] = ["random", "prefix", "sharegpt", "prompts"];
+    pub const NAMES: [&'static str; 5] = ["random", "prefix", "sharegpt", "prompts", "trace"];
 
     pub fn parse(s: &str) -> Option<DatasetKind> {
         match s {
@@ -43,6 +50,7 @@ impl DatasetKind {
             "prefix" => Some(DatasetKind::Prefix),
             "sharegpt" => Some(DatasetKind::Sharegpt),
             "prompts" => Some(DatasetKind::Prompts),
+            "trace" => Some(DatasetKind::Trace),
             _ => None,
         }
     }
@@ -53,6 +61,7 @@ impl DatasetKind {
             DatasetKind::Prefix => "prefix",
             DatasetKind::Sharegpt => "sharegpt",
             DatasetKind::Prompts => "prompts",
+            DatasetKind::Trace => "trace",
         }
     }
 
@@ -60,6 +69,12 @@ impl DatasetKind {
     /// model cannot run it).
     pub fn is_text(self) -> bool {
         matches!(self, DatasetKind::Sharegpt | DatasetKind::Prompts)
+    }
+
+    /// The data gives the lengths (a text dataset or a trace):
+    /// `input_tokens` is an error, and `output_tokens` is optional.
+    pub fn lengths_from_data(self) -> bool {
+        self.is_text() || self == DatasetKind::Trace
     }
 }
 
@@ -78,10 +93,14 @@ pub struct DatasetParams {
     /// groups).
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub prefix_groups: u32,
-    /// A text dataset whose output lengths are the data's (no
+    /// A text dataset or trace whose output lengths are the data's (no
     /// `output_tokens` in the matrix).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub output_from_data: bool,
+    /// `trace`: send times are the trace's timestamps times this (0.5
+    /// replays it twice as fast).
+    #[serde(default = "one_f64", skip_serializing_if = "is_one_f64")]
+    pub time_scale: f64,
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -93,11 +112,18 @@ fn is_one(v: &u32) -> bool {
 fn one() -> u32 {
     1
 }
+fn is_one_f64(v: &f64) -> bool {
+    *v == 1.0
+}
+fn one_f64() -> f64 {
+    1.0
+}
 
 impl DatasetParams {
     /// The id fragment that replaces `inI-outO`: `in128p96x4-out64`
     /// (prefix), `sharegpt-outdata` (the provisioned file; `sharegpt.NAME`
-    /// with another file), `prompts.questions-out64`.
+    /// with another file), `prompts.questions-out64`,
+    /// `trace.mooncake-ts0.5-outdata` (`-tsS` when `time_scale` is not 1).
     pub fn lengths_tag(&self, input_tokens: u32, output_tokens: u32) -> String {
         let out = if self.output_from_data {
             "outdata".to_string()
@@ -115,6 +141,10 @@ impl DatasetParams {
             }
             DatasetKind::Sharegpt => format!("sharegpt-{out}"),
             DatasetKind::Prompts => format!("prompts.{}-{out}", self.file_stem()),
+            DatasetKind::Trace if self.time_scale != 1.0 => {
+                format!("trace.{}-ts{}-{out}", self.file_stem(), self.time_scale)
+            }
+            DatasetKind::Trace => format!("trace.{}-{out}", self.file_stem()),
         }
     }
 
@@ -150,6 +180,7 @@ mod tests {
             prefix_tokens: 96,
             prefix_groups: 4,
             output_from_data: false,
+            time_scale: 1.0,
         };
         assert_eq!(d.lengths_tag(128, 64), "in128p96x4-out64");
         d.kind = DatasetKind::Sharegpt;
@@ -161,6 +192,13 @@ mod tests {
         assert_eq!(d.lengths_tag(0, 32), "prompts.my_prompts-out32");
         d.path = Some("${DATA}".into());
         assert_eq!(d.lengths_tag(0, 32), "prompts.DATA-out32");
+        d.kind = DatasetKind::Trace;
+        d.path = Some("/t/conversation_trace.jsonl".into());
+        d.output_from_data = true;
+        assert_eq!(d.lengths_tag(0, 0), "trace.conversation_trace-outdata");
+        d.time_scale = 0.5;
+        d.output_from_data = false;
+        assert_eq!(d.lengths_tag(0, 8), "trace.conversation_trace-ts0.5-out8");
     }
 
     #[test]

@@ -41,11 +41,31 @@ pub(crate) enum Key {
     DatasetPath,
     PrefixTokens,
     PrefixGroups,
+    TimeScale,
 }
 
-/// Keys only a `serving` scenario reads.
-const SERVING_KEYS: [Key; 15] = [
+/// Serving keys that shape a schedule of the scenario's own, which a
+/// trace replaces: an error with `dataset: trace` (as is a `load` other
+/// than `sustained`).
+const NOT_WITH_TRACE: [Key; 12] = [
+    Key::RequestRate,
+    Key::Arrival,
+    Key::Burstiness,
+    Key::RampUpS,
+    Key::SpikeFactor,
+    Key::SpikeAtS,
+    Key::SpikeS,
+    Key::SweepSteps,
     Key::RateScale,
+    Key::DurationS,
+    Key::Requests,
+    Key::NumRequests,
+];
+
+/// Keys only a `serving` scenario reads.
+const SERVING_KEYS: [Key; 16] = [
+    Key::RateScale,
+    Key::TimeScale,
     Key::RequestRate,
     Key::Arrival,
     Key::Burstiness,
@@ -62,7 +82,7 @@ const SERVING_KEYS: [Key; 15] = [
     Key::SweepSteps,
 ];
 
-pub(crate) const AXIS_KEYS: [(Key, &str); 31] = [
+pub(crate) const AXIS_KEYS: [(Key, &str); 32] = [
     (Key::InputTokens, "input_tokens"),
     (Key::OutputTokens, "output_tokens"),
     (Key::BatchSize, "batch_size"),
@@ -94,6 +114,7 @@ pub(crate) const AXIS_KEYS: [(Key, &str); 31] = [
     (Key::DatasetPath, "dataset_path"),
     (Key::PrefixTokens, "prefix_tokens"),
     (Key::PrefixGroups, "prefix_groups"),
+    (Key::TimeScale, "time_scale"),
 ];
 
 pub(crate) const DTYPES: [&str; 3] = ["f32", "f16", "bf16"];
@@ -267,6 +288,7 @@ fn parse_value(at: &At<'_>, key: Key) -> Result<Src, MatrixError> {
         Key::DurationS | Key::RampUpS | Key::SpikeAtS | Key::SpikeS => Val::Num(at.non_negative()?),
         Key::Burstiness
         | Key::RateScale
+        | Key::TimeScale
         | Key::SpikeFactor
         | Key::SloTtftMs
         | Key::SloTpotMs
@@ -762,11 +784,15 @@ fn resolve(kind: ScenarioKind, r: &Resolver<'_>, ctx: &Ctx<'_>) -> Result<CellPa
             ));
         }
     }
-    let dataset = dataset(r, ctx)?;
+    let dataset = dataset(kind, r, ctx)?;
+    let trace = dataset
+        .as_ref()
+        .is_some_and(|d| d.kind == crate::dataset::DatasetKind::Trace);
     let mut p = match kind {
         ScenarioKind::Serving => serving(
             r,
             ctx,
+            trace,
             label,
             input_tokens,
             output_tokens,
@@ -844,9 +870,9 @@ fn resolve(kind: ScenarioKind, r: &Resolver<'_>, ctx: &Ctx<'_>) -> Result<CellPa
             }
         }
     };
-    // A text dataset's lengths are its data's: no nominal length is
-    // recorded that no request has.
-    if let Some(d) = dataset.as_ref().filter(|d| d.kind.is_text()) {
+    // A text dataset's (or a trace's) lengths are its data's: no nominal
+    // length is recorded that no request has.
+    if let Some(d) = dataset.as_ref().filter(|d| d.kind.lengths_from_data()) {
         p.input_tokens = 0;
         if d.output_from_data {
             p.output_tokens = 0;
@@ -857,8 +883,9 @@ fn resolve(kind: ScenarioKind, r: &Resolver<'_>, ctx: &Ctx<'_>) -> Result<CellPa
 }
 
 /// The request source of a combination (`None`: `random`), checked
-/// against the keys that go with it.
+/// against the keys that go with it and the scenario's kind.
 fn dataset(
+    scenario: ScenarioKind,
     r: &Resolver<'_>,
     ctx: &Ctx<'_>,
 ) -> Result<Option<crate::dataset::DatasetParams>, MatrixError> {
@@ -884,10 +911,21 @@ fn dataset(
         only(Key::PrefixTokens, "prefix")?;
         only(Key::PrefixGroups, "prefix")?;
     }
-    if !kind.is_text() {
-        only(Key::DatasetPath, "sharegpt and prompts")?;
+    if !kind.lengths_from_data() {
+        only(Key::DatasetPath, "sharegpt, prompts and trace")?;
     }
-    if kind.is_text() {
+    if kind != DatasetKind::Trace {
+        only(Key::TimeScale, "trace")?;
+    } else if scenario != ScenarioKind::Serving {
+        return Err(ctx.err(
+            r.path(Key::Dataset),
+            format!(
+                "dataset trace replays a trace at its own times: it applies to `kind: serving` only (this scenario is {})",
+                scenario.as_str()
+            ),
+        ));
+    }
+    if kind.lengths_from_data() {
         if let Some(s) = r.src(Key::InputTokens) {
             return Err(ctx.err(
                 &s.path,
@@ -921,6 +959,12 @@ fn dataset(
             "dataset prompts needs dataset_path (a JSONL or YAML file of prompts)",
         ));
     }
+    if kind == DatasetKind::Trace && path.is_none() {
+        return Err(ctx.err(
+            r.path(Key::Dataset),
+            "dataset trace needs dataset_path (a JSONL trace in Mooncake's format)",
+        ));
+    }
     Ok(match kind {
         DatasetKind::Random => None,
         _ => Some(DatasetParams {
@@ -932,7 +976,8 @@ fn dataset(
                 0
             },
             prefix_groups: r.int(Key::PrefixGroups, 1),
-            output_from_data: kind.is_text() && r.src(Key::OutputTokens).is_none(),
+            output_from_data: kind.lengths_from_data() && r.src(Key::OutputTokens).is_none(),
+            time_scale: r.num(Key::TimeScale, 1.0),
         }),
     })
 }
@@ -942,6 +987,7 @@ fn dataset(
 fn serving(
     r: &Resolver<'_>,
     ctx: &Ctx<'_>,
+    trace: bool,
     label: Option<String>,
     input_tokens: u32,
     output_tokens: u32,
@@ -955,6 +1001,31 @@ fn serving(
         .string(Key::Load)
         .and_then(|s| Load::parse(&s))
         .unwrap_or(Load::Sustained);
+    if trace {
+        // The trace is the schedule: its lines are the requests and its
+        // timestamps their send times.
+        if let Some(k) = NOT_WITH_TRACE.iter().find(|k| r.src(**k).is_some()) {
+            let why = match k {
+                Key::DurationS | Key::Requests | Key::NumRequests => {
+                    "a trace sends one request per line"
+                }
+                _ => "the trace's timestamps are the schedule (time_scale scales them)",
+            };
+            return err(
+                *k,
+                format!("`{}` does not apply to dataset trace: {why}", k.name()),
+            );
+        }
+        if load != Load::Sustained {
+            return err(
+                Key::Load,
+                format!(
+                    "load {} does not apply to dataset trace: the trace's timestamps are the schedule (time_scale scales them)",
+                    load.as_str()
+                ),
+            );
+        }
+    }
     let arrival = r
         .string(Key::Arrival)
         .and_then(|s| Arrival::parse(&s))
@@ -1033,7 +1104,12 @@ fn serving(
         .src(Key::MaxConcurrency)
         .map(|_| r.int(Key::MaxConcurrency, 1));
     let max_batch = r.int(Key::MaxBatch, max_concurrency.unwrap_or(64));
-    let requests = r.int(Key::Requests, r.int(Key::NumRequests, 100));
+    // A trace's requests are its lines, counted when it is read.
+    let requests = if trace {
+        0
+    } else {
+        r.int(Key::Requests, r.int(Key::NumRequests, 100))
+    };
     Ok(CellParams {
         label,
         input_tokens,
@@ -1130,6 +1206,20 @@ fn lengths_tag(p: &CellParams) -> String {
 /// `in128-out64-spike-r4-poisson-mc16-x2at10s+5s-d30s-slo500_x_x-f32-none`.
 fn serving_tag(t: &mut String, p: &CellParams, s: &crate::open_loop::ServingParams) {
     use crate::open_loop::{Arrival, Load};
+    if p.dataset
+        .as_ref()
+        .is_some_and(|d| d.kind == crate::dataset::DatasetKind::Trace)
+    {
+        // `trace.NAME[-tsS]-outO[-mcM][-sloT_P_E]-DTYPE-QUANT`: the trace
+        // is the schedule.
+        t.push_str(&lengths_tag(p));
+        if let Some(m) = s.max_concurrency {
+            t.push_str(&format!("-mc{m}"));
+        }
+        slo_tag(t, s);
+        t.push_str(&format!("-{}-{}", p.dtype, p.quantization));
+        return;
+    }
     t.push_str(&format!(
         "{}-{}-r{}-{}",
         lengths_tag(p),
@@ -1160,6 +1250,15 @@ fn serving_tag(t: &mut String, p: &CellParams, s: &crate::open_loop::ServingPara
     } else {
         t.push_str(&format!("-n{}", p.requests));
     }
+    slo_tag(t, s);
+    if s.load == Load::Sweep && s.sweep_steps != 4 {
+        t.push_str(&format!("-steps{}", s.sweep_steps));
+    }
+    t.push_str(&format!("-{}-{}", p.dtype, p.quantization));
+}
+
+/// `-slo500_x_x[@0.9]` when an SLO is set.
+fn slo_tag(t: &mut String, s: &crate::open_loop::ServingParams) {
     if s.slo.any() {
         let f = |x: Option<f64>| x.map_or("x".to_string(), |v| format!("{v}"));
         t.push_str(&format!(
@@ -1172,10 +1271,6 @@ fn serving_tag(t: &mut String, p: &CellParams, s: &crate::open_loop::ServingPara
             t.push_str(&format!("@{}", s.slo.attainment));
         }
     }
-    if s.load == Load::Sweep && s.sweep_steps != 4 {
-        t.push_str(&format!("-steps{}", s.sweep_steps));
-    }
-    t.push_str(&format!("-{}-{}", p.dtype, p.quantization));
 }
 
 /// Most checks of a combination against an `exclude` or `include` entry

@@ -708,7 +708,7 @@ fn unknown_axis_key() {
          concurrency, batch_policy, max_batch, num_requests, requests, duration_s, dtype, \
          quantization, label, request_rate, arrival, burstiness, max_concurrency, ramp_up_s, \
          load, spike_factor, spike_at_s, spike_s, slo_ttft_ms, slo_tpot_ms, slo_e2el_ms, \
-         slo_attainment, sweep_steps, rate_scale, dataset, dataset_path, prefix_tokens, prefix_groups)"
+         slo_attainment, sweep_steps, rate_scale, dataset, dataset_path, prefix_tokens, prefix_groups, time_scale)"
     );
     // Inside a workload value, and inside quick.
     let (line, col, field, _) = err(&scenario(
@@ -1378,7 +1378,134 @@ fn dataset_keys_are_checked_against_the_dataset() {
 ",
     ));
     assert!(
-        msg.contains("expected a dataset (random, prefix, sharegpt, prompts)"),
+        msg.contains("expected a dataset (random, prefix, sharegpt, prompts, trace)"),
         "{msg}"
     );
+}
+
+#[test]
+fn a_trace_is_the_schedule_of_a_serving_cell() {
+    let m = ok(&scenario(
+        "  - name: s
+    kind: serving
+    engines: [a]
+    dataset: trace
+    dataset_path: traces/conv.jsonl
+    axes:
+      workload:
+        - {time_scale: 1}
+        - {time_scale: 0.5, max_concurrency: 4}
+        - {output_tokens: 8, slo_ttft_ms: 500}
+",
+    ));
+    assert_eq!(
+        tags(&m, false),
+        [
+            "trace.conv-outdata-f32-none",
+            "trace.conv-ts0.5-outdata-mc4-f32-none",
+            "trace.conv-out8-slo500_x_x-f32-none",
+        ]
+    );
+    let cells = m.cells(false);
+    let d = cells[1].params.dataset.as_ref().unwrap();
+    assert_eq!(
+        (d.kind, d.time_scale, d.output_from_data),
+        (dataset::DatasetKind::Trace, 0.5, true)
+    );
+    assert!(d.path.as_deref().unwrap().ends_with("/m/traces/conv.jsonl"));
+    // The trace gives the lengths and the requests: none nominal.
+    let p = &cells[0].params;
+    assert_eq!(
+        (p.input_tokens, p.output_tokens, p.requests, p.duration_s),
+        (0, 0, 0, 0.0)
+    );
+    assert_eq!(cells[0].params.dataset.as_ref().unwrap().time_scale, 1.0);
+    assert_eq!(cells[2].params.output_tokens, 8);
+    assert_eq!(
+        cells[1].params.serving.as_ref().unwrap().max_concurrency,
+        Some(4)
+    );
+}
+
+#[test]
+fn trace_keys_are_checked_at_their_field() {
+    let trace = |body: &str| {
+        err(&scenario(&format!(
+            "  - name: s\n    kind: serving\n    dataset: trace\n    dataset_path: t.jsonl\n{body}"
+        )))
+    };
+    let cases: [(&str, &str, &str); 8] = [
+        (
+            "    request_rate: 2\n",
+            "scenarios[0].request_rate",
+            "`request_rate` does not apply to dataset trace: the trace's timestamps are the schedule",
+        ),
+        (
+            "    arrival: constant\n",
+            "scenarios[0].arrival",
+            "`arrival` does not apply to dataset trace",
+        ),
+        (
+            "    duration_s: 30\n",
+            "scenarios[0].duration_s",
+            "`duration_s` does not apply to dataset trace: a trace sends one request per line",
+        ),
+        (
+            "    requests: 10\n",
+            "scenarios[0].requests",
+            "`requests` does not apply to dataset trace",
+        ),
+        (
+            "    load: spike\n",
+            "scenarios[0].load",
+            "load spike does not apply to dataset trace",
+        ),
+        (
+            "    axes: {load: [sustained, sweep]}\n    slo_ttft_ms: 100\n",
+            "scenarios[0].axes.load[1]",
+            "load sweep does not apply to dataset trace",
+        ),
+        (
+            "    input_tokens: 64\n",
+            "scenarios[0].input_tokens",
+            "dataset trace takes its input lengths from the data",
+        ),
+        (
+            "    time_scale: 0\n",
+            "scenarios[0].time_scale",
+            "expected a positive number",
+        ),
+    ];
+    for (body, field, msg) in cases {
+        let e = trace(body);
+        assert_eq!(e.2, field, "{body}: {e:?}");
+        assert!(e.3.contains(msg), "{body}: {e:?}");
+    }
+
+    // Serving only, with a file, and time_scale with a trace only.
+    let e = err(&scenario(
+        "  - name: s\n    kind: concurrency\n    dataset: trace\n    dataset_path: t.jsonl\n",
+    ));
+    assert_eq!((e.0, e.2.as_str()), (12, "scenarios[0].dataset"));
+    assert!(
+        e.3.contains("dataset trace replays a trace at its own times: it applies to `kind: serving` only (this scenario is concurrency)"),
+        "{e:?}"
+    );
+    let e = err(&scenario(
+        "  - name: s\n    kind: serving\n    dataset: trace\n",
+    ));
+    assert!(e.3.contains("dataset trace needs dataset_path"), "{e:?}");
+    let e = err(&scenario(
+        "  - name: s\n    kind: serving\n    dataset: sharegpt\n    time_scale: 2\n",
+    ));
+    assert_eq!(e.2, "scenarios[0].time_scale");
+    assert!(e.3.contains("applies to dataset trace only"), "{e:?}");
+    let e = err(&scenario(
+        "  - name: s\n    kind: latency\n    time_scale: 2\n",
+    ));
+    assert!(e.3.contains("applies to `kind: serving` only"), "{e:?}");
+    // `load: sustained` is what a replay is: allowed.
+    ok(&scenario(
+        "  - name: s\n    kind: serving\n    dataset: trace\n    dataset_path: t.jsonl\n    load: sustained\n",
+    ));
 }

@@ -9,7 +9,9 @@
 //!   the shared-prefix workload built on them;
 //! * [`sharegpt`]: ShareGPT conversations sampled as vLLM's benchmarks
 //!   do, read from a file that may be truncated;
-//! * [`prompts`]: a JSONL or YAML file of text prompts.
+//! * [`prompts`]: a JSONL or YAML file of text prompts;
+//! * [`trace`]: a timestamped Mooncake trace, replayed at its own times
+//!   by the open-loop `serving` scenario ([`Workload::Trace`]).
 //!
 //! Everything here is pure (no clock, no engine): the tokenizer comes in
 //! through [`Tokenize`], so that the sampling is tested on fixtures with
@@ -23,6 +25,7 @@
 pub mod prompts;
 pub mod random;
 pub mod sharegpt;
+pub mod trace;
 
 /// One request's input.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,16 +76,41 @@ pub enum Workload {
         samples: Vec<Sample>,
         record: WorkloadRecord,
     },
+    /// A trace's requests in order, each with its send time
+    /// ([`Workload::schedule_ns`]); request `i` of a replay is line `i`.
+    Trace(trace::Trace),
 }
 
 impl Workload {
-    /// Request `index`'s prompt and output length.
+    /// Request `index`'s prompt and output length (a trace's line `index
+    /// mod n`).
     pub fn request(&self, index: u64) -> Sample {
+        let nth =
+            |samples: &[Sample]| samples[(index % samples.len().max(1) as u64) as usize].clone();
         match self {
             Workload::Random(r) => r.request(index),
-            Workload::Samples { samples, .. } => {
-                samples[(index % samples.len().max(1) as u64) as usize].clone()
-            }
+            Workload::Samples { samples, .. } => nth(samples),
+            Workload::Trace(t) => nth(&t.samples),
+        }
+    }
+
+    /// Warmup request `index`: [`request`](Self::request), but for a
+    /// trace, whose warmups are random prompts of its first requests'
+    /// lengths ([`trace::Trace::warmup`]).
+    pub fn warmup_request(&self, index: u64) -> Sample {
+        match self {
+            Workload::Trace(t) => t.warmup(index),
+            _ => self.request(index),
+        }
+    }
+
+    /// A trace's send times (ns from the first request, one per request
+    /// in order); `None` for the other workloads, whose schedule is the
+    /// scenario's.
+    pub fn schedule_ns(&self) -> Option<&[u64]> {
+        match self {
+            Workload::Trace(t) => Some(&t.times_ns),
+            _ => None,
         }
     }
 
@@ -90,6 +118,7 @@ impl Workload {
         match self {
             Workload::Random(r) => r.record(),
             Workload::Samples { record, .. } => record.clone(),
+            Workload::Trace(t) => t.record.clone(),
         }
     }
 }

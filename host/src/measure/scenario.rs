@@ -9,6 +9,14 @@
 //! * `concurrency`: a closed loop of `concurrency` clients; each client
 //!   submits its next request when its previous one finishes, until
 //!   `requests` were sent (or `duration_s` has passed, when set).
+//! * `serving`: an open loop; requests are sent at the times of a
+//!   schedule (see [`crate::measure::serving`]), at most
+//!   `max_concurrency` in flight. With `dataset: trace`, the schedule is
+//!   the trace's (its timestamps × `time_scale`, from the first line) and
+//!   request `i` of each measured iteration is line `i`; warmup requests
+//!   are random prompts of the first lines' lengths
+//!   ([`Workload::warmup_request`]), so that a prefix cache starts the
+//!   replay cold.
 //!
 //! The host thread sleeps on the collector while the engine works.
 
@@ -111,15 +119,21 @@ impl Runner<'_> {
             ScenarioKind::Serving if warmup => self.batch(1, index, warmup)?,
             ScenarioKind::Serving => {
                 let sv = self.serving()?;
-                let rate = self.rate(sv)?;
-                let sched = schedule(
-                    sv,
-                    rate,
-                    p.duration_s,
-                    p.requests,
-                    self.seed() ^ u64::from(index),
-                );
-                self.open_loop(index, &sched, sv.max_concurrency)?
+                let prompts = self.prompts;
+                match prompts.schedule_ns() {
+                    Some(trace) => self.open_loop(index, trace, sv.max_concurrency, true)?,
+                    None => {
+                        let rate = self.rate(sv)?;
+                        let sched = schedule(
+                            sv,
+                            rate,
+                            p.duration_s,
+                            p.requests,
+                            self.seed() ^ u64::from(index),
+                        );
+                        self.open_loop(index, &to_ns(&sched), sv.max_concurrency, false)?
+                    }
+                }
             }
         }
         self.spans.push(IterationSpan {
@@ -135,16 +149,19 @@ impl Runner<'_> {
 
     /// Registers and submits `n` requests as one submission.
     fn submit(&self, n: u32, index: u32, warmup: bool) -> Result<Vec<u64>, Stop> {
-        self.submit_at(n, index, warmup, None)
+        self.submit_at(n, index, warmup, None, None)
     }
 
     /// [`submit`](Self::submit), recording when the requests were due.
+    /// `line`: the workload's request to send (a trace's line), instead of
+    /// the one of the request's id.
     fn submit_at(
         &self,
         n: u32,
         index: u32,
         warmup: bool,
         scheduled_ns: Option<u64>,
+        line: Option<u64>,
     ) -> Result<Vec<u64>, Stop> {
         let p = &self.cell.params;
         let ids =
@@ -155,7 +172,14 @@ impl Runner<'_> {
                 self.collector.mark_scheduled(id, t);
             }
         }
-        let samples: Vec<_> = ids.iter().map(|&id| self.prompts.request(id)).collect();
+        let samples: Vec<_> = ids
+            .iter()
+            .map(|&id| match (warmup, line) {
+                (true, _) => self.prompts.warmup_request(id),
+                (false, Some(l)) => self.prompts.request(l),
+                (false, None) => self.prompts.request(id),
+            })
+            .collect();
         self.collector.set_lengths(&ids, &samples);
         let reqs = requests(&ids, samples);
         self.collector.mark_submitted(&ids);
@@ -239,20 +263,22 @@ impl Runner<'_> {
         crate::rng::fnv1a(format!("{}/{}/{tag}", self.cell.scenario, self.cell.model).as_bytes())
     }
 
-    /// Sends one request at each time of `sched` (s from now), at most
+    /// Sends one request at each time of `sched` (ns from now), at most
     /// `max_concurrency` in flight (the others wait, late), then waits for
-    /// all of them.
+    /// all of them. `by_position`: request `i` is the workload's request
+    /// `i` (a trace's line), not that of its id.
     fn open_loop(
         &mut self,
         index: u32,
-        sched: &[f64],
+        sched: &[u64],
         max_concurrency: Option<u32>,
+        by_position: bool,
     ) -> Result<(), Stop> {
         let maxc = max_concurrency.map_or(usize::MAX, |m| m as usize);
         let epoch = self.collector.epoch();
         // A millisecond's lead, so the first request is not already late.
         let t0 = self.collector.now_ns() + 1_000_000;
-        let due = |i: usize| t0 + (sched[i] * 1e9) as u64;
+        let due = |i: usize| t0 + sched[i];
         let (mut next, mut in_flight) = (0, 0usize);
         let mut progress = Progress::new(&self.collector);
         let mut last_check = Instant::now();
@@ -262,7 +288,7 @@ impl Runner<'_> {
                 if d > self.collector.now_ns() {
                     break;
                 }
-                self.submit_at(1, index, false, Some(d))?;
+                self.submit_at(1, index, false, Some(d), by_position.then_some(next as u64))?;
                 next += 1;
                 in_flight += 1;
             }
@@ -317,7 +343,7 @@ impl Runner<'_> {
                 self.seed() ^ u64::from(index),
             );
             let start_ns = self.collector.now_ns();
-            self.open_loop(index, &sched, sv.max_concurrency)?;
+            self.open_loop(index, &to_ns(&sched), sv.max_concurrency, false)?;
             let span = IterationSpan {
                 index,
                 warmup: false,
@@ -349,6 +375,12 @@ impl Runner<'_> {
             progress.check(&self.collector, self.stall, "")?;
         }
     }
+}
+
+/// A schedule in seconds as nanoseconds (rounded: 0.187 s is 187 ms to
+/// the nanosecond).
+fn to_ns(sched: &[f64]) -> Vec<u64> {
+    sched.iter().map(|s| (s * 1e9).round() as u64).collect()
 }
 
 /// Stall detection: when tokens last arrived.
@@ -521,6 +553,74 @@ mod tests {
             5,
             "closed loop sends `requests`"
         );
+    }
+
+    /// A trace cell sends line `i` at the trace's time `i` (× time_scale)
+    /// from the first, warms up on prompts of the trace's lengths that
+    /// share none of its blocks, and replays the whole trace each
+    /// measured iteration.
+    #[test]
+    fn a_trace_is_replayed_at_its_times_in_its_order() {
+        use engine_matrix_workloads::random::PromptGen;
+        use engine_matrix_workloads::trace;
+        let text = "name: t\nmodels: [{name: m, path: /x}]\nengines: [{name: e}]\nscenarios:\n  - {name: s, kind: serving, warmup: 2, iterations: 2, dataset: trace, dataset_path: /t.jsonl, time_scale: 0.5}\n";
+        let cell = &Matrix::parse(text, Path::new("t.yaml"))
+            .unwrap()
+            .cells(false)[0];
+        let lines = [
+            (1000, 6, 2, "[1]"),
+            (1040, 5, 3, "[1]"),
+            (1100, 7, 1, "[2]"),
+        ];
+        let jsonl: String = lines
+            .iter()
+            .map(|(t, i, o, h)| {
+                format!("{{\"timestamp\": {t}, \"input_length\": {i}, \"output_length\": {o}, \"hash_ids\": {h}}}\n")
+            })
+            .collect();
+        let entries = trace::parse(&jsonl, "/t.jsonl").unwrap();
+        let gen = PromptGen::new(0, "k", 100, None);
+        let t = trace::build(&entries, "/t.jsonl", &gen, None, 64, 0.5).unwrap();
+        let samples = t.samples.clone();
+        let prompts = Workload::Trace(t);
+        let ex = execute(&model(Mode::Echo), cell, &prompts, DEFAULT_STALL);
+        assert_eq!(ex.outcome, Ok(()));
+        let recs = ex.collector.take_records();
+        assert_eq!(recs.len(), 2 + 2 * 3);
+        let warm: Vec<_> = recs.iter().filter(|r| r.warmup).collect();
+        assert_eq!(
+            warm.iter()
+                .map(|r| (r.prompt_tokens, r.max_new_tokens))
+                .collect::<Vec<_>>(),
+            [(6, 2), (5, 3)]
+        );
+        assert_eq!(prompts.warmup_request(0).prompt.len(), 6);
+        assert_ne!(prompts.warmup_request(0).prompt, samples[0].prompt);
+        for it in 0..2 {
+            let r: Vec<_> = recs
+                .iter()
+                .filter(|r| !r.warmup && r.iteration == it)
+                .collect();
+            assert_eq!(
+                r.iter()
+                    .map(|r| (r.prompt_tokens, r.max_new_tokens))
+                    .collect::<Vec<_>>(),
+                [(6, 2), (5, 3), (7, 1)]
+            );
+            let s0 = r[0].scheduled_ns.unwrap();
+            let offsets: Vec<u64> = r.iter().map(|r| r.scheduled_ns.unwrap() - s0).collect();
+            assert_eq!(
+                offsets,
+                [0, 20_000_000, 50_000_000],
+                "half the trace's gaps"
+            );
+            for x in &r {
+                assert!(x.submit_ns >= x.scheduled_ns.unwrap());
+                assert_eq!(x.tokens.len() as u32, x.max_new_tokens);
+            }
+        }
+        // Sent in order, each the line's own prompt.
+        assert_eq!(prompts.request(1), samples[1]);
     }
 
     #[test]
