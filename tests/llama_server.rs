@@ -572,6 +572,63 @@ fn llama_server_metrics_are_scraped_beside_the_client_figures() {
     );
 }
 
+/// llama-server's prefix cache, measured: prompts sharing a 24-token
+/// prefix (dataset prefix, one group) are served with those 24 tokens from
+/// the cache once the warmup has put them there, so 24 of every 32 prompt
+/// tokens are hits (the server's `usage.prompt_tokens_details`); with
+/// `cache_prompt: false` none are.
+#[test]
+fn llama_server_prefix_cache_hits_are_counted_per_request() {
+    let tmp = TempDir::new("llama-prefix");
+    let engines = format!(
+        "{}{}",
+        llama_engine_args("cache", "smollm2", "", ", -np, \"1\""),
+        llama_engine_args(
+            "nocache",
+            "smollm2",
+            ", extra_body: {cache_prompt: false}",
+            ", -np, \"1\""
+        )
+    );
+    let yaml = matrix(
+        "llama-prefix",
+        &engines,
+        "  - name: p
+    kind: latency
+    dataset: prefix
+    input_tokens: 32
+    output_tokens: 4
+    prefix_tokens: 24
+    prefix_groups: 1
+    warmup: 1
+    iterations: 4
+",
+    );
+    let (run_dir, status) = run_llama(tmp.path(), &yaml);
+    assert_eq!(status, 0, "no cell failed");
+    let cells = cells(&run_dir);
+    assert_eq!(cells.len(), 2, "{cells:?}");
+    for (c, want) in cells.iter().zip([24u64, 0]) {
+        assert_no_failures(c);
+        let m = &c["metrics"];
+        assert_eq!(
+            m["cached_prompt_tokens"],
+            4 * want,
+            "{}: {m}",
+            c["cell"]["id"]
+        );
+        let rate = m["prefix_cache_hit_rate"].as_f64().unwrap();
+        assert!((rate - want as f64 / 32.0).abs() < 1e-9, "{rate}");
+        let engine = c["cell"]["engine"].as_str().unwrap();
+        let cached: Vec<u64> = requests(&run_dir, engine)
+            .iter()
+            .filter(|r| r["warmup"] == false)
+            .map(|r| r["cached_prompt_tokens"].as_u64().unwrap())
+            .collect();
+        assert_eq!(cached, vec![want; 4], "{engine}");
+    }
+}
+
 /// `matrices/llama-server.yaml`, the user-facing matrix, is valid.
 #[test]
 fn the_llama_server_matrix_is_valid() {

@@ -262,6 +262,11 @@ pub struct Completion {
     pub decode_us: u64,
     /// Number of decode steps this request took part in.
     pub decode_steps: u32,
+    /// Prompt tokens served from a prefix cache instead of being computed
+    /// (an http engine: the server's `usage.prompt_tokens_details.cached_tokens`
+    /// or llama-server's `timings.cache_n`); `RNone` when the engine does
+    /// not know, which is not the same as 0.
+    pub cached_prompt_tokens: abi_stable::std_types::ROption<u32>,
 }
 
 /// Memory the engine accounts for itself.

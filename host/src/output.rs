@@ -45,6 +45,7 @@ impl From<&RequestRecord> for RawRequest {
             engine_prefill_us: c.map(|c| c.prefill_us),
             engine_decode_us: c.map(|c| c.decode_us),
             engine_decode_steps: c.map(|c| c.decode_steps),
+            cached_prompt_tokens: c.and_then(|c| c.cached_prompt_tokens.into_option()),
         }
     }
 }

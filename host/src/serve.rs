@@ -1251,6 +1251,7 @@ mod tests {
             prefill_us: 2,
             decode_us: 3,
             decode_steps: 1,
+            cached_prompt_tokens: abi_stable::std_types::RNone,
         };
         let f = shape.full(&[7, 8], &done);
         assert_eq!(f["object"], "chat.completion");

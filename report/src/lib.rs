@@ -239,6 +239,8 @@ pub(crate) mod fixtures {
             output_lengths: None,
             input_histogram: None,
             output_histogram: None,
+            cached_prompt_tokens: None,
+            prefix_cache_hit_rate: None,
             workload: None,
             server: None,
         }

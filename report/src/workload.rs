@@ -30,6 +30,8 @@ pub(crate) fn lengths(groups: &[Group]) -> Option<Table> {
                 m.input_lengths.as_ref().map_or(0, |d| d.count).to_string(),
                 spread(m.input_lengths.as_ref()),
                 spread(m.output_lengths.as_ref()),
+                f(m.prefix_cache_hit_rate.map(|h| 100.0 * h), 0),
+                f(m.ttft_ms.as_ref().map(|d| d.p50), 1),
                 w.truncated.clone().unwrap_or_default(),
             ])
         })
@@ -42,6 +44,8 @@ pub(crate) fn lengths(groups: &[Group]) -> Option<Table> {
             "requests",
             "input tokens p50 / p90 / max",
             "output tokens p50 / p90 / max",
+            "prefix-cache hit %",
+            "TTFT p50 ms",
             "note",
         ],
         rows,

@@ -162,6 +162,9 @@ pub struct RawRequest {
     pub engine_prefill_us: Option<u64>,
     pub engine_decode_us: Option<u64>,
     pub engine_decode_steps: Option<u32>,
+    /// Prompt tokens the engine (or server) took from a prefix cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_prompt_tokens: Option<u32>,
 }
 
 /// A line of `results.jsonl`.

@@ -57,6 +57,14 @@ pub struct CellMetrics {
     pub input_histogram: Option<engine_matrix_stats::stats::Histogram>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_histogram: Option<engine_matrix_stats::stats::Histogram>,
+    /// Prompt tokens of the measured completed requests that the engine
+    /// (or server) took from a prefix cache, and their share of all their
+    /// prompt tokens (the KV-cache hit rate); `None` when no request's
+    /// engine said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_prompt_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_cache_hit_rate: Option<f64>,
     /// Where the requests came from (dataset, file, pool).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<WorkloadRecord>,

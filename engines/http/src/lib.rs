@@ -801,6 +801,7 @@ async fn stream_one(
         prefill_us: us(first.saturating_duration_since(start)),
         decode_us: us(st.last.saturating_duration_since(first)),
         decode_steps: p.chunks.saturating_sub(1),
+        cached_prompt_tokens: st.usage.cached_tokens.into(),
     });
     p.finished = true;
     // Drain the rest of the body (briefly) so the connection can be reused.
@@ -892,6 +893,9 @@ impl StreamState {
             }
             if u.prompt_tokens.is_some() {
                 self.usage.prompt_tokens = u.prompt_tokens;
+            }
+            if u.cached_tokens.is_some() {
+                self.usage.cached_tokens = u.cached_tokens;
             }
         }
         if chunk.finish_reason.is_some() {

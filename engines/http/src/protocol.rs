@@ -130,6 +130,10 @@ pub fn request_body(o: &BodyOptions, req: &Request) -> Value {
 pub struct Usage {
     pub prompt_tokens: Option<u32>,
     pub completion_tokens: Option<u32>,
+    /// Prompt tokens the server took from its prefix cache: OpenAI's
+    /// `usage.prompt_tokens_details.cached_tokens` (vLLM, llama-server),
+    /// else llama-server's `timings.cache_n`.
+    pub cached_tokens: Option<u32>,
 }
 
 /// What one `data:` chunk says.
@@ -193,7 +197,21 @@ pub fn parse_chunk(data: &str) -> Result<Chunk, String> {
         c.usage = Some(Usage {
             prompt_tokens: get("prompt_tokens"),
             completion_tokens: get("completion_tokens"),
+            cached_tokens: u
+                .get("prompt_tokens_details")
+                .and_then(|d| d.get("cached_tokens"))
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok()),
         });
+    }
+    let cache_n = top
+        .get("timings")
+        .and_then(|t| t.get("cache_n"))
+        .and_then(Value::as_u64)
+        .and_then(|n| u32::try_from(n).ok());
+    if let Some(n) = cache_n {
+        let u = c.usage.get_or_insert_with(Usage::default);
+        u.cached_tokens = u.cached_tokens.or(Some(n));
     }
     let choice = top
         .get("choices")
@@ -343,13 +361,30 @@ mod tests {
             c.usage,
             Some(Usage {
                 prompt_tokens: Some(3),
-                completion_tokens: Some(9)
+                completion_tokens: Some(9),
+                cached_tokens: None
             })
         );
         let c = parse_chunk(r#"{"error":{"message":"boom","code":500}}"#).unwrap();
         assert_eq!(c.error.as_deref(), Some("boom"));
         assert!(parse_chunk("{not json").is_err());
         assert!(parse_chunk("[1]").is_err());
+    }
+
+    #[test]
+    fn cached_prompt_tokens_come_from_usage_details_or_llama_server_timings() {
+        // llama-server's last chunk (b11434): both; OpenAI's field wins.
+        let c = parse_chunk(
+            r#"{"choices":[{"text":"","index":0,"finish_reason":"length"}],"usage":{"completion_tokens":2,"prompt_tokens":20,"total_tokens":22,"prompt_tokens_details":{"cached_tokens":19}},"timings":{"cache_n":18,"prompt_n":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.usage.unwrap().cached_tokens, Some(19));
+        // timings alone (a llama-server without usage)
+        let c = parse_chunk(r#"{"choices":[],"timings":{"cache_n":7}}"#).unwrap();
+        assert_eq!(c.usage.unwrap().cached_tokens, Some(7));
+        // vLLM without --enable-prompt-tokens-details: unknown, not 0
+        let c = parse_chunk(r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"prompt_tokens_details":null}}"#).unwrap();
+        assert_eq!(c.usage.unwrap().cached_tokens, None);
     }
 
     #[test]

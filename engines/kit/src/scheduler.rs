@@ -508,6 +508,8 @@ impl<B: Backend> Scheduler<B> {
                 prefill_us: us(r.prefill_start, r.prefill_end),
                 decode_us: us(r.prefill_end, now),
                 decode_steps: r.steps,
+                // The kit has no prefix cache: every prompt token computed.
+                cached_prompt_tokens: engine_api::abi_stable::std_types::RSome(0),
             });
         }
     }

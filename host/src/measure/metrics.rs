@@ -117,6 +117,8 @@ pub fn compute(records: &[RequestRecord], spans: &[IterationSpan], vocab: usize)
     let (mut completed, mut failed, mut mismatches, mut oov, mut disagree) = (0, 0, 0, 0, 0);
     let (mut input_tokens, mut output_tokens) = (0u64, 0u64);
     let (mut input_lengths, mut output_lengths) = (vec![], vec![]);
+    // (cached, prompt) tokens of the requests whose engine counts hits.
+    let mut cache: Option<(u64, u64)> = None;
     for r in &measured {
         oov += r.tokens.iter().filter(|&&t| t as usize >= vocab).count();
         if let Some(e) = &r.error {
@@ -135,6 +137,11 @@ pub fn compute(records: &[RequestRecord], spans: &[IterationSpan], vocab: usize)
         input_tokens += r.prompt_tokens as u64;
         output_tokens += r.produced() as u64;
         input_lengths.push(f64::from(r.prompt_tokens));
+        if let Some(n) = c.cached_prompt_tokens.into_option() {
+            let (hit, all) = cache.get_or_insert((0, 0));
+            *hit += u64::from(n);
+            *all += u64::from(c.prompt_tokens);
+        }
         output_lengths.push(r.produced() as f64);
         if r.produced() != r.max_new_tokens as usize {
             mismatches += 1;
@@ -197,6 +204,10 @@ pub fn compute(records: &[RequestRecord], spans: &[IterationSpan], vocab: usize)
         output_lengths: summarize(&output_lengths),
         input_histogram: engine_matrix_stats::stats::histogram(&input_lengths, LENGTH_BINS),
         output_histogram: engine_matrix_stats::stats::histogram(&output_lengths, LENGTH_BINS),
+        cached_prompt_tokens: cache.map(|(hit, _)| hit),
+        prefix_cache_hit_rate: cache
+            .filter(|(_, all)| *all > 0)
+            .map(|(hit, all)| hit as f64 / all as f64),
         workload: None,
         server: None,
     }
@@ -226,6 +237,7 @@ mod tests {
                 prefill_us: 0,
                 decode_us: 0,
                 decode_steps: 0,
+                cached_prompt_tokens: engine_api::abi_stable::std_types::RNone,
             }),
             ..Default::default()
         }
@@ -384,5 +396,38 @@ mod tests {
         assert_eq!(h.bins.iter().map(|b| b.count).sum::<u64>(), 3);
         assert_eq!((h.bins[0].lo, h.bins.last().unwrap().hi), (10.0, 31.0));
         assert_eq!(m.total_input_tokens, 60);
+        assert_eq!(
+            (m.cached_prompt_tokens, m.prefix_cache_hit_rate),
+            (None, None),
+            "no engine said"
+        );
+    }
+
+    #[test]
+    fn the_prefix_cache_hit_rate_is_cached_over_prompt_tokens_of_the_requests_that_say() {
+        use engine_api::abi_stable::std_types::{RNone, RSome};
+        let mut a = rec(0, 0, &[5], false);
+        let mut b = rec(1, 0, &[5], false);
+        let mut c = rec(2, 0, &[5], false);
+        // The server's counts: 30 of 40 prompt tokens cached, 0 of 20; a
+        // third request says nothing and is left out.
+        let set = |r: &mut RequestRecord, prompt: u32, cached| {
+            let c = r.completion.as_mut().unwrap();
+            c.prompt_tokens = prompt;
+            c.cached_prompt_tokens = cached;
+        };
+        set(&mut a, 40, RSome(30));
+        set(&mut b, 20, RSome(0));
+        set(&mut c, 99, RNone);
+        let spans = [IterationSpan {
+            index: 0,
+            warmup: false,
+            start_ns: 0,
+            end_ns: 1_000_000_000,
+            rss_bytes: None,
+        }];
+        let m = compute(&[a, b, c], &spans, 100);
+        assert_eq!(m.cached_prompt_tokens, Some(30));
+        assert_eq!(m.prefix_cache_hit_rate, Some(0.5));
     }
 }

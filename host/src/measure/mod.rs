@@ -338,6 +338,7 @@ mod tests {
             prefill_us: 0,
             decode_us: 0,
             decode_steps: 2,
+            cached_prompt_tokens: engine_api::abi_stable::std_types::RNone,
         });
         assert_eq!(waiter.join().unwrap(), vec![1]);
         let r = c.record(1).unwrap();

@@ -483,6 +483,7 @@ mod tests {
                             prefill_us: 0,
                             decode_us: 0,
                             decode_steps: r.max_new_tokens - 1,
+                            cached_prompt_tokens: engine_api::abi_stable::std_types::RNone,
                         });
                     }
                 }

@@ -824,6 +824,7 @@ mod tests {
                 prefill_us: 0,
                 decode_us: 0,
                 decode_steps: 0,
+                cached_prompt_tokens: engine_api::abi_stable::std_types::RNone,
             }),
             error: fail.map(engine_api::EngineError::runtime),
             ..Default::default()

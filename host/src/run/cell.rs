@@ -680,9 +680,12 @@ fn run_cell(
         // matrix's (which only shapes the prompts), and it may run
         // anywhere.
         let remote = ctx.def.plugin == "http";
-        // Nor does a text dataset's: its requests' lengths vary, and the
-        // roof is computed for one length.
-        let varied = p.dataset.as_ref().is_some_and(|d| d.kind.is_text());
+        // Nor does a dataset's whose lengths are its data's (text, a
+        // trace): they vary, and the roof is computed for one length.
+        let varied = p
+            .dataset
+            .as_ref()
+            .is_some_and(|d| d.kind.lengths_from_data());
         result.efficiency = ctx
             .limits
             .filter(|_| !on_gpu && !remote && !varied)
