@@ -491,3 +491,79 @@ scenarios:
         "{why}"
     );
 }
+
+/// Multi-turn: ShareGPT conversations replayed turn by turn by two
+/// clients. A model without a chat template (the GPT-2 vocabulary) gets a
+/// plain transcript; each turn's prompt holds the history before it, so
+/// prompts grow with the turn; turn t of session s is the same request
+/// on every engine; the summary and the report give TTFT and E2EL by turn.
+#[test]
+fn multi_turn_sessions_replay_conversations_with_their_history() {
+    let tmp = TempDir::new("wl-multi-turn");
+    let (run_dir, status) = run(
+        tmp.path(),
+        &["candle", "onnx"],
+        1024,
+        "  - name: chat
+    kind: concurrency
+    models: [g]
+    dataset: multi_turn
+    max_turns: 3
+    output_tokens: 4
+    concurrency: 2
+    requests: 8
+    warmup: 0
+    iterations: 1
+",
+    );
+    let cells = cells(&run_dir);
+    let reasons: Vec<&Value> = cells.iter().map(|c| &c["reason"]).collect();
+    assert_eq!(status, 0, "no cell failed: {reasons:?}");
+    assert_eq!(cells.len(), 2);
+    let mut turn_of = Vec::new();
+    for c in &cells {
+        assert_eq!(c["status"], "ok", "{c}");
+        let id = c["cell"]["id"].as_str().unwrap();
+        assert!(id.contains("/multiturn3-out4-"), "{id}");
+        let m = &c["metrics"];
+        assert_eq!(m["workload"]["dataset"], "multi_turn", "{m}");
+        let per_turn = m["per_turn"].as_array().expect("per_turn");
+        assert!(per_turn.len() >= 2, "{per_turn:?}");
+        let p50 = |t: &Value| t["input_lengths"]["p50"].as_f64().unwrap();
+        assert!(p50(&per_turn[0]) < p50(&per_turn[1]), "{per_turn:?}");
+        let n: u64 = per_turn
+            .iter()
+            .map(|t| t["requests"].as_u64().unwrap())
+            .sum();
+        assert_eq!(n, 8);
+        // (session, turn) -> prompt tokens; turns follow each other.
+        let mut map = std::collections::BTreeMap::new();
+        for r in read_jsonl(&run_dir.join("results.jsonl"))
+            .into_iter()
+            .filter(|l| l["cell"]["id"] == id)
+            .flat_map(|l| l["requests"].as_array().unwrap().clone())
+        {
+            let key = (r["session"].as_u64().unwrap(), r["turn"].as_u64().unwrap());
+            assert_eq!(r["max_new_tokens"], 4);
+            map.insert(key, r["prompt_tokens"].as_u64().unwrap());
+        }
+        for (&(s, t), &len) in &map {
+            assert!(t < 3, "max_turns");
+            if t > 0 {
+                let before = map.get(&(s, t - 1)).expect("the turn before was sent");
+                assert!(*before + 4 < len, "the history grows: {map:?}");
+            }
+        }
+        turn_of.push(map);
+    }
+    for (k, v) in &turn_of[0] {
+        if let Some(w) = turn_of[1].get(k) {
+            assert_eq!(
+                v, w,
+                "session/turn {k:?} is the same request on both engines"
+            );
+        }
+    }
+    let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    assert!(md.contains("## Multi-turn sessions"), "{md}");
+}

@@ -46,6 +46,8 @@ impl From<&RequestRecord> for RawRequest {
             engine_decode_us: c.map(|c| c.decode_us),
             engine_decode_steps: c.map(|c| c.decode_steps),
             cached_prompt_tokens: c.and_then(|c| c.cached_prompt_tokens.into_option()),
+            session: r.session,
+            turn: r.turn,
         }
     }
 }

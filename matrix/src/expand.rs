@@ -42,6 +42,7 @@ pub(crate) enum Key {
     PrefixTokens,
     PrefixGroups,
     TimeScale,
+    MaxTurns,
 }
 
 /// Serving keys that shape a schedule of the scenario's own, which a
@@ -82,7 +83,7 @@ const SERVING_KEYS: [Key; 16] = [
     Key::SweepSteps,
 ];
 
-pub(crate) const AXIS_KEYS: [(Key, &str); 32] = [
+pub(crate) const AXIS_KEYS: [(Key, &str); 33] = [
     (Key::InputTokens, "input_tokens"),
     (Key::OutputTokens, "output_tokens"),
     (Key::BatchSize, "batch_size"),
@@ -115,6 +116,7 @@ pub(crate) const AXIS_KEYS: [(Key, &str); 32] = [
     (Key::PrefixTokens, "prefix_tokens"),
     (Key::PrefixGroups, "prefix_groups"),
     (Key::TimeScale, "time_scale"),
+    (Key::MaxTurns, "max_turns"),
 ];
 
 pub(crate) const DTYPES: [&str; 3] = ["f32", "f16", "bf16"];
@@ -265,6 +267,7 @@ fn parse_value(at: &At<'_>, key: Key) -> Result<Src, MatrixError> {
         | Key::MaxConcurrency
         | Key::PrefixGroups => Val::Int(at.u32_min(1)?),
         Key::SweepSteps | Key::PrefixTokens => Val::Int(at.u32_min(0)?),
+        Key::MaxTurns => Val::Int(at.u32_min(2)?),
         Key::Dataset => {
             let names = crate::dataset::DatasetKind::NAMES;
             match at.str().ok().filter(|s| names.contains(s)) {
@@ -912,7 +915,18 @@ fn dataset(
         only(Key::PrefixGroups, "prefix")?;
     }
     if !kind.lengths_from_data() {
-        only(Key::DatasetPath, "sharegpt, prompts and trace")?;
+        only(Key::DatasetPath, "sharegpt, prompts, trace and multi_turn")?;
+    }
+    if kind != DatasetKind::MultiTurn {
+        only(Key::MaxTurns, "multi_turn")?;
+    } else if scenario != ScenarioKind::Concurrency {
+        return Err(ctx.err(
+            r.path(Key::Dataset),
+            format!(
+                "dataset multi_turn runs each client's sessions turn after turn: it applies to `kind: concurrency` only (this scenario is {})",
+                scenario.as_str()
+            ),
+        ));
     }
     if kind != DatasetKind::Trace {
         only(Key::TimeScale, "trace")?;
@@ -978,6 +992,11 @@ fn dataset(
             prefix_groups: r.int(Key::PrefixGroups, 1),
             output_from_data: kind.lengths_from_data() && r.src(Key::OutputTokens).is_none(),
             time_scale: r.num(Key::TimeScale, 1.0),
+            max_turns: if kind == DatasetKind::MultiTurn {
+                r.int(Key::MaxTurns, 4)
+            } else {
+                0
+            },
         }),
     })
 }

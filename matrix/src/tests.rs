@@ -708,7 +708,7 @@ fn unknown_axis_key() {
          concurrency, batch_policy, max_batch, num_requests, requests, duration_s, dtype, \
          quantization, label, request_rate, arrival, burstiness, max_concurrency, ramp_up_s, \
          load, spike_factor, spike_at_s, spike_s, slo_ttft_ms, slo_tpot_ms, slo_e2el_ms, \
-         slo_attainment, sweep_steps, rate_scale, dataset, dataset_path, prefix_tokens, prefix_groups, time_scale)"
+         slo_attainment, sweep_steps, rate_scale, dataset, dataset_path, prefix_tokens, prefix_groups, time_scale, max_turns)"
     );
     // Inside a workload value, and inside quick.
     let (line, col, field, _) = err(&scenario(
@@ -1378,7 +1378,7 @@ fn dataset_keys_are_checked_against_the_dataset() {
 ",
     ));
     assert!(
-        msg.contains("expected a dataset (random, prefix, sharegpt, prompts, trace)"),
+        msg.contains("expected a dataset (random, prefix, sharegpt, prompts, trace, multi_turn)"),
         "{msg}"
     );
 }
@@ -1508,4 +1508,62 @@ fn trace_keys_are_checked_at_their_field() {
     ok(&scenario(
         "  - name: s\n    kind: serving\n    dataset: trace\n    dataset_path: t.jsonl\n    load: sustained\n",
     ));
+}
+
+#[test]
+fn multi_turn_runs_sessions_in_a_closed_loop() {
+    let m = ok(&scenario(
+        "  - name: s
+    kind: concurrency
+    engines: [a]
+    dataset: multi_turn
+    concurrency: 2
+    axes: {max_turns: [2, 6]}
+",
+    ));
+    assert_eq!(
+        tags(&m, false),
+        [
+            "multiturn2-outdata-bs2-c2-continuous-f32-none-r8",
+            "multiturn6-outdata-bs2-c2-continuous-f32-none-r8"
+        ]
+    );
+    let d = m.cells(false)[1].params.dataset.clone().unwrap();
+    assert_eq!(
+        (d.kind, d.max_turns, d.output_from_data),
+        (dataset::DatasetKind::MultiTurn, 6, true)
+    );
+    let (line, _, _, msg) = err(&scenario(
+        "  - name: s
+    kind: latency
+    dataset: multi_turn
+",
+    ));
+    assert_eq!(line, 12);
+    assert!(
+        msg.contains("applies to `kind: concurrency` only (this scenario is latency)"),
+        "{msg}"
+    );
+    let (_, _, field, msg) = err(&scenario(
+        "  - name: s
+    kind: concurrency
+    dataset: sharegpt
+    max_turns: 3
+",
+    ));
+    assert_eq!(field, "scenarios[0].max_turns");
+    assert!(msg.contains("applies to dataset multi_turn only"), "{msg}");
+    let (_, _, _, msg) = err(&scenario(
+        "  - name: s
+    kind: concurrency
+    dataset: multi_turn
+    max_turns: 1
+",
+    ));
+    assert!(
+        msg.contains("expected an integer >= 2")
+            || msg.contains(">= 2")
+            || msg.contains("at least 2"),
+        "{msg}"
+    );
 }

@@ -612,13 +612,13 @@ impl<'n> At<'n> {
     /// An integer in `[min, u32::MAX]`.
     pub fn u32_min(&self, min: u32) -> Result<u32, MatrixError> {
         let what = match min {
-            0 => "a non-negative integer",
-            1 => "a positive integer",
-            _ => "an integer",
+            0 => "a non-negative integer".to_string(),
+            1 => "a positive integer".to_string(),
+            _ => format!("an integer of at least {min}"),
         };
         match self.int() {
             Some(v) if v >= i64::from(min) && v <= i64::from(u32::MAX) => Ok(v as u32),
-            _ => Err(self.expected(what)),
+            _ => Err(self.expected(&what)),
         }
     }
 

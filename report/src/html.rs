@@ -307,6 +307,10 @@ fn workload_section(o: &mut String, i: &Inputs) {
         let _ = writeln!(o, "<h2 id=\"workloads\">Workloads</h2>");
         table_html(o, &t);
     }
+    if let Some(t) = super::workload::turns(i.groups) {
+        let _ = writeln!(o, "<h2 id=\"turns\">Multi-turn sessions</h2>");
+        table_html(o, &t);
+    }
     if let Some(t) = super::workload::server(i.groups) {
         let _ = writeln!(o, "<h2 id=\"server\">Server metrics</h2>");
         table_html(o, &t);

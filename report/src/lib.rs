@@ -241,6 +241,7 @@ pub(crate) mod fixtures {
             output_histogram: None,
             cached_prompt_tokens: None,
             prefix_cache_hit_rate: None,
+            per_turn: vec![],
             workload: None,
             server: None,
         }

@@ -242,6 +242,10 @@ fn workload_markdown(groups: &[Group]) -> String {
         let _ = writeln!(out, "\n## Workloads\n");
         table_markdown(&mut out, &t);
     }
+    if let Some(t) = super::workload::turns(groups) {
+        let _ = writeln!(out, "\n## Multi-turn sessions\n");
+        table_markdown(&mut out, &t);
+    }
     if let Some(t) = super::workload::server(groups) {
         let _ = writeln!(out, "\n## Server metrics\n");
         table_markdown(&mut out, &t);

@@ -96,5 +96,41 @@ pub(crate) fn server(groups: &[Group]) -> Option<Table> {
     })
 }
 
+/// One row per multi-turn cell (first ok repetition) and turn index:
+/// how TTFT and end-to-end latency grow with the history.
+pub(crate) fn turns(groups: &[Group]) -> Option<Table> {
+    let rows: Vec<Vec<String>> = groups
+        .iter()
+        .flat_map(|g| {
+            let m = g.ok_runs().find_map(|r| r.metrics.as_ref());
+            m.into_iter().flat_map(move |m| {
+                m.per_turn.iter().map(move |t| {
+                    vec![
+                        g.cell().id.clone(),
+                        (t.turn + 1).to_string(),
+                        t.requests.to_string(),
+                        f(t.input_lengths.as_ref().map(|d| d.p50), 0),
+                        f(t.ttft_ms.as_ref().map(|d| d.p50), 1),
+                        f(t.ttft_ms.as_ref().map(|d| d.p99), 1),
+                        f(t.e2el_ms.as_ref().map(|d| d.p50), 1),
+                    ]
+                })
+            })
+        })
+        .collect();
+    (!rows.is_empty()).then_some(Table {
+        headers: vec![
+            "cell",
+            "turn",
+            "requests",
+            "prompt tokens p50",
+            "TTFT p50 ms",
+            "TTFT p99 ms",
+            "E2EL p50 ms",
+        ],
+        rows,
+    })
+}
+
 /// Under the server table.
 pub(crate) const SERVER_NOTE: &str = "The server's figures come from its Prometheus endpoint (`metrics_url`), scraped during the whole cell, warm-up included, so its token rates cover more requests than the client's measured ones; a figure the server does not expose is —.";

@@ -162,6 +162,11 @@ pub struct RawRequest {
     pub engine_prefill_us: Option<u64>,
     pub engine_decode_us: Option<u64>,
     pub engine_decode_steps: Option<u32>,
+    /// Multi-turn: the session and the turn (0-based) this request is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn: Option<u32>,
     /// Prompt tokens the engine (or server) took from a prefix cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_prompt_tokens: Option<u32>,

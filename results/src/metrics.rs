@@ -65,6 +65,10 @@ pub struct CellMetrics {
     pub cached_prompt_tokens: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix_cache_hit_rate: Option<f64>,
+    /// Multi-turn: TTFT, E2EL and prompt length by turn index (0-based),
+    /// over the measured completed requests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_turn: Vec<TurnFigures>,
     /// Where the requests came from (dataset, file, pool).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<WorkloadRecord>,
@@ -209,4 +213,14 @@ pub struct WorkloadRecord {
     /// package): how many complete entries were used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncated: Option<String>,
+}
+
+/// One turn index's requests of a multi-turn cell.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TurnFigures {
+    pub turn: u32,
+    pub requests: usize,
+    pub input_lengths: Option<Distribution>,
+    pub ttft_ms: Option<Distribution>,
+    pub e2el_ms: Option<Distribution>,
 }

@@ -22,6 +22,7 @@
 //! are in flight would take a core from the engine on a 2-core machine and
 //! distort what is measured.
 
+pub mod multi_turn;
 pub mod prompts;
 pub mod random;
 pub mod sharegpt;
@@ -79,6 +80,13 @@ pub enum Workload {
     /// A trace's requests in order, each with its send time
     /// ([`Workload::schedule_ns`]); request `i` of a replay is line `i`.
     Trace(trace::Trace),
+    /// Multi-turn sessions: each a conversation's turns in order
+    /// ([`Workload::session_turn`]); [`Workload::request`] walks them all
+    /// one after the other.
+    Sessions {
+        sessions: Vec<Vec<Sample>>,
+        record: WorkloadRecord,
+    },
 }
 
 impl Workload {
@@ -91,6 +99,32 @@ impl Workload {
             Workload::Random(r) => r.request(index),
             Workload::Samples { samples, .. } => nth(samples),
             Workload::Trace(t) => nth(&t.samples),
+            Workload::Sessions { sessions, .. } => {
+                let all: usize = sessions.iter().map(Vec::len).sum();
+                let mut i = (index % all.max(1) as u64) as usize;
+                for s in sessions {
+                    if i < s.len() {
+                        return s[i].clone();
+                    }
+                    i -= s.len();
+                }
+                Sample {
+                    prompt: vec![],
+                    output_tokens: 0,
+                }
+            }
+        }
+    }
+
+    /// Multi-turn: session `session`'s turn `turn` (sessions cycle), or
+    /// `None` past its last turn; `None` for the other workloads.
+    pub fn session_turn(&self, session: u64, turn: usize) -> Option<Sample> {
+        match self {
+            Workload::Sessions { sessions, .. } if !sessions.is_empty() => sessions
+                [(session % sessions.len() as u64) as usize]
+                .get(turn)
+                .cloned(),
+            _ => None,
         }
     }
 
@@ -119,6 +153,7 @@ impl Workload {
             Workload::Random(r) => r.record(),
             Workload::Samples { record, .. } => record.clone(),
             Workload::Trace(t) => t.record.clone(),
+            Workload::Sessions { record, .. } => record.clone(),
         }
     }
 }

@@ -48,12 +48,23 @@ pub struct Pair {
     pub answer: String,
 }
 
+/// One turn of a dialog: the user's, or the assistant's answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Turn {
+    pub user: bool,
+    pub text: String,
+}
+
 /// The conversations of a ShareGPT file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Conversations {
     pub file: String,
     /// Conversations with a human turn answered by the assistant.
     pub pairs: Vec<Pair>,
+    /// With [`load_dialogs`]: each conversation's turns from its first
+    /// human one, user and assistant alternating (cut where they stop
+    /// alternating), at least one exchange; empty otherwise.
+    pub dialogs: Vec<Vec<Turn>>,
     /// Conversations in the file (complete ones).
     pub entries: usize,
     /// Where the file ended inside a conversation: the byte offset of the
@@ -62,7 +73,7 @@ pub struct Conversations {
 }
 
 #[derive(Deserialize)]
-struct Turn {
+struct RawTurn {
     #[serde(default)]
     from: String,
     #[serde(default)]
@@ -72,7 +83,7 @@ struct Turn {
 #[derive(Deserialize)]
 struct Entry {
     #[serde(default)]
-    conversations: Vec<Turn>,
+    conversations: Vec<RawTurn>,
     #[serde(flatten)]
     _rest: IgnoredAny,
 }
@@ -85,6 +96,29 @@ fn is_assistant(from: &str) -> bool {
 }
 
 impl Entry {
+    /// The turns from the first human one, alternating user and
+    /// assistant, up to the first that breaks the alternation.
+    fn dialog(&self) -> Option<Vec<Turn>> {
+        let start = self.conversations.iter().position(|t| is_human(&t.from))?;
+        let mut out: Vec<Turn> = Vec::new();
+        for t in &self.conversations[start..] {
+            let user = out.len().is_multiple_of(2);
+            let ok = if user {
+                is_human(&t.from)
+            } else {
+                is_assistant(&t.from)
+            };
+            if !ok {
+                break;
+            }
+            out.push(Turn {
+                user,
+                text: t.value.clone(),
+            });
+        }
+        (out.len() >= 2).then_some(out)
+    }
+
     /// The first human turn and the assistant's answer to it.
     fn pair(self) -> Option<Pair> {
         if self.conversations.len() < 2 {
@@ -104,6 +138,7 @@ impl Entry {
 /// survive an error further on.
 struct Collect<'a> {
     pairs: &'a mut Vec<Pair>,
+    dialogs: Option<&'a mut Vec<Vec<Turn>>>,
     entries: &'a mut usize,
 }
 
@@ -119,9 +154,12 @@ impl<'de> Visitor<'de> for Collect<'_> {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON array of ShareGPT conversations")
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
         while let Some(e) = seq.next_element::<Entry>()? {
             *self.entries += 1;
+            if let Some(d) = self.dialogs.as_mut() {
+                d.extend(e.dialog());
+            }
             if let Some(p) = e.pair() {
                 self.pairs.push(p);
             }
@@ -141,12 +179,29 @@ pub fn load(path: &Path) -> Result<Conversations, WorkloadError> {
     parse(&bytes, &file)
 }
 
+/// [`load`], keeping every conversation's whole dialog too (for
+/// multi-turn replay).
+pub fn load_dialogs(path: &Path) -> Result<Conversations, WorkloadError> {
+    let file = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| WorkloadError::File {
+        file: file.clone(),
+        message: format!("cannot read the ShareGPT file: {e}"),
+    })?;
+    parse_with(&bytes, &file, true)
+}
+
 /// [`load`] on bytes already read.
 pub fn parse(bytes: &[u8], file: &str) -> Result<Conversations, WorkloadError> {
-    let (mut pairs, mut entries) = (Vec::new(), 0usize);
+    parse_with(bytes, file, false)
+}
+
+/// [`parse`], with the dialogs when `dialogs`.
+pub fn parse_with(bytes: &[u8], file: &str, dialogs: bool) -> Result<Conversations, WorkloadError> {
+    let (mut pairs, mut entries, mut all) = (Vec::new(), 0usize, Vec::new());
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let outcome = Collect {
         pairs: &mut pairs,
+        dialogs: dialogs.then_some(&mut all),
         entries: &mut entries,
     }
     .deserialize(&mut de)
@@ -172,6 +227,7 @@ pub fn parse(bytes: &[u8], file: &str) -> Result<Conversations, WorkloadError> {
     Ok(Conversations {
         file: file.to_string(),
         pairs,
+        dialogs: all,
         entries,
         truncated,
     })
@@ -281,7 +337,7 @@ pub fn valid(prompt: usize, output: usize, fixed_output: bool, context: usize) -
 }
 
 /// Fisher–Yates with SplitMix64.
-fn shuffle(v: &mut [usize], seed: u64) {
+pub(crate) fn shuffle(v: &mut [usize], seed: u64) {
     let mut state = seed ^ engine_matrix_stats::rng::fnv1a(b"sharegpt");
     for i in (1..v.len()).rev() {
         let r = engine_matrix_stats::rng::splitmix64(&mut state);
@@ -351,6 +407,54 @@ mod tests {
         // The one-turn and the assistant-only conversations are left out;
         // a system turn before the human one is skipped over.
         assert_eq!(lens, [(5, 6), (7, 8), (8, 7)]);
+    }
+
+    #[test]
+    fn dialogs_alternate_from_the_first_human_turn() {
+        let v = vec![
+            conv(
+                0,
+                &[
+                    ("system", text(1)),
+                    ("human", text(2)),
+                    ("gpt", text(3)),
+                    ("human", text(4)),
+                    ("gpt", text(5)),
+                ],
+            ),
+            // Two human turns in a row: the dialog stops before the second.
+            conv(
+                1,
+                &[
+                    ("human", text(6)),
+                    ("gpt", text(7)),
+                    ("human", text(8)),
+                    ("human", text(9)),
+                ],
+            ),
+            conv(2, &[("human", text(1))]),
+        ];
+        let c = parse_with(&serde_json::to_vec(&v).unwrap(), "d.json", true).unwrap();
+        let shape: Vec<Vec<(bool, usize)>> = c
+            .dialogs
+            .iter()
+            .map(|d| {
+                d.iter()
+                    .map(|t| (t.user, words(&t.text).unwrap().len()))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                vec![(true, 2), (false, 3), (true, 4), (false, 5)],
+                vec![(true, 6), (false, 7), (true, 8)]
+            ]
+        );
+        assert!(parse(&serde_json::to_vec(&v).unwrap(), "d.json")
+            .unwrap()
+            .dialogs
+            .is_empty());
     }
 
     #[test]

@@ -119,6 +119,9 @@ pub fn compute(records: &[RequestRecord], spans: &[IterationSpan], vocab: usize)
     let (mut input_lengths, mut output_lengths) = (vec![], vec![]);
     // (cached, prompt) tokens of the requests whose engine counts hits.
     let mut cache: Option<(u64, u64)> = None;
+    // turn -> (prompt lengths, TTFTs, E2ELs)
+    type Samples = (Vec<f64>, Vec<f64>, Vec<f64>);
+    let mut turns: BTreeMap<u32, Samples> = BTreeMap::new();
     for r in &measured {
         oov += r.tokens.iter().filter(|&&t| t as usize >= vocab).count();
         if let Some(e) = &r.error {
@@ -156,6 +159,12 @@ pub fn compute(records: &[RequestRecord], spans: &[IterationSpan], vocab: usize)
         };
         ttft.push(t.ttft);
         e2el.push(t.e2el);
+        if let Some(k) = r.turn {
+            let e = turns.entry(k).or_default();
+            e.0.push(f64::from(r.prompt_tokens));
+            e.1.push(t.ttft);
+            e.2.push(t.e2el);
+        }
         per_token.push(t.per_token);
         tpot.extend(t.tpot);
         itl.extend(gaps(r));
@@ -208,6 +217,18 @@ pub fn compute(records: &[RequestRecord], spans: &[IterationSpan], vocab: usize)
         prefix_cache_hit_rate: cache
             .filter(|(_, all)| *all > 0)
             .map(|(hit, all)| hit as f64 / all as f64),
+        per_turn: turns
+            .into_iter()
+            .map(
+                |(turn, (inp, tt, ee))| engine_matrix_results::metrics::TurnFigures {
+                    turn,
+                    requests: tt.len(),
+                    input_lengths: summarize(&inp),
+                    ttft_ms: summarize(&tt),
+                    e2el_ms: summarize(&ee),
+                },
+            )
+            .collect(),
         workload: None,
         server: None,
     }

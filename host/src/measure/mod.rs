@@ -33,6 +33,9 @@ pub struct RequestRecord {
     pub warmup: bool,
     pub prompt_tokens: u32,
     pub max_new_tokens: u32,
+    /// Multi-turn: the session and the turn (0-based) this request is.
+    pub session: Option<u64>,
+    pub turn: Option<u32>,
     /// When the host handed the request to the engine (for batches: the
     /// moment the whole batch was submitted).
     pub submit_ns: u64,
@@ -144,6 +147,14 @@ impl Collector {
                 r.prompt_tokens = x.prompt.len() as u32;
                 r.max_new_tokens = x.output_tokens;
             }
+        }
+    }
+
+    /// Marks `id` as turn `turn` of session `session` (multi-turn).
+    pub fn set_turn(&self, id: u64, session: u64, turn: u32) {
+        if let Some(r) = self.lock().records.get_mut(id as usize) {
+            r.session = Some(session);
+            r.turn = Some(turn);
         }
     }
 

@@ -61,6 +61,7 @@ pub fn execute(model: &ModelBox, cell: &Cell, prompts: &Workload, stall: Duratio
         collector: Arc::new(Collector::new()),
         spans: Vec::new(),
         segments: Vec::new(),
+        next_session: 0,
     };
     let outcome = run.all();
     Execution {
@@ -79,6 +80,10 @@ struct Runner<'a> {
     collector: Arc<Collector>,
     spans: Vec<IterationSpan>,
     segments: Vec<(u32, f64)>,
+    /// Multi-turn: the next session a client starts (sessions go on from
+    /// warmup to the measured iterations, so none is replayed twice
+    /// before the pool cycles).
+    next_session: u64,
 }
 
 impl Runner<'_> {
@@ -209,7 +214,97 @@ impl Runner<'_> {
         Ok(())
     }
 
+    /// Submits turn `turn` of session `session` (multi-turn) as one
+    /// request; `None` when the session has no such turn.
+    fn submit_turn(
+        &self,
+        session: u64,
+        turn: usize,
+        index: u32,
+        warmup: bool,
+    ) -> Result<Option<u64>, Stop> {
+        let Some(sample) = self.prompts.session_turn(session, turn) else {
+            return Ok(None);
+        };
+        let ids = self.collector.register(1, index, warmup, 0, 0);
+        self.collector
+            .set_lengths(&ids, std::slice::from_ref(&sample));
+        self.collector.set_turn(ids[0], session, turn as u32);
+        let reqs = requests(&ids, vec![sample]);
+        self.collector.mark_submitted(&ids);
+        if let Err(e) = self
+            .model
+            .submit(reqs.into(), self.collector.sink())
+            .into_result()
+        {
+            self.collector.mark_refused(&ids, &e);
+            return Err(if e.is_unsupported() {
+                Stop::Unsupported(e.message.to_string())
+            } else {
+                Stop::Failed(format!("submit refused: {e}"))
+            });
+        }
+        Ok(Some(ids[0]))
+    }
+
+    /// Multi-turn: each of `concurrency` clients runs sessions, a turn
+    /// at a time (its next turn when the previous one ends, a new session
+    /// after a session's last turn), until `requests` turns were sent
+    /// (or `duration_s` has passed).
+    fn sessions_loop(&mut self, index: u32, warmup: bool) -> Result<(), Stop> {
+        let p = &self.cell.params;
+        let clients = p.concurrency.max(1) as usize;
+        let total = p.requests.max(1);
+        let until =
+            (p.duration_s > 0.0).then(|| Instant::now() + Duration::from_secs_f64(p.duration_s));
+        let more = |sent: u32| match until {
+            Some(t) => Instant::now() < t,
+            None => sent < total,
+        };
+        // request id -> (session, turn)
+        let mut flying: std::collections::HashMap<u64, (u64, usize)> = Default::default();
+        let mut sent = 0;
+        while flying.len() < clients && more(sent) {
+            let s = self.next_session;
+            self.next_session += 1;
+            match self.submit_turn(s, 0, index, warmup)? {
+                Some(id) => {
+                    flying.insert(id, (s, 0));
+                    sent += 1;
+                }
+                None => return Err(Stop::Failed("multi-turn: an empty session".into())),
+            }
+        }
+        while !flying.is_empty() {
+            for id in self.wait()? {
+                let Some((s, t)) = flying.remove(&id) else {
+                    continue;
+                };
+                if !more(sent) {
+                    continue;
+                }
+                let next = match self.submit_turn(s, t + 1, index, warmup)? {
+                    Some(id) => Some((id, (s, t + 1))),
+                    None => {
+                        let s = self.next_session;
+                        self.next_session += 1;
+                        self.submit_turn(s, 0, index, warmup)?
+                            .map(|id| (id, (s, 0)))
+                    }
+                };
+                if let Some((id, st)) = next {
+                    flying.insert(id, st);
+                    sent += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn closed_loop(&mut self, index: u32, warmup: bool) -> Result<(), Stop> {
+        if matches!(self.prompts, Workload::Sessions { .. }) {
+            return self.sessions_loop(index, warmup);
+        }
         let p = &self.cell.params;
         let clients = p.concurrency.max(1);
         let total = p.requests.max(1);
@@ -530,6 +625,45 @@ mod tests {
         Matrix::parse(text, Path::new("t.yaml"))
             .unwrap()
             .cells(false)
+    }
+
+    #[test]
+    fn multi_turn_clients_run_their_sessions_turn_after_turn() {
+        // Sessions of 3, 2 and 4 turns (prompt lengths 1.., outputs 2);
+        // the concurrency cell has 2 clients and sends 5 requests.
+        let session = |s: u32, n: u32| -> Vec<engine_matrix_workloads::Sample> {
+            (0..n)
+                .map(|t| engine_matrix_workloads::Sample {
+                    prompt: vec![s; (10 * s + t + 1) as usize],
+                    output_tokens: 2,
+                })
+                .collect()
+        };
+        let w = Workload::Sessions {
+            sessions: vec![session(1, 3), session(2, 2), session(3, 4)],
+            record: Default::default(),
+        };
+        let ex = execute(&model(Mode::Echo), &cells()[1], &w, DEFAULT_STALL);
+        assert_eq!(ex.outcome, Ok(()));
+        let recs = ex.collector.take_records();
+        assert_eq!(recs.len(), 5);
+        // Each session's turns are sent in order, one at a time, with the
+        // history's prompt; at most 2 sessions run at once.
+        let mut by_session: std::collections::BTreeMap<u64, Vec<(u32, u32)>> = Default::default();
+        for r in &recs {
+            let (s, t) = (r.session.unwrap(), r.turn.unwrap());
+            by_session.entry(s).or_default().push((t, r.prompt_tokens));
+            assert_eq!(r.prompt_tokens, 10 * (s as u32 + 1) + t + 1, "{s}/{t}");
+        }
+        for turns in by_session.values() {
+            let idx: Vec<u32> = turns.iter().map(|x| x.0).collect();
+            assert_eq!(idx, (0..idx.len() as u32).collect::<Vec<_>>());
+        }
+        assert!(by_session.len() <= 3, "{by_session:?}");
+        assert_eq!(
+            by_session[&0].len() + by_session[&1].len() + by_session.get(&2).map_or(0, Vec::len),
+            5
+        );
     }
 
     #[test]
