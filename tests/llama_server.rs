@@ -114,21 +114,8 @@ fn run_llama(dir: &Path, yaml: &str) -> (PathBuf, i32) {
         plugins.path(),
         &[("LLAMA_SERVER", &server), ("SMOLLM2_GGUF", &gguf)],
     );
-    let status = o.status.code().unwrap_or(-1);
-    assert!(
-        status == 0 || status == 5,
-        "exit status {status}; stdout:\n{}\nstderr:\n{}",
-        text(&o.stdout),
-        text(&o.stderr)
-    );
+    let status = finished_status(&o);
     (run_dir, status)
-}
-
-fn cells(run_dir: &Path) -> Vec<Value> {
-    read_json(&run_dir.join("summary.json"))["cells"]
-        .as_array()
-        .expect("summary cells")
-        .clone()
 }
 
 /// The request records (warmup included) of `engine`'s cells, from
@@ -214,7 +201,7 @@ fn llama_server_completions_agree_with_the_host_count() {
     );
     let (run_dir, status) = run_llama(tmp.path(), &yaml);
     assert_eq!(status, 0, "no cell failed");
-    let cells = cells(&run_dir);
+    let cells = summary_cells(&run_dir);
     assert_eq!(cells.len(), 3, "{cells:?}");
     for c in &cells {
         let m = &c["metrics"];
@@ -291,7 +278,7 @@ fn llama_server_chat_honours_ignore_eos() {
 ",
     );
     let (run_dir, status) = run_llama(tmp.path(), &yaml);
-    let cells = cells(&run_dir);
+    let cells = summary_cells(&run_dir);
     assert_eq!(cells.len(), 2, "{cells:?}");
     let of = |engine: &str| {
         cells
@@ -388,7 +375,7 @@ fn llama_server_errors_fail_cells_with_the_servers_message() {
     );
     let (run_dir, status) = run_llama(tmp.path(), &yaml);
     assert_eq!(status, 5, "cells failed");
-    let cells = cells(&run_dir);
+    let cells = summary_cells(&run_dir);
     assert_eq!(cells.len(), 4, "{cells:?}");
     let of = |engine: &str, label: &str| {
         cells
@@ -456,7 +443,7 @@ fn llama_server_back_to_back_requests_all_complete() {
     );
     let (run_dir, status) = run_llama(tmp.path(), &yaml);
     assert_eq!(status, 0, "no cell failed");
-    let cells = cells(&run_dir);
+    let cells = summary_cells(&run_dir);
     assert_eq!(cells.len(), 1, "{cells:?}");
     let m = &cells[0]["metrics"];
     assert_no_failures(&cells[0]);
@@ -494,7 +481,7 @@ fn llama_server_metrics_are_scraped_beside_the_client_figures() {
     );
     let (run_dir, status) = run_llama(tmp.path(), &yaml);
     assert_eq!(status, 0, "no cell failed");
-    let cells = cells(&run_dir);
+    let cells = summary_cells(&run_dir);
     assert_eq!(cells.len(), 2, "{cells:?}");
     let (scraped, unscraped) = (&cells[0], &cells[1]);
     assert_eq!(scraped["cell"]["engine"], "scraped");
@@ -606,7 +593,7 @@ fn llama_server_prefix_cache_hits_are_counted_per_request() {
     );
     let (run_dir, status) = run_llama(tmp.path(), &yaml);
     assert_eq!(status, 0, "no cell failed");
-    let cells = cells(&run_dir);
+    let cells = summary_cells(&run_dir);
     assert_eq!(cells.len(), 2, "{cells:?}");
     for (c, want) in cells.iter().zip([24u64, 0]) {
         assert_no_failures(c);

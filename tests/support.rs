@@ -648,3 +648,24 @@ impl LlamaServer {
         serde_json::from_value(r.json()["tokens"].clone()).expect("token ids")
     }
 }
+
+/// The exit status of a run that finished: 0, or 5 when cells failed;
+/// anything else fails the test with the run's output.
+pub fn finished_status(o: &Output) -> i32 {
+    let status = o.status.code().unwrap_or(-1);
+    assert!(
+        status == 0 || status == 5,
+        "exit status {status}; stdout:\n{}\nstderr:\n{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    status
+}
+
+/// The cells of a run folder's `summary.json`.
+pub fn summary_cells(run_dir: &Path) -> Vec<serde_json::Value> {
+    read_json(&run_dir.join("summary.json"))["cells"]
+        .as_array()
+        .expect("summary cells")
+        .clone()
+}

@@ -57,21 +57,8 @@ engines:
             ("ENGINE_MATRIX_SHAREGPT", sharegpt.as_path()),
         ],
     );
-    let status = o.status.code().unwrap_or(-1);
-    assert!(
-        status == 0 || status == 5,
-        "exit status {status}; stdout:\n{}\nstderr:\n{}",
-        text(&o.stdout),
-        text(&o.stderr)
-    );
+    let status = finished_status(&o);
     (run_dir, status)
-}
-
-fn cells(run_dir: &Path) -> Vec<Value> {
-    read_json(&run_dir.join("summary.json"))["cells"]
-        .as_array()
-        .expect("cells")
-        .clone()
 }
 
 fn cell<'a>(cells: &'a [Value], id_part: &str) -> &'a Value {
@@ -126,7 +113,7 @@ fn sharegpt_requests_come_from_the_conversations_and_are_the_same_for_every_engi
     iterations: 1
 ",
     );
-    let cells = cells(&run_dir);
+    let cells = summary_cells(&run_dir);
     let reasons: Vec<&Value> = cells.iter().map(|c| &c["reason"]).collect();
     assert_eq!(status, 0, "no cell failed: {reasons:?}");
     assert_eq!(cells.len(), 4, "{cells:?}");
@@ -273,7 +260,7 @@ fn a_prompts_file_is_tokenized_with_the_models_tokenizer_and_its_errors_are_name
 ",
     );
     assert_eq!(status, 5, "the long prompt's cell failed");
-    let cells = cells(&run_dir);
+    let cells = summary_cells(&run_dir);
     let gpt2 = engine_matrix_text::gpt2::from_files(&provisioned("gpt2-bpe")).unwrap();
     let counts: Vec<u64> = prompts
         .iter()
@@ -329,7 +316,7 @@ fn shared_prefix_cells_run_with_their_shape_in_the_id() {
 ",
     );
     assert_eq!(status, 0);
-    let cells = cells(&run_dir);
+    let cells = summary_cells(&run_dir);
     let ids: Vec<&str> = cells
         .iter()
         .map(|c| c["cell"]["id"].as_str().unwrap())
@@ -421,7 +408,7 @@ scenarios:
         "the backwards trace's cell failed; stderr:\n{}",
         text(&o.stderr)
     );
-    let cells = cells(&run_dir);
+    let cells = summary_cells(&run_dir);
     let ids: Vec<&str> = cells
         .iter()
         .map(|c| c["cell"]["id"].as_str().unwrap())
@@ -490,6 +477,13 @@ scenarios:
         ),
         "{why}"
     );
+    // The report names a replay's load as the trace, not as a rate.
+    let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    let row = md
+        .lines()
+        .find(|l| l.contains(ids[0]) && l.contains("| trace | trace |"))
+        .unwrap_or_else(|| panic!("{md}"));
+    assert!(!row.contains("poisson"), "{row}");
 }
 
 /// Multi-turn: ShareGPT conversations replayed turn by turn by two
@@ -516,7 +510,7 @@ fn multi_turn_sessions_replay_conversations_with_their_history() {
     iterations: 1
 ",
     );
-    let cells = cells(&run_dir);
+    let cells = summary_cells(&run_dir);
     let reasons: Vec<&Value> = cells.iter().map(|c| &c["reason"]).collect();
     assert_eq!(status, 0, "no cell failed: {reasons:?}");
     assert_eq!(cells.len(), 2);

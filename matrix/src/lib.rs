@@ -64,7 +64,11 @@
 //! `num_requests`, `requests` (positive integers), `duration_s` (a
 //! non-negative number), `batch_policy` (`none` | `static` | `continuous`), `dtype` (`f32` |
 //! `f16` | `bf16`), `quantization` (a name, `none` for unquantized) and
-//! `label` (a name shown in ids and reports). Each can be an axis (a
+//! `label` (a name shown in ids and reports); the request source:
+//! `dataset` (`random` | `prefix` | `sharegpt` | `prompts` | `trace` |
+//! `multi_turn`), `dataset_path`, `prefix_tokens`, `prefix_groups`,
+//! `time_scale`, `max_turns` (see [`dataset`]); and the open-loop keys of
+//! a `serving` scenario (see [`open_loop`]). Each can be an axis (a
 //! non-empty list under `axes`, without duplicates), a key of `workload`
 //! values, a key of `include`/`exclude` entries, or a scalar directly on the
 //! scenario (a default used when no axis or include sets it).

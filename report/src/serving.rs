@@ -24,6 +24,19 @@ fn runs<'a>(groups: &'a [Group<'a>]) -> Vec<(&'a str, u32, &'a ServingMetrics)> 
         .collect()
 }
 
+/// Whether cell `id` replays a trace (its times are the trace's: no load
+/// shape, rate or arrival process of its own).
+fn is_trace(groups: &[Group], id: &str) -> bool {
+    groups.iter().any(|g| {
+        g.cell().id == id
+            && g.cell()
+                .params
+                .dataset
+                .as_ref()
+                .is_some_and(|d| d.kind == engine_matrix_format::dataset::DatasetKind::Trace)
+    })
+}
+
 /// One row per serving cell and repetition (`None`: no serving cell).
 pub(crate) fn cells(groups: &[Group]) -> Option<Table> {
     let runs = runs(groups);
@@ -46,11 +59,16 @@ pub(crate) fn cells(groups: &[Group]) -> Option<Table> {
                     .collect::<Vec<_>>()
                     .join(", ")
             };
+            let trace = is_trace(groups, id);
             vec![
                 id.to_string(),
                 repeat.to_string(),
-                s.load.as_str().to_string(),
-                rate(s.request_rate),
+                if trace { "trace" } else { s.load.as_str() }.to_string(),
+                if trace {
+                    "trace".to_string()
+                } else {
+                    rate(s.request_rate)
+                },
                 f(s.offered_rate, 1),
                 format!("{:.1}", s.achieved_rate),
                 p(&s.ttft_from_schedule_ms, |d| d.p50),

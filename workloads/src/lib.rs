@@ -66,6 +66,37 @@ pub enum WorkloadError {
 
 pub use engine_matrix_results::metrics::WorkloadRecord;
 
+/// A data file's bytes and its name for messages; an unreadable file is
+/// an error naming it and `what` it was to be.
+pub(crate) fn read_file(
+    path: &std::path::Path,
+    what: &str,
+) -> Result<(String, Vec<u8>), WorkloadError> {
+    let file = path.display().to_string();
+    match std::fs::read(path) {
+        Ok(bytes) => Ok((file, bytes)),
+        Err(e) => Err(WorkloadError::File {
+            message: format!("cannot read the {what}: {e}"),
+            file,
+        }),
+    }
+}
+
+/// [`read_file`] as UTF-8 text.
+pub(crate) fn read_text(
+    path: &std::path::Path,
+    what: &str,
+) -> Result<(String, String), WorkloadError> {
+    let (file, bytes) = read_file(path, what)?;
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok((file, text)),
+        Err(e) => Err(WorkloadError::File {
+            message: format!("the {what} is not UTF-8 text: {e}"),
+            file,
+        }),
+    }
+}
+
 /// A cell's request source, ready to give out requests.
 #[derive(Clone, Debug)]
 pub enum Workload {

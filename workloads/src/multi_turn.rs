@@ -105,13 +105,7 @@ pub fn sessions(
         entries: Some(c.entries),
         pool: Some(out.iter().map(Vec::len).sum()),
         skipped: Some(skipped),
-        truncated: c.truncated.map(|at| {
-            format!(
-                "the file ends inside conversation {} (after byte {at}): its {} complete conversations were used",
-                c.entries + 1,
-                c.entries
-            )
-        }),
+        truncated: c.truncation_note(),
     };
     Ok((out, record))
 }

@@ -31,11 +31,7 @@ pub struct Entry {
 
 /// Reads and checks the file's entries.
 pub fn load(path: &Path) -> Result<Vec<Entry>, WorkloadError> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| WorkloadError::File {
-        file: file.clone(),
-        message: format!("cannot read the prompts file: {e}"),
-    })?;
+    let (file, text) = crate::read_text(path, "prompts file")?;
     let yaml = matches!(
         path.extension().and_then(|e| e.to_str()),
         Some("yaml" | "yml")

@@ -48,6 +48,19 @@ pub struct Pair {
     pub answer: String,
 }
 
+impl Conversations {
+    /// For the results, when the file ended inside a conversation.
+    pub fn truncation_note(&self) -> Option<String> {
+        self.truncated.map(|at| {
+            format!(
+                "the file ends inside conversation {} (after byte {at}): its {} complete conversations were used",
+                self.entries + 1,
+                self.entries
+            )
+        })
+    }
+}
+
 /// One turn of a dialog: the user's, or the assistant's answer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Turn {
@@ -171,22 +184,14 @@ impl<'de> Visitor<'de> for Collect<'_> {
 /// Reads a ShareGPT JSON file (an array of `{"conversations": [{"from",
 /// "value"}, ...]}`).
 pub fn load(path: &Path) -> Result<Conversations, WorkloadError> {
-    let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| WorkloadError::File {
-        file: file.clone(),
-        message: format!("cannot read the ShareGPT file: {e}"),
-    })?;
+    let (file, bytes) = crate::read_file(path, "ShareGPT file")?;
     parse(&bytes, &file)
 }
 
 /// [`load`], keeping every conversation's whole dialog too (for
 /// multi-turn replay).
 pub fn load_dialogs(path: &Path) -> Result<Conversations, WorkloadError> {
-    let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| WorkloadError::File {
-        file: file.clone(),
-        message: format!("cannot read the ShareGPT file: {e}"),
-    })?;
+    let (file, bytes) = crate::read_file(path, "ShareGPT file")?;
     parse_with(&bytes, &file, true)
 }
 
@@ -316,13 +321,7 @@ pub fn sample(
         entries: Some(c.entries),
         pool: Some(out.len()),
         skipped: Some(skipped),
-        truncated: c.truncated.map(|at| {
-            format!(
-                "the file ends inside conversation {} (after byte {at}): its {} complete conversations were used",
-                c.entries + 1,
-                c.entries
-            )
-        }),
+        truncated: c.truncation_note(),
     };
     Ok((out, record))
 }

@@ -65,11 +65,7 @@ pub struct Entry {
 
 /// Reads and checks a trace file.
 pub fn load(path: &Path) -> Result<Vec<Entry>, WorkloadError> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| WorkloadError::File {
-        file: file.clone(),
-        message: format!("cannot read the trace: {e}"),
-    })?;
+    let (file, text) = crate::read_text(path, "trace")?;
     parse(&text, &file)
 }
 

@@ -239,6 +239,17 @@ mod tests {
     use super::*;
     use engine_api::{Completion, FinishReason};
 
+    /// One measured iteration of one second.
+    fn one_second() -> [IterationSpan; 1] {
+        [IterationSpan {
+            index: 0,
+            warmup: false,
+            start_ns: 0,
+            end_ns: 1_000_000_000,
+            rss_bytes: None,
+        }]
+    }
+
     fn rec(id: u64, submit: u64, tokens_at_ms: &[u64], warmup: bool) -> RequestRecord {
         RequestRecord {
             id,
@@ -350,13 +361,7 @@ mod tests {
         let mut r = rec(0, 0, &[100, 130], false);
         r.completion.as_mut().unwrap().generated_tokens = 4;
         r.max_new_tokens = 4;
-        let spans = [IterationSpan {
-            index: 0,
-            warmup: false,
-            start_ns: 0,
-            end_ns: 1_000_000_000,
-            rss_bytes: None,
-        }];
+        let spans = one_second();
         let m = compute(&[r], &spans, 100);
         assert_eq!(m.token_count_disagreements, 1);
         assert_eq!(m.output_length_mismatches, 0);
@@ -373,13 +378,7 @@ mod tests {
         let mut failed = rec(1, 0, &[], false);
         failed.completion = None;
         failed.error = Some(engine_api::EngineError::runtime("oom"));
-        let spans = [IterationSpan {
-            index: 0,
-            warmup: false,
-            start_ns: 0,
-            end_ns: 1_000_000_000,
-            rss_bytes: None,
-        }];
+        let spans = one_second();
         let m = compute(&[short, failed], &spans, 100);
         assert_eq!((m.completed, m.failed), (1, 1));
         assert_eq!(m.failure_reasons.get("runtime: oom"), Some(&1));
@@ -397,13 +396,7 @@ mod tests {
         let mut c = rec(2, 0, &[5, 6], false);
         (a.prompt_tokens, b.prompt_tokens, c.prompt_tokens) = (10, 20, 30);
         c.max_new_tokens = 3;
-        let spans = [IterationSpan {
-            index: 0,
-            warmup: false,
-            start_ns: 0,
-            end_ns: 1_000_000_000,
-            rss_bytes: None,
-        }];
+        let spans = one_second();
         let m = compute(&[a, b, c], &spans, 100);
         assert_eq!(m.output_length_mismatches, 1);
         let i = m.input_lengths.as_ref().unwrap();
@@ -440,13 +433,7 @@ mod tests {
         set(&mut a, 40, RSome(30));
         set(&mut b, 20, RSome(0));
         set(&mut c, 99, RNone);
-        let spans = [IterationSpan {
-            index: 0,
-            warmup: false,
-            start_ns: 0,
-            end_ns: 1_000_000_000,
-            rss_bytes: None,
-        }];
+        let spans = one_second();
         let m = compute(&[a, b, c], &spans, 100);
         assert_eq!(m.cached_prompt_tokens, Some(30));
         assert_eq!(m.prefix_cache_hit_rate, Some(0.5));

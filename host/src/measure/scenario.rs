@@ -185,22 +185,29 @@ impl Runner<'_> {
                 (false, None) => self.prompts.request(id),
             })
             .collect();
-        self.collector.set_lengths(&ids, &samples);
-        let reqs = requests(&ids, samples);
-        self.collector.mark_submitted(&ids);
+        self.send(&ids, samples)?;
+        Ok(ids)
+    }
+
+    /// Records the lengths of registered `ids`, stamps their submit time
+    /// and hands them to the engine as one submission.
+    fn send(&self, ids: &[u64], samples: Vec<engine_matrix_workloads::Sample>) -> Result<(), Stop> {
+        self.collector.set_lengths(ids, &samples);
+        let reqs = requests(ids, samples);
+        self.collector.mark_submitted(ids);
         if let Err(e) = self
             .model
             .submit(reqs.into(), self.collector.sink())
             .into_result()
         {
-            self.collector.mark_refused(&ids, &e);
+            self.collector.mark_refused(ids, &e);
             return Err(if e.is_unsupported() {
                 Stop::Unsupported(e.message.to_string())
             } else {
                 Stop::Failed(format!("submit refused: {e}"))
             });
         }
-        Ok(ids)
+        Ok(())
     }
 
     fn batch(&mut self, n: u32, index: u32, warmup: bool) -> Result<(), Stop> {
@@ -227,23 +234,8 @@ impl Runner<'_> {
             return Ok(None);
         };
         let ids = self.collector.register(1, index, warmup, 0, 0);
-        self.collector
-            .set_lengths(&ids, std::slice::from_ref(&sample));
         self.collector.set_turn(ids[0], session, turn as u32);
-        let reqs = requests(&ids, vec![sample]);
-        self.collector.mark_submitted(&ids);
-        if let Err(e) = self
-            .model
-            .submit(reqs.into(), self.collector.sink())
-            .into_result()
-        {
-            self.collector.mark_refused(&ids, &e);
-            return Err(if e.is_unsupported() {
-                Stop::Unsupported(e.message.to_string())
-            } else {
-                Stop::Failed(format!("submit refused: {e}"))
-            });
-        }
+        self.send(&ids, vec![sample])?;
         Ok(Some(ids[0]))
     }
 
