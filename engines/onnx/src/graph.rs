@@ -599,8 +599,27 @@ pub(crate) fn attention_bias(b: &mut Builder, axes1: &str) -> (String, String) {
 /// overridable `logits_from` input, declared last so that positional
 /// callers see HF's inputs first.
 fn interface(cfg: &Config) -> (Vec<ValueInfoProto>, Vec<ValueInfoProto>) {
+    let (mut inputs, outputs) = hf_interface(
+        cfg.n_layer,
+        cfg.n_head as i64,
+        cfg.head_dim() as i64,
+        cfg.vocab_size as i64,
+    );
+    inputs.push(value_info(LOGITS_FROM, DataType::Int64, &[Dim::Fixed(1)]));
+    (inputs, outputs)
+}
+
+/// Hugging Face's decoder export layout: inputs `input_ids`,
+/// `attention_mask`, `position_ids` and each layer's past key and value
+/// (`heads` cache heads of `head_dim`); outputs `logits` (`vocab` wide)
+/// and each layer's present key and value. Shared by every architecture.
+pub(crate) fn hf_interface(
+    layers: usize,
+    heads: i64,
+    head_dim: i64,
+    vocab: i64,
+) -> (Vec<ValueInfoProto>, Vec<ValueInfoProto>) {
     use Dim::{Fixed, Named};
-    let (h_i, d_i) = (cfg.n_head as i64, cfg.head_dim() as i64);
     let f32t = DataType::Float;
     let ids = [Named("batch_size"), Named("sequence_length")];
     let total = Named("past_sequence_length + sequence_length");
@@ -613,14 +632,10 @@ fn interface(cfg: &Config) -> (Vec<ValueInfoProto>, Vec<ValueInfoProto>) {
         ),
         value_info("position_ids", DataType::Int64, &ids),
     ];
-    let logits = [
-        Named("batch_size"),
-        Named("logits_length"),
-        Fixed(cfg.vocab_size as i64),
-    ];
+    let logits = [Named("batch_size"), Named("logits_length"), Fixed(vocab)];
     let mut outputs = vec![value_info("logits", f32t, &logits)];
-    let cache = |len| [Named("batch_size"), Fixed(h_i), len, Fixed(d_i)];
-    for l in 0..cfg.n_layer {
+    let cache = |len| [Named("batch_size"), Fixed(heads), len, Fixed(head_dim)];
+    for l in 0..layers {
         let (pk, pv) = past_names(l);
         let (qk, qv) = present_names(l);
         for n in [pk, pv] {
@@ -630,6 +645,5 @@ fn interface(cfg: &Config) -> (Vec<ValueInfoProto>, Vec<ValueInfoProto>) {
             outputs.push(value_info(&n, f32t, &cache(total)));
         }
     }
-    inputs.push(value_info(LOGITS_FROM, DataType::Int64, &[Fixed(1)]));
     (inputs, outputs)
 }

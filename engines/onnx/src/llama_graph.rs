@@ -55,8 +55,8 @@
 //!   are tied (stored once), for positions `logits_from..` only.
 
 use crate::graph::{
-    attention_bias, attr_i, attr_ints, past_names, present_names, value_info, Builder, Built,
-    DataPlacement, Dim, WeightSource, LOGITS_FROM,
+    attention_bias, attr_i, attr_ints, hf_interface, past_names, present_names, value_info,
+    Builder, Built, DataPlacement, Dim, WeightSource, LOGITS_FROM,
 };
 use crate::proto::{tensor_proto::DataType, ValueInfoProto};
 use engine_kit::llama::Config;
@@ -425,41 +425,21 @@ impl<'a> LlamaGraph<'a> {
 /// `num_key_value_heads` cache heads, then `rope_cos`, `rope_sin` and the
 /// overridable `logits_from`.
 fn interface(cfg: &Config) -> (Vec<ValueInfoProto>, Vec<ValueInfoProto>) {
-    use Dim::{Fixed, Named};
-    let (kv, d) = (cfg.kv_heads() as i64, cfg.head_dim() as i64);
-    let f32t = DataType::Float;
-    let ids = [Named("batch_size"), Named("sequence_length")];
-    let total = Named("past_sequence_length + sequence_length");
-    let mut inputs = vec![
-        value_info("input_ids", DataType::Int64, &ids),
-        value_info(
-            "attention_mask",
-            DataType::Int64,
-            &[Named("batch_size"), total],
-        ),
-        value_info("position_ids", DataType::Int64, &ids),
+    let d = cfg.head_dim() as i64;
+    let (mut inputs, outputs) = hf_interface(
+        cfg.num_hidden_layers,
+        cfg.kv_heads() as i64,
+        d,
+        cfg.vocab_size as i64,
+    );
+    let angles = [
+        Dim::Named("batch_size"),
+        Dim::Named("sequence_length"),
+        Dim::Fixed(d / 2),
     ];
-    let logits = [
-        Named("batch_size"),
-        Named("logits_length"),
-        Fixed(cfg.vocab_size as i64),
-    ];
-    let mut outputs = vec![value_info("logits", f32t, &logits)];
-    let cache = |len| [Named("batch_size"), Fixed(kv), len, Fixed(d)];
-    for l in 0..cfg.num_hidden_layers {
-        let (pk, pv) = past_names(l);
-        let (qk, qv) = present_names(l);
-        for n in [pk, pv] {
-            inputs.push(value_info(&n, f32t, &cache(Named("past_sequence_length"))));
-        }
-        for n in [qk, qv] {
-            outputs.push(value_info(&n, f32t, &cache(total)));
-        }
-    }
-    let angles = [Named("batch_size"), Named("sequence_length"), Fixed(d / 2)];
-    inputs.push(value_info(ROPE_COS, f32t, &angles));
-    inputs.push(value_info(ROPE_SIN, f32t, &angles));
-    inputs.push(value_info(LOGITS_FROM, DataType::Int64, &[Fixed(1)]));
+    inputs.push(value_info(ROPE_COS, DataType::Float, &angles));
+    inputs.push(value_info(ROPE_SIN, DataType::Float, &angles));
+    inputs.push(value_info(LOGITS_FROM, DataType::Int64, &[Dim::Fixed(1)]));
     (inputs, outputs)
 }
 
