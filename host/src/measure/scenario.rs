@@ -246,13 +246,7 @@ impl Runner<'_> {
     fn sessions_loop(&mut self, index: u32, warmup: bool) -> Result<(), Stop> {
         let p = &self.cell.params;
         let clients = p.concurrency.max(1) as usize;
-        let total = p.requests.max(1);
-        let until =
-            (p.duration_s > 0.0).then(|| Instant::now() + Duration::from_secs_f64(p.duration_s));
-        let more = |sent: u32| match until {
-            Some(t) => Instant::now() < t,
-            None => sent < total,
-        };
+        let more = self.more_requests();
         // request id -> (session, turn)
         let mut flying: std::collections::HashMap<u64, (u64, usize)> = Default::default();
         let mut sent = 0;
@@ -293,19 +287,27 @@ impl Runner<'_> {
         Ok(())
     }
 
+    /// A closed loop's budget: whether another request may be sent after
+    /// `sent`: until `requests` were sent, or until `duration_s` (from
+    /// now) has passed when it is set.
+    fn more_requests(&self) -> impl Fn(u32) -> bool {
+        let p = &self.cell.params;
+        let total = p.requests.max(1);
+        let until =
+            (p.duration_s > 0.0).then(|| Instant::now() + Duration::from_secs_f64(p.duration_s));
+        move |sent: u32| match until {
+            Some(t) => Instant::now() < t,
+            None => sent < total,
+        }
+    }
+
     fn closed_loop(&mut self, index: u32, warmup: bool) -> Result<(), Stop> {
         if matches!(self.prompts, Workload::Sessions { .. }) {
             return self.sessions_loop(index, warmup);
         }
         let p = &self.cell.params;
         let clients = p.concurrency.max(1);
-        let total = p.requests.max(1);
-        let until =
-            (p.duration_s > 0.0).then(|| Instant::now() + Duration::from_secs_f64(p.duration_s));
-        let more = |sent: u32| match until {
-            Some(t) => Instant::now() < t,
-            None => sent < total,
-        };
+        let more = self.more_requests();
         let mut sent = 0;
         let mut in_flight = 0;
         while in_flight < clients && more(sent) {
