@@ -282,6 +282,10 @@ pub struct MemoryStats {
     /// call, so a caller that reads memory at the start and end of a
     /// measurement gets that measurement's peak.
     pub kv_cache_peak_bytes: u64,
+    /// Bytes a prefix cache holds (the KV of prompt prefixes kept for
+    /// later requests; also counted in `kv_cache_reserved_bytes`); 0
+    /// without one.
+    pub prefix_cache_bytes: u64,
 }
 
 /// Logits of every position of a scored sequence, row-major

@@ -181,13 +181,15 @@ impl Block {
         self.mlp_proj.forward_residual(&h, x)
     }
 
-    /// `x: [b * t, C]`, `b` sequences of `t` tokens starting at position 0.
-    /// Writes each sequence's keys/values into `caches[i]` when given.
+    /// `x: [b * t, C]`, `b` sequences of `t` tokens starting at position
+    /// `start`. Writes each sequence's keys/values into `caches[i]` when
+    /// given; from a `start` above 0 (one sequence continuing its cache,
+    /// a prefix-cache hit) the queries attend to the cache's first
+    /// `start` positions too.
     fn forward_full(
         &self,
         x: &Tensor,
-        b: usize,
-        t: usize,
+        (b, t, start): (usize, usize, usize),
         layer: usize,
         caches: Option<&mut [&mut KvCache]>,
     ) -> Result<Tensor> {
@@ -199,12 +201,24 @@ impl Block {
         let (q, v) = (part(0)?, part(2)?);
         // keys transposed, [b, h, d, t], for the attention kernel
         let kt = part(1)?.transpose(2, 3)?.contiguous()?;
-        if let Some(caches) = caches {
-            for (i, cache) in caches.iter_mut().enumerate() {
-                cache.write(layer, 0, &kt.get(i)?, &v.get(i)?)?;
+        let y = match caches {
+            Some([cache]) if start > 0 => {
+                cache.write(layer, start, &kt.get(0)?, &v.get(0)?)?;
+                let (kc, vc) = cache.view(layer, start + t)?;
+                ops::attention(&q, &kc.unsqueeze(0)?, &vc.unsqueeze(0)?)?
             }
-        }
-        let y = ops::attention(&q, &kt, &v)?.reshape((b * t, h * d))?;
+            Some(_) if start > 0 => {
+                candle_core::bail!("a cache continued from position {start} runs alone")
+            }
+            Some(caches) => {
+                for (i, cache) in caches.iter_mut().enumerate() {
+                    cache.write(layer, 0, &kt.get(i)?, &v.get(i)?)?;
+                }
+                ops::attention(&q, &kt, &v)?
+            }
+            None => ops::attention(&q, &kt, &v)?,
+        };
+        let y = y.reshape((b * t, h * d))?;
         let x = self.attn_proj.forward_residual(&y, x)?;
         self.mlp(&x)
     }
@@ -347,7 +361,7 @@ impl Gpt2 {
         let pos = Tensor::arange(0u32, t as u32, &self.device)?;
         let mut x = self.embed(tokens, &pos)?;
         for (l, block) in self.blocks.iter().enumerate() {
-            x = block.forward_full(&x, 1, t, l, None)?;
+            x = block.forward_full(&x, (1, t, 0), l, None)?;
         }
         self.logits(&x)
     }
@@ -376,7 +390,7 @@ impl Gpt2 {
         {
             let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
             for (l, block) in self.blocks.iter().enumerate() {
-                x = block.forward_full(&x, b, t, l, Some(&mut refs))?;
+                x = block.forward_full(&x, (b, t, 0), l, Some(&mut refs))?;
             }
         }
         for c in &mut caches {
@@ -384,6 +398,27 @@ impl Gpt2 {
         }
         let last = x.reshape((b, t, self.cfg.n_embd))?.i((.., t - 1))?;
         Ok((self.logits(&last)?, caches))
+    }
+
+    /// Runs `tokens` after the positions `cache` holds (the rest of a
+    /// prompt whose start came from the prefix cache) as one forward:
+    /// appends their keys and values and returns the f32 logits of the
+    /// last one, `[1, vocab]`.
+    pub fn extend(&self, tokens: &[u32], cache: &mut KvCache, pool: &mut KvPool) -> Result<Tensor> {
+        let (start, t) = (cache.len, tokens.len());
+        let max = self.cfg.n_positions;
+        if t == 0 || start + t > max {
+            candle_core::bail!("extend of {t} tokens after {start}: the context is {max}")
+        }
+        cache.reserve(start + t, max, pool)?;
+        let pos = Tensor::arange(start as u32, (start + t) as u32, &self.device)?;
+        let mut x = self.embed(tokens, &pos)?;
+        let mut one = [cache];
+        for (l, block) in self.blocks.iter().enumerate() {
+            x = block.forward_full(&x, (1, t, start), l, Some(&mut one))?;
+        }
+        one[0].len = start + t;
+        self.logits(&x.i(t - 1..t)?)
     }
 
     /// One decode step: appends `tokens[i]` to `caches[i]` and returns the

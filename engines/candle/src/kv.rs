@@ -85,6 +85,24 @@ impl KvCache {
         Ok(())
     }
 
+    /// A new cache holding a copy of this one's first `len` positions,
+    /// with room for at least `len` (rounded up to [`KV_CHUNK`], at most
+    /// `max` unless `len` is more).
+    pub fn fork(&self, len: usize, max: usize, pool: &mut KvPool) -> Result<KvCache> {
+        if len > self.len {
+            candle_core::bail!("fork of {len} positions from a cache of {}", self.len)
+        }
+        let mut dims = self.data.dims().to_vec();
+        dims[3] = len.max(1).next_multiple_of(KV_CHUNK).min(max).max(len);
+        let data = pool.take(&dims, self.data.dtype(), self.data.device())?;
+        let out = KvCache { data, len };
+        for layer in 0..dims[0] {
+            let (kt, v) = self.view(layer, len)?;
+            out.write(layer, 0, &kt, &v)?;
+        }
+        Ok(out)
+    }
+
     /// `[n_head, head_dim, capacity]` keys and `[n_head, capacity,
     /// head_dim]` values of `layer`.
     fn blocks(&self, layer: usize) -> Result<(Tensor, Tensor)> {

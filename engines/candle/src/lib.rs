@@ -309,6 +309,19 @@ impl Net {
         }
     }
 
+    /// See [`Gpt2::extend`].
+    pub fn extend(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        pool: &mut KvPool,
+    ) -> candle_core::Result<Tensor> {
+        match self {
+            Net::Gpt2(m) => m.extend(tokens, cache, pool),
+            Net::Llama(m) => m.extend(tokens, cache, pool),
+        }
+    }
+
     /// See [`Gpt2::score`].
     pub fn score(&self, tokens: &[u32]) -> candle_core::Result<Tensor> {
         match self {
@@ -389,7 +402,7 @@ impl CandleKernels {
     pub fn open(spec: &ModelSpec, options_json: &str) -> Result<Self, EngineError> {
         engine_kit::arch::check_spec("candle", spec, &ARCHITECTURES)?;
         let dtype = parse_dtype(spec.dtype.as_str())?;
-        let opts: CandleOptions = engine_kit::parse_options("candle", options_json)?;
+        let opts: CandleOptions = engine_kit::engine_options("candle", options_json)?;
         let threads = engine_kit::threads("candle", opts.threads)?;
         let device = parse_device(opts.device.as_deref().unwrap_or("cpu"))?;
         let stock = match opts.kernels.as_deref().unwrap_or("fused") {
@@ -540,6 +553,34 @@ impl Kernels for CandleKernels {
 
     fn release(&mut self, cache: KvCache) {
         self.kv_pool.recycle(cache);
+    }
+
+    fn can_fork(&self) -> bool {
+        true
+    }
+
+    fn fork(&mut self, cache: &KvCache, len: usize) -> Result<KvCache, EngineError> {
+        let max = self.model.limits().context;
+        cache
+            .fork(len, max, &mut self.kv_pool)
+            .map_err(candle_err("prefix cache copy"))
+    }
+
+    /// One forward of the remaining tokens over the cached ones (m queries
+    /// over n + m keys, [`ops::attention`]'s causal offset).
+    fn extend(
+        &mut self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        logits: &mut Vec<f32>,
+    ) -> Result<(), EngineError> {
+        let (model, kv_pool) = (&self.model, &mut self.kv_pool);
+        self.pool
+            .install(|| {
+                let l = model.extend(tokens, cache, kv_pool)?;
+                gpt2::copy_f32(&l, logits)
+            })
+            .map_err(candle_err("prefill after a prefix-cache hit"))
     }
 }
 

@@ -277,14 +277,17 @@ impl Llama {
         Ok((q, kt, part(nh + nk, nk)?))
     }
 
-    /// `x: [b * t, hidden]`, `b` sequences of `t` tokens from position 0;
-    /// writes each sequence's keys and values into `caches[i]` when given.
+    /// `x: [b * t, hidden]`, `b` sequences of `t` tokens from position
+    /// `start`; writes each sequence's keys and values into `caches[i]`
+    /// when given. From a `start` above 0 (one sequence continuing its
+    /// cache, a prefix-cache hit) the queries attend to the cache's first
+    /// `start` positions too.
     fn layer_full(
         &self,
         layer: &Layer,
         l: usize,
         x: &Tensor,
-        (b, t): (usize, usize),
+        (b, t, start): (usize, usize, usize),
         rope: &Rope,
         caches: Option<&mut [&mut KvCache]>,
     ) -> Result<Tensor> {
@@ -292,13 +295,25 @@ impl Llama {
         let h = candle_nn::ops::rms_norm(x, &layer.input_norm, self.eps)?;
         let qkv = layer.qkv.forward(&h)?.reshape((b, t, heads, d))?;
         let (q, kt, v) = self.split_qkv(&qkv, rope)?;
-        if let Some(caches) = caches {
-            for (i, cache) in caches.iter_mut().enumerate() {
-                cache.write(l, 0, &kt.get(i)?, &v.get(i)?)?;
+        let y = match caches {
+            Some([cache]) if start > 0 => {
+                cache.write(l, start, &kt.get(0)?, &v.get(0)?)?;
+                let (kc, vc) = cache.view(l, start + t)?;
+                ops::attention(&q, &kc.unsqueeze(0)?, &vc.unsqueeze(0)?)?
             }
-        }
+            Some(_) if start > 0 => {
+                candle_core::bail!("a cache continued from position {start} runs alone")
+            }
+            Some(caches) => {
+                for (i, cache) in caches.iter_mut().enumerate() {
+                    cache.write(l, 0, &kt.get(i)?, &v.get(i)?)?;
+                }
+                ops::attention(&q, &kt, &v)?
+            }
+            None => ops::attention(&q, &kt, &v)?,
+        };
         let nh = self.cfg.num_attention_heads;
-        let y = ops::attention(&q, &kt, &v)?.reshape((b * t, nh * d))?;
+        let y = y.reshape((b * t, nh * d))?;
         let x = x.add(&layer.o.forward(&y)?)?;
         layer.mlp(&x, self.eps)
     }
@@ -359,7 +374,7 @@ impl Llama {
         let rope = self.rope(&positions)?;
         let mut x = self.embed(tokens)?;
         for (l, layer) in self.layers.iter().enumerate() {
-            x = self.layer_full(layer, l, &x, (1, t), &rope, None)?;
+            x = self.layer_full(layer, l, &x, (1, t, 0), &rope, None)?;
         }
         self.logits(&x)
     }
@@ -387,7 +402,7 @@ impl Llama {
         {
             let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
             for (l, layer) in self.layers.iter().enumerate() {
-                x = self.layer_full(layer, l, &x, (b, t), &rope, Some(&mut refs))?;
+                x = self.layer_full(layer, l, &x, (b, t, 0), &rope, Some(&mut refs))?;
             }
         }
         for c in &mut caches {
@@ -395,6 +410,28 @@ impl Llama {
         }
         let last = x.reshape((b, t, self.cfg.hidden_size))?.i((.., t - 1))?;
         Ok((self.logits(&last)?, caches))
+    }
+
+    /// Runs `tokens` after the positions `cache` holds (the rest of a
+    /// prompt whose start came from the prefix cache) as one forward:
+    /// appends their keys and values and returns the f32 logits of the
+    /// last one, `[1, vocab]`.
+    pub fn extend(&self, tokens: &[u32], cache: &mut KvCache, pool: &mut KvPool) -> Result<Tensor> {
+        let (start, t) = (cache.len, tokens.len());
+        let context = self.cfg.context();
+        if t == 0 || start + t > context {
+            candle_core::bail!("extend of {t} tokens after {start}: the context is {context}")
+        }
+        cache.reserve(start + t, context, pool)?;
+        let positions: Vec<usize> = (start..start + t).collect();
+        let rope = self.rope(&positions)?;
+        let mut x = self.embed(tokens)?;
+        let mut one = [cache];
+        for (l, layer) in self.layers.iter().enumerate() {
+            x = self.layer_full(layer, l, &x, (1, t, start), &rope, Some(&mut one))?;
+        }
+        one[0].len = start + t;
+        self.logits(&x.i(t - 1..t)?)
     }
 
     /// One decode step: appends `tokens[i]` to `caches[i]` and returns the

@@ -75,3 +75,28 @@ fn a_sharded_checkpoint_loads_like_a_single_file() {
     let mut b = em_candle::open(&spec(two.path(), "llama", "f32"), "{}").unwrap();
     check_engine(&mut b, "sharded", &cfg, &w);
 }
+
+/// The kit's prefix cache on candle: one forward of the remaining tokens
+/// over the copied cache (m queries over n + m keys), fused and stock
+/// kernels, a GQA Llama and GPT-2.
+#[test]
+fn prefix_cache_hits_give_a_cold_runs_tokens() {
+    let (name, cfg) = llama::configs().remove(0);
+    let dir = TempDir::new("candle-llama-prefix");
+    llama::write_model(dir.path(), &cfg, &llama::random_weights(&cfg, 5));
+    for kernels in ["fused", "stock"] {
+        let opts = format!(r#"{{"threads": 1, "kernels": "{kernels}"}}"#);
+        let mut b = em_candle::open(&spec(dir.path(), &cfg.model_type, "f32"), &opts).unwrap();
+        engine_matrix_test_support::prefix_cache_parity(
+            &mut b,
+            &format!("candle {name} {kernels}"),
+        );
+    }
+    let gpt2 = engine_matrix_test_support::synthetic("tiny");
+    let mut b = em_candle::open(
+        &engine_matrix_test_support::spec(&gpt2),
+        r#"{"threads": 2}"#,
+    )
+    .unwrap();
+    engine_matrix_test_support::prefix_cache_parity(&mut b, "candle gpt2 tiny");
+}

@@ -147,7 +147,7 @@ impl Engine for ExampleEngine {
     }
 
     fn load(&self, spec: &ModelSpec, options: &LoadOptions) -> Result<Box<dyn Model>, EngineError> {
-        let _: Options = engine_kit::parse_options(NAME, options.options_json.as_str())?;
+        let _: Options = engine_kit::engine_options(NAME, options.options_json.as_str())?;
         engine_kit::gpt2::check_spec(NAME, spec)?;
         if spec.dtype.as_str() != "f32" {
             let why = format!(

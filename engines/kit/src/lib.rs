@@ -35,13 +35,15 @@ pub mod checkpoint;
 pub mod gpt2;
 pub mod llama;
 mod options;
+pub mod prefix_cache;
 pub mod sampling;
 mod scheduler;
 pub mod sequences;
 pub mod testing;
 
 pub use engine_matrix_stats::rng::fnv1a;
-pub use options::parse_options;
+pub use options::{engine_options, parse_options, KitOptions};
+pub use prefix_cache::PrefixCacheConfig;
 pub use scheduler::{spawn, spawn_with, KitModel};
 pub use sequences::{CacheBytes, Kernels, Limits, Sequences};
 
@@ -78,6 +80,21 @@ pub trait Backend: Send + 'static {
     fn memory(&self) -> MemoryStats;
     /// Logits for every position of `tokens`, without touching any cache.
     fn score(&mut self, tokens: &[u32]) -> Result<Logits, EngineError>;
+    /// Turns a prefix cache on (`Some`) or off (`None`); a backend without
+    /// one answers `unsupported` to `Some`.
+    fn set_prefix_cache(&mut self, cfg: Option<PrefixCacheConfig>) -> Result<(), EngineError> {
+        match cfg {
+            None => Ok(()),
+            Some(_) => Err(EngineError::unsupported(
+                "this engine has no prefix cache (prefix_cache)",
+            )),
+        }
+    }
+    /// Prompt tokens of live sequence `seq` that its prefill took from the
+    /// prefix cache instead of computing (0 without one).
+    fn cached_prompt_tokens(&self, _seq: SeqId) -> u32 {
+        0
+    }
 }
 
 /// Largest number of prompt tokens an engine runs in one batched prefill

@@ -77,6 +77,7 @@ where
         policy: options.batch_policy,
         max_batch,
     };
+    let prefix = crate::KitOptions::parse(options.options_json.as_str())?.prefix_cache()?;
     let shared = Arc::new(Shared::default());
     let (tx, rx) = mpsc::channel();
     let (ready_tx, ready_rx) = mpsc::sync_channel(1);
@@ -89,6 +90,10 @@ where
                     "engine panicked while loading: {}",
                     panic_text(p)
                 )))
+            });
+            let built = built.and_then(|mut b| {
+                b.set_prefix_cache(prefix)?;
+                Ok(b)
             });
             let backend = match built {
                 Ok(b) => b,
@@ -234,6 +239,8 @@ struct Running {
     max_new: u32,
     ignore_eos: bool,
     prompt_len: u32,
+    /// Prompt tokens the prefill took from the prefix cache.
+    cached: u32,
     generated: u32,
     last: u32,
     submitted: Instant,
@@ -398,6 +405,7 @@ impl<B: Backend> Scheduler<B> {
                 max_new: w.req.max_new_tokens,
                 ignore_eos: w.req.ignore_eos,
                 prompt_len: w.req.prompt.len() as u32,
+                cached: self.backend.cached_prompt_tokens(first_seq + i as u64),
                 generated: 0,
                 last: 0,
                 submitted: w.submitted,
@@ -508,8 +516,8 @@ impl<B: Backend> Scheduler<B> {
                 prefill_us: us(r.prefill_start, r.prefill_end),
                 decode_us: us(r.prefill_end, now),
                 decode_steps: r.steps,
-                // The kit has no prefix cache: every prompt token computed.
-                cached_prompt_tokens: engine_api::abi_stable::std_types::RSome(0),
+                // 0 without a prefix cache: every prompt token computed.
+                cached_prompt_tokens: engine_api::abi_stable::std_types::RSome(r.cached),
             });
         }
     }

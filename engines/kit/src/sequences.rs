@@ -37,6 +37,7 @@
 //! the kernels get plain `&mut` references in the batch's order without
 //! `unsafe`. A GPT-2 decode step is milliseconds.
 
+use crate::prefix_cache::{Hit, PrefixCache, PrefixCacheConfig};
 use crate::{Backend, SeqId, MAX_PREFILL_TOKENS};
 use engine_api::{EngineError, Logits, MemoryStats};
 use std::collections::HashMap;
@@ -110,6 +111,40 @@ pub trait Kernels: Send + 'static {
     fn release(&mut self, cache: Self::Cache) {
         drop(cache)
     }
+
+    /// Whether [`Kernels::fork`] works: the prefix cache
+    /// ([`crate::prefix_cache`]) needs it.
+    fn can_fork(&self) -> bool {
+        false
+    }
+
+    /// A new cache holding a copy of `cache`'s first `len` positions
+    /// (`len` is at most what `cache` holds); later writes to either leave
+    /// the other as it is.
+    fn fork(&mut self, _cache: &Self::Cache, _len: usize) -> Result<Self::Cache, EngineError> {
+        Err(EngineError::unsupported(
+            "this engine cannot copy a KV cache",
+        ))
+    }
+
+    /// Computes `tokens` after the positions `cache` holds (a prefix-cache
+    /// hit's remaining prompt tokens): appends their keys and values and
+    /// writes the logits of the last one (`[1, vocab]`, replacing
+    /// `logits`). The default runs one [`Kernels::decode`] step per token;
+    /// an engine with a kernel for several queries over a cache (queries
+    /// `n..n + m` over keys `0..n + m`) overrides it.
+    fn extend(
+        &mut self,
+        cache: &mut Self::Cache,
+        tokens: &[u32],
+        logits: &mut Vec<f32>,
+    ) -> Result<(), EngineError> {
+        for &t in tokens {
+            let mut one = [&mut *cache];
+            self.decode(&[t], &mut one, logits)?;
+        }
+        Ok(())
+    }
 }
 
 /// Checks a prompt against `limits`: 1..=context tokens, each inside the
@@ -162,6 +197,8 @@ struct Entry<C> {
     cache: C,
     /// Positions in the cache.
     len: usize,
+    /// Prompt positions its prefill took from the prefix cache.
+    cached: usize,
 }
 
 /// [`Kernels`] plus the table of live sequences: the [`Backend`] the
@@ -172,6 +209,8 @@ pub struct Sequences<K: Kernels> {
     table: HashMap<SeqId, Entry<K::Cache>>,
     /// Scratch rows of one prefill chunk.
     rows: Vec<f32>,
+    /// Stored prompt prefixes, when the prefix cache is on.
+    prefix: Option<PrefixCache<K::Cache>>,
 }
 
 impl<K: Kernels + std::fmt::Debug> std::fmt::Debug for Sequences<K> {
@@ -191,6 +230,7 @@ impl<K: Kernels> Sequences<K> {
             kernels,
             table: HashMap::new(),
             rows: Vec::new(),
+            prefix: None,
         }
     }
 
@@ -215,6 +255,11 @@ impl<K: Kernels> Sequences<K> {
     /// Positions in `seq`'s cache, if it is live.
     pub fn len_of(&self, seq: SeqId) -> Option<usize> {
         self.table.get(&seq).map(|e| e.len)
+    }
+
+    /// The prefix cache, when it is on.
+    pub fn prefix_cache(&self) -> Option<&PrefixCache<K::Cache>> {
+        self.prefix.as_ref()
     }
 
     fn check_new(&self, seqs: &[(SeqId, &[u32])]) -> Result<(), EngineError> {
@@ -252,6 +297,64 @@ impl<K: Kernels> Sequences<K> {
         Ok(())
     }
 
+    /// A prefix-cache hit's prefill: a copy of the hit's positions, then
+    /// the rest of `prompt` computed on top of them; its logits row goes
+    /// to the start of `row`.
+    fn prefill_hit(
+        &mut self,
+        prompt: &[u32],
+        hit: &Hit,
+        row: &mut [f32],
+    ) -> Result<Entry<K::Cache>, EngineError> {
+        let vocab = self.limits.vocab;
+        let stored = self
+            .prefix
+            .as_ref()
+            .and_then(|p| p.cache(hit))
+            .ok_or_else(|| EngineError::runtime("prefix cache: a hit's entry is gone"))?;
+        let mut cache = self.kernels.fork(stored, hit.tokens)?;
+        let rest = &prompt[hit.tokens..];
+        if let Err(e) = self.kernels.extend(&mut cache, rest, &mut self.rows) {
+            self.kernels.release(cache);
+            return Err(e);
+        }
+        if self.rows.len() != vocab {
+            self.kernels.release(cache);
+            return Err(EngineError::runtime(format!(
+                "extend of {} tokens returned {} logits (vocabulary {vocab})",
+                rest.len(),
+                self.rows.len()
+            )));
+        }
+        row[..vocab].copy_from_slice(&self.rows);
+        Ok(Entry {
+            cache,
+            len: prompt.len(),
+            cached: hit.tokens,
+        })
+    }
+
+    /// Stores `prompt`'s full blocks, copied out of its new `cache`, in the
+    /// prefix cache (when it is on and they are not there yet), releasing
+    /// what the store lets go.
+    fn remember(&mut self, prompt: &[u32], cache: &K::Cache) -> Result<(), EngineError> {
+        let Some(pc) = self.prefix.as_mut() else {
+            return Ok(());
+        };
+        let n = pc.wanted(prompt);
+        if n == 0 {
+            return Ok(());
+        }
+        let copy = self.kernels.fork(cache, n)?;
+        let bytes = self.kernels.cache_bytes(&copy).reserved;
+        let gone = match self.prefix.as_mut() {
+            Some(pc) => pc.insert(prompt, copy, bytes),
+            None => vec![copy],
+        };
+        gone.into_iter().for_each(|c| self.kernels.release(c));
+        Ok(())
+    }
+
     /// Runs one chunk of equal-length prompts (`idx` into `seqs`), copies
     /// its rows into `logits` at the callers' positions and returns the
     /// new caches.
@@ -284,7 +387,12 @@ impl<K: Kernels> Sequences<K> {
 /// each group split into chunks of at most [`MAX_PREFILL_TOKENS`] prompt
 /// tokens (at least one prompt per chunk).
 pub fn prefill_chunks(seqs: &[(SeqId, &[u32])]) -> Vec<Vec<usize>> {
-    group_by_len(seqs)
+    chunks_of(seqs, 0..seqs.len())
+}
+
+/// [`prefill_chunks`] of the prompts `which` of `seqs`.
+fn chunks_of(seqs: &[(SeqId, &[u32])], which: impl Iterator<Item = usize>) -> Vec<Vec<usize>> {
+    group_by_len(seqs, which)
         .into_iter()
         .flat_map(|(len, idx)| {
             let per = (MAX_PREFILL_TOKENS / len.max(1)).max(1);
@@ -295,9 +403,13 @@ pub fn prefill_chunks(seqs: &[(SeqId, &[u32])]) -> Vec<Vec<usize>> {
 
 /// Indices of `seqs` grouped by prompt length, groups in order of first
 /// appearance.
-fn group_by_len(seqs: &[(SeqId, &[u32])]) -> Vec<(usize, Vec<usize>)> {
+fn group_by_len(
+    seqs: &[(SeqId, &[u32])],
+    which: impl Iterator<Item = usize>,
+) -> Vec<(usize, Vec<usize>)> {
     let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
-    for (i, (_, p)) in seqs.iter().enumerate() {
+    for i in which {
+        let p = seqs[i].1;
         match groups.iter_mut().find(|(len, _)| *len == p.len()) {
             Some((_, idx)) => idx.push(i),
             None => groups.push((p.len(), vec![i])),
@@ -327,23 +439,81 @@ impl<K: Kernels> Backend for Sequences<K> {
         self.check_new(seqs)?;
         logits.clear();
         logits.resize(seqs.len() * self.limits.vocab, 0.0);
-        let mut created: Vec<(SeqId, Entry<K::Cache>)> = Vec::with_capacity(seqs.len());
-        for idx in prefill_chunks(seqs) {
+        // prefix-cache hits: positions each prompt takes from the cache
+        let hits: Vec<Option<Hit>> = match &mut self.prefix {
+            Some(pc) => seqs.iter().map(|(_, p)| pc.lookup(p)).collect(),
+            None => vec![None; seqs.len()],
+        };
+        let mut created: Vec<(usize, Entry<K::Cache>)> = Vec::with_capacity(seqs.len());
+        let misses = (0..seqs.len()).filter(|&i| hits[i].is_none());
+        let mut result = Ok(());
+        for idx in chunks_of(seqs, misses) {
             match self.prefill_chunk(seqs, &idx, logits) {
                 Ok(caches) => created.extend(idx.iter().zip(caches).map(|(&i, cache)| {
-                    let (id, prompt) = seqs[i];
-                    let len = prompt.len();
-                    (id, Entry { cache, len })
+                    let len = seqs[i].1.len();
+                    (
+                        i,
+                        Entry {
+                            cache,
+                            len,
+                            cached: 0,
+                        },
+                    )
                 })),
                 Err(e) => {
-                    for (_, entry) in created {
-                        self.kernels.release(entry.cache);
-                    }
-                    return Err(e);
+                    result = Err(e);
+                    break;
                 }
             }
         }
-        self.table.extend(created);
+        for (i, hit) in hits.iter().enumerate() {
+            let Some(hit) = (*hit).filter(|_| result.is_ok()) else {
+                continue;
+            };
+            match self.prefill_hit(seqs[i].1, &hit, &mut logits[i * self.limits.vocab..]) {
+                Ok(entry) => created.push((i, entry)),
+                Err(e) => result = Err(e),
+            }
+        }
+        if result.is_ok() {
+            result = created
+                .iter()
+                .try_for_each(|(i, e)| self.remember(seqs[*i].1, &e.cache));
+        }
+        match result {
+            Ok(()) => {
+                self.table
+                    .extend(created.into_iter().map(|(i, e)| (seqs[i].0, e)));
+                Ok(())
+            }
+            Err(e) => {
+                for (_, entry) in created {
+                    self.kernels.release(entry.cache);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn cached_prompt_tokens(&self, seq: SeqId) -> u32 {
+        self.table.get(&seq).map_or(0, |e| e.cached as u32)
+    }
+
+    fn set_prefix_cache(&mut self, cfg: Option<PrefixCacheConfig>) -> Result<(), EngineError> {
+        if cfg.is_some() && !self.kernels.can_fork() {
+            return Err(EngineError::unsupported(
+                "this engine cannot copy a KV cache, which the kit's prefix cache (prefix_cache) needs",
+            ));
+        }
+        for c in self
+            .prefix
+            .take()
+            .map(|mut p| p.clear())
+            .unwrap_or_default()
+        {
+            self.kernels.release(c);
+        }
+        self.prefix = cfg.map(PrefixCache::new);
         Ok(())
     }
 
@@ -393,11 +563,13 @@ impl<K: Kernels> Backend for Sequences<K> {
             let b = self.kernels.cache_bytes(&e.cache);
             (u + b.used, r + b.reserved)
         });
+        let prefix = self.prefix.as_ref().map_or(0, |p| p.bytes());
         MemoryStats {
             weight_bytes: self.kernels.weight_bytes(),
             kv_cache_used_bytes: used,
-            kv_cache_reserved_bytes: reserved + self.kernels.spare_cache_bytes(),
+            kv_cache_reserved_bytes: reserved + self.kernels.spare_cache_bytes() + prefix,
             kv_cache_peak_bytes: used,
+            prefix_cache_bytes: prefix,
         }
     }
 

@@ -456,6 +456,84 @@ impl Kernels for OnnxKernels {
             * self.kv_row_bytes()
     }
 
+    fn can_fork(&self) -> bool {
+        true
+    }
+
+    /// A new one-row cohort holding the row's first `len` valid positions.
+    fn fork(&mut self, r: &Row, len: usize) -> Result<Row, EngineError> {
+        let d = self.dims;
+        let (h, hd) = (d.heads, d.head_dim);
+        let c = self
+            .cohorts
+            .get(&r.cohort)
+            .ok_or_else(|| EngineError::runtime("prefix cache copy: unknown cache"))?;
+        let (pad, valid) = (c.pads[r.row], c.width - c.pads[r.row]);
+        if len > valid {
+            return Err(EngineError::runtime(format!(
+                "prefix cache copy: {len} positions from a cache of {valid}"
+            )));
+        }
+        let mut kv = Vec::with_capacity(2 * d.layers);
+        for t in 0..2 * d.layers {
+            let (_, data) = c.kv[t]
+                .try_extract_tensor::<f32>()
+                .map_err(ort_err("cache"))?;
+            let mut buf = vec![0f32; h * len * hd];
+            for head in 0..h {
+                let from = ((r.row * h + head) * c.width + pad) * hd;
+                buf[head * len * hd..][..len * hd].copy_from_slice(&data[from..from + len * hd]);
+            }
+            let v = Tensor::from_array(([1, h, len, hd], buf)).map_err(ort_err("cache"))?;
+            kv.push(v.into_dyn());
+        }
+        let rows = self.new_cohort(Cohort {
+            live: vec![true],
+            pads: vec![0],
+            width: len,
+            kv,
+        });
+        Ok(rows[0])
+    }
+
+    /// One run of the graph with the remaining tokens over the cached ones
+    /// (the graph's causal mask puts the `seq` queries after the past).
+    fn extend(
+        &mut self,
+        cache: &mut Row,
+        tokens: &[u32],
+        logits: &mut Vec<f32>,
+    ) -> Result<(), EngineError> {
+        let cid = {
+            let mut one = [&mut *cache];
+            if self.is_exact_cohort(&one) {
+                one[0].cohort
+            } else {
+                self.regroup(&mut one)?
+            }
+        };
+        let c = self.cohorts.remove(&cid).expect("cohort exists");
+        let m = tokens.len();
+        let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+        let (pad, w) = (c.pads[0], c.width + m);
+        let mut mask = vec![1i64; w];
+        mask[..pad].fill(0);
+        let start = (c.width - pad) as i64;
+        let positions: Vec<i64> = (start..start + m as i64).collect();
+        let out = self.run(1, m, &ids, &mask, &positions, Some(&c.kv), true);
+        let (l, kv) = match out {
+            Ok(v) => v,
+            Err(e) => {
+                self.cohorts.insert(cid, c);
+                return Err(e);
+            }
+        };
+        logits.clear();
+        let r = self.last_logits(&l, 1, logits);
+        self.cohorts.insert(cid, Cohort { kv, width: w, ..c });
+        r
+    }
+
     fn release(&mut self, r: Row) {
         if let Some(c) = self.cohorts.get_mut(&r.cohort) {
             c.live[r.row] = false;

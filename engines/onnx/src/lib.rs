@@ -252,7 +252,7 @@ pub fn open(spec: &ModelSpec, options_json: &str) -> Result<OnnxBackend, EngineE
             spec.dtype.as_str()
         )));
     }
-    let opts: OnnxOptions = engine_kit::parse_options("onnx", options_json)?;
+    let opts: OnnxOptions = engine_kit::engine_options("onnx", options_json)?;
     let rt = runtime::load(opts.library.as_deref())?;
     let dir = PathBuf::from(spec.path.as_str());
     let cfg = engine_kit::arch::read_config(&dir, spec.architecture.as_str())?;

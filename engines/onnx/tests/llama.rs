@@ -313,3 +313,12 @@ fn broken_llama_folders_are_errors_naming_the_file_and_what_is_wrong() {
     assert_eq!(e.kind, ErrorKind::InvalidModel);
     assert!(e.message.contains("model.safetensors: no such file"), "{e}");
 }
+
+#[test]
+fn prefix_cache_hits_give_a_cold_runs_tokens_on_a_llama() {
+    let (name, cfg) = llama::configs().remove(0);
+    let dir = TempDir::new("onnx-llama-prefix");
+    llama::write_model(dir.path(), &cfg, &llama::random_weights(&cfg, 5));
+    let mut b = open(dir.path(), &cfg.model_type, r#"{"threads": 1}"#);
+    engine_matrix_test_support::prefix_cache_parity(&mut b, &format!("onnx {name}"));
+}

@@ -38,3 +38,13 @@ fn scheduler_policies_generate_like_score() {
     let dir = synthetic("tiny");
     policies_parity(|| onnx(&dir, r#"{"threads":1}"#));
 }
+
+/// The kit's prefix cache on ONNX Runtime: the graph runs the remaining
+/// tokens over a copied cache (its causal mask puts them after the past).
+#[test]
+fn prefix_cache_hits_give_a_cold_runs_tokens() {
+    prefix_cache_parity(
+        &mut onnx(&synthetic("tiny"), r#"{"threads":1}"#),
+        "onnx tiny",
+    );
+}

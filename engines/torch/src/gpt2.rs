@@ -341,6 +341,45 @@ impl Gpt2 {
         self.head(&x)
     }
 
+    /// Runs `tokens` after the positions `cache` holds (the rest of a
+    /// prompt whose start came from the prefix cache) as one forward with
+    /// an explicit causal mask; returns the last one's logits `[1, vocab]`.
+    pub fn extend(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        let (start, s) = (cache.len, tokens.len() as i64);
+        let (c, h, d) = (
+            self.cfg.n_embd as i64,
+            self.cfg.n_head as i64,
+            self.cfg.head_dim() as i64,
+        );
+        cache.reserve(s, self.cfg.n_positions)?;
+        let positions: Vec<i64> = (start..start + s).collect();
+        let mask = crate::kv::causal_mask(start, s, self.device)?;
+        let mut x = self.embed(tokens, &positions)?; // [S, C]
+        for (l, blk) in self.blocks.iter().enumerate() {
+            let a = Self::linear(&self.ln(&x, &blk.ln1)?, &blk.attn)?; // [S, 3C]
+            let qkv = a.f_view([s, 3, h, d])?.f_permute([1, 2, 0, 3])?; // [3, H, S, D]
+            let (kc, vc) = cache.layer(l)?; // each [H, cap, D]
+            kc.f_narrow(1, start, s)?.f_copy_(&qkv.f_get(1)?)?;
+            vc.f_narrow(1, start, s)?.f_copy_(&qkv.f_get(2)?)?;
+            let n = start + s;
+            let y = Tensor::f_scaled_dot_product_attention(
+                &qkv.f_get(0)?.f_unsqueeze(0)?,
+                &kc.f_narrow(1, 0, n)?.f_unsqueeze(0)?,
+                &vc.f_narrow(1, 0, n)?.f_unsqueeze(0)?,
+                Some(&mask),
+                0.0,
+                false,
+                Some(self.attn_scale(l)),
+                false,
+            )?; // [1, H, S, D]
+            let y = y.f_permute([0, 2, 1, 3])?.f_reshape([s, c])?;
+            x = x.f_add(&Self::linear(&y, &blk.proj)?)?;
+            x = x.f_add(&self.mlp(&self.ln(&x, &blk.ln2)?, blk)?)?;
+        }
+        cache.len = start + s;
+        self.head(&x.f_narrow(0, s - 1, 1)?)
+    }
+
     /// Logits `[n, vocab]` for every position, no cache.
     pub fn score(&self, tokens: &[u32]) -> Result<Tensor> {
         let s = tokens.len() as i64;

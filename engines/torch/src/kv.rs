@@ -67,6 +67,19 @@ impl KvCache {
         Ok(())
     }
 
+    /// A new cache holding a copy of this one's first `len` positions
+    /// (room rounded up to [`KV_CHUNK`], at most `context`).
+    pub(crate) fn fork(&self, len: i64, context: usize) -> Result<Self> {
+        let s = self.t.size();
+        let shape = (s[0] as usize, s[2] as usize, s[4] as usize);
+        let mut out = KvCache::new(shape, len, context, self.t.kind(), self.t.device())?;
+        out.t
+            .f_narrow(3, 0, len)?
+            .f_copy_(&self.t.f_narrow(3, 0, len)?)?;
+        out.len = len;
+        Ok(out)
+    }
+
     /// Layer `l`'s keys and values, each `[heads, capacity, head_dim]`
     /// (views into the cache).
     pub(crate) fn layer(&self, l: usize) -> Result<(Tensor, Tensor)> {
@@ -89,4 +102,12 @@ impl KvCache {
     pub fn reserved_bytes(&self) -> usize {
         self.capacity() * self.bytes_per_token()
     }
+}
+
+/// The attention mask of `s` new queries after `start` cached positions:
+/// `[s, start + s]`, true where query `i` may see key `j` (`j <= start +
+/// i`). libtorch's `is_causal` aligns its mask to the top left, right only
+/// when there is no cache.
+pub(crate) fn causal_mask(start: i64, s: i64, device: Device) -> Result<Tensor> {
+    Ok(Tensor::f_ones([s, start + s], (Kind::Bool, device))?.f_tril(start)?)
 }

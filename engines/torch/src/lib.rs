@@ -344,6 +344,14 @@ impl Net {
         }
     }
 
+    /// See [`Gpt2::extend`].
+    pub fn extend(&self, tokens: &[u32], cache: &mut KvCache) -> gpt2::Result<Tensor> {
+        match self {
+            Net::Gpt2(m) => m.extend(tokens, cache),
+            Net::Llama(m) => m.extend(tokens, cache),
+        }
+    }
+
     /// See [`Gpt2::score`].
     pub fn score(&self, tokens: &[u32]) -> gpt2::Result<Tensor> {
         match self {
@@ -393,7 +401,7 @@ impl TorchKernels {
     pub fn open(spec: &ModelSpec, options_json: &str) -> Result<Self, EngineError> {
         engine_kit::arch::check_spec("torch", spec, &ARCHITECTURES)?;
         let kind = parse_dtype(spec.dtype.as_str())?;
-        let opts: TorchOptions = engine_kit::parse_options("torch", options_json)?;
+        let opts: TorchOptions = engine_kit::engine_options("torch", options_json)?;
         let threads = engine_kit::threads("torch", opts.threads)?;
         let device = parse_device(opts.device.as_deref().unwrap_or("cpu"))?;
         probe(kind, device).map_err(|why| {
@@ -506,6 +514,33 @@ impl Kernels for TorchKernels {
             used: cache.used_bytes() as u64,
             reserved: cache.reserved_bytes() as u64,
         }
+    }
+
+    fn can_fork(&self) -> bool {
+        true
+    }
+
+    fn fork(&mut self, cache: &KvCache, len: usize) -> Result<KvCache, EngineError> {
+        let _g = self.enter();
+        cache
+            .fork(len as i64, self.model.limits().context)
+            .map_err(torch_err("prefix cache copy"))
+    }
+
+    /// One forward of the remaining tokens over the cached ones, with an
+    /// explicit `[m, n]` causal mask.
+    fn extend(
+        &mut self,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        logits: &mut Vec<f32>,
+    ) -> Result<(), EngineError> {
+        let _g = self.enter();
+        let l = self
+            .model
+            .extend(tokens, cache)
+            .map_err(torch_err("prefill after a prefix-cache hit"))?;
+        copy_rows(&l, logits)
     }
 }
 

@@ -428,6 +428,43 @@ impl Llama {
         self.head(&x)
     }
 
+    /// Runs `tokens` after the positions `cache` holds (the rest of a
+    /// prompt whose start came from the prefix cache) as one forward with
+    /// an explicit causal mask; returns the last one's f32 logits `[1,
+    /// vocab]`.
+    pub fn extend(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor> {
+        let (nh, nk, d) = self.heads();
+        let (start, s) = (cache.len, tokens.len() as i64);
+        cache.reserve(s, self.cfg.context())?;
+        let positions: Vec<usize> = (start as usize..(start + s) as usize).collect();
+        let rope = self.rope(&positions)?;
+        let mask = crate::kv::causal_mask(start, s, self.device)?;
+        let mut x = self.embed(tokens)?; // [S, hidden]
+        for (l, layer) in self.layers.iter().enumerate() {
+            let (q, k, v) = self.qkv(layer, &x, &rope)?; // [S, heads, d]
+            let (kc, vc) = cache.layer(l)?; // each [kv_heads, cap, d]
+            kc.f_narrow(1, start, s)?
+                .f_copy_(&k.f_permute([1, 0, 2])?)?;
+            vc.f_narrow(1, start, s)?
+                .f_copy_(&v.f_permute([1, 0, 2])?)?;
+            let n = start + s;
+            let y = Tensor::f_scaled_dot_product_attention(
+                &q.f_permute([1, 0, 2])?.f_unsqueeze(0)?,
+                &kc.f_narrow(1, 0, n)?.f_unsqueeze(0)?,
+                &vc.f_narrow(1, 0, n)?.f_unsqueeze(0)?,
+                Some(&mask),
+                0.0,
+                false,
+                Some(self.scale()),
+                nk != nh,
+            )?; // [1, nh, S, d]
+            let y = y.f_permute([0, 2, 1, 3])?.f_reshape([s, nh * d])?;
+            x = self.finish(layer, &x, &y)?;
+        }
+        cache.len = start + s;
+        self.head(&x.f_narrow(0, s - 1, 1)?)
+    }
+
     /// Logits `[n, vocab]` (f32) for every position, no cache.
     pub fn score(&self, tokens: &[u32]) -> Result<Tensor> {
         let s = tokens.len() as i64;

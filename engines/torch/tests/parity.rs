@@ -143,3 +143,16 @@ fn score_rejects_bad_tokens_without_panicking() {
     );
     m.decode(&[(1, 4)], &mut l).unwrap();
 }
+
+/// The kit's prefix cache on libtorch (an explicit `[m, n]` causal mask
+/// for the queries after the copied cache), with both matmul paths.
+#[test]
+fn prefix_cache_hits_give_a_cold_runs_tokens() {
+    for mm in MATMULS {
+        let o = format!(r#"{{"threads":1,"matmul":"{mm}"}}"#);
+        prefix_cache_parity(
+            &mut torch(&synthetic("tiny"), &o),
+            &format!("torch tiny {mm}"),
+        );
+    }
+}

@@ -75,6 +75,7 @@ impl Backend for Toy {
             kv_cache_used_bytes: self.seqs.values().sum::<usize>() as u64,
             kv_cache_reserved_bytes: 0,
             kv_cache_peak_bytes: 0,
+            prefix_cache_bytes: 0,
         }
     }
     fn score(&mut self, tokens: &[u32]) -> Result<Logits, EngineError> {
@@ -335,4 +336,25 @@ fn spawn_with_builds_the_backend_on_the_scheduler_thread() {
         Err(e) => e,
     };
     assert!(e.message.contains("loader exploded"), "{e}");
+}
+
+/// `prefix_cache` is the kit's option: a backend without a cache refuses
+/// it at load (`unsupported`), a bad size is an invalid argument.
+#[test]
+fn the_prefix_cache_option_is_checked_at_load() {
+    let with = |json: &str| LoadOptions {
+        options_json: json.into(),
+        ..opts(BatchPolicy::Continuous, 4)
+    };
+    let load = |json: &str| match spawn_with(&with(json), || Ok(Toy::new(Default::default()))) {
+        Ok(_) => None,
+        Err(e) => Some(e),
+    };
+    assert!(load(r#"{"threads": 2}"#).is_none());
+    let e = load(r#"{"prefix_cache": true}"#).expect("the toy has no prefix cache");
+    assert_eq!(e.kind, ErrorKind::Unsupported);
+    assert!(e.message.contains("prefix cache"), "{e}");
+    let e = load(r#"{"prefix_block": 0, "prefix_cache": true}"#).unwrap();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument);
+    assert!(e.message.contains("prefix_block must be at least 1"), "{e}");
 }

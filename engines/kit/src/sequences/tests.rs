@@ -15,6 +15,8 @@ struct Recorder {
     short_logits: bool,
     fail_decode: bool,
     spare: u64,
+    /// Refuse `fork` (an engine without a prefix cache).
+    no_fork: bool,
 }
 
 fn row(out: &mut Vec<f32>, tokens: &[u32]) {
@@ -95,6 +97,25 @@ impl Kernels for Recorder {
     }
     fn release(&mut self, c: Vec<u32>) {
         self.released.push(c);
+    }
+    fn can_fork(&self) -> bool {
+        !self.no_fork
+    }
+    fn fork(&mut self, c: &Vec<u32>, len: usize) -> Result<Vec<u32>, EngineError> {
+        self.calls.push(("fork", 1, len));
+        Ok(c[..len].to_vec())
+    }
+    fn extend(
+        &mut self,
+        c: &mut Vec<u32>,
+        tokens: &[u32],
+        logits: &mut Vec<f32>,
+    ) -> Result<(), EngineError> {
+        self.calls.push(("extend", 1, tokens.len()));
+        c.extend_from_slice(tokens);
+        logits.clear();
+        row(logits, c);
+        Ok(())
     }
 }
 
@@ -311,4 +332,95 @@ fn warm_up_leaves_no_sequence_behind() {
     assert_eq!(s.live(), 0);
     assert_eq!(s.kernels().calls, [("prefill", 1, 8), ("decode", 1, 1)]);
     assert_eq!(s.kernels().released.len(), 1);
+}
+
+fn cached_table(block: usize, mib: u64) -> Sequences<Recorder> {
+    let mut s = table();
+    s.set_prefix_cache(Some(PrefixCacheConfig {
+        block_tokens: block,
+        max_bytes: mib << 20,
+    }))
+    .unwrap();
+    s
+}
+
+#[test]
+fn a_prefix_cache_hit_computes_only_the_new_tokens_and_gives_the_cold_rows() {
+    let mut s = cached_table(4, 1);
+    let cold: Vec<u32> = (0..10).map(|i| i % 8).collect();
+    let mut warm = cold[..8].to_vec();
+    warm.extend([6, 5]);
+    let mut logits = Vec::new();
+    s.prefill(&[(1, &cold)], &mut logits).unwrap();
+    // a miss: one prefill, then its two full blocks copied into the store
+    assert_eq!(s.kernels().calls, [("prefill", 1, 10), ("fork", 1, 8)]);
+    assert_eq!(s.cached_prompt_tokens(1), 0);
+    let stored = s.memory().prefix_cache_bytes;
+    assert_eq!(stored, 80, "8 positions, reserved as 8 * 10 bytes");
+    s.kernels.calls.clear();
+    let mut rows = Vec::new();
+    s.prefill(&[(2, &warm)], &mut rows).unwrap();
+    // a hit of both blocks: a copy of 8 positions, 2 computed; its deepest
+    // block is stored already, so nothing more is copied in
+    assert_eq!(s.kernels().calls, [("fork", 1, 8), ("extend", 1, 2)]);
+    assert_eq!(s.cached_prompt_tokens(2), 8);
+    assert_eq!(s.len_of(2), Some(10));
+    // the row a cold prefill of the same prompt gives
+    let mut cold_rows = Vec::new();
+    table().prefill(&[(2, &warm)], &mut cold_rows).unwrap();
+    assert_eq!(rows, cold_rows);
+    // and the sequences decode on as cold ones do
+    s.decode(&[(2, 3)], &mut rows).unwrap();
+    assert_eq!(col(&rows, 1), [11.0]);
+    let m = s.memory();
+    assert_eq!(m.prefix_cache_bytes, stored);
+    assert_eq!(
+        m.kv_cache_reserved_bytes,
+        160 + 160 + stored,
+        "live caches (10 and 11 positions -> 16 reserved) plus the store"
+    );
+}
+
+#[test]
+fn hits_and_misses_of_one_batch_keep_the_callers_row_order() {
+    let mut s = cached_table(2, 1);
+    let mut logits = Vec::new();
+    s.prefill(&[(1, &[1, 2, 3, 4])], &mut logits).unwrap();
+    s.kernels.calls.clear();
+    let (a, b, c) = ([1u32, 2, 3, 4, 5], [6u32, 6, 6], [1u32, 2, 7]);
+    s.prefill(&[(2, &a), (3, &b), (4, &c)], &mut logits)
+        .unwrap();
+    assert_eq!(col(&logits, 0), [5.0, 6.0, 7.0]);
+    assert_eq!(col(&logits, 1), [5.0, 3.0, 3.0]);
+    let cached: Vec<u32> = (2..5).map(|i| s.cached_prompt_tokens(i)).collect();
+    assert_eq!(cached, [4, 0, 2]);
+    assert_eq!(
+        s.kernels().calls[0],
+        ("prefill", 1, 3),
+        "the miss, batched first"
+    );
+}
+
+#[test]
+fn the_prefix_cache_needs_fork_and_turning_it_off_releases_the_store() {
+    let mut s = Sequences::new(Recorder {
+        no_fork: true,
+        ..Recorder::default()
+    });
+    let e = s
+        .set_prefix_cache(Some(PrefixCacheConfig::default()))
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unsupported);
+    assert!(e.message.contains("prefix_cache"), "{e}");
+    let mut s = cached_table(2, 1);
+    let mut logits = Vec::new();
+    s.prefill(&[(1, &[1, 2, 3])], &mut logits).unwrap();
+    assert_eq!(s.prefix_cache().map(|p| p.len()), Some(1));
+    s.set_prefix_cache(None).unwrap();
+    assert_eq!(s.kernels().released, [vec![1, 2]]);
+    assert_eq!(s.memory().prefix_cache_bytes, 0);
+    // without the cache nothing is copied
+    s.kernels.calls.clear();
+    s.prefill(&[(2, &[1, 2, 3])], &mut logits).unwrap();
+    assert_eq!(s.kernels().calls, [("prefill", 1, 3)]);
 }
