@@ -561,3 +561,74 @@ fn multi_turn_sessions_replay_conversations_with_their_history() {
     let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
     assert!(md.contains("## Multi-turn sessions"), "{md}");
 }
+
+/// The kit's prefix cache through the real binary: two groups of prompts
+/// of 40 tokens sharing 20 (blocks of 8, so 16 of them match); after the
+/// warm-up has stored both prefixes, every measured request takes exactly
+/// 16 prompt tokens from the cache (hit rate 0.4), as does every warm-up
+/// request after the first of its group, while the same engine
+/// without the cache takes none; the store's bytes are in the cell's
+/// memory, and the report's prefix-cache table pairs the two cells.
+#[test]
+fn the_kits_prefix_cache_serves_shared_prefixes_and_the_report_pairs_it() {
+    let tmp = TempDir::new("wl-prefix-cache");
+    let yaml = "name: prefix-cache
+models:
+  - {name: tiny, weights: synthetic, config: tiny}
+engines:
+  - {name: cached, plugin: candle, options: {threads: 1, prefix_cache: true, prefix_block: 8}}
+  - {name: cold, plugin: candle, options: {threads: 1}}
+scenarios:
+  - name: p
+    kind: concurrency
+    dataset: prefix
+    input_tokens: 40
+    output_tokens: 2
+    prefix_tokens: 20
+    prefix_groups: 2
+    requests: 6
+    warmup: 1
+    iterations: 1
+";
+    let plugins = plugin_dir(&["candle"]);
+    let (run_dir, o) = run_yaml(tmp.path(), yaml, &["--no-calibrate"], plugins.path());
+    assert_eq!(finished_status(&o), 0, "{}", text(&o.stderr));
+    let cells = summary_cells(&run_dir);
+    let cached = cell(&cells, "/cached/");
+    let cold = cell(&cells, "/cold/");
+    assert_eq!(
+        cached["metrics"]["cached_prompt_tokens"],
+        6 * 16,
+        "{cached}"
+    );
+    assert_eq!(cached["metrics"]["prefix_cache_hit_rate"], 0.4);
+    assert_eq!(cold["metrics"]["cached_prompt_tokens"], 0);
+    assert_eq!(cold["metrics"]["prefix_cache_hit_rate"], 0.0);
+    let bytes = |c: &Value| c["memory"]["prefix_cache_bytes"].as_u64().unwrap();
+    assert!(bytes(cached) > 0, "{cached}");
+    assert_eq!(bytes(cold), 0);
+    // every request says what it took from the cache: the warm-up's first
+    // of each group nothing, every later one the 16 shared positions
+    let raw: Vec<u64> = read_jsonl(&run_dir.join("results.jsonl"))
+        .into_iter()
+        .filter(|l| l["cell"]["id"] == cached["cell"]["id"])
+        .flat_map(|l| l["requests"].as_array().expect("requests").clone())
+        .map(|r| r["cached_prompt_tokens"].as_u64().unwrap())
+        .collect();
+    let mut want = vec![0, 0];
+    want.extend([16; 10]);
+    assert_eq!(raw, want);
+    let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    let table = md
+        .split("## Prefix cache")
+        .nth(1)
+        .expect("a prefix-cache table");
+    let row = table
+        .lines()
+        .find(|l| l.contains("/cached/"))
+        .expect("the cached cell's row");
+    assert!(
+        row.contains("| 40.0 |") && row.contains("| cold |"),
+        "{row}"
+    );
+}

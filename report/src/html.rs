@@ -307,6 +307,11 @@ fn workload_section(o: &mut String, i: &Inputs) {
         let _ = writeln!(o, "<h2 id=\"workloads\">Workloads</h2>");
         table_html(o, &t);
     }
+    if let Some(t) = super::workload::prefix_cache(i.groups) {
+        let _ = writeln!(o, "<h2 id=\"prefix-cache\">Prefix cache</h2>");
+        table_html(o, &t);
+        let _ = writeln!(o, "<p>{}</p>", esc(super::workload::PREFIX_NOTE));
+    }
     if let Some(t) = super::workload::turns(i.groups) {
         let _ = writeln!(o, "<h2 id=\"turns\">Multi-turn sessions</h2>");
         table_html(o, &t);

@@ -5,6 +5,7 @@
 
 use super::analysis::Group;
 use super::table::{f, Table};
+use engine_matrix_results::CellResult;
 use engine_matrix_stats::stats::Distribution;
 
 /// `p50 / p90 / max` of a length distribution.
@@ -131,6 +132,75 @@ pub(crate) fn turns(groups: &[Group]) -> Option<Table> {
         rows,
     })
 }
+
+/// One row per cell (first ok repetition) that took prompt tokens from a
+/// prefix cache: its hit rate and TTFT beside its twin's, the cell that
+/// differs only in the engine, has the same plugin and took nothing from
+/// a cache (`None`: no cell hit).
+pub(crate) fn prefix_cache(groups: &[Group]) -> Option<Table> {
+    let rest = |g: &Group| {
+        let c = g.cell();
+        let head = format!("{}/{}/{}/", c.scenario, c.model, c.engine);
+        let tail = c.id.strip_prefix(&head).unwrap_or(&c.id).to_string();
+        (c.scenario.clone(), c.model.clone(), tail)
+    };
+    fn first<'a>(g: &Group<'a>) -> Option<&'a CellResult> {
+        g.ok_runs().next()
+    }
+    let hit_rate = |g: &Group| first(g)?.metrics.as_ref()?.prefix_cache_hit_rate;
+    let ttft = |g: &Group| Some(first(g)?.metrics.as_ref()?.ttft_ms.as_ref()?.p50);
+    let rows: Vec<Vec<String>> = groups
+        .iter()
+        .filter(|g| hit_rate(g).is_some_and(|h| h > 0.0))
+        .filter_map(|g| {
+            let run = first(g)?;
+            let twins: Vec<&Group> = groups
+                .iter()
+                .filter(|o| {
+                    o.cell().engine != g.cell().engine
+                        && rest(o) == rest(g)
+                        && first(o).is_some_and(|r| r.plugin == run.plugin)
+                        && hit_rate(o) == Some(0.0)
+                })
+                .collect();
+            let twin = match twins.as_slice() {
+                [one] => Some(*one),
+                _ => None,
+            };
+            let with = ttft(g);
+            let without = twin.and_then(ttft);
+            let gain = with.zip(without).map(|(w, wo)| wo / w);
+            let bytes = run.memory.as_ref().map(|m| m.prefix_cache_bytes);
+            Some(vec![
+                g.cell().id.clone(),
+                f(hit_rate(g).map(|h| 100.0 * h), 1),
+                f(with, 1),
+                twin.map_or("—".into(), |t| t.cell().engine.clone()),
+                f(without, 1),
+                gain.map_or("—".into(), |x| format!("{x:.2}×")),
+                match bytes {
+                    Some(b) if b > 0 => format!("{:.1}", b as f64 / (1u64 << 20) as f64),
+                    _ => "—".into(),
+                },
+            ])
+        })
+        .collect();
+    (!rows.is_empty()).then_some(Table {
+        headers: vec![
+            "cell",
+            "hit %",
+            "TTFT p50 ms",
+            "without the cache",
+            "its TTFT p50 ms",
+            "TTFT gain",
+            "cache MiB",
+        ],
+        rows,
+    })
+}
+
+/// Under the prefix-cache table.
+pub(crate) const PREFIX_NOTE: &str = "Hit %: prompt tokens taken from the prefix cache over all prompt tokens of the cell's measured requests. \"Without the cache\" is the cell that differs only in the engine, has the same plugin and took nothing from a cache (— when there is none or several). The cache lives as long as the loaded model: warm-up requests and earlier cells of the same load fill it, as they would a server's. Cache MiB: what the kit's store held at the end of the cell (— for a server, which does not say).";
 
 /// Under the server table.
 pub(crate) const SERVER_NOTE: &str = "The server's figures come from its Prometheus endpoint (`metrics_url`), scraped during the whole cell, warm-up included, so its token rates cover more requests than the client's measured ones; a figure the server does not expose is —.";

@@ -34,6 +34,10 @@ pub struct MemoryRecord {
     pub weight_bytes: u64,
     pub kv_cache_peak_bytes: u64,
     pub kv_cache_reserved_bytes: u64,
+    /// Bytes the engine's prefix cache held at the end of the cell (also
+    /// in `kv_cache_reserved_bytes`); 0 without one.
+    #[serde(default)]
+    pub prefix_cache_bytes: u64,
     /// Highest RSS the sleeping sampler saw during the cell.
     #[serde(default)]
     pub sampled_peak_rss_bytes: Option<u64>,

@@ -606,6 +606,7 @@ fn run_cell(
     memory.weight_bytes = engine_mem.weight_bytes;
     memory.kv_cache_peak_bytes = engine_mem.kv_cache_peak_bytes;
     memory.kv_cache_reserved_bytes = engine_mem.kv_cache_reserved_bytes;
+    memory.prefix_cache_bytes = engine_mem.prefix_cache_bytes;
     memory.sampled_peak_rss_bytes = samples.peak_rss_bytes;
     let records = exec.collector.take_records();
     // A serving cell's worker keeps a record of every request it sends,
