@@ -109,5 +109,5 @@ impl KvCache {
 /// i`). libtorch's `is_causal` aligns its mask to the top left, right only
 /// when there is no cache.
 pub(crate) fn causal_mask(start: i64, s: i64, device: Device) -> Result<Tensor> {
-    Ok(Tensor::f_ones([s, start + s], (Kind::Bool, device))?.f_tril(start)?)
+    Tensor::f_ones([s, start + s], (Kind::Bool, device))?.f_tril(start)
 }

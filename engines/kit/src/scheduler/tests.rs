@@ -346,10 +346,7 @@ fn the_prefix_cache_option_is_checked_at_load() {
         options_json: json.into(),
         ..opts(BatchPolicy::Continuous, 4)
     };
-    let load = |json: &str| match spawn_with(&with(json), || Ok(Toy::new(Default::default()))) {
-        Ok(_) => None,
-        Err(e) => Some(e),
-    };
+    let load = |json: &str| spawn_with(&with(json), || Ok(Toy::new(Default::default()))).err();
     assert!(load(r#"{"threads": 2}"#).is_none());
     let e = load(r#"{"prefix_cache": true}"#).expect("the toy has no prefix cache");
     assert_eq!(e.kind, ErrorKind::Unsupported);
