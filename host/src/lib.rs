@@ -38,6 +38,7 @@ pub mod generate;
 pub mod measure;
 pub mod models;
 pub mod output;
+pub mod quality;
 mod rng;
 pub mod roofline;
 pub mod run;

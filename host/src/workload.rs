@@ -247,7 +247,7 @@ fn pool_size(cell: &Cell) -> usize {
 
 /// The conversations of a ShareGPT file (with their whole dialogs when
 /// `dialogs`), parsed once per process.
-fn sharegpt_file(
+pub(crate) fn sharegpt_file(
     path: &Path,
     dialogs: bool,
 ) -> Result<Arc<sharegpt::Conversations>, engine_matrix_workloads::WorkloadError> {

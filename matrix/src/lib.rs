@@ -7,6 +7,11 @@
 //! name: gpt2                # optional, default: the file name without extension
 //! description: "..."        # optional
 //! baseline: candle          # optional; must name an engine
+//! quality:                  # optional: perplexity and agreement with a reference
+//!   reference: candle       # an engine (default: the first); its f32 unquantized model
+//!   tokens: 16384           # evaluated tokens (default 16384; quick_tokens with --quick, 2048)
+//!   context: 512            # window length (default 512)
+//!   path: ./sharegpt.json   # optional: the ShareGPT file whose replies are the text
 //! models:
 //!   - name: gpt2
 //!     architecture: gpt2    # optional: the model_type of its config.json
@@ -342,6 +347,8 @@ pub struct Matrix {
     pub description: Option<String>,
     /// An engine name.
     pub baseline: Option<String>,
+    /// Quality evaluation of every engine, model, dtype and quantization.
+    pub quality: Option<QualityDef>,
     pub models: Vec<ModelDef>,
     pub engines: Vec<EngineDef>,
     pub scenarios: Vec<ScenarioDef>,
@@ -670,14 +677,84 @@ pub(crate) fn check_name(at: &At<'_>, s: &str) -> Result<(), MatrixError> {
 /// checked before anything is expanded.
 pub const MAX_CELLS: usize = 100_000;
 
-const TOP_KEYS: [&str; 6] = [
+const TOP_KEYS: [&str; 7] = [
     "name",
     "description",
     "baseline",
+    "quality",
     "models",
     "engines",
     "scenarios",
 ];
+const QUALITY_KEYS: [&str; 5] = ["reference", "tokens", "quick_tokens", "context", "path"];
+
+/// The matrix's `quality:` block: evaluate every (engine, model, dtype,
+/// quantization) of the run once, through `score`, on a fixed text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QualityDef {
+    /// The engine whose f32, unquantized distributions the others are
+    /// compared with.
+    pub reference: String,
+    /// Tokens evaluated (whole windows), without and with `--quick`.
+    pub tokens: u32,
+    pub quick_tokens: u32,
+    /// Window length.
+    pub context: u32,
+    /// The ShareGPT file whose assistant replies are the text (default:
+    /// the provisioned one).
+    pub path: Option<PathBuf>,
+}
+
+/// `quality:`: a mapping of [`QUALITY_KEYS`]; the reference names an
+/// engine, the context is at least 4 and the token counts at least one
+/// window.
+fn parse_quality(
+    q: &At<'_>,
+    engines: &[EngineDef],
+    base: &Path,
+) -> Result<QualityDef, MatrixError> {
+    let q = q.map(&QUALITY_KEYS)?;
+    let reference = match q.opt("reference") {
+        Some(r) => {
+            let s = r.str()?;
+            if !engines.iter().any(|e| e.name == s) {
+                let names: Vec<&str> = engines.iter().map(|e| e.name.as_str()).collect();
+                return Err(r.err(format!(
+                    "quality reference `{s}` is not an engine of this matrix (engines: {})",
+                    names.join(", ")
+                )));
+            }
+            s.to_string()
+        }
+        None => engines.first().map(|e| e.name.clone()).unwrap_or_default(),
+    };
+    let context = q
+        .opt("context")
+        .map(|c| c.u32_min(4))
+        .transpose()?
+        .unwrap_or(512);
+    let tokens = q
+        .opt("tokens")
+        .map(|t| t.u32_min(context))
+        .transpose()?
+        .unwrap_or(16384.max(context));
+    let quick_tokens = q
+        .opt("quick_tokens")
+        .map(|t| t.u32_min(context))
+        .transpose()?
+        .unwrap_or(2048.max(context));
+    let path = q
+        .opt("path")
+        .map(|p| p.str().map(|s| base.join(s)))
+        .transpose()?;
+    Ok(QualityDef {
+        reference,
+        tokens,
+        quick_tokens,
+        context,
+        path,
+    })
+}
 const MODEL_KEYS: [&str; 6] = ["name", "architecture", "weights", "config", "seed", "path"];
 const ENGINE_KEYS: [&str; 4] = ["name", "plugin", "options", "launch"];
 const LAUNCH_KEYS: [&str; 5] = [
@@ -884,6 +961,10 @@ impl Matrix {
             .opt("baseline")
             .map(|b| parse_baseline(b, &engines))
             .transpose()?;
+        let quality = top
+            .opt("quality")
+            .map(|q| parse_quality(q, &engines, base))
+            .transpose()?;
         let scenarios = parse_scenarios(top.require("scenarios")?, &ctx, &models, &engines)?;
         let (cells_full, cells_quick) = expand_cells(&scenarios, &ctx)?;
         Ok(Matrix {
@@ -891,6 +972,7 @@ impl Matrix {
             name,
             description,
             baseline,
+            quality,
             models,
             engines,
             scenarios,

@@ -667,7 +667,7 @@ fn unknown_top_level_key() {
     assert_eq!(field, "colour");
     assert_eq!(
         msg,
-        "unknown key `colour` (allowed: name, description, baseline, models, engines, scenarios)"
+        "unknown key `colour` (allowed: name, description, baseline, quality, models, engines, scenarios)"
     );
 }
 
@@ -1566,4 +1566,46 @@ fn multi_turn_runs_sessions_in_a_closed_loop() {
             || msg.contains("at least 2"),
         "{msg}"
     );
+}
+
+#[test]
+fn the_quality_block_defaults_to_the_first_engine_and_checks_its_keys() {
+    let with = |q: &str| {
+        format!(
+            "{}  - {{name: s, kind: latency}}\n",
+            HEAD.replace("name: t\n", &format!("name: t\n{q}"))
+        )
+    };
+    let m = ok(&with("quality: {}\n"));
+    let q = m.quality.expect("a quality block");
+    assert_eq!(
+        (q.reference.as_str(), q.tokens, q.quick_tokens, q.context),
+        ("a", 16384, 2048, 512)
+    );
+    assert_eq!(q.path, None);
+    let m = ok(&with(
+        "quality: {reference: b, tokens: 64, quick_tokens: 32, context: 16, path: s.json}\n",
+    ));
+    let q = m.quality.unwrap();
+    assert_eq!(
+        (q.reference.as_str(), q.tokens, q.quick_tokens, q.context),
+        ("b", 64, 32, 16)
+    );
+    assert_eq!(
+        q.path,
+        Some(Path::new(FILE).parent().unwrap().join("s.json"))
+    );
+    assert_eq!(ok(&with("")).quality, None);
+    let (line, _, field, msg) = err(&with("quality: {reference: vllm}\n"));
+    assert_eq!((line, field.as_str()), (2, "quality.reference"));
+    assert_eq!(
+        msg,
+        "quality reference `vllm` is not an engine of this matrix (engines: a, b)"
+    );
+    let (_, _, field, msg) = err(&with("quality: {context: 512, tokens: 100}\n"));
+    assert_eq!(field, "quality.tokens");
+    assert!(msg.contains("at least 512"), "{msg}");
+    let (_, _, field, msg) = err(&with("quality: {windows: 3}\n"));
+    assert_eq!(field, "quality.windows");
+    assert!(msg.contains("unknown key `windows`"), "{msg}");
 }

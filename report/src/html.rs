@@ -307,6 +307,11 @@ fn workload_section(o: &mut String, i: &Inputs) {
         let _ = writeln!(o, "<h2 id=\"workloads\">Workloads</h2>");
         table_html(o, &t);
     }
+    if let Some(t) = super::quality::table(i.groups) {
+        let _ = writeln!(o, "<h2 id=\"quality\">Quantization and quality</h2>");
+        table_html(o, &t);
+        let _ = writeln!(o, "<p>{}</p>", esc(&super::quality::note(i.groups)));
+    }
     if let Some(t) = super::workload::prefix_cache(i.groups) {
         let _ = writeln!(o, "<h2 id=\"prefix-cache\">Prefix cache</h2>");
         table_html(o, &t);

@@ -19,6 +19,7 @@ pub mod figures;
 pub mod html;
 mod lifecycle;
 mod markdown;
+mod quality;
 mod serving;
 mod table;
 mod workload;
@@ -259,6 +260,7 @@ pub(crate) mod fixtures {
             metrics: Some(metrics),
             repeat,
             efficiency: None,
+            quality: None,
         }
     }
 
@@ -274,6 +276,7 @@ pub(crate) mod fixtures {
             metrics: None,
             repeat: 0,
             efficiency: None,
+            quality: None,
         }
     }
 

@@ -242,6 +242,11 @@ fn workload_markdown(groups: &[Group]) -> String {
         let _ = writeln!(out, "\n## Workloads\n");
         table_markdown(&mut out, &t);
     }
+    if let Some(t) = super::quality::table(groups) {
+        let _ = writeln!(out, "\n## Quantization and quality\n");
+        table_markdown(&mut out, &t);
+        let _ = writeln!(out, "\n{}", super::quality::note(groups));
+    }
     if let Some(t) = super::workload::prefix_cache(groups) {
         let _ = writeln!(out, "\n## Prefix cache\n");
         table_markdown(&mut out, &t);

@@ -142,6 +142,11 @@ pub struct CellResult {
     /// Roofline efficiency against the host's calibrated limits.
     #[serde(default)]
     pub efficiency: Option<Efficiency>,
+    /// Perplexity and agreement with the reference engine, when the
+    /// matrix asks for quality (the same record on every cell of one
+    /// engine, model, dtype and quantization).
+    #[serde(default)]
+    pub quality: Option<crate::quality::QualityRecord>,
 }
 
 /// A request's raw timeline, ns since the cell's epoch.

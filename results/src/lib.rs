@@ -11,6 +11,7 @@
 //! * [`cell`]: one cell's result ([`CellResult`], [`ResultLine`] with the
 //!   raw per-request timelines, memory and GPU records);
 //! * [`metrics`]: its figures ([`CellMetrics`], [`ServingMetrics`]);
+//! * [`quality`]: perplexity and agreement with a reference engine;
 //! * [`telemetry`]: leak verdicts, energy, GPU samples;
 //! * [`run`]: the run ([`Summary`]), the machine ([`SystemInfo`]), the
 //!   calibrated roofline ([`Limits`], [`Efficiency`]), engines and models;
@@ -25,6 +26,7 @@
 
 pub mod cell;
 pub mod metrics;
+pub mod quality;
 pub mod run;
 pub mod server_metrics;
 pub mod shape;

@@ -11,6 +11,7 @@
 //! * [`rng`]: SplitMix64, the seeded stream the bootstrap draws from (the
 //!   host's generators share it, so a seed means the same everywhere).
 
+pub mod quality;
 pub mod resample;
 pub mod rng;
 pub mod stats;

@@ -78,6 +78,8 @@ pub struct CellState {
     current: Option<Loaded>,
     hung: HashSet<String>,
     failed_loads: HashMap<String, (Status, String)>,
+    /// Quality records by (engine, model, dtype, quantization).
+    quality: HashMap<String, engine_matrix_results::quality::QualityRecord>,
 }
 
 impl CellState {
@@ -98,6 +100,9 @@ pub struct Job {
     /// The run's idle power (W), subtracted from the cell's energy.
     #[serde(default)]
     pub idle_watts: Option<f64>,
+    /// The matrix's quality pass, when it has one.
+    #[serde(default)]
+    pub quality: Option<crate::quality::QualityJob>,
 }
 
 /// Runs `job`; the flag says the engine hung (its model could not be freed).
@@ -119,6 +124,9 @@ pub fn execute(slot: &EngineSlot, state: &mut CellState, job: &Job) -> (ResultLi
         &mut state.failed_loads,
     );
     result.repeat = job.repeat;
+    if let (Some(q), Ok(model), Status::Ok) = (&job.quality, &job.model, result.status) {
+        result.quality = quality(q, &job.cell, model, state);
+    }
     let hung = !was_hung && state.hung.contains(&job.cell.engine);
     let line = ResultLine {
         schema_version: SCHEMA_VERSION,
@@ -127,6 +135,25 @@ pub fn execute(slot: &EngineSlot, state: &mut CellState, job: &Job) -> (ResultLi
         requests: raw.iter().map(RawRequest::from).collect(),
     };
     (line, hung)
+}
+
+/// The quality record of `cell`'s combination: evaluated now with the
+/// model the cell has just measured (still loaded), or the one an earlier
+/// cell of the combination got.
+fn quality(
+    q: &crate::quality::QualityJob,
+    cell: &Cell,
+    model: &ResolvedModel,
+    state: &mut CellState,
+) -> Option<engine_matrix_results::quality::QualityRecord> {
+    let key = crate::quality::key(cell);
+    if let Some(r) = state.quality.get(&key) {
+        return Some(r.clone());
+    }
+    let loaded = state.current.as_ref()?;
+    let r = crate::quality::evaluate(q, cell, model, &loaded.model);
+    state.quality.insert(key, r.clone());
+    Some(r)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -543,6 +570,7 @@ fn run_cell(
         metrics: None,
         repeat: 0,
         efficiency: None,
+        quality: None,
     };
     let finish = |status, reason: Option<String>, mut r: CellResult| {
         r.status = status;
@@ -734,6 +762,7 @@ pub fn failed_line(job: &Job, plugin: &str, why: String, wall_s: f64) -> ResultL
             metrics: None,
             repeat: job.repeat,
             efficiency: None,
+            quality: None,
         },
         iterations: Vec::new(),
         requests: Vec::new(),

@@ -703,6 +703,15 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         .map(|e| (e.name.as_str(), e))
         .collect();
     let mut executor = Executor::new(&opts.isolation, &opts.plugin_dir, &dir.path)?;
+    let quality = matrix.quality.as_ref().and_then(|q| {
+        let reference = engine_defs.get(q.reference.as_str())?;
+        Some(crate::quality::QualityJob {
+            def: q.clone(),
+            tokens: if opts.quick { q.quick_tokens } else { q.tokens } as usize,
+            reference: (*reference).clone(),
+            plugin_dir: opts.plugin_dir.clone(),
+        })
+    });
     install_interrupt_handler();
     let deadline = opts.run_timeout.map(|t| Instant::now() + t);
     let stop_reason = || {
@@ -754,6 +763,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
             stall_s: opts.stall.as_secs_f64(),
             limits: limits.clone(),
             idle_watts: idle_power.as_ref().map(|p| p.watts),
+            quality: quality.clone(),
         };
         let limit = cell_limit(opts.cell_timeout, deadline);
         let t0 = Instant::now();

