@@ -112,3 +112,73 @@ scenarios:
         .collect();
     assert_eq!(rows.len(), 4, "one row per engine and dtype: {table}");
 }
+
+/// On the real SmolLM2-135M-Instruct (the provisioned GGUF imported to
+/// f32), the three in-process engines' perplexities over the same 1,024
+/// ShareGPT reply tokens agree within 0.5%, and torch and onnx agree with
+/// candle (the reference) position by position.
+#[test]
+fn the_f32_engines_perplexities_on_smollm2_agree() {
+    let tmp = TempDir::new("quality-smollm2");
+    let yaml = "name: quality-smollm2
+quality: {reference: candle, tokens: 1024, quick_tokens: 1024, context: 512}
+models:
+  - {name: smollm2, path: \"${SMOLLM2_GGUF}\"}
+engines:
+  - {name: candle, options: {threads: 2}}
+  - {name: torch, options: {threads: 2}}
+  - {name: onnx, options: {threads: 2}}
+scenarios:
+  - {name: l, kind: latency, input_tokens: 8, output_tokens: 2, warmup: 0, iterations: 1}
+";
+    let plugins = plugin_dir(&["candle", "torch", "onnx"]);
+    let (gguf, sharegpt) = (provisioned("smollm2-gguf"), provisioned("sharegpt"));
+    let (run_dir, o) = run_yaml_env(
+        tmp.path(),
+        yaml,
+        &["--no-calibrate"],
+        plugins.path(),
+        &[
+            ("SMOLLM2_GGUF", gguf.as_path()),
+            ("ENGINE_MATRIX_SHAREGPT", sharegpt.as_path()),
+        ],
+    );
+    assert_eq!(finished_status(&o), 0, "{}", text(&o.stderr));
+    let cells = summary_cells(&run_dir);
+    let q = |engine: &str| -> Value {
+        let c = cells
+            .iter()
+            .find(|c| c["cell"]["engine"] == engine)
+            .unwrap_or_else(|| panic!("no {engine} cell"));
+        assert_eq!(c["status"], "ok", "{c}");
+        c["quality"].clone()
+    };
+    let ppl = |v: &Value| v["perplexity"].as_f64().unwrap_or_else(|| panic!("{v}"));
+    let candle = q("candle");
+    assert_eq!(
+        (candle["windows"].as_u64(), candle["scored"].as_u64()),
+        (Some(2), Some(2 * 255))
+    );
+    // a real model on real text: far below the 49,152-token vocabulary
+    assert!(ppl(&candle) > 1.5 && ppl(&candle) < 100.0, "{candle}");
+    for engine in ["torch", "onnx"] {
+        let e = q(engine);
+        let rel = (ppl(&e) / ppl(&candle) - 1.0).abs();
+        assert!(
+            rel < 0.005,
+            "{engine}: perplexity {} against candle's {}",
+            ppl(&e),
+            ppl(&candle)
+        );
+        assert_eq!(e["reference"], "candle");
+        assert!(e["kld_mean"].as_f64().unwrap() < 1e-4, "{e}");
+        assert!(e["top1_agreement"].as_f64().unwrap() > 0.99, "{e}");
+        eprintln!(
+            "{engine}: perplexity {:.4} (candle {:.4}), mean KLD {:.2e}, top-1 {:.4}",
+            ppl(&e),
+            ppl(&candle),
+            e["kld_mean"].as_f64().unwrap(),
+            e["top1_agreement"].as_f64().unwrap()
+        );
+    }
+}
