@@ -92,6 +92,12 @@ scenarios:
         "{torch}"
     );
     assert_eq!(q("torch", "f32", 2), torch);
+    assert_eq!(torch["greedy_steps"], 32, "{torch}");
+    assert_eq!(torch["greedy_divergence"], Value::Null, "{torch}");
+    assert_eq!(
+        reference["greedy_steps"], 0,
+        "the reference is not compared with itself"
+    );
 
     // f16 moves the distributions a little, measurably
     let half = q("candle", "f16", 1);
@@ -100,6 +106,7 @@ scenarios:
     assert!(kld > 0.0 && kld < 0.05, "{half}");
     assert!(half["kld_p99"].as_f64().unwrap() >= kld, "{half}");
     assert!((ppl(&half) / ppl(&reference) - 1.0).abs() < 0.02, "{half}");
+    assert_eq!(half["greedy_steps"], 32, "{half}");
 
     let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
     let table = md
@@ -173,6 +180,12 @@ scenarios:
         assert_eq!(e["reference"], "candle");
         assert!(e["kld_mean"].as_f64().unwrap() < 1e-4, "{e}");
         assert!(e["top1_agreement"].as_f64().unwrap() > 0.99, "{e}");
+        // the same 32 greedy tokens as candle's after the text's first 64
+        assert_eq!(
+            (e["greedy_steps"].as_u64(), &e["greedy_divergence"]),
+            (Some(32), &Value::Null),
+            "{e}"
+        );
         eprintln!(
             "{engine}: perplexity {:.4} (candle {:.4}), mean KLD {:.2e}, top-1 {:.4}",
             ppl(&e),

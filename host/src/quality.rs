@@ -8,7 +8,9 @@
 //! carried by every cell of the combination. The reference is loaded in
 //! the same worker for the pass (its f32, unquantized model) and dropped
 //! at its end: both score the same windows, so every position is compared
-//! exactly, with nothing stored between engines.
+//! exactly, with nothing stored between engines. Both also generate 32
+//! greedy tokens after the text's first 64 (end-of-sequence ignored), and
+//! the record says where the two continuations first differ.
 //!
 //! The text: the assistant replies of the ShareGPT file's conversations
 //! (those with an answered first human turn, in file order), joined by
@@ -159,6 +161,60 @@ fn load_reference(
     Ok((slot, m))
 }
 
+/// Greedy tokens the comparison generates.
+const GREEDY_STEPS: u32 = 32;
+
+/// `steps` greedy tokens of `model` after `prompt`, end-of-sequence
+/// ignored; an error names what failed (the engine's error, or no answer
+/// within a minute).
+fn greedy(model: &ModelBox, prompt: &[u32], steps: u32) -> Result<Vec<u32>, String> {
+    use engine_kit::testing::Collect;
+    let col = std::sync::Arc::new(Collect::default());
+    let req = engine_api::Request {
+        id: 1,
+        prompt: prompt.to_vec().into(),
+        max_new_tokens: steps,
+        sampling: engine_api::Sampling::GREEDY,
+        ignore_eos: true,
+    };
+    model
+        .submit(vec![req].into(), col.sink())
+        .into_result()
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some((_, e)) = col.errors.lock().ok().and_then(|v| v.first().cloned()) {
+            return Err(e.to_string());
+        }
+        if col.done.lock().map_or(false, |v| !v.is_empty()) {
+            return Ok(col.tokens_of(1));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "no answer to a {steps}-token greedy request within 60 s"
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Where the greedy continuations of `tokens`' first tokens by `a` and
+/// `b` first differ: (steps compared, first differing index).
+fn divergence(
+    a: &ModelBox,
+    b: &ModelBox,
+    tokens: &[u32],
+    context: usize,
+) -> Result<(u32, Option<u32>), String> {
+    let n = 64.min(context / 2).min(tokens.len());
+    let steps = GREEDY_STEPS.min((context - n) as u32);
+    let prompt = &tokens[..n];
+    let x = greedy(a, prompt, steps)?;
+    let y = greedy(b, prompt, steps).map_err(|e| format!("the reference: {e}"))?;
+    let first = x.iter().zip(&y).position(|(p, q)| p != q).map(|i| i as u32);
+    Ok((steps, first))
+}
+
 /// Evaluates `loaded` (the cell's model) and, unless it is the reference,
 /// the reference on the same windows.
 pub fn evaluate(
@@ -226,6 +282,14 @@ pub fn evaluate(
             return not_measured(format!("score failed: {why}"), t0);
         }
     }
+    let mut greedy_steps = 0;
+    let mut greedy_divergence = None;
+    if let Some((_, r)) = &reference {
+        match divergence(loaded, r, &tokens, context) {
+            Ok((steps, first)) => (greedy_steps, greedy_divergence) = (steps, first),
+            Err(why) => note = Some(format!("no greedy comparison: {why}")),
+        }
+    }
     let Some(f) = acc.figures() else {
         return not_measured(
             format!(
@@ -247,6 +311,8 @@ pub fn evaluate(
         kld_mean: f.kld_mean,
         kld_p99: f.kld_p99,
         top1_agreement: f.top1_agreement,
+        greedy_steps,
+        greedy_divergence,
         seconds: t0.elapsed().as_secs_f64(),
         note,
     }

@@ -77,6 +77,11 @@ pub(crate) fn table(groups: &[Group]) -> Option<Table> {
                 delta.map_or("—".into(), |d| format!("{d:+.2}%")),
                 f(q.kld_mean, 5),
                 f(q.top1_agreement.map(|t| 100.0 * t), 1),
+                match (q.greedy_steps, q.greedy_divergence) {
+                    (0, _) => "—".into(),
+                    (n, None) => format!("same {n}"),
+                    (n, Some(i)) => format!("{i} of {n}"),
+                },
                 q.note.clone().unwrap_or_default(),
             ]
         })
@@ -95,6 +100,7 @@ pub(crate) fn table(groups: &[Group]) -> Option<Table> {
             "Δ perplexity",
             "mean KLD",
             "top-1 %",
+            "greedy diverges at",
             "note",
         ],
         rows,
@@ -108,7 +114,7 @@ pub(crate) fn note(groups: &[Group]) -> String {
         .find_map(|g| first(g).and_then(|r| r.quality.clone()));
     let text = q.map(|q| format!(" The text: {} (windows of {} tokens).", q.text, q.context));
     format!(
-        "Perplexity over the second half of each window (llama-perplexity's scheme); Δ perplexity, mean KL divergence and top-1 agreement against the reference engine's f32 model on the same windows (— for the reference itself). Decode tok/s is 1000 / TPOT p50 and TTFT p50 of the combination's first completed cell.{}",
+        "Perplexity over the second half of each window (llama-perplexity's scheme); Δ perplexity, mean KL divergence and top-1 agreement against the reference engine's f32 model on the same windows (— for the reference itself). Greedy: where 32 greedy tokens after the text's first 64 first differ from the reference's (\"same 32\": nowhere). Decode tok/s is 1000 / TPOT p50 and TTFT p50 of the combination's first completed cell.{}",
         text.unwrap_or_default()
     )
 }
