@@ -118,6 +118,13 @@ scenarios:
         .filter(|l| l.starts_with("| candle") || l.starts_with("| torch"))
         .collect();
     assert_eq!(rows.len(), 4, "one row per engine and dtype: {table}");
+    // a variant per engine in the executive summary, and the chart
+    assert!(
+        md.contains("candle on g: ") && md.contains("fastest variant that keeps 95% top-1"),
+        "{md}"
+    );
+    assert!(md.contains("torch on g: "), "{md}");
+    assert!(run_dir.join("charts/quality-g.svg").is_file());
 }
 
 /// On the real SmolLM2-135M-Instruct (the provisioned GGUF imported to

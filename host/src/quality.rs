@@ -186,7 +186,7 @@ fn greedy(model: &ModelBox, prompt: &[u32], steps: u32) -> Result<Vec<u32>, Stri
         if let Some((_, e)) = col.errors.lock().ok().and_then(|v| v.first().cloned()) {
             return Err(e.to_string());
         }
-        if col.done.lock().map_or(false, |v| !v.is_empty()) {
+        if col.done.lock().is_ok_and(|v| !v.is_empty()) {
             return Ok(col.tokens_of(1));
         }
         if Instant::now() >= deadline {

@@ -35,6 +35,7 @@ pub fn all(summary: &Summary, groups: &[Group]) -> Vec<Chart> {
     charts.extend(memory(summary, groups, &colors));
     charts.extend(serving(groups, &colors));
     charts.extend(lengths(groups));
+    charts.extend(super::quality::charts(groups, &colors));
     let mut seen = BTreeMap::new();
     for c in &mut charts {
         let n = seen.entry(c.name.clone()).or_insert(0);
