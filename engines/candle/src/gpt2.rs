@@ -34,11 +34,16 @@
 //! * **Batched decode**: linear layers run over all sequences at once
 //!   (`[B, C]`); attention runs per sequence against its own cache (the
 //!   sequences have different lengths), in parallel over sequences.
+//! * **Quantized** (`q8_0`, `q4_0`, `q4_1`, `q4_k`): the four linear
+//!   layers of each block and the tied lm_head are quantized at load
+//!   ([`crate::quant`]; the attention scale is folded in first); `wte` is
+//!   then kept as a separate f32 table, so the embedding lookup stays exact.
 
 use crate::kv::{tensor_bytes, KvShape, KV_CHUNK};
 pub use crate::kv::{KvCache, KvPool};
-use crate::matmul::Weight;
 use crate::ops::{self, Act};
+use crate::quant::LinearWeight;
+use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
@@ -48,19 +53,20 @@ pub use engine_kit::gpt2::{detect_prefix, Activation, Config};
 #[derive(Debug, Clone)]
 struct Linear {
     /// HF's Conv1D `[in, out]`, re-laid for the device (see
-    /// [`crate::matmul`]).
-    w: Weight,
+    /// [`crate::matmul`]) or quantized ([`crate::quant`]).
+    w: LinearWeight,
     b: Tensor,
 }
 
 impl Linear {
     /// Loads `weight: [d_in, d_out]` and `bias`; `col_scale` multiplies
-    /// output columns (weight and bias) before re-layout.
+    /// output columns (weight and bias) before re-layout or quantization
+    /// to `q`.
     fn load(
         vb: &VarBuilder,
-        d_in: usize,
-        d_out: usize,
+        (d_in, d_out): (usize, usize),
         col_scale: Option<&Tensor>,
+        q: Option<GgmlDType>,
     ) -> Result<Self> {
         let mut w = vb.get((d_in, d_out), "weight")?;
         let mut b = vb.get(d_out, "bias")?;
@@ -69,7 +75,7 @@ impl Linear {
             b = b.mul(s)?;
         }
         Ok(Linear {
-            w: Weight::new(&w)?,
+            w: LinearWeight::from_in_out(&w, q)?,
             b: b.contiguous()?,
         })
     }
@@ -126,7 +132,7 @@ struct Block {
 }
 
 impl Block {
-    fn load(vb: &VarBuilder, cfg: &Config, layer: usize) -> Result<Self> {
+    fn load(vb: &VarBuilder, cfg: &Config, layer: usize, q: Option<GgmlDType>) -> Result<Self> {
         let (c, i) = (cfg.n_embd, cfg.inner_dim());
         let act = cfg.activation().map_err(candle_core::Error::msg)?;
         // Fold the attention scale into the query columns.
@@ -143,17 +149,17 @@ impl Block {
         let col = Tensor::from_vec(col, 3 * c, vb.device())?.to_dtype(vb.dtype())?;
         let c_attn = Linear::load(
             &vb.pp("attn.c_attn"),
-            c,
-            3 * c,
+            (c, 3 * c),
             (scale != 1.0).then_some(&col),
+            q,
         )?;
         Ok(Block {
             ln_1: LayerNorm::load(&vb.pp("ln_1"), c, cfg.layer_norm_epsilon)?,
             c_attn,
-            attn_proj: Linear::load(&vb.pp("attn.c_proj"), c, c, None)?,
+            attn_proj: Linear::load(&vb.pp("attn.c_proj"), (c, c), None, q)?,
             ln_2: LayerNorm::load(&vb.pp("ln_2"), c, cfg.layer_norm_epsilon)?,
-            c_fc: Linear::load(&vb.pp("mlp.c_fc"), c, i, None)?,
-            mlp_proj: Linear::load(&vb.pp("mlp.c_proj"), i, c, None)?,
+            c_fc: Linear::load(&vb.pp("mlp.c_fc"), (c, i), None, q)?,
+            mlp_proj: Linear::load(&vb.pp("mlp.c_proj"), (i, c), None, q)?,
             n_head: cfg.n_head,
             head_dim: cfg.head_dim(),
             act,
@@ -261,8 +267,12 @@ impl Block {
 pub struct Gpt2 {
     cfg: Config,
     /// The tied lm_head: `wte` transposed, `[n_embd, vocab]` as `[in,
-    /// out]`, re-laid for the device; token embeddings are its columns.
-    lm_head: Weight,
+    /// out]`, re-laid for the device; token embeddings are its columns
+    /// when it is dense.
+    lm_head: LinearWeight,
+    /// `wte` itself, `[vocab, n_embd]` f32, when the lm_head is quantized
+    /// (the token embeddings stay exact).
+    wte: Option<Tensor>,
     wpe: Tensor,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
@@ -275,6 +285,18 @@ impl Gpt2 {
     /// `transformer.` prefix, which is detected). Weights are converted to
     /// `vb`'s dtype.
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        Self::new_quantized(cfg, vb, None)
+    }
+
+    /// [`Gpt2::new`] with the linear layers and the lm_head quantized to
+    /// `q` (see [`crate::quant`]); `vb` must be f32 then.
+    pub fn new_quantized(cfg: &Config, vb: VarBuilder, q: Option<GgmlDType>) -> Result<Self> {
+        if q.is_some() && vb.dtype() != DType::F32 {
+            candle_core::bail!(
+                "quantized weights need f32 activations, not {:?}",
+                vb.dtype()
+            )
+        }
         cfg.validate().map_err(candle_core::Error::msg)?;
         let prefix = detect_prefix(|n| vb.contains_tensor(n)).ok_or_else(|| {
             candle_core::Error::Msg("neither wte.weight nor transformer.wte.weight found".into())
@@ -285,15 +307,21 @@ impl Gpt2 {
             vb.pp(prefix.trim_end_matches('.'))
         };
         let c = cfg.n_embd;
-        let lm_head = Weight::new(&vb.get((cfg.vocab_size, c), "wte.weight")?.t()?)?;
+        let wte = vb.get((cfg.vocab_size, c), "wte.weight")?;
+        let lm_head = LinearWeight::from_in_out(&wte.t()?, q)?;
+        let wte = match lm_head.dense() {
+            Some(_) => None,
+            None => Some(wte.contiguous()?),
+        };
         let wpe = vb.get((cfg.n_positions, c), "wpe.weight")?.contiguous()?;
         let blocks = (0..cfg.n_layer)
-            .map(|l| Block::load(&vb.pp(format!("h.{l}")), cfg, l))
+            .map(|l| Block::load(&vb.pp(format!("h.{l}")), cfg, l, q))
             .collect::<Result<Vec<_>>>()?;
         let ln_f = LayerNorm::load(&vb.pp("ln_f"), c, cfg.layer_norm_epsilon)?;
         Ok(Gpt2 {
             cfg: cfg.clone(),
             lm_head,
+            wte,
             wpe,
             blocks,
             ln_f,
@@ -314,9 +342,11 @@ impl Gpt2 {
         &self.device
     }
 
-    /// Bytes of all weights as held in memory (the tied lm_head once).
+    /// Bytes of all weights as held in memory (the tied lm_head once,
+    /// plus the f32 embedding table when the head is quantized).
     pub fn weight_bytes(&self) -> usize {
         self.lm_head.bytes()
+            + self.wte.as_ref().map_or(0, tensor_bytes)
             + tensor_bytes(&self.wpe)
             + tensor_bytes(&self.ln_f.w)
             + tensor_bytes(&self.ln_f.b)
@@ -341,7 +371,11 @@ impl Gpt2 {
     /// `[n, C]` token embeddings plus position embeddings `positions`.
     fn embed(&self, tokens: &[u32], positions: &Tensor) -> Result<Tensor> {
         self.check_tokens(tokens)?;
-        let tok = self.lm_head.columns(tokens, &self.device)?;
+        let tok = match (&self.wte, self.lm_head.dense()) {
+            (Some(wte), _) => wte.index_select(&Tensor::new(tokens, &self.device)?, 0)?,
+            (None, Some(head)) => head.columns(tokens, &self.device)?,
+            (None, None) => candle_core::bail!("a quantized lm_head needs its embedding table"),
+        };
         tok.add(&self.wpe.index_select(positions, 0)?)
     }
 

@@ -30,8 +30,17 @@
 //! operands of every matmul to f32, weights included. A dtype is accepted
 //! after a probe (a tiny run of every op the model uses) succeeds on the
 //! device, so `info()` and `load` reflect what this candle build can do;
-//! a failing probe is reported as `unsupported` with candle's error. Only
-//! `quantization: none` is supported.
+//! a failing probe is reported as `unsupported` with candle's error.
+//!
+//! # Quantization
+//!
+//! `quantization: none` runs the weights in the dtype; `q8_0`, `q4_0`,
+//! `q4_1` and `q4_k` quantize the f32 linear weights (and the lm_head) at
+//! load with candle's ggml block types and run them through its quantized
+//! matmul ([`quant`]); `gguf` runs the quantized tensors of the GGUF file a
+//! folder was imported from, as shipped ([`gguf`]). Quantized weights need
+//! `dtype: f32` (activations, KV cache, embeddings and norms stay f32) and
+//! the CPU; any other combination is `unsupported`, naming it.
 //!
 //! # Options (`options_json`)
 //!
@@ -78,11 +87,13 @@
 //! splits: `Tensor::matmul` on the bf16 / non-CPU paths and the barrier
 //! pool).
 
+pub mod gguf;
 pub mod gpt2;
 pub mod kv;
 pub mod llama;
 pub mod matmul;
 pub mod ops;
+pub mod quant;
 
 use candle_core::{DType, Device, Tensor};
 use engine_api::{Engine, EngineError, EngineInfo, LoadOptions, Model, ModelSpec};
@@ -91,6 +102,7 @@ use engine_kit::{CacheBytes, Kernels, Limits, Sequences};
 use gpt2::Gpt2;
 use kv::{KvCache, KvPool};
 use llama::Llama;
+use quant::Quantization;
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -223,7 +235,7 @@ impl Engine for CandleEngine {
             runtime_version: format!("candle {CANDLE_VERSION}").into(),
             devices: devices.into_iter().map(Into::into).collect(),
             dtypes: dtypes.collect(),
-            quantizations: vec!["none".into()].into(),
+            quantizations: quant::NAMES.iter().map(|&q| q.into()).collect(),
             capabilities: engine_kit::capabilities(&tags),
         }
     }
@@ -400,11 +412,31 @@ fn check_tensors(
 impl CandleKernels {
     /// Loads `spec` with engine options `options_json` (see the crate docs).
     pub fn open(spec: &ModelSpec, options_json: &str) -> Result<Self, EngineError> {
-        engine_kit::arch::check_spec("candle", spec, &ARCHITECTURES)?;
+        // The kit checks the architecture; the quantizations are this
+        // engine's own.
+        let unquantized = ModelSpec {
+            quantization: "none".into(),
+            ..spec.clone()
+        };
+        engine_kit::arch::check_spec("candle", &unquantized, &ARCHITECTURES)?;
+        let quantization = Quantization::parse(spec.quantization.as_str())?;
         let dtype = parse_dtype(spec.dtype.as_str())?;
+        if quantization != Quantization::None && dtype != DType::F32 {
+            return Err(EngineError::unsupported(format!(
+                "quantization {} with dtype {}: candle's quantized matmuls take f32                  activations (use dtype f32)",
+                spec.quantization.as_str(),
+                spec.dtype.as_str()
+            )));
+        }
         let opts: CandleOptions = engine_kit::engine_options("candle", options_json)?;
         let threads = engine_kit::threads("candle", opts.threads)?;
         let device = parse_device(opts.device.as_deref().unwrap_or("cpu"))?;
+        if quantization != Quantization::None && !device.is_cpu() {
+            return Err(EngineError::unsupported(format!(
+                "quantization {} on {device:?}: candle's quantized weights run on the CPU only here",
+                spec.quantization.as_str()
+            )));
+        }
         let stock = match opts.kernels.as_deref().unwrap_or("fused") {
             "fused" => false,
             "stock" => true,
@@ -424,6 +456,9 @@ impl CandleKernels {
 
         let dir = PathBuf::from(spec.path.as_str());
         let cfg = engine_kit::arch::read_config(&dir, spec.architecture.as_str())?;
+        if quantization == Quantization::Gguf {
+            return Self::open_gguf(&dir, &cfg, pool);
+        }
         let files = engine_kit::arch::weight_files(&dir)?;
         let label = match files.as_slice() {
             [one] => one.clone(),
@@ -443,17 +478,44 @@ impl CandleKernels {
             })?;
         check_tensors(&label, &st, &cfg)?;
         let vb = candle_nn::VarBuilder::from_backend(Box::new(st), dtype, device.clone());
+        let q = quantization.block_type();
         let model = pool
             .install(|| -> candle_core::Result<Net> {
                 Ok(match &cfg {
-                    ModelConfig::Gpt2(c) => Gpt2::new(c, vb)?.into(),
-                    ModelConfig::Llama(c) => Llama::new(c, vb)?.into(),
+                    ModelConfig::Gpt2(c) => Gpt2::new_quantized(c, vb, q)?.into(),
+                    ModelConfig::Llama(c) => Llama::load(c, llama::Source::Hf(vb, q))?.into(),
                 })
             })
             .map_err(|e| {
                 EngineError::invalid_model(format!("{}: {}", label.display(), error_text(&e)))
             })?;
         Ok(Self::with_pool(model, pool))
+    }
+
+    /// A Llama folder imported from a GGUF, on the GGUF's tensors
+    /// ([`gguf`]).
+    fn open_gguf(
+        dir: &std::path::Path,
+        cfg: &ModelConfig,
+        pool: rayon::ThreadPool,
+    ) -> Result<Self, EngineError> {
+        let ModelConfig::Llama(c) = cfg else {
+            return Err(EngineError::unsupported(format!(
+                "{}: quantization gguf runs Llama-family GGUF imports, not GPT-2",
+                dir.display()
+            )));
+        };
+        if c.qkv_bias() || c.o_bias() || c.mlp_bias {
+            return Err(EngineError::unsupported(format!(
+                "{}: quantization gguf reads llama GGUF files, which have no biases",
+                dir.display()
+            )));
+        }
+        let g = gguf::GgufWeights::open_imported(dir, c.num_attention_heads, c.kv_heads())?;
+        let model = pool
+            .install(|| Llama::load(c, llama::Source::Gguf(&g)))
+            .map_err(|e| EngineError::invalid_model(error_text(&e)))?;
+        Ok(Self::with_pool(model.into(), pool))
     }
 
     /// Wraps an already built model with a pool of `threads` threads.

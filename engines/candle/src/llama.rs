@@ -30,52 +30,118 @@
 //!   for every position.
 //! * **Batched decode**: linear layers over all sequences at once;
 //!   attention per sequence against its own cache, in parallel.
+//! * **Quantized**: from f32 weights quantized at load ([`Source::Hf`]
+//!   with a block type) or from the GGUF file a folder was imported from
+//!   ([`Source::Gguf`], [`crate::gguf`]), the linear layers and the
+//!   lm_head run on ggml blocks ([`crate::quant`]). Embeddings stay exact:
+//!   an f32 table beside a quantized head, or the GGUF's own rows
+//!   dequantized as they are looked up. A GGUF's q rows cannot take the
+//!   attention scale, so the queries are scaled after RoPE instead.
 
+use crate::gguf::GgufWeights;
 use crate::kv::{tensor_bytes, KvCache, KvPool, KvShape, KV_CHUNK};
-use crate::matmul::Weight;
 use crate::ops::{self, Act};
+use crate::quant::LinearWeight;
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, IndexOp, Result, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
+use std::sync::Arc;
 
 pub use engine_kit::llama::Config;
 
-/// An `nn.Linear`, re-laid for the device, with an optional bias.
+/// Where a model's weights come from.
+pub enum Source<'a> {
+    /// Hugging Face names through a [`VarBuilder`]; linear weights
+    /// quantized at load to the block type when one is given
+    /// ([`crate::quant`]).
+    Hf(VarBuilder<'a>, Option<GgmlDType>),
+    /// The tensors of the GGUF file a folder was imported from, as shipped
+    /// ([`crate::gguf`]).
+    Gguf(&'a GgufWeights),
+}
+
+impl Source<'_> {
+    /// A float tensor (norm, bias, embedding table).
+    fn dense(&self, shape: &[usize], name: &str) -> Result<Tensor> {
+        match self {
+            Source::Hf(vb, _) => vb.get(shape, name),
+            Source::Gguf(g) => g.dense(name, shape),
+        }
+    }
+
+    /// Whether a scale can be folded into weights as they load (a GGUF's
+    /// blocks are used as shipped).
+    fn folds_scales(&self) -> bool {
+        matches!(self, Source::Hf(..))
+    }
+
+    /// The weight dtype of the model's activations.
+    fn dtype(&self) -> DType {
+        match self {
+            Source::Hf(vb, _) => vb.dtype(),
+            Source::Gguf(_) => DType::F32,
+        }
+    }
+
+    fn device(&self) -> Device {
+        match self {
+            Source::Hf(vb, _) => vb.device().clone(),
+            Source::Gguf(_) => Device::Cpu,
+        }
+    }
+}
+
+/// An `nn.Linear`, re-laid for the device or quantized, with an optional
+/// bias.
 #[derive(Debug, Clone)]
 struct Linear {
-    w: Weight,
+    w: LinearWeight,
     b: Option<Tensor>,
 }
 
 impl Linear {
-    /// From HF's `[out, in]` weight.
-    fn new(w: &Tensor, b: Option<Tensor>) -> Result<Self> {
-        Ok(Linear {
-            w: Weight::new(&w.t()?)?,
-            b: b.map(|b| b.contiguous()).transpose()?,
-        })
-    }
-
-    /// Loads `weight` (and `bias` when `bias`) of `vb`.
-    fn load(vb: &VarBuilder, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
-        let w = vb.get((d_out, d_in), "weight")?;
-        let b = bias.then(|| vb.get(d_out, "bias")).transpose()?;
-        Self::new(&w, b)
+    /// Loads `{prefix}.weight` (and `{prefix}.bias` when `bias`).
+    fn load(src: &Source, prefix: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
+        Self::fused(src, &[(prefix, d_out, 1.0)], d_in, bias)
     }
 
     /// Several linears of the same input as one, outputs concatenated
-    /// (each part's weight and bias multiplied by its scale).
-    fn fused(parts: &[(&VarBuilder, usize, f64)], d_in: usize, bias: bool) -> Result<Self> {
-        let mut ws = Vec::new();
+    /// (each part's weight and bias multiplied by its scale, which must
+    /// be 1 for a source that does not fold scales).
+    fn fused(src: &Source, parts: &[(&str, usize, f64)], d_in: usize, bias: bool) -> Result<Self> {
         let mut bs = Vec::new();
-        for (vb, d_out, scale) in parts {
-            ws.push((vb.get((*d_out, d_in), "weight")? * *scale)?);
-            if bias {
-                bs.push((vb.get(*d_out, "bias")? * *scale)?);
+        if bias {
+            for (prefix, d_out, scale) in parts {
+                bs.push((src.dense(&[*d_out], &format!("{prefix}.bias"))? * *scale)?);
             }
         }
         let b = bias.then(|| Tensor::cat(&bs, 0)).transpose()?;
-        Self::new(&Tensor::cat(&ws, 0)?, b)
+        let w = match src {
+            Source::Hf(vb, q) => {
+                let mut ws = Vec::new();
+                for (prefix, d_out, scale) in parts {
+                    ws.push((vb.get((*d_out, d_in), &format!("{prefix}.weight"))? * *scale)?);
+                }
+                LinearWeight::from_out_in(&Tensor::cat(&ws, 0)?, *q)?
+            }
+            Source::Gguf(g) => {
+                if parts.iter().any(|p| p.2 != 1.0) {
+                    candle_core::bail!("a GGUF's weights are used as shipped, unscaled")
+                }
+                let qs = parts
+                    .iter()
+                    .map(|(prefix, d_out, _)| {
+                        g.tensor(&format!("{prefix}.weight"), &[*d_out, d_in])
+                    })
+                    .collect::<Result<Vec<QTensor>>>()?;
+                LinearWeight::from_parts(qs)?
+            }
+        };
+        Ok(Linear {
+            w,
+            b: b.map(|b| b.contiguous()).transpose()?,
+        })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -108,33 +174,39 @@ struct Rope {
 }
 
 impl Layer {
-    fn load(vb: &VarBuilder, cfg: &Config) -> Result<Self> {
+    /// Layer `l`; `q_scale` multiplies the q rows (1 where the caller
+    /// scales queries itself).
+    fn load(src: &Source, cfg: &Config, l: usize, q_scale: f64) -> Result<Self> {
         let (h, i, d) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim());
         let (q, kv) = (cfg.num_attention_heads * d, cfg.kv_heads() * d);
-        let att = vb.pp("self_attn");
-        let mlp = vb.pp("mlp");
-        let scale = 1.0 / (d as f64).sqrt();
+        let p = |s: &str| format!("model.layers.{l}.{s}");
         let qkv = Linear::fused(
+            src,
             &[
-                (&att.pp("q_proj"), q, scale),
-                (&att.pp("k_proj"), kv, 1.0),
-                (&att.pp("v_proj"), kv, 1.0),
+                (&p("self_attn.q_proj"), q, q_scale),
+                (&p("self_attn.k_proj"), kv, 1.0),
+                (&p("self_attn.v_proj"), kv, 1.0),
             ],
             h,
             cfg.qkv_bias(),
         )?;
         let gate_up = Linear::fused(
-            &[(&mlp.pp("gate_proj"), i, 1.0), (&mlp.pp("up_proj"), i, 1.0)],
+            src,
+            &[(&p("mlp.gate_proj"), i, 1.0), (&p("mlp.up_proj"), i, 1.0)],
             h,
             cfg.mlp_bias,
         )?;
         Ok(Layer {
-            input_norm: vb.get(h, "input_layernorm.weight")?.contiguous()?,
+            input_norm: src
+                .dense(&[h], &p("input_layernorm.weight"))?
+                .contiguous()?,
             qkv,
-            o: Linear::load(&att.pp("o_proj"), q, h, cfg.o_bias())?,
-            post_norm: vb.get(h, "post_attention_layernorm.weight")?.contiguous()?,
+            o: Linear::load(src, &p("self_attn.o_proj"), q, h, cfg.o_bias())?,
+            post_norm: src
+                .dense(&[h], &p("post_attention_layernorm.weight"))?
+                .contiguous()?,
             gate_up,
-            down: Linear::load(&mlp.pp("down_proj"), i, h, cfg.mlp_bias)?,
+            down: Linear::load(src, &p("mlp.down_proj"), i, h, cfg.mlp_bias)?,
         })
     }
 
@@ -155,15 +227,31 @@ impl Layer {
     }
 }
 
+/// Where token embeddings are looked up.
+#[derive(Debug, Clone)]
+enum Embed {
+    /// Columns of the (tied, dense) lm_head.
+    HeadColumns,
+    /// Rows of the (tied, quantized) lm_head's blocks, dequantized as they
+    /// are read (a GGUF's quantized embeddings, exact to the file).
+    HeadRows,
+    /// A `[vocab, hidden]` table.
+    Table(Tensor),
+    /// Rows of a quantized `[vocab, hidden]` table (an untied GGUF's).
+    Rows(LinearWeight),
+}
+
 /// A Llama-family model.
 #[derive(Debug, Clone)]
 pub struct Llama {
     cfg: Config,
-    /// `None` when the embeddings are tied: tokens are then columns of
-    /// `lm_head`.
-    embed: Option<Tensor>,
-    /// `[hidden, vocab]` as `[in, out]`, re-laid for the device.
-    lm_head: Weight,
+    embed: Embed,
+    /// `[hidden, vocab]` as `[in, out]`, re-laid for the device or
+    /// quantized.
+    lm_head: LinearWeight,
+    /// Multiplies the queries after RoPE when the scale could not be
+    /// folded into the weights (a GGUF's blocks as shipped).
+    q_scale: Option<f64>,
     layers: Vec<Layer>,
     norm: Tensor,
     eps: f32,
@@ -176,30 +264,78 @@ impl Llama {
     /// `model.layers.N.…`, `model.norm.weight`, `lm_head.weight` unless
     /// tied). Weights are converted to `vb`'s dtype.
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        Self::load(cfg, Source::Hf(vb, None))
+    }
+
+    /// Builds the model from `src`: a [`VarBuilder`] (as [`Llama::new`],
+    /// linear weights and the lm_head quantized when a block type is
+    /// given; f32 only then) or a GGUF's tensors as shipped.
+    pub fn load(cfg: &Config, src: Source) -> Result<Self> {
         cfg.validate().map_err(candle_core::Error::msg)?;
         if let Some(why) = cfg.unsupported() {
             candle_core::bail!("{why}")
         }
+        let quantized = matches!(&src, Source::Hf(_, Some(_)) | Source::Gguf(_));
+        if quantized && src.dtype() != DType::F32 {
+            candle_core::bail!(
+                "quantized weights need f32 activations, not {:?}",
+                src.dtype()
+            )
+        }
         let (v, h) = (cfg.vocab_size, cfg.hidden_size);
-        let embed = vb.get((v, h), "model.embed_tokens.weight")?;
-        let (embed, lm_head) = if cfg.tie_word_embeddings {
-            (None, Weight::new(&embed.t()?)?)
+        let (embed, lm_head) = match &src {
+            Source::Hf(vb, q) => {
+                let embed = vb.get((v, h), "model.embed_tokens.weight")?;
+                let head = if cfg.tie_word_embeddings {
+                    LinearWeight::from_out_in(&embed, *q)?
+                } else {
+                    LinearWeight::from_out_in(&vb.get((v, h), "lm_head.weight")?, *q)?
+                };
+                let embed = match head.dense() {
+                    Some(_) if cfg.tie_word_embeddings => Embed::HeadColumns,
+                    _ => Embed::Table(embed.contiguous()?),
+                };
+                (embed, head)
+            }
+            Source::Gguf(g) => {
+                let table = Arc::new(g.tensor("model.embed_tokens.weight", &[v, h])?);
+                let head = if cfg.tie_word_embeddings {
+                    LinearWeight::from_qtensor(table.clone())?
+                } else {
+                    LinearWeight::from_qtensor(Arc::new(g.tensor("lm_head.weight", &[v, h])?))?
+                };
+                let float = matches!(
+                    table.dtype(),
+                    GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16
+                );
+                let embed = match (float, cfg.tie_word_embeddings) {
+                    (true, true) => Embed::HeadColumns,
+                    (false, true) => Embed::HeadRows,
+                    (true, false) => Embed::Table(table.dequantize(&Device::Cpu)?),
+                    (false, false) => Embed::Rows(LinearWeight::from_qtensor(table)?),
+                };
+                (embed, head)
+            }
+        };
+        let scale = 1.0 / (cfg.head_dim() as f64).sqrt();
+        let (fold, q_scale) = if src.folds_scales() {
+            (scale, None)
         } else {
-            let head = vb.get((v, h), "lm_head.weight")?;
-            (Some(embed.contiguous()?), Weight::new(&head.t()?)?)
+            (1.0, Some(scale))
         };
         let layers = (0..cfg.num_hidden_layers)
-            .map(|l| Layer::load(&vb.pp(format!("model.layers.{l}")), cfg))
+            .map(|l| Layer::load(&src, cfg, l, fold))
             .collect::<Result<Vec<_>>>()?;
         Ok(Llama {
             cfg: cfg.clone(),
             embed,
             lm_head,
+            q_scale,
             layers,
-            norm: vb.get(h, "model.norm.weight")?.contiguous()?,
+            norm: src.dense(&[h], "model.norm.weight")?.contiguous()?,
             eps: cfg.rms_norm_eps as f32,
-            dtype: vb.dtype(),
-            device: vb.device().clone(),
+            dtype: src.dtype(),
+            device: src.device(),
         })
     }
 
@@ -213,8 +349,13 @@ impl Llama {
 
     /// Bytes of all weights as held in memory (a tied head once).
     pub fn weight_bytes(&self) -> usize {
+        let embed = match &self.embed {
+            Embed::HeadColumns | Embed::HeadRows => 0,
+            Embed::Table(t) => tensor_bytes(t),
+            Embed::Rows(w) => w.bytes(),
+        };
         self.lm_head.bytes()
-            + self.embed.as_ref().map_or(0, tensor_bytes)
+            + embed
             + tensor_bytes(&self.norm)
             + self.layers.iter().map(Layer::bytes).sum::<usize>()
     }
@@ -235,14 +376,22 @@ impl Llama {
 
     /// `[n, hidden]` embeddings of `tokens`.
     fn embed(&self, tokens: &[u32]) -> Result<Tensor> {
-        match &self.embed {
-            None => self.lm_head.columns(tokens, &self.device),
-            Some(table) => {
-                if let Some(t) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
-                    candle_core::bail!("token {t} is outside the vocabulary")
-                }
-                table.index_select(&Tensor::new(tokens, &self.device)?, 0)
+        if let Some(t) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
+            candle_core::bail!("token {t} is outside the vocabulary")
+        }
+        let rows = |w: &LinearWeight| {
+            w.quantized_rows(tokens, &self.device).unwrap_or_else(|| {
+                candle_core::bail!("quantized embeddings need a quantized table")
+            })
+        };
+        match (&self.embed, self.lm_head.dense()) {
+            (Embed::HeadColumns, Some(head)) => head.columns(tokens, &self.device),
+            (Embed::HeadColumns, None) => {
+                candle_core::bail!("a quantized lm_head needs its embedding table")
             }
+            (Embed::HeadRows, _) => rows(&self.lm_head),
+            (Embed::Table(table), _) => table.index_select(&Tensor::new(tokens, &self.device)?, 0),
+            (Embed::Rows(w), _) => rows(w),
         }
     }
 
@@ -273,6 +422,10 @@ impl Llama {
         let rotate =
             |x: Tensor| candle_nn::rotary_emb::rope(&x.contiguous()?, &rope.cos, &rope.sin);
         let q = rotate(part(0, nh)?)?;
+        let q = match self.q_scale {
+            Some(s) => q.affine(s, 0.0)?,
+            None => q,
+        };
         let kt = rotate(part(nh, nk)?)?.transpose(2, 3)?.contiguous()?;
         Ok((q, kt, part(nh + nk, nk)?))
     }

@@ -203,7 +203,8 @@ fn info_describes_the_engine() {
     for d in ["f32", "f16", "bf16"] {
         assert!(info.dtypes.iter().any(|x| x.as_str() == d), "{d}");
     }
-    assert_eq!(info.quantizations.len(), 1);
+    let quants: Vec<&str> = info.quantizations.iter().map(|q| q.as_str()).collect();
+    assert_eq!(quants, em_candle::quant::NAMES);
     for c in [
         "batching:none",
         "batching:static",
