@@ -49,6 +49,17 @@ impl ModelConfig {
 /// `supported` and `quantization: none`; anything else is `unsupported`,
 /// naming the architecture and `engine`.
 pub fn check_spec(engine: &str, spec: &ModelSpec, supported: &[&str]) -> Result<(), EngineError> {
+    check_spec_quantized(engine, spec, supported, &[])
+}
+
+/// [`check_spec`] for an engine that also runs the quantizations
+/// `quantizations` (besides `none`).
+pub fn check_spec_quantized(
+    engine: &str,
+    spec: &ModelSpec,
+    supported: &[&str],
+    quantizations: &[&str],
+) -> Result<(), EngineError> {
     let arch = spec.architecture.as_str();
     if !supported.contains(&arch) {
         return Err(EngineError::unsupported(format!(
@@ -56,12 +67,19 @@ pub fn check_spec(engine: &str, spec: &ModelSpec, supported: &[&str]) -> Result<
             supported.join(", ")
         )));
     }
-    if spec.quantization.as_str() != "none" {
-        return Err(EngineError::unsupported(format!(
-            "quantization {:?}: the {engine} engine loads unquantized safetensors only \
-             (quantization: none)",
-            spec.quantization.as_str()
-        )));
+    let q = spec.quantization.as_str();
+    if q != "none" && !quantizations.contains(&q) {
+        return Err(EngineError::unsupported(if quantizations.is_empty() {
+            format!(
+                "quantization {q:?}: the {engine} engine loads unquantized safetensors only \
+                 (quantization: none)"
+            )
+        } else {
+            format!(
+                "quantization {q:?}: the {engine} engine runs none, {}",
+                quantizations.join(", ")
+            )
+        }));
     }
     Ok(())
 }

@@ -115,7 +115,12 @@ impl Gpt2 {
         }
         let wte = load("wte.weight")?;
         let lm_head = match matmul {
-            MatMul::Addmm => wte.f_tr().and_then(|t| t.f_contiguous()),
+            // the quantized kernels keep the tied lm_head in the model's
+            // dtype (the embedding table it is), as llama.cpp keeps its
+            // output layer at higher precision
+            MatMul::Addmm | MatMul::Int8 | MatMul::Int4 => {
+                wte.f_tr().and_then(|t| t.f_contiguous())
+            }
             MatMul::OneDnn => wte.f_contiguous().and_then(|t| t.f_to_mkldnn(None)),
         }
         .map_err(|e| format!("lm_head: {e}"))?;
@@ -155,7 +160,7 @@ impl Gpt2 {
         // `size()`, not `numel()`: oneDNN tensors have sizes but no strides.
         let n = |t: &Tensor| t.size().iter().product::<i64>() as usize * elt;
         let pair = |p: &(Tensor, Tensor)| n(&p.0) + n(&p.1);
-        let lin = |l: &Linear| l.numel() * elt;
+        let lin = |l: &Linear| l.bytes();
         n(&self.wte)
             + n(&self.lm_head)
             + n(&self.wpe)
@@ -237,8 +242,8 @@ impl Gpt2 {
                 .f_to_mkldnn(None)?
                 .f_mkldnn_linear(&self.lm_head, None::<&Tensor>)?
                 .f_to_dense(None, false)?,
-            MatMul::Addmm if h.size()[0] == 1 => h.f_matmul(&self.lm_head)?,
-            MatMul::Addmm => self.wte.f_matmul(&h.f_tr()?)?.f_tr()?,
+            _ if h.size()[0] == 1 => h.f_matmul(&self.lm_head)?,
+            _ => self.wte.f_matmul(&h.f_tr()?)?.f_tr()?,
         };
         logits.f_to_kind(Kind::Float)
     }

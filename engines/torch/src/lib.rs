@@ -29,7 +29,8 @@
 //! the tensor. Weights are then copied into libtorch tensors (converted to
 //! f32, then to the requested dtype and device: a half-precision
 //! checkpoint makes transient f32 copies of a few tensors at a time, the
-//! price of one conversion path) and the maps are dropped. Only `quantization: none`.
+//! price of one conversion path) and the maps are dropped. `quantization:` `none`, or
+//! `int8` / `int4`: libtorch's weight-only CPU kernels (see the `linear` module).
 //!
 //! # Options (`options_json`)
 //!
@@ -102,6 +103,56 @@ fn parse_matmul(s: Option<&str>, kind: Kind, device: Device) -> Result<MatMul, E
         Some(other) => Err(EngineError::invalid_argument(format!(
             "torch options: matmul {other:?} is not one of onednn, addmm"
         ))),
+    }
+}
+
+/// The quantizations this engine runs (besides `none`): weight-only int8
+/// and int4 (see the `linear` module).
+const QUANTIZATIONS: [&str; 2] = ["int8", "int4"];
+
+/// The kernel of quantization `q`, which is its own: a `matmul` option
+/// beside it is an error; both run on the CPU only.
+fn quantized_kernel(q: &str, matmul: Option<&str>, device: Device) -> Result<MatMul, EngineError> {
+    if let Some(m) = matmul {
+        return Err(EngineError::invalid_argument(format!(
+            "torch options: matmul {m:?} with quantization {q}: the quantized layers have their own kernel"
+        )));
+    }
+    if device != Device::Cpu {
+        return Err(EngineError::unsupported(format!(
+            "quantization {q} on {device:?}: libtorch's weight-only {q} kernels here are the CPU ones"
+        )));
+    }
+    Ok(match q {
+        "int8" => MatMul::Int8,
+        _ => MatMul::Int4,
+    })
+}
+
+/// The int4 kernel groups every layer's inputs by
+/// [`linear::INT4_GROUP`]: a model with a layer of another width is
+/// `unsupported`, naming it.
+fn check_int4(cfg: &ModelConfig) -> Result<(), EngineError> {
+    let widths: Vec<(&str, usize)> = match cfg {
+        ModelConfig::Gpt2(c) => vec![("n_embd", c.n_embd), ("n_inner", c.inner_dim())],
+        ModelConfig::Llama(c) => vec![
+            ("hidden_size", c.hidden_size),
+            ("intermediate_size", c.intermediate_size),
+            (
+                "num_attention_heads * head_dim",
+                c.num_attention_heads * c.head_dim(),
+            ),
+        ],
+    };
+    match widths
+        .iter()
+        .find(|(_, w)| *w as i64 % linear::INT4_GROUP != 0)
+    {
+        Some((name, w)) => Err(EngineError::unsupported(format!(
+            "quantization int4: {name} is {w}, not a multiple of the kernel's group of {}",
+            linear::INT4_GROUP
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -228,7 +279,10 @@ impl Engine for TorchEngine {
                 .into(),
             devices: devices.into_iter().map(Into::into).collect(),
             dtypes: dtypes.collect(),
-            quantizations: vec!["none".into()].into(),
+            quantizations: std::iter::once("none")
+                .chain(QUANTIZATIONS)
+                .map(Into::into)
+                .collect(),
             capabilities: engine_kit::capabilities(&[]),
         }
     }
@@ -236,7 +290,7 @@ impl Engine for TorchEngine {
     fn load(&self, spec: &ModelSpec, options: &LoadOptions) -> Result<Box<dyn Model>, EngineError> {
         // An architecture outside ARCHITECTURES (gpt2, llama, qwen2,
         // mistral) is `unsupported` before any thread starts.
-        engine_kit::arch::check_spec("torch", spec, &ARCHITECTURES)?;
+        engine_kit::arch::check_spec_quantized("torch", spec, &ARCHITECTURES, &QUANTIZATIONS)?;
         // Built on the scheduler thread: libtorch's OpenMP pool then
         // belongs to the thread that runs every step (see spawn_with).
         let (spec, json) = (spec.clone(), options.options_json.to_string());
@@ -399,7 +453,7 @@ thread_local! {
 impl TorchKernels {
     /// Loads `spec` with engine options `options_json`.
     pub fn open(spec: &ModelSpec, options_json: &str) -> Result<Self, EngineError> {
-        engine_kit::arch::check_spec("torch", spec, &ARCHITECTURES)?;
+        engine_kit::arch::check_spec_quantized("torch", spec, &ARCHITECTURES, &QUANTIZATIONS)?;
         let kind = parse_dtype(spec.dtype.as_str())?;
         let opts: TorchOptions = engine_kit::engine_options("torch", options_json)?;
         let threads = engine_kit::threads("torch", opts.threads)?;
@@ -410,9 +464,15 @@ impl TorchKernels {
                 spec.dtype.as_str()
             ))
         })?;
-        let matmul = parse_matmul(opts.matmul.as_deref(), kind, device)?;
+        let matmul = match spec.quantization.as_str() {
+            "none" => parse_matmul(opts.matmul.as_deref(), kind, device)?,
+            q => quantized_kernel(q, opts.matmul.as_deref(), device)?,
+        };
         let dir = PathBuf::from(spec.path.as_str());
         let cfg = engine_kit::arch::read_config(&dir, spec.architecture.as_str())?;
+        if matmul == MatMul::Int4 {
+            check_int4(&cfg)?;
+        }
         let files = engine_kit::arch::weight_files(&dir)?;
         let ck = Checkpoint::open_model(&files, &cfg)?;
         let model: Net = {

@@ -17,11 +17,32 @@
 //!   runs the transposed view at half the bandwidth on this CPU (measured
 //!   on GPT-2's lm_head: 11.3 vs 5.8 ms per batch-1 step, `--example
 //!   ops`). Kept for other dtypes and devices and for comparison.
+//!
+//! And two weight-only quantized kernels (`quantization: int8` / `int4`),
+//! libtorch's own CPU kernels for them, the ones torchao's
+//! `int8_weight_only` / `int4_weight_only` call:
+//!
+//! * `Int8`: `_weight_int8pack_mm`: an int8 weight `[out, in]` with one
+//!   symmetric scale per output row (`max |w| / 127`), activations in the
+//!   model's dtype. libtorch's dynamic quantization (fbgemm's
+//!   `quantized::linear_dynamic`, which also quantizes the activations)
+//!   is a custom op that tch's ATen bindings do not reach, so this is the
+//!   int8 path libtorch offers through them.
+//! * `Int4`: `_weight_int4pack_mm_for_cpu`: 4-bit weights in groups of
+//!   [`INT4_GROUP`] along the input, each group with a scale and a zero
+//!   (asymmetric, `w = (q - 8) * scale + zero`), packed once at load by
+//!   `_convert_weight_to_int4pack_for_cpu`.
+//!
+//! Biases stay dense in the model's dtype.
 
 use crate::gpt2::Result;
 use tch::Tensor;
 
-/// Which libtorch kernel runs the linear layers (engine option `matmul`).
+/// Input elements per scale and zero of the int4 kernel.
+pub const INT4_GROUP: i64 = 32;
+
+/// Which libtorch kernel runs the linear layers (engine option `matmul`,
+/// or the quantization).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MatMul {
     /// `addmm` on `[in, out]` weights (MKL on CPU), as PyTorch eager's
@@ -30,6 +51,10 @@ pub enum MatMul {
     /// oneDNN's inner product (`mkldnn_linear`) on weights converted once
     /// to oneDNN tensors; f32 on CPU only.
     OneDnn,
+    /// Weight-only int8 (`quantization: int8`).
+    Int8,
+    /// Weight-only int4 in groups of [`INT4_GROUP`] (`quantization: int4`).
+    Int4,
 }
 
 /// A linear layer `x: [N, in] -> [N, out]` with its weight in the layout
@@ -39,6 +64,73 @@ pub(crate) enum Linear {
     Addmm { w: Tensor, b: Option<Tensor> },
     /// `w`: oneDNN tensor `[out, in]`; `b` dense.
     OneDnn { w: Tensor, b: Option<Tensor> },
+    /// `w`: int8 `[out, in]`, `scales`: `[out]` in the model's dtype.
+    Int8 {
+        w: Tensor,
+        scales: Tensor,
+        b: Option<Tensor>,
+    },
+    /// `w`: the packed 4-bit weight; `sz`: `[in / INT4_GROUP, out, 2]`
+    /// scales and zeros; `out` features.
+    Int4 {
+        w: Tensor,
+        sz: Tensor,
+        out: i64,
+        b: Option<Tensor>,
+    },
+}
+
+/// `w: [out, in]` as int8 with a symmetric scale per row.
+fn int8(w: &Tensor) -> Result<(Tensor, Tensor)> {
+    let kind = w.kind();
+    let w = w.f_to_kind(tch::Kind::Float)?;
+    let amax = w
+        .f_abs()?
+        .f_amax([1i64].as_slice(), true)?
+        .f_clamp_min(1e-12)?;
+    let scales = amax.f_div_scalar(127.0)?;
+    let q = w
+        .f_div(&scales)?
+        .f_round()?
+        .f_clamp(-127, 127)?
+        .f_to_kind(tch::Kind::Int8)?;
+    Ok((q, scales.f_squeeze_dim(1)?.f_to_kind(kind)?))
+}
+
+/// `w: [out, in]` as 4-bit groups of [`INT4_GROUP`] along `in`, packed for
+/// the CPU kernel, with `[in / group, out, 2]` scales and zeros.
+fn int4(w: &Tensor) -> Result<(Tensor, Tensor)> {
+    let kind = w.kind();
+    let (out, inp) = match w.size().as_slice() {
+        &[o, i] => (o, i),
+        s => return Err(tch::TchError::Shape(format!("int4: weight of shape {s:?}"))),
+    };
+    if inp % INT4_GROUP != 0 {
+        return Err(tch::TchError::Shape(format!(
+            "int4: {inp} input features are not a multiple of the group of {INT4_GROUP}"
+        )));
+    }
+    let g = w
+        .f_to_kind(tch::Kind::Float)?
+        .f_reshape([out, inp / INT4_GROUP, INT4_GROUP])?;
+    let lo = g.f_amin([2i64].as_slice(), true)?;
+    let hi = g.f_amax([2i64].as_slice(), true)?;
+    let scale = hi.f_sub(&lo)?.f_div_scalar(15.0)?.f_clamp_min(1e-12)?;
+    let q = g
+        .f_sub(&lo)?
+        .f_div(&scale)?
+        .f_round()?
+        .f_clamp(0, 15)?
+        .f_reshape([out, inp])?
+        .f_to_kind(tch::Kind::Int)?;
+    // w = (q - 8) * scale + zero  <=>  zero = lo + 8 * scale
+    let zero = lo.f_add(&scale.f_mul_scalar(8.0)?)?;
+    let sz = Tensor::f_stack(&[scale.f_squeeze_dim(2)?, zero.f_squeeze_dim(2)?], 2)?
+        .f_transpose(0, 1)?
+        .f_contiguous()?
+        .f_to_kind(kind)?;
+    let packed = q.f_internal_convert_weight_to_int4pack_for_cpu(8)?;
+    Ok((packed, sz))
 }
 
 impl Linear {
@@ -50,6 +142,7 @@ impl Linear {
                 w: w.f_tr()?.f_contiguous()?.f_to_mkldnn(None)?,
                 b,
             },
+            MatMul::Int8 | MatMul::Int4 => Self::from_out_in(w.f_tr()?.f_contiguous()?, b, mm)?,
         })
     }
 
@@ -64,6 +157,15 @@ impl Linear {
                 w: w.f_contiguous()?.f_to_mkldnn(None)?,
                 b,
             },
+            MatMul::Int8 => {
+                let (w, scales) = int8(&w)?;
+                Linear::Int8 { w, scales, b }
+            }
+            MatMul::Int4 => {
+                let out = w.size()[0];
+                let (w, sz) = int4(&w)?;
+                Linear::Int4 { w, sz, out, b }
+            }
         })
     }
 
@@ -77,15 +179,73 @@ impl Linear {
                 .f_to_mkldnn(None)?
                 .f_mkldnn_linear(w, b.as_ref())?
                 .f_to_dense(None, false),
+            Linear::Int8 { w, scales, b } => {
+                let y = x.f_contiguous()?.f_internal_weight_int8pack_mm(w, scales)?;
+                match b {
+                    Some(b) => y.f_add(b),
+                    None => Ok(y),
+                }
+            }
+            Linear::Int4 { w, sz, out, b } => {
+                let y = x
+                    .f_contiguous()?
+                    .f_internal_weight_int4pack_mm_for_cpu(w, INT4_GROUP, sz)?;
+                debug_assert_eq!(y.size().last().copied(), Some(*out));
+                match b {
+                    Some(b) => y.f_add(b),
+                    None => Ok(y),
+                }
+            }
         }
     }
 
-    /// Elements of the weight and bias.
-    pub(crate) fn numel(&self) -> usize {
-        // `size()`, not `numel()`: oneDNN tensors have sizes but no strides.
-        let n = |t: &Tensor| t.size().iter().product::<i64>() as usize;
+    /// Bytes the weight and bias hold as stored.
+    pub(crate) fn bytes(&self) -> usize {
+        let bytes =
+            |t: &Tensor| t.size().iter().product::<i64>() as usize * t.kind().elt_size_in_bytes();
+        let bias = |b: &Option<Tensor>| b.as_ref().map_or(0, bytes);
         match self {
-            Linear::Addmm { w, b } | Linear::OneDnn { w, b } => n(w) + b.as_ref().map_or(0, n),
+            Linear::Addmm { w, b } | Linear::OneDnn { w, b } => bytes(w) + bias(b),
+            Linear::Int8 { w, scales, b } => bytes(w) + bytes(scales) + bias(b),
+            Linear::Int4 { w, sz, b, .. } => bytes(w) + bytes(sz) + bias(b),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    /// `x @ w_dq^T` with `w_dq` the weight as the quantizer rounds it:
+    /// each quantized kernel must compute exactly that (to f32 rounding),
+    /// whatever its packing.
+    #[test]
+    fn the_quantized_kernels_compute_with_the_rounded_weights() {
+        tch::manual_seed(3);
+        let w = Tensor::randn([64, 96], (Kind::Float, Device::Cpu));
+        let x = Tensor::randn([3, 96], (Kind::Float, Device::Cpu));
+        let b = Tensor::randn([64], (Kind::Float, Device::Cpu));
+        let close = |got: &Tensor, want: &Tensor| {
+            let d = (got - want).abs().max().double_value(&[]);
+            assert!(d < 1e-3, "max |diff| {d}");
+        };
+        // int8: w_dq = round(w / s) * s, s = max |row| / 127
+        let s = w.abs().amax([1i64].as_slice(), true) / 127.0;
+        let dq = (&w / &s).round().clamp(-127, 127) * &s;
+        let l =
+            Linear::from_out_in(w.shallow_clone(), Some(b.shallow_clone()), MatMul::Int8).unwrap();
+        close(&l.forward(&x).unwrap(), &(x.matmul(&dq.tr()) + &b));
+        // int4: per group of 32, w_dq = round((w - lo) / s) * s + lo, s = (hi - lo) / 15
+        let g = w.reshape([64, 3, 32]);
+        let lo = g.amin([2i64].as_slice(), true);
+        let hi = g.amax([2i64].as_slice(), true);
+        let s = (&hi - &lo) / 15.0;
+        let dq = (((&g - &lo) / &s).round().clamp(0, 15) * &s + &lo).reshape([64, 96]);
+        let l = Linear::from_out_in(w.shallow_clone(), None, MatMul::Int4).unwrap();
+        close(&l.forward(&x).unwrap(), &x.matmul(&dq.tr()));
+        // and the rounding is real: the f32 product differs
+        let exact = x.matmul(&w.tr());
+        assert!((&exact - x.matmul(&dq.tr())).abs().max().double_value(&[]) > 1e-3);
     }
 }

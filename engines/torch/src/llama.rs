@@ -195,7 +195,7 @@ impl Llama {
     pub fn weight_bytes(&self) -> usize {
         let elt = self.kind.elt_size_in_bytes();
         let n = |t: &Tensor| t.size().iter().product::<i64>() as usize * elt;
-        let lin = |l: &Linear| l.numel() * elt;
+        let lin = |l: &Linear| l.bytes();
         n(&self.embed)
             + lin(&self.lm_head)
             + n(&self.norm)

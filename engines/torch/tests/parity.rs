@@ -112,7 +112,7 @@ fn bad_input_is_a_clear_error() {
     s.dtype = "f8".into();
     assert!(err(&s, "{}").is_unsupported());
     let mut s = spec(&dir);
-    s.quantization = "int8".into();
+    s.quantization = "q4_0".into();
     assert!(err(&s, "{}").is_unsupported());
     let t = engine_kit::testing::TempDir::new("torch-noweights");
     std::fs::copy(dir.join("config.json"), t.path().join("config.json")).unwrap();
