@@ -10,8 +10,9 @@
 //! the KV cache, embeddings, norms and biases stay f32. A matmul quantizes
 //! each activation row to the block type's 8-bit partner (`Q8_0`, `Q8_1`
 //! or `Q8K`) and takes candle's integer dot products
-//! ([`GgmlType::vec_dot`]), as llama.cpp does, so the logits differ from
-//! f32's by both the weights' and the activations' rounding.
+//! ([`GgmlType::vec_dot`]; for `Q4_1`, whose candle kernel is scalar, the
+//! AVX2 one of [`crate::qdot`]), as llama.cpp does, so the logits differ
+//! from f32's by both the weights' and the activations' rounding.
 //!
 //! * **The tied lm_head is quantized too** (GPT-2, SmolLM2, Llama 3.2): it
 //!   is a fifth of SmolLM2's weights, streamed once per decode step, and
@@ -355,11 +356,24 @@ pub trait QMat: Send + Sync + std::fmt::Debug {
     fn rows(&self, ids: &[u32]) -> Result<Vec<f32>>;
 }
 
+/// Four dot products of weight rows with one activation row, as bytes
+/// ([`crate::qdot`]); `None` falls back to candle's kernel.
+type Dot4 = fn(usize, [&[u8]; 4], &[u8]) -> Option<[f32; 4]>;
+
 /// Rows of blocks: row `j` (output column `j`) is `w[j * kb..(j + 1) * kb]`.
 struct Blocks<T> {
     w: Vec<T>,
     n: usize,
     k: usize,
+    /// A SIMD kernel where candle's is scalar (`Q4_1` on AVX2).
+    dot4: Option<Dot4>,
+}
+
+/// A slice of blocks as its bytes.
+fn as_bytes<T>(v: &[T]) -> &[u8] {
+    // SAFETY: ggml blocks are plain `repr(C)` data; reading them as bytes
+    // is always valid.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
 }
 
 impl<T> std::fmt::Debug for Blocks<T> {
@@ -391,7 +405,11 @@ impl<T: GgmlType> Blocks<T> {
         unsafe {
             std::ptr::copy_nonoverlapping(b.as_ptr(), w.as_mut_ptr() as *mut u8, b.len());
         }
-        Ok(Blocks { w, n, k })
+        let dot4: Option<Dot4> = match T::DTYPE {
+            GgmlDType::Q4_1 if crate::qdot::has_avx2() => Some(crate::qdot::q4_1_q8_1_x4),
+            _ => None,
+        };
+        Ok(Blocks { w, n, k, dot4 })
     }
 }
 
@@ -452,9 +470,15 @@ impl<T: GgmlType> QMat for Blocks<T> {
                 for r in 0..m {
                     let y = &xq[r * kb..(r + 1) * kb];
                     let mut v = [0f32; COLS];
+                    let fast = || {
+                        let rows = [0, 1, 2, 3].map(|j| as_bytes(row(j)));
+                        self.dot4.and_then(|f| f(kb, rows, as_bytes(y)))
+                    };
                     if take == 4 {
-                        let d = T::vec_dot_4(k, row(0), row(1), row(2), row(3), y);
-                        v = [d.0, d.1, d.2, d.3];
+                        v = fast().unwrap_or_else(|| {
+                            let d = T::vec_dot_4(k, row(0), row(1), row(2), row(3), y);
+                            [d.0, d.1, d.2, d.3]
+                        });
                     } else {
                         for (j, v) in v.iter_mut().enumerate().take(take) {
                             *v = T::vec_dot(k, row(j), y);
