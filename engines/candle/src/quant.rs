@@ -10,9 +10,10 @@
 //! the KV cache, embeddings, norms and biases stay f32. A matmul quantizes
 //! each activation row to the block type's 8-bit partner (`Q8_0`, `Q8_1`
 //! or `Q8K`) and takes candle's integer dot products
-//! ([`GgmlType::vec_dot`]; for `Q4_1`, whose candle kernel is scalar, the
-//! AVX2 one of [`crate::qdot`]), as llama.cpp does, so the logits differ
-//! from f32's by both the weights' and the activations' rounding.
+//! ([`GgmlType::vec_dot`]; for `Q4_1`, whose candle kernel is scalar, and
+//! `Q8_0`, the four-row AVX2 ones of [`crate::qdot`]), as llama.cpp does,
+//! so the logits differ from f32's by both the weights' and the
+//! activations' rounding.
 //!
 //! * **The tied lm_head is quantized too** (GPT-2, SmolLM2, Llama 3.2): it
 //!   is a fifth of SmolLM2's weights, streamed once per decode step, and
@@ -365,7 +366,8 @@ struct Blocks<T> {
     w: Vec<T>,
     n: usize,
     k: usize,
-    /// A SIMD kernel where candle's is scalar (`Q4_1` on AVX2).
+    /// A four-row SIMD kernel where candle's is scalar or one row at a
+    /// time (`Q4_1`, `Q8_0` on AVX2).
     dot4: Option<Dot4>,
 }
 
@@ -407,6 +409,7 @@ impl<T: GgmlType> Blocks<T> {
         }
         let dot4: Option<Dot4> = match T::DTYPE {
             GgmlDType::Q4_1 if crate::qdot::has_avx2() => Some(crate::qdot::q4_1_q8_1_x4),
+            GgmlDType::Q8_0 if crate::qdot::has_avx2() => Some(crate::qdot::q8_0_q8_0_x4),
             _ => None,
         };
         Ok(Blocks { w, n, k, dot4 })
