@@ -478,3 +478,58 @@ fn combinations_candle_cannot_run_are_unsupported_naming_them() {
     let q: Vec<&str> = info.quantizations.iter().map(|s| s.as_str()).collect();
     assert_eq!(q, ["none", "q8_0", "q4_0", "q4_1", "q4_k", "gguf"]);
 }
+
+/// The provisioned SmolLM2-135M-Instruct Q4_1 GGUF (`scripts/provision
+/// --print`), when there is one.
+fn provisioned_smollm2() -> Option<std::path::PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::process::Command::new(root.join("scripts/provision"))
+        .arg("--print")
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let path = text
+        .lines()
+        .find_map(|l| l.strip_prefix("smollm2-gguf "))
+        .map(std::path::PathBuf::from)?;
+    path.is_file().then_some(path)
+}
+
+/// The real model: SmolLM2's shipped GGUF run as shipped tracks its own
+/// dequantized import (the same weights; only the activations' 8-bit
+/// rounding differs), and the quantizations of the import rank as they
+/// should. Skipped (with a note) where the GGUF is not provisioned.
+#[test]
+fn smollm2_gguf_and_quantizations_track_the_f32_import() {
+    let Some(gguf) = provisioned_smollm2() else {
+        eprintln!("SKIPPED: no provisioned SmolLM2 GGUF (./scripts/provision)");
+        return;
+    };
+    let tmp = TempDir::new("q-smollm2");
+    let folder = tmp.path().join("smollm2-f32");
+    engine_matrix_import::import(&gguf, candle_core::DType::F32, &folder).unwrap();
+    write_record(&folder, &gguf);
+    let tokens: Vec<u32> = prompt(96, 49152);
+    let mut f32b = open(&folder, "llama", "none");
+    let want = f32b.score(&tokens).unwrap();
+    let vocab = want.vocab as usize;
+    let mut kls = Vec::new();
+    for quant in ["gguf", "q8_0", "q4_1"] {
+        let got = open(&folder, "llama", quant).score(&tokens).unwrap();
+        let kl = mean_kl(&want.data, &got.data, vocab);
+        let top1 = want
+            .data
+            .chunks(vocab)
+            .zip(got.data.chunks(vocab))
+            .filter(|(a, b)| {
+                engine_matrix_test_support::argmax(a) == engine_matrix_test_support::argmax(b)
+            })
+            .count() as f64
+            / tokens.len() as f64;
+        eprintln!("smollm2 {quant} vs f32 import: mean KL {kl:.2e} nats, top-1 {top1:.3}");
+        kls.push((quant, kl, top1));
+    }
+    let (_, gguf_kl, gguf_top1) = kls[0];
+    assert!(gguf_kl < 0.02 && gguf_top1 > 0.9, "gguf: {kls:?}");
+    assert!(kls[1].1 < kls[2].1, "q8_0 not closer than q4_1: {kls:?}");
+}
