@@ -13,9 +13,10 @@
 //!   activation quants, which candle's `Q8_1` stores) added once per
 //!   block.
 //! * `Q8_0` against `Q8_0` (SmolLM2's GGUF embeddings as its tied lm_head,
-//!   and `quantization: q8_0`): the arithmetic of candle's AVX2 kernel
-//!   (`sign` makes the weights unsigned for `maddubs`, with the signs moved
-//!   onto the activations).
+//!   and `quantization: q8_0`) and `Q4_0` against `Q8_0`: the arithmetic
+//!   of candle's AVX2 kernels (`Q4_0`'s nibbles minus 8; `sign` makes the
+//!   weights unsigned for `maddubs`, with the signs moved onto the
+//!   activations), four rows per call.
 //!
 //! The four rows are walked one after the other (the activation row, at
 //! most a few KiB, stays in L1): measured on SmolLM2-135M batch-1 decode
@@ -33,8 +34,9 @@
 /// Bytes of one `Q4_1` block and of one `Q8_1` block.
 pub const Q4_1_BYTES: usize = 20;
 pub const Q8_1_BYTES: usize = 36;
-/// Bytes of one `Q8_0` block.
+/// Bytes of one `Q8_0` block and of one `Q4_0` block.
 pub const Q8_0_BYTES: usize = 34;
+pub const Q4_0_BYTES: usize = 18;
 
 /// Dot products of four rows of `Q4_1` blocks with one row of `Q8_1`
 /// blocks (`kb` blocks each), or `None` when this CPU lacks AVX2, FMA or
@@ -69,6 +71,21 @@ pub fn q8_0_q8_0_x4(kb: usize, x: [&[u8]; 4], y: &[u8]) -> Option<[f32; 4]> {
     None
 }
 
+/// [`q4_1_q8_1_x4`] for `Q4_0` weights and `Q8_0` activations.
+pub fn q4_0_q8_0_x4(kb: usize, x: [&[u8]; 4], y: &[u8]) -> Option<[f32; 4]> {
+    if y.len() < kb * Q8_0_BYTES || x.iter().any(|r| r.len() < kb * Q4_0_BYTES) {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx2() {
+            // SAFETY: as in q4_1_q8_1_x4.
+            return Some(unsafe { avx2::q4_0_q8_0_x4(kb, x, y) });
+        }
+    }
+    None
+}
+
 /// True when the AVX2 kernels can run on this CPU.
 pub fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -89,7 +106,7 @@ pub fn has_avx2() -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Q4_1_BYTES, Q8_0_BYTES, Q8_1_BYTES};
+    use super::{Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, Q8_1_BYTES};
     use std::arch::x86_64::*;
 
     /// The two f16s at the start of a block, as f32.
@@ -143,6 +160,41 @@ mod avx2 {
         ]
     }
 
+    /// The f16 at `p`, as f32.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn one_f16(p: *const u8) -> f32 {
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+            (p as *const u16).read_unaligned() as i32,
+        )))
+    }
+
+    /// # Safety
+    /// AVX2, FMA and F16C; `x[r]` holds `kb` `Q4_0` blocks, `y` `kb`
+    /// `Q8_0` blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn q4_0_q8_0_x4(kb: usize, x: [&[u8]; 4], y: &[u8]) -> [f32; 4] {
+        let low = _mm256_set1_epi8(0x0F);
+        let eight = _mm256_set1_epi8(8);
+        let shift = _mm256_set_epi64x(4, 4, 0, 0);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for r in 0..4 {
+            for b in 0..kb {
+                let yb = y.as_ptr().add(b * Q8_0_BYTES);
+                let yq = _mm256_loadu_si256(yb.add(2) as *const __m256i);
+                let xb = x[r].as_ptr().add(b * Q4_0_BYTES);
+                let q = _mm256_broadcastsi128_si256(_mm_loadu_si128(xb.add(2) as *const __m128i));
+                let xq = _mm256_sub_epi8(_mm256_and_si256(_mm256_srlv_epi64(q, shift), low), eight);
+                let p = _mm256_maddubs_epi16(_mm256_sign_epi8(xq, xq), _mm256_sign_epi8(yq, xq));
+                let p = _mm256_madd_epi16(p, ones);
+                let d = one_f16(xb) * one_f16(yb);
+                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(p), acc[r]);
+            }
+        }
+        [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])]
+    }
+
     /// # Safety
     /// AVX2, FMA and F16C; `x[r]` and `y` hold `kb` `Q8_0` blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -173,7 +225,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::quantized::k_quants::{BlockQ4_1, BlockQ8_0, BlockQ8_1};
+    use candle_core::quantized::k_quants::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
     use candle_core::quantized::GgmlType;
 
     fn bytes<T>(v: &[T]) -> &[u8] {
@@ -185,6 +237,7 @@ mod tests {
     fn kernels_match_candles() {
         assert_eq!(std::mem::size_of::<BlockQ4_1>(), Q4_1_BYTES);
         assert_eq!(std::mem::size_of::<BlockQ8_0>(), Q8_0_BYTES);
+        assert_eq!(std::mem::size_of::<BlockQ4_0>(), Q4_0_BYTES);
         assert_eq!(std::mem::size_of::<BlockQ8_1>(), Q8_1_BYTES);
         if !has_avx2() {
             return;
@@ -241,6 +294,27 @@ mod tests {
             assert!(
                 (got[r] - want).abs() <= 1e-4 * want.abs().max(1.0),
                 "q8_0 row {r}"
+            );
+        }
+        // Q4_0 weights against the same Q8_0 activations
+        let mut q4 = Vec::new();
+        for r in 0..4 {
+            let f: Vec<f32> = (0..k).map(|i| val(i, r + 8) * (1.0 + r as f32)).collect();
+            let mut q = vec![BlockQ4_0::zeros(); k / 32];
+            BlockQ4_0::from_float(&f, &mut q);
+            q4.push(q);
+        }
+        let got = q4_0_q8_0_x4(
+            k / 32,
+            [bytes(&q4[0]), bytes(&q4[1]), bytes(&q4[2]), bytes(&q4[3])],
+            bytes(&y8),
+        )
+        .unwrap();
+        for r in 0..4 {
+            let want = BlockQ4_0::vec_dot(k, &q4[r], &y8);
+            assert!(
+                (got[r] - want).abs() <= 1e-4 * want.abs().max(1.0),
+                "q4_0 row {r}"
             );
         }
         // short rows are refused, not read past

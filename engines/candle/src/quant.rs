@@ -11,9 +11,9 @@
 //! each activation row to the block type's 8-bit partner (`Q8_0`, `Q8_1`
 //! or `Q8K`) and takes candle's integer dot products
 //! ([`GgmlType::vec_dot`]; for `Q4_1`, whose candle kernel is scalar, and
-//! `Q8_0`, the four-row AVX2 ones of [`crate::qdot`]), as llama.cpp does,
-//! so the logits differ from f32's by both the weights' and the
-//! activations' rounding.
+//! `Q4_0` and `Q8_0`, the four-row AVX2 ones of [`crate::qdot`]), as
+//! llama.cpp does, so the logits differ from f32's by both the weights'
+//! and the activations' rounding.
 //!
 //! * **The tied lm_head is quantized too** (GPT-2, SmolLM2, Llama 3.2): it
 //!   is a fifth of SmolLM2's weights, streamed once per decode step, and
@@ -367,7 +367,7 @@ struct Blocks<T> {
     n: usize,
     k: usize,
     /// A four-row SIMD kernel where candle's is scalar or one row at a
-    /// time (`Q4_1`, `Q8_0` on AVX2).
+    /// time (`Q4_0`, `Q4_1`, `Q8_0` on AVX2).
     dot4: Option<Dot4>,
 }
 
@@ -410,6 +410,7 @@ impl<T: GgmlType> Blocks<T> {
         let dot4: Option<Dot4> = match T::DTYPE {
             GgmlDType::Q4_1 if crate::qdot::has_avx2() => Some(crate::qdot::q4_1_q8_1_x4),
             GgmlDType::Q8_0 if crate::qdot::has_avx2() => Some(crate::qdot::q8_0_q8_0_x4),
+            GgmlDType::Q4_0 if crate::qdot::has_avx2() => Some(crate::qdot::q4_0_q8_0_x4),
             _ => None,
         };
         Ok(Blocks { w, n, k, dot4 })
