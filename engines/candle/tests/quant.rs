@@ -533,3 +533,45 @@ fn smollm2_gguf_and_quantizations_track_the_f32_import() {
     assert!(gguf_kl < 0.02 && gguf_top1 > 0.9, "gguf: {kls:?}");
     assert!(kls[1].1 < kls[2].1, "q8_0 not closer than q4_1: {kls:?}");
 }
+
+/// Quantized matmuls treat every row on its own (each activation row is
+/// quantized by itself), so batching and the prefix cache change nothing:
+/// a batched decode of two sequences of different lengths gives each one's
+/// logits alone, and prefix-cache hits give a cold run's tokens.
+#[test]
+fn batched_decode_and_prefix_cache_hits_match_single_runs_quantized() {
+    let cfg = llama_256(false);
+    let dir = TempDir::new("q-batch");
+    llama::write_model(dir.path(), &cfg, &scaled_weights(&cfg, 5));
+    let (_tmp, _gguf, folder) = imported();
+    for (path, quant) in [
+        (dir.path(), "q4_0"),
+        (dir.path(), "q4_1"),
+        (dir.path(), "q8_0"),
+        (dir.path(), "q4_k"),
+        (folder.as_path(), "gguf"),
+    ] {
+        let mut b = open(path, "llama", quant);
+        let v = b.vocab_size();
+        let (p1, p2) = (prompt(7, v), prompt(12, v));
+        let mut l = Vec::new();
+        let mut alone = Vec::new();
+        for (seq, p) in [(1, &p1), (2, &p2)] {
+            b.prefill(&[(seq, p)], &mut l).unwrap();
+            b.decode(&[(seq, 5)], &mut l).unwrap();
+            alone.push(l.clone());
+            b.free(seq);
+        }
+        b.prefill(&[(3, &p1)], &mut l).unwrap();
+        b.prefill(&[(4, &p2)], &mut l).unwrap();
+        b.decode(&[(3, 5), (4, 5)], &mut l).unwrap();
+        let n = l.len() / 2;
+        for (i, want) in alone.iter().enumerate() {
+            let d = engine_matrix_test_support::max_abs_diff(want, &l[i * n..(i + 1) * n]);
+            assert!(d < 1e-5, "{quant}: sequence {i} batched differs by {d}");
+        }
+        b.free(3);
+        b.free(4);
+        engine_matrix_test_support::prefix_cache_parity(&mut b, &format!("candle {quant}"));
+    }
+}
