@@ -50,7 +50,10 @@
 //! are never made: [`LinearWeight::bytes`] is exactly the blocks held.
 //!
 //! The f32 path (`quantization: none`) is untouched: a
-//! [`LinearWeight::Dense`] is the [`Weight`] it always was.
+//! [`LinearWeight::Dense`] is the [`Weight`] it always was. The engine
+//! option `kernels: stock` (candle's own ops, to measure out-of-the-box
+//! candle) applies to the f32 ops around the quantized matmuls, which
+//! always run this module's loop.
 
 use crate::matmul::Weight;
 use candle_core::quantized::k_quants::{
