@@ -99,6 +99,27 @@ scenarios:
         "the reference is not compared with itself"
     );
 
+    // the cells record the kernel the engine chose for the model: torch f32
+    // measures oneDNN against addmm at load (matmul auto), f16 has addmm only
+    let details = |engine: &str, dtype: &str| -> Value {
+        cells
+            .iter()
+            .find(|c| c["cell"]["engine"] == engine && c["cell"]["params"]["dtype"] == dtype)
+            .map(|c| c["model_details"].clone())
+            .unwrap()
+    };
+    let d = details("torch", "f32");
+    assert!(d["matmul"] == "onednn" || d["matmul"] == "addmm", "{d}");
+    assert!(
+        d["chosen"]["by"]
+            .as_str()
+            .unwrap()
+            .starts_with("auto: measured"),
+        "{d}"
+    );
+    let d = details("torch", "f16");
+    assert_eq!(d["matmul"], "addmm", "{d}");
+
     // f16 moves the distributions a little, measurably
     let half = q("candle", "f16", 1);
     assert_eq!(half["reference"], "candle");

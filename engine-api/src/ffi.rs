@@ -8,7 +8,7 @@
 
 use crate::types::*;
 use abi_stable::sabi_trait;
-use abi_stable::std_types::{RBox, RResult, RSlice, RVec};
+use abi_stable::std_types::{RBox, RResult, RSlice, RString, RVec};
 
 /// Receives a submission's output. Implemented by the host, called by the
 /// engine from its scheduler thread.
@@ -38,6 +38,12 @@ pub trait ModelFfi: Send + Sync {
     /// Logits for every position of `tokens`, for parity checks.
     #[sabi(last_prefix_field)]
     fn score(&self, tokens: RSlice<'_, u32>) -> RResult<Logits, EngineError>;
+    /// What the engine chose for this model (its kernels, and how), as a
+    /// JSON object; empty when it says nothing. Optional: a plugin built
+    /// before it existed answers empty.
+    fn describe(&self) -> RString {
+        RString::new()
+    }
 }
 
 pub type ModelBox = ModelFfi_TO<'static, RBox<()>>;

@@ -25,6 +25,11 @@ pub trait Model: Send + Sync + 'static {
     fn submit(&self, requests: Vec<Request>, sink: SinkBox) -> Result<(), EngineError>;
     fn memory(&self) -> MemoryStats;
     fn score(&self, tokens: &[u32]) -> Result<Logits, EngineError>;
+    /// What the engine chose for this model (its kernels, and how), as a
+    /// JSON object; empty (the default) when it says nothing.
+    fn describe(&self) -> String {
+        String::new()
+    }
 }
 
 /// The root module of an engine plugin. New fields may only be added at
@@ -94,6 +99,12 @@ impl ModelFfi for ModelAdapter {
         match guard("memory", || Ok(self.0.memory())) {
             RResult::ROk(m) => m,
             RResult::RErr(_) => MemoryStats::default(),
+        }
+    }
+    fn describe(&self) -> abi_stable::std_types::RString {
+        match guard("describe", || Ok(self.0.describe())) {
+            RResult::ROk(s) => s.into(),
+            RResult::RErr(_) => abi_stable::std_types::RString::new(),
         }
     }
     fn score(&self, tokens: RSlice<'_, u32>) -> RResult<Logits, EngineError> {

@@ -261,6 +261,7 @@ pub(crate) mod fixtures {
             repeat,
             efficiency: None,
             quality: None,
+            model_details: None,
         }
     }
 
@@ -277,6 +278,7 @@ pub(crate) mod fixtures {
             repeat: 0,
             efficiency: None,
             quality: None,
+            model_details: None,
         }
     }
 

@@ -147,6 +147,10 @@ pub struct CellResult {
     /// engine, model, dtype and quantization).
     #[serde(default)]
     pub quality: Option<crate::quality::QualityRecord>,
+    /// What the engine chose for the loaded model (its kernels, and how it
+    /// chose them), as the engine describes it.
+    #[serde(default)]
+    pub model_details: Option<serde_json::Value>,
 }
 
 /// A request's raw timeline, ns since the cell's epoch.

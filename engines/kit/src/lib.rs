@@ -95,6 +95,11 @@ pub trait Backend: Send + 'static {
     fn cached_prompt_tokens(&self, _seq: SeqId) -> u32 {
         0
     }
+    /// What the engine chose for this model, a JSON object (see
+    /// [`engine_api::Model::describe`]); empty by default.
+    fn describe(&self) -> String {
+        String::new()
+    }
 }
 
 /// Largest number of prompt tokens an engine runs in one batched prefill
@@ -174,6 +179,32 @@ pub fn parse_device(engine: &str, s: &str) -> Result<Option<usize>, EngineError>
     }
 }
 
+/// What identifies this machine's CPU for caches of measured choices
+/// (kernel auto-tuning): a hash of `/proc/cpuinfo`'s model name and flags
+/// of the first processor and the cores this process may use. Another
+/// CPU model, another microcode's flags or another core count is another
+/// key; the same machine type across hosts shares it.
+pub fn machine_key() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let first = info.split("\n\n").next().unwrap_or("");
+    let field = |name: &str| {
+        first
+            .lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let id = format!(
+        "{}\n{}\n{}\n{}",
+        field("model name"),
+        field("flags"),
+        available_cores(),
+        std::env::consts::ARCH
+    );
+    format!("{:016x}", fnv1a(id.as_bytes()))
+}
+
 /// The number of cores this process may use (the default thread count of
 /// every in-process engine).
 pub fn available_cores() -> usize {
@@ -216,6 +247,14 @@ mod tests {
                 .contains("candle options: threads must be at least 1"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_machine_key_is_stable_hex() {
+        let k = machine_key();
+        assert_eq!(k.len(), 16);
+        assert!(k.chars().all(|c| c.is_ascii_hexdigit()), "{k}");
+        assert_eq!(k, machine_key());
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct KitModel {
     thread: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
     limits: Limits,
+    /// The backend's [`Backend::describe`], taken once it was built.
+    described: String,
 }
 
 /// Starts the scheduler thread for `backend` with the batching policy of
@@ -103,15 +105,16 @@ where
                 }
             };
             *lock(&shared2.memory) = backend.memory();
-            let _ = ready_tx.send(Ok(Limits {
+            let limits = Limits {
                 vocab: backend.vocab_size(),
                 context: backend.max_seq_len(),
                 eos: backend.eos_token(),
-            }));
+            };
+            let _ = ready_tx.send(Ok((limits, backend.describe())));
             Scheduler::new(backend, cfg, shared2).run(rx)
         })
         .map_err(|e| EngineError::runtime(format!("cannot start scheduler thread: {e}")))?;
-    let limits = match ready_rx.recv() {
+    let (limits, described) = match ready_rx.recv() {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
             let _ = thread.join();
@@ -129,6 +132,7 @@ where
         thread: Some(thread),
         shared,
         limits,
+        described,
     })
 }
 
@@ -194,6 +198,10 @@ impl Model for KitModel {
         let out = *m;
         m.kv_cache_peak_bytes = m.kv_cache_used_bytes;
         out
+    }
+
+    fn describe(&self) -> String {
+        self.described.clone()
     }
 
     fn score(&self, tokens: &[u32]) -> Result<Logits, EngineError> {

@@ -112,6 +112,12 @@ pub trait Kernels: Send + 'static {
         drop(cache)
     }
 
+    /// What the engine chose for this model (kernels, and how), a JSON
+    /// object the results keep beside every cell; empty by default.
+    fn describe(&self) -> String {
+        String::new()
+    }
+
     /// Whether [`Kernels::fork`] works: the prefix cache
     /// ([`crate::prefix_cache`]) needs it.
     fn can_fork(&self) -> bool {
@@ -493,6 +499,10 @@ impl<K: Kernels> Backend for Sequences<K> {
                 Err(e)
             }
         }
+    }
+
+    fn describe(&self) -> String {
+        self.kernels.describe()
     }
 
     fn cached_prompt_tokens(&self, seq: SeqId) -> u32 {

@@ -37,12 +37,15 @@
 //! * `threads` (default: the cores this process may use): libtorch's
 //!   intra-op (OpenMP) threads, `torch.set_num_threads`;
 //! * `device`: `cpu` (default), `cuda` or `cuda:N` when libtorch has CUDA;
-//! * `matmul`: the kernel of the linear layers, `onednn` (oneDNN's inner
-//!   product on weights converted once at load; f32 on CPU, the default
-//!   there) or `addmm` (MKL through `addmm`, the call PyTorch eager's
-//!   `Conv1D` makes, on `[in, out]` weights — `nn.Linear`'s `[out, in]`
-//!   is transposed once at load; the default for other dtypes and
-//!   devices). See [`linear`].
+//! * `matmul`: the kernel of the linear layers, `auto` (the default for
+//!   f32 on the CPU: whichever of the two is faster for the model's
+//!   shapes on this machine, measured at load and cached, see
+//!   [`autotune`]), `onednn` (oneDNN's inner product on weights converted
+//!   once at load; f32 on CPU) or `addmm` (MKL through `addmm`, the call
+//!   PyTorch eager's `Conv1D` makes, on `[in, out]` weights —
+//!   `nn.Linear`'s `[out, in]` is transposed once at load; the only one
+//!   for other dtypes and devices). See [`linear`]. The model's
+//!   `describe()` says which kernel runs and how it was chosen.
 //!
 //! Every step runs with autograd off (`no_grad`, which is per thread, so it
 //! is set on the scheduler thread for each call). dtypes `f32`, `f16` and
@@ -51,6 +54,7 @@
 //! asking for them gets `unsupported` with libtorch's message. Logits are
 //! handed out as f32.
 
+pub mod autotune;
 pub mod gpt2;
 pub mod kv;
 pub mod linear;
@@ -93,15 +97,15 @@ pub struct TorchOptions {
 fn parse_matmul(s: Option<&str>, kind: Kind, device: Device) -> Result<MatMul, EngineError> {
     let onednn_ok = kind == Kind::Float && device == Device::Cpu && tch::utils::has_mkldnn();
     match s {
-        None if onednn_ok => Ok(MatMul::OneDnn),
-        None | Some("addmm") => Ok(MatMul::Addmm),
+        None | Some("auto") if onednn_ok => Ok(MatMul::OneDnn),
+        None | Some("auto") | Some("addmm") => Ok(MatMul::Addmm),
         Some("onednn") if onednn_ok => Ok(MatMul::OneDnn),
         Some("onednn") => Err(EngineError::unsupported(format!(
             "torch options: matmul onednn runs f32 on the CPU only (asked: {} on {device:?})",
             dtype_name(kind)
         ))),
         Some(other) => Err(EngineError::invalid_argument(format!(
-            "torch options: matmul {other:?} is not one of onednn, addmm"
+            "torch options: matmul {other:?} is not one of auto, onednn, addmm"
         ))),
     }
 }
@@ -421,6 +425,73 @@ pub struct TorchKernels {
     model: Net,
     threads: usize,
     weight_bytes: u64,
+    /// What `describe()` says: the kernel and how it was chosen.
+    described: String,
+}
+
+/// The linear layers' shapes of `cfg` and how often a token runs through
+/// each (for `matmul: auto`).
+fn shapes(cfg: &ModelConfig) -> Vec<autotune::Shape> {
+    let s = |inp: usize, out: usize, per_token: usize| autotune::Shape {
+        inp: inp as i64,
+        out: out as i64,
+        per_token: per_token as u32,
+    };
+    match cfg {
+        ModelConfig::Gpt2(c) => {
+            let (e, l) = (c.n_embd, c.n_layer);
+            vec![
+                s(e, 3 * e, l),
+                s(e, e, l),
+                s(e, c.inner_dim(), l),
+                s(c.inner_dim(), e, l),
+                s(e, c.vocab_size, 1),
+            ]
+        }
+        ModelConfig::Llama(c) => {
+            let (h, l, d) = (c.hidden_size, c.num_hidden_layers, c.head_dim());
+            let q = c.num_attention_heads * d;
+            vec![
+                s(h, q + 2 * c.kv_heads() * d, l),
+                s(q, h, l),
+                s(h, 2 * c.intermediate_size, l),
+                s(c.intermediate_size, h, l),
+                s(h, c.vocab_size, 1),
+            ]
+        }
+    }
+}
+
+/// The shapes `matmul: auto` times for the model folder `dir` (for tools
+/// and tests).
+pub fn autotune_shapes(dir: &std::path::Path) -> Vec<autotune::Shape> {
+    let text = std::fs::read_to_string(dir.join("config.json")).unwrap_or_default();
+    let arch = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["model_type"].as_str().map(String::from))
+        .unwrap_or_else(|| "gpt2".into());
+    engine_kit::arch::read_config(dir, &arch)
+        .map(|c| shapes(&c))
+        .unwrap_or_default()
+}
+
+fn autotune_name(m: MatMul) -> &'static str {
+    match m {
+        MatMul::Addmm => "addmm",
+        MatMul::OneDnn => "onednn",
+        MatMul::Int8 => "int8 (weight-only)",
+        MatMul::Int4 => "int4 (weight-only, groups of 32)",
+    }
+}
+
+/// Sets this thread's libtorch threads (what `enter` does per call).
+fn set_threads(threads: usize) {
+    THREADS_SET.with(|t| {
+        if t.get() != threads {
+            tch::set_num_threads(threads as i32);
+            t.set(threads);
+        }
+    });
 }
 
 /// What the scheduler drives: the kernels plus the kit's sequence table.
@@ -464,12 +535,36 @@ impl TorchKernels {
                 spec.dtype.as_str()
             ))
         })?;
-        let matmul = match spec.quantization.as_str() {
-            "none" => parse_matmul(opts.matmul.as_deref(), kind, device)?,
-            q => quantized_kernel(q, opts.matmul.as_deref(), device)?,
-        };
         let dir = PathBuf::from(spec.path.as_str());
         let cfg = engine_kit::arch::read_config(&dir, spec.architecture.as_str())?;
+        let (matmul, chosen_by) = match spec.quantization.as_str() {
+            "none" => {
+                let fixed = parse_matmul(opts.matmul.as_deref(), kind, device)?;
+                let auto = matches!(opts.matmul.as_deref(), None | Some("auto"));
+                if auto && fixed == MatMul::OneDnn {
+                    // both kernels can run: measure (or recall) which is faster here
+                    set_threads(threads);
+                    let c = autotune::choose(&shapes(&cfg), threads)
+                        .map_err(torch_err("matmul auto-tuning"))?;
+                    let how = serde_json::json!({
+                        "by": if c.measured_now { "auto: measured at load" } else { "auto: measured earlier on this machine (cached)" },
+                        "us_per_token_batch1_batch8": c.us_per_token,
+                    });
+                    (c.matmul(), how)
+                } else if opts.matmul.is_some() && !auto {
+                    (fixed, serde_json::json!({"by": "the matmul option"}))
+                } else {
+                    (
+                        fixed,
+                        serde_json::json!({"by": "the only kernel for this dtype and device"}),
+                    )
+                }
+            }
+            q => (
+                quantized_kernel(q, opts.matmul.as_deref(), device)?,
+                serde_json::json!({"by": format!("quantization {q}")}),
+            ),
+        };
         if matmul == MatMul::Int4 {
             check_int4(&cfg)?;
         }
@@ -484,7 +579,13 @@ impl TorchKernels {
             .map_err(|why| EngineError::invalid_model(format!("{}: {why}", ck.path().display())))?
         };
         drop(ck);
-        Ok(Self::from_model(model, threads))
+        let mut k = Self::from_model(model, threads);
+        k.described = serde_json::json!({
+            "matmul": autotune_name(matmul),
+            "chosen": chosen_by,
+        })
+        .to_string();
+        Ok(k)
     }
 
     /// Wraps a built model.
@@ -492,6 +593,7 @@ impl TorchKernels {
         let model = model.into();
         TorchKernels {
             weight_bytes: model.weight_bytes() as u64,
+            described: serde_json::json!({"matmul": autotune_name(model.matmul())}).to_string(),
             model,
             threads,
         }
@@ -505,12 +607,7 @@ impl TorchKernels {
     /// libtorch's thread count is per OpenMP thread team: set it on the
     /// thread that runs the step (the scheduler thread).
     fn enter(&self) -> tch::NoGradGuard {
-        THREADS_SET.with(|t| {
-            if t.get() != self.threads {
-                tch::set_num_threads(self.threads as i32);
-                t.set(self.threads);
-            }
-        });
+        set_threads(self.threads);
         tch::no_grad_guard()
     }
 }
@@ -529,6 +626,10 @@ fn copy_rows(t: &Tensor, out: &mut Vec<f32>) -> Result<(), EngineError> {
 /// The kit has checked every prompt, token and length before these run.
 impl Kernels for TorchKernels {
     type Cache = KvCache;
+
+    fn describe(&self) -> String {
+        self.described.clone()
+    }
 
     fn limits(&self) -> Limits {
         self.model.limits()

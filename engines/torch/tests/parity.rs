@@ -45,14 +45,52 @@ fn batched_decode_with_changing_sets_matches_candle() {
 }
 
 /// f32 on the CPU defaults to oneDNN; both kernels hold the same weights.
+/// f32 on the CPU defaults to `auto`: the kernel measured faster for the
+/// model's shapes on this machine (then cached), which `describe()` names
+/// with the timings; an explicit option forces its kernel.
 #[test]
-fn matmul_defaults_to_onednn_for_f32_on_cpu() {
+fn matmul_defaults_to_the_kernel_measured_faster_here() {
     let dir = synthetic("tiny");
-    let d = torch(&dir, r#"{"threads":1}"#);
-    assert!(format!("{d:?}").contains("OneDnn"), "{d:?}");
+    // 3 threads: no other test loads with 3, so no other test writes or
+    // reads this cache entry while this one runs
+    let shapes = em_torch::autotune_shapes(&dir);
+    let _ = std::fs::remove_file(em_torch::autotune::cache_file(&shapes, 3));
+    let desc = |b: &TorchBackend| -> serde_json::Value {
+        serde_json::from_str(&b.describe()).expect("describe() is JSON")
+    };
+    let first = torch(&dir, r#"{"threads":3}"#);
+    let d = desc(&first);
+    let chosen = d["matmul"].as_str().unwrap().to_string();
+    assert!(chosen == "onednn" || chosen == "addmm", "{d}");
+    assert_eq!(d["chosen"]["by"], "auto: measured at load", "{d}");
+    let timings = d["chosen"]["us_per_token_batch1_batch8"]
+        .as_array()
+        .unwrap();
+    assert_eq!(timings.len(), 2, "{d}");
+    // the winner is the kernel with the lower per-token total
+    let total = |t: &serde_json::Value| t[1].as_f64().unwrap() + t[2].as_f64().unwrap();
+    let best = timings
+        .iter()
+        .min_by(|a, b| total(a).total_cmp(&total(b)))
+        .unwrap();
+    assert_eq!(best[0], chosen.as_str(), "{d}");
+    assert!(format!("{first:?}").contains(if chosen == "onednn" {
+        "OneDnn"
+    } else {
+        "Addmm"
+    }));
+    // the next load reads the choice back
+    let again = desc(&torch(&dir, r#"{"threads":3,"matmul":"auto"}"#));
+    assert_eq!(again["matmul"], chosen.as_str());
+    assert_eq!(
+        again["chosen"]["by"],
+        "auto: measured earlier on this machine (cached)"
+    );
+    // an explicit kernel is used as asked
     let a = torch(&dir, r#"{"threads":1,"matmul":"addmm"}"#);
     assert!(format!("{a:?}").contains("Addmm"), "{a:?}");
-    assert_eq!(d.memory().weight_bytes, a.memory().weight_bytes);
+    assert_eq!(desc(&a)["chosen"]["by"], "the matmul option");
+    assert_eq!(first.memory().weight_bytes, a.memory().weight_bytes);
 }
 
 #[test]

@@ -191,6 +191,8 @@ impl ResolvedModel {
 struct Loaded {
     key: String,
     model: ModelBox,
+    /// The engine's description of the model (`Model::describe`).
+    details: Option<serde_json::Value>,
     load_bytes: Option<i64>,
     load_time_ms: f64,
 }
@@ -461,9 +463,14 @@ fn ensure_loaded<'c>(
             Ok(m) => {
                 let load_time_ms = t.elapsed().as_secs_f64() * 1e3;
                 let after = system::rss();
+                let described = m.describe().to_string();
+                let details = (!described.trim().is_empty()).then(|| {
+                    serde_json::from_str(&described).unwrap_or(serde_json::Value::String(described))
+                });
                 *current = Some(Loaded {
                     key: key.clone(),
                     model: m,
+                    details,
                     load_bytes: before
                         .zip(after)
                         .map(|(b, a)| a.rss_bytes as i64 - b.rss_bytes as i64),
@@ -571,6 +578,7 @@ fn run_cell(
         repeat: 0,
         efficiency: None,
         quality: None,
+        model_details: None,
     };
     let finish = |status, reason: Option<String>, mut r: CellResult| {
         r.status = status;
@@ -594,6 +602,7 @@ fn run_cell(
     };
     memory.load_bytes = loaded.load_bytes;
     memory.load_time_ms = Some(loaded.load_time_ms);
+    result.model_details = loaded.details.clone();
 
     // Built (datasets read and tokenized) before anything is timed.
     let folder = model
@@ -763,6 +772,7 @@ pub fn failed_line(job: &Job, plugin: &str, why: String, wall_s: f64) -> ResultL
             repeat: job.repeat,
             efficiency: None,
             quality: None,
+            model_details: None,
         },
         iterations: Vec::new(),
         requests: Vec::new(),
