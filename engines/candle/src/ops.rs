@@ -972,8 +972,11 @@ mod tests {
             &kt.to_dtype(DType::F16)?,
             &v.to_dtype(DType::F16)?,
         )?;
+        // f16 rounds q, k and v (relative 5e-4) and sums 20-term scores in
+        // f16: on unseeded N(0, 1) inputs the worst of 60 outputs was seen
+        // just above 1e-2 once in many runs; a wrong result is off by O(1)
         let diff = (want - got16.to_dtype(DType::F32)?)?.abs()?.max_all()?;
-        assert!(diff.to_scalar::<f32>()? < 1e-2);
+        assert!(diff.to_scalar::<f32>()? < 3e-2);
         Ok(())
     }
 
