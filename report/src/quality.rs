@@ -201,7 +201,13 @@ pub(crate) fn table(groups: &[Group]) -> Option<Table> {
                 c.params.quantization.clone(),
                 f(decode, 1),
                 f(m.and_then(|m| m.ttft_ms.as_ref()).map(|d| d.p50), 1),
-                f(mem.map(|m| m.weight_bytes as f64 / MIB), 1),
+                // a server says nothing of its weights (0): —
+                f(
+                    mem.map(|m| m.weight_bytes)
+                        .filter(|b| *b > 0)
+                        .map(|b| b as f64 / MIB),
+                    1,
+                ),
                 f(
                     mem.and_then(|m| m.peak_rss_bytes).map(|b| b as f64 / MIB),
                     0,
