@@ -22,8 +22,8 @@
 //! still does.
 
 use crate::matrix::{Cell, EngineDef, QualityDef};
-use crate::run::cell::{EngineSlot, ResolvedModel};
-use engine_api::{BatchPolicy, LoadOptions, ModelBox, ModelSpec};
+use crate::synthetic::Gpt2Shape;
+use engine_api::ModelBox;
 use engine_matrix_results::quality::QualityRecord;
 use engine_matrix_stats::quality::{windows, QualityAcc};
 use serde::{Deserialize, Serialize};
@@ -51,7 +51,7 @@ pub fn key(cell: &Cell) -> String {
 
 /// Whether `cell` runs the reference itself (its engine, f32, no
 /// quantization).
-fn is_reference(job: &QualityJob, cell: &Cell) -> bool {
+pub fn is_reference(job: &QualityJob, cell: &Cell) -> bool {
     cell.engine == job.reference.name
         && cell.params.dtype == "f32"
         && cell.params.quantization == "none"
@@ -70,14 +70,14 @@ fn not_measured(why: String, t0: Instant) -> QualityRecord {
 fn eval_tokens(
     job: &QualityJob,
     cell: &Cell,
-    model: &ResolvedModel,
+    shape: &Gpt2Shape,
     folder: &std::path::Path,
 ) -> Result<(Vec<u32>, String), String> {
     let want = job.tokens;
     let tm = crate::models::text_model(folder)
         .map_err(|e| format!("model `{}`: its tokenizer: {e:#}", cell.model))?;
     let Some(tm) = tm else {
-        let vocab = model.shape.vocab_size as u32;
+        let vocab = shape.vocab_size as u32;
         let gen = engine_matrix_workloads::random::PromptGen::new(0, "quality", vocab, None);
         return Ok((
             gen.prompt(0, want),
@@ -130,35 +130,6 @@ fn eval_tokens(
             path.display()
         ),
     ))
-}
-
-/// The reference engine's f32, unquantized model.
-fn load_reference(
-    job: &QualityJob,
-    cell: &Cell,
-    model: &ResolvedModel,
-) -> Result<(EngineSlot, ModelBox), String> {
-    let slot = EngineSlot::load(&job.reference, &job.plugin_dir);
-    let engine = slot.loaded.as_ref().map_err(|e| e.clone())?;
-    let folder = model.folder("f32").map_err(|e| format!("{e:#}"))?;
-    let spec = ModelSpec {
-        name: cell.model.clone().into(),
-        architecture: model.architecture.clone().into(),
-        path: folder.display().to_string().into(),
-        dtype: "f32".into(),
-        quantization: "none".into(),
-    };
-    let options = LoadOptions {
-        batch_policy: BatchPolicy::None,
-        max_batch: 1,
-        options_json: job.reference.options.to_string().into(),
-    };
-    let m = engine
-        .engine
-        .load(&spec, &options)
-        .into_result()
-        .map_err(|e| e.to_string())?;
-    Ok((slot, m))
 }
 
 /// Greedy tokens the comparison generates.
@@ -215,43 +186,39 @@ fn divergence(
     Ok((steps, first))
 }
 
-/// Evaluates `loaded` (the cell's model) and, unless it is the reference,
-/// the reference on the same windows.
+/// Evaluates `loaded` (the cell's model, whose folder is `folder`) and
+/// compares it with `reference` on the same windows: `Ok(None)` when the
+/// cell is the reference itself, `Err` (why) when the reference did not
+/// load (the caller loads it: see `run::cell`).
 pub fn evaluate(
     job: &QualityJob,
     cell: &Cell,
-    model: &ResolvedModel,
+    shape: &Gpt2Shape,
+    folder: &std::path::Path,
     loaded: &ModelBox,
+    reference: Result<Option<ModelBox>, String>,
 ) -> QualityRecord {
     let t0 = Instant::now();
-    let folder = match model.folder(&cell.params.dtype) {
-        Ok(f) => f,
-        Err(e) => return not_measured(format!("{e:#}"), t0),
-    };
-    let (tokens, text) = match eval_tokens(job, cell, model, &folder) {
+    let (tokens, text) = match eval_tokens(job, cell, shape, folder) {
         Ok(x) => x,
         Err(why) => return not_measured(why, t0),
     };
     let mut note = None;
-    let context = (job.def.context as usize).min(model.shape.n_positions);
+    let context = (job.def.context as usize).min(shape.n_positions);
     if context < job.def.context as usize {
         note = Some(format!(
             "windows of {context} tokens: the model's context is shorter than the matrix's {}",
             job.def.context
         ));
     }
-    let reference = if is_reference(job, cell) {
-        None
-    } else {
-        match load_reference(job, cell, model) {
-            Ok(r) => Some(r),
-            Err(why) => {
-                note = Some(format!(
-                    "no comparison: the reference `{}` did not load: {why}",
-                    job.reference.name
-                ));
-                None
-            }
+    let reference = match reference {
+        Ok(r) => r,
+        Err(why) => {
+            note = Some(format!(
+                "no comparison: the reference `{}` did not load: {why}",
+                job.reference.name
+            ));
+            None
         }
     };
     let mut acc = QualityAcc::default();
@@ -263,7 +230,7 @@ pub fn evaluate(
                 .into_result()
                 .map_err(|e| e.to_string())?;
             let r = match &reference {
-                Some((_, m)) => Some(
+                Some(m) => Some(
                     m.score(chunk.into())
                         .into_result()
                         .map_err(|e| format!("the reference: {e}"))?,
@@ -284,7 +251,7 @@ pub fn evaluate(
     }
     let mut greedy_steps = 0;
     let mut greedy_divergence = None;
-    if let Some((_, r)) = &reference {
+    if let Some(r) = &reference {
         match divergence(loaded, r, &tokens, context) {
             Ok((steps, first)) => (greedy_steps, greedy_divergence) = (steps, first),
             Err(why) => note = Some(format!("no greedy comparison: {why}")),

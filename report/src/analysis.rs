@@ -587,9 +587,6 @@ pub fn executive(summary: &Summary, groups: &[Group]) -> Executive {
     findings_concurrency(&mut ex, groups);
     findings_batch_scaling(&mut ex, groups);
     findings_leaks(&mut ex, groups);
-    // a quantization per engine: the fastest that keeps 95% top-1
-    ex.recommendations
-        .extend(crate::quality::recommendations(groups, 0.95));
     closing_recommendations(&mut ex, summary);
     ex
 }

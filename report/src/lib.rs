@@ -87,10 +87,27 @@ pub fn write(dir: &Path) -> Result<Written> {
     write_summary(&summary, dir)
 }
 
+/// The executive summary with the quality recommendations: a variant per
+/// engine, the fastest that keeps 95% top-1 agreement with the reference
+/// (composed here, above both, so that neither module needs the other).
+pub(crate) fn executive(summary: &Summary, groups: &[analysis::Group]) -> analysis::Executive {
+    let mut ex = analysis::executive(summary, groups);
+    let at = ex.recommendations.len();
+    let q = quality::recommendations(groups, 0.95);
+    // before the closing remarks on statuses and repetitions
+    let closing = ex
+        .recommendations
+        .iter()
+        .position(|r| r.contains("cells were unsupported") || r.contains("`run --repeat N`"))
+        .unwrap_or(at);
+    ex.recommendations.splice(closing..closing, q);
+    ex
+}
+
 /// Writes the report of `summary` into `dir`.
 pub fn write_summary(summary: &Summary, dir: &Path) -> Result<Written> {
     let groups = analysis::groups(summary);
-    let executive = analysis::executive(summary, &groups);
+    let executive = executive(summary, &groups);
     let colors = figures::colors(summary);
     let chart_dir = dir.join("charts");
     io(&chart_dir, std::fs::create_dir_all(&chart_dir))?;

@@ -108,7 +108,7 @@ pub fn markdown(summary: &Summary) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# engine-matrix: {}\n", cell(&summary.matrix_name));
     let _ = writeln!(out, "{}\n", cell(&system_line(summary)));
-    let ex = analysis::executive(summary, &groups);
+    let ex = crate::executive(summary, &groups);
     let _ = writeln!(
         out,
         "## Executive summary\n\n{} cells: {} ok, {} unsupported, {} failed{}.\n",

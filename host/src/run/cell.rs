@@ -151,9 +151,46 @@ fn quality(
         return Some(r.clone());
     }
     let loaded = state.current.as_ref()?;
-    let r = crate::quality::evaluate(q, cell, model, &loaded.model);
+    let folder = model
+        .folder(&cell.params.dtype)
+        .unwrap_or_else(|_| model.path.clone());
+    let reference = if crate::quality::is_reference(q, cell) {
+        Ok(None)
+    } else {
+        load_reference(q, cell, model).map(Some)
+    };
+    let r = crate::quality::evaluate(q, cell, &model.shape, &folder, &loaded.model, reference);
     state.quality.insert(key, r.clone());
     Some(r)
+}
+
+/// The quality reference's f32, unquantized model, loaded for one pass
+/// (its plugin stays loaded, as every plugin does for the process).
+fn load_reference(
+    q: &crate::quality::QualityJob,
+    cell: &Cell,
+    model: &ResolvedModel,
+) -> Result<ModelBox, String> {
+    let slot = EngineSlot::load(&q.reference, &q.plugin_dir);
+    let engine = slot.loaded.as_ref().map_err(|e| e.clone())?;
+    let folder = model.folder("f32").map_err(|e| format!("{e:#}"))?;
+    let spec = ModelSpec {
+        name: cell.model.clone().into(),
+        architecture: model.architecture.clone().into(),
+        path: folder.display().to_string().into(),
+        dtype: "f32".into(),
+        quantization: "none".into(),
+    };
+    let options = LoadOptions {
+        batch_policy: engine_api::BatchPolicy::None,
+        max_batch: 1,
+        options_json: q.reference.options.to_string().into(),
+    };
+    engine
+        .engine
+        .load(&spec, &options)
+        .into_result()
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
