@@ -278,6 +278,35 @@ impl OnnxKernels {
         Ok(())
     }
 
+    /// Runs `seq` new tokens for each of `batch` rows over cohort `c`'s
+    /// past (taken out of the table as `cid`), writes each row's last
+    /// logits into `logits` and puts the cohort back, grown by `seq`
+    /// positions (unchanged when the run fails).
+    #[allow(clippy::too_many_arguments)]
+    fn run_on_cohort(
+        &mut self,
+        cid: u64,
+        c: Cohort,
+        (batch, seq): (usize, usize),
+        ids: &[i64],
+        mask: &[i64],
+        positions: &[i64],
+        logits: &mut Vec<f32>,
+    ) -> Result<(), EngineError> {
+        let (l, kv) = match self.run(batch, seq, ids, mask, positions, Some(&c.kv), true) {
+            Ok(v) => v,
+            Err(e) => {
+                self.cohorts.insert(cid, c);
+                return Err(e);
+            }
+        };
+        logits.clear();
+        let r = self.last_logits(&l, batch, logits);
+        let width = c.width + seq;
+        self.cohorts.insert(cid, Cohort { kv, width, ..c });
+        r
+    }
+
     /// Stores `c` and returns the handles of its rows.
     fn new_cohort(&mut self, c: Cohort) -> Vec<Row> {
         let cohort = self.next_cohort;
@@ -404,18 +433,7 @@ impl Kernels for OnnxKernels {
             mask[r * w..r * w + pad].fill(0);
         }
         let positions: Vec<i64> = c.pads.iter().map(|&p| (c.width - p) as i64).collect();
-        let out = self.run(b, 1, &ids, &mask, &positions, Some(&c.kv), true);
-        let (l, kv) = match out {
-            Ok(v) => v,
-            Err(e) => {
-                self.cohorts.insert(cid, c);
-                return Err(e);
-            }
-        };
-        logits.clear();
-        let r = self.last_logits(&l, b, logits);
-        self.cohorts.insert(cid, Cohort { kv, width: w, ..c });
-        r
+        self.run_on_cohort(cid, c, (b, 1), &ids, &mask, &positions, logits)
     }
 
     fn score(&mut self, tokens: &[u32], logits: &mut Vec<f32>) -> Result<(), EngineError> {
@@ -520,18 +538,7 @@ impl Kernels for OnnxKernels {
         mask[..pad].fill(0);
         let start = (c.width - pad) as i64;
         let positions: Vec<i64> = (start..start + m as i64).collect();
-        let out = self.run(1, m, &ids, &mask, &positions, Some(&c.kv), true);
-        let (l, kv) = match out {
-            Ok(v) => v,
-            Err(e) => {
-                self.cohorts.insert(cid, c);
-                return Err(e);
-            }
-        };
-        logits.clear();
-        let r = self.last_logits(&l, 1, logits);
-        self.cohorts.insert(cid, Cohort { kv, width: w, ..c });
-        r
+        self.run_on_cohort(cid, c, (1, m), &ids, &mask, &positions, logits)
     }
 
     fn release(&mut self, r: Row) {
