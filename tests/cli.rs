@@ -384,6 +384,38 @@ fn shipped_matrices_validate_and_gpt2_long_workloads_are_unsupported() {
     }
     assert!(shipped >= 4, "every shipped matrix validates");
 
+    // `presets` lists the seeds' run types, one line each, and the
+    // target profiles.
+    let o = std::process::Command::new(binary())
+        .args(["presets", "--dir"])
+        .arg(workspace_root().join("matrices"))
+        .env("SMOLLM2_GGUF", &gguf)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    for preset in [
+        "quick",
+        "full",
+        "tok-throughput",
+        "cpu-only",
+        "rtx-4090",
+        "production",
+        "regression",
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(preset))
+            .unwrap_or_else(|| panic!("{preset} not listed: {out}"));
+        assert!(line.contains(" cells, "), "{line}");
+    }
+    assert!(!out.contains("not valid"), "{out}");
+    assert!(
+        out.contains("targets cpu_only") && out.contains("targets rtx_4090"),
+        "{out}"
+    );
+    assert!(out.contains("  gpt2_plan "), "{out}");
+
     // L3 (1024 + 256) and L4 (2048 + 512) exceed GPT-2's 1,024 positions:
     // the real gpt2 config (synthetic weights) must record them unsupported.
     let tmp = TempDir::new("gpt2");
@@ -403,6 +435,34 @@ fn shipped_matrices_validate_and_gpt2_long_workloads_are_unsupported() {
         );
     }
     assert!(text(&o.stdout).contains("unsupported"));
+
+    // The rtx-4090 preset asks for a CUDA device: on this build (CPU
+    // candle) its cells are unsupported, with the reason, and its targets
+    // are left without a verdict rather than missed.
+    let run_dir = tmp.path().join("rtx");
+    let rtx = workspace_root().join("matrices/rtx-4090.yaml");
+    let o = run(
+        &[
+            "run",
+            rtx.to_str().unwrap(),
+            "--quick",
+            "--only",
+            "candle",
+            "--no-calibrate",
+            "--out",
+            run_dir.to_str().unwrap(),
+        ],
+        plugins.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let s = read_json(&run_dir.join("summary.json"));
+    assert_eq!(cells(&s).len(), 2);
+    for c in cells(&s) {
+        assert_eq!(c["status"], "unsupported", "{c}");
+        assert!(c["reason"].as_str().unwrap().contains("CUDA"), "{c}");
+    }
+    assert_eq!(s["targets"]["total_targets"], 0);
+    assert!(s["targets"]["grade"].is_null());
 }
 
 /// A missing ONNX Runtime costs only the cells of the engine that needs
@@ -459,4 +519,122 @@ scenarios:
     }
     assert_eq!(seen.len(), 3, "{seen:?}");
     assert!(seen.values().all(|&n| n == 2), "{seen:?}");
+}
+
+/// A run graded against targets: one met, one that cannot be met (a TTFT
+/// below a nanosecond), one on errors; the grade, the report's table and
+/// the exit statuses of `--fail-on-targets` and `--min-grade`.
+#[test]
+fn targets_grade_the_run_and_gate_its_exit_status() {
+    let plugins = plugin_dir(&["candle", "example"]);
+    let tmp = TempDir::new("targets");
+    let yaml = "\
+name: graded
+baseline: candle
+models:
+  - {name: tiny, weights: synthetic, config: tiny}
+engines:
+  - {name: candle, options: {threads: 1}}
+  - {name: example, options: {threads: 1}}
+scenarios:
+  - name: lat
+    kind: latency
+    warmup: 0
+    iterations: 2
+    input_tokens: 16
+    output_tokens: 8
+targets:
+  - {name: runs, metric: output_throughput, min: 1}
+  - {name: impossible, metric: ttft_ms.p50, max: 0.000001, acceptable: 0.000002}
+  - {name: clean, metric: error_rate_pct, max: 0}
+";
+    let (run_dir, o) = run_yaml(tmp.path(), yaml, &["--fail-on-targets"], plugins.path());
+    assert_eq!(o.status.code(), Some(6), "{}", text(&o.stderr));
+    let stderr = text(&o.stderr);
+    assert!(
+        stderr.contains("1 of 3 targets missed (impossible; grade ACCEPTABLE)"),
+        "{stderr}"
+    );
+    let s = read_json(&run_dir.join("summary.json"));
+    let t = &s["targets"];
+    assert_eq!(t["grade"], "ACCEPTABLE", "{t}");
+    assert_eq!(
+        (t["targets_met"].as_u64(), t["total_targets"].as_u64()),
+        (Some(2), Some(3))
+    );
+    let by_name = |n: &str| {
+        t["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["def"]["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    let impossible = by_name("impossible");
+    assert_eq!(impossible["verdict"], "missed");
+    // Both engines' cells were judged, each on its measured TTFT.
+    let judged = impossible["cells"].as_array().unwrap();
+    assert_eq!(judged.len(), 2, "{impossible}");
+    for c in judged {
+        let cell = cells(&s)
+            .iter()
+            .find(|x| x["cell"]["id"] == c["cell"])
+            .unwrap();
+        assert_eq!(c["value"], cell["metrics"]["ttft_ms"]["p50"]);
+    }
+    assert_eq!(by_name("runs")["verdict"], "met");
+    assert_eq!(by_name("clean")["verdict"], "met");
+
+    // The report: the grade on top, the table, the missed target's advice.
+    let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    assert!(
+        md.contains("Grade: **ACCEPTABLE**: 2 of 3 targets met, 0 acceptable, 1 missed"),
+        "{md}"
+    );
+    assert!(md.contains("## Targets"), "{md}");
+    assert!(
+        md.contains("Target **impossible**") && md.contains("missed by 2 of 2 cells"),
+        "{md}"
+    );
+    let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
+    assert!(
+        html.contains("<td class=\"missed\">missed</td>"),
+        "colour-coded status"
+    );
+    assert!(html.contains("<td class=\"met\">met</td>"));
+
+    // --min-grade: ACCEPTABLE passes, GOOD does not; no flag, exit 0.
+    let fresh = |name: &str| {
+        let d = tmp.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    };
+    let (_, o) = run_yaml(
+        &fresh("acceptable"),
+        yaml,
+        &["--min-grade", "acceptable"],
+        plugins.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let (_, o) = run_yaml(
+        &fresh("good"),
+        yaml,
+        &["--min-grade", "GOOD"],
+        plugins.path(),
+    );
+    assert_eq!(o.status.code(), Some(6), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("grade ACCEPTABLE is below --min-grade GOOD"));
+
+    // `validate` lists the targets.
+    let o = run(
+        &["validate", tmp.path().join("m.yaml").to_str().unwrap()],
+        plugins.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(
+        out.contains("targets: 3") && out.contains("impossible: ttft_ms.p50 ≤ 0.000001"),
+        "{out}"
+    );
 }

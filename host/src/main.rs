@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use engine_matrix::{matrix::Matrix, plugins, run::runner};
+use engine_matrix_results::targets::Grade;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -48,6 +49,14 @@ enum Command {
     },
     /// Check a matrix without running it.
     Validate { matrix: PathBuf },
+    /// List the preset matrices (the seeds' run types: quick, full,
+    /// tok-throughput, cpu-only, rtx-4090, production, regression, ...),
+    /// one line each, and the target profiles.
+    Presets {
+        /// The folder of matrices.
+        #[arg(long, default_value = "matrices")]
+        dir: PathBuf,
+    },
     /// Model files: `model import FILE.gguf` writes a Hugging Face folder.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -133,6 +142,14 @@ struct RunArgs {
     /// `unsupported` cells are results, never failures).
     #[arg(long)]
     allow_failures: bool,
+    /// Exit 6 when a target of the matrix's `targets:` is missed
+    /// (`acceptable` passes).
+    #[arg(long)]
+    fail_on_targets: bool,
+    /// Exit 6 when the run's grade is below this one (EXCELLENT, GOOD,
+    /// ACCEPTABLE, POOR), or when no target could be judged.
+    #[arg(long, value_name = "GRADE", value_parser = parse_grade)]
+    min_grade: Option<Grade>,
 }
 
 #[derive(Args)]
@@ -222,6 +239,11 @@ struct ServeArgs {
     inject_token_ms: Option<f64>,
 }
 
+fn parse_grade(s: &str) -> Result<Grade, String> {
+    Grade::parse(s)
+        .ok_or_else(|| format!("'{s}' is not a grade (EXCELLENT, GOOD, ACCEPTABLE, POOR)"))
+}
+
 fn parse_batch_policy(s: &str) -> Result<engine_api::BatchPolicy, String> {
     engine_api::BatchPolicy::parse(s)
         .ok_or_else(|| format!("'{s}' is not a batch policy (none, static, continuous)"))
@@ -230,11 +252,14 @@ fn parse_batch_policy(s: &str) -> Result<engine_api::BatchPolicy, String> {
 // Exit statuses: 0 success; 1 a regression against the baseline (`run
 // --baseline`, `compare`); 2 an error (bad matrix, missing baseline, ...);
 // 3 a worker process's own error; 4 the run stopped at --run-timeout; 5
-// cells failed (`run` without --allow-failures); 130 Ctrl-C. A run stopped
-// early exits 4 or 130 whatever else happened, and a regression exits 1
-// before failed cells are counted.
+// cells failed (`run` without --allow-failures); 6 targets missed or the
+// grade below --min-grade (`run --fail-on-targets`, `--min-grade`); 130
+// Ctrl-C. A run stopped early exits 4 or 130 whatever else happened, a
+// regression exits 1 before failed cells are counted, and failed cells
+// exit 5 before targets are.
 const EXIT_REGRESSION: u8 = 1;
 const EXIT_FAILED_CELLS: u8 = 5;
+const EXIT_TARGETS: u8 = 6;
 
 fn main() -> ExitCode {
     // A worker process (see engine_matrix::run::worker): not a user command.
@@ -268,6 +293,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => serve_command(args, dir),
         Command::Generate(args) => generate_command(args, dir),
         Command::Validate { matrix } => validate(&matrix, &dir),
+        Command::Presets { dir } => presets(&dir),
         Command::Model(ModelCommand::Import { file, dtype, out }) => {
             model_import(&file, &dtype, out)
         }
@@ -360,6 +386,8 @@ fn run_command(args: RunArgs, dir: PathBuf, verbose: bool) -> Result<ExitCode> {
         noise,
         no_calibrate,
         allow_failures,
+        fail_on_targets,
+        min_grade,
     } = args;
     // Fail on a bad name or a missing baseline before measuring.
     let base = baseline
@@ -443,7 +471,51 @@ fn run_command(args: RunArgs, dir: PathBuf, verbose: bool) -> Result<ExitCode> {
         );
         return Ok(ExitCode::from(EXIT_FAILED_CELLS));
     }
+    if let Some(why) = targets_gate(&report.summary, fail_on_targets, min_grade) {
+        eprintln!("{why}: exit status {EXIT_TARGETS}");
+        return Ok(ExitCode::from(EXIT_TARGETS));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why `--fail-on-targets` or `--min-grade` fails the run, if it does.
+fn targets_gate(
+    summary: &engine_matrix::output::Summary,
+    fail_on_targets: bool,
+    min_grade: Option<Grade>,
+) -> Option<String> {
+    if !fail_on_targets && min_grade.is_none() {
+        return None;
+    }
+    let Some(t) = &summary.targets else {
+        return Some("--fail-on-targets / --min-grade: the matrix has no `targets:`".into());
+    };
+    let grade = t.grade.map_or("none", |g| g.as_str());
+    if fail_on_targets && t.targets_missed > 0 {
+        let names: Vec<&str> = t
+            .targets
+            .iter()
+            .filter(|o| o.verdict == Some(engine_matrix_results::targets::Verdict::Missed))
+            .map(|o| o.def.name.as_str())
+            .collect();
+        return Some(format!(
+            "{} of {} targets missed ({}; grade {grade})",
+            t.targets_missed,
+            t.total_targets,
+            names.join(", ")
+        ));
+    }
+    match (min_grade, t.grade) {
+        (Some(min), Some(g)) if g < min => Some(format!(
+            "grade {grade} is below --min-grade {}",
+            min.as_str()
+        )),
+        (Some(min), None) => Some(format!(
+            "no target could be judged, so the run has no grade (--min-grade {})",
+            min.as_str()
+        )),
+        _ => None,
+    }
 }
 
 /// `compare BASELINE CANDIDATE`: exit 1 on a regression.
@@ -586,6 +658,61 @@ fn validate(matrix: &std::path::Path, dir: &std::path::Path) -> Result<ExitCode>
         m.engines.len(),
         m.models.len()
     );
+    if let Some(t) = &m.targets {
+        println!("targets: {}", t.targets.len());
+        for d in &t.targets {
+            match &d.not_applicable {
+                None => println!("  {}: {}", d.name, d.describe()),
+                Some(why) => println!("  {}: not applicable: {why}", d.name),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `presets`: every matrix of `dir` in one line (its cells with and
+/// without --quick, and its targets), then the target profiles.
+fn presets(dir: &std::path::Path) -> Result<ExitCode> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("{}: cannot list the preset matrices", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    let width = files
+        .iter()
+        .filter_map(|f| f.file_stem().map(|s| s.len()))
+        .max()
+        .unwrap_or(0);
+    for f in &files {
+        let stem = f.file_stem().unwrap_or_default().to_string_lossy();
+        match Matrix::load(f) {
+            Ok(m) => {
+                let targets = m
+                    .targets
+                    .as_ref()
+                    .map(|t| {
+                        if t.profiles.is_empty() {
+                            format!("; {} targets", t.targets.len())
+                        } else {
+                            format!("; targets {}", t.profiles.join(", "))
+                        }
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "{stem:width$}  {} ({} cells, {} with --quick{targets})",
+                    m.description.as_deref().unwrap_or("(no description)"),
+                    m.cells(false).len(),
+                    m.cells(true).len(),
+                );
+            }
+            Err(e) => println!("{stem:width$}  not valid: {e}"),
+        }
+    }
+    println!("\ntarget profiles (`targets: NAME`, docs/targets.md):");
+    for (name, what) in engine_matrix::matrix::targets::profile_names() {
+        println!("  {name:10}  {what}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

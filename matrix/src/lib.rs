@@ -12,6 +12,8 @@
 //!   tokens: 16384           # evaluated tokens (default 16384; quick_tokens with --quick, 2048)
 //!   context: 512            # window length (default 512)
 //!   path: ./sharegpt.json   # optional: the ShareGPT file whose replies are the text
+//! targets: [cpu_only]       # optional: profiles and targets the run is graded
+//!                           # against (see [`targets`])
 //! models:
 //!   - name: gpt2
 //!     architecture: gpt2    # optional: the model_type of its config.json
@@ -134,6 +136,7 @@ mod expand;
 pub mod open_loop;
 pub mod placeholders;
 pub mod presets;
+pub mod targets;
 mod yaml;
 
 use engine_api::BatchPolicy;
@@ -349,6 +352,8 @@ pub struct Matrix {
     pub baseline: Option<String>,
     /// Quality evaluation of every engine, model, dtype and quantization.
     pub quality: Option<QualityDef>,
+    /// The levels the run is graded against (see [`targets`]).
+    pub targets: Option<targets::TargetsDef>,
     pub models: Vec<ModelDef>,
     pub engines: Vec<EngineDef>,
     pub scenarios: Vec<ScenarioDef>,
@@ -677,11 +682,12 @@ pub(crate) fn check_name(at: &At<'_>, s: &str) -> Result<(), MatrixError> {
 /// checked before anything is expanded.
 pub const MAX_CELLS: usize = 100_000;
 
-const TOP_KEYS: [&str; 7] = [
+const TOP_KEYS: [&str; 8] = [
     "name",
     "description",
     "baseline",
     "quality",
+    "targets",
     "models",
     "engines",
     "scenarios",
@@ -966,6 +972,21 @@ impl Matrix {
             .map(|q| parse_quality(q, &engines, base))
             .transpose()?;
         let scenarios = parse_scenarios(top.require("scenarios")?, &ctx, &models, &engines)?;
+        let targets = top
+            .opt("targets")
+            .map(|t| {
+                targets::parse(
+                    t,
+                    &targets::Scope {
+                        scenarios: &scenarios,
+                        engines: &engines,
+                        models: &models,
+                        baseline: baseline.as_deref(),
+                        quality: quality.is_some(),
+                    },
+                )
+            })
+            .transpose()?;
         let (cells_full, cells_quick) = expand_cells(&scenarios, &ctx)?;
         Ok(Matrix {
             path: path.to_path_buf(),
@@ -973,6 +994,7 @@ impl Matrix {
             description,
             baseline,
             quality,
+            targets,
             models,
             engines,
             scenarios,

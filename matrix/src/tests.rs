@@ -667,7 +667,7 @@ fn unknown_top_level_key() {
     assert_eq!(field, "colour");
     assert_eq!(
         msg,
-        "unknown key `colour` (allowed: name, description, baseline, quality, models, engines, scenarios)"
+        "unknown key `colour` (allowed: name, description, baseline, quality, targets, models, engines, scenarios)"
     );
 }
 
@@ -1608,4 +1608,125 @@ fn the_quality_block_defaults_to_the_first_engine_and_checks_its_keys() {
     let (_, _, field, msg) = err(&with("quality: {windows: 3}\n"));
     assert_eq!(field, "quality.windows");
     assert!(msg.contains("unknown key `windows`"), "{msg}");
+}
+
+/// A matrix with a latency scenario `s` on engines a and b, then `tail`
+/// (top-level keys such as `targets:`), starting on line 12.
+fn with_targets(tail: &str) -> String {
+    format!("{HEAD}  - {{name: s, kind: latency}}\n{tail}")
+}
+
+#[test]
+fn targets_take_profiles_and_written_targets() {
+    let m = ok(&with_targets("targets: cpu_only\n"));
+    let t = m.targets.expect("targets");
+    assert_eq!(t.profiles, ["cpu_only"]);
+    assert_eq!(t.targets.len(), 4);
+    assert!(t.targets.iter().all(|d| d.source == "cpu_only"));
+    let tok = &t.targets[0];
+    assert_eq!(
+        (tok.metric.as_str(), tok.target.min),
+        ("output_throughput", Some(10.0))
+    );
+    let m = ok(&with_targets(
+        "targets:\n  - {name: fast, metric: ttft_ms.p99, max: 50, acceptable: 80, engines: [b], kinds: [latency]}\n",
+    ));
+    let d = &m.targets.unwrap().targets[0];
+    assert_eq!(d.name, "fast");
+    assert_eq!(d.acceptable.unwrap().max, Some(80.0));
+    assert_eq!(d.engines, ["b"]);
+    assert_eq!(d.describe(), "ttft_ms.p99 ≤ 50 (acceptable ≤ 80)");
+    assert_eq!(ok(&with_targets("")).targets, None);
+}
+
+#[test]
+fn bad_targets_are_errors_at_their_line() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "targets: gpu_fast\n",
+            "targets",
+            "unknown target profile `gpu_fast` (profiles: gpt2_plan, rtx_4090, rtx_3080, cpu_only)",
+        ),
+        (
+            "targets:\n  - {metric: ttft_ms.p42, max: 1}\n",
+            "targets[0].metric",
+            "unknown metric `ttft_ms.p42`",
+        ),
+        (
+            "targets:\n  - {metric: output_throughput}\n",
+            "targets[0]",
+            "a target needs `min:`",
+        ),
+        (
+            "targets:\n  - {metric: output_throughput, min: 5, max: 1}\n",
+            "targets[0]",
+            "`min` (5) is above `max` (1)",
+        ),
+        (
+            "targets:\n  - {metric: output_throughput, min: 30, acceptable: 40}\n",
+            "targets[0].acceptable",
+            "must be looser than the target",
+        ),
+        (
+            "targets:\n  - {metric: output_throughput, min: 30, engines: [vllm]}\n",
+            "targets[0].engines[0]",
+            "`vllm` is not one of this matrix's engines (a, b)",
+        ),
+        (
+            "targets:\n  - {metric: goodput, min: 1}\n",
+            "targets[0].metric",
+            "`goodput` is a serving metric",
+        ),
+        (
+            "targets:\n  - {metric: speedup, min: 2}\n",
+            "targets[0].metric",
+            "the matrix has none",
+        ),
+        (
+            "targets:\n  - {metric: perplexity, max: 20}\n",
+            "targets[0].metric",
+            "needs a `quality:` block",
+        ),
+        (
+            "targets:\n  - {metric: output_throughput, min: 1, kinds: [serving]}\n",
+            "targets[0].metric",
+            "its filters leave no cell",
+        ),
+        (
+            "targets:\n  - {metric: output_throughput, min: 1}\n  - {metric: output_throughput, min: 2}\n",
+            "targets[1]",
+            "written twice",
+        ),
+        (
+            "targets:\n  - {metric: output_throughput, min: fast}\n",
+            "targets[0].min",
+            "expected a number",
+        ),
+    ];
+    for (tail, want_field, want) in cases {
+        let (line, _, field, msg) = err(&with_targets(tail));
+        assert_eq!(&field, want_field, "{tail}: {msg}");
+        assert!(msg.contains(want), "{tail}: {msg}");
+        assert!(line >= 11, "{tail}: line {line}");
+    }
+    // The metric's line: the second item of the list.
+    let (line, ..) = err(&with_targets(
+        "targets:\n  - {metric: output_throughput, min: 1}\n  - {metric: nonsense, min: 1}\n",
+    ));
+    assert_eq!(line, 13);
+}
+
+#[test]
+fn a_profile_target_the_matrix_cannot_have_is_kept_as_not_applicable() {
+    // gpt2_plan has a speedup target; this matrix has no baseline, and
+    // its request-throughput target is for batched scenarios only.
+    let m = ok(&with_targets("targets: gpt2_plan\n"));
+    let t = m.targets.unwrap();
+    let na: Vec<&str> = t
+        .targets
+        .iter()
+        .filter(|d| d.not_applicable.is_some())
+        .map(|d| d.name.as_str())
+        .collect();
+    assert_eq!(na, ["gpt2_plan.throughput", "gpt2_plan.speedup"]);
 }

@@ -67,6 +67,8 @@ th,td{border:1px solid #ddd;padding:3px 6px;vertical-align:top}th{background:#f4
 td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}\
 .swatch{display:inline-block;width:.8em;height:.8em;margin-right:.4em;border-radius:2px;vertical-align:baseline}\
 .failed{color:#b00}.unsupported{color:#a60}.ok{color:#070}\
+td.met{background:#dfd;color:#060}td.acceptable{background:#ffd;color:#860}\
+td.missed{background:#fdd;color:#a00;font-weight:bold}td.na{color:#777}\
 figure{margin:1.5em 0}figcaption{font-size:14px;color:#444;margin-bottom:.4em}\
 figure svg{max-width:100%;height:auto;border:1px solid #eee}\
 pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:12px}\
@@ -111,6 +113,7 @@ pub fn html(i: &Inputs) -> String {
          <a href=\"#system\">System</a><a href=\"#matrix\">Matrix</a></nav>\n",
     );
     summary_section(&mut o, i);
+    targets_section(&mut o, i);
     charts_section(&mut o, i);
     results_section(&mut o, i);
     serving_section(&mut o, i);
@@ -157,6 +160,9 @@ fn summary_section(o: &mut String, i: &Inputs) {
             "<p>Baseline engine: <b>{}</b>. Speedups are output tokens/s ratios in the same cell, with 95% bootstrap intervals.</p>",
             esc(b)
         );
+    }
+    if let Some(g) = super::targets::grade_line(i.summary) {
+        let _ = writeln!(o, "<p class=\"grade\">{}</p>", inline_md(&g));
     }
     o.push_str("<ul>\n");
     for f in &ex.findings {
@@ -287,6 +293,41 @@ fn table_html(o: &mut String, t: &super::table::Table) {
         o.push_str("</tr>\n");
     }
     o.push_str("</tbody></table>\n");
+}
+
+/// The targets' table, its status column coloured by verdict.
+fn targets_section(o: &mut String, i: &Inputs) {
+    let Some(t) = super::targets::table(i.summary) else {
+        return;
+    };
+    let _ = writeln!(o, "<h2 id=\"targets\">Targets</h2>");
+    o.push_str("<table class=\"targets\"><thead><tr>");
+    for h in &t.headers {
+        let _ = write!(o, "<th>{}</th>", esc(h));
+    }
+    o.push_str("</tr></thead><tbody>\n");
+    for r in &t.rows {
+        o.push_str("<tr>");
+        for (k, c) in r.iter().enumerate() {
+            let class = if k == super::targets::STATUS_COLUMN {
+                match c.as_str() {
+                    "met" => " class=\"met\"",
+                    "acceptable" => " class=\"acceptable\"",
+                    "missed" => " class=\"missed\"",
+                    _ => " class=\"na\"",
+                }
+            } else {
+                ""
+            };
+            let _ = write!(o, "<td{class}>{}</td>", esc(c));
+        }
+        o.push_str("</tr>\n");
+    }
+    o.push_str("</tbody></table>\n");
+    if let Some(e) = super::targets::engines(i.summary) {
+        table_html(o, &e);
+    }
+    let _ = writeln!(o, "<p>{}</p>", esc(super::targets::NOTE));
 }
 
 fn serving_section(o: &mut String, i: &Inputs) {

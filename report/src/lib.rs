@@ -22,6 +22,7 @@ mod markdown;
 mod quality;
 mod serving;
 mod table;
+mod targets;
 mod workload;
 
 pub use markdown::markdown;
@@ -87,13 +88,15 @@ pub fn write(dir: &Path) -> Result<Written> {
     write_summary(&summary, dir)
 }
 
-/// The executive summary with the quality recommendations: a variant per
-/// engine, the fastest that keeps 95% top-1 agreement with the reference
-/// (composed here, above both, so that neither module needs the other).
+/// The executive summary with the missed targets and the quality
+/// recommendations (a variant per engine, the fastest that keeps 95% top-1
+/// agreement with the reference), composed here, above the modules, so
+/// that none of them needs another.
 pub(crate) fn executive(summary: &Summary, groups: &[analysis::Group]) -> analysis::Executive {
     let mut ex = analysis::executive(summary, groups);
     let at = ex.recommendations.len();
-    let q = quality::recommendations(groups, 0.95);
+    let mut q = targets::recommendations(summary);
+    q.extend(quality::recommendations(groups, 0.95));
     // before the closing remarks on statuses and repetitions
     let closing = ex
         .recommendations
@@ -321,6 +324,7 @@ pub(crate) mod fixtures {
             engines: vec![],
             models: vec![],
             cells,
+            targets: None,
         }
     }
 

@@ -122,6 +122,9 @@ pub fn markdown(summary: &Summary) -> String {
             String::new()
         }
     );
+    if let Some(g) = super::targets::grade_line(summary) {
+        let _ = writeln!(out, "{g}\n");
+    }
     for l in &ex.findings {
         let _ = writeln!(out, "- {l}");
     }
@@ -130,6 +133,15 @@ pub fn markdown(summary: &Summary) -> String {
         for l in &ex.recommendations {
             let _ = writeln!(out, "- {l}");
         }
+    }
+    if let Some(t) = super::targets::table(summary) {
+        let _ = writeln!(out, "\n## Targets\n");
+        table_markdown(&mut out, &t);
+        if let Some(e) = super::targets::engines(summary) {
+            let _ = writeln!(out);
+            table_markdown(&mut out, &e);
+        }
+        let _ = writeln!(out, "\n{}", super::targets::NOTE);
     }
     let mut scenario = None;
     for g in &groups {

@@ -15,7 +15,8 @@
 //! * [`telemetry`]: leak verdicts, energy, GPU samples;
 //! * [`run`]: the run ([`Summary`]), the machine ([`SystemInfo`]), the
 //!   calibrated roofline ([`Limits`], [`Efficiency`]), engines and models;
-//! * [`shape`]: the model's shape ([`Gpt2Shape`]).
+//! * [`shape`]: the model's shape ([`Gpt2Shape`]);
+//! * [`targets`]: the targets' verdicts and the run's grade.
 //!
 //! The layout is versioned by [`SCHEMA_VERSION`]; [`Summary::read`]
 //! refuses another version with an error naming the file.
@@ -30,6 +31,7 @@ pub mod quality;
 pub mod run;
 pub mod server_metrics;
 pub mod shape;
+pub mod targets;
 pub mod telemetry;
 
 pub use cell::{

@@ -207,6 +207,10 @@ pub struct Summary {
     pub engines: Vec<EngineRecord>,
     pub models: Vec<ModelRecord>,
     pub cells: Vec<CellResult>,
+    /// The verdicts of the matrix's `targets:` and the grade (`None`: the
+    /// matrix has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<crate::targets::TargetsReport>,
 }
 
 fn one() -> u32 {

@@ -582,6 +582,7 @@ fn finish(dir: &mut RunDir, mut summary: Summary, stopped: Option<String>) -> Re
     summary.finished_at = Some(utc_now());
     summary.complete = stopped.is_none();
     summary.stopped = stopped;
+    engine_matrix_grade::regrade(&mut summary);
     dir.write_summary(&summary)?;
     let markdown = match crate::report::write_summary(&summary, &dir.path) {
         Ok(w) => {
@@ -693,7 +694,12 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         engines: initial_engine_records(&matrix, &cells, prior.as_ref()),
         models: model_records,
         cells: earlier,
+        targets: None,
     };
+    summary.targets = matrix
+        .targets
+        .as_ref()
+        .map(|t| engine_matrix_grade::evaluate(t, &summary));
     dir.write_summary(&summary)?;
 
     let bar = progress_bar(opts.progress, schedule.len());
@@ -852,6 +858,7 @@ fn record(
     summary
         .cells
         .push(crate::output::summary_cell(&line.result));
+    engine_matrix_grade::regrade(summary);
     dir.write_summary(summary)?;
     bar.inc(1);
     Ok(())

@@ -1,0 +1,373 @@
+//! Grades a run against its matrix's `targets:`: each ok cell a target
+//! applies to is met, acceptable or missed, each target takes the worst
+//! verdict of its cells, and the run's grade is the share of targets met
+//! (the seeds' table: EXCELLENT ≥ 90%, GOOD 80–89%, ACCEPTABLE 60–79%,
+//! POOR < 60%).
+//!
+//! Pure: a [`Summary`] and the [`TargetsDef`] in, a [`TargetsReport`] out.
+//! The binary calls it each time it writes `summary.json`, so an
+//! interrupted run is graded on what it measured.
+//!
+//! # Not crying wolf
+//! * A figure is judged only where it was measured: a cell without the
+//!   metric (no ITL for one-token outputs, a leak check too short for a
+//!   verdict, no baseline twin) is listed as unmeasured, not as missed, and
+//!   a target no cell measured has no verdict and is left out of the grade.
+//! * A spike rate (share of inter-token latencies above mean + 3σ) needs
+//!   at least [`MIN_SPIKE_SAMPLES`] latencies: with few samples no value
+//!   can be 3σ out, and the rate reads 0 whatever the engine does.
+//! * With `run --repeat N`, a cell's value is the median of its repeats.
+//! * `leak_mb_per_h` is the Theil–Sen slope only where the leak check
+//!   found a leak (sustained growth over both halves, above its noise
+//!   floors); a cell the check cleared counts as 0 MB/h, as noise in the
+//!   slope of a flat RSS is not growth.
+//! * A target's verdict is its worst cell's: met means every cell met it.
+
+use engine_matrix_format::targets::{self, Needs, TargetDef, TargetsDef};
+use engine_matrix_results::targets::{
+    CellVerdict, EngineGrade, Grade, TargetOutcome, TargetsReport, Unmeasured, Verdict,
+};
+use engine_matrix_results::{CellResult, LeakVerdict, Status, Summary};
+use std::collections::BTreeMap;
+
+/// Fewest inter-token latencies a spike rate is judged on: among n
+/// samples no value can lie more than (n − 1)/√n standard deviations above
+/// the mean, so with a few dozen a rate of 0 says nothing about spikes.
+pub const MIN_SPIKE_SAMPLES: usize = 100;
+
+/// The grade of `met` targets out of `total` (`None` when `total` is 0).
+pub fn grade(met: usize, total: usize) -> Option<Grade> {
+    if total == 0 {
+        return None;
+    }
+    // Integer arithmetic: 9 of 10 is exactly 90%.
+    let pct = met * 100;
+    Some(if pct >= 90 * total {
+        Grade::Excellent
+    } else if pct >= 80 * total {
+        Grade::Good
+    } else if pct >= 60 * total {
+        Grade::Acceptable
+    } else {
+        Grade::Poor
+    })
+}
+
+/// The verdict of `value` against a target and its acceptable level.
+pub fn verdict(def: &TargetDef, value: f64) -> Verdict {
+    if def.target.contains(value) {
+        Verdict::Met
+    } else if def.acceptable.is_some_and(|a| a.contains(value)) {
+        Verdict::Acceptable
+    } else {
+        Verdict::Missed
+    }
+}
+
+/// The key of a cell's twin on another engine: its id without the engine.
+fn twin_key(c: &CellResult) -> (String, String, String) {
+    let id = &c.cell.id;
+    // scenario/model/engine/rest; the engine name holds no `/`.
+    let rest = id.splitn(4, '/').nth(3).unwrap_or_default().to_string();
+    (c.cell.scenario.clone(), c.cell.model.clone(), rest)
+}
+
+/// The value of `metric` on `c`, or why there is none. `baseline` is the
+/// median output throughput of the cell's baseline twin, if any.
+pub fn value(
+    metric: &str,
+    c: &CellResult,
+    summary: &Summary,
+    baseline: Option<f64>,
+) -> Result<f64, String> {
+    let m = c.metrics.as_ref().ok_or("no metrics")?;
+    let memory = c.memory.as_ref();
+    if let Some((dist, stat)) = metric.split_once('.') {
+        let d = match dist {
+            "ttft_ms" => &m.ttft_ms,
+            "tpot_ms" => &m.tpot_ms,
+            "itl_ms" => &m.itl_ms,
+            "e2el_ms" => &m.e2el_ms,
+            _ => return Err(format!("unknown metric {metric}")),
+        };
+        let d = d
+            .as_ref()
+            .ok_or_else(|| format!("no {dist} samples (no completed request had one)"))?;
+        return Ok(match stat {
+            "mean" => d.mean,
+            "min" => d.min,
+            "p50" => d.p50,
+            "p90" => d.p90,
+            "p95" => d.p95,
+            "p99" => d.p99,
+            "p999" => d.p999,
+            "max" => d.max,
+            "std" => d.std,
+            _ => return Err(format!("unknown statistic {stat}")),
+        });
+    }
+    let peak = || {
+        memory
+            .and_then(|mem| mem.peak_rss_bytes.or(mem.sampled_peak_rss_bytes))
+            .ok_or("no peak RSS reading")
+    };
+    let quality = || c.quality.as_ref().ok_or("no quality record");
+    Ok(match metric {
+        "output_throughput" => m.output_throughput,
+        "request_throughput" => m.request_throughput,
+        "total_token_throughput" => m.total_token_throughput,
+        "spike_rate_pct" => {
+            let itl = m
+                .itl_ms
+                .as_ref()
+                .ok_or("no inter-token latencies (outputs of one token)")?;
+            if itl.count < MIN_SPIKE_SAMPLES {
+                return Err(format!(
+                    "{} inter-token latencies: too few for a spike rate (at least {MIN_SPIKE_SAMPLES})",
+                    itl.count
+                ));
+            }
+            itl.spike_rate * 100.0
+        }
+        "error_rate_pct" => {
+            if m.requests == 0 {
+                return Err("no requests".into());
+            }
+            m.failed as f64 * 100.0 / m.requests as f64
+        }
+        "peak_rss_gb" => peak()? as f64 / 1e9,
+        "peak_rss_pct" => {
+            if summary.system.memory_bytes == 0 {
+                return Err("the system's memory is unknown".into());
+            }
+            peak()? as f64 * 100.0 / summary.system.memory_bytes as f64
+        }
+        "leak_mb_per_h" => {
+            let leak = memory
+                .and_then(|mem| mem.leak.as_ref())
+                .ok_or("no leak check (serving cells have none)")?;
+            match leak.verdict {
+                LeakVerdict::Leak => leak.slope_mb_per_hour,
+                LeakVerdict::NoLeak => 0.0,
+                LeakVerdict::Insufficient => {
+                    return Err(leak
+                        .note
+                        .clone()
+                        .unwrap_or_else(|| "too short for a leak verdict".into()))
+                }
+            }
+        }
+        "speedup" => {
+            let b = baseline.ok_or("no baseline cell of the same workload")?;
+            if b <= 0.0 {
+                return Err("the baseline's output throughput is 0".into());
+            }
+            m.output_throughput / b
+        }
+        "goodput" | "goodput_pct" => {
+            let s = m.serving.as_ref().ok_or("not a serving cell")?;
+            let v = if metric == "goodput" {
+                s.goodput
+            } else {
+                s.goodput_fraction.map(|f| f * 100.0)
+            };
+            v.ok_or("no SLO, so no goodput")?
+        }
+        "perplexity" => quality()?.perplexity.ok_or("no perplexity")?,
+        "kld_mean" => quality()?
+            .kld_mean
+            .ok_or("no KL divergence (the reference itself, or not compared)")?,
+        "top1_agreement_pct" => {
+            quality()?
+                .top1_agreement
+                .ok_or("no agreement (the reference itself, or not compared)")?
+                * 100.0
+        }
+        other => return Err(format!("unknown metric {other}")),
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// The targets' verdicts on `summary`'s cells, and the grade.
+pub fn evaluate(defs: &TargetsDef, summary: &Summary) -> TargetsReport {
+    let ok: Vec<&CellResult> = summary
+        .cells
+        .iter()
+        .filter(|c| c.status == Status::Ok)
+        .collect();
+    // The baseline engine's median output throughput per workload.
+    let mut base: BTreeMap<(String, String, String), Vec<f64>> = BTreeMap::new();
+    if let Some(b) = &summary.baseline {
+        for c in ok.iter().filter(|c| &c.cell.engine == b) {
+            if let Some(m) = &c.metrics {
+                base.entry(twin_key(c))
+                    .or_default()
+                    .push(m.output_throughput);
+            }
+        }
+    }
+    let base: BTreeMap<_, f64> = base.into_iter().map(|(k, v)| (k, median(v))).collect();
+
+    let mut report = TargetsReport {
+        profiles: defs.profiles.clone(),
+        ..Default::default()
+    };
+    for def in &defs.targets {
+        report.targets.push(outcome(def, &ok, summary, &base));
+    }
+    let counted: Vec<&TargetOutcome> = report
+        .targets
+        .iter()
+        .filter(|t| t.verdict.is_some())
+        .collect();
+    report.total_targets = counted.len();
+    report.targets_met = counted
+        .iter()
+        .filter(|t| t.verdict == Some(Verdict::Met))
+        .count();
+    report.targets_missed = counted
+        .iter()
+        .filter(|t| t.verdict == Some(Verdict::Missed))
+        .count();
+    report.grade = grade(report.targets_met, report.total_targets);
+    report.by_engine = by_engine(&report.targets, summary);
+    report
+}
+
+fn outcome(
+    def: &TargetDef,
+    ok: &[&CellResult],
+    summary: &Summary,
+    base: &BTreeMap<(String, String, String), f64>,
+) -> TargetOutcome {
+    let unit = targets::metric(&def.metric)
+        .map(|(u, _)| u.to_string())
+        .unwrap_or_default();
+    let mut out = TargetOutcome {
+        def: def.clone(),
+        unit,
+        verdict: None,
+        cells: Vec::new(),
+        unmeasured: Vec::new(),
+        note: def.not_applicable.clone(),
+    };
+    if def.not_applicable.is_some() {
+        return out;
+    }
+    let needs_baseline = targets::metric(&def.metric).map(|(_, n)| n) == Some(Needs::Baseline);
+    // Values per cell id (repeats), in the order cells appear.
+    let mut values: Vec<(&CellResult, Vec<f64>)> = Vec::new();
+    for c in ok {
+        let cell = &c.cell;
+        if !def.selects(&cell.scenario, cell.kind, &cell.engine, &cell.model) {
+            continue;
+        }
+        if needs_baseline && summary.baseline.as_deref() == Some(cell.engine.as_str()) {
+            continue;
+        }
+        match value(&def.metric, c, summary, base.get(&twin_key(c)).copied()) {
+            Ok(v) if v.is_finite() => match values.iter_mut().find(|(x, _)| x.cell.id == cell.id) {
+                Some((_, vs)) => vs.push(v),
+                None => values.push((c, vec![v])),
+            },
+            Ok(_) => out.unmeasured.push(Unmeasured {
+                cell: cell.id.clone(),
+                why: "not a finite number".into(),
+            }),
+            Err(why) => {
+                if !out.unmeasured.iter().any(|u| u.cell == cell.id) {
+                    out.unmeasured.push(Unmeasured {
+                        cell: cell.id.clone(),
+                        why,
+                    });
+                }
+            }
+        }
+    }
+    // A cell measured in one repeat is not unmeasured.
+    out.unmeasured
+        .retain(|u| !values.iter().any(|(c, _)| c.cell.id == u.cell));
+    for (c, vs) in values {
+        let samples = vs.len();
+        let v = median(vs);
+        out.cells.push(CellVerdict {
+            cell: c.cell.id.clone(),
+            engine: c.cell.engine.clone(),
+            model: c.cell.model.clone(),
+            value: v,
+            samples,
+            verdict: verdict(def, v),
+        });
+    }
+    out.verdict = out.cells.iter().map(|c| c.verdict).max();
+    if out.verdict.is_none() {
+        out.note = Some(if out.unmeasured.is_empty() {
+            "no ok cell it applies to".into()
+        } else {
+            format!(
+                "no cell measured it ({} cells without it)",
+                out.unmeasured.len()
+            )
+        });
+    }
+    out
+}
+
+fn by_engine(targets: &[TargetOutcome], summary: &Summary) -> Vec<EngineGrade> {
+    let mut engines: Vec<String> = Vec::new();
+    for c in &summary.cells {
+        if !engines.contains(&c.cell.engine) {
+            engines.push(c.cell.engine.clone());
+        }
+    }
+    engines
+        .into_iter()
+        .map(|engine| {
+            let verdicts: Vec<Verdict> = targets
+                .iter()
+                .filter_map(|t| {
+                    t.cells
+                        .iter()
+                        .filter(|c| c.engine == engine)
+                        .map(|c| c.verdict)
+                        .max()
+                })
+                .collect();
+            let met = verdicts.iter().filter(|v| **v == Verdict::Met).count();
+            EngineGrade {
+                targets_met: met,
+                targets_acceptable: verdicts
+                    .iter()
+                    .filter(|v| **v == Verdict::Acceptable)
+                    .count(),
+                total_targets: verdicts.len(),
+                grade: grade(met, verdicts.len()),
+                engine,
+            }
+        })
+        .collect()
+}
+
+/// Grades `summary` again from the targets it already holds (after a cell
+/// was added); nothing when it has none.
+pub fn regrade(summary: &mut Summary) {
+    if let Some(t) = &summary.targets {
+        let defs = TargetsDef {
+            profiles: t.profiles.clone(),
+            targets: t.targets.iter().map(|o| o.def.clone()).collect(),
+        };
+        summary.targets = Some(evaluate(&defs, summary));
+    }
+}
+
+#[cfg(test)]
+mod tests;
