@@ -638,3 +638,79 @@ targets:
         "{out}"
     );
 }
+
+/// A closed-loop breaking-point search on the fault plugin with a fixed
+/// 5 ms per step and one sequence at a time: each request takes about
+/// 20 ms, so the k-th client in line waits about k × 20 ms for its first
+/// token. Concurrency 1 stays far under a 40 ms TTFT p99 bound, 4 passes
+/// it (about 65 ms), and 16 is not run.
+#[test]
+fn a_breaking_point_search_stops_at_the_first_level_past_a_bound() {
+    let plugins = plugin_dir(&["fault"]);
+    let tmp = TempDir::new("breaking");
+    let yaml = "\
+name: breaking
+models:
+  - {name: tiny, weights: synthetic, config: tiny}
+engines:
+  - {name: slow, plugin: fault, options: {step_ms: 5}}
+scenarios:
+  - name: ramp
+    kind: concurrency
+    warmup: 0
+    iterations: 1
+    input_tokens: 8
+    output_tokens: 4
+    max_batch: 1
+    breaking_point: {max_ttft_p99_ms: 40}
+    axes:
+      concurrency: [1, 4, 16]
+";
+    let (run_dir, o) = run_yaml(tmp.path(), yaml, &["--no-calibrate"], plugins.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let s = read_json(&run_dir.join("summary.json"));
+    let c = cells(&s);
+    assert_eq!(c.len(), 3);
+    let level = |i: usize| {
+        (
+            c[i]["cell"]["params"]["concurrency"].as_u64().unwrap(),
+            &c[i],
+        )
+    };
+    let (c1, one) = level(0);
+    let (c4, four) = level(1);
+    let (c16, sixteen) = level(2);
+    assert_eq!((c1, c4, c16), (1, 4, 16));
+    assert_eq!(one["status"], "ok");
+    assert_eq!(one["stability"]["stable"], true, "{}", one["stability"]);
+    assert_eq!(four["status"], "ok");
+    assert_eq!(four["stability"]["stable"], false, "{}", four["stability"]);
+    let why = four["stability"]["why"].as_str().unwrap();
+    assert!(why.contains("TTFT p99") && why.contains("> 40 ms"), "{why}");
+    assert_eq!(sixteen["status"], "unsupported");
+    let reason = sixteen["reason"].as_str().unwrap();
+    assert!(
+        reason
+            .starts_with("not run: past the breaking point, concurrency 4 already passed a bound"),
+        "{reason}"
+    );
+    assert!(sixteen["metrics"].is_null(), "nothing was measured");
+    let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    assert!(md.contains("## Breaking point"), "{md}");
+    assert!(
+        md.contains("| ramp/tiny/slow | error rate ≤ 1%, TTFT p99 ≤ 40 ms | 1, 4 | 1 | 1 | 4: "),
+        "{md}"
+    );
+
+    // A bound on a scenario that is not a closed loop is an error.
+    let bad = yaml.replace("kind: concurrency", "kind: throughput");
+    let m = tmp.path().join("bad.yaml");
+    std::fs::write(&m, bad).unwrap();
+    let o = run(&["validate", m.to_str().unwrap()], plugins.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("bad.yaml:14:21: scenarios[0].breaking_point: breaking_point raises the concurrency of a closed loop"),
+        "{}",
+        text(&o.stderr)
+    );
+}

@@ -348,3 +348,166 @@ scenarios:
         assert_eq!(log.matches("starting: ").count(), 2, "started again: {log}");
     }
 }
+
+/// A latency cell on the tiny model under `pressure`, for `secs` seconds.
+fn pressure_matrix(pressure: &str, secs: f64) -> String {
+    format!(
+        "\
+name: pressure
+models:
+  - {{name: tiny, weights: synthetic, config: tiny, seed: 0}}
+engines:
+  - {{name: candle, options: {{threads: 1}}}}
+scenarios:
+  - name: lat
+    kind: latency
+    warmup: 0
+    iterations: 1
+    min_duration_s: {secs}
+    input_tokens: 16
+    output_tokens: 8
+    axes:
+      pressure: [{pressure}]
+"
+    )
+}
+
+/// Processes whose command line holds every one of `words`, with their
+/// parent's pid.
+fn processes_with(words: &[&str]) -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmd
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if words.iter().all(|w| args.iter().any(|a| a == w)) {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let ppid = stat
+                .rfind(')')
+                .and_then(|i| stat[i + 2..].split_whitespace().nth(1))
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            out.push((pid, ppid));
+        }
+    }
+    out
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(secs), "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A cell under pressure and its twin alone: the child ran beside the
+/// engine (its memory resident, its thread busy), was stopped with the
+/// cell, and the report sets the two side by side.
+#[test]
+fn pressure_runs_beside_the_cell_and_is_reported_against_its_twin() {
+    let plugins = plugin_dir(&["candle"]);
+    let tmp = TempDir::new("pressure");
+    // mem0.0625: 64 MiB, a size no other test asks for.
+    let (run_dir, o) = run_yaml(
+        tmp.path(),
+        &pressure_matrix("none, cpu1-mem0.0625", 1.0),
+        &["--no-calibrate"],
+        plugins.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let s = read_json(&run_dir.join("summary.json"));
+    let cells = s["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 2);
+    assert!(
+        cells[0]["memory"]["pressure"].is_null(),
+        "the twin ran alone"
+    );
+    let c = &cells[1];
+    assert_eq!(c["status"], "ok", "{c}");
+    assert!(c["cell"]["id"]
+        .as_str()
+        .unwrap()
+        .ends_with("-pcpu1-mem0.0625"));
+    let p = &c["memory"]["pressure"];
+    assert_eq!(
+        (p["cpu_threads"].as_u64(), p["memory_bytes"].as_u64()),
+        (Some(1), Some(64 << 20))
+    );
+    assert!(p["resident_bytes"].as_u64().unwrap() >= 64 << 20, "{p}");
+    let secs = p["seconds"].as_f64().unwrap();
+    assert!(secs >= 1.0, "{p}");
+    // One spinning thread on a shared 2-core machine: well above idle.
+    assert!(p["cpu_seconds"].as_f64().unwrap() > 0.2 * secs, "{p}");
+    assert!(
+        processes_with(&["__pressure", "64"]).is_empty(),
+        "stopped with the cell"
+    );
+    let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    assert!(md.contains("## Resource pressure"), "{md}");
+    assert!(
+        md.contains("| lat/tiny/candle/in16-out8-bs1-c1-static-f32-none | cpu1-mem0.0625 |"),
+        "{md}"
+    );
+}
+
+/// However the run ends, the pressure child does not outlive it: its
+/// worker killed outright (the child sees its lifeline close and its
+/// parent die), or Ctrl-C.
+#[test]
+fn the_pressure_child_never_outlives_its_worker_or_the_run() {
+    let plugins = plugin_dir(&["candle"]);
+    let tmp = TempDir::new("pressure-kill");
+    // mem0.09375: 96 MiB, a size no other test asks for.
+    let m = tmp.path().join("m.yaml");
+    std::fs::write(&m, pressure_matrix("cpu1-mem0.09375", 60.0)).unwrap();
+    let start = |name: &str| {
+        Command::new(binary())
+            .args(["run", m.to_str().unwrap(), "--no-calibrate", "--out"])
+            .arg(tmp.path().join(name))
+            .arg("--plugins")
+            .arg(plugins.path())
+            .env("ENGINE_MATRIX_CACHE", cache_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let hog = || processes_with(&["__pressure", "96"]);
+
+    // The worker killed with SIGKILL: no Drop runs in it.
+    let mut run = start("killed");
+    wait_for("the pressure child started", 60, || !hog().is_empty());
+    let (child, worker) = hog()[0];
+    assert_ne!(worker, run.id(), "the worker, not the run, starts it");
+    // SAFETY: signals a process of this test's own run.
+    unsafe {
+        libc::kill(worker as i32, libc::SIGKILL);
+    }
+    wait_for("the child died with its worker", 10, || {
+        !std::path::Path::new(&format!("/proc/{child}")).exists()
+            || std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))
+    });
+    let status = run.wait().unwrap();
+    assert_eq!(status.code(), Some(5), "the cell failed: its worker died");
+    assert!(hog().is_empty());
+
+    // Ctrl-C of the run.
+    let mut run = start("interrupted");
+    wait_for("the pressure child started", 60, || !hog().is_empty());
+    // SAFETY: signals our own child.
+    unsafe {
+        libc::kill(run.id() as i32, libc::SIGINT);
+    }
+    let status = run.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    wait_for("the child stopped with the run", 10, || hog().is_empty());
+}

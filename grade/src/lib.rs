@@ -23,11 +23,12 @@
 //!   slope of a flat RSS is not growth.
 //! * A target's verdict is its worst cell's: met means every cell met it.
 
+use engine_matrix_format::breaking::BreakingPoint;
 use engine_matrix_format::targets::{self, Needs, TargetDef, TargetsDef};
 use engine_matrix_results::targets::{
     CellVerdict, EngineGrade, Grade, TargetOutcome, TargetsReport, Unmeasured, Verdict,
 };
-use engine_matrix_results::{CellResult, LeakVerdict, Status, Summary};
+use engine_matrix_results::{CellResult, LeakVerdict, Stability, Status, Summary};
 use std::collections::BTreeMap;
 
 /// Fewest inter-token latencies a spike rate is judged on: among n
@@ -268,7 +269,7 @@ fn outcome(
     let mut values: Vec<(&CellResult, Vec<f64>)> = Vec::new();
     for c in ok {
         let cell = &c.cell;
-        if !def.selects(&cell.scenario, cell.kind, &cell.engine, &cell.model) {
+        if !def.selects(cell) {
             continue;
         }
         if needs_baseline && summary.baseline.as_deref() == Some(cell.engine.as_str()) {
@@ -355,6 +356,73 @@ fn by_engine(targets: &[TargetOutcome], summary: &Summary) -> Vec<EngineGrade> {
             }
         })
         .collect()
+}
+
+/// A breaking-point search's verdict on one concurrency level: stable when
+/// its error rate and its p99 latencies stay within the bounds. A failed
+/// cell is unstable; an unsupported one has no verdict.
+pub fn stability(bp: &BreakingPoint, r: &CellResult) -> Option<Stability> {
+    match r.status {
+        Status::Unsupported => return None,
+        Status::Failed => {
+            return Some(Stability {
+                stable: false,
+                why: format!(
+                    "the cell failed: {}",
+                    r.reason.as_deref().unwrap_or("no reason given")
+                ),
+            })
+        }
+        Status::Ok => {}
+    }
+    let Some(m) = &r.metrics else {
+        return Some(Stability {
+            stable: false,
+            why: "no figures".into(),
+        });
+    };
+    let mut stable = true;
+    let mut parts = Vec::new();
+    let rate = if m.requests == 0 {
+        100.0
+    } else {
+        m.failed as f64 * 100.0 / m.requests as f64
+    };
+    let over = rate > bp.max_error_rate_pct;
+    stable &= !over;
+    parts.push(if over {
+        format!("error rate {rate:.1}% > {}%", bp.max_error_rate_pct)
+    } else {
+        format!("error rate {rate:.1}%")
+    });
+    let mut latency = |name: &str, bound: Option<f64>, d: Option<f64>| {
+        let Some(bound) = bound else { return };
+        match d {
+            Some(v) if v > bound => {
+                stable = false;
+                parts.push(format!("{name} p99 {v:.0} ms > {bound} ms"));
+            }
+            Some(v) => parts.push(format!("{name} p99 {v:.0} ms")),
+            None => {
+                stable = false;
+                parts.push(format!("no {name} (no request completed)"));
+            }
+        }
+    };
+    latency(
+        "TTFT",
+        bp.max_ttft_p99_ms,
+        m.ttft_ms.as_ref().map(|d| d.p99),
+    );
+    latency(
+        "E2EL",
+        bp.max_e2el_p99_ms,
+        m.e2el_ms.as_ref().map(|d| d.p99),
+    );
+    Some(Stability {
+        stable,
+        why: parts.join(", "),
+    })
 }
 
 /// Grades `summary` again from the targets it already holds (after a cell

@@ -1,4 +1,5 @@
 use super::*;
+use engine_matrix_format::breaking::BreakingPoint;
 use engine_matrix_format::Matrix;
 use engine_matrix_results::metrics::{CellMetrics, MetricAliases};
 use engine_matrix_results::{LeakCheck, MemoryRecord, SystemInfo, SCHEMA_VERSION};
@@ -80,6 +81,7 @@ fn result(cell: &engine_matrix_format::Cell, m: CellMetrics, repeat: u32) -> Cel
         efficiency: None,
         quality: None,
         model_details: None,
+        stability: None,
     }
 }
 
@@ -422,4 +424,40 @@ proptest! {
         prop_assert_eq!(verdict(def, lo - 0.5), Verdict::Acceptable);
         prop_assert_eq!(verdict(def, lo - 2.0), Verdict::Missed);
     }
+}
+
+#[test]
+fn a_level_is_stable_within_its_bounds() {
+    let bp = BreakingPoint {
+        max_error_rate_pct: 1.0,
+        max_ttft_p99_ms: Some(100.0),
+        max_e2el_p99_ms: None,
+    };
+    let m = matrix("[{metric: output_throughput, min: 1}]");
+    let cell = &m.cells(false)[0];
+    let mut r = result(cell, metrics(10.0, &[50.0; 10], &[1.0]), 0);
+    let s = stability(&bp, &r).unwrap();
+    assert!(s.stable, "{}", s.why);
+    assert_eq!(s.why, "error rate 0.0%, TTFT p99 50 ms");
+    r.metrics.as_mut().unwrap().ttft_ms = summarize(&[50.0, 150.0]);
+    let s = stability(&bp, &r).unwrap();
+    assert!(!s.stable);
+    assert!(s.why.contains("TTFT p99 149 ms > 100 ms"), "{}", s.why);
+    // One failure in ten requests: 10% > 1%.
+    r.metrics.as_mut().unwrap().ttft_ms = summarize(&[50.0]);
+    r.metrics.as_mut().unwrap().failed = 1;
+    let s = stability(&bp, &r).unwrap();
+    assert!(
+        !s.stable && s.why.starts_with("error rate 10.0% > 1%"),
+        "{}",
+        s.why
+    );
+    r.status = Status::Failed;
+    r.reason = Some("worker died".into());
+    assert_eq!(
+        stability(&bp, &r).unwrap().why,
+        "the cell failed: worker died"
+    );
+    r.status = Status::Unsupported;
+    assert_eq!(stability(&bp, &r), None);
 }

@@ -15,7 +15,7 @@
 //!   records, [`measure::scenario`] (driving a cell),
 //!   [`measure::metrics`] (per-cell figures), [`measure::serving`]
 //!   (open-loop load); [`telemetry`] (memory, GPU, energy, leaks),
-//!   [`roofline`], [`system`];
+//!   [`roofline`], [`system`]; [`pressure`] (load beside the engine);
 //! * results: [`output`] (the run folder's files; their types are
 //!   [`results`]), [`report`], [`compare`], [`baseline`] (named
 //!   baselines), [`stats`] and [`resample`] (pure statistics);
@@ -38,6 +38,7 @@ pub mod generate;
 pub mod measure;
 pub mod models;
 pub mod output;
+pub mod pressure;
 pub mod quality;
 mod rng;
 pub mod roofline;

@@ -272,6 +272,17 @@ fn main() -> ExitCode {
             }
         };
     }
+    // The resource-pressure child of a `pressure` cell: not a user command.
+    if std::env::args().nth(1).as_deref() == Some(engine_matrix::pressure::SUBCOMMAND) {
+        let args: Vec<String> = std::env::args().skip(2).collect();
+        return match engine_matrix::pressure::serve(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pressure: {e:#}");
+                ExitCode::from(3)
+            }
+        };
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

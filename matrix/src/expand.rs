@@ -43,6 +43,7 @@ pub(crate) enum Key {
     PrefixGroups,
     TimeScale,
     MaxTurns,
+    Pressure,
 }
 
 /// Serving keys that shape a schedule of the scenario's own, which a
@@ -83,7 +84,7 @@ const SERVING_KEYS: [Key; 16] = [
     Key::SweepSteps,
 ];
 
-pub(crate) const AXIS_KEYS: [(Key, &str); 33] = [
+pub(crate) const AXIS_KEYS: [(Key, &str); 34] = [
     (Key::InputTokens, "input_tokens"),
     (Key::OutputTokens, "output_tokens"),
     (Key::BatchSize, "batch_size"),
@@ -117,6 +118,7 @@ pub(crate) const AXIS_KEYS: [(Key, &str); 33] = [
     (Key::PrefixGroups, "prefix_groups"),
     (Key::TimeScale, "time_scale"),
     (Key::MaxTurns, "max_turns"),
+    (Key::Pressure, "pressure"),
 ];
 
 pub(crate) const DTYPES: [&str; 3] = ["f32", "f16", "bf16"];
@@ -124,7 +126,14 @@ pub(crate) const DTYPES: [&str; 3] = ["f32", "f16", "bf16"];
 const WORKLOAD: &str = "workload";
 const RUN_KEYS: [&str; 4] = ["warmup", "iterations", "min_duration_s", "max_duration_s"];
 const PLAN_KEYS: [&str; 3] = ["axes", "exclude", "include"];
-const SCENARIO_KEYS: [&str; 5] = ["name", "kind", "models", "engines", "quick"];
+const SCENARIO_KEYS: [&str; 6] = [
+    "name",
+    "kind",
+    "models",
+    "engines",
+    "quick",
+    "breaking_point",
+];
 
 impl Key {
     fn name(self) -> &'static str {
@@ -240,6 +249,7 @@ pub(crate) struct Spec {
     pub kind: ScenarioKind,
     pub models: Vec<String>,
     pub engines: Vec<String>,
+    pub breaking_point: Option<crate::breaking::BreakingPoint>,
     defaults: Entry,
     full: Plan,
     quick: Plan,
@@ -370,6 +380,12 @@ fn parse_value(at: &At<'_>, key: Key) -> Result<Src, MatrixError> {
         Key::Quantization | Key::Label => {
             let s = at.str()?;
             check_name(at, s)?;
+            Val::Str(s.to_string())
+        }
+        Key::Pressure => {
+            let s = at.str()?;
+            crate::pressure::Pressure::parse(s)
+                .map_err(|e| at.err(format!("pressure {e} (none, cpuN, memG or cpuN-memG)")))?;
             Val::Str(s.to_string())
         }
     };
@@ -585,6 +601,16 @@ pub(crate) fn parse_scenario(
     };
     let model_names = filter("models", models, "model")?;
     let engine_names = filter("engines", engines, "engine")?;
+    let breaking_point = match m.opt("breaking_point") {
+        None => None,
+        Some(b) if kind != ScenarioKind::Concurrency => {
+            return Err(b.err(format!(
+                "breaking_point raises the concurrency of a closed loop: it applies to `kind: concurrency` only (this scenario is {}; an open loop's sweep finds its sustainable rate)",
+                kind.as_str()
+            )))
+        }
+        Some(b) => Some(crate::breaking::parse(b)?),
+    };
 
     let mut defaults = Entry::new();
     for (k, _, v) in &m.entries {
@@ -653,6 +679,7 @@ pub(crate) fn parse_scenario(
         kind,
         models: model_names,
         engines: engine_names,
+        breaking_point,
         defaults,
         full,
         quick,
@@ -829,6 +856,7 @@ fn resolve(kind: ScenarioKind, r: &Resolver<'_>, ctx: &Ctx<'_>) -> Result<CellPa
                 quantization,
                 serving: None,
                 dataset: None,
+                pressure: None,
             }
         }
         ScenarioKind::Throughput => {
@@ -849,6 +877,7 @@ fn resolve(kind: ScenarioKind, r: &Resolver<'_>, ctx: &Ctx<'_>) -> Result<CellPa
                 quantization,
                 serving: None,
                 dataset: None,
+                pressure: None,
             }
         }
         ScenarioKind::Concurrency => {
@@ -870,6 +899,7 @@ fn resolve(kind: ScenarioKind, r: &Resolver<'_>, ctx: &Ctx<'_>) -> Result<CellPa
                 quantization,
                 serving: None,
                 dataset: None,
+                pressure: None,
             }
         }
     };
@@ -882,6 +912,9 @@ fn resolve(kind: ScenarioKind, r: &Resolver<'_>, ctx: &Ctx<'_>) -> Result<CellPa
         }
     }
     p.dataset = dataset;
+    p.pressure = r
+        .string(Key::Pressure)
+        .and_then(|s| crate::pressure::Pressure::parse(&s).ok().flatten());
     Ok(p)
 }
 
@@ -1143,6 +1176,7 @@ fn serving(
         dtype,
         quantization,
         dataset: None,
+        pressure: None,
         serving: Some(ServingParams {
             load,
             request_rate,
@@ -1186,6 +1220,7 @@ pub(crate) fn tag(kind: ScenarioKind, p: &CellParams) -> String {
         if p.max_batch != default_max_batch(kind, p) {
             t.push_str(&format!("-mb{}", p.max_batch));
         }
+        pressure_tag(&mut t, p);
         return t;
     }
     t.push_str(&format!(
@@ -1210,7 +1245,15 @@ pub(crate) fn tag(kind: ScenarioKind, p: &CellParams) -> String {
     if p.max_batch != default_max_batch(kind, p) {
         t.push_str(&format!("-mb{}", p.max_batch));
     }
+    pressure_tag(&mut t, p);
     t
+}
+
+/// `-pcpu2-mem4` when the cell runs under pressure.
+fn pressure_tag(t: &mut String, p: &CellParams) {
+    if let Some(x) = &p.pressure {
+        t.push_str(&format!("-p{}", x.tag()));
+    }
 }
 
 /// `in128-out64`, or the dataset's fragment (see
@@ -1458,6 +1501,7 @@ pub(crate) fn cells(
                     iterations: run.iterations,
                     min_duration_s: run.min_duration_s,
                     max_duration_s: run.max_duration_s,
+                    breaking_point: spec.breaking_point,
                 });
             }
         }

@@ -56,6 +56,10 @@
 //!       - {label: L4, batch_size: 16}
 //!     include:
 //!       - {input_tokens: 32, output_tokens: 8, batch_size: 1}
+//!     breaking_point: {max_error_rate_pct: 1, max_ttft_p99_ms: 2000}
+//!                           # concurrency scenarios: stop raising the
+//!                           # concurrency at the first level past a bound
+//!                           # (see [`breaking`])
 //!     quick:                # overrides used with --quick
 //!       iterations: 2
 //!       axes: {batch_size: [1, 8]}
@@ -74,7 +78,9 @@
 //! `label` (a name shown in ids and reports); the request source:
 //! `dataset` (`random` | `prefix` | `sharegpt` | `prompts` | `trace` |
 //! `multi_turn`), `dataset_path`, `prefix_tokens`, `prefix_groups`,
-//! `time_scale`, `max_turns` (see [`dataset`]); and the open-loop keys of
+//! `time_scale`, `max_turns` (see [`dataset`]); `pressure` (`none`,
+//! `cpuN`, `memG`, `cpuN-memG`: load beside the engine, see [`pressure`]);
+//! and the open-loop keys of
 //! a `serving` scenario (see [`open_loop`]). Each can be an axis (a
 //! non-empty list under `axes`, without duplicates), a key of `workload`
 //! values, a key of `include`/`exclude` entries, or a scalar directly on the
@@ -131,11 +137,13 @@
 //! positive integer, got -1`. Unknown keys are errors that list the allowed
 //! keys.
 
+pub mod breaking;
 pub mod dataset;
 mod expand;
 pub mod open_loop;
 pub mod placeholders;
 pub mod presets;
+pub mod pressure;
 pub mod targets;
 mod yaml;
 
@@ -305,6 +313,9 @@ pub struct CellParams {
     /// [`dataset`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset: Option<crate::dataset::DatasetParams>,
+    /// Load the harness runs beside the engine (see [`pressure`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pressure: Option<crate::pressure::Pressure>,
 }
 
 /// One benchmark to run: a scenario's combination on one model and engine.
@@ -322,6 +333,9 @@ pub struct Cell {
     pub iterations: u32,
     pub min_duration_s: f64,
     pub max_duration_s: f64,
+    /// The scenario's `breaking_point:` bounds (see [`breaking`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaking_point: Option<breaking::BreakingPoint>,
 }
 
 mod policy_serde {
@@ -972,6 +986,8 @@ impl Matrix {
             .map(|q| parse_quality(q, &engines, base))
             .transpose()?;
         let scenarios = parse_scenarios(top.require("scenarios")?, &ctx, &models, &engines)?;
+        let (cells_full, cells_quick) = expand_cells(&scenarios, &ctx)?;
+        let all_cells: Vec<Cell> = cells_full.iter().chain(&cells_quick).cloned().collect();
         let targets = top
             .opt("targets")
             .map(|t| {
@@ -979,6 +995,7 @@ impl Matrix {
                     t,
                     &targets::Scope {
                         scenarios: &scenarios,
+                        cells: &all_cells,
                         engines: &engines,
                         models: &models,
                         baseline: baseline.as_deref(),
@@ -987,7 +1004,6 @@ impl Matrix {
                 )
             })
             .transpose()?;
-        let (cells_full, cells_quick) = expand_cells(&scenarios, &ctx)?;
         Ok(Matrix {
             path: path.to_path_buf(),
             name,

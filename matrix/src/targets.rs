@@ -14,6 +14,7 @@
 //!     engines: [candle]
 //!     models: [gpt2]
 //!     kinds: [latency, throughput]      # scenario kinds
+//!     batch_sizes: [1]
 //! ```
 //!
 //! A target written in the matrix replaces a profile's target of the same
@@ -31,7 +32,7 @@
 //! the results (`engine-matrix-results`' `targets`).
 
 use crate::yaml::At;
-use crate::{EngineDef, MatrixError, ModelDef, ScenarioDef, ScenarioKind};
+use crate::{Cell, EngineDef, MatrixError, ModelDef, ScenarioDef, ScenarioKind};
 use serde::{Deserialize, Serialize};
 
 /// A level: met when the value is within both bounds that are set.
@@ -87,6 +88,8 @@ pub struct TargetDef {
     pub models: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kinds: Vec<ScenarioKind>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batch_sizes: Vec<u32>,
     /// `matrix`, or the profile it came from.
     pub source: String,
     /// Why no cell of this matrix can have the metric (a profile's target
@@ -96,14 +99,15 @@ pub struct TargetDef {
 }
 
 impl TargetDef {
-    /// Whether the target applies to a cell of this scenario, kind, engine
-    /// and model (its filters; the metric is the results' business).
-    pub fn selects(&self, scenario: &str, kind: ScenarioKind, engine: &str, model: &str) -> bool {
+    /// Whether the target applies to `cell` (its filters; the metric is
+    /// the results' business).
+    pub fn selects(&self, cell: &Cell) -> bool {
         let ok = |list: &[String], v: &str| list.is_empty() || list.iter().any(|x| x == v);
-        ok(&self.scenarios, scenario)
-            && ok(&self.engines, engine)
-            && ok(&self.models, model)
-            && (self.kinds.is_empty() || self.kinds.contains(&kind))
+        ok(&self.scenarios, &cell.scenario)
+            && ok(&self.engines, &cell.engine)
+            && ok(&self.models, &cell.model)
+            && (self.kinds.is_empty() || self.kinds.contains(&cell.kind))
+            && (self.batch_sizes.is_empty() || self.batch_sizes.contains(&cell.params.batch_size))
     }
 
     /// `ttft_ms.p50 ≤ 200 (acceptable ≤ 300)`.
@@ -250,13 +254,14 @@ fn metric_names() -> String {
 }
 
 /// A shipped profile's targets, as `(name, metric, target, acceptable,
-/// kinds)`.
+/// kinds, batch sizes)`.
 type ProfileTarget = (
     &'static str,
     &'static str,
     Bound,
     Option<Bound>,
     &'static [ScenarioKind],
+    &'static [u32],
 );
 
 const fn below(v: f64) -> Bound {
@@ -278,6 +283,10 @@ const fn range(lo: f64, hi: f64) -> Bound {
     }
 }
 
+/// Per-request latency: one request at a time.
+const SINGLE: &[ScenarioKind] = &[ScenarioKind::Latency];
+const BATCH_1: &[u32] = &[1];
+
 const BATCHED: &[ScenarioKind] = &[
     ScenarioKind::Throughput,
     ScenarioKind::Concurrency,
@@ -289,10 +298,17 @@ const BATCHED: &[ScenarioKind] = &[
 /// target, p95 < 20 ms on 1M entries, comes with the retrieval benchmark.)
 const fn hardware(tok_s: f64, ttft_ms: f64) -> [ProfileTarget; 4] {
     [
-        ("tok_s", "output_throughput", above(tok_s), None, &[]),
-        ("ttft", "ttft_ms.p50", below(ttft_ms), None, &[]),
-        ("spike_rate", "spike_rate_pct", range(5.0, 15.0), None, &[]),
-        ("memory", "peak_rss_pct", below(90.0), None, &[]),
+        ("tok_s", "output_throughput", above(tok_s), None, &[], &[]),
+        ("ttft", "ttft_ms.p50", below(ttft_ms), None, SINGLE, BATCH_1),
+        (
+            "spike_rate",
+            "spike_rate_pct",
+            range(5.0, 15.0),
+            None,
+            &[],
+            &[],
+        ),
+        ("memory", "peak_rss_pct", below(90.0), None, &[], &[]),
     ]
 }
 
@@ -302,24 +318,47 @@ pub const PROFILES: &[(&str, &str, &[ProfileTarget])] = &[
         "gpt2_plan",
         "the benchmarking plan's success criteria for GPT-2",
         &[
-            ("ttft", "ttft_ms.p50", below(200.0), Some(below(300.0)), &[]),
+            (
+                "ttft",
+                "ttft_ms.p50",
+                below(200.0),
+                Some(below(300.0)),
+                SINGLE,
+                BATCH_1,
+            ),
             (
                 "tok_s",
                 "output_throughput",
                 above(30.0),
                 Some(above(20.0)),
                 &[],
+                &[],
             ),
-            ("memory", "peak_rss_gb", below(2.0), Some(below(3.0)), &[]),
+            (
+                "memory",
+                "peak_rss_gb",
+                below(2.0),
+                Some(below(3.0)),
+                &[],
+                &[],
+            ),
             (
                 "throughput",
                 "request_throughput",
                 above(100.0),
                 Some(above(50.0)),
                 BATCHED,
+                &[],
             ),
-            ("speedup", "speedup", above(2.0), Some(above(1.5)), &[]),
-            ("leak", "leak_mb_per_h", below(0.0), Some(below(10.0)), &[]),
+            ("speedup", "speedup", above(2.0), Some(above(1.5)), &[], &[]),
+            (
+                "leak",
+                "leak_mb_per_h",
+                below(0.0),
+                Some(below(10.0)),
+                &[],
+                &[],
+            ),
         ],
     ),
     (
@@ -344,7 +383,7 @@ pub fn profile_names() -> Vec<(&'static str, &'static str)> {
     PROFILES.iter().map(|(n, d, _)| (*n, *d)).collect()
 }
 
-const TARGET_KEYS: [&str; 10] = [
+const TARGET_KEYS: [&str; 11] = [
     "name",
     "metric",
     "min",
@@ -354,12 +393,15 @@ const TARGET_KEYS: [&str; 10] = [
     "engines",
     "models",
     "kinds",
+    "batch_sizes",
     "source",
 ];
 
 /// What the targets are checked against.
 pub(crate) struct Scope<'a> {
     pub scenarios: &'a [ScenarioDef],
+    /// Every cell, with and without `--quick`.
+    pub cells: &'a [Cell],
     pub engines: &'a [EngineDef],
     pub models: &'a [ModelDef],
     pub baseline: Option<&'a str>,
@@ -388,7 +430,7 @@ pub(crate) fn parse(at: &At<'_>, scope: &Scope<'_>) -> Result<TargetsDef, Matrix
                 return Err(item.err(format!("target profile `{name}` is named twice")));
             }
             out.profiles.push(name.to_string());
-            for (tname, m, target, acceptable, kinds) in targets.iter() {
+            for (tname, m, target, acceptable, kinds, batch_sizes) in targets.iter() {
                 let mut def = TargetDef {
                     name: format!("{name}.{tname}"),
                     metric: m.to_string(),
@@ -398,6 +440,7 @@ pub(crate) fn parse(at: &At<'_>, scope: &Scope<'_>) -> Result<TargetsDef, Matrix
                     engines: Vec::new(),
                     models: Vec::new(),
                     kinds: kinds.to_vec(),
+                    batch_sizes: batch_sizes.to_vec(),
                     source: name.to_string(),
                     not_applicable: None,
                 };
@@ -506,6 +549,14 @@ fn parse_target(item: &At<'_>, scope: &Scope<'_>) -> Result<TargetDef, MatrixErr
         }
         None => metric_name.to_string(),
     };
+    let batch_sizes = match m.opt("batch_sizes") {
+        None => Vec::new(),
+        Some(list) => list
+            .non_empty_seq()?
+            .iter()
+            .map(|b| b.u32_min(1))
+            .collect::<Result<_, _>>()?,
+    };
     let def = TargetDef {
         name,
         metric: metric_name.to_string(),
@@ -515,6 +566,7 @@ fn parse_target(item: &At<'_>, scope: &Scope<'_>) -> Result<TargetDef, MatrixErr
         engines: names("engines", &engine_names, "engine")?,
         models: names("models", &model_names, "model")?,
         kinds,
+        batch_sizes,
         source: "matrix".into(),
         not_applicable: None,
     };
@@ -577,17 +629,14 @@ fn applicability(def: &TargetDef, scope: &Scope<'_>) -> Result<(), String> {
     let Some((_, needs)) = metric(&def.metric) else {
         return Err(format!("unknown metric `{}`", def.metric));
     };
-    // The scenarios (and their kinds) the filters leave.
+    // The cells the filters leave (with or without --quick).
+    let selected: Vec<&Cell> = scope.cells.iter().filter(|c| def.selects(c)).collect();
     let cells: Vec<&ScenarioDef> = scope
         .scenarios
         .iter()
-        .filter(|s| {
-            s.models
-                .iter()
-                .any(|m| s.engines.iter().any(|e| def.selects(&s.name, s.kind, e, m)))
-        })
+        .filter(|s| selected.iter().any(|c| c.scenario == s.name))
         .collect();
-    if cells.is_empty() {
+    if selected.is_empty() {
         return Err(format!(
             "target `{}`: its filters leave no cell of this matrix",
             def.name

@@ -258,6 +258,7 @@ fn defaults_per_kind() {
         quantization: "none".into(),
         serving: None,
         dataset: None,
+        pressure: None,
     };
     assert_eq!(p("lat"), base);
     assert_eq!(
@@ -708,7 +709,7 @@ fn unknown_axis_key() {
          concurrency, batch_policy, max_batch, num_requests, requests, duration_s, dtype, \
          quantization, label, request_rate, arrival, burstiness, max_concurrency, ramp_up_s, \
          load, spike_factor, spike_at_s, spike_s, slo_ttft_ms, slo_tpot_ms, slo_e2el_ms, \
-         slo_attainment, sweep_steps, rate_scale, dataset, dataset_path, prefix_tokens, prefix_groups, time_scale, max_turns)"
+         slo_attainment, sweep_steps, rate_scale, dataset, dataset_path, prefix_tokens, prefix_groups, time_scale, max_turns, pressure)"
     );
     // Inside a workload value, and inside quick.
     let (line, col, field, _) = err(&scenario(
@@ -1729,4 +1730,34 @@ fn a_profile_target_the_matrix_cannot_have_is_kept_as_not_applicable() {
         .map(|d| d.name.as_str())
         .collect();
     assert_eq!(na, ["gpt2_plan.throughput", "gpt2_plan.speedup"]);
+}
+
+#[test]
+fn pressure_is_an_axis_and_tags_the_cell() {
+    let m = ok(&scenario(
+        "  - name: s\n    kind: latency\n    engines: [a]\n    axes:\n      pressure: [none, cpu2, cpu1-mem0.5]\n",
+    ));
+    let cells = m.cells(false);
+    let got: Vec<(String, Option<crate::pressure::Pressure>)> = cells
+        .iter()
+        .map(|c| (c.id.clone(), c.params.pressure))
+        .collect();
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0].0, "s/m/a/in128-out64-bs1-c1-static-f32-none");
+    assert_eq!(got[0].1, None);
+    assert_eq!(got[1].0, "s/m/a/in128-out64-bs1-c1-static-f32-none-pcpu2");
+    assert_eq!(got[1].1.unwrap().cpu_threads, 2);
+    assert_eq!(
+        got[2].0,
+        "s/m/a/in128-out64-bs1-c1-static-f32-none-pcpu1-mem0.5"
+    );
+    assert_eq!(got[2].1.unwrap().memory_mib, 512);
+    let (line, _, field, msg) = err(&scenario(
+        "  - name: s\n    kind: latency\n    axes:\n      pressure: [none, gpu2]\n",
+    ));
+    assert_eq!(
+        (line, field.as_str()),
+        (13, "scenarios[0].axes.pressure[1]")
+    );
+    assert!(msg.contains("`gpu2` is not cpuN or memG"), "{msg}");
 }

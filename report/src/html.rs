@@ -117,6 +117,11 @@ pub fn html(i: &Inputs) -> String {
     charts_section(&mut o, i);
     results_section(&mut o, i);
     serving_section(&mut o, i);
+    if let Some(t) = super::breaking::table(s) {
+        let _ = writeln!(o, "<h2 id=\"breaking-point\">Breaking point</h2>");
+        table_html(&mut o, &t);
+        let _ = writeln!(o, "<p>{}</p>", esc(super::breaking::NOTE));
+    }
     workload_section(&mut o, i);
     lifecycle_section(&mut o, i);
     problems_section(&mut o, i);
@@ -352,6 +357,11 @@ fn workload_section(o: &mut String, i: &Inputs) {
         let _ = writeln!(o, "<h2 id=\"quality\">Quantization and quality</h2>");
         table_html(o, &t);
         let _ = writeln!(o, "<p>{}</p>", esc(&super::quality::note(i.groups)));
+    }
+    if let Some(t) = super::pressure::table(i.groups) {
+        let _ = writeln!(o, "<h2 id=\"pressure\">Resource pressure</h2>");
+        table_html(o, &t);
+        let _ = writeln!(o, "<p>{}</p>", esc(super::pressure::NOTE));
     }
     if let Some(t) = super::workload::prefix_cache(i.groups) {
         let _ = writeln!(o, "<h2 id=\"prefix-cache\">Prefix cache</h2>");

@@ -12,6 +12,7 @@
 //! Charts are data first ([`figures`]) and drawing second ([`charts`]).
 
 pub mod analysis;
+mod breaking;
 pub mod charts;
 pub mod compare;
 pub mod csv;
@@ -19,6 +20,7 @@ pub mod figures;
 pub mod html;
 mod lifecycle;
 mod markdown;
+mod pressure;
 mod quality;
 mod serving;
 mod table;
@@ -181,6 +183,7 @@ pub(crate) mod fixtures {
             quantization: "none".into(),
             serving: None,
             dataset: None,
+            pressure: None,
         };
         Cell {
             id: format!("latency/m/{engine}/in{input}-out{output}-bs{batch}"),
@@ -193,6 +196,7 @@ pub(crate) mod fixtures {
             iterations: 1,
             min_duration_s: 0.0,
             max_duration_s: 0.0,
+            breaking_point: None,
         }
     }
 
@@ -282,6 +286,7 @@ pub(crate) mod fixtures {
             efficiency: None,
             quality: None,
             model_details: None,
+            stability: None,
         }
     }
 
@@ -299,6 +304,7 @@ pub(crate) mod fixtures {
             efficiency: None,
             quality: None,
             model_details: None,
+            stability: None,
         }
     }
 

@@ -206,6 +206,11 @@ pub fn markdown(summary: &Summary) -> String {
         );
     }
     out.push_str(&serving_markdown(&groups));
+    if let Some(t) = super::breaking::table(summary) {
+        let _ = writeln!(out, "\n## Breaking point\n");
+        table_markdown(&mut out, &t);
+        let _ = writeln!(out, "\n{}", super::breaking::NOTE);
+    }
     out.push_str(&workload_markdown(&groups));
     out.push_str(&lifecycle_markdown(summary, &groups));
     let not_ok: Vec<&Group> = groups
@@ -258,6 +263,11 @@ fn workload_markdown(groups: &[Group]) -> String {
         let _ = writeln!(out, "\n## Quantization and quality\n");
         table_markdown(&mut out, &t);
         let _ = writeln!(out, "\n{}", super::quality::note(groups));
+    }
+    if let Some(t) = super::pressure::table(groups) {
+        let _ = writeln!(out, "\n## Resource pressure\n");
+        table_markdown(&mut out, &t);
+        let _ = writeln!(out, "\n{}", super::pressure::NOTE);
     }
     if let Some(t) = super::workload::prefix_cache(groups) {
         let _ = writeln!(out, "\n## Prefix cache\n");

@@ -150,6 +150,10 @@ fn scope(o: &TargetOutcome) -> String {
         let kinds: Vec<String> = d.kinds.iter().map(|k| k.as_str().to_string()).collect();
         parts.push(list("kinds", &kinds));
     }
+    if !d.batch_sizes.is_empty() {
+        let b: Vec<String> = d.batch_sizes.iter().map(u32::to_string).collect();
+        parts.push(list("batch sizes", &b));
+    }
     if parts.is_empty() {
         "all cells".into()
     } else {

@@ -56,6 +56,28 @@ pub struct MemoryRecord {
     /// Energy during the cell (None: no readable counter, `n/a`).
     #[serde(default)]
     pub energy: Option<EnergyRecord>,
+    /// The pressure child that ran beside the engine (a `pressure` cell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pressure: Option<PressureRecord>,
+}
+
+/// What the pressure child did during a cell: proof the pressure was
+/// there, and how much.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PressureRecord {
+    /// Busy threads and memory asked for.
+    pub cpu_threads: u32,
+    pub memory_bytes: u64,
+    /// The child's RSS once its memory was touched.
+    pub resident_bytes: Option<u64>,
+    /// CPU seconds the child used in all (its threads spin: about
+    /// `cpu_threads × seconds` when the machine had the cores for them).
+    pub cpu_seconds: Option<f64>,
+    /// How long it ran beside the engine.
+    pub seconds: f64,
+    /// Said when it ended early.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// GPU readings of a cell, over all devices and samples.
@@ -151,6 +173,20 @@ pub struct CellResult {
     /// chose them), as the engine describes it.
     #[serde(default)]
     pub model_details: Option<serde_json::Value>,
+    /// A breaking-point search's verdict on this level (a cell of a
+    /// scenario with `breaking_point:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stability: Option<Stability>,
+}
+
+/// Whether a concurrency level stayed within its scenario's
+/// `breaking_point:` bounds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Stability {
+    pub stable: bool,
+    /// The figures judged, in words, e.g. `error rate 0.0%, TTFT p99
+    /// 2411 ms > 2000 ms`.
+    pub why: String,
 }
 
 /// A request's raw timeline, ns since the cell's epoch.

@@ -35,8 +35,8 @@ pub mod targets;
 pub mod telemetry;
 
 pub use cell::{
-    CellResult, GpuRecord, IterationSpan, MemoryRecord, RawRequest, ResultLine, Status,
-    SCHEMA_VERSION,
+    CellResult, GpuRecord, IterationSpan, MemoryRecord, PressureRecord, RawRequest, ResultLine,
+    Stability, Status, SCHEMA_VERSION,
 };
 pub use metrics::{
     CellMetrics, IterationFigures, MetricAliases, ServingMetrics, SpikeFigures, SweepFigures,

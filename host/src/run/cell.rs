@@ -616,6 +616,7 @@ fn run_cell(
         efficiency: None,
         quality: None,
         model_details: None,
+        stability: None,
     };
     let finish = |status, reason: Option<String>, mut r: CellResult| {
         r.status = status;
@@ -658,6 +659,12 @@ fn run_cell(
             return (finish(Status::Failed, Some(why), result), vec![], vec![])
         }
     };
+    // The pressure child, when the cell asks for one: running (memory
+    // resident, threads busy) before the first request.
+    let hog = match p.pressure.as_ref().map(start_pressure).transpose() {
+        Ok(h) => h,
+        Err(why) => return (finish(Status::Failed, Some(why), result), vec![], vec![]),
+    };
     let _ = loaded.model.memory(); // resets the engine's KV peak
     memory.peak_is_per_cell = system::reset_peak_rss();
     let start = system::rss();
@@ -670,6 +677,7 @@ fn run_cell(
     let sampler_started = sampler.started_at();
     let scraper = server_scraper(ctx.def, sampler_started);
     let exec = scenario::execute(&loaded.model, cell, &prompts, ctx.stall);
+    memory.pressure = hog.map(crate::pressure::Hog::stop);
     let server = scraper.map(crate::telemetry::prometheus::Scraper::stop);
     let samples = sampler.stop();
     let end = system::rss();
@@ -772,6 +780,16 @@ fn run_cell(
     (finish(status, reason, result), exec.spans, records)
 }
 
+/// Starts the pressure child beside the engine (this binary again; see
+/// [`crate::pressure`]).
+fn start_pressure(
+    p: &engine_matrix_format::pressure::Pressure,
+) -> Result<crate::pressure::Hog, String> {
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("pressure {}: cannot locate engine-matrix: {e}", p.tag()))?;
+    crate::pressure::Hog::start(&exe, p).map_err(|e| format!("{e:#}"))
+}
+
 /// The scraper of an http engine's `metrics_url` (its Prometheus
 /// endpoint), every `metrics_interval_s` (default 1 s), times counted
 /// from `epoch`; `None` for other engines. A sleeping thread: a scrape
@@ -810,6 +828,7 @@ pub fn failed_line(job: &Job, plugin: &str, why: String, wall_s: f64) -> ResultL
             efficiency: None,
             quality: None,
             model_details: None,
+            stability: None,
         },
         iterations: Vec::new(),
         requests: Vec::new(),

@@ -774,9 +774,15 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         let limit = cell_limit(opts.cell_timeout, deadline);
         let t0 = Instant::now();
         let plugin = &engine_defs[cell.engine.as_str()].plugin;
+        if let Some(why) = past_breaking_point(cell, repeat, &summary.cells) {
+            let mut line = cell::failed_line(&job, plugin, why, 0.0);
+            line.result.status = Status::Unsupported;
+            record(&mut dir, &mut summary, &bar, line)?;
+            continue;
+        }
         if let Some(why) = unresolved {
             let line = cell::failed_line(&job, plugin, why, 0.0);
-            record(&mut dir, &mut summary, &bar, &line)?;
+            record(&mut dir, &mut summary, &bar, line)?;
             continue;
         }
         let def = match servers.ensure(engine_defs[cell.engine.as_str()], &stop) {
@@ -787,7 +793,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
             }
             Err(crate::run::launch::StartError::Failed(why)) => {
                 let line = cell::failed_line(&job, plugin, why, t0.elapsed().as_secs_f64());
-                record(&mut dir, &mut summary, &bar, &line)?;
+                record(&mut dir, &mut summary, &bar, line)?;
                 continue;
             }
         };
@@ -810,12 +816,39 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
                 learn_engine(&matrix, &cell.engine, rec, &mut summary, &bar, opts.verbose);
             }
         }
-        record(&mut dir, &mut summary, &bar, &line)?;
+        record(&mut dir, &mut summary, &bar, *line)?;
     }
     bar.finish_and_clear();
     executor.shutdown();
     servers.stop_all();
     finish(&mut dir, summary, stopped)
+}
+
+/// Why `cell` is not run: a lower concurrency of the same breaking-point
+/// search (same repeat) already passed a bound. `None`: run it.
+fn past_breaking_point(
+    cell: &Cell,
+    repeat: u32,
+    done: &[crate::output::CellResult],
+) -> Option<String> {
+    cell.breaking_point.as_ref()?;
+    let key = engine_matrix_format::breaking::search_key(cell);
+    done.iter()
+        .filter(|d| {
+            d.repeat == repeat
+                && d.cell.params.concurrency < cell.params.concurrency
+                && engine_matrix_format::breaking::search_key(&d.cell) == key
+        })
+        .filter_map(|d| {
+            let s = d.stability.as_ref().filter(|s| !s.stable)?;
+            Some((d.cell.params.concurrency, &s.why))
+        })
+        .min_by_key(|(c, _)| *c)
+        .map(|(c, why)| {
+            format!(
+                "not run: past the breaking point, concurrency {c} already passed a bound ({why})"
+            )
+        })
 }
 
 /// The highest sustainable rate the latest successful sweep cell of
@@ -841,8 +874,14 @@ fn record(
     dir: &mut RunDir,
     summary: &mut Summary,
     bar: &indicatif::ProgressBar,
-    line: &ResultLine,
+    mut line: ResultLine,
 ) -> Result<()> {
+    if let Some(bp) = &line.result.cell.breaking_point {
+        if line.result.stability.is_none() {
+            line.result.stability = engine_matrix_grade::stability(bp, &line.result);
+        }
+    }
+    let line = &line;
     let result = &line.result;
     if result.status != Status::Ok {
         bar.suspend(|| {

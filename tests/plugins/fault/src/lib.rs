@@ -33,6 +33,7 @@
 //! | `at` | `load`, `prefill`, `decode` | `decode` | where `panic` / `abort` / `segfault` / `hang` strike; ignored by the other faults |
 //! | `after_steps` | integer >= 0 | `0` | the fault strikes on every `prefill` (`at: prefill`) or `decode` (`at: decode`, and `leak`) call once this many calls of that kind have succeeded on this loaded model; ignored for `at: load`, `none`, `wrong_count`, `out_of_vocab` |
 //! | `leak_mb_per_step` | number >= 0 | `1.0` | MiB leaked per decode step by `leak` |
+//! | `step_ms` | number >= 0 | `0` | every prefill and decode call sleeps this long: a service time that does not depend on the CPU (queueing tests) |
 //! | `threads` | anything | — | accepted and ignored (the host passes it to every engine) |
 //!
 //! Any other key, a `fault` or `at` outside its values, or a negative / non
@@ -220,6 +221,7 @@ struct RawOptions {
     at: Option<String>,
     after_steps: Option<u64>,
     leak_mb_per_step: Option<f64>,
+    step_ms: Option<f64>,
     #[allow(dead_code)] // accepted and ignored
     threads: Option<serde::de::IgnoredAny>,
 }
@@ -231,6 +233,7 @@ pub struct FaultOptions {
     pub at: At,
     pub after_steps: u64,
     pub leak_mb_per_step: f64,
+    pub step_ms: f64,
 }
 
 impl Default for FaultOptions {
@@ -240,6 +243,7 @@ impl Default for FaultOptions {
             at: At::Decode,
             after_steps: 0,
             leak_mb_per_step: 1.0,
+            step_ms: 0.0,
         }
     }
 }
@@ -286,11 +290,18 @@ impl FaultOptions {
                 "{NAME} options: leak_mb_per_step must be a finite number >= 0, not {leak_mb_per_step}"
             )));
         }
+        let step_ms = raw.step_ms.unwrap_or(d.step_ms);
+        if !step_ms.is_finite() || step_ms < 0.0 {
+            return Err(EngineError::invalid_argument(format!(
+                "{NAME} options: step_ms must be a finite number >= 0, not {step_ms}"
+            )));
+        }
         Ok(FaultOptions {
             fault,
             at,
             after_steps: raw.after_steps.unwrap_or(d.after_steps),
             leak_mb_per_step,
+            step_ms,
         })
     }
 }
@@ -304,6 +315,13 @@ pub fn next_token(last: u32, vocab: usize, eos: Option<u32>) -> u32 {
         ((t as u64 + 1) % vocab) as u32
     } else {
         t
+    }
+}
+
+/// Sleeps `ms` (the `step_ms` option).
+fn pause(ms: f64) {
+    if ms > 0.0 {
+        std::thread::sleep(std::time::Duration::from_secs_f64(ms / 1e3));
     }
 }
 
@@ -418,6 +436,7 @@ impl Backend for FaultBackend {
         let call = self.prefill_calls;
         self.prefill_calls += 1;
         let o = self.options;
+        pause(o.step_ms);
         if o.at == At::Prefill && call >= o.after_steps {
             strike(o.fault, At::Prefill);
         }
@@ -430,6 +449,7 @@ impl Backend for FaultBackend {
         let call = self.decode_calls;
         self.decode_calls += 1;
         let o = self.options;
+        pause(o.step_ms);
         if call >= o.after_steps {
             if o.at == At::Decode {
                 strike(o.fault, At::Decode);
