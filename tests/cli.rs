@@ -698,18 +698,18 @@ scenarios:
     let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
     assert!(md.contains("## Breaking point"), "{md}");
     assert!(
-        md.contains("| ramp/tiny/slow | error rate ≤ 1%, TTFT p99 ≤ 40 ms | 1, 4 | 1 | 1 | 4: "),
+        md.contains("| ramp/tiny/slow | concurrency | error rate ≤ 1%, TTFT p99 ≤ 40 ms | 1, 4 | 1 | 1 | 4: "),
         "{md}"
     );
 
-    // A bound on a scenario that is not a closed loop is an error.
-    let bad = yaml.replace("kind: concurrency", "kind: throughput");
+    // A bound on an open loop is an error.
+    let bad = yaml.replace("kind: concurrency", "kind: serving");
     let m = tmp.path().join("bad.yaml");
     std::fs::write(&m, bad).unwrap();
     let o = run(&["validate", m.to_str().unwrap()], plugins.path());
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        text(&o.stderr).contains("bad.yaml:14:21: scenarios[0].breaking_point: breaking_point raises the concurrency of a closed loop"),
+        text(&o.stderr).contains("bad.yaml:14:21: scenarios[0].breaking_point: breaking_point raises the concurrency or the batch size of a closed loop"),
         "{}",
         text(&o.stderr)
     );

@@ -358,10 +358,16 @@ fn by_engine(targets: &[TargetOutcome], summary: &Summary) -> Vec<EngineGrade> {
         .collect()
 }
 
-/// A breaking-point search's verdict on one concurrency level: stable when
-/// its error rate and its p99 latencies stay within the bounds. A failed
-/// cell is unstable; an unsupported one has no verdict.
-pub fn stability(bp: &BreakingPoint, r: &CellResult) -> Option<Stability> {
+/// A breaking-point search's verdict on one level: stable when its error
+/// rate, its p99 latencies and its peak RSS (as a share of
+/// `system_memory_bytes`) stay within the bounds. A failed cell (an
+/// out-of-memory kill among them) is unstable; an unsupported one has no
+/// verdict.
+pub fn stability(
+    bp: &BreakingPoint,
+    r: &CellResult,
+    system_memory_bytes: u64,
+) -> Option<Stability> {
     match r.status {
         Status::Unsupported => return None,
         Status::Failed => {
@@ -419,6 +425,27 @@ pub fn stability(bp: &BreakingPoint, r: &CellResult) -> Option<Stability> {
         bp.max_e2el_p99_ms,
         m.e2el_ms.as_ref().map(|d| d.p99),
     );
+    if let Some(bound) = bp.max_peak_rss_pct {
+        let peak = r
+            .memory
+            .as_ref()
+            .and_then(|mem| mem.peak_rss_bytes.or(mem.sampled_peak_rss_bytes));
+        match peak.filter(|_| system_memory_bytes > 0) {
+            Some(b) => {
+                let pct = b as f64 * 100.0 / system_memory_bytes as f64;
+                if pct > bound {
+                    stable = false;
+                    parts.push(format!("peak RSS {pct:.1}% > {bound}% of memory"));
+                } else {
+                    parts.push(format!("peak RSS {pct:.1}% of memory"));
+                }
+            }
+            None => {
+                stable = false;
+                parts.push("no peak RSS reading".into());
+            }
+        }
+    }
     Some(Stability {
         stable,
         why: parts.join(", "),

@@ -432,21 +432,22 @@ fn a_level_is_stable_within_its_bounds() {
         max_error_rate_pct: 1.0,
         max_ttft_p99_ms: Some(100.0),
         max_e2el_p99_ms: None,
+        max_peak_rss_pct: None,
     };
     let m = matrix("[{metric: output_throughput, min: 1}]");
     let cell = &m.cells(false)[0];
     let mut r = result(cell, metrics(10.0, &[50.0; 10], &[1.0]), 0);
-    let s = stability(&bp, &r).unwrap();
+    let s = stability(&bp, &r, 1 << 30).unwrap();
     assert!(s.stable, "{}", s.why);
     assert_eq!(s.why, "error rate 0.0%, TTFT p99 50 ms");
     r.metrics.as_mut().unwrap().ttft_ms = summarize(&[50.0, 150.0]);
-    let s = stability(&bp, &r).unwrap();
+    let s = stability(&bp, &r, 1 << 30).unwrap();
     assert!(!s.stable);
     assert!(s.why.contains("TTFT p99 149 ms > 100 ms"), "{}", s.why);
     // One failure in ten requests: 10% > 1%.
     r.metrics.as_mut().unwrap().ttft_ms = summarize(&[50.0]);
     r.metrics.as_mut().unwrap().failed = 1;
-    let s = stability(&bp, &r).unwrap();
+    let s = stability(&bp, &r, 1 << 30).unwrap();
     assert!(
         !s.stable && s.why.starts_with("error rate 10.0% > 1%"),
         "{}",
@@ -455,9 +456,43 @@ fn a_level_is_stable_within_its_bounds() {
     r.status = Status::Failed;
     r.reason = Some("worker died".into());
     assert_eq!(
-        stability(&bp, &r).unwrap().why,
+        stability(&bp, &r, 1 << 30).unwrap().why,
         "the cell failed: worker died"
     );
     r.status = Status::Unsupported;
-    assert_eq!(stability(&bp, &r), None);
+    assert_eq!(stability(&bp, &r, 1 << 30), None);
+}
+
+#[test]
+fn a_level_is_unstable_past_its_memory_share() {
+    let bp = BreakingPoint {
+        max_error_rate_pct: 1.0,
+        max_ttft_p99_ms: None,
+        max_e2el_p99_ms: None,
+        max_peak_rss_pct: Some(50.0),
+    };
+    let m = matrix("[{metric: output_throughput, min: 1}]");
+    let mut r = result(&m.cells(false)[0], metrics(10.0, &[5.0], &[1.0]), 0);
+    r.memory = Some(MemoryRecord {
+        peak_rss_bytes: Some(400),
+        ..Default::default()
+    });
+    let s = stability(&bp, &r, 1000).unwrap();
+    assert!(
+        s.stable && s.why.ends_with("peak RSS 40.0% of memory"),
+        "{}",
+        s.why
+    );
+    r.memory.as_mut().unwrap().peak_rss_bytes = Some(600);
+    let s = stability(&bp, &r, 1000).unwrap();
+    assert!(
+        !s.stable && s.why.ends_with("peak RSS 60.0% > 50% of memory"),
+        "{}",
+        s.why
+    );
+    r.memory = None;
+    assert!(
+        !stability(&bp, &r, 1000).unwrap().stable,
+        "no reading: not judged stable"
+    );
 }

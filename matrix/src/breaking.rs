@@ -1,11 +1,15 @@
-//! `breaking_point:` of a concurrency scenario: raise the concurrency step
-//! by step (its `concurrency` axis, in the order written, as the seeds do:
-//! 1, 5, 10, 20, 50, 100, 200) until the error rate or the latency passes a
-//! bound. The first level that passes one is the breaking point: the levels
-//! above it are not run (their cells say so, as `unsupported` with the
-//! reason), and the report gives the maximum stable concurrency and the
-//! stable levels (the seeds' `max_sustainable_load` and
-//! `stable_concurrency_levels`).
+//! `breaking_point:` of a closed-loop scenario: raise the load step by
+//! step until the engine breaks. The level is the concurrency of a
+//! `concurrency` scenario (its axis in the order written, as the seeds do:
+//! 1, 5, 10, 20, 50, 100, 200) and the batch size of a `latency` or
+//! `throughput` one (the seeds' S5 memory stress: 1, 2, 4, ... until the
+//! engine fails or memory reaches a share of the system's). The first level
+//! that passes a bound, or fails, is the breaking point: the levels above
+//! it are not run (their cells say so, as `unsupported` with the reason;
+//! an out-of-memory kill fails only its own cell, as any worker crash),
+//! and the report gives the highest stable level, the stable levels (the
+//! seeds' `max_sustainable_load` and `stable_concurrency_levels`) and the
+//! peak memory of each level.
 //!
 //! ```yaml
 //!   - name: breaking
@@ -13,6 +17,11 @@
 //!     breaking_point: {max_error_rate_pct: 1, max_ttft_p99_ms: 2000}
 //!     axes:
 //!       concurrency: [1, 5, 10, 20, 50, 100, 200]
+//!   - name: memory
+//!     kind: latency
+//!     breaking_point: {max_peak_rss_pct: 50}
+//!     axes:
+//!       batch_size: [1, 2, 4, 8, 16, 32, 64, 128]
 //! ```
 
 use crate::yaml::At;
@@ -28,6 +37,10 @@ pub struct BreakingPoint {
     pub max_ttft_p99_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_e2el_p99_ms: Option<f64>,
+    /// Peak RSS of the engine's process as a share of the system's
+    /// memory, percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_peak_rss_pct: Option<f64>,
 }
 
 impl BreakingPoint {
@@ -40,11 +53,19 @@ impl BreakingPoint {
         if let Some(t) = self.max_e2el_p99_ms {
             parts.push(format!("E2EL p99 ≤ {t} ms"));
         }
+        if let Some(t) = self.max_peak_rss_pct {
+            parts.push(format!("peak RSS ≤ {t}% of memory"));
+        }
         parts.join(", ")
     }
 }
 
-const KEYS: [&str; 3] = ["max_error_rate_pct", "max_ttft_p99_ms", "max_e2el_p99_ms"];
+const KEYS: [&str; 4] = [
+    "max_error_rate_pct",
+    "max_ttft_p99_ms",
+    "max_e2el_p99_ms",
+    "max_peak_rss_pct",
+];
 
 pub(crate) fn parse(at: &At<'_>) -> Result<BreakingPoint, MatrixError> {
     let m = at.map(&KEYS)?;
@@ -75,12 +96,30 @@ pub(crate) fn parse(at: &At<'_>) -> Result<BreakingPoint, MatrixError> {
         max_error_rate_pct,
         max_ttft_p99_ms: positive("max_ttft_p99_ms")?,
         max_e2el_p99_ms: positive("max_e2el_p99_ms")?,
+        max_peak_rss_pct: positive("max_peak_rss_pct")?,
     })
 }
 
+/// The level a search raises: the concurrency of a closed loop, the
+/// batch size of a latency or throughput scenario.
+pub fn level(cell: &Cell) -> u32 {
+    match cell.kind {
+        crate::ScenarioKind::Concurrency => cell.params.concurrency,
+        _ => cell.params.batch_size,
+    }
+}
+
+/// What [`level`] is, in words.
+pub fn level_name(kind: crate::ScenarioKind) -> &'static str {
+    match kind {
+        crate::ScenarioKind::Concurrency => "concurrency",
+        _ => "batch size",
+    }
+}
+
 /// The cells one search walks through: the same scenario, model, engine
-/// and workload at every concurrency (the id without the parts the
-/// concurrency sets: `-bsB-cC` and `-rR`).
+/// and workload at every level (the id without the parts the level sets:
+/// `-bsB-cC`, `-rR`, `-nN`, `-mbM`).
 pub fn search_key(cell: &Cell) -> String {
     let p = &cell.params;
     format!(

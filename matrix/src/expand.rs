@@ -44,12 +44,15 @@ pub(crate) enum Key {
     TimeScale,
     MaxTurns,
     Pressure,
+    RateLow,
+    PeriodS,
+    WalkStepS,
 }
 
 /// Serving keys that shape a schedule of the scenario's own, which a
 /// trace replaces: an error with `dataset: trace` (as is a `load` other
 /// than `sustained`).
-const NOT_WITH_TRACE: [Key; 12] = [
+const NOT_WITH_TRACE: [Key; 15] = [
     Key::RequestRate,
     Key::Arrival,
     Key::Burstiness,
@@ -62,10 +65,13 @@ const NOT_WITH_TRACE: [Key; 12] = [
     Key::DurationS,
     Key::Requests,
     Key::NumRequests,
+    Key::RateLow,
+    Key::PeriodS,
+    Key::WalkStepS,
 ];
 
 /// Keys only a `serving` scenario reads.
-const SERVING_KEYS: [Key; 16] = [
+const SERVING_KEYS: [Key; 19] = [
     Key::RateScale,
     Key::TimeScale,
     Key::RequestRate,
@@ -82,9 +88,12 @@ const SERVING_KEYS: [Key; 16] = [
     Key::SloE2elMs,
     Key::SloAttainment,
     Key::SweepSteps,
+    Key::RateLow,
+    Key::PeriodS,
+    Key::WalkStepS,
 ];
 
-pub(crate) const AXIS_KEYS: [(Key, &str); 34] = [
+pub(crate) const AXIS_KEYS: [(Key, &str); 37] = [
     (Key::InputTokens, "input_tokens"),
     (Key::OutputTokens, "output_tokens"),
     (Key::BatchSize, "batch_size"),
@@ -119,6 +128,9 @@ pub(crate) const AXIS_KEYS: [(Key, &str); 34] = [
     (Key::TimeScale, "time_scale"),
     (Key::MaxTurns, "max_turns"),
     (Key::Pressure, "pressure"),
+    (Key::RateLow, "rate_low"),
+    (Key::PeriodS, "period_s"),
+    (Key::WalkStepS, "walk_step_s"),
 ];
 
 pub(crate) const DTYPES: [&str; 3] = ["f32", "f16", "bf16"];
@@ -303,12 +315,23 @@ fn parse_value(at: &At<'_>, key: Key) -> Result<Src, MatrixError> {
         | Key::RateScale
         | Key::TimeScale
         | Key::SpikeFactor
+        | Key::PeriodS
+        | Key::WalkStepS
         | Key::SloTtftMs
         | Key::SloTpotMs
         | Key::SloE2elMs => {
             let v = at.non_negative()?;
             if v <= 0.0 {
                 return Err(at.err("expected a positive number, got 0"));
+            }
+            Val::Num(v)
+        }
+        Key::RateLow => {
+            let v = at.non_negative()?;
+            if !(v > 0.0 && v <= 1.0) {
+                return Err(at.err(format!(
+                    "expected the lowest rate as a share of the rate, in (0, 1], got {v}"
+                )));
             }
             Val::Num(v)
         }
@@ -603,11 +626,10 @@ pub(crate) fn parse_scenario(
     let engine_names = filter("engines", engines, "engine")?;
     let breaking_point = match m.opt("breaking_point") {
         None => None,
-        Some(b) if kind != ScenarioKind::Concurrency => {
-            return Err(b.err(format!(
-                "breaking_point raises the concurrency of a closed loop: it applies to `kind: concurrency` only (this scenario is {}; an open loop's sweep finds its sustainable rate)",
-                kind.as_str()
-            )))
+        Some(b) if kind == ScenarioKind::Serving => {
+            return Err(b.err(
+                "breaking_point raises the concurrency or the batch size of a closed loop: it does not apply to `kind: serving` (an open loop's sweep finds its sustainable rate)",
+            ))
         }
         Some(b) => Some(crate::breaking::parse(b)?),
     };
@@ -1106,10 +1128,19 @@ fn serving(
                 "request_rate inf sends `requests` at once: give `requests`, not duration_s".into(),
             )
         }
-        (Load::Spike | Load::Burst, Rate::Inf) => {
+        (Load::Spike | Load::Burst | Load::Day | Load::Walk, Rate::Inf) => {
             return err(
                 Key::RequestRate,
                 format!("a {} needs a request rate, not inf", load.as_str()),
+            )
+        }
+        (Load::Day | Load::Walk, _) if duration_s <= 0.0 => {
+            return err(
+                Key::DurationS,
+                format!(
+                    "a {} load runs for a time: it needs duration_s",
+                    load.as_str()
+                ),
             )
         }
         (Load::Spike | Load::Burst, _) if duration_s <= 0.0 => {
@@ -1139,6 +1170,24 @@ fn serving(
                 "the spike (spike_at_s {spike_at_s} + spike_s {spike_s}) must end before duration_s {duration_s}, to leave time to recover"
             ),
         );
+    }
+    for (key, only) in [
+        (Key::RateLow, &[Load::Day, Load::Walk][..]),
+        (Key::PeriodS, &[Load::Day][..]),
+        (Key::WalkStepS, &[Load::Walk][..]),
+    ] {
+        if r.src(key).is_some() && !only.contains(&load) {
+            let names: Vec<&str> = only.iter().map(|l| l.as_str()).collect();
+            return err(
+                key,
+                format!(
+                    "`{}` applies to load {} only (this combination's load is {})",
+                    key.name(),
+                    names.join(" and "),
+                    load.as_str()
+                ),
+            );
+        }
     }
     let slo = Slo {
         ttft_ms: r.src(Key::SloTtftMs).map(|_| r.num(Key::SloTtftMs, 0.0)),
@@ -1191,6 +1240,9 @@ fn serving(
             sweep_steps: r.int(Key::SweepSteps, 4),
             rate_scale: r.num(Key::RateScale, 1.0),
             resolved_rate: None,
+            rate_low: r.num(Key::RateLow, 0.25),
+            period_s: r.num(Key::PeriodS, duration_s),
+            walk_step_s: r.num(Key::WalkStepS, 10.0),
         }),
     })
 }
@@ -1306,6 +1358,11 @@ fn serving_tag(t: &mut String, p: &CellParams, s: &crate::open_loop::ServingPara
             "-x{}at{}s+{}s",
             s.spike_factor, s.spike_at_s, s.spike_s
         ));
+    }
+    match s.load {
+        Load::Day => t.push_str(&format!("-low{}-per{}s", s.rate_low, s.period_s)),
+        Load::Walk => t.push_str(&format!("-low{}-step{}s", s.rate_low, s.walk_step_s)),
+        _ => {}
     }
     if p.duration_s > 0.0 {
         t.push_str(&format!("-d{}s", p.duration_s));

@@ -46,16 +46,24 @@ pub enum Load {
     Burst,
     /// The search for the highest sustainable rate.
     Sweep,
+    /// A day curve: the rate falls to `rate_low` of itself and rises
+    /// back over each `period_s`, as traffic over a day (the seeds' S4).
+    Day,
+    /// A seeded random walk of the rate between `rate_low` of itself and
+    /// itself, one step every `walk_step_s` (the seeds' S4).
+    Walk,
 }
 
 impl Load {
-    pub const NAMES: [&'static str; 4] = ["sustained", "spike", "burst", "sweep"];
+    pub const NAMES: [&'static str; 6] = ["sustained", "spike", "burst", "sweep", "day", "walk"];
     pub fn parse(s: &str) -> Option<Load> {
         match s {
             "sustained" => Some(Load::Sustained),
             "spike" => Some(Load::Spike),
             "burst" => Some(Load::Burst),
             "sweep" => Some(Load::Sweep),
+            "day" => Some(Load::Day),
+            "walk" => Some(Load::Walk),
             _ => None,
         }
     }
@@ -65,6 +73,8 @@ impl Load {
             Load::Spike => "spike",
             Load::Burst => "burst",
             Load::Sweep => "sweep",
+            Load::Day => "day",
+            Load::Walk => "walk",
         }
     }
 }
@@ -132,6 +142,23 @@ pub struct ServingParams {
     /// The rate `sustainable` stands for in this run (set by the runner).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_rate: Option<f64>,
+    /// A `day` or `walk` load's lowest rate, as a share of the rate.
+    #[serde(default = "quarter")]
+    pub rate_low: f64,
+    /// A `day` load's period, s (default: the cell's duration).
+    #[serde(default)]
+    pub period_s: f64,
+    /// A `walk` load's step, s.
+    #[serde(default = "ten")]
+    pub walk_step_s: f64,
+}
+
+fn quarter() -> f64 {
+    0.25
+}
+
+fn ten() -> f64 {
+    10.0
 }
 
 impl ServingParams {

@@ -693,7 +693,7 @@ fn unknown_scenario_key() {
     ));
     assert_eq!((line, col), (12, 5));
     assert_eq!(field, "scenarios[0].iteration");
-    assert!(msg.starts_with("unknown key `iteration` (allowed: name, kind, models, engines, quick, warmup, iterations,"), "{msg}");
+    assert!(msg.starts_with("unknown key `iteration` (allowed: name, kind, models, engines, quick, breaking_point, warmup, iterations,"), "{msg}");
 }
 
 #[test]
@@ -709,7 +709,7 @@ fn unknown_axis_key() {
          concurrency, batch_policy, max_batch, num_requests, requests, duration_s, dtype, \
          quantization, label, request_rate, arrival, burstiness, max_concurrency, ramp_up_s, \
          load, spike_factor, spike_at_s, spike_s, slo_ttft_ms, slo_tpot_ms, slo_e2el_ms, \
-         slo_attainment, sweep_steps, rate_scale, dataset, dataset_path, prefix_tokens, prefix_groups, time_scale, max_turns, pressure)"
+         slo_attainment, sweep_steps, rate_scale, dataset, dataset_path, prefix_tokens, prefix_groups, time_scale, max_turns, pressure, rate_low, period_s, walk_step_s)"
     );
     // Inside a workload value, and inside quick.
     let (line, col, field, _) = err(&scenario(
@@ -1760,4 +1760,59 @@ fn pressure_is_an_axis_and_tags_the_cell() {
         (13, "scenarios[0].axes.pressure[1]")
     );
     assert!(msg.contains("`gpu2` is not cpuN or memG"), "{msg}");
+}
+
+#[test]
+fn variable_loads_take_their_shape_keys() {
+    use crate::open_loop::Load;
+    let m = ok(&scenario(
+        "  - name: s\n    kind: serving\n    engines: [a]\n    request_rate: 4\n    duration_s: 60\n    axes:\n      load: [day, walk]\n",
+    ));
+    let cells = m.cells(false);
+    let sv = |i: usize| cells[i].params.serving.clone().unwrap();
+    assert_eq!(
+        (sv(0).load, sv(0).rate_low, sv(0).period_s),
+        (Load::Day, 0.25, 60.0)
+    );
+    assert_eq!((sv(1).load, sv(1).walk_step_s), (Load::Walk, 10.0));
+    assert_eq!(
+        tags(&m, false),
+        [
+            "in128-out64-day-r4-poisson-low0.25-per60s-d60s-f32-none",
+            "in128-out64-walk-r4-poisson-low0.25-step10s-d60s-f32-none",
+        ]
+    );
+    let m = ok(&scenario(
+        "  - name: s\n    kind: serving\n    engines: [a]\n    load: day\n    request_rate: 4\n    duration_s: 600\n    rate_low: 0.1\n    period_s: 120\n",
+    ));
+    let sv = m.cells(false)[0].params.serving.clone().unwrap();
+    assert_eq!((sv.rate_low, sv.period_s), (0.1, 120.0));
+    for (body, field, want) in [
+        (
+            "    load: day\n    request_rate: 4\n",
+            "scenarios[0]",
+            "a day load runs for a time: it needs duration_s",
+        ),
+        (
+            "    load: walk\n    request_rate: inf\n",
+            "scenarios[0].request_rate",
+            "a walk needs a request rate, not inf",
+        ),
+        (
+            "    load: sustained\n    request_rate: 4\n    duration_s: 30\n    period_s: 10\n",
+            "scenarios[0].period_s",
+            "`period_s` applies to load day only (this combination's load is sustained)",
+        ),
+        (
+            "    load: day\n    request_rate: 4\n    duration_s: 30\n    rate_low: 1.5\n",
+            "scenarios[0].rate_low",
+            "in (0, 1], got 1.5",
+        ),
+    ] {
+        let (_, _, f, msg) = err(&scenario(&format!(
+            "  - name: s\n    kind: serving\n    engines: [a]\n{body}"
+        )));
+        assert_eq!(f, field, "{msg}");
+        assert!(msg.contains(want), "{msg}");
+    }
 }

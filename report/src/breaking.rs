@@ -1,11 +1,12 @@
 //! The breaking-point table: for each search of a scenario with
 //! `breaking_point:` (a model, an engine, a workload, a repeat), the
-//! levels it tried, the stable ones, the maximum stable concurrency (the
-//! seeds' `max_sustainable_load`: every level up to it stable) and the
-//! first level past a bound, with why.
+//! levels it tried (concurrency or batch size), the stable ones, the
+//! highest stable level (the seeds' `max_sustainable_load`: every level up
+//! to it stable), the first level past a bound with why, and the memory
+//! curve (peak RSS by level: the seeds' S5).
 
 use super::table::Table;
-use engine_matrix_format::breaking::search_key;
+use engine_matrix_format::breaking::{level, level_name, search_key};
 use engine_matrix_results::{CellResult, Summary};
 
 /// The table, when the run has breaking-point searches.
@@ -32,13 +33,13 @@ pub(crate) fn table(summary: &Summary) -> Option<Table> {
     let rows = searches
         .into_iter()
         .map(|(_, repeat, mut cells)| {
-            cells.sort_by_key(|c| c.cell.params.concurrency);
+            cells.sort_by_key(|c| level(&c.cell));
             let first = &cells[0].cell;
             let judged: Vec<(u32, bool, &str)> = cells
                 .iter()
                 .filter_map(|c| {
                     let s = c.stability.as_ref()?;
-                    Some((c.cell.params.concurrency, s.stable, s.why.as_str()))
+                    Some((level(&c.cell), s.stable, s.why.as_str()))
                 })
                 .collect();
             let stable: Vec<String> = judged
@@ -58,8 +59,21 @@ pub(crate) fn table(summary: &Summary) -> Option<Table> {
             if repeats {
                 search.push_str(&format!(" (repeat {repeat})"));
             }
+            let memory: Vec<String> = cells
+                .iter()
+                .filter_map(|c| {
+                    let m = c.memory.as_ref()?;
+                    let b = m.peak_rss_bytes.or(m.sampled_peak_rss_bytes)?;
+                    Some(format!(
+                        "{}: {:.0}",
+                        level(&c.cell),
+                        b as f64 / (1u64 << 20) as f64
+                    ))
+                })
+                .collect();
             vec![
                 search,
+                level_name(first.kind).to_string(),
                 first
                     .breaking_point
                     .map(|b| b.describe())
@@ -76,6 +90,11 @@ pub(crate) fn table(summary: &Summary) -> Option<Table> {
                 },
                 max.unwrap_or_else(|| "none".into()),
                 broke.map_or("not reached".into(), |(c, _, why)| format!("{c}: {why}")),
+                if memory.is_empty() {
+                    "—".into()
+                } else {
+                    memory.join(", ")
+                },
                 not_run.to_string(),
             ]
         })
@@ -83,11 +102,13 @@ pub(crate) fn table(summary: &Summary) -> Option<Table> {
     Some(Table {
         headers: vec![
             "search",
+            "level",
             "bounds",
             "levels tried",
             "stable levels",
-            "max stable concurrency",
+            "max stable level",
             "breaking point",
+            "peak RSS MiB by level",
             "levels not run",
         ],
         rows,
@@ -95,4 +116,4 @@ pub(crate) fn table(summary: &Summary) -> Option<Table> {
 }
 
 /// How to read the table.
-pub(crate) const NOTE: &str = "A breaking-point search raises the concurrency in the order the scenario lists it; the first level past a bound is the breaking point and the levels above it are not run. The maximum stable concurrency is the highest level with every level up to it stable.";
+pub(crate) const NOTE: &str = "A breaking-point search raises the concurrency (or the batch size) in the order the scenario lists it; the first level past a bound, or whose cell failed (an out-of-memory kill fails only its cell), is the breaking point and the levels above it are not run. The highest stable level is the highest with every level up to it stable.";

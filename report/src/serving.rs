@@ -92,6 +92,14 @@ pub(crate) fn cells(groups: &[Group]) -> Option<Table> {
                         Some(x) => format!("{x:.0}"),
                         None => "not recovered".into(),
                     }),
+                s.degradation.as_ref().map_or("—".into(), |d| {
+                    match (d.ttft_p50_ms_per_min, d.e2el_p50_ms_per_min) {
+                        (Some(t), Some(e)) => format!("{t:+.1} / {e:+.1}"),
+                        (Some(t), None) => format!("{t:+.1} / —"),
+                        (None, Some(e)) => format!("— / {e:+.1}"),
+                        (None, None) => "—".into(),
+                    }
+                }),
             ]
         })
         .collect();
@@ -111,6 +119,7 @@ pub(crate) fn cells(groups: &[Group]) -> Option<Table> {
             "failures",
             "max sustainable req/s",
             "recovery s",
+            "drift TTFT / E2EL ms/min*",
         ],
         rows,
     })
@@ -161,4 +170,4 @@ pub(crate) const NOTE: &str =
 behind late sends or max_concurrency counts). Goodput: requests within every SLO per second \
 (share of requests sent). A sweep rate passes when its share of good requests reaches \
 slo_attainment and its latency grows by at most 0.1 s per s (median E2EL* of its last fifth of requests against its second fifth's). Recovery: from the end of the spike until \
-1-second windows stay under 1.25x the pre-spike median TTFT.";
+1-second windows stay under 1.25x the pre-spike median TTFT. Drift: Theil–Sen slopes of the 1-second windows' median TTFT* and E2EL* over the cell, ms per minute (at least 10 windows; none for sweeps).";

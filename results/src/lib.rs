@@ -39,8 +39,8 @@ pub use cell::{
     Stability, Status, SCHEMA_VERSION,
 };
 pub use metrics::{
-    CellMetrics, IterationFigures, MetricAliases, ServingMetrics, SpikeFigures, SweepFigures,
-    SweepStep, Window,
+    CellMetrics, Degradation, IterationFigures, MetricAliases, ServingMetrics, SpikeFigures,
+    SweepFigures, SweepStep, Window,
 };
 pub use run::{Efficiency, EngineRecord, GpuLimits, Limits, ModelRecord, Summary, SystemInfo};
 pub use shape::Gpt2Shape;

@@ -188,6 +188,28 @@ pub struct ServingMetrics {
     pub windows: Vec<Window>,
     pub spike: Option<SpikeFigures>,
     pub sweep: Option<SweepFigures>,
+    /// How latency drifted over the cell (the seeds' peak-load
+    /// degradation); `None` for a sweep (its windows mix rates) or fewer
+    /// than [`Degradation::MIN_WINDOWS`] windows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degradation: Option<Degradation>,
+}
+
+/// Latency drift over a serving cell: Theil–Sen slopes of the 1-second
+/// windows' median TTFT and E2EL (from the scheduled send time) against
+/// time, so a few bad windows do not make a trend.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Degradation {
+    /// Windows with a latency, and the minutes they span.
+    pub windows: usize,
+    pub span_min: f64,
+    pub ttft_p50_ms_per_min: Option<f64>,
+    pub e2el_p50_ms_per_min: Option<f64>,
+}
+
+impl Degradation {
+    /// Fewest windows (seconds) a slope is drawn from.
+    pub const MIN_WINDOWS: usize = 10;
 }
 
 /// What a cell's workload was (`engine-matrix-workloads` builds it).

@@ -8,6 +8,7 @@
 //!   medians (independent or paired), Tukey's outlier fences, and
 //!   regression verdicts that need both significance and a noise
 //!   threshold;
+//! * [`trend`]: the Theil–Sen slope (robust trends: leaks, degradation);
 //! * [`rng`]: SplitMix64, the seeded stream the bootstrap draws from (the
 //!   host's generators share it, so a seed means the same everywhere).
 
@@ -15,3 +16,4 @@ pub mod quality;
 pub mod resample;
 pub mod rng;
 pub mod stats;
+pub mod trend;

@@ -140,8 +140,10 @@ impl Piece {
     }
 }
 
-/// The rate as pieces, ending with an open-ended constant one.
-fn pieces(p: &ServingParams, rate: f64) -> Vec<Piece> {
+/// The rate as pieces, ending with an open-ended constant one; a `day` or
+/// `walk` load's shape runs until `duration_s` (the walk seeded by
+/// `seed`).
+fn pieces(p: &ServingParams, rate: f64, duration_s: f64, seed: u64) -> Vec<Piece> {
     let mut out = Vec::new();
     let mut t = 0.0;
     if p.ramp_up_s > 0.0 {
@@ -152,6 +154,26 @@ fn pieces(p: &ServingParams, rate: f64) -> Vec<Piece> {
             to: rate,
         });
         t = p.ramp_up_s;
+    }
+    if matches!(p.load, Load::Day | Load::Walk) && duration_s > t {
+        let shape = shape(p, duration_s - t, seed);
+        for w in shape.windows(2) {
+            let ((a, fa), (b, fb)) = (w[0], w[1]);
+            out.push(Piece {
+                start: t + a,
+                len: b - a,
+                from: rate * fa,
+                to: rate * fb,
+            });
+        }
+        let last = shape.last().map_or(1.0, |x| x.1);
+        out.push(Piece {
+            start: duration_s,
+            len: f64::INFINITY,
+            from: rate * last,
+            to: rate * last,
+        });
+        return out;
     }
     if p.load == Load::Spike && p.spike_s > 0.0 {
         let at = p.spike_at_s.max(t);
@@ -181,6 +203,50 @@ fn pieces(p: &ServingParams, rate: f64) -> Vec<Piece> {
     out
 }
 
+/// Points `(s, share of the rate)` of a `day` or `walk` shape over `span`
+/// seconds, linear between them. Day: the share falls from 1 to
+/// `rate_low` and back over each `period_s` (a cosine, 48 points a
+/// period). Walk: from 1, every `walk_step_s` a uniform step of at most a
+/// quarter of the range, held between `rate_low` and 1.
+pub fn shape(p: &ServingParams, span: f64, seed: u64) -> Vec<(f64, f64)> {
+    let low = p.rate_low.clamp(1e-3, 1.0);
+    let (step, mut share): (f64, Box<dyn FnMut(f64) -> f64>) = match p.load {
+        Load::Day => {
+            let period = if p.period_s > 0.0 { p.period_s } else { span };
+            (
+                period / 48.0,
+                Box::new(move |t: f64| {
+                    let phase = (std::f64::consts::TAU * t / period).cos();
+                    low + (1.0 - low) * (1.0 + phase) / 2.0
+                }),
+            )
+        }
+        _ => {
+            let mut rng = Rng::new(seed ^ 0x5741_4c4b_5741_4c4b);
+            let mut x = 1.0f64;
+            let mut first = true;
+            (
+                p.walk_step_s.max(0.1),
+                Box::new(move |_t: f64| {
+                    if !first {
+                        let u = 2.0 * rng.uniform() - 1.0;
+                        x = (x + u * (1.0 - low) / 4.0).clamp(low, 1.0);
+                    }
+                    first = false;
+                    x
+                }),
+            )
+        }
+    };
+    let n = (span / step).ceil().max(1.0) as usize;
+    (0..=n)
+        .map(|i| {
+            let t = (i as f64 * step).min(span);
+            (t, share(t))
+        })
+        .collect()
+}
+
 /// Arrival times (s from the start) of a cell's requests: those before
 /// `duration_s` when it is positive, else the first `requests`. `rate`
 /// overrides the params' rate (a sweep segment); `None` with the rate
@@ -195,7 +261,7 @@ pub fn schedule(
     let Some(rate) = rate.filter(|r| r.is_finite() && *r > 0.0) else {
         return vec![0.0; requests as usize];
     };
-    let pieces = pieces(p, rate);
+    let pieces = pieces(p, rate, duration_s, seed);
     let mut rng = Rng::new(seed);
     let mut out = Vec::new();
     // Expected arrivals so far (the clock in which gaps are drawn).
@@ -517,6 +583,9 @@ pub fn compute(
     let windows = windows(&measured);
     let spike =
         matches!(p_.load, Load::Spike | Load::Burst).then(|| spike(p_, &measured, &windows));
+    let degradation = (p_.load != Load::Sweep)
+        .then(|| degradation(&windows))
+        .flatten();
     ServingMetrics {
         load: p_.load,
         arrival: p_.arrival,
@@ -544,7 +613,41 @@ pub fn compute(
         windows,
         spike,
         sweep,
+        degradation,
     }
+}
+
+/// Latency drift per minute over the windows (see
+/// [`engine_matrix_results::Degradation`]).
+fn degradation(windows: &[Window]) -> Option<engine_matrix_results::Degradation> {
+    use engine_matrix_results::Degradation;
+    let series = |get: fn(&Window) -> Option<f64>| -> Vec<(f64, f64)> {
+        windows
+            .iter()
+            .filter_map(|w| Some((w.t_s / 60.0, get(w)?)))
+            .collect()
+    };
+    let ttft = series(|w| w.ttft_p50_ms);
+    let e2el = series(|w| w.e2el_p50_ms);
+    let n = ttft.len().max(e2el.len());
+    if n < Degradation::MIN_WINDOWS {
+        return None;
+    }
+    let slope = |pts: &[(f64, f64)]| {
+        (pts.len() >= Degradation::MIN_WINDOWS)
+            .then(|| engine_matrix_stats::trend::theil_sen(pts, 20_000))
+            .flatten()
+    };
+    let span = |pts: &[(f64, f64)]| match (pts.first(), pts.last()) {
+        (Some(a), Some(b)) => b.0 - a.0,
+        _ => 0.0,
+    };
+    Some(Degradation {
+        windows: n,
+        span_min: span(&ttft).max(span(&e2el)),
+        ttft_p50_ms_per_min: slope(&ttft),
+        e2el_p50_ms_per_min: slope(&e2el),
+    })
 }
 
 /// The segment (index, rate) whose figures a sweep cell reports: its
@@ -674,6 +777,41 @@ mod tests {
     use engine_api::{Completion, FinishReason};
     use proptest::prelude::*;
 
+    fn window(t_s: f64, ttft: Option<f64>, e2el: Option<f64>) -> Window {
+        Window {
+            t_s,
+            scheduled: 1,
+            completed: 1,
+            failed: 0,
+            ttft_p50_ms: ttft,
+            e2el_p50_ms: e2el,
+        }
+    }
+
+    #[test]
+    fn drift_is_the_robust_slope_per_minute() {
+        // TTFT grows 2 ms per second (120 ms/min), with two wild windows;
+        // E2EL is flat.
+        let mut w: Vec<Window> = (0..60)
+            .map(|i| window(i as f64, Some(100.0 + 2.0 * i as f64), Some(500.0)))
+            .collect();
+        w[10].ttft_p50_ms = Some(5000.0);
+        w[40].ttft_p50_ms = Some(1.0);
+        let d = degradation(&w).unwrap();
+        assert_eq!(d.windows, 60);
+        assert!((d.span_min - 59.0 / 60.0).abs() < 1e-9);
+        assert!(
+            (d.ttft_p50_ms_per_min.unwrap() - 120.0).abs() < 1e-6,
+            "{d:?}"
+        );
+        assert_eq!(d.e2el_p50_ms_per_min, Some(0.0));
+        // Under ten windows with a latency: no trend is drawn.
+        let short: Vec<Window> = (0..30)
+            .map(|i| window(i as f64, (i % 4 == 0).then_some(1.0), None))
+            .collect();
+        assert_eq!(degradation(&short), None);
+    }
+
     fn params(load: Load, arrival: Arrival) -> ServingParams {
         ServingParams {
             load,
@@ -694,6 +832,71 @@ mod tests {
             sweep_steps: 3,
             rate_scale: 1.0,
             resolved_rate: None,
+            rate_low: 0.25,
+            period_s: 0.0,
+            walk_step_s: 10.0,
+        }
+    }
+
+    #[test]
+    fn a_day_load_follows_its_curve_and_its_integral() {
+        // 10 req/s at the peak, 2.5 at the trough, one 96 s period: the
+        // integral is 10 × 96 × (0.25 + 0.75 / 2) = 600 requests.
+        let mut p = params(Load::Day, Arrival::Constant);
+        p.period_s = 96.0;
+        let s = schedule(&p, Some(10.0), 96.0, 0, 7);
+        assert!((s.len() as i64 - 600).abs() <= 1, "{}", s.len());
+        let rate_in =
+            |a: f64, b: f64| s.iter().filter(|t| **t >= a && **t < b).count() as f64 / (b - a);
+        // Near the start (the peak), the middle (the trough), the end.
+        assert!(
+            (rate_in(0.0, 4.0) - 10.0).abs() < 0.6,
+            "{}",
+            rate_in(0.0, 4.0)
+        );
+        assert!(
+            (rate_in(46.0, 50.0) - 2.5).abs() < 0.6,
+            "{}",
+            rate_in(46.0, 50.0)
+        );
+        assert!(
+            (rate_in(92.0, 96.0) - 10.0).abs() < 0.6,
+            "{}",
+            rate_in(92.0, 96.0)
+        );
+    }
+
+    #[test]
+    fn a_walk_is_seeded_and_stays_between_its_bounds() {
+        let mut p = params(Load::Walk, Arrival::Poisson);
+        p.rate_low = 0.5;
+        p.walk_step_s = 5.0;
+        let a = schedule(&p, Some(8.0), 300.0, 0, 1);
+        assert_eq!(a, schedule(&p, Some(8.0), 300.0, 0, 1));
+        assert_ne!(a, schedule(&p, Some(8.0), 300.0, 0, 2));
+        let sh = shape(&p, 300.0, 1);
+        assert_eq!(sh.len(), 61);
+        assert_eq!(sh[0], (0.0, 1.0));
+        assert!(sh.iter().all(|(_, x)| (0.5..=1.0).contains(x)));
+        assert!(sh
+            .windows(2)
+            .all(|w| (w[1].1 - w[0].1).abs() <= 0.125 + 1e-12));
+        assert!(sh.iter().any(|(_, x)| *x < 0.9), "it moves");
+        // Between the integrals of the lowest and the highest rate.
+        assert!(a.len() as f64 > 0.8 * 4.0 * 300.0 && (a.len() as f64) < 1.2 * 8.0 * 300.0);
+    }
+
+    proptest! {
+        /// A day shape's points stay within their bounds and are in order.
+        #[test]
+        fn day_shapes_are_bounded(low in 0.01f64..1.0, period in 1.0f64..1000.0, span in 1.0f64..2000.0) {
+            let mut p = params(Load::Day, Arrival::Constant);
+            p.rate_low = low;
+            p.period_s = period;
+            let sh = shape(&p, span, 0);
+            prop_assert!(sh.windows(2).all(|w| w[0].0 < w[1].0));
+            prop_assert!(sh.iter().all(|(_, x)| *x >= low - 1e-12 && *x <= 1.0 + 1e-12));
+            prop_assert_eq!(sh.last().unwrap().0, span);
         }
     }
 

@@ -824,29 +824,29 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     finish(&mut dir, summary, stopped)
 }
 
-/// Why `cell` is not run: a lower concurrency of the same breaking-point
-/// search (same repeat) already passed a bound. `None`: run it.
+/// Why `cell` is not run: a lower level of the same breaking-point search
+/// (same repeat) already passed a bound. `None`: run it.
 fn past_breaking_point(
     cell: &Cell,
     repeat: u32,
     done: &[crate::output::CellResult],
 ) -> Option<String> {
+    use engine_matrix_format::breaking::{level, level_name, search_key};
     cell.breaking_point.as_ref()?;
-    let key = engine_matrix_format::breaking::search_key(cell);
+    let key = search_key(cell);
     done.iter()
         .filter(|d| {
-            d.repeat == repeat
-                && d.cell.params.concurrency < cell.params.concurrency
-                && engine_matrix_format::breaking::search_key(&d.cell) == key
+            d.repeat == repeat && level(&d.cell) < level(cell) && search_key(&d.cell) == key
         })
         .filter_map(|d| {
             let s = d.stability.as_ref().filter(|s| !s.stable)?;
-            Some((d.cell.params.concurrency, &s.why))
+            Some((level(&d.cell), &s.why))
         })
         .min_by_key(|(c, _)| *c)
         .map(|(c, why)| {
             format!(
-                "not run: past the breaking point, concurrency {c} already passed a bound ({why})"
+                "not run: past the breaking point, {} {c} already passed a bound ({why})",
+                level_name(cell.kind)
             )
         })
 }
@@ -878,7 +878,8 @@ fn record(
 ) -> Result<()> {
     if let Some(bp) = &line.result.cell.breaking_point {
         if line.result.stability.is_none() {
-            line.result.stability = engine_matrix_grade::stability(bp, &line.result);
+            line.result.stability =
+                engine_matrix_grade::stability(bp, &line.result, summary.system.memory_bytes);
         }
     }
     let line = &line;

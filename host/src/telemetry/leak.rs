@@ -182,60 +182,13 @@ pub fn settled_check(points: &[(f64, u64)], work_ends: &[f64], unit: &str) -> Le
     check
 }
 
-/// Theil–Sen slope in bytes per second: the median of the slopes of all
-/// pairs of points at distinct times (a fixed sample of [`MAX_PAIRS`]
-/// pairs when there are more). `None` when no pair has distinct times.
-/// Byte differences are taken exactly (in `i128`) before the division, so
-/// adding a constant to every RSS leaves every pairwise slope unchanged.
+/// Theil–Sen slope in bytes per second over `(seconds, rss bytes)` (see
+/// [`engine_matrix_stats::trend::theil_sen`]). RSS values are far below
+/// 2^53, so they and their differences are exact in `f64`, and adding a
+/// constant to every RSS leaves every pairwise slope unchanged.
 fn theil_sen(points: &[(f64, u64)]) -> Option<f64> {
-    let n = points.len();
-    if n < 2 {
-        return None;
-    }
-    let slope = |i: usize, j: usize| {
-        let (ti, yi) = points[i];
-        let (tj, yj) = points[j];
-        let dt = tj - ti;
-        (dt != 0.0 && dt.is_finite()).then(|| (yj as i128 - yi as i128) as f64 / dt)
-    };
-    let total = n * (n - 1) / 2;
-    let mut slopes = Vec::with_capacity(total.min(MAX_PAIRS));
-    if total <= MAX_PAIRS {
-        for i in 0..n {
-            for j in i + 1..n {
-                slopes.extend(slope(i, j));
-            }
-        }
-    } else {
-        // Seeded by the count only: the same points in, the same pairs out.
-        // Bounded draws: points at one instant give no slope at all.
-        let mut state = 0x7e1e_5e47_1eac_0000u64 ^ n as u64;
-        for _ in 0..4 * MAX_PAIRS {
-            if slopes.len() == MAX_PAIRS {
-                break;
-            }
-            let i = (crate::rng::splitmix64(&mut state) % n as u64) as usize;
-            let j = (crate::rng::splitmix64(&mut state) % n as u64) as usize;
-            if i != j {
-                slopes.extend(slope(i.min(j), i.max(j)));
-            }
-        }
-    }
-    median(&mut slopes)
-}
-
-/// Median (mean of the two middle values for an even count).
-fn median(v: &mut [f64]) -> Option<f64> {
-    let n = v.len();
-    if n == 0 {
-        return None;
-    }
-    let (_, &mut hi, _) = v.select_nth_unstable_by(n / 2, f64::total_cmp);
-    if n % 2 == 1 {
-        return Some(hi);
-    }
-    let lo = v[..n / 2].iter().copied().max_by(f64::total_cmp)?;
-    Some(lo + (hi - lo) / 2.0)
+    let pts: Vec<(f64, f64)> = points.iter().map(|&(t, y)| (t, y as f64)).collect();
+    engine_matrix_stats::trend::theil_sen(&pts, MAX_PAIRS)
 }
 
 #[cfg(test)]
@@ -437,13 +390,6 @@ mod tests {
         let c = settled_check(&few, &ends, "request");
         assert_eq!(c.verdict, LeakVerdict::Insufficient);
         assert!(c.note.unwrap().contains("RSS points after warm-up"));
-    }
-
-    #[test]
-    fn median_of_even_and_odd() {
-        assert_eq!(median(&mut []), None);
-        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), Some(2.5));
     }
 
     #[test]
