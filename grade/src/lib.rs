@@ -188,14 +188,10 @@ pub fn value(
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+/// The median (the mean of the two middle values for an even count);
+/// `v` holds finite values only.
+fn median(v: &[f64]) -> f64 {
+    engine_matrix_stats::stats::summarize(v).map_or(f64::NAN, |d| d.p50)
 }
 
 /// The targets' verdicts on `summary`'s cells, and the grade.
@@ -216,7 +212,7 @@ pub fn evaluate(defs: &TargetsDef, summary: &Summary) -> TargetsReport {
             }
         }
     }
-    let base: BTreeMap<_, f64> = base.into_iter().map(|(k, v)| (k, median(v))).collect();
+    let base: BTreeMap<_, f64> = base.into_iter().map(|(k, v)| (k, median(&v))).collect();
 
     let mut report = TargetsReport {
         profiles: defs.profiles.clone(),
@@ -299,7 +295,7 @@ fn outcome(
         .retain(|u| !values.iter().any(|(c, _)| c.cell.id == u.cell));
     for (c, vs) in values {
         let samples = vs.len();
-        let v = median(vs);
+        let v = median(&vs);
         out.cells.push(CellVerdict {
             cell: c.cell.id.clone(),
             engine: c.cell.engine.clone(),

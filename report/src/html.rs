@@ -284,6 +284,16 @@ fn results_section(o: &mut String, i: &Inputs) {
 }
 
 fn table_html(o: &mut String, t: &super::table::Table) {
+    table_html_classed(o, t, |k, _| if k == 0 { "" } else { " class=\"n\"" });
+}
+
+/// [`table_html`] with each cell's class attribute chosen by `class`
+/// from its column and text.
+fn table_html_classed(
+    o: &mut String,
+    t: &super::table::Table,
+    class: impl Fn(usize, &str) -> &'static str,
+) {
     o.push_str("<table><thead><tr>");
     for h in &t.headers {
         let _ = write!(o, "<th>{}</th>", esc(h));
@@ -292,8 +302,7 @@ fn table_html(o: &mut String, t: &super::table::Table) {
     for r in &t.rows {
         o.push_str("<tr>");
         for (k, c) in r.iter().enumerate() {
-            let class = if k == 0 { "" } else { " class=\"n\"" };
-            let _ = write!(o, "<td{class}>{}</td>", esc(c));
+            let _ = write!(o, "<td{}>{}</td>", class(k, c), esc(c));
         }
         o.push_str("</tr>\n");
     }
@@ -306,29 +315,17 @@ fn targets_section(o: &mut String, i: &Inputs) {
         return;
     };
     let _ = writeln!(o, "<h2 id=\"targets\">Targets</h2>");
-    o.push_str("<table class=\"targets\"><thead><tr>");
-    for h in &t.headers {
-        let _ = write!(o, "<th>{}</th>", esc(h));
-    }
-    o.push_str("</tr></thead><tbody>\n");
-    for r in &t.rows {
-        o.push_str("<tr>");
-        for (k, c) in r.iter().enumerate() {
-            let class = if k == super::targets::STATUS_COLUMN {
-                match c.as_str() {
-                    "met" => " class=\"met\"",
-                    "acceptable" => " class=\"acceptable\"",
-                    "missed" => " class=\"missed\"",
-                    _ => " class=\"na\"",
-                }
-            } else {
-                ""
-            };
-            let _ = write!(o, "<td{class}>{}</td>", esc(c));
+    table_html_classed(o, &t, |k, c| {
+        if k != super::targets::STATUS_COLUMN {
+            return "";
         }
-        o.push_str("</tr>\n");
-    }
-    o.push_str("</tbody></table>\n");
+        match c {
+            "met" => " class=\"met\"",
+            "acceptable" => " class=\"acceptable\"",
+            "missed" => " class=\"missed\"",
+            _ => " class=\"na\"",
+        }
+    });
     if let Some(e) = super::targets::engines(i.summary) {
         table_html(o, &e);
     }

@@ -93,11 +93,15 @@ pub(crate) fn cells(groups: &[Group]) -> Option<Table> {
                         None => "not recovered".into(),
                     }),
                 s.degradation.as_ref().map_or("—".into(), |d| {
-                    match (d.ttft_p50_ms_per_min, d.e2el_p50_ms_per_min) {
+                    let slopes = match (d.ttft_p50_ms_per_min, d.e2el_p50_ms_per_min) {
                         (Some(t), Some(e)) => format!("{t:+.1} / {e:+.1}"),
                         (Some(t), None) => format!("{t:+.1} / —"),
                         (None, Some(e)) => format!("— / {e:+.1}"),
                         (None, None) => "—".into(),
+                    };
+                    match d.verdict.as_deref() {
+                        Some(v) => format!("{slopes} ({v})"),
+                        None => slopes,
                     }
                 }),
             ]
@@ -170,4 +174,4 @@ pub(crate) const NOTE: &str =
 behind late sends or max_concurrency counts). Goodput: requests within every SLO per second \
 (share of requests sent). A sweep rate passes when its share of good requests reaches \
 slo_attainment and its latency grows by at most 0.1 s per s (median E2EL* of its last fifth of requests against its second fifth's). Recovery: from the end of the spike until \
-1-second windows stay under 1.25x the pre-spike median TTFT. Drift: Theil–Sen slopes of the 1-second windows' median TTFT* and E2EL* over the cell, ms per minute (at least 10 windows; none for sweeps).";
+1-second windows stay under 1.25x the pre-spike median TTFT. Drift: Theil–Sen slopes of the 1-second windows' median TTFT* and E2EL* over the cell, ms per minute (at least 10 windows; none for sweeps); degrading when the growth they predict exceeds 10% of the median (and 20 ms) and both halves of the cell slope up (at least 20 windows).";

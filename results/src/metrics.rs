@@ -205,6 +205,12 @@ pub struct Degradation {
     pub span_min: f64,
     pub ttft_p50_ms_per_min: Option<f64>,
     pub e2el_p50_ms_per_min: Option<f64>,
+    /// `degrading`, `steady` or `insufficient` (see the host's
+    /// `serving::degradation`), with the figures in words.
+    #[serde(default)]
+    pub verdict: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 impl Degradation {

@@ -618,7 +618,17 @@ pub fn compute(
 }
 
 /// Latency drift per minute over the windows (see
-/// [`engine_matrix_results::Degradation`]).
+/// [`engine_matrix_results::Degradation`]), and its verdict.
+///
+/// `degrading` must not cry wolf, so it takes, as the leak check does,
+/// growth that is both large and sustained: for TTFT or for E2EL, the
+/// slope over the cell predicts growth above [`DRIFT_FLOOR_SHARE`] of the
+/// median window latency (and above [`DRIFT_FLOOR_MS`]), and the slopes of
+/// the earlier and the later half of the windows both point up. A load
+/// that rises and falls (a day curve) moves latency up and back, its
+/// halves disagree, and it is `steady`. Fewer than twice
+/// [`engine_matrix_results::Degradation::MIN_WINDOWS`] windows are
+/// `insufficient`.
 fn degradation(windows: &[Window]) -> Option<engine_matrix_results::Degradation> {
     use engine_matrix_results::Degradation;
     let series = |get: fn(&Window) -> Option<f64>| -> Vec<(f64, f64)> {
@@ -642,13 +652,64 @@ fn degradation(windows: &[Window]) -> Option<engine_matrix_results::Degradation>
         (Some(a), Some(b)) => b.0 - a.0,
         _ => 0.0,
     };
+    // (degrading, in words) for one series.
+    let judge = |name: &str, pts: &[(f64, f64)]| -> Option<(bool, String)> {
+        let all = slope(pts)?;
+        let (a, b) = pts.split_at(pts.len() / 2);
+        let (first, second) = (slope(a)?, slope(b)?);
+        let lat: Vec<f64> = pts.iter().map(|p| p.1).collect();
+        let median = engine_matrix_stats::stats::summarize(&lat)?.p50;
+        let growth = all * span(pts);
+        let floor = (DRIFT_FLOOR_SHARE * median).max(DRIFT_FLOOR_MS);
+        let up = growth > floor && first > 0.0 && second > 0.0;
+        Some((
+            up,
+            format!(
+                "{name} {all:+.1} ms/min: {growth:+.0} ms over the cell against a floor of {floor:.0} ms; halves {first:+.1} and {second:+.1} ms/min"
+            ),
+        ))
+    };
+    let (verdict, why) = if n < 2 * Degradation::MIN_WINDOWS {
+        (
+            "insufficient",
+            format!(
+                "{n} windows: a verdict needs {}",
+                2 * Degradation::MIN_WINDOWS
+            ),
+        )
+    } else {
+        let judged: Vec<(bool, String)> = [judge("TTFT", &ttft), judge("E2EL", &e2el)]
+            .into_iter()
+            .flatten()
+            .collect();
+        let why = judged
+            .iter()
+            .map(|(_, w)| w.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        if judged.is_empty() {
+            ("insufficient", "no series to judge".to_string())
+        } else if judged.iter().any(|(up, _)| *up) {
+            ("degrading", why)
+        } else {
+            ("steady", why)
+        }
+    };
     Some(Degradation {
         windows: n,
         span_min: span(&ttft).max(span(&e2el)),
         ttft_p50_ms_per_min: slope(&ttft),
         e2el_p50_ms_per_min: slope(&e2el),
+        verdict: Some(verdict.to_string()),
+        why: Some(why),
     })
 }
+
+/// Growth over the cell, as a share of the median window latency, that
+/// `degrading` needs.
+pub const DRIFT_FLOOR_SHARE: f64 = 0.10;
+/// And in absolute terms, ms (a few ms of drift on a fast engine is noise).
+pub const DRIFT_FLOOR_MS: f64 = 20.0;
 
 /// The segment (index, rate) whose figures a sweep cell reports: its
 /// highest passing rate, else its first.
@@ -805,6 +866,34 @@ mod tests {
             "{d:?}"
         );
         assert_eq!(d.e2el_p50_ms_per_min, Some(0.0));
+        // 118 ms of growth on a median near 160 ms, both halves up.
+        assert_eq!(d.verdict.as_deref(), Some("degrading"), "{d:?}");
+        // Up then down (a day curve's latency): the halves disagree.
+        let hill: Vec<Window> = (0..60)
+            .map(|i| {
+                let x = if i < 30 { i } else { 60 - i } as f64;
+                window(i as f64, Some(100.0 + 4.0 * x), Some(500.0))
+            })
+            .collect();
+        assert_eq!(
+            degradation(&hill).unwrap().verdict.as_deref(),
+            Some("steady")
+        );
+        // Growth under the floor: 0.2 ms/s on 100 ms is 12 ms in a minute.
+        let slow: Vec<Window> = (0..60)
+            .map(|i| window(i as f64, Some(100.0 + 0.2 * i as f64), None))
+            .collect();
+        let d = degradation(&slow).unwrap();
+        assert_eq!(d.verdict.as_deref(), Some("steady"), "{d:?}");
+        assert!(d.why.unwrap().contains("against a floor of 20 ms"));
+        // Fifteen windows: a slope, no verdict.
+        let few: Vec<Window> = (0..15)
+            .map(|i| window(i as f64, Some(100.0 + 10.0 * i as f64), None))
+            .collect();
+        assert_eq!(
+            degradation(&few).unwrap().verdict.as_deref(),
+            Some("insufficient")
+        );
         // Under ten windows with a latency: no trend is drawn.
         let short: Vec<Window> = (0..30)
             .map(|i| window(i as f64, (i % 4 == 0).then_some(1.0), None))
