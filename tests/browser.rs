@@ -216,3 +216,133 @@ fn check_report_html(report: &Path, png: &Path) {
         "the failed cells' reason, escaped: {dom}"
     );
 }
+
+/// `engine-matrix dashboard` over a folder of runs: a finished run with a
+/// grade, a second run whose folder name carries markup, and a folder
+/// whose summary is not one. The page (through the real server, in
+/// Chromium) lists all three, escaped; a run's report opens from it; the
+/// CSV parses; nothing outside a run folder is served.
+#[test]
+fn the_dashboard_lists_the_runs_and_opens_their_reports() {
+    let plugins = plugin_dir(&["example"]);
+    let tmp = TempDir::new("dashboard");
+    let reports = tmp.path().join("reports");
+    std::fs::create_dir_all(&reports).unwrap();
+    let m = tmp.path().join("m.yaml");
+    std::fs::write(
+        &m,
+        "name: dash\nmodels:\n  - {name: tiny, weights: synthetic, config: tiny}\nengines:\n  - {name: example}\nscenarios:\n  - {name: lat, kind: latency, warmup: 0, iterations: 1, input_tokens: 8, output_tokens: 4}\ntargets:\n  - {name: fast, metric: output_throughput, min: 1}\n",
+    )
+    .unwrap();
+    // A folder name holds no `/`: markup without closing tags.
+    let hostile = "run <b>two";
+    for name in ["one", hostile] {
+        let out = reports.join(name);
+        let o = run(
+            &[
+                "run",
+                m.to_str().unwrap(),
+                "--no-calibrate",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            plugins.path(),
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    }
+    std::fs::create_dir_all(reports.join("broken")).unwrap();
+    std::fs::write(reports.join("broken/summary.json"), "{not json").unwrap();
+    std::fs::write(tmp.path().join("secret.txt"), "secret").unwrap();
+    let before = listing(&reports);
+
+    let mut server = std::process::Command::new(binary())
+        .args(["dashboard", reports.to_str().unwrap(), "--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
+    let line = read_line(&mut out);
+    let url = line
+        .strip_prefix("dashboard on ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    let port: u16 = url
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // The page in a real browser: three rows, the markup as text.
+    let dom = text(&headless_url(&url, &["--dump-dom"]).stdout);
+    assert!(dom.contains("<table id=\"history\">"), "{dom}");
+    assert!(dom.contains("run &lt;b&gt;two"), "{dom}");
+    assert!(
+        !element_names(&dom).contains(&"b".to_string()),
+        "markup was not escaped"
+    );
+    assert!(dom.contains("<td class=\"met\">EXCELLENT</td>"), "{dom}");
+    assert!(dom.contains("not an engine-matrix summary.json"), "{dom}");
+    assert!(dom.contains("href=\"runs/one/report.html\""), "{dom}");
+    let shot = tmp.path().join("dashboard.png");
+    let o = headless_url(&url, &[&format!("--screenshot={}", shot.display())]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let (w, _) = png_size(&std::fs::read(&shot).unwrap()).expect("a PNG");
+    assert_eq!(w, 1280);
+    // Kept as a test artefact beside the other screenshots.
+    let _ = std::fs::copy(&shot, profile_dir().join("dashboard-history.png"));
+
+    // A run's report opens; CSV and JSON export the table.
+    let r = http(port, "GET", "/runs/one/report.html", None);
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("engine-matrix: dash"), "{}", r.text());
+    let csv = http(port, "GET", "/history.csv", None);
+    assert_eq!(csv.status, 200);
+    assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
+    let lines: Vec<String> = csv.text().lines().map(String::from).collect();
+    assert_eq!(lines.len(), 4, "a header and three runs: {lines:?}");
+    assert!(lines[0].starts_with("run,matrix,started,state,grade"));
+    assert!(
+        lines.iter().any(|l| l.starts_with("run <b>two,dash,")),
+        "{lines:?}"
+    );
+    let json = http(port, "GET", "/history.json", None).json();
+    assert_eq!(json.as_array().unwrap().len(), 3);
+    assert!(json
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["grade"] == "EXCELLENT"));
+    // Nothing outside a run folder.
+    for path in [
+        "/runs/one/../../secret.txt",
+        "/runs/..%2Fsecret.txt/x",
+        "/runs/broken/../m.yaml",
+    ] {
+        assert_eq!(http(port, "GET", path, None).status, 404, "{path}");
+    }
+    // The dashboard wrote nothing: every file under the folder is as it was.
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(listing(&reports), before);
+}
+
+/// Every file under `dir` with its size and modification time, sorted.
+fn listing(dir: &Path) -> Vec<(std::path::PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push((e.path(), meta.len(), meta.modified().unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}

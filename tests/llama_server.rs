@@ -69,8 +69,16 @@ fn llama_engine(name: &str, model: &str, options: &str) -> String {
     llama_engine_args(name, model, options, "")
 }
 
-/// [`llama_engine`] with extra server arguments (`, --metrics`).
+/// [`llama_engine`] with extra server arguments (`, --metrics`). Requests
+/// go out on a new connection each (`keep_alive: false`, as the shipped
+/// matrices do) unless `options` says otherwise: llama-server can leave a
+/// reused connection unanswered (the http plugin's docs).
 fn llama_engine_args(name: &str, model: &str, options: &str, args: &str) -> String {
+    let options = if options.contains("keep_alive") {
+        options.to_string()
+    } else {
+        format!(", keep_alive: false{options}")
+    };
     format!(
         "  - name: {name}
     plugin: http
@@ -432,7 +440,8 @@ fn llama_server_back_to_back_requests_all_complete() {
     let tmp = TempDir::new("llama-back-to-back");
     let yaml = matrix(
         "llama-back-to-back",
-        &llama_engine("llama-server", "smollm2", ""),
+        // Pooled connections: the keep-alive race this test is about.
+        &llama_engine("llama-server", "smollm2", ", keep_alive: true"),
         "  - name: latency
     kind: latency
     warmup: 0

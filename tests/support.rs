@@ -222,12 +222,17 @@ pub fn file_url(path: &Path) -> String {
 /// (browser, renderers, helpers) after [`CHROMIUM_TIMEOUT`]: then this
 /// panics with what it printed.
 pub fn headless(html: &Path, extra: &[&str]) -> Output {
+    assert!(html.is_file(), "{} not found", html.display());
+    headless_url(&file_url(html), extra)
+}
+
+/// [`headless`] on a URL (a page a test's server serves).
+pub fn headless_url(url: &str, extra: &[&str]) -> Output {
     use std::io::Read;
     use std::os::unix::process::CommandExt;
     use std::process::Stdio;
     use std::time::{Duration, Instant};
 
-    assert!(html.is_file(), "{} not found", html.display());
     let profile = TempDir::new("chromium-profile");
     let mut child = Command::new(chromium())
         .args([
@@ -243,7 +248,7 @@ pub fn headless(html: &Path, extra: &[&str]) -> Output {
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(["--window-size=1280,2400", "--virtual-time-budget=2000"])
         .args(extra)
-        .arg(file_url(html))
+        .arg(url)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -287,7 +292,7 @@ pub fn headless(html: &Path, extra: &[&str]) -> Output {
     if timed_out {
         panic!(
             "chromium {} did not finish within {} s and was killed; stderr:\n{}",
-            html.display(),
+            url,
             CHROMIUM_TIMEOUT.as_secs(),
             text(&stderr)
         );

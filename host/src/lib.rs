@@ -19,7 +19,8 @@
 //! * results: [`output`] (the run folder's files; their types are
 //!   [`results`]), [`report`], [`compare`], [`baseline`] (named
 //!   baselines), [`stats`] and [`resample`] (pure statistics);
-//! * the rest: [`serve`] (an engine behind HTTP), [`clock`] (time stamps).
+//! * the rest: [`serve`] (an engine behind HTTP), [`dashboard`] (the
+//!   runs under a folder, as a local web page), [`clock`] (time stamps).
 //!
 //! [`matrix`], [`plugins`], [`synthetic`], [`results`], [`report`] (with
 //! [`compare`]), [`stats`] and [`resample`] are crates of their own
@@ -34,6 +35,7 @@
 
 pub mod baseline;
 pub mod clock;
+pub mod dashboard;
 pub mod generate;
 pub mod measure;
 pub mod models;

@@ -49,6 +49,21 @@ enum Command {
     },
     /// Check a matrix without running it.
     Validate { matrix: PathBuf },
+    /// Serve a local web page of every run under DIR (default `reports`):
+    /// grade, state, cells, commit and machine, each run's report, and the
+    /// table as CSV and JSON. Prints `dashboard on http://ADDR/`.
+    Dashboard {
+        dir: Option<PathBuf>,
+        /// Address to listen on (loopback unless --allow-remote).
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port (0: any free one).
+        #[arg(long, default_value_t = 8765)]
+        port: u16,
+        /// Allow a non-loopback --host (the page shows every run).
+        #[arg(long)]
+        allow_remote: bool,
+    },
     /// List the preset matrices (the seeds' run types: quick, full,
     /// tok-throughput, cpu-only, rtx-4090, production, regression, ...),
     /// one line each, and the target profiles.
@@ -305,6 +320,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Generate(args) => generate_command(args, dir),
         Command::Validate { matrix } => validate(&matrix, &dir),
         Command::Presets { dir } => presets(&dir),
+        Command::Dashboard {
+            dir,
+            host,
+            port,
+            allow_remote,
+        } => {
+            engine_matrix::dashboard::run(engine_matrix::dashboard::Options {
+                dir: dir.unwrap_or_else(|| PathBuf::from("reports")),
+                host,
+                port,
+                allow_remote,
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Model(ModelCommand::Import { file, dtype, out }) => {
             model_import(&file, &dtype, out)
         }

@@ -313,7 +313,7 @@ pub fn run(opts: ServeOptions) -> Result<()> {
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

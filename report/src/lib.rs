@@ -17,6 +17,7 @@ pub mod charts;
 pub mod compare;
 pub mod csv;
 pub mod figures;
+pub mod history;
 pub mod html;
 mod lifecycle;
 mod markdown;

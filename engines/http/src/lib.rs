@@ -56,6 +56,7 @@
 //! | `first_token_timeout_s` | number > 0 | `60` | from sending a request to its first content chunk |
 //! | `total_timeout_s` | number > 0 | `600` | from `submit` to the end of a request (queueing for a connection included) |
 //! | `max_connections` | integer >= 1 | `1024` | requests in flight (so connections) at once; the rest wait |
+//! | `keep_alive` | bool | `true` | reuse connections between requests; `false` opens a new one for every request (llama-server: it closes its connections after each stream anyway, and a request sent on one it has not closed yet can wait unanswered) |
 //! | `threads` | integer >= 1 | `2` | worker threads of the plugin's tokio runtime |
 //! | `check_model` | bool | `true` | fail at load when `GET /v1/models` lists models but not `model` |
 //! | `metrics_url` | `http://host:port/metrics` | none | the server's Prometheus endpoint (llama-server `--metrics`, vLLM, SGLang, TGI): the harness scrapes it during each cell and records the server's queue, running requests, KV-cache use, token counters and prefix-cache hits beside the client's figures (`metrics.server`); a failed scrape is recorded, never fatal. Checked here to be a plain-HTTP URL |
@@ -85,7 +86,13 @@
 //! response arrives is sent again, at most twice, on another connection:
 //! that is the keep-alive race of servers that close every connection
 //! after its response while offering keep-alive (llama-server does). The
-//! time lost stays in the request's TTFT.
+//! time lost stays in the request's TTFT. llama-server can also leave such
+//! a connection open without reading the request sent on it (seen
+//! 2026-12-06: the server logged no task for it, and the request waited
+//! for its first-token timeout); `keep_alive: false` avoids both by never
+//! reusing a connection, which costs a loopback connect (well under a
+//! millisecond) per request, and nothing with a server that closes every
+//! connection anyway.
 
 pub mod protocol;
 pub mod sse;
@@ -168,6 +175,8 @@ pub struct Options {
     pub total_timeout_s: f64,
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    #[serde(default = "default_true")]
+    pub keep_alive: bool,
     #[serde(default = "default_threads")]
     pub threads: usize,
     #[serde(default = "default_true")]
@@ -516,7 +525,7 @@ impl HttpModel {
         let client = {
             let _guard = rt.enter();
             Client::builder(TokioExecutor::new())
-                .pool_max_idle_per_host(o.max_connections)
+                .pool_max_idle_per_host(if o.keep_alive { o.max_connections } else { 0 })
                 .pool_idle_timeout(Duration::from_secs(30))
                 .pool_timer(hyper_util::rt::TokioTimer::new())
                 .build(connector)

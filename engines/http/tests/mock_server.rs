@@ -36,6 +36,8 @@ struct Mock {
     seen: Arc<Mutex<Vec<Seen>>>,
     /// Streams being answered now, and the most at once.
     gauge: Arc<Mutex<(usize, usize)>>,
+    /// Connections accepted so far.
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
     rt: Option<tokio::runtime::Runtime>,
 }
 
@@ -55,11 +57,18 @@ impl Mock {
         });
         let addr = listener.local_addr().unwrap();
         let gauge = Arc::new(Mutex::new((0, 0)));
-        rt.spawn(accept_loop(listener, seen.clone(), gauge.clone()));
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        rt.spawn(accept_loop(
+            listener,
+            seen.clone(),
+            gauge.clone(),
+            accepted.clone(),
+        ));
         Mock {
             addr,
             seen,
             gauge,
+            accepted,
             rt: Some(rt),
         }
     }
@@ -88,11 +97,17 @@ impl Drop for Mock {
 
 type Gauge = Arc<Mutex<(usize, usize)>>;
 
-async fn accept_loop(listener: TcpListener, seen: Arc<Mutex<Vec<Seen>>>, gauge: Gauge) {
+async fn accept_loop(
+    listener: TcpListener,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    gauge: Gauge,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+) {
     loop {
         let Ok((sock, _)) = listener.accept().await else {
             continue;
         };
+        accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let _ = sock.set_nodelay(true);
         tokio::spawn(serve_conn(sock, seen.clone(), gauge.clone()));
     }
@@ -802,6 +817,39 @@ fn max_connections_bounds_streams_in_flight() {
     assert_eq!(peak, 3, "peak streams in flight");
     // Requests that waited for a slot report it as queue time.
     assert!(c.done.lock().unwrap().iter().any(|d| d.queue_us >= 50_000));
+}
+
+/// Four requests one after another: with keep-alive they share the
+/// pooled connection; with `keep_alive: false` each opens its own.
+#[test]
+fn keep_alive_false_opens_a_connection_per_request() {
+    use std::sync::atomic::Ordering;
+    for (keep_alive, per_request) in [(true, false), (false, true)] {
+        let mock = Mock::start();
+        let m = load(
+            &mock,
+            json!({"keep_alive": keep_alive, "check_model": false, "extra_body": {"mock": {"ids": true, "usage": true}}}),
+        )
+        .unwrap();
+        let at_load = mock.accepted.load(Ordering::SeqCst);
+        let c = Arc::new(Collect::default());
+        for i in 0..4 {
+            m.submit(vec![req(i, 3)], c.sink()).unwrap();
+            c.wait(i as usize + 1);
+            // Time for the connection to go back to the pool.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(c.errors.lock().unwrap().is_empty());
+        let opened = mock.accepted.load(Ordering::SeqCst) - at_load;
+        if per_request {
+            assert_eq!(opened, 4, "keep_alive: false");
+        } else {
+            assert!(
+                opened < 4,
+                "keep_alive: true reuses a connection ({opened} opened)"
+            );
+        }
+    }
 }
 
 /// The keep-alive race, made certain: the mock closes each connection
