@@ -18,7 +18,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use engine_matrix_reports::history::{self, RunRow};
-use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -76,24 +75,13 @@ pub fn run(opts: Options) -> Result<()> {
     if !opts.dir.is_dir() {
         bail!("{}: no such folder of runs", opts.dir.display());
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("dashboard")
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind((
-            opts.host.as_str(),
-            opts.port,
-        )))
-        .with_context(|| format!("cannot listen on {}:{}", opts.host, opts.port))?;
-    let addr = listener.local_addr()?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "dashboard on http://{addr}/")?;
-        out.flush()?;
-    }
+    let (rt, listener) = crate::serve::listen(
+        "dashboard",
+        1,
+        &opts.host,
+        opts.port,
+        "dashboard on http://",
+    )?;
     let app = router(Arc::new(opts.dir));
     rt.block_on(async move {
         axum::serve(listener, app)

@@ -51,7 +51,7 @@ enum Command {
     Validate { matrix: PathBuf },
     /// Serve a local web page of every run under DIR (default `reports`):
     /// grade, state, cells, commit and machine, each run's report, and the
-    /// table as CSV and JSON. Prints `dashboard on http://ADDR/`.
+    /// table as CSV and JSON. Prints `dashboard on http://ADDR`.
     Dashboard {
         dir: Option<PathBuf>,
         /// Address to listen on (loopback unless --allow-remote).

@@ -235,24 +235,13 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         inject_first_token: opts.inject_first_token,
         inject_token: opts.inject_token,
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(opts.http_threads.max(1))
-        .thread_name("serve-http")
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind((
-            opts.host.as_str(),
-            opts.port,
-        )))
-        .with_context(|| format!("cannot listen on {}:{}", opts.host, opts.port))?;
-    let addr = listener.local_addr()?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{addr}")?;
-        out.flush()?;
-    }
+    let (rt, listener) = listen(
+        "serve-http",
+        opts.http_threads,
+        &opts.host,
+        opts.port,
+        "listening on http://",
+    )?;
 
     // Load the model off the runtime; /health answers 503 meanwhile.
     let (fail_tx, fail_rx) = oneshot::channel::<String>();
@@ -311,6 +300,32 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         Some(msg) => bail!("{msg}"),
         None => Ok(()),
     }
+}
+
+/// A tokio runtime of `threads` workers and a listener bound on it to
+/// `host:port`; prints `{announce}ADDR` on stdout (and flushes) once bound,
+/// so whoever started the process can read the port.
+pub(crate) fn listen(
+    name: &str,
+    threads: usize,
+    host: &str,
+    port: u16,
+    announce: &str,
+) -> Result<(tokio::runtime::Runtime, tokio::net::TcpListener)> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind((host, port)))
+        .with_context(|| format!("cannot listen on {host}:{port}"))?;
+    let addr = listener.local_addr()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{announce}{addr}")?;
+    out.flush()?;
+    Ok((rt, listener))
 }
 
 pub(crate) async fn shutdown_signal() {
