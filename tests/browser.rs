@@ -346,3 +346,461 @@ fn listing(dir: &Path) -> Vec<(std::path::PathBuf, u64, std::time::SystemTime)> 
     out.sort();
     out
 }
+
+/// chromedriver (Debian's `chromium-driver`, installed by
+/// `scripts/provision`) on a free loopback port; killed on drop.
+struct Driver {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let exe = std::env::var_os("CHROMEDRIVER")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| "/usr/bin/chromedriver".into());
+        assert!(
+            exe.is_file(),
+            "{} not found: run ./scripts/provision (Debian's chromium-driver), or set $CHROMEDRIVER",
+            exe.display()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let child = std::process::Command::new(exe)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "chromedriver did not listen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Driver { child, port }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A headless Chromium session through WebDriver, 1280 px wide.
+async fn browser(driver: &Driver) -> fantoccini::Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": chromium(),
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--no-first-run", "--window-size=1280,1800"],
+        }),
+    );
+    let c =
+        fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", driver.port))
+            .await
+            .expect("a WebDriver session");
+    c.set_window_size(1280, 1800).await.unwrap();
+    c
+}
+
+/// Evaluates `js` (a function body) in the page until it returns a truthy
+/// value; the value, or a panic naming `what` after `secs`.
+async fn until(c: &fantoccini::Client, js: &str, secs: u64, what: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let v = c.execute(js, vec![]).await.unwrap();
+        let truthy = !matches!(&v, serde_json::Value::Null | serde_json::Value::Bool(false))
+            && v != serde_json::json!("")
+            && v != serde_json::json!(0);
+        if truthy {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited {secs} s for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// RFC 4180 records (quoted fields may hold commas, quotes and line
+/// breaks).
+fn csv_records(text: &str) -> Vec<Vec<String>> {
+    let (mut records, mut record, mut field) = (Vec::new(), Vec::new(), String::new());
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(ch) = chars.next() {
+        match (quoted, ch) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => record.push(std::mem::take(&mut field)),
+            (false, '\n') => {
+                record.push(std::mem::take(&mut field));
+                records.push(std::mem::take(&mut record));
+            }
+            (false, '\r') => {}
+            (false, c) => field.push(c),
+        }
+    }
+    assert!(!quoted, "an unterminated quoted field");
+    if !field.is_empty() || !record.is_empty() {
+        record.push(field);
+        records.push(record);
+    }
+    records
+}
+
+/// `run --dashboard` in a real browser, over WebDriver: the page of a
+/// running matrix fills in as cells finish without a reload, shows the
+/// running cell's live figures and charts, raises alerts for a missed
+/// target and for failed cells with the cooldown holding repeats back,
+/// shows a reason holding HTML as text, exports valid CSV, and its history
+/// lists an earlier run and opens its report. Screenshots of the live view
+/// and the history (1280 px) are kept as test artefacts.
+#[test]
+fn the_live_dashboard_updates_alerts_exports_and_links_the_history() {
+    let tmp = TempDir::new("live-dashboard");
+    let plugins = plugin_dir(&["fault", "example"]);
+    let runs = tmp.path().join("runs");
+    let earlier = tmp.path().join("earlier.yaml");
+    std::fs::write(
+        &earlier,
+        "name: earlier\nmodels:\n  - {name: tiny, weights: synthetic, config: tiny}\nengines:\n  - {name: example}\nscenarios:\n  - {name: lat, kind: latency, warmup: 0, iterations: 1, input_tokens: 8, output_tokens: 4}\n",
+    )
+    .unwrap();
+    let o = run(
+        &[
+            "run",
+            earlier.to_str().unwrap(),
+            "--no-calibrate",
+            "--out",
+            runs.join("earlier").to_str().unwrap(),
+        ],
+        plugins.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+
+    // `slow` takes ~1.5 s an iteration (48 steps of 30 ms) and misses its
+    // TTFT target (a 30 ms prefill against 5 ms); `broken` panics in
+    // decode; `evil`'s options are refused with a message holding markup.
+    let m = tmp.path().join("live.yaml");
+    std::fs::write(
+        &m,
+        r#"name: live-demo
+models:
+  - {name: tiny, weights: synthetic, config: tiny}
+engines:
+  - {name: slow, plugin: fault, options: {step_ms: 30}}
+  - {name: broken, plugin: fault, options: {fault: panic, at: decode, after_steps: 3}}
+  - {name: evil, plugin: fault, options: {fault: "<b>evil</b>"}}
+scenarios:
+  - name: lat
+    kind: latency
+    warmup: 0
+    iterations: 3
+    input_tokens: 8
+    output_tokens: 48
+    axes:
+      batch_size: [1, 2]
+targets:
+  - {name: fast-ttft, metric: ttft_ms.p50, max: 5, engines: [slow]}
+"#,
+    )
+    .unwrap();
+
+    let driver = Driver::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = rt.block_on(browser(&driver));
+
+    let mut live = std::process::Command::new(binary())
+        .args([
+            "run",
+            m.to_str().unwrap(),
+            "--no-calibrate",
+            "--allow-failures",
+        ])
+        .args(["--out", runs.join("live").to_str().unwrap()])
+        .args(["--dashboard", "127.0.0.1:0", "--dashboard-linger", "120"])
+        .args(["--alert-stall", "600"])
+        .arg("--plugins")
+        .arg(plugins.path())
+        .env("ENGINE_MATRIX_CACHE", cache_dir())
+        .env("RUST_BACKTRACE", "0")
+        .current_dir(workspace_root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(live.stderr.take().unwrap());
+    let url = loop {
+        let line = read_line(&mut err);
+        assert!(
+            !line.is_empty(),
+            "the run ended before its dashboard was up"
+        );
+        if let Some(u) = line.strip_prefix("dashboard on ") {
+            break format!("{u}/");
+        }
+    };
+    // The rest of stderr, drained so the run never blocks on it.
+    let log = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+        rest
+    });
+    let port: u16 = url
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let shots = profile_dir();
+
+    rt.block_on(async {
+        client.goto(&url).await.unwrap();
+        client
+            .execute("window.__marker = 42; return true;", vec![])
+            .await
+            .unwrap();
+        // The running cell's live figures and charts, while `slow` runs.
+        until(
+            &client,
+            "return document.getElementById('tok_s').textContent !== '–' && document.getElementById('tok_s').textContent;",
+            60,
+            "a live tokens/s figure",
+        )
+        .await;
+        let rows_while_running = client
+            .execute(
+                "return document.querySelectorAll('#cells tbody tr').length;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        // The screenshot once a cell has finished and the next one has
+        // drawn a few seconds of its charts.
+        until(
+            &client,
+            "return document.querySelectorAll('#cells tbody tr').length >= 1 && document.getElementById('tok_s').textContent !== '–';",
+            60,
+            "the second cell's live figures",
+        )
+        .await;
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        until(
+            &client,
+            "return ['throughput', 'latency', 'memory'].every(w => { const i = document.getElementById('chart-' + w); return i.complete && i.naturalWidth > 0; });",
+            30,
+            "the live charts",
+        )
+        .await;
+        let png = client.screenshot().await.unwrap();
+        assert_eq!(png_size(&png).map(|s| s.0), Some(1280));
+        std::fs::write(shots.join("dashboard-live.png"), &png).unwrap();
+
+        // Every cell's row, without a reload.
+        until(
+            &client,
+            "return document.getElementById('state').textContent === 'complete';",
+            180,
+            "the run to complete",
+        )
+        .await;
+        let rows = client
+            .execute(
+                "return document.querySelectorAll('#cells tbody tr').length;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows, 6);
+        assert!(
+            rows_while_running.as_u64().unwrap() < 6,
+            "rows were there before the run ended: {rows_while_running}"
+        );
+        let kept = client
+            .execute(
+                "return [window.__marker, document.body.dataset.snapshots];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(kept, serde_json::json!([42, "1"]), "the page reloaded or resynced");
+        let classes = client
+            .execute(
+                "return Array.from(document.querySelectorAll('#cells tbody tr')).map(r => r.className);",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let classes: Vec<&str> = classes
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            classes.iter().filter(|c| **c == "missed").count(),
+            2,
+            "{classes:?}"
+        );
+        assert_eq!(
+            classes.iter().filter(|c| **c == "failed").count(),
+            4,
+            "{classes:?}"
+        );
+
+        // Alerts: one per cause, repeats held back by the cooldown.
+        let alerts = client
+            .execute(
+                "return Array.from(document.querySelectorAll('#alerts li')).map(l => [l.className, l.textContent]);",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let alerts: Vec<(String, String)> = serde_json::from_value(alerts).unwrap();
+        let of = |kind: &str| -> Vec<&String> {
+            alerts
+                .iter()
+                .filter(|(c, _)| c.ends_with(kind))
+                .map(|(_, t)| t)
+                .collect()
+        };
+        let missed = of("target_missed");
+        assert_eq!(missed.len(), 1, "{alerts:?}");
+        assert!(missed[0].contains("fast-ttft"), "{alerts:?}");
+        assert!(missed[0].contains("1 more held back"), "{alerts:?}");
+        let failed = of("failed_cell");
+        assert!(
+            !failed.is_empty() && failed.len() < 4,
+            "4 failed cells of two engines: {alerts:?}"
+        );
+        assert!(
+            failed.iter().any(|t| t.contains("held back")),
+            "{alerts:?}"
+        );
+
+        // A reason holding markup is text.
+        let bold = client
+            .execute("return document.querySelectorAll('#cells b, #alerts b').length;", vec![])
+            .await
+            .unwrap();
+        assert_eq!(bold, 0, "markup from a reason was rendered");
+        let reasons = client
+            .execute(
+                "return document.getElementById('cells').textContent;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert!(
+            reasons.as_str().unwrap().contains("<b>evil</b>"),
+            "{reasons}"
+        );
+
+        // The history: the earlier run is listed and its report opens; the
+        // trend chart is drawn.
+        client.goto(&format!("{url}history")).await.unwrap();
+        let names = client
+            .execute(
+                "return Array.from(document.querySelectorAll('#history tbody tr td:first-child')).map(t => t.textContent);",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let names: Vec<String> = serde_json::from_value(names).unwrap();
+        assert!(names.contains(&"earlier".to_string()), "{names:?}");
+        assert!(names.contains(&"live".to_string()), "{names:?}");
+        until(
+            &client,
+            "const i = document.getElementById('trend'); return i && i.complete && i.naturalWidth > 0;",
+            30,
+            "the trend chart",
+        )
+        .await;
+        let png = client.screenshot().await.unwrap();
+        assert_eq!(png_size(&png).map(|s| s.0), Some(1280));
+        std::fs::write(shots.join("dashboard-history-live.png"), &png).unwrap();
+        client
+            .find(fantoccini::Locator::Css("a[href='runs/earlier/report.html']"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let title = until(
+            &client,
+            "return document.title.includes('earlier') && document.title;",
+            30,
+            "the earlier run's report",
+        )
+        .await;
+        assert!(title.as_str().unwrap().contains("engine-matrix"), "{title}");
+
+        // Export: the run as valid CSV, a header and one record per cell.
+        let csv = http(port, "GET", "/live/run.csv", None);
+        assert_eq!(csv.status, 200);
+        let records = csv_records(&csv.text());
+        assert_eq!(records.len(), 7, "{}", csv.text());
+        assert!(records.iter().all(|r| r.len() == records[0].len()));
+        assert_eq!(records[0][0], "cell_id");
+        assert!(
+            records
+                .iter()
+                .any(|r| r.iter().any(|f| f.contains("<b>evil</b>"))),
+            "{}",
+            csv.text()
+        );
+
+        // Ctrl-C ends the linger, and the run exits even with the page's
+        // event stream open.
+        client.goto(&url).await.unwrap();
+        until(
+            &client,
+            "return document.body.dataset.snapshots === '1';",
+            30,
+            "the live page again",
+        )
+        .await;
+        // SAFETY: signals the run's own process.
+        unsafe {
+            libc::kill(live.id() as i32, libc::SIGINT);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(st) = live.try_wait().unwrap() {
+                break st;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the run did not exit with a client connected"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert_eq!(status.code(), Some(0));
+        client.close().await.unwrap();
+    });
+    let _ = live.kill();
+    let _ = live.wait();
+    let _ = log.join();
+}

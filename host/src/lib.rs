@@ -20,7 +20,9 @@
 //!   [`results`]), [`report`], [`compare`], [`baseline`] (named
 //!   baselines), [`stats`] and [`resample`] (pure statistics);
 //! * the rest: [`serve`] (an engine behind HTTP), [`dashboard`] (the
-//!   runs under a folder, as a local web page), [`clock`] (time stamps).
+//!   runs under a folder, as a local web page, and a run as it happens),
+//!   [`live`] (the live view's samples, alerts and state), [`clock`]
+//!   (time stamps).
 //!
 //! [`matrix`], [`plugins`], [`synthetic`], [`results`], [`report`] (with
 //! [`compare`]), [`stats`] and [`resample`] are crates of their own
@@ -37,6 +39,7 @@ pub mod baseline;
 pub mod clock;
 pub mod dashboard;
 pub mod generate;
+pub mod live;
 pub mod measure;
 pub mod models;
 pub mod output;

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use engine_matrix::{matrix::Matrix, plugins, run::runner};
 use engine_matrix_results::targets::Grade;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -165,6 +165,28 @@ struct RunArgs {
     /// ACCEPTABLE, POOR), or when no target could be judged.
     #[arg(long, value_name = "GRADE", value_parser = parse_grade)]
     min_grade: Option<Grade>,
+    /// Serve a live view of the run (and the history of the runs beside
+    /// it) at ADDR, loopback port 8765 by default; prints the URL.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8765")]
+    dashboard: Option<String>,
+    /// Allow --dashboard on an address other machines can reach.
+    #[arg(long, requires = "dashboard")]
+    allow_remote: bool,
+    /// Keep the dashboard up this long after the run ends (Ctrl-C stops
+    /// it sooner).
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "SECONDS",
+        requires = "dashboard"
+    )]
+    dashboard_linger: f64,
+    /// Seconds during which an alert's cause raises no second alert.
+    #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
+    alert_cooldown: f64,
+    /// Seconds without a token in a running cell that raise a stall alert.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    alert_stall: f64,
 }
 
 #[derive(Args)]
@@ -407,6 +429,47 @@ fn report(run_dir: &std::path::Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `run --dashboard ADDR`: the hub the runner reports to, and the server
+/// that shows it; prints `dashboard on http://ADDR` on stderr.
+fn start_dashboard(
+    addr: &str,
+    allow_remote: bool,
+    runs_dir: PathBuf,
+    config: engine_matrix::live::alerts::Config,
+    baseline: Option<(
+        engine_matrix::output::Summary,
+        engine_matrix::compare::Options,
+    )>,
+) -> Result<(
+    std::sync::Arc<engine_matrix::live::hub::Hub>,
+    engine_matrix::dashboard::LiveServer,
+)> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+        .with_context(|| format!("--dashboard {addr}: expected HOST:PORT, e.g. 127.0.0.1:8765"))?;
+    engine_matrix::dashboard::check_host(host, allow_remote, "this run and the runs beside it")?;
+    let hub = engine_matrix::live::hub::Hub::new(config, baseline);
+    let server = engine_matrix::dashboard::LiveServer::start(host, port, runs_dir, hub.clone())?;
+    eprintln!("dashboard on http://{}", server.addr);
+    Ok((hub, server))
+}
+
+/// Keeps the dashboard up `seconds` after the run, or until Ctrl-C.
+fn linger(server: engine_matrix::dashboard::LiveServer, seconds: f64) {
+    if seconds > 0.0 {
+        eprintln!(
+            "the dashboard stays up {seconds:.0} s on http://{} (Ctrl-C ends it)",
+            server.addr
+        );
+        let end = std::time::Instant::now() + Duration::from_secs_f64(seconds);
+        while std::time::Instant::now() < end && !engine_matrix::run::runner::interrupted() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    server.stop();
+}
+
 /// `run`: the matrix, then the report, the baseline comparison and the
 /// exit status (see the constants above).
 fn run_command(args: RunArgs, dir: PathBuf, verbose: bool) -> Result<ExitCode> {
@@ -428,6 +491,11 @@ fn run_command(args: RunArgs, dir: PathBuf, verbose: bool) -> Result<ExitCode> {
         allow_failures,
         fail_on_targets,
         min_grade,
+        dashboard,
+        allow_remote,
+        dashboard_linger,
+        alert_cooldown,
+        alert_stall,
     } = args;
     // Fail on a bad name or a missing baseline before measuring.
     let base = baseline
@@ -442,6 +510,31 @@ fn run_command(args: RunArgs, dir: PathBuf, verbose: bool) -> Result<ExitCode> {
         )
     };
     let secs = |s: f64| Duration::from_secs_f64(s.max(0.001));
+    let runs_dir = out
+        .as_deref()
+        .or(resume.as_deref())
+        .and_then(Path::parent)
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("reports"), Path::to_path_buf);
+    let live = dashboard
+        .as_deref()
+        .map(|addr| {
+            let compare = engine_matrix::compare::Options {
+                noise: noise / 100.0,
+                check_version: false,
+            };
+            start_dashboard(
+                addr,
+                allow_remote,
+                runs_dir,
+                engine_matrix::live::alerts::Config {
+                    cooldown_s: alert_cooldown.max(0.0),
+                    stall_s: alert_stall.max(1.0),
+                },
+                base.as_ref().map(|(_, b)| (b.clone(), compare)),
+            )
+        })
+        .transpose()?;
     let report = runner::run(&runner::RunOptions {
         matrix,
         resume,
@@ -457,8 +550,12 @@ fn run_command(args: RunArgs, dir: PathBuf, verbose: bool) -> Result<ExitCode> {
         progress: true,
         calibrate: !no_calibrate,
         repeat,
+        live: live.as_ref().map(|(hub, _)| hub.clone()),
     })?;
     println!("{}", report.markdown);
+    if let Some((_, server)) = live {
+        linger(server, dashboard_linger);
+    }
     let cells = &report.summary.cells;
     let count = |s| cells.iter().filter(|c| c.status == s).count();
     use engine_matrix::output::Status;

@@ -312,6 +312,22 @@ pub(crate) fn listen(
     port: u16,
     announce: &str,
 ) -> Result<(tokio::runtime::Runtime, tokio::net::TcpListener)> {
+    let (rt, listener) = bind(name, threads, host, port)?;
+    let addr = listener.local_addr()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{announce}{addr}")?;
+    out.flush()?;
+    Ok((rt, listener))
+}
+
+/// A runtime of `threads` threads named `name`, and a listener bound to
+/// `host:port` on it.
+pub(crate) fn bind(
+    name: &str,
+    threads: usize,
+    host: &str,
+    port: u16,
+) -> Result<(tokio::runtime::Runtime, tokio::net::TcpListener)> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
         .thread_name(name)
@@ -321,10 +337,6 @@ pub(crate) fn listen(
     let listener = rt
         .block_on(tokio::net::TcpListener::bind((host, port)))
         .with_context(|| format!("cannot listen on {host}:{port}"))?;
-    let addr = listener.local_addr()?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{announce}{addr}")?;
-    out.flush()?;
     Ok((rt, listener))
 }
 

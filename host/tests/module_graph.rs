@@ -396,16 +396,17 @@ fn extra_dependencies(name: &str, allowed: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// Crates: cargo refuses a cycle of normal dependencies itself, but not
-/// one closed through a dev-dependency. The rule here: no workspace crate
 /// The reports read results only: no plugins, telemetry back-ends, HTTP
-/// or async runtime.
+/// or async runtime. The grade crate is pure too (a target's value and
+/// verdict from a cell's results); the dashboard's trend reads metrics
+/// through it.
 #[test]
 fn the_reports_depend_only_on_results_and_drawing() {
     let extra = extra_dependencies(
         "engine-matrix-reports",
         &[
             "engine-matrix-format",
+            "engine-matrix-grade",
             "engine-matrix-results",
             "engine-matrix-stats",
             "plotters",
@@ -420,6 +421,8 @@ fn the_reports_depend_only_on_results_and_drawing() {
     );
 }
 
+/// Crates: cargo refuses a cycle of normal dependencies itself, but not
+/// one closed through a dev-dependency. The rule here: no workspace crate
 /// depends on the `engine-matrix` binary crate in any way (engines' tests
 /// use `engine-matrix-test-support`), so the host stays the top of the
 /// graph.

@@ -29,6 +29,9 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+/// The colour type of [`Series`] and [`Bar`].
+pub use plotters::style::RGBColor;
+
 type Res = Result<(), Box<dyn Error>>;
 
 const FONT: &str = "sans-serif";
@@ -208,6 +211,24 @@ fn find_ttf(dir: &Path, depth: u32) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Draws `chart` as an SVG document, in memory (the dashboard's charts).
+pub fn svg(chart: &Chart) -> Result<String, String> {
+    svg_sized(chart, chart.size())
+}
+
+/// [`svg`] at `size` pixels instead of the chart's own.
+pub fn svg_sized(chart: &Chart, size: (u32, u32)) -> Result<String, String> {
+    font()?;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        draw(chart, &root).map_err(|e| format!("chart {}: {e}", chart.name))?;
+        root.present()
+            .map_err(|e| format!("chart {}: {e}", chart.name))?;
+    }
+    Ok(svg)
 }
 
 /// Draws `chart` as `<dir>/<name>.svg` and `<dir>/<name>.png`.

@@ -167,8 +167,53 @@ pub fn url_segment(s: &str) -> String {
     out
 }
 
+/// The history page's trend chart: which matrix and metric it shows, and
+/// the choices.
+#[derive(Debug, Clone, Default)]
+pub struct TrendPick {
+    /// The matrices of the listed runs.
+    pub matrices: Vec<String>,
+    pub matrix: Option<String>,
+    pub metric: String,
+    pub metrics: Vec<String>,
+    /// A run in progress is watched here: link its live view.
+    pub live: bool,
+}
+
+fn options(o: &mut String, values: &[String], chosen: Option<&str>) {
+    for v in values {
+        let sel = if Some(v.as_str()) == chosen {
+            " selected"
+        } else {
+            ""
+        };
+        let _ = write!(o, "<option value=\"{0}\"{sel}>{0}</option>", esc(v));
+    }
+}
+
+/// The trend section: a form (no script) choosing the matrix and metric,
+/// and the chart, drawn by the server (`trend.svg`).
+fn trend_section(o: &mut String, t: &TrendPick) {
+    let Some(matrix) = &t.matrix else {
+        return;
+    };
+    o.push_str("<h2>Trend</h2>\n<form id=\"trend-form\" method=\"get\" action=\"\">matrix <select name=\"matrix\">");
+    options(o, &t.matrices, Some(matrix));
+    o.push_str("</select> metric <select name=\"metric\">");
+    options(o, &t.metrics, Some(&t.metric));
+    o.push_str("</select> <button type=\"submit\">show</button></form>\n");
+    let _ = writeln!(
+        o,
+        "<p><img id=\"trend\" alt=\"trend of {} for {}\" style=\"max-width:100%\" src=\"trend.svg?matrix={}&amp;metric={}\"></p>",
+        esc(&t.metric),
+        esc(matrix),
+        url_segment(matrix),
+        url_segment(&t.metric)
+    );
+}
+
 /// The history page: every run under `folder`, each linking to its report.
-pub fn html(rows: &[RunRow], folder: &str) -> String {
+pub fn html(rows: &[RunRow], folder: &str, trend: &TrendPick) -> String {
     let mut o = String::new();
     let _ = write!(
         o,
@@ -176,9 +221,14 @@ pub fn html(rows: &[RunRow], folder: &str) -> String {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>engine-matrix: runs</title><style>{STYLE}</style></head><body>\n\
          <h1>engine-matrix: runs</h1>\n<p class=\"sys\">{} runs in <code>{}</code> · \
-         <a href=\"history.csv\">CSV</a> · <a href=\"history.json\">JSON</a></p>\n",
+         <a href=\"history.csv\">CSV</a> · <a href=\"history.json\">JSON</a>{}</p>\n",
         rows.len(),
-        esc(folder)
+        esc(folder),
+        if trend.live {
+            " · <a href=\"/\">the run in progress</a>"
+        } else {
+            ""
+        }
     );
     o.push_str("<table id=\"history\"><thead><tr>");
     for h in HEADERS {
@@ -209,7 +259,9 @@ pub fn html(rows: &[RunRow], folder: &str) -> String {
         }
         o.push_str("</tr>\n");
     }
-    o.push_str("</tbody></table>\n</body></html>\n");
+    o.push_str("</tbody></table>\n");
+    trend_section(&mut o, trend);
+    o.push_str("</body></html>\n");
     o
 }
 
@@ -238,7 +290,20 @@ mod tests {
         assert_eq!(rows[0].name, "run <b>1</b>", "unreadable last");
         assert_eq!((rows[0].ok, rows[0].failed), (1, 0));
         assert_eq!(rows[0].state.as_deref(), Some("complete"));
-        let page = html(&rows, "reports/<x>");
+        let pick = TrendPick {
+            matrices: vec!["m<1>".into()],
+            matrix: Some("m<1>".into()),
+            metric: "ttft_ms.p50".into(),
+            metrics: vec!["ttft_ms.p50".into(), "output_throughput".into()],
+            live: false,
+        };
+        let page = html(&rows, "reports/<x>", &pick);
+        assert!(
+            page.contains("src=\"trend.svg?matrix=m%3C1%3E&amp;metric=ttft_ms.p50\""),
+            "{page}"
+        );
+        assert!(page.contains("<option value=\"m&lt;1&gt;\" selected>"));
+        assert!(!html(&rows, "r", &TrendPick::default()).contains("<h2>Trend</h2>"));
         assert!(page.contains("run &lt;b&gt;1&lt;/b&gt;"), "{page}");
         assert!(page.contains("href=\"runs/run%20%3Cb%3E1%3C%2Fb%3E/report.html\""));
         assert!(page.contains("<code>reports/&lt;x&gt;</code>"));

@@ -26,6 +26,7 @@ mod quality;
 mod serving;
 mod table;
 mod targets;
+pub mod trend;
 mod workload;
 
 pub use markdown::markdown;

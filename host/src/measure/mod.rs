@@ -240,6 +240,89 @@ impl Collector {
     pub fn take_records(&self) -> Vec<RequestRecord> {
         std::mem::take(&mut self.lock().records)
     }
+
+    /// What arrived since the cursor's last call, for the live view.
+    ///
+    /// The lock is held for the requests not yet finished at the last call
+    /// and the tokens that came since, never for the whole history:
+    /// finished requests are folded into the cursor's totals and skipped
+    /// from then on. At most [`LIVE_MAX_GAPS`] gaps are copied per call.
+    pub fn live_window(&self, cur: &mut LiveCursor) -> LiveWindow {
+        let s = self.lock();
+        let now = self.now_ns();
+        let mut w = LiveWindow {
+            from_ns: cur.last_ns,
+            to_ns: now,
+            ..LiveWindow::default()
+        };
+        let (mut tokens, mut done, mut failed) = (cur.tokens, cur.done, cur.failed);
+        let mut fold = true;
+        for r in s.records.iter().skip(cur.from) {
+            let first_new = r.token_ns.partition_point(|&t| t <= cur.last_ns);
+            for i in first_new..r.token_ns.len() {
+                if i == 0 {
+                    if r.submit_ns > 0 && r.token_ns[0] >= r.submit_ns {
+                        w.ttft_ns.push(r.token_ns[0] - r.submit_ns);
+                    }
+                } else if w.gaps_ns.len() < LIVE_MAX_GAPS {
+                    w.gaps_ns.push(r.token_ns[i] - r.token_ns[i - 1]);
+                }
+            }
+            w.new_tokens += (r.token_ns.len() - first_new) as u64;
+            tokens += r.tokens.len() as u64;
+            if r.finished() {
+                done += 1;
+                failed += u64::from(r.error.is_some());
+            }
+            if fold && r.finished() {
+                cur.from += 1;
+                cur.tokens += r.tokens.len() as u64;
+                cur.done += 1;
+                cur.failed += u64::from(r.error.is_some());
+            } else {
+                fold = false;
+            }
+        }
+        cur.last_ns = now;
+        w.tokens = tokens;
+        w.done = done;
+        w.failed = failed;
+        w.registered = s.records.len() as u64;
+        w
+    }
+}
+
+/// Most token gaps one [`Collector::live_window`] copies.
+pub const LIVE_MAX_GAPS: usize = 4096;
+
+/// Where the live view's last look at a collector ended.
+#[derive(Debug, Clone, Default)]
+pub struct LiveCursor {
+    /// Records before this index are finished and counted below.
+    from: usize,
+    tokens: u64,
+    done: u64,
+    failed: u64,
+    last_ns: u64,
+}
+
+/// Tokens and requests between two looks, times in ns since the epoch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveWindow {
+    pub from_ns: u64,
+    pub to_ns: u64,
+    /// Tokens received in the window.
+    pub new_tokens: u64,
+    /// Totals so far.
+    pub tokens: u64,
+    pub done: u64,
+    pub failed: u64,
+    pub registered: u64,
+    /// Time to first token of the requests whose first token came in the
+    /// window.
+    pub ttft_ns: Vec<u64>,
+    /// Gaps between consecutive tokens of one request, in the window.
+    pub gaps_ns: Vec<u64>,
 }
 
 struct HostSink(Arc<Collector>);
@@ -361,5 +444,50 @@ mod tests {
         assert_eq!(c.unknown_events(), 1);
         sink.error(0, EngineError::runtime("boom"));
         assert_eq!(c.wait_finished(Instant::now()), vec![0]);
+    }
+
+    fn token(c: &SinkBox, request_id: u64) {
+        c.tokens(
+            [TokenEvent {
+                request_id,
+                token: 1,
+            }]
+            .as_slice()
+            .into(),
+        );
+    }
+
+    #[test]
+    fn live_windows_count_each_token_once_and_fold_finished_requests() {
+        let c = Arc::new(Collector::new());
+        let ids = c.register(3, 0, false, 4, 8);
+        c.mark_submitted(&ids);
+        let sink = c.sink();
+        let mut cur = LiveCursor::default();
+        let empty = c.live_window(&mut cur);
+        assert_eq!((empty.tokens, empty.new_tokens, empty.done), (0, 0, 0));
+        assert!(empty.ttft_ns.is_empty());
+
+        token(&sink, 0);
+        token(&sink, 0);
+        token(&sink, 1);
+        let w = c.live_window(&mut cur);
+        assert_eq!((w.tokens, w.new_tokens), (3, 3));
+        assert_eq!(w.ttft_ns.len(), 2, "requests 0 and 1 got their first token");
+        assert_eq!(w.gaps_ns.len(), 1, "request 0's second token");
+        assert!(w.from_ns <= w.to_ns);
+
+        token(&sink, 0);
+        sink.error(0, EngineError::runtime("boom"));
+        let w = c.live_window(&mut cur);
+        assert_eq!((w.tokens, w.new_tokens, w.done, w.failed), (4, 1, 1, 1));
+        assert!(w.ttft_ns.is_empty(), "no first token in this window");
+        assert_eq!(cur.from, 1, "request 0 is finished and folded");
+
+        token(&sink, 2);
+        let w = c.live_window(&mut cur);
+        assert_eq!((w.tokens, w.new_tokens, w.done, w.failed), (5, 1, 1, 1));
+        assert_eq!(w.ttft_ns.len(), 1);
+        assert_eq!(w.registered, 3);
     }
 }

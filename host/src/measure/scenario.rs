@@ -53,12 +53,24 @@ pub struct Execution {
 pub const DEFAULT_STALL: Duration = Duration::from_secs(120);
 
 pub fn execute(model: &ModelBox, cell: &Cell, prompts: &Workload, stall: Duration) -> Execution {
+    execute_into(model, cell, prompts, stall, Arc::new(Collector::new()))
+}
+
+/// [`execute`] into a collector the caller holds too (the live view reads
+/// it while the cell runs).
+pub fn execute_into(
+    model: &ModelBox,
+    cell: &Cell,
+    prompts: &Workload,
+    stall: Duration,
+    collector: Arc<Collector>,
+) -> Execution {
     let mut run = Runner {
         model,
         cell,
         prompts,
         stall,
-        collector: Arc::new(Collector::new()),
+        collector,
         spans: Vec::new(),
         segments: Vec::new(),
         next_session: 0,

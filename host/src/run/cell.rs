@@ -80,6 +80,8 @@ pub struct CellState {
     failed_loads: HashMap<String, (Status, String)>,
     /// Quality records by (engine, model, dtype, quantization).
     quality: HashMap<String, engine_matrix_results::quality::QualityRecord>,
+    /// Where live samples go, for jobs that ask for them.
+    pub live: Option<std::sync::Arc<crate::live::LiveFn>>,
 }
 
 impl CellState {
@@ -103,6 +105,9 @@ pub struct Job {
     /// The matrix's quality pass, when it has one.
     #[serde(default)]
     pub quality: Option<crate::quality::QualityJob>,
+    /// Sample the cell for the live view while it runs (`run --dashboard`).
+    #[serde(default)]
+    pub live: bool,
 }
 
 /// Runs `job`; the flag says the engine hung (its model could not be freed).
@@ -114,6 +119,7 @@ pub fn execute(slot: &EngineSlot, state: &mut CellState, job: &Job) -> (ResultLi
         stall: Duration::from_secs_f64(job.stall_s.max(0.001)),
         limits: job.limits.as_ref(),
         idle_watts: job.idle_watts,
+        live: state.live.clone().filter(|_| job.live),
     };
     let was_hung = state.hung.contains(&job.cell.engine);
     let (mut result, spans, raw) = run_cell(
@@ -395,6 +401,7 @@ pub(crate) struct CellContext<'a> {
     stall: Duration,
     limits: Option<&'a crate::roofline::Limits>,
     idle_watts: Option<f64>,
+    live: Option<std::sync::Arc<crate::live::LiveFn>>,
 }
 
 type CellRun = (CellResult, Vec<IterationSpan>, Vec<RequestRecord>);
@@ -676,7 +683,17 @@ fn run_cell(
     );
     let sampler_started = sampler.started_at();
     let scraper = server_scraper(ctx.def, sampler_started);
-    let exec = scenario::execute(&loaded.model, cell, &prompts, ctx.stall);
+    let collector = std::sync::Arc::new(crate::measure::Collector::new());
+    let ticker = ctx.live.clone().map(|sink| {
+        crate::live::ticker::Ticker::start(
+            cell.id.clone(),
+            collector.clone(),
+            crate::live::ticker::INTERVAL,
+            sink,
+        )
+    });
+    let exec = scenario::execute_into(&loaded.model, cell, &prompts, ctx.stall, collector);
+    drop(ticker);
     memory.pressure = hog.map(crate::pressure::Hog::stop);
     let server = scraper.map(crate::telemetry::prometheus::Scraper::stop);
     let samples = sampler.stop();

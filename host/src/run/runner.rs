@@ -28,6 +28,7 @@ use anyhow::{bail, Context, Result};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Where cells run.
@@ -60,6 +61,9 @@ pub struct RunOptions {
     pub cell_timeout: Option<Duration>,
     /// Longest the whole run may take.
     pub run_timeout: Option<Duration>,
+    /// The live view (`run --dashboard`): told of every cell as it starts,
+    /// runs and finishes.
+    pub live: Option<Arc<crate::live::hub::Hub>>,
 }
 
 /// What a finished (or stopped) run produced.
@@ -102,6 +106,7 @@ enum Executor {
         logs: PathBuf,
         workers: HashMap<String, Worker>,
         hellos: HashMap<String, (EngineRecord, Option<String>)>,
+        live: Option<Arc<crate::live::LiveFn>>,
     },
     InProcess {
         plugin_dir: PathBuf,
@@ -118,7 +123,12 @@ enum Ran {
 }
 
 impl Executor {
-    fn new(isolation: &Isolation, plugin_dir: &Path, run_dir: &Path) -> Result<Executor> {
+    fn new(
+        isolation: &Isolation,
+        plugin_dir: &Path,
+        run_dir: &Path,
+        live: Option<Arc<crate::live::LiveFn>>,
+    ) -> Result<Executor> {
         Ok(match isolation {
             Isolation::Workers(exe) => {
                 let logs = run_dir.join("workers");
@@ -130,12 +140,17 @@ impl Executor {
                     logs,
                     workers: HashMap::new(),
                     hellos: HashMap::new(),
+                    live,
                 }
             }
             Isolation::InProcess => Executor::InProcess {
                 plugin_dir: plugin_dir.to_path_buf(),
                 slots: HashMap::new(),
-                state: CellState::default(),
+                state: {
+                    let mut state = CellState::default();
+                    state.live = live;
+                    state
+                },
             },
         })
     }
@@ -191,6 +206,7 @@ impl Executor {
                 logs,
                 workers,
                 hellos,
+                live,
             } => {
                 let failed = |why: String| {
                     Ran::Line(Box::new(cell::failed_line(
@@ -202,7 +218,7 @@ impl Executor {
                 };
                 if !workers.contains_key(&def.name) {
                     let log = logs.join(format!("{}.log", crate::output::slug(&[&def.name])));
-                    let mut w = match Worker::spawn(exe, def, plugin_dir, &log) {
+                    let mut w = match Worker::spawn(exe, def, plugin_dir, &log, live.clone()) {
                         Ok(w) => w,
                         Err(e) => return failed(format!("cannot start a worker process: {e:#}")),
                     };
@@ -701,6 +717,10 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         .as_ref()
         .map(|t| engine_matrix_grade::evaluate(t, &summary));
     dir.write_summary(&summary)?;
+    let hub = opts.live.as_deref();
+    if let Some(h) = hub {
+        h.begin(&summary, schedule.len(), &dir.path);
+    }
 
     let bar = progress_bar(opts.progress, schedule.len());
     let engine_defs: HashMap<&str, &EngineDef> = matrix
@@ -708,7 +728,11 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         .iter()
         .map(|e| (e.name.as_str(), e))
         .collect();
-    let mut executor = Executor::new(&opts.isolation, &opts.plugin_dir, &dir.path)?;
+    let live_sink = opts
+        .live
+        .clone()
+        .map(|h| -> Arc<crate::live::LiveFn> { Arc::new(move |sample| h.live(sample)) });
+    let mut executor = Executor::new(&opts.isolation, &opts.plugin_dir, &dir.path, live_sink)?;
     let quality = matrix.quality.as_ref().and_then(|q| {
         let reference = engine_defs.get(q.reference.as_str())?;
         Some(crate::quality::QualityJob {
@@ -749,6 +773,9 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
     for &(cell, repeat) in &schedule {
         if done.contains(&(cell.id.clone(), repeat)) {
             bar.inc(1);
+            if let Some(h) = hub {
+                h.skipped();
+            }
             continue;
         }
         if let Some(why) = stop_reason() {
@@ -770,6 +797,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
             limits: limits.clone(),
             idle_watts: idle_power.as_ref().map(|p| p.watts),
             quality: quality.clone(),
+            live: hub.is_some(),
         };
         let limit = cell_limit(opts.cell_timeout, deadline);
         let t0 = Instant::now();
@@ -777,12 +805,12 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         if let Some(why) = past_breaking_point(cell, repeat, &summary.cells) {
             let mut line = cell::failed_line(&job, plugin, why, 0.0);
             line.result.status = Status::Unsupported;
-            record(&mut dir, &mut summary, &bar, line)?;
+            record(&mut dir, &mut summary, &bar, hub, line)?;
             continue;
         }
         if let Some(why) = unresolved {
             let line = cell::failed_line(&job, plugin, why, 0.0);
-            record(&mut dir, &mut summary, &bar, line)?;
+            record(&mut dir, &mut summary, &bar, hub, line)?;
             continue;
         }
         let def = match servers.ensure(engine_defs[cell.engine.as_str()], &stop) {
@@ -793,10 +821,13 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
             }
             Err(crate::run::launch::StartError::Failed(why)) => {
                 let line = cell::failed_line(&job, plugin, why, t0.elapsed().as_secs_f64());
-                record(&mut dir, &mut summary, &bar, line)?;
+                record(&mut dir, &mut summary, &bar, hub, line)?;
                 continue;
             }
         };
+        if let Some(h) = hub {
+            h.cell_started(&cell.id, &cell.engine);
+        }
         let mut line = match executor.run(&def, job, limit, &stop) {
             Ran::Line(l) => l,
             Ran::Stopped => {
@@ -816,12 +847,16 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
                 learn_engine(&matrix, &cell.engine, rec, &mut summary, &bar, opts.verbose);
             }
         }
-        record(&mut dir, &mut summary, &bar, *line)?;
+        record(&mut dir, &mut summary, &bar, hub, *line)?;
     }
     bar.finish_and_clear();
     executor.shutdown();
     servers.stop_all();
-    finish(&mut dir, summary, stopped)
+    let report = finish(&mut dir, summary, stopped)?;
+    if let Some(h) = hub {
+        h.finished(&report.summary);
+    }
+    Ok(report)
 }
 
 /// Why `cell` is not run: a lower level of the same breaking-point search
@@ -874,6 +909,7 @@ fn record(
     dir: &mut RunDir,
     summary: &mut Summary,
     bar: &indicatif::ProgressBar,
+    hub: Option<&crate::live::hub::Hub>,
     mut line: ResultLine,
 ) -> Result<()> {
     if let Some(bp) = &line.result.cell.breaking_point {
@@ -901,6 +937,9 @@ fn record(
     engine_matrix_grade::regrade(summary);
     dir.write_summary(summary)?;
     bar.inc(1);
+    if let (Some(h), Some(c)) = (hub, summary.cells.last()) {
+        h.cell_finished(c, summary);
+    }
     Ok(())
 }
 

@@ -57,20 +57,30 @@ pub enum Reply {
         line: Box<ResultLine>,
         hung: bool,
     },
+    /// A sample of the running cell, for the live view (only for jobs that
+    /// ask for it); handed to the host's live callback by the reader
+    /// thread, never to [`Worker::recv`].
+    Live {
+        sample: crate::live::Sample,
+    },
 }
 
 /// The worker's main loop (`engine-matrix __worker`).
 pub fn serve() -> Result<()> {
-    let mut out = protocol_stdout()?;
+    // Shared with the live ticker's thread: one line is written whole
+    // under the lock, so lines never interleave.
+    let out = Arc::new(Mutex::new(protocol_stdout()?));
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
-    let mut send = |r: &Reply| -> Result<()> {
+    let write = |out: &Mutex<std::fs::File>, r: &Reply| -> Result<()> {
         let mut t = serde_json::to_string(r)?;
         t.push('\n');
-        out.write_all(t.as_bytes())?;
-        out.flush()?;
+        let mut f = out.lock().unwrap_or_else(|e| e.into_inner());
+        f.write_all(t.as_bytes())?;
+        f.flush()?;
         Ok(())
     };
+    let send = |r: &Reply| write(&out, r);
     let Some(first) = lines.next() else {
         return Ok(());
     };
@@ -89,6 +99,11 @@ pub fn serve() -> Result<()> {
         verbose_error: slot.verbose_error.clone(),
     })?;
     let mut state = CellState::default();
+    let live_out = out.clone();
+    state.live = Some(Arc::new(move |sample| {
+        // A host that stopped reading is the main loop's business.
+        let _ = write(&live_out, &Reply::Live { sample });
+    }));
     for line in lines {
         match serde_json::from_str(&line?)? {
             Request::Cell { job } => {
@@ -160,7 +175,14 @@ const TAIL_LINES: usize = 20;
 impl Worker {
     /// Starts `exe __worker` for `engine`; its stderr goes to `log` (and
     /// the last lines are kept for failure reasons).
-    pub fn spawn(exe: &Path, engine: &EngineDef, plugin_dir: &Path, log: &Path) -> Result<Worker> {
+    /// `live` receives the worker's live samples (`Reply::Live`).
+    pub fn spawn(
+        exe: &Path,
+        engine: &EngineDef,
+        plugin_dir: &Path,
+        log: &Path,
+        live: Option<Arc<crate::live::LiveFn>>,
+    ) -> Result<Worker> {
         use std::os::unix::process::CommandExt;
         let mut child = Command::new(exe)
             .arg(SUBCOMMAND)
@@ -181,6 +203,12 @@ impl Worker {
                         .map_err(|e| format!("malformed reply from the worker: {e}")),
                     Err(e) => Err(format!("cannot read the worker's replies: {e}")),
                 };
+                if let Ok(Reply::Live { sample }) = msg {
+                    if let Some(f) = &live {
+                        f(sample);
+                    }
+                    continue;
+                }
                 let stop = msg.is_err();
                 if tx.send(msg).is_err() || stop {
                     break;
