@@ -30,9 +30,13 @@
 //! Options that only one engine understands travel as a JSON object
 //! ([`LoadOptions::options_json`]) so that adding an engine option never
 //! changes the ABI.
+//!
+//! Vector-index engines (the retrieval benchmark) are a second kind of
+//! plugin with a root module of their own: see [`index`].
 
 pub mod caps;
 pub mod ffi;
+pub mod index;
 mod plugin;
 mod types;
 

@@ -875,11 +875,72 @@ fn compare_and_report(
     Ok(cmp.regressions())
 }
 
+/// `engines` for a vector-index plugin: printed unless `json`, and its
+/// JSON row.
+fn index_engine_row(f: &plugins::PluginFile, json: bool, verbose: bool) -> serde_json::Value {
+    match plugins::load_index(f) {
+        Ok(l) => {
+            let i = &l.info;
+            let list = |v: &engine_api::abi_stable::std_types::RVec<
+                engine_api::abi_stable::std_types::RString,
+            >| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+            if !json {
+                println!("{} ({}): vector-index engine", i.name, f.path.display());
+                println!(
+                    "  engine {} · library {} · engine-api {}",
+                    i.engine_version, i.library_version, l.api_version
+                );
+                let keys = |v: Vec<String>| {
+                    if v.is_empty() {
+                        "none".to_string()
+                    } else {
+                        v.join(", ")
+                    }
+                };
+                println!(
+                    "  metrics: {} · build options: {} · search parameters: {}{}",
+                    list(&i.metrics).join(", "),
+                    keys(list(&i.build_params)),
+                    keys(list(&i.search_params)),
+                    if i.concurrent_search {
+                        " · concurrent searches"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            serde_json::json!({"plugin": f.name, "path": f.path, "kind": "index", "info": {
+                "name": i.name.as_str(),
+                "engine_version": i.engine_version.as_str(),
+                "library_version": i.library_version.as_str(),
+                "metrics": list(&i.metrics),
+                "build_params": list(&i.build_params),
+                "search_params": list(&i.search_params),
+                "concurrent_search": i.concurrent_search,
+            }})
+        }
+        Err(e) => {
+            if !json {
+                println!("{} ({})", f.name, f.path.display());
+                println!(
+                    "  error: {}",
+                    if verbose { e.verbose() } else { e.to_string() }
+                );
+            }
+            serde_json::json!({"plugin": f.name, "path": f.path, "kind": "index", "error": e.to_string()})
+        }
+    }
+}
+
 fn engines(dir: &std::path::Path, json: bool, verbose: bool) -> Result<ExitCode> {
     let files = plugins::discover(dir)
         .map_err(|e| anyhow::anyhow!("cannot read plugin folder {}: {e}", dir.display()))?;
     let mut rows = Vec::new();
     for f in &files {
+        if let Ok(plugins::Kind::Index) = plugins::kind(f) {
+            rows.push(index_engine_row(f, json, verbose));
+            continue;
+        }
         match plugins::load(f) {
             Ok(l) => {
                 let info = engine_matrix::info_json(&l.info);

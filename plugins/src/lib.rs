@@ -2,7 +2,9 @@
 //!
 //! A plugin is a `cdylib` named `libem_<name>.so` (`em_<name>.dll`,
 //! `libem_<name>.dylib`) exporting the [`engine_api::EnginePluginRef`] root
-//! module. Plugins are searched in `--plugins DIR`, then
+//! module (an LLM engine) or the [`engine_api::index::IndexPluginRef`] root
+//! module (a vector-index engine, [`load_index`]); [`kind`] tells which
+//! from the name the library's root module was exported under. Plugins are searched in `--plugins DIR`, then
 //! `$ENGINE_MATRIX_PLUGINS`, then the folder of the `engine-matrix` binary.
 //!
 //! Each library is loaded with
@@ -15,6 +17,7 @@
 //! [`PluginError`] keeps it for `--verbose` and displays one line.
 
 use abi_stable::library::{lib_header_from_path, LibraryError};
+use engine_api::index::{IndexEngineBox, IndexInfo, IndexPluginRef, INDEX_ROOT_MODULE_NAME};
 use engine_api::{EngineBox, EngineError, EngineInfo, EnginePluginRef};
 use std::path::{Path, PathBuf};
 
@@ -50,6 +53,9 @@ pub enum PluginError {
     },
     #[error("{path} is not an engine-matrix plugin: {reason}")]
     NotAPlugin { path: PathBuf, reason: String },
+    /// An LLM engine where an index engine is asked for, or the reverse.
+    #[error("plugin {path}: {reason}")]
+    WrongKind { path: PathBuf, reason: String },
     #[error("plugin {path} could not be loaded: {reason}")]
     Other { path: PathBuf, reason: String },
     #[error("plugin {path}: creating the engine failed: {error}")]
@@ -151,6 +157,12 @@ pub fn find(dir: &Path, name: &str) -> Result<PluginFile, PluginError> {
 pub fn load(file: &PluginFile) -> Result<LoadedEngine, PluginError> {
     let path = &file.path;
     let header = lib_header_from_path(path).map_err(|e| classify(path, None, e))?;
+    if header.root_mod_consts().name() == INDEX_ROOT_MODULE_NAME {
+        return Err(PluginError::WrongKind {
+            path: path.clone(),
+            reason: "it is a vector-index engine, not an LLM engine (index engines run retrieval scenarios)".into(),
+        });
+    }
     let plugin_version = header.version_strings().version.to_string();
     let module = header
         .init_root_module::<EnginePluginRef>()
@@ -170,6 +182,71 @@ pub fn load(file: &PluginFile) -> Result<LoadedEngine, PluginError> {
             error,
         })?;
     Ok(LoadedEngine {
+        file: file.clone(),
+        engine,
+        info,
+        api_version,
+    })
+}
+
+/// What a plugin library holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An LLM engine ([`load`]).
+    Engine,
+    /// A vector-index engine ([`load_index`]).
+    Index,
+}
+
+/// Which kind of engine `file` exports, from its root module's name (read
+/// from the library's header, before any layout check).
+pub fn kind(file: &PluginFile) -> Result<Kind, PluginError> {
+    let header = lib_header_from_path(&file.path).map_err(|e| classify(&file.path, None, e))?;
+    Ok(
+        if header.root_mod_consts().name() == INDEX_ROOT_MODULE_NAME {
+            Kind::Index
+        } else {
+            Kind::Engine
+        },
+    )
+}
+
+/// A loaded vector-index engine.
+pub struct LoadedIndexEngine {
+    pub file: PluginFile,
+    pub engine: IndexEngineBox,
+    pub info: IndexInfo,
+    pub api_version: String,
+}
+
+/// Loads an index plugin library and instantiates its engine; an LLM
+/// engine's library is refused as such.
+pub fn load_index(file: &PluginFile) -> Result<LoadedIndexEngine, PluginError> {
+    let path = &file.path;
+    let header = lib_header_from_path(path).map_err(|e| classify(path, None, e))?;
+    if header.root_mod_consts().name() != INDEX_ROOT_MODULE_NAME {
+        return Err(PluginError::WrongKind {
+            path: path.clone(),
+            reason: format!(
+                "it exports '{}', not a vector-index engine ('{INDEX_ROOT_MODULE_NAME}')",
+                header.root_mod_consts().name()
+            ),
+        });
+    }
+    let plugin_version = header.version_strings().version.to_string();
+    let module = header
+        .init_root_module::<IndexPluginRef>()
+        .map_err(|e| classify(path, Some(&plugin_version), e))?;
+    let api_version = module.api_version().to_string();
+    let engine_error = |error| PluginError::Engine {
+        path: path.clone(),
+        error,
+    };
+    let engine = (module.new_index_engine())()
+        .into_result()
+        .map_err(engine_error)?;
+    let info = engine.info().into_result().map_err(engine_error)?;
+    Ok(LoadedIndexEngine {
         file: file.clone(),
         engine,
         info,
