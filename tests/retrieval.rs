@@ -96,7 +96,7 @@ fn index_engines_through_the_abi_answer_with_the_recall_they_should() {
                 .search(queries.as_slice().into(), 10, r#"{"nprobe": 5}"#.into())
                 .into_result()
                 .unwrap_err();
-            assert!(e.message.contains("unknown key 'nprobe'"), "{name}: {e}");
+            assert!(e.message.contains("unknown field `nprobe`"), "{name}: {e}");
         }
     }
     // A corrupted answer is caught by the same arithmetic.

@@ -114,6 +114,34 @@ pub struct SearchResult {
 /// The id of an unfilled slot.
 pub const NO_ID: u64 = u64::MAX;
 
+impl SearchResult {
+    /// An empty answer of `k` slots per query, room for `queries`.
+    pub fn new(k: usize, queries: usize) -> SearchResult {
+        SearchResult {
+            k: k as u32,
+            ids: RVec::with_capacity(k * queries),
+            distances: RVec::with_capacity(k * queries),
+        }
+    }
+
+    /// Appends one query's neighbours, nearest first: the first `k` are
+    /// kept, and missing slots are filled with [`NO_ID`] at an infinite
+    /// distance.
+    pub fn push_query(&mut self, neighbours: impl IntoIterator<Item = (u64, f32)>) {
+        let k = self.k as usize;
+        let mut n = 0;
+        for (id, d) in neighbours.into_iter().take(k) {
+            self.ids.push(id);
+            self.distances.push(d);
+            n += 1;
+        }
+        for _ in n..k {
+            self.ids.push(NO_ID);
+            self.distances.push(f32::INFINITY);
+        }
+    }
+}
+
 /// An index's memory, when the engine knows it.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, Copy, Default, PartialEq)]
@@ -406,6 +434,11 @@ mod tests {
             panic!("an ip build should be refused")
         };
         assert!(err.is_unsupported());
+        let mut r = SearchResult::new(2, 2);
+        r.push_query([(5, 0.5)]);
+        r.push_query([(1, 0.1), (2, 0.2), (3, 0.3)]);
+        assert_eq!(r.ids.as_slice(), &[5, NO_ID, 1, 2]);
+        assert_eq!(r.distances[1], f32::INFINITY);
         assert_eq!(IndexMetric::parse("ip"), Some(IndexMetric::InnerProduct));
         assert_eq!(IndexMetric::parse("hamming"), None);
     }

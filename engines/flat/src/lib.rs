@@ -35,31 +35,21 @@ fn metric(m: IndexMetric) -> Metric {
     }
 }
 
-/// A JSON object's keys, refusing any outside `allowed`.
-fn options(
-    json: &str,
-    allowed: &[&str],
-    what: &str,
-) -> Result<serde_json::Map<String, serde_json::Value>, EngineError> {
-    let v: serde_json::Value =
-        serde_json::from_str(if json.trim().is_empty() { "{}" } else { json })
-            .map_err(|e| EngineError::invalid_argument(format!("flat {what}: not JSON: {e}")))?;
-    let serde_json::Value::Object(map) = v else {
-        return Err(EngineError::invalid_argument(format!(
-            "flat {what}: expected a JSON object"
-        )));
-    };
-    if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(EngineError::invalid_argument(format!(
-            "flat {what}: unknown key '{k}' (allowed: {})",
-            if allowed.is_empty() {
-                "none".to_string()
-            } else {
-                allowed.join(", ")
-            }
-        )));
-    }
-    Ok(map)
+/// Build options: none, so any key is an error that names it.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BuildOptions {}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct SearchParams {
+    threads: Option<usize>,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> Result<T, EngineError> {
+    let json = if json.trim().is_empty() { "{}" } else { json };
+    serde_json::from_str(json)
+        .map_err(|e| EngineError::invalid_argument(format!("flat {what}: {e}")))
 }
 
 impl IndexEngine for Flat {
@@ -81,7 +71,7 @@ impl IndexEngine for Flat {
         spec: &BuildSpec,
         progress: &dyn Fn(u64, u64),
     ) -> Result<Box<dyn Index>, EngineError> {
-        options(spec.options_json.as_str(), &[], "build options")?;
+        let _: BuildOptions = parse(spec.options_json.as_str(), "build options")?;
         let vectors = Vectors::new(spec.dim as usize, vectors.to_vec())
             .map_err(EngineError::invalid_argument)?;
         let n = vectors.len() as u64;
@@ -101,34 +91,26 @@ impl Index for FlatIndex {
         k: usize,
         params_json: &str,
     ) -> Result<SearchResult, EngineError> {
-        let p = options(params_json, &["threads"], "search parameters")?;
-        let threads = match p.get("threads") {
+        let p: SearchParams = parse(params_json, "search parameters")?;
+        let threads = match p.threads {
             None => self.threads,
-            Some(v) => v.as_u64().filter(|&t| t >= 1).ok_or_else(|| {
-                EngineError::invalid_argument(format!(
-                    "flat search parameters: threads {v}: expected an integer >= 1"
-                ))
-            })? as usize,
+            Some(t) if t >= 1 => t,
+            Some(t) => {
+                return Err(EngineError::invalid_argument(format!(
+                    "flat search parameters: threads {t}: expected 1 or more"
+                )))
+            }
         };
         let q = Vectors::new(self.vectors.dim(), queries.to_vec())
             .map_err(|e| EngineError::invalid_argument(format!("flat search: queries: {e}")))?;
         let n = exact::knn(&self.vectors, &q, k, self.metric, threads);
         // Fewer vectors than k: the remaining slots are empty.
-        let mut ids = Vec::with_capacity(q.len() * k);
-        let mut distances = Vec::with_capacity(q.len() * k);
+        let mut r = SearchResult::new(k, q.len());
         for i in 0..q.len() {
-            ids.extend(n.ids_of(i).iter().map(|&x| x as u64));
-            distances.extend_from_slice(n.distances_of(i));
-            for _ in n.k..k {
-                ids.push(engine_api::index::NO_ID);
-                distances.push(f32::INFINITY);
-            }
+            let ids = n.ids_of(i).iter().map(|&x| x as u64);
+            r.push_query(ids.zip(n.distances_of(i).iter().copied()));
         }
-        Ok(SearchResult {
-            k: k as u32,
-            ids: ids.into(),
-            distances: distances.into(),
-        })
+        Ok(r)
     }
 
     fn memory(&self) -> Option<u64> {
@@ -199,7 +181,7 @@ mod tests {
             )
             .err()
             .unwrap();
-        assert!(e.message.contains("unknown key 'm'"), "{e}");
+        assert!(e.message.contains("unknown field `m`"), "{e}");
         let index = Flat
             .build(&base, &spec(16, IndexMetric::L2), &|_, _| {})
             .unwrap();
@@ -210,7 +192,10 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.message.contains("threads 0"), "{e}");
-        let e = index.search(&base[..16], 1, "[1]").err().unwrap();
-        assert!(e.message.contains("JSON object"), "{e}");
+        let e = index
+            .search(&base[..16], 1, r#"{"threads": "two"}"#)
+            .err()
+            .unwrap();
+        assert!(e.message.contains("invalid type"), "{e}");
     }
 }

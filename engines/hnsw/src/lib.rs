@@ -10,9 +10,7 @@
 //! Inserts run on a rayon pool of the build's threads; searches run on the
 //! caller's thread, concurrently if the caller wants.
 
-use engine_api::index::{
-    BuildSpec, Index, IndexEngine, IndexInfo, IndexMetric, SearchResult, NO_ID,
-};
+use engine_api::index::{BuildSpec, Index, IndexEngine, IndexInfo, IndexMetric, SearchResult};
 use engine_api::EngineError;
 use hnsw_rs::prelude::{DistDot, DistL2, Hnsw};
 
@@ -29,49 +27,53 @@ pub struct HnswIndex {
     normalise: bool,
 }
 
-type Map = serde_json::Map<String, serde_json::Value>;
 /// A batch of (vector, id) for hnsw_rs's parallel insert.
 type Batch<'a> = Vec<(&'a [f32], usize)>;
 
-fn object(json: &str, allowed: &[&str], what: &str) -> Result<Map, EngineError> {
-    let text = if json.trim().is_empty() { "{}" } else { json };
-    let v: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| EngineError::invalid_argument(format!("hnsw {what}: not JSON: {e}")))?;
-    let serde_json::Value::Object(map) = v else {
-        return Err(EngineError::invalid_argument(format!(
-            "hnsw {what}: expected a JSON object"
-        )));
-    };
-    if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(EngineError::invalid_argument(format!(
-            "hnsw {what}: unknown key '{k}' (allowed: {})",
-            allowed.join(", ")
-        )));
-    }
-    Ok(map)
+/// Build options; a misspelt key is an error that names it.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct BuildOptions {
+    m: usize,
+    ef_construction: usize,
+    max_layer: usize,
 }
 
-/// An integer option within `lo..=hi`, or its default.
-fn int(
-    map: &Map,
-    key: &str,
-    default: usize,
-    lo: usize,
-    hi: usize,
-    what: &str,
-) -> Result<usize, EngineError> {
-    match map.get(key) {
-        None => Ok(default),
-        Some(v) => v
-            .as_u64()
-            .map(|x| x as usize)
-            .filter(|x| (lo..=hi).contains(x))
-            .ok_or_else(|| {
-                EngineError::invalid_argument(format!(
-                    "hnsw {what}: {key} {v}: expected an integer in {lo}..={hi}"
-                ))
-            }),
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            m: 16,
+            ef_construction: 200,
+            max_layer: 16,
+        }
     }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SearchParams {
+    ef_search: usize,
+}
+
+impl Default for SearchParams {
+    fn default() -> Self {
+        SearchParams { ef_search: 64 }
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> Result<T, EngineError> {
+    let json = if json.trim().is_empty() { "{}" } else { json };
+    serde_json::from_str(json)
+        .map_err(|e| EngineError::invalid_argument(format!("hnsw {what}: {e}")))
+}
+
+/// `value` of `key` within `lo..=hi`.
+fn within(key: &str, value: usize, lo: usize, hi: usize) -> Result<usize, EngineError> {
+    if (lo..=hi).contains(&value) {
+        return Ok(value);
+    }
+    let why = format!("hnsw: {key} {value}: expected {lo}..={hi}");
+    Err(EngineError::invalid_argument(why))
 }
 
 fn normalised(v: &[f32]) -> Vec<f32> {
@@ -102,15 +104,11 @@ impl IndexEngine for HnswEngine {
         spec: &BuildSpec,
         progress: &dyn Fn(u64, u64),
     ) -> Result<Box<dyn Index>, EngineError> {
-        let o = object(
-            spec.options_json.as_str(),
-            &["m", "ef_construction", "max_layer"],
-            "build options",
-        )?;
+        let o: BuildOptions = parse(spec.options_json.as_str(), "build options")?;
         // hnsw_rs exits the process above 256 links: checked here first.
-        let m = int(&o, "m", 16, 2, 256, "build options")?;
-        let ef_c = int(&o, "ef_construction", 200, 1, 1 << 16, "build options")?;
-        let layers = int(&o, "max_layer", 16, 1, 16, "build options")?;
+        let m = within("m", o.m, 2, 256)?;
+        let ef_c = within("ef_construction", o.ef_construction, 1, 1 << 16)?;
+        let layers = within("max_layer", o.max_layer, 1, 16)?;
         let dim = spec.dim as usize;
         if dim == 0 || !vectors.len().is_multiple_of(dim) {
             return Err(EngineError::invalid_argument(format!(
@@ -173,8 +171,8 @@ impl Index for HnswIndex {
         k: usize,
         params_json: &str,
     ) -> Result<SearchResult, EngineError> {
-        let p = object(params_json, &["ef_search"], "search parameters")?;
-        let ef = int(&p, "ef_search", 64, 1, 1 << 16, "search parameters")?.max(k);
+        let p: SearchParams = parse(params_json, "search parameters")?;
+        let ef = within("ef_search", p.ef_search, 1, 1 << 16)?.max(k);
         if !queries.len().is_multiple_of(self.dim) {
             return Err(EngineError::invalid_argument(format!(
                 "hnsw search: queries: {} components are not whole vectors of dimension {}",
@@ -182,8 +180,7 @@ impl Index for HnswIndex {
                 self.dim
             )));
         }
-        let mut ids = Vec::with_capacity(queries.len() / self.dim * k);
-        let mut distances = Vec::with_capacity(ids.capacity());
+        let mut r = SearchResult::new(k, queries.len() / self.dim);
         for q in queries.chunks_exact(self.dim) {
             let q = if self.normalise {
                 normalised(q)
@@ -194,24 +191,9 @@ impl Index for HnswIndex {
                 Graph::L2(h) => h.search(&q, k, ef),
                 Graph::Dot(h) => h.search(&q, k, ef),
             };
-            for slot in 0..k {
-                match found.get(slot) {
-                    Some(nb) => {
-                        ids.push(nb.d_id as u64);
-                        distances.push(nb.distance);
-                    }
-                    None => {
-                        ids.push(NO_ID);
-                        distances.push(f32::INFINITY);
-                    }
-                }
-            }
+            r.push_query(found.iter().map(|nb| (nb.d_id as u64, nb.distance)));
         }
-        Ok(SearchResult {
-            k: k as u32,
-            ids: ids.into(),
-            distances: distances.into(),
-        })
+        Ok(r)
     }
 
     /// hnsw_rs reports no memory: the harness's RSS tells.
@@ -294,6 +276,6 @@ mod tests {
             .build(&v, &spec(IndexMetric::L2, r#"{"ef": 3}"#), &|_, _| {})
             .err()
             .unwrap();
-        assert!(e.message.contains("unknown key 'ef'"), "{e}");
+        assert!(e.message.contains("unknown field `ef`"), "{e}");
     }
 }

@@ -13,9 +13,7 @@
 //! index reserves [`SEARCH_SLOTS`] beyond the build's threads, so
 //! concurrent searches up to that many never fail for want of one.
 
-use engine_api::index::{
-    BuildSpec, Index, IndexEngine, IndexInfo, IndexMetric, SearchResult, NO_ID,
-};
+use engine_api::index::{BuildSpec, Index, IndexEngine, IndexInfo, IndexMetric, SearchResult};
 use engine_api::EngineError;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use usearch::{IndexOptions, MetricKind, ScalarKind};
@@ -33,46 +31,52 @@ pub struct USearchIndex {
     expansion: AtomicUsize,
 }
 
-type Map = serde_json::Map<String, serde_json::Value>;
-
-fn object(json: &str, allowed: &[&str], what: &str) -> Result<Map, EngineError> {
-    let text = if json.trim().is_empty() { "{}" } else { json };
-    let v: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| EngineError::invalid_argument(format!("usearch {what}: not JSON: {e}")))?;
-    let serde_json::Value::Object(map) = v else {
-        return Err(EngineError::invalid_argument(format!(
-            "usearch {what}: expected a JSON object"
-        )));
-    };
-    if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(EngineError::invalid_argument(format!(
-            "usearch {what}: unknown key '{k}' (allowed: {})",
-            allowed.join(", ")
-        )));
-    }
-    Ok(map)
+/// Build options; a misspelt key is an error that names it.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct BuildOptions {
+    connectivity: usize,
+    expansion_add: usize,
+    quantization: String,
 }
 
-fn int(
-    map: &Map,
-    key: &str,
-    default: usize,
-    lo: usize,
-    hi: usize,
-    what: &str,
-) -> Result<usize, EngineError> {
-    match map.get(key) {
-        None => Ok(default),
-        Some(v) => v
-            .as_u64()
-            .map(|x| x as usize)
-            .filter(|x| (lo..=hi).contains(x))
-            .ok_or_else(|| {
-                EngineError::invalid_argument(format!(
-                    "usearch {what}: {key} {v}: expected an integer in {lo}..={hi}"
-                ))
-            }),
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            connectivity: 16,
+            expansion_add: 128,
+            quantization: "f32".into(),
+        }
     }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SearchParams {
+    expansion_search: usize,
+}
+
+impl Default for SearchParams {
+    fn default() -> Self {
+        SearchParams {
+            expansion_search: 64,
+        }
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> Result<T, EngineError> {
+    let json = if json.trim().is_empty() { "{}" } else { json };
+    serde_json::from_str(json)
+        .map_err(|e| EngineError::invalid_argument(format!("usearch {what}: {e}")))
+}
+
+/// `value` of `key` within `lo..=hi`.
+fn within(key: &str, value: usize, lo: usize, hi: usize) -> Result<usize, EngineError> {
+    if (lo..=hi).contains(&value) {
+        return Ok(value);
+    }
+    let why = format!("usearch: {key} {value}: expected {lo}..={hi}");
+    Err(EngineError::invalid_argument(why))
 }
 
 fn runtime(what: &str, e: impl std::fmt::Display) -> EngineError {
@@ -103,19 +107,10 @@ impl IndexEngine for USearch {
         spec: &BuildSpec,
         progress: &dyn Fn(u64, u64),
     ) -> Result<Box<dyn Index>, EngineError> {
-        let what = "build options";
-        let o = object(
-            spec.options_json.as_str(),
-            &["connectivity", "expansion_add", "quantization"],
-            what,
-        )?;
-        let connectivity = int(&o, "connectivity", 16, 2, 1024, what)?;
-        let expansion_add = int(&o, "expansion_add", 128, 1, 1 << 16, what)?;
-        let quantization = match o
-            .get("quantization")
-            .and_then(|v| v.as_str())
-            .unwrap_or("f32")
-        {
+        let o: BuildOptions = parse(spec.options_json.as_str(), "build options")?;
+        let connectivity = within("connectivity", o.connectivity, 2, 1024)?;
+        let expansion_add = within("expansion_add", o.expansion_add, 1, 1 << 16)?;
+        let quantization = match o.quantization.as_str() {
             "f32" => ScalarKind::F32,
             "f16" => ScalarKind::F16,
             "bf16" => ScalarKind::BF16,
@@ -196,9 +191,8 @@ impl Index for USearchIndex {
         k: usize,
         params_json: &str,
     ) -> Result<SearchResult, EngineError> {
-        let what = "search parameters";
-        let p = object(params_json, &["expansion_search"], what)?;
-        let ef = int(&p, "expansion_search", 64, 1, 1 << 16, what)?.max(k);
+        let p: SearchParams = parse(params_json, "search parameters")?;
+        let ef = within("expansion_search", p.expansion_search, 1, 1 << 16)?.max(k);
         if self.expansion.swap(ef, Ordering::Relaxed) != ef {
             self.index.change_expansion_search(ef);
         }
@@ -209,28 +203,12 @@ impl Index for USearchIndex {
                 self.dim
             )));
         }
-        let mut ids = Vec::with_capacity(queries.len() / self.dim * k);
-        let mut distances = Vec::with_capacity(ids.capacity());
+        let mut r = SearchResult::new(k, queries.len() / self.dim);
         for q in queries.chunks_exact(self.dim) {
             let m = self.index.search(q, k).map_err(|e| runtime("search", e))?;
-            for slot in 0..k {
-                match (m.keys.get(slot), m.distances.get(slot)) {
-                    (Some(&id), Some(&d)) => {
-                        ids.push(id);
-                        distances.push(d);
-                    }
-                    _ => {
-                        ids.push(NO_ID);
-                        distances.push(f32::INFINITY);
-                    }
-                }
-            }
+            r.push_query(m.keys.iter().copied().zip(m.distances.iter().copied()));
         }
-        Ok(SearchResult {
-            k: k as u32,
-            ids: ids.into(),
-            distances: distances.into(),
-        })
+        Ok(r)
     }
 
     fn memory(&self) -> Option<u64> {
@@ -330,6 +308,6 @@ mod tests {
             .search(base.row(0), 1, r#"{"ef_search": 3}"#)
             .err()
             .unwrap();
-        assert!(e.message.contains("unknown key 'ef_search'"), "{e}");
+        assert!(e.message.contains("unknown field `ef_search`"), "{e}");
     }
 }
