@@ -3,7 +3,10 @@
 //! Queries and base vectors are taken in blocks; one `gemm` call gives a
 //! block of dot products, from which each query's distances follow
 //! (`‖q‖² + ‖x‖² − 2 q·x` for L2), and a bounded max-heap per query keeps
-//! its `k` nearest. Query blocks run in parallel on rayon's pool, each
+//! its nearest candidates. That expansion cancels near zero (a true
+//! distance of 3e-4 can come out as 0 in f32), so the heap keeps `k` plus a
+//! margin, and the answer is the `k` nearest of those by distances
+//! computed directly: exact distances, in exact order. Query blocks run in parallel on rayon's pool, each
 //! `gemm` call on its own thread, so the work splits without a barrier per
 //! block. Ties are broken by the smaller id, so the result is one answer.
 
@@ -16,6 +19,8 @@ use std::collections::BinaryHeap;
 const QUERY_BLOCK: usize = 64;
 /// Base vectors per block.
 const BASE_BLOCK: usize = 2048;
+/// Extra candidates per query whose distances are recomputed directly.
+const RERANK_MARGIN: usize = 8;
 
 /// How distance is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,8 +193,12 @@ fn search_block(
     dists: &mut [f32],
 ) {
     let dim = base.dim();
+    // The blocked distances lose precision near zero (`‖q‖² + ‖x‖² −
+    // 2 q·x` cancels), so each heap keeps `kk` candidates and the final `k`
+    // are chosen by distances computed directly.
+    let kk = k + k.max(RERANK_MARGIN);
     let mut heaps: Vec<BinaryHeap<Cand>> =
-        (0..nq).map(|_| BinaryHeap::with_capacity(k + 1)).collect();
+        (0..nq).map(|_| BinaryHeap::with_capacity(kk + 1)).collect();
     let mut dots = vec![0f32; nq * BASE_BLOCK];
     let lhs = &queries.as_slice()[q0 * dim..(q0 + nq) * dim];
     let mut start = 0;
@@ -239,7 +248,7 @@ fn search_block(
                     }
                 };
                 let c = Cand(dist, id as u32);
-                if heap.len() < k {
+                if heap.len() < kk {
                     heap.push(c);
                 } else if heap.peek().is_some_and(|top| c < *top) {
                     heap.pop();
@@ -250,7 +259,13 @@ fn search_block(
         start += nb;
     }
     for (qi, heap) in heaps.into_iter().enumerate() {
-        for (slot, c) in heap.into_sorted_vec().into_iter().enumerate() {
+        let q = queries.row(q0 + qi);
+        let mut exact: Vec<Cand> = heap
+            .into_iter()
+            .map(|c| Cand(distance(metric, q, base.row(c.1 as usize)), c.1))
+            .collect();
+        exact.sort_unstable();
+        for (slot, c) in exact.into_iter().take(k).enumerate() {
             ids[qi * k + slot] = c.1;
             dists[qi * k + slot] = c.0;
         }
