@@ -363,7 +363,9 @@ fn bad_matrices_are_rejected_with_file_line_and_column() {
 
 #[test]
 fn shipped_matrices_validate_and_gpt2_long_workloads_are_unsupported() {
-    let plugins = plugin_dir(&["candle", "onnx", "torch", "http", "example"]);
+    let plugins = plugin_dir(&[
+        "candle", "onnx", "torch", "http", "example", "flat", "hnsw", "usearch",
+    ]);
     // What scripts/engine-matrix exports for the matrices that need it.
     let gguf = provisioned("smollm2-gguf");
     let env = [("SMOLLM2_GGUF", gguf.as_path())];

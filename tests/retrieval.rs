@@ -180,3 +180,239 @@ fn engines_lists_index_plugins_beside_llm_engines() {
     assert_eq!(flat["kind"], "index");
     assert_eq!(flat["info"]["search_params"][0], "threads");
 }
+
+/// A tiny retrieval matrix through the real binary, engines in worker
+/// processes: `flat` exact, two approximate engines over a search sweep,
+/// each index built once and reused by its cells, a metric an engine does
+/// not build `unsupported` with its reason, an LLM engine refused with
+/// its reason, and a build that kills its worker failing the cells of that
+/// index only while the run goes on; then the report's Retrieval section
+/// and charts, and `compare` of the run with itself.
+#[test]
+fn a_retrieval_matrix_runs_end_to_end_through_the_binary() {
+    let plugins = plugin_dir(&["flat", "hnsw", "usearch", "fault_index", "candle"]);
+    let tmp = TempDir::new("retrieval-e2e");
+    let yaml = "\
+name: tiny-retrieval
+vectors:
+  - name: mix
+    synthetic: {clusters: 8, spread: 0.5, seed: 5}
+engines:
+  - {name: flat, plugin: flat}
+  - {name: hnsw, plugin: hnsw, options: {m: 16, ef_construction: 100}}
+  - {name: usearch, plugin: usearch}
+  - {name: crashy, plugin: fault_index, options: {fault: abort_build}}
+  - {name: brute, plugin: fault_index}
+  - {name: llm, plugin: candle}
+scenarios:
+  - name: ann
+    kind: retrieval
+    dim: 24
+    queries: 100
+    iterations: 2
+    axes:
+      index_size: [2000]
+      metric: [l2, ip]
+    search:
+      hnsw: {ef_search: [4, 200]}
+      usearch: {expansion_search: [4, 200]}
+      crashy: {unused: [1, 2]}
+";
+    let (run_dir, o) = run_yaml(tmp.path(), yaml, &[], plugins.path());
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o.stderr));
+    let summary = read_json(&run_dir.join("summary.json"));
+    let cells = summary["cells"].as_array().unwrap();
+    // flat 2 + hnsw 4 + usearch 4 + crashy 4 + brute 2 + llm 2
+    assert_eq!(
+        cells.len(),
+        18,
+        "{}",
+        serde_json::to_string_pretty(cells).unwrap()
+    );
+    let find = |id: &str| {
+        cells
+            .iter()
+            .find(|c| c["cell"]["id"] == id)
+            .unwrap_or_else(|| panic!("no cell {id}"))
+    };
+    let r = |id: &str| find(id)["retrieval"].clone();
+    let id = |engine: &str, metric: &str, tag: &str| {
+        format!("ann/mix/{engine}/n2000-d24-k10-q100-{metric}-c1-bs1{tag}")
+    };
+
+    // Exact search is exact; its index was built by its first cell.
+    for metric in ["l2", "ip"] {
+        let f = r(&id("flat", metric, ""));
+        assert_eq!(f["recall"], 1.0, "{f}");
+        assert!(
+            matches!(f["truth"].as_str(), Some("computed" | "cached")),
+            "{f}"
+        );
+        assert_eq!(f["index_size"], 2000);
+        assert_eq!(f["passes"], 2);
+        assert_eq!(f["calls"], 200, "two passes of 100 single queries");
+        assert!(f["qps"].as_f64().unwrap() > 0.0);
+        assert!(f["latency_ms"]["p95"].as_f64().unwrap() > 0.0);
+    }
+    // A small beam finds fewer neighbours than a large one, and the large
+    // one (nearly) all; the second cell reused the first's index.
+    for (engine, key) in [("usearch", "expansion_search"), ("hnsw", "ef_search")] {
+        let low = r(&id(engine, "l2", &format!("-{key}4")));
+        let high = r(&id(engine, "l2", &format!("-{key}200")));
+        let (rl, rh) = (
+            low["recall"].as_f64().unwrap(),
+            high["recall"].as_f64().unwrap(),
+        );
+        assert!(rh >= 0.95 && rl < rh, "{engine}: recall {rl} then {rh}");
+        assert_eq!(low["build"]["built_here"], true, "{engine}");
+        assert_eq!(high["build"]["built_here"], false, "{engine}: index reused");
+        assert_eq!(low["build"]["key"], high["build"]["key"]);
+        assert!(low["build"]["seconds"].as_f64().unwrap() > 0.0);
+        assert!(low["build"]["rss_bytes"].as_i64().is_some());
+        assert_eq!(high["search"][key], 200);
+    }
+    // hnsw_rs has no inner-product index: unsupported, with the reason.
+    let ip = find(&id("hnsw", "ip", "-ef_search4"));
+    assert_eq!(ip["status"], "unsupported");
+    assert!(
+        ip["reason"].as_str().unwrap().contains("not ip"),
+        "{}",
+        ip["reason"]
+    );
+    // The build that aborts: its first cell fails with the signal, the
+    // other cell of the same index is not retried, and the next engine's
+    // cells (brute, the same code without the fault) all ran.
+    let first = find(&id("crashy", "l2", "-unused1"));
+    assert_eq!(first["status"], "failed");
+    let why = first["reason"].as_str().unwrap();
+    assert!(
+        why.contains("while building the index") && why.contains("SIGABRT"),
+        "{why}"
+    );
+    let second = find(&id("crashy", "l2", "-unused2"));
+    assert_eq!(second["status"], "failed");
+    assert!(
+        second["reason"]
+            .as_str()
+            .unwrap()
+            .contains("building this index crashed the worker in cell ann/mix/crashy/"),
+        "{}",
+        second["reason"]
+    );
+    assert_eq!(
+        find(&id("crashy", "ip", "-unused1"))["status"],
+        "unsupported"
+    );
+    let brute = r(&id("brute", "l2", ""));
+    assert_eq!(brute["recall"], 1.0, "{brute}");
+    // An LLM engine in a retrieval scenario: failed, saying why.
+    let llm = find(&id("llm", "l2", ""));
+    assert_eq!(llm["status"], "failed");
+    assert!(
+        llm["reason"].as_str().unwrap().contains("is an LLM engine"),
+        "{}",
+        llm["reason"]
+    );
+
+    // The report: the Retrieval section, its charts, the failures.
+    let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    assert!(md.contains("## Retrieval"), "{md}");
+    assert!(
+        md.contains("building this index crashed the worker"),
+        "{md}"
+    );
+    let charts: Vec<String> = std::fs::read_dir(run_dir.join("charts"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        charts.iter().any(|c| c.starts_with("recall-qps-")),
+        "{charts:?}"
+    );
+
+    // Compared with itself: same cells, nothing regressed.
+    let o = run(
+        &[
+            "compare",
+            run_dir.to_str().unwrap(),
+            run_dir.to_str().unwrap(),
+        ],
+        plugins.path(),
+    );
+    assert!(o.status.success(), "{}{}", text(&o.stdout), text(&o.stderr));
+}
+
+/// Data from files (texmex `.fvecs`, with the set's own `.ivecs` ground
+/// truth) through the binary; a truncated base file fails its cells with
+/// an error naming the file, and `validate` names a missing one.
+#[test]
+fn retrieval_reads_fvecs_files_with_their_ground_truth_and_names_bad_files() {
+    use engine_matrix_retrieval::formats::{write_fvecs, write_ivecs};
+    let plugins = plugin_dir(&["flat", "usearch"]);
+    let tmp = TempDir::new("retrieval-files");
+    let mix = Mixture {
+        dim: 16,
+        clusters: 4,
+        spread: 0.4,
+        seed: 9,
+    };
+    let base = mix.generate(Set::Base, 1500);
+    let queries = mix.generate(Set::Queries, 30);
+    let gt = exact::knn(&base, &queries, 20, Metric::L2, 1);
+    let dir = tmp.path();
+    write_fvecs(&dir.join("base.fvecs"), &base).unwrap();
+    write_fvecs(&dir.join("queries.fvecs"), &queries).unwrap();
+    write_ivecs(&dir.join("truth.ivecs"), 20, &gt.ids).unwrap();
+    // A copy of the base cut in the middle of a record.
+    let bytes = std::fs::read(dir.join("base.fvecs")).unwrap();
+    std::fs::write(dir.join("cut.fvecs"), &bytes[..bytes.len() - 10]).unwrap();
+    let yaml = "\
+vectors:
+  - {name: files, base: base.fvecs, queries: queries.fvecs, truth: truth.ivecs}
+  - {name: cut, base: cut.fvecs, queries: queries.fvecs}
+engines:
+  - {name: flat}
+  - {name: usearch}
+scenarios:
+  - {name: s, kind: retrieval, queries: 30, iterations: 1}
+";
+    let (run_dir, o) = run_yaml(dir, yaml, &[], plugins.path());
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o.stderr));
+    let summary = read_json(&run_dir.join("summary.json"));
+    let cells = summary["cells"].as_array().unwrap();
+    let cell = |id: &str| cells.iter().find(|c| c["cell"]["id"] == id).unwrap();
+    let flat = &cell("s/files/flat/nall-k10-q30-l2-c1-bs1")["retrieval"];
+    assert_eq!(flat["truth"], "file");
+    assert_eq!(flat["recall"], 1.0, "{flat}");
+    assert_eq!(
+        (flat["index_size"].as_u64(), flat["dim"].as_u64()),
+        (Some(1500), Some(16))
+    );
+    let us = &cell("s/files/usearch/nall-k10-q30-l2-c1-bs1")["retrieval"];
+    assert!(us["recall"].as_f64().unwrap() >= 0.9, "{us}");
+    for engine in ["flat", "usearch"] {
+        let bad = cell(&format!("s/cut/{engine}/nall-k10-q30-l2-c1-bs1"));
+        assert_eq!(bad["status"], "failed");
+        let why = bad["reason"].as_str().unwrap();
+        assert!(why.contains("cut.fvecs") && why.contains("record"), "{why}");
+    }
+
+    std::fs::write(
+        dir.join("missing.yaml"),
+        "vectors: [{name: v, base: nope.fvecs, queries: queries.fvecs}]\n\
+         engines: [{name: flat}]\nscenarios: [{name: s, kind: retrieval}]\n",
+    )
+    .unwrap();
+    let o = run(
+        &["validate", dir.join("missing.yaml").to_str().unwrap()],
+        plugins.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let e = text(&o.stderr);
+    assert!(
+        e.contains("missing.yaml:1:")
+            && e.contains("vectors[0].base")
+            && e.contains("nope.fvecs not found"),
+        "{e}"
+    );
+}

@@ -81,6 +81,9 @@ pub fn value(
     summary: &Summary,
     baseline: Option<f64>,
 ) -> Result<f64, String> {
+    if let Some(r) = &c.retrieval {
+        return retrieval_value(metric, c, r, summary);
+    }
     let m = c.metrics.as_ref().ok_or("no metrics")?;
     let memory = c.memory.as_ref();
     if let Some((dist, stat)) = metric.split_once('.') {
@@ -188,6 +191,96 @@ pub fn value(
     })
 }
 
+/// The value of a retrieval metric (or of a memory metric) on a retrieval
+/// cell.
+fn retrieval_value(
+    metric: &str,
+    c: &CellResult,
+    r: &engine_matrix_results::retrieval::RetrievalMetrics,
+    summary: &Summary,
+) -> Result<f64, String> {
+    let stat = |d: &engine_matrix_stats::stats::Distribution, s: &str| -> Result<f64, String> {
+        Ok(match s {
+            "mean" => d.mean,
+            "min" => d.min,
+            "p50" => d.p50,
+            "p90" => d.p90,
+            "p95" => d.p95,
+            "p99" => d.p99,
+            "p999" => d.p999,
+            "max" => d.max,
+            "std" => d.std,
+            _ => return Err(format!("unknown statistic {s}")),
+        })
+    };
+    let peak = || {
+        c.memory
+            .as_ref()
+            .and_then(|mem| mem.peak_rss_bytes.or(mem.sampled_peak_rss_bytes))
+            .ok_or("no peak RSS reading")
+    };
+    Ok(match metric {
+        "search_ms.mean" | "search_ms.min" | "search_ms.p50" | "search_ms.p90"
+        | "search_ms.p95" | "search_ms.p99" | "search_ms.p999" | "search_ms.max"
+        | "search_ms.std" => stat(&r.latency_ms, &metric["search_ms.".len()..])?,
+        "recall" => r.recall,
+        "qps" => r.qps,
+        "build_s" => r.build.seconds,
+        "operating_p95_ms" => operating_p95(c, r, summary)?,
+        "peak_rss_gb" => peak()? as f64 / 1e9,
+        "peak_rss_pct" => {
+            if summary.system.memory_bytes == 0 {
+                return Err("the system's memory is unknown".into());
+            }
+            peak()? as f64 * 100.0 / summary.system.memory_bytes as f64
+        }
+        other => return Err(format!("{other} is not measured on retrieval cells")),
+    })
+}
+
+/// `c`'s p95 when it is its engine's operating point: the fastest (QPS)
+/// of the ok cells that differ from it only in the search setting, among
+/// those with recall@k >= 0.95; otherwise why it is not judged.
+fn operating_p95(
+    c: &CellResult,
+    r: &engine_matrix_results::retrieval::RetrievalMetrics,
+    summary: &Summary,
+) -> Result<f64, String> {
+    use engine_matrix_results::retrieval::OPERATING_RECALL;
+    let same_sweep = |o: &CellResult| {
+        let (Some(a), Some(b)) = (&o.cell.retrieval, &c.cell.retrieval) else {
+            return false;
+        };
+        o.status == Status::Ok
+            && o.repeat == c.repeat
+            && o.cell.scenario == c.cell.scenario
+            && o.cell.model == c.cell.model
+            && o.cell.engine == c.cell.engine
+            && o.cell.params.batch_size == c.cell.params.batch_size
+            && o.cell.params.concurrency == c.cell.params.concurrency
+            && (a.index_size, a.dim, a.k, a.queries, &a.metric)
+                == (b.index_size, b.dim, b.k, b.queries, &b.metric)
+    };
+    let best = summary
+        .cells
+        .iter()
+        .filter(|o| same_sweep(o))
+        .filter_map(|o| o.retrieval.as_ref().map(|x| (o, x)))
+        .filter(|(_, x)| x.recall >= OPERATING_RECALL)
+        .max_by(|a, b| a.1.qps.total_cmp(&b.1.qps));
+    match best {
+        Some((o, _)) if o.cell.id == c.cell.id => Ok(r.latency_ms.p95),
+        Some((o, _)) => Err(format!(
+            "not the operating point ({} is)",
+            o.cell.id.rsplit('/').next().unwrap_or_default()
+        )),
+        None => Err(format!(
+            "no search setting of this sweep reached recall {OPERATING_RECALL} (this one: {:.4})",
+            r.recall
+        )),
+    }
+}
+
 /// The median (the mean of the two middle values for an even count);
 /// `v` holds finite values only.
 fn median(v: &[f64]) -> f64 {
@@ -265,7 +358,7 @@ fn outcome(
     let mut values: Vec<(&CellResult, Vec<f64>)> = Vec::new();
     for c in ok {
         let cell = &c.cell;
-        if !def.selects(cell) {
+        if !def.selects(cell) || !targets::applies(&def.metric, cell.kind) {
             continue;
         }
         if needs_baseline && summary.baseline.as_deref() == Some(cell.engine.as_str()) {

@@ -82,6 +82,7 @@ fn result(cell: &engine_matrix_format::Cell, m: CellMetrics, repeat: u32) -> Cel
         quality: None,
         model_details: None,
         stability: None,
+        retrieval: None,
     }
 }
 
@@ -494,5 +495,114 @@ fn a_level_is_unstable_past_its_memory_share() {
     assert!(
         !stability(&bp, &r, 1000).unwrap().stable,
         "no reading: not judged stable"
+    );
+}
+
+/// A retrieval cell of the sweep of `engine` at search setting `ef`.
+fn retrieval_result(
+    cell: &engine_matrix_format::Cell,
+    recall: f64,
+    qps: f64,
+    p95: f64,
+) -> CellResult {
+    use engine_matrix_results::retrieval::{BuildRecord, RetrievalMetrics};
+    let mut lat = summarize(&[p95 / 2.0, p95]).unwrap();
+    lat.p95 = p95;
+    let p = cell.retrieval.clone().unwrap();
+    CellResult {
+        metrics: None,
+        retrieval: Some(RetrievalMetrics {
+            index_size: p.index_size,
+            dim: p.dim,
+            metric: p.metric.clone(),
+            k: p.k,
+            queries: p.queries,
+            batch_size: 1,
+            concurrency: 1,
+            search: serde_json::Value::Object(p.search.clone()),
+            build: BuildRecord {
+                key: "k".into(),
+                built_here: true,
+                seconds: 3.0,
+                threads: 2,
+                engine_bytes: None,
+                rss_bytes: None,
+                data_bytes: 0,
+            },
+            recall,
+            recall_min: recall,
+            queries_below_half: 0.0,
+            latency_ms: lat,
+            qps,
+            passes: 1,
+            calls: 10,
+            duration_s: 1.0,
+            per_pass_qps: vec![qps],
+            truth: "computed".into(),
+        }),
+        ..result(cell, metrics(0.0, &[], &[]), 0)
+    }
+}
+
+#[test]
+fn retrieval_targets_judge_the_operating_point_and_llm_targets_skip_retrieval_cells() {
+    let m = Matrix::parse(
+        "vectors: [{name: v, synthetic: {}}]\n\
+         engines: [{name: a, plugin: usearch}, {name: b, plugin: hnsw}]\n\
+         targets: [retrieval, cpu_only, {name: fast, metric: qps, min: 1500}]\n\
+         scenarios:\n\
+         - {name: s, kind: retrieval, search: {a: {ef: [1, 2, 3]}, b: {ef: [1, 2]}}}\n",
+        Path::new("t.yaml"),
+    )
+    .unwrap();
+    let cells = m.cells(false);
+    let sweep_a = [
+        (0.90, 3000.0, 1.0),
+        (0.96, 2000.0, 30.0),
+        (0.99, 1000.0, 5.0),
+    ];
+    let mut results: Vec<CellResult> = cells[..3]
+        .iter()
+        .zip(sweep_a)
+        .map(|(c, (r, q, p))| retrieval_result(c, r, q, p))
+        .collect();
+    // Engine b never reaches the recall: nothing of it is judged on p95.
+    results.push(retrieval_result(&cells[3], 0.5, 4000.0, 0.5));
+    results.push(retrieval_result(&cells[4], 0.7, 3500.0, 0.6));
+    let s = summary(&m, results);
+    let report = evaluate(m.targets.as_ref().unwrap(), &s);
+    let t = |name: &str| report.targets.iter().find(|t| t.def.name == name).unwrap();
+    let p95 = t("retrieval.p95");
+    // Only a's operating point (recall 0.96, the fastest at >= 0.95) is
+    // judged: its p95 of 30 ms misses the 20 ms target, though the slower
+    // setting's 5 ms would have met it.
+    assert_eq!(p95.cells.len(), 1, "{:?}", p95.cells);
+    assert_eq!(p95.cells[0].cell, cells[1].id);
+    assert_eq!(p95.cells[0].value, 30.0);
+    assert_eq!(p95.verdict, Some(Verdict::Missed));
+    assert!(p95
+        .unmeasured
+        .iter()
+        .any(|u| u.cell == cells[3].id && u.why.contains("no search setting")));
+    // A per-cell metric judges every retrieval cell.
+    let fast = t("fast");
+    assert_eq!(fast.cells.len(), 5);
+    assert_eq!(fast.verdict, Some(Verdict::Missed), "the 1000 QPS setting");
+    // The LLM profile's tok/s and TTFT do not apply to retrieval cells at
+    // all (no cell "unmeasured"); its memory target would, had the cells
+    // a reading.
+    let tok = t("cpu_only.tok_s");
+    assert!(tok.cells.is_empty() && tok.unmeasured.is_empty(), "{tok:?}");
+    assert!(
+        tok.note
+            .as_deref()
+            .unwrap_or("")
+            .contains("only retrieval cells"),
+        "{tok:?}"
+    );
+    assert_eq!(
+        t("cpu_only.memory").unmeasured.len(),
+        5,
+        "no RSS reading in these cells"
     );
 }

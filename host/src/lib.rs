@@ -64,6 +64,24 @@ pub use engine_matrix_stats::{resample, stats};
 pub use engine_matrix_synthetic as synthetic;
 
 /// An engine's info as JSON, for result files and `engines --json`.
+/// A vector-index engine's info as JSON (`engines --json`, the run's
+/// engine records).
+pub fn index_info_json(i: &engine_api::index::IndexInfo) -> serde_json::Value {
+    let list = |v: &engine_api::abi_stable::std_types::RVec<
+        engine_api::abi_stable::std_types::RString,
+    >| { v.iter().map(|s| s.to_string()).collect::<Vec<_>>() };
+    serde_json::json!({
+        "name": i.name.as_str(),
+        "kind": "index",
+        "engine_version": i.engine_version.as_str(),
+        "library_version": i.library_version.as_str(),
+        "metrics": list(&i.metrics),
+        "build_params": list(&i.build_params),
+        "search_params": list(&i.search_params),
+        "concurrent_search": i.concurrent_search,
+    })
+}
+
 pub fn info_json(info: &engine_api::EngineInfo) -> serde_json::Value {
     let list = |v: &engine_api::abi_stable::std_types::RVec<
         engine_api::abi_stable::std_types::RString,

@@ -771,6 +771,31 @@ fn validate(matrix: &std::path::Path, dir: &std::path::Path) -> Result<ExitCode>
             ));
         }
     }
+    for (i, def) in m.vectors.iter().enumerate() {
+        if let engine_matrix::matrix::retrieval::VectorSource::Files {
+            base,
+            queries,
+            truth,
+        } = &def.source
+        {
+            let files = [
+                ("base", Some(base)),
+                ("queries", Some(queries)),
+                ("truth", truth.as_ref()),
+            ];
+            for (key, path) in files {
+                if let Some(p) = path.filter(|p| !p.is_file()) {
+                    let field = format!("vectors[{i}].{key}");
+                    errors.push(format!(
+                        "{}: {field}: data set '{}': {} not found",
+                        m.locate(&field),
+                        def.name,
+                        p.display()
+                    ));
+                }
+            }
+        }
+    }
     for (i, e) in m.engines.iter().enumerate() {
         if let Err(err) = plugins::find(dir, &e.plugin) {
             let field = format!("engines[{i}].plugin");
@@ -788,12 +813,17 @@ fn validate(matrix: &std::path::Path, dir: &std::path::Path) -> Result<ExitCode>
         anyhow::bail!("{}: {} problems: not valid", matrix.display(), errors.len());
     }
     println!(
-        "{}: valid; {} cells ({} with --quick), {} engines, {} models",
+        "{}: valid; {} cells ({} with --quick), {} engines, {} models{}",
         matrix.display(),
         m.cells(false).len(),
         m.cells(true).len(),
         m.engines.len(),
-        m.models.len()
+        m.models.len(),
+        if m.vectors.is_empty() {
+            String::new()
+        } else {
+            format!(", {} vector sets", m.vectors.len())
+        }
     );
     if let Some(t) = &m.targets {
         println!("targets: {}", t.targets.len());
@@ -909,15 +939,8 @@ fn index_engine_row(f: &plugins::PluginFile, json: bool, verbose: bool) -> serde
                     }
                 );
             }
-            serde_json::json!({"plugin": f.name, "path": f.path, "kind": "index", "info": {
-                "name": i.name.as_str(),
-                "engine_version": i.engine_version.as_str(),
-                "library_version": i.library_version.as_str(),
-                "metrics": list(&i.metrics),
-                "build_params": list(&i.build_params),
-                "search_params": list(&i.search_params),
-                "concurrent_search": i.concurrent_search,
-            }})
+            serde_json::json!({"plugin": f.name, "path": f.path, "kind": "index",
+                "info": engine_matrix::index_info_json(i)})
         }
         Err(e) => {
             if !json {

@@ -237,6 +237,8 @@ fn pool_size(cell: &Cell) -> usize {
         ScenarioKind::Concurrency => p.requests,
         ScenarioKind::Serving if p.duration_s > 0.0 => return MAX_POOL,
         ScenarioKind::Serving => p.requests,
+        // No prompts: a retrieval cell searches vectors.
+        ScenarioKind::Retrieval => 0,
     } as usize;
     let n = (cell.warmup as usize + cell.iterations.max(1) as usize) * per_iteration.max(1);
     if cell.min_duration_s > 0.0 {

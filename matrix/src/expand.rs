@@ -472,7 +472,7 @@ fn parse_axes(at: &At<'_>) -> Result<Vec<Axis>, MatrixError> {
     Ok(axes)
 }
 
-fn parse_run(
+pub(crate) fn parse_run(
     m: &super::yaml::MapView<'_>,
     base: Option<Run>,
     kind: ScenarioKind,
@@ -480,7 +480,12 @@ fn parse_run(
     let d = base.unwrap_or(Run {
         warmup: 1,
         // A serving iteration is a whole load run (or a whole sweep).
-        iterations: if kind == ScenarioKind::Serving { 1 } else { 5 },
+        // A retrieval iteration is a pass over the whole query set.
+        iterations: match kind {
+            ScenarioKind::Serving => 1,
+            ScenarioKind::Retrieval => 3,
+            _ => 5,
+        },
         min_duration_s: 0.0,
         max_duration_s: 600.0,
     });
@@ -594,7 +599,7 @@ pub(crate) fn parse_scenario(
         Some("serving") => ScenarioKind::Serving,
         _ => {
             return Err(kind_at.err(format!(
-                "expected a scenario kind (latency, throughput, concurrency, serving), got {}",
+                "expected a scenario kind (latency, throughput, concurrency, serving, retrieval), got {}",
                 kind_at.node.describe()
             )))
         }
@@ -923,6 +928,10 @@ fn resolve(kind: ScenarioKind, r: &Resolver<'_>, ctx: &Ctx<'_>) -> Result<CellPa
                 dataset: None,
                 pressure: None,
             }
+        }
+        ScenarioKind::Retrieval => {
+            // Parsed and expanded by crate::retrieval, never here.
+            return Err(ctx.err(r.scenario, "a retrieval scenario is expanded on its own"));
         }
     };
     // A text dataset's (or a trace's) lengths are its data's: no nominal
@@ -1292,7 +1301,7 @@ pub(crate) fn tag(kind: ScenarioKind, p: &CellParams) -> String {
         }
         ScenarioKind::Concurrency => t.push_str(&format!("-r{}", p.requests)),
         // Tagged by serving_tag.
-        ScenarioKind::Serving => {}
+        ScenarioKind::Serving | ScenarioKind::Retrieval => {}
     }
     if p.max_batch != default_max_batch(kind, p) {
         t.push_str(&format!("-mb{}", p.max_batch));
@@ -1548,6 +1557,7 @@ pub(crate) fn cells(
                 }
                 let run = plan.run;
                 out.push(Cell {
+                    retrieval: None,
                     id,
                     scenario: spec.name.clone(),
                     kind: spec.kind,

@@ -144,6 +144,7 @@ pub mod open_loop;
 pub mod placeholders;
 pub mod presets;
 pub mod pressure;
+pub mod retrieval;
 pub mod targets;
 mod yaml;
 
@@ -261,6 +262,8 @@ pub enum ScenarioKind {
     Concurrency,
     /// Open loop: requests arrive on a schedule ([`crate::open_loop`]).
     Serving,
+    /// Vector-index engines: build, then search ([`crate::retrieval`]).
+    Retrieval,
 }
 
 impl ScenarioKind {
@@ -270,6 +273,7 @@ impl ScenarioKind {
             ScenarioKind::Throughput => "throughput",
             ScenarioKind::Concurrency => "concurrency",
             ScenarioKind::Serving => "serving",
+            ScenarioKind::Retrieval => "retrieval",
         }
     }
 }
@@ -287,7 +291,15 @@ pub struct ScenarioDef {
     pub iterations: u32,
     pub min_duration_s: f64,
     pub max_duration_s: f64,
-    spec: expand::Spec,
+    spec: Spec,
+}
+
+/// How a scenario expands: LLM scenarios by [`expand`], retrieval ones by
+/// [`retrieval`].
+#[derive(Clone, Debug)]
+enum Spec {
+    Llm(expand::Spec),
+    Retrieval(retrieval::Spec),
 }
 
 /// The workload of one cell, after defaults.
@@ -336,6 +348,10 @@ pub struct Cell {
     /// The scenario's `breaking_point:` bounds (see [`breaking`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breaking_point: Option<breaking::BreakingPoint>,
+    /// What a retrieval cell searches (then `model` names its data set of
+    /// `vectors:`, and `params` holds its batch size and concurrency).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrieval: Option<retrieval::RetrievalParams>,
 }
 
 mod policy_serde {
@@ -369,6 +385,8 @@ pub struct Matrix {
     /// The levels the run is graded against (see [`targets`]).
     pub targets: Option<targets::TargetsDef>,
     pub models: Vec<ModelDef>,
+    /// The retrieval data sets (`vectors:`).
+    pub vectors: Vec<retrieval::VectorsDef>,
     pub engines: Vec<EngineDef>,
     pub scenarios: Vec<ScenarioDef>,
     /// Field path -> (line, column).
@@ -605,13 +623,46 @@ fn parse_scenarios(
     list: &At<'_>,
     ctx: &Ctx<'_>,
     models: &[ModelDef],
+    vectors: &[retrieval::VectorsDef],
     engines: &[EngineDef],
 ) -> Result<Vec<ScenarioDef>, MatrixError> {
     let known_models: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
+    let known_vectors: Vec<String> = vectors.iter().map(|m| m.name.clone()).collect();
     let known_engines: Vec<String> = engines.iter().map(|e| e.name.clone()).collect();
     let mut scenarios = Vec::new();
     for item in &list.non_empty_seq()? {
+        let retrieval = match item.map_any() {
+            Ok(entries) => entries
+                .iter()
+                .any(|(k, v)| *k == "kind" && v.str().ok() == Some("retrieval")),
+            Err(_) => false,
+        };
+        if retrieval {
+            let spec = retrieval::parse_scenario(item, &known_vectors, &known_engines)?;
+            let run = spec.run(false);
+            scenarios.push(ScenarioDef {
+                name: spec.name.clone(),
+                kind: ScenarioKind::Retrieval,
+                models: spec.vectors.clone(),
+                engines: spec.engines.clone(),
+                warmup: run.warmup,
+                iterations: run.iterations,
+                min_duration_s: run.min_duration_s,
+                max_duration_s: run.max_duration_s,
+                spec: Spec::Retrieval(spec),
+            });
+            continue;
+        }
         let spec = expand::parse_scenario(item, ctx, &known_models, &known_engines)?;
+        if known_models.is_empty() {
+            return Err(ctx.err(
+                &spec.path,
+                format!(
+                    "a {} scenario runs models: add a top-level `models:` list",
+                    spec.kind.as_str()
+                ),
+            ));
+        }
         let run = spec.run(false);
         scenarios.push(ScenarioDef {
             name: spec.name.clone(),
@@ -622,7 +673,7 @@ fn parse_scenarios(
             iterations: run.iterations,
             min_duration_s: run.min_duration_s,
             max_duration_s: run.max_duration_s,
-            spec,
+            spec: Spec::Llm(spec),
         });
     }
     let mut first_of: HashMap<&str, String> = HashMap::new();
@@ -646,14 +697,23 @@ fn parse_scenarios(
 /// Every scenario's cells, full and `--quick`, at most [`MAX_CELLS`] each.
 fn expand_cells(
     scenarios: &[ScenarioDef],
+    vectors: &[retrieval::VectorsDef],
     ctx: &Ctx<'_>,
 ) -> Result<(Vec<Cell>, Vec<Cell>), MatrixError> {
     let mut full = Vec::new();
     let mut quick = Vec::new();
     for s in scenarios {
-        let f = expand::cells(&s.spec, false, ctx, MAX_CELLS - full.len())?;
+        let (f, q) = match &s.spec {
+            Spec::Llm(spec) => (
+                expand::cells(spec, false, ctx, MAX_CELLS - full.len())?,
+                expand::cells(spec, true, ctx, MAX_CELLS - quick.len())?,
+            ),
+            Spec::Retrieval(spec) => (
+                retrieval::cells(spec, false, ctx, vectors, MAX_CELLS - full.len())?,
+                retrieval::cells(spec, true, ctx, vectors, MAX_CELLS - quick.len())?,
+            ),
+        };
         full.extend(f);
-        let q = expand::cells(&s.spec, true, ctx, MAX_CELLS - quick.len())?;
         quick.extend(q);
     }
     Ok((full, quick))
@@ -696,13 +756,14 @@ pub(crate) fn check_name(at: &At<'_>, s: &str) -> Result<(), MatrixError> {
 /// checked before anything is expanded.
 pub const MAX_CELLS: usize = 100_000;
 
-const TOP_KEYS: [&str; 8] = [
+const TOP_KEYS: [&str; 9] = [
     "name",
     "description",
     "baseline",
     "quality",
     "targets",
     "models",
+    "vectors",
     "engines",
     "scenarios",
 ];
@@ -787,7 +848,7 @@ const LAUNCH_KEYS: [&str; 5] = [
 
 /// `p` relative to `base` (the matrix's folder), absolute and lexically
 /// normalized.
-fn resolve_path(base: &Path, p: &str) -> PathBuf {
+pub(crate) fn resolve_path(base: &Path, p: &str) -> PathBuf {
     let joined = base.join(p);
     let abs = std::path::absolute(&joined).unwrap_or(joined);
     let mut out = PathBuf::new();
@@ -975,7 +1036,21 @@ impl Matrix {
             .map(|d| d.str())
             .transpose()?
             .map(String::from);
-        let models = parse_models(top.require("models")?, base)?;
+        if top.opt("models").is_none() && top.opt("vectors").is_none() {
+            return Err(top
+                .at
+                .err("missing required key `models` (or `vectors`, for retrieval scenarios)"));
+        }
+        let models = top
+            .opt("models")
+            .map(|m| parse_models(m, base))
+            .transpose()?
+            .unwrap_or_default();
+        let vectors = top
+            .opt("vectors")
+            .map(|v| retrieval::parse_vectors(v, base))
+            .transpose()?
+            .unwrap_or_default();
         let engines = parse_engines(top.require("engines")?)?;
         let baseline = top
             .opt("baseline")
@@ -985,8 +1060,9 @@ impl Matrix {
             .opt("quality")
             .map(|q| parse_quality(q, &engines, base))
             .transpose()?;
-        let scenarios = parse_scenarios(top.require("scenarios")?, &ctx, &models, &engines)?;
-        let (cells_full, cells_quick) = expand_cells(&scenarios, &ctx)?;
+        let scenarios =
+            parse_scenarios(top.require("scenarios")?, &ctx, &models, &vectors, &engines)?;
+        let (cells_full, cells_quick) = expand_cells(&scenarios, &vectors, &ctx)?;
         let all_cells: Vec<Cell> = cells_full.iter().chain(&cells_quick).cloned().collect();
         let targets = top
             .opt("targets")
@@ -1012,6 +1088,7 @@ impl Matrix {
             quality,
             targets,
             models,
+            vectors,
             engines,
             scenarios,
             spans,
@@ -1044,6 +1121,11 @@ impl Matrix {
     /// The model named `name`.
     pub fn model(&self, name: &str) -> Option<&ModelDef> {
         self.models.iter().find(|m| m.name == name)
+    }
+
+    /// The retrieval data set named `name`.
+    pub fn vectors_def(&self, name: &str) -> Option<&retrieval::VectorsDef> {
+        self.vectors.iter().find(|v| v.name == name)
     }
 
     /// The engine named `name`.

@@ -139,6 +139,8 @@ pub enum Needs {
     Baseline,
     /// A `quality:` block.
     Quality,
+    /// Retrieval cells (`kind: retrieval`).
+    Retrieval,
 }
 
 /// The metrics a target can name: (name, unit, needs, what it is).
@@ -227,10 +229,48 @@ pub const METRICS: &[(&str, &str, Needs, &str)] = &[
         Needs::Quality,
         "share of positions whose top token is the reference's",
     ),
+    (
+        "operating_p95_ms",
+        "ms",
+        Needs::Retrieval,
+        "p95 search latency at the operating point: the fastest search setting of the engine's sweep with recall@k >= 0.95 (the other settings are not judged)",
+    ),
+    (
+        "recall",
+        "",
+        Needs::Retrieval,
+        "mean recall@k against the exact neighbours",
+    ),
+    (
+        "qps",
+        "q/s",
+        Needs::Retrieval,
+        "queries answered per second",
+    ),
+    (
+        "build_s",
+        "s",
+        Needs::Retrieval,
+        "time to build the cell's index",
+    ),
 ];
 
+/// Metrics any cell has (LLM or retrieval): the process's memory.
+const ANY_KIND: [&str; 2] = ["peak_rss_gb", "peak_rss_pct"];
+
+/// Whether a cell of `kind` can have `metric`: retrieval metrics are
+/// retrieval cells', token and request metrics LLM cells', memory both.
+pub fn applies(metric: &str, kind: ScenarioKind) -> bool {
+    if ANY_KIND.contains(&metric) {
+        return true;
+    }
+    let retrieval = self::metric(metric).is_some_and(|(_, n)| n == Needs::Retrieval);
+    retrieval == (kind == ScenarioKind::Retrieval)
+}
+
 /// Latency distributions a target can name as `NAME.STAT`.
-pub const DISTRIBUTIONS: &[&str] = &["ttft_ms", "tpot_ms", "itl_ms", "e2el_ms"];
+/// (`search_ms` is a retrieval cell's latency per search call.)
+pub const DISTRIBUTIONS: &[&str] = &["ttft_ms", "tpot_ms", "itl_ms", "e2el_ms", "search_ms"];
 /// Their statistics.
 pub const STATS: &[&str] = &[
     "mean", "min", "p50", "p90", "p95", "p99", "p999", "max", "std",
@@ -239,7 +279,12 @@ pub const STATS: &[&str] = &[
 /// The metric's unit and needs, if `name` is one.
 pub fn metric(name: &str) -> Option<(&'static str, Needs)> {
     if let Some((d, s)) = name.split_once('.') {
-        return (DISTRIBUTIONS.contains(&d) && STATS.contains(&s)).then_some(("ms", Needs::Any));
+        let needs = if d == "search_ms" {
+            Needs::Retrieval
+        } else {
+            Needs::Any
+        };
+        return (DISTRIBUTIONS.contains(&d) && STATS.contains(&s)).then_some(("ms", needs));
     }
     METRICS
         .iter()
@@ -295,7 +340,7 @@ const BATCHED: &[ScenarioKind] = &[
 
 /// The second suite's hardware table: tok/s and TTFT per machine, its
 /// spike-rate range and memory below 90% of the system's. (Its retrieval
-/// target, p95 < 20 ms on 1M entries, comes with the retrieval benchmark.)
+/// target, p95 < 20 ms on 1M entries, is the `retrieval` profile.)
 const fn hardware(tok_s: f64, ttft_ms: f64) -> [ProfileTarget; 4] {
     [
         ("tok_s", "output_throughput", above(tok_s), None, &[], &[]),
@@ -376,7 +421,21 @@ pub const PROFILES: &[(&str, &str, &[ProfileTarget])] = &[
         "the second suite's cpu_only hardware preset",
         &hardware(10.0, 15.0),
     ),
+    (
+        "retrieval",
+        "the second suite's retrieval target: p95 < 20 ms on 1M entries, top-10, 1000 queries, at recall@10 >= 0.95",
+        &[(
+            "p95",
+            "operating_p95_ms",
+            below(20.0),
+            None,
+            RETRIEVAL,
+            BATCH_1,
+        )],
+    ),
 ];
+
+const RETRIEVAL: &[ScenarioKind] = &[ScenarioKind::Retrieval];
 
 /// `(name, description)` of every shipped profile.
 pub fn profile_names() -> Vec<(&'static str, &'static str)> {
@@ -530,12 +589,13 @@ fn parse_target(item: &At<'_>, scope: &Scope<'_>) -> Result<TargetDef, MatrixErr
                     ScenarioKind::Throughput,
                     ScenarioKind::Concurrency,
                     ScenarioKind::Serving,
+                    ScenarioKind::Retrieval,
                 ]
                 .into_iter()
                 .find(|x| x.as_str() == s)
                 .ok_or_else(|| {
                     k.err(format!(
-                        "unknown scenario kind `{s}` (latency, throughput, concurrency, serving)"
+                        "unknown scenario kind `{s}` (latency, throughput, concurrency, serving, retrieval)"
                     ))
                 })
             })
@@ -630,7 +690,25 @@ fn applicability(def: &TargetDef, scope: &Scope<'_>) -> Result<(), String> {
         return Err(format!("unknown metric `{}`", def.metric));
     };
     // The cells the filters leave (with or without --quick).
-    let selected: Vec<&Cell> = scope.cells.iter().filter(|c| def.selects(c)).collect();
+    let filtered: Vec<&Cell> = scope.cells.iter().filter(|c| def.selects(c)).collect();
+    let selected: Vec<&Cell> = filtered
+        .iter()
+        .copied()
+        .filter(|c| applies(&def.metric, c.kind))
+        .collect();
+    if selected.is_empty() && !filtered.is_empty() {
+        return Err(if needs == Needs::Retrieval {
+            format!(
+                "`{}` is a retrieval metric and the target's scope has no retrieval cell",
+                def.metric
+            )
+        } else {
+            format!(
+                "`{}` is an LLM metric and the target's scope has only retrieval cells",
+                def.metric
+            )
+        });
+    }
     let cells: Vec<&ScenarioDef> = scope
         .scenarios
         .iter()
@@ -643,7 +721,7 @@ fn applicability(def: &TargetDef, scope: &Scope<'_>) -> Result<(), String> {
         ));
     }
     match needs {
-        Needs::Any => Ok(()),
+        Needs::Any | Needs::Retrieval => Ok(()),
         Needs::Serving => {
             if cells.iter().any(|s| s.kind == ScenarioKind::Serving) {
                 Ok(())

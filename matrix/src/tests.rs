@@ -668,7 +668,7 @@ fn unknown_top_level_key() {
     assert_eq!(field, "colour");
     assert_eq!(
         msg,
-        "unknown key `colour` (allowed: name, description, baseline, quality, targets, models, engines, scenarios)"
+        "unknown key `colour` (allowed: name, description, baseline, quality, targets, models, vectors, engines, scenarios)"
     );
 }
 
@@ -822,7 +822,7 @@ fn bad_dtype_and_policy() {
     assert_eq!((line, col, field.as_str()), (11, 11, "scenarios[0].kind"));
     assert_eq!(
         msg,
-        "expected a scenario kind (latency, throughput, concurrency, serving), got \"offline\""
+        "expected a scenario kind (latency, throughput, concurrency, serving, retrieval), got \"offline\""
     );
 }
 
@@ -932,7 +932,10 @@ fn missing_required_keys_and_bad_names() {
 
     let (line, col, field, msg) = err("name: x\n");
     assert_eq!((line, col, field.as_str()), (1, 1, ""));
-    assert_eq!(msg, "missing required key `models`");
+    assert_eq!(
+        msg,
+        "missing required key `models` (or `vectors`, for retrieval scenarios)"
+    );
 
     let (line, col, field, msg) = err(&scenario("  - name: my scenario\n    kind: latency\n"));
     assert_eq!((line, col, field.as_str()), (10, 11, "scenarios[0].name"));
@@ -1646,7 +1649,7 @@ fn bad_targets_are_errors_at_their_line() {
         (
             "targets: gpu_fast\n",
             "targets",
-            "unknown target profile `gpu_fast` (profiles: gpt2_plan, rtx_4090, rtx_3080, cpu_only)",
+            "unknown target profile `gpu_fast` (profiles: gpt2_plan, rtx_4090, rtx_3080, cpu_only, retrieval)",
         ),
         (
             "targets:\n  - {metric: ttft_ms.p42, max: 1}\n",
@@ -1815,4 +1818,155 @@ fn variable_loads_take_their_shape_keys() {
         assert_eq!(f, field, "{msg}");
         assert!(msg.contains(want), "{msg}");
     }
+}
+
+/// A retrieval matrix: lines 1-9 before its scenarios.
+const RHEAD: &str = "\
+name: r
+vectors:
+  - {name: mix, synthetic: {clusters: 4}}
+  - {name: sift, base: data/b.fvecs, queries: data/q.fvecs}
+engines:
+  - {name: flat}
+  - {name: hnsw, options: {m: 8}}
+  - {name: usearch}
+scenarios:
+";
+
+#[test]
+fn retrieval_scenarios_expand_their_axes_then_each_engines_search_sweep() {
+    let m = ok(&format!(
+        "{RHEAD}  - name: ann
+    kind: retrieval
+    vectors: [mix]
+    k: 5
+    queries: 50
+    axes:
+      index_size: [1000, 2000]
+      concurrency: [1, 2]
+    search:
+      hnsw: {{ef_search: [8, 16], mode: fast}}
+    quick:
+      iterations: 1
+      axes: {{index_size: [300]}}
+      search: {{hnsw: {{ef_search: [4]}}}}
+"
+    ));
+    assert!(m.models.is_empty());
+    assert_eq!(m.scenarios[0].kind, ScenarioKind::Retrieval);
+    assert_eq!(
+        m.scenarios[0].iterations, 3,
+        "a pass over the queries, 3 by default"
+    );
+    let got = ids(&m, false);
+    assert_eq!(got.len(), 4 * (1 + 2 + 1));
+    assert_eq!(
+        &got[..5],
+        [
+            "ann/mix/flat/n1000-d384-k5-q50-l2-c1-bs1",
+            "ann/mix/hnsw/n1000-d384-k5-q50-l2-c1-bs1-ef_search8-modefast",
+            "ann/mix/hnsw/n1000-d384-k5-q50-l2-c1-bs1-ef_search16-modefast",
+            "ann/mix/usearch/n1000-d384-k5-q50-l2-c1-bs1",
+            "ann/mix/flat/n1000-d384-k5-q50-l2-c2-bs1",
+        ]
+    );
+    let cell = &m.cells(false)[1];
+    assert_eq!(cell.model, "mix");
+    assert_eq!(cell.params.concurrency, 1);
+    let p = cell.retrieval.as_ref().unwrap();
+    assert_eq!((p.index_size, p.dim, p.k, p.queries), (1000, 384, 5, 50));
+    assert_eq!(p.metric, "l2");
+    assert_eq!(p.search["ef_search"], 8);
+    assert_eq!(p.search["mode"], "fast");
+    let quick = m.cells(true);
+    assert_eq!(
+        quick.len(),
+        2 * 3,
+        "index_size replaced, hnsw's sweep replaced"
+    );
+    assert!(quick.iter().all(|c| c.iterations == 1));
+    assert_eq!(
+        quick[1].id,
+        "ann/mix/hnsw/n300-d384-k5-q50-l2-c1-bs1-ef_search4"
+    );
+    // The data sets: synthetic defaults filled in, file paths resolved
+    // against the matrix's folder.
+    assert_eq!(
+        m.vectors[0].source,
+        retrieval::VectorSource::Synthetic {
+            clusters: 4,
+            spread: 0.5,
+            seed: 0
+        }
+    );
+    match &m.vectors[1].source {
+        retrieval::VectorSource::Files { base, truth, .. } => {
+            assert!(
+                base.is_absolute() && base.ends_with("m/data/b.fvecs"),
+                "{base:?}"
+            );
+            assert!(truth.is_none());
+        }
+        other => panic!("{other:?}"),
+    }
+    // A file data set has its own size and dimension.
+    let f = ok(&format!(
+        "{RHEAD}  - {{name: s, kind: retrieval, vectors: [sift], engines: [flat], metric: cosine}}\n"
+    ));
+    assert_eq!(ids(&f, false), ["s/sift/flat/nall-k10-q1000-cosine-c1-bs1"]);
+}
+
+#[test]
+fn retrieval_errors_name_the_line_and_field() {
+    let e = err(&format!(
+        "{RHEAD}  - {{name: s, kind: retrieval, axes: {{metric: [l2, hamming]}}}}\n"
+    ));
+    assert_eq!((e.0, e.2.as_str()), (10, "scenarios[0].axes.metric[1]"));
+    assert!(e.3.contains("unknown metric `hamming`"), "{}", e.3);
+    let e = err(&format!(
+        "{RHEAD}  - {{name: s, kind: retrieval, vectors: [sift], dim: 128}}\n"
+    ));
+    assert!(e.3.contains("`sift` is files"), "{}", e.3);
+    let e = err(&format!(
+        "{RHEAD}  - {{name: s, kind: retrieval, engines: [flat], search: {{hnsw: {{ef_search: 4}}}}}}\n"
+    ));
+    assert_eq!(e.2, "scenarios[0].search.hnsw");
+    assert!(e.3.contains("not an engine of this scenario"), "{}", e.3);
+    let e = err(&format!(
+        "{RHEAD}  - {{name: s, kind: retrieval, search: {{usearch: {{x: [1, 1]}}}}}}\n"
+    ));
+    assert!(e.3.contains("duplicate value 1 of `x`"), "{}", e.3);
+    let e = err(&format!(
+        "{RHEAD}  - {{name: s, kind: retrieval, vectors: [nope]}}\n"
+    ));
+    assert!(
+        e.3.contains("unknown vectors `nope` (defined: mix, sift)"),
+        "{}",
+        e.3
+    );
+    let e = err(&format!(
+        "{RHEAD}  - {{name: s, kind: retrieval, ef_search: 4}}\n"
+    ));
+    assert!(e.3.contains("unknown key `ef_search`"), "{}", e.3);
+    let e = err(&format!(
+        "{RHEAD}  - {{name: s, kind: retrieval, axes: {{index_size: [0]}}}}\n"
+    ));
+    assert!(e.3.contains("positive number of vectors"), "{}", e.3);
+    // Data sets: files need both base and queries; not both kinds.
+    let e = err("vectors: [{name: v, base: b.fvecs}]\nengines: [{name: f}]\nscenarios: [{name: s, kind: retrieval}]\n");
+    assert_eq!((e.0, e.2.as_str()), (1, "vectors[0]"));
+    assert!(e.3.contains("`base:` and `queries:`"), "{}", e.3);
+    let e = err("vectors: [{name: v, synthetic: {}, base: b.fvecs}]\nengines: [{name: f}]\nscenarios: [{name: s, kind: retrieval}]\n");
+    assert!(e.3.contains("either `synthetic` or files"), "{}", e.3);
+    // Each kind of scenario needs its inputs.
+    let e = err("vectors: [{name: v, synthetic: {}}]\nengines: [{name: f}]\nscenarios: [{name: s, kind: latency}]\n");
+    assert!(e.3.contains("add a top-level `models:` list"), "{}", e.3);
+    let e = err(&format!("{HEAD}  - {{name: s, kind: retrieval}}\n"));
+    assert!(e.3.contains("add a top-level `vectors:` list"), "{}", e.3);
+    let e = err("engines: [{name: f}]\nscenarios: [{name: s, kind: retrieval}]\n");
+    assert!(
+        e.3.contains("missing required key `models` (or `vectors`"),
+        "{}",
+        e.3
+    );
 }

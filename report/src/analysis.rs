@@ -9,6 +9,12 @@
 //! one sample per measured iteration, and speedups are unpaired ratios of
 //! medians. Tokens are never the unit: tokens of one iteration share its
 //! batch, its cache state and the machine's state at that moment.
+//!
+//! Retrieval cells (vector-index searches, [`crate::retrieval`]) have no
+//! LLM figures (`metrics` is `None`): [`Group::ok_runs`] leaves them out,
+//! the LLM sections take [`llm_groups`], and the executive summary's
+//! rankings skip their scenarios; their own figures are read by
+//! [`crate::retrieval`].
 
 use engine_matrix_format::{Cell, CellParams, ScenarioKind};
 use engine_matrix_results::metrics::{CellMetrics, IterationFigures};
@@ -25,6 +31,12 @@ pub struct Group<'a> {
 impl<'a> Group<'a> {
     pub fn cell(&self) -> &'a Cell {
         &self.runs[0].cell
+    }
+
+    /// Whether this is a retrieval cell (figures in `retrieval`, none in
+    /// `metrics`).
+    pub fn is_retrieval(&self) -> bool {
+        self.cell().kind == ScenarioKind::Retrieval
     }
 
     pub fn ok_runs(&self) -> impl Iterator<Item = &'a CellResult> + '_ {
@@ -83,7 +95,22 @@ pub fn groups(summary: &Summary) -> Vec<Group<'_>> {
         .collect()
 }
 
+/// The groups of LLM cells (every kind but retrieval), for the sections
+/// whose figures are tokens and requests.
+pub fn llm_groups<'a>(groups: &[Group<'a>]) -> Vec<Group<'a>> {
+    groups
+        .iter()
+        .filter(|g| !g.is_retrieval())
+        .cloned()
+        .collect()
+}
+
 /// The metrics a reader compares cells on, with their direction.
+///
+/// The last three are a retrieval cell's ([`Metric::RETRIEVAL`]): they are
+/// read from its `RetrievalMetrics` by [`crate::retrieval`], never from
+/// [`CellMetrics`] (so [`Metric::of_run`] and [`Metric::of_iteration`] have
+/// none of them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Metric {
     OutputThroughput,
@@ -92,6 +119,12 @@ pub enum Metric {
     TpotP50,
     ItlP50,
     E2elP50,
+    /// Queries answered per second.
+    Qps,
+    /// p95 of the latency of one search call, ms.
+    SearchP95,
+    /// Mean recall@k.
+    Recall,
 }
 
 impl Metric {
@@ -104,6 +137,9 @@ impl Metric {
         Metric::E2elP50,
     ];
 
+    /// A retrieval cell's metrics.
+    pub const RETRIEVAL: [Metric; 3] = [Metric::Qps, Metric::SearchP95, Metric::Recall];
+
     pub fn key(self) -> &'static str {
         match self {
             Metric::OutputThroughput => "output_throughput",
@@ -112,6 +148,9 @@ impl Metric {
             Metric::TpotP50 => "tpot_p50_ms",
             Metric::ItlP50 => "itl_p50_ms",
             Metric::E2elP50 => "e2el_p50_ms",
+            Metric::Qps => "qps",
+            Metric::SearchP95 => "search_p95_ms",
+            Metric::Recall => "recall",
         }
     }
 
@@ -123,11 +162,17 @@ impl Metric {
             Metric::TpotP50 => "TPOT p50 (ms)",
             Metric::ItlP50 => "ITL p50 (ms)",
             Metric::E2elP50 => "E2EL p50 (ms)",
+            Metric::Qps => "QPS",
+            Metric::SearchP95 => "search p95 (ms)",
+            Metric::Recall => "recall@k",
         }
     }
 
     pub fn higher_is_better(self) -> bool {
-        matches!(self, Metric::OutputThroughput | Metric::RequestThroughput)
+        matches!(
+            self,
+            Metric::OutputThroughput | Metric::RequestThroughput | Metric::Qps | Metric::Recall
+        )
     }
 
     /// The figure of a whole run.
@@ -140,6 +185,7 @@ impl Metric {
             Metric::TpotP50 => p50(&m.tpot_ms),
             Metric::ItlP50 => p50(&m.itl_ms),
             Metric::E2elP50 => p50(&m.e2el_ms),
+            Metric::Qps | Metric::SearchP95 | Metric::Recall => None,
         }
         .filter(|x| x.is_finite())
     }
@@ -153,6 +199,7 @@ impl Metric {
             Metric::TpotP50 => it.tpot_p50_ms,
             Metric::ItlP50 => it.itl_p50_ms,
             Metric::E2elP50 => it.e2el_p50_ms,
+            Metric::Qps | Metric::SearchP95 | Metric::Recall => None,
         }
         .filter(|x| x.is_finite())
     }
@@ -163,6 +210,8 @@ impl Metric {
 pub enum Unit {
     Repetition,
     Iteration,
+    /// A pass over a retrieval cell's query set.
+    Pass,
 }
 
 impl Unit {
@@ -170,6 +219,7 @@ impl Unit {
         match self {
             Unit::Repetition => "runs",
             Unit::Iteration => "iterations",
+            Unit::Pass => "passes",
         }
     }
 }
@@ -325,6 +375,8 @@ pub fn workload(p: &CellParams, kind: ScenarioKind) -> String {
                 }
             }
         }
+        // Retrieval cells have a section of their own (not grouped here).
+        ScenarioKind::Retrieval => {}
     }
     s.push_str(&format!(" {} {}", p.batch_policy.as_str(), p.dtype));
     if p.quantization != "none" {
@@ -409,8 +461,9 @@ impl Axis {
                 k.push(p.requests.to_string());
                 k.push(p.duration_s.to_string());
             }
-            // Serving cells are compared one to one: every setting counts.
-            ScenarioKind::Serving => {
+            // Serving and retrieval cells are compared one to one: every
+            // setting counts.
+            ScenarioKind::Serving | ScenarioKind::Retrieval => {
                 k.push(serde_json::to_string(&p.serving).unwrap_or_default());
                 k.push(p.requests.to_string());
                 k.push(p.duration_s.to_string());
@@ -574,7 +627,11 @@ pub fn executive(summary: &Summary, groups: &[Group]) -> Executive {
         ..Default::default()
     };
     count_statuses(&mut ex, groups);
-    for (s, m, kind) in &scenarios(groups) {
+    // Retrieval scenarios rank on recall and QPS: `crate::retrieval`.
+    for (s, m, kind) in scenarios(groups)
+        .iter()
+        .filter(|(.., k)| *k != ScenarioKind::Retrieval)
+    {
         let in_scen: Vec<&Group> = groups
             .iter()
             .filter(|g| &g.cell().scenario == s && &g.cell().model == m)
@@ -691,6 +748,7 @@ fn findings_ranking(
             ScenarioKind::Throughput => "offline batch throughput",
             ScenarioKind::Concurrency => "serving many concurrent clients",
             ScenarioKind::Serving => "open-loop serving at a request rate",
+            ScenarioKind::Retrieval => "vector search",
         };
         // Within 5% of each other on the geometric mean, the run does
         // not single out one engine: say so rather than pick one.

@@ -19,6 +19,12 @@
 //!
 //! A cell that ran in the baseline and failed (or became unsupported) in
 //! the candidate is a regression too.
+//!
+//! Retrieval cells are matched on their id (it names the data set, index
+//! size, k, metric, batch size, clients and search setting, which the LLM
+//! key does not), refused when what they searched differs, and compared on
+//! QPS, search p95 and recall ([`crate::retrieval`] has the rules: recall
+//! on its absolute change beyond [`crate::retrieval::RECALL_TOLERANCE`]).
 
 use crate::analysis::{self, Group, Metric};
 use crate::charts::{self, Bar, Body, Chart};
@@ -101,6 +107,9 @@ impl Comparison {
 
 /// The key that matches a cell across runs (see the module docs).
 fn match_key(g: &Group) -> String {
+    if g.is_retrieval() {
+        return loose_key(g);
+    }
     let p = &g.cell().params;
     let workload = match &p.label {
         Some(l) => l.clone(),
@@ -116,6 +125,9 @@ fn match_key(g: &Group) -> String {
 /// is still paired with its counterpart when that is the only candidate.
 fn loose_key(g: &Group) -> String {
     let c = g.cell();
+    if g.is_retrieval() {
+        return format!("retrieval|{}", c.id);
+    }
     let p = &c.params;
     format!(
         "{}|{}|{}|bs{}|c{}|n{}|r{}",
@@ -275,6 +287,10 @@ pub fn compare(base: &Summary, cand: &Summary, opts: &Options) -> Comparison {
             out.refused.push((id, why));
             continue;
         }
+        if b.is_retrieval() {
+            compare_retrieval(&mut out, b, c, opts);
+            continue;
+        }
         for metric in Metric::ALL {
             let (xs, unit) = analysis::samples(b, metric);
             let (ys, _) = analysis::samples(c, metric);
@@ -308,6 +324,35 @@ pub fn compare(base: &Summary, cand: &Summary, opts: &Options) -> Comparison {
     out
 }
 
+/// A matched pair of retrieval cells: refused when they searched
+/// different things, else a row per figure.
+fn compare_retrieval(out: &mut Comparison, b: &Group, c: &Group, opts: &Options) {
+    let id = b.cell().id.clone();
+    if let Some(why) = crate::retrieval::refusal(b, c) {
+        out.refused.push((id, why));
+        return;
+    }
+    for x in crate::retrieval::compare(b, c, opts.noise, &id) {
+        out.rows.push(Row {
+            cell: id.clone(),
+            engine: b.cell().engine.clone(),
+            metric: x.metric,
+            baseline: x.baseline,
+            candidate: x.candidate,
+            unit: x.unit,
+            change: x.change,
+        });
+    }
+}
+
+/// Decimals a figure is shown with: recall needs four.
+fn digits(m: Metric) -> usize {
+    match m {
+        Metric::Recall => 4,
+        _ => 2,
+    }
+}
+
 fn verdict_name(v: Verdict) -> &'static str {
     match v {
         Verdict::Improved => "improved",
@@ -316,8 +361,17 @@ fn verdict_name(v: Verdict) -> &'static str {
     }
 }
 
-fn change_text(c: &Option<Change>) -> String {
-    match c {
+/// The change with its interval; recall's as the absolute change it is
+/// judged on.
+fn change_text(r: &Row) -> String {
+    if let (Metric::Recall, Some(_)) = (r.metric, r.change) {
+        return format!(
+            "{:+.4} (tolerance ±{})",
+            r.candidate.point - r.baseline.point,
+            crate::retrieval::RECALL_TOLERANCE
+        );
+    }
+    match &r.change {
         Some(c) => format!(
             "{:+.1}% [{:+.1}, {:+.1}]",
             c.percent,
@@ -370,9 +424,9 @@ pub fn markdown(c: &Comparison) -> String {
                 "| {} | {} | {} | {} | {} | {} | {}/{} {} |",
                 cell(&r.cell),
                 r.metric.label(),
-                ci(&r.baseline, 2),
-                ci(&r.candidate, 2),
-                change_text(&r.change),
+                ci(&r.baseline, digits(r.metric)),
+                ci(&r.candidate, digits(r.metric)),
+                change_text(r),
                 verdict_name(r.verdict()),
                 r.baseline.n,
                 r.candidate.n,
@@ -520,9 +574,9 @@ pub fn write(c: &Comparison, dir: &Path) -> Result<String> {
                 "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"{}\">{}</td><td class=\"n\">{}/{} {}</td></tr>",
                 esc(&r.cell),
                 esc(r.metric.label()),
-                esc(&crate::with_ci(&r.baseline, 2)),
-                esc(&crate::with_ci(&r.candidate, 2)),
-                esc(&change_text(&r.change)),
+                esc(&crate::with_ci(&r.baseline, digits(r.metric))),
+                esc(&crate::with_ci(&r.candidate, digits(r.metric))),
+                esc(&change_text(r)),
                 verdict_name(v).to_lowercase(),
                 verdict_name(v),
                 r.baseline.n,

@@ -1,5 +1,12 @@
 //! `summary.csv`: one row per cell and repetition, flat columns for pandas
 //! (`pd.read_csv`). Empty fields are figures that were not measured.
+//!
+//! Retrieval cells are rows of the same file, not a second one: their
+//! figures are the last columns ([`super::retrieval::CSV_COLUMNS`]: recall,
+//! QPS, search latency, the index build), empty on LLM cells, as the LLM
+//! columns are empty on retrieval cells (`kind` tells them apart). One
+//! file keeps one row per cell, which the dashboard's CSV download and
+//! scripts that filter on `cell_id` rely on.
 
 use super::analysis;
 use engine_matrix_results::{CellResult, Summary};
@@ -104,6 +111,7 @@ pub fn csv(summary: &Summary) -> String {
     ] {
         header.push(h.into());
     }
+    header.extend(super::retrieval::CSV_COLUMNS.iter().map(|h| h.to_string()));
     let mut out = header.join(",");
     out.push('\n');
     for c in &summary.cells {
@@ -195,6 +203,11 @@ fn row(c: &CellResult, sp: Option<analysis::Speedup>) -> Vec<String> {
         .and_then(|g| g.peak_memory_used_bytes)
         .map(|b| b as f64)));
     r.push(num(gpu.and_then(|g| g.mean_power_w)));
+    r.extend(
+        super::retrieval::csv_values(c.retrieval.as_ref())
+            .iter()
+            .map(|v| field(v)),
+    );
     r
 }
 

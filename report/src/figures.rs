@@ -22,9 +22,12 @@ pub fn colors(summary: &Summary) -> Colors {
     )
 }
 
-/// Every chart of a run, in report order.
-pub fn all(summary: &Summary, groups: &[Group]) -> Vec<Chart> {
+/// Every chart of a run, in report order: the LLM cells' charts, then the
+/// retrieval cells' ([`super::retrieval::charts`]).
+pub fn all(summary: &Summary, every: &[Group]) -> Vec<Chart> {
     let colors = colors(summary);
+    let llm = analysis::llm_groups(every);
+    let groups = llm.as_slice();
     let mut charts = Vec::new();
     charts.extend(speedups(summary, groups, &colors));
     charts.extend(latency_percentiles(groups, &colors));
@@ -36,6 +39,7 @@ pub fn all(summary: &Summary, groups: &[Group]) -> Vec<Chart> {
     charts.extend(serving(groups, &colors));
     charts.extend(lengths(groups));
     charts.extend(super::quality::charts(groups, &colors));
+    charts.extend(super::retrieval::charts(every, &colors));
     let mut seen = BTreeMap::new();
     for c in &mut charts {
         let n = seen.entry(c.name.clone()).or_insert(0);

@@ -86,6 +86,14 @@ pub struct Inputs<'a> {
 
 pub fn html(i: &Inputs) -> String {
     let s = i.summary;
+    // The LLM sections see the LLM cells only; the summary's counts, the
+    // retrieval section and the failed cells see every cell.
+    let llm_groups = analysis::llm_groups(i.groups);
+    let llm = Inputs {
+        groups: &llm_groups,
+        ..*i
+    };
+    let retrieval = super::retrieval::sections(i.groups);
     let mut o = String::new();
     let _ = write!(
         o,
@@ -107,23 +115,30 @@ pub fn html(i: &Inputs) -> String {
         },
         if s.quick { " · --quick" } else { "" }
     );
-    o.push_str(
+    let _ = writeln!(
+        o,
         "<nav><a href=\"#summary\">Summary</a><a href=\"#charts\">Charts</a>\
-         <a href=\"#results\">Results</a><a href=\"#problems\">Failed and unsupported</a>\
-         <a href=\"#system\">System</a><a href=\"#matrix\">Matrix</a></nav>\n",
+         <a href=\"#results\">Results</a>{}<a href=\"#problems\">Failed and unsupported</a>\
+         <a href=\"#system\">System</a><a href=\"#matrix\">Matrix</a></nav>",
+        if retrieval.is_empty() {
+            ""
+        } else {
+            "<a href=\"#retrieval\">Retrieval</a>"
+        }
     );
     summary_section(&mut o, i);
     targets_section(&mut o, i);
     charts_section(&mut o, i);
-    results_section(&mut o, i);
-    serving_section(&mut o, i);
+    results_section(&mut o, &llm);
+    retrieval_section(&mut o, &retrieval);
+    serving_section(&mut o, &llm);
     if let Some(t) = super::breaking::table(s) {
         let _ = writeln!(o, "<h2 id=\"breaking-point\">Breaking point</h2>");
         table_html(&mut o, &t);
         let _ = writeln!(o, "<p>{}</p>", esc(super::breaking::NOTE));
     }
-    workload_section(&mut o, i);
-    lifecycle_section(&mut o, i);
+    workload_section(&mut o, &llm);
+    lifecycle_section(&mut o, &llm);
     problems_section(&mut o, i);
     system_section(&mut o, i);
     let _ = writeln!(o, "<h2 id=\"matrix\">The matrix as it was run</h2>");
@@ -214,6 +229,10 @@ fn charts_section(o: &mut String, i: &Inputs) {
 fn results_section(o: &mut String, i: &Inputs) {
     let s = i.summary;
     let _ = writeln!(o, "<h2 id=\"results\">Results</h2>");
+    if i.groups.is_empty() {
+        o.push_str("<p>No LLM cell in this run.</p>\n");
+        return;
+    }
     let _ = writeln!(
         o,
         "<p>Medians over n samples (iterations of one run, or whole runs with <code>--repeat</code>), with 95% bootstrap intervals in brackets. Percentiles (p99) are over all requests of the first complete run.</p>"
@@ -280,6 +299,59 @@ fn results_section(o: &mut String, i: &Inputs) {
     }
     if scenario.is_some() {
         o.push_str("</tbody></table>\n");
+    }
+}
+
+/// Per retrieval scenario and data set: what was searched, the cells, the
+/// index builds, the operating points, and links to the charts (drawn in
+/// the charts section, and as files).
+fn retrieval_section(o: &mut String, sections: &[super::retrieval::Section]) {
+    if sections.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "<h2 id=\"retrieval\">Retrieval</h2>\n<p>{}</p>",
+        esc(super::retrieval::NOTE)
+    );
+    for s in sections {
+        let _ = writeln!(o, "<h3>{}</h3>", esc(&s.title));
+        if !s.about.is_empty() {
+            o.push_str("<ul>");
+            for a in &s.about {
+                let _ = write!(o, "<li>{}</li>", esc(a));
+            }
+            o.push_str("</ul>\n");
+        }
+        table_html(o, &s.cells);
+        if let Some(t) = &s.builds {
+            o.push_str("<h4>Index builds</h4>\n");
+            table_html(o, t);
+        }
+        if let Some(t) = &s.operating {
+            let _ = writeln!(
+                o,
+                "<h4>Operating points (fastest setting with recall@k ≥ {})</h4>",
+                engine_matrix_results::retrieval::OPERATING_RECALL
+            );
+            table_html(o, t);
+        }
+        if !s.charts.is_empty() {
+            o.push_str("<p>Charts: ");
+            let links: Vec<String> = s
+                .charts
+                .iter()
+                .map(|(name, what)| {
+                    let n = esc(name);
+                    format!(
+                        "<a href=\"#chart-{n}\">{}</a> (<a href=\"charts/{n}.svg\">SVG</a>)",
+                        esc(what)
+                    )
+                })
+                .collect();
+            o.push_str(&links.join(" · "));
+            o.push_str("</p>\n");
+        }
     }
 }
 

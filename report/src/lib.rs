@@ -4,7 +4,8 @@
 //! * `report.html`: self-contained (inline SVG charts, no script);
 //! * `report.md`: the same summary and tables in Markdown (printed at the
 //!   end of a run);
-//! * `summary.csv`: one row per cell and repetition, for pandas;
+//! * `summary.csv`: one row per cell and repetition, for pandas (retrieval
+//!   cells fill its last columns, [`retrieval`]);
 //! * `charts/*.png` and `charts/*.svg`: every chart in both formats.
 //!
 //! Everything is computed from `summary.json` alone ([`analysis`]), so an
@@ -23,6 +24,7 @@ mod lifecycle;
 mod markdown;
 mod pressure;
 mod quality;
+pub mod retrieval;
 mod serving;
 mod table;
 mod targets;
@@ -92,15 +94,19 @@ pub fn write(dir: &Path) -> Result<Written> {
     write_summary(&summary, dir)
 }
 
-/// The executive summary with the missed targets and the quality
+/// The executive summary with the missed targets, the quality
 /// recommendations (a variant per engine, the fastest that keeps 95% top-1
-/// agreement with the reference), composed here, above the modules, so
-/// that none of them needs another.
+/// agreement with the reference) and the retrieval engines' operating
+/// points, composed here, above the modules, so that none of them needs
+/// another.
 pub(crate) fn executive(summary: &Summary, groups: &[analysis::Group]) -> analysis::Executive {
     let mut ex = analysis::executive(summary, groups);
     let at = ex.recommendations.len();
+    let (found, advised) = retrieval::executive(groups);
+    ex.findings.extend(found);
     let mut q = targets::recommendations(summary);
     q.extend(quality::recommendations(groups, 0.95));
+    q.extend(advised);
     // before the closing remarks on statuses and repetitions
     let closing = ex
         .recommendations
@@ -199,6 +205,7 @@ pub(crate) mod fixtures {
             min_duration_s: 0.0,
             max_duration_s: 0.0,
             breaking_point: None,
+            retrieval: None,
         }
     }
 
@@ -289,6 +296,7 @@ pub(crate) mod fixtures {
             quality: None,
             model_details: None,
             stability: None,
+            retrieval: None,
         }
     }
 
@@ -307,7 +315,98 @@ pub(crate) mod fixtures {
             quality: None,
             model_details: None,
             stability: None,
+            retrieval: None,
         }
+    }
+
+    /// A retrieval cell of scenario `ann` on data set `vecs` (1000 vectors
+    /// of 8 dims, l2, k 10, 100 queries, one client, one query per call)
+    /// with the search setting `ef_search = ef`.
+    pub fn retrieval_cell(engine: &str, ef: u32) -> Cell {
+        let mut search = serde_json::Map::new();
+        search.insert("ef_search".into(), ef.into());
+        let mut c = cell(engine, 0, 0, 1);
+        c.id = format!("ann/vecs/{engine}/n1000-d8-k10-q100-l2-c1-bs1-ef_search{ef}");
+        c.scenario = "ann".into();
+        c.kind = ScenarioKind::Retrieval;
+        c.model = "vecs".into();
+        c.params.batch_policy = engine_api::BatchPolicy::None;
+        c.params.num_requests = 100;
+        c.params.requests = 100;
+        c.retrieval = Some(engine_matrix_format::retrieval::RetrievalParams {
+            index_size: 1000,
+            dim: 8,
+            k: 10,
+            queries: 100,
+            metric: "l2".into(),
+            build_threads: 0,
+            search,
+        });
+        c
+    }
+
+    /// A retrieval cell's figures: its recall, its passes' QPS and its
+    /// search p95 (ms); the index (of `engine`) built by this cell when
+    /// `built_here`, in 2 s, 4 MB by the engine's account.
+    pub fn retrieval_metrics(
+        engine: &str,
+        recall: f64,
+        qps: &[f64],
+        p95: f64,
+        built_here: bool,
+    ) -> engine_matrix_results::retrieval::RetrievalMetrics {
+        let mut latency = summarize(&[p95 / 2.0, p95]).expect("finite latencies");
+        (latency.p50, latency.p95, latency.p99) = (p95 / 2.0, p95, p95 * 1.5);
+        let n = qps.len().max(1) as f64;
+        engine_matrix_results::retrieval::RetrievalMetrics {
+            index_size: 1000,
+            dim: 8,
+            metric: "l2".into(),
+            k: 10,
+            queries: 100,
+            batch_size: 1,
+            concurrency: 1,
+            search: serde_json::json!({}),
+            build: engine_matrix_results::retrieval::BuildRecord {
+                key: format!("{engine} {{}} on vecs n=1000 d=8 l2 threads=0"),
+                built_here,
+                seconds: 2.0,
+                threads: 0,
+                engine_bytes: Some(4_000_000),
+                rss_bytes: None,
+                data_bytes: 32_000,
+            },
+            recall,
+            recall_min: recall / 2.0,
+            queries_below_half: 0.0,
+            latency_ms: latency,
+            qps: qps.iter().sum::<f64>() / n,
+            passes: qps.len() as u32,
+            calls: 100 * qps.len() as u64,
+            duration_s: qps.iter().map(|q| 100.0 / q.max(1e-9)).sum(),
+            per_pass_qps: qps.to_vec(),
+            truth: "computed".into(),
+        }
+    }
+
+    /// An ok retrieval cell: `retrieval_metrics` of `cell`'s engine, with
+    /// its search setting copied from the cell.
+    pub fn retrieval_ok(
+        cell: Cell,
+        recall: f64,
+        qps: &[f64],
+        p95: f64,
+        built_here: bool,
+    ) -> CellResult {
+        let mut m = retrieval_metrics(&cell.engine, recall, qps, p95, built_here);
+        if let Some(p) = &cell.retrieval {
+            m.search = serde_json::Value::Object(p.search.clone());
+        }
+        let mut r = bad(cell, Status::Ok, "");
+        r.reason = None;
+        r.plugin = "index".into();
+        r.retrieval = Some(m);
+        r
     }
 
     pub fn summary(baseline: Option<&str>, cells: Vec<CellResult>) -> Summary {
@@ -579,5 +678,171 @@ mod tests {
         assert!(md.contains("| 8 iterations |"), "{md}");
         assert!(md.contains("## Failed and unsupported cells"));
         assert!(md.contains("&lt;b&gt;boom"), "{md}");
+    }
+
+    /// [`two_engines`] and a retrieval scenario: `hnsw` at two search
+    /// settings, and a `flat` cell that failed.
+    fn with_retrieval() -> Summary {
+        let mut s = two_engines();
+        for (ef, recall, qps) in [(32, 0.9, 5000.0), (64, 0.97, 3000.0)] {
+            s.cells.push(retrieval_ok(
+                retrieval_cell("hnsw", ef),
+                recall,
+                &around(qps, 0.02, 5, ef as u64),
+                0.4,
+                ef == 32,
+            ));
+        }
+        s.cells.push(bad(
+            retrieval_cell("flat", 1),
+            Status::Unsupported,
+            "engine 'flat' builds indexes for metrics [ip], not l2",
+        ));
+        s
+    }
+
+    #[test]
+    fn llm_sections_ignore_retrieval_cells() {
+        let s = with_retrieval();
+        let groups = analysis::groups(&s);
+        let md = markdown(&s);
+        let (llm, rest) = md.split_once("## Retrieval").expect("a retrieval section");
+        // no LLM table for the retrieval scenario, no row of its cells
+        assert!(!llm.contains("## ann (retrieval)"), "{md}");
+        assert!(!llm.lines().any(|l| l.starts_with("| vecs |")), "{md}");
+        assert!(llm.contains("## latency (latency)"), "{md}");
+        assert_eq!(
+            llm.lines().filter(|l| l.starts_with("| m |")).count(),
+            5,
+            "the LLM cells' rows"
+        );
+        assert!(rest.contains("### ann · vecs"), "{md}");
+        assert!(
+            rest.contains("[QPS against recall (k10)](charts/recall-qps-ann-vecs-k10.svg)"),
+            "{md}"
+        );
+        // the unsupported retrieval cell is listed with the others
+        let failed = md.split_once("## Failed and unsupported cells").unwrap().1;
+        assert!(failed.contains("| ann/vecs/flat/n1000-d8-k10-q100-l2-c1-bs1-ef_search1 | unsupported | engine 'flat' builds indexes for metrics [ip], not l2 |"), "{failed}");
+        assert!(
+            failed.contains("| latency/m/c/in32-out16-bs1 | failed |"),
+            "{failed}"
+        );
+
+        // the executive summary counts every cell, ranks LLM engines on
+        // tokens/s and retrieval engines on QPS at the operating recall
+        let ex = executive(&s, &groups);
+        assert_eq!((ex.cells, ex.ok, ex.unsupported, ex.failed), (8, 6, 1, 1));
+        assert!(
+            !ex.findings
+                .iter()
+                .any(|f| f.contains("output tokens/s") && f.contains("ann")),
+            "{:?}",
+            ex.findings
+        );
+        assert!(
+            ex.findings
+                .iter()
+                .any(|f| f.starts_with("**ann** (retrieval, vecs")
+                    && f.contains("**hnsw** answers the most queries")
+                    && f.contains("(ef_search=64: recall 0.9700")),
+            "{:?}",
+            ex.findings
+        );
+        assert!(
+            ex.recommendations.iter().any(|r| r.contains("use **b**")),
+            "{:?}",
+            ex.recommendations
+        );
+
+        // no LLM chart takes a retrieval engine or scenario
+        let charts = figures::all(&s, &groups);
+        for c in &charts {
+            if c.name.starts_with("recall-qps") || c.name.starts_with("latency-recall") {
+                continue;
+            }
+            assert!(!c.name.contains("ann"), "{}", c.name);
+            let labels: Vec<String> = match &c.body {
+                charts::Body::Bars { bars, legend, .. } => bars
+                    .iter()
+                    .map(|b| b.label.clone())
+                    .chain(legend.iter().map(|l| l.0.clone()))
+                    .collect(),
+                charts::Body::Xy { series, .. } => series.iter().map(|s| s.label.clone()).collect(),
+            };
+            assert!(
+                !labels
+                    .iter()
+                    .any(|l| l.contains("hnsw") || l.contains("flat")),
+                "{}: {labels:?}",
+                c.name
+            );
+        }
+        assert_eq!(
+            charts
+                .iter()
+                .filter(|c| c.name.ends_with("ann-vecs-k10"))
+                .count(),
+            2
+        );
+
+        // the HTML: the results table has the LLM cells only
+        let dir = engine_kit::testing::TempDir::new("report-retrieval");
+        write_summary(&s, dir.path()).unwrap();
+        let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+        let results =
+            &html[html.find("id=\"results\"").unwrap()..html.find("id=\"retrieval\"").unwrap()];
+        assert!(
+            results.contains("in32-out16") || results.contains("32/16"),
+            "{results}"
+        );
+        assert!(
+            !results.contains("hnsw") && !results.contains("vecs"),
+            "{results}"
+        );
+        let retrieval =
+            &html[html.find("id=\"retrieval\"").unwrap()..html.find("id=\"problems\"").unwrap()];
+        assert!(retrieval.contains("<h3>ann · vecs</h3>"), "{retrieval}");
+        assert!(
+            retrieval.contains("href=\"#chart-recall-qps-ann-vecs-k10\""),
+            "{retrieval}"
+        );
+        assert!(html.contains("<a href=\"#retrieval\">Retrieval</a>"));
+        let csv = std::fs::read_to_string(dir.path().join("summary.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 1 + 8);
+    }
+
+    #[test]
+    fn a_retrieval_only_run_has_no_llm_tables() {
+        let s = summary(
+            None,
+            vec![retrieval_ok(
+                retrieval_cell("hnsw", 64),
+                0.97,
+                &[1000.0, 1010.0],
+                0.4,
+                true,
+            )],
+        );
+        let md = markdown(&s);
+        assert!(!md.contains("| model | engine | workload |"), "{md}");
+        assert!(!md.contains("speedup ="), "{md}");
+        assert!(md.contains("## Retrieval"), "{md}");
+        assert!(!md.contains("## Failed and unsupported cells"), "{md}");
+        let dir = engine_kit::testing::TempDir::new("report-retrieval-only");
+        let w = write_summary(&s, dir.path()).unwrap();
+        let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+        assert!(html.contains("<p>No LLM cell in this run.</p>"));
+        if w.chart_error.is_none() {
+            assert_eq!(w.charts, 2);
+            assert!(dir
+                .path()
+                .join("charts/recall-qps-ann-vecs-k10.svg")
+                .is_file());
+            assert!(dir
+                .path()
+                .join("charts/latency-recall-ann-vecs-k10.svg")
+                .is_file());
+        }
     }
 }

@@ -60,7 +60,10 @@ pub(crate) fn leak_note(any: bool, short: usize) -> String {
         "A verdict needs {MIN_ITERATIONS} measured iterations after warm-up, or, for a sustained closed loop, {MIN_ITERATIONS} completed requests; the `stress` preset runs such cells."
     );
     let target = format!("Target 0 MB/h; under {ACCEPTABLE_MB_PER_HOUR:.0} MB/h is acceptable.");
-    if any && short == 0 {
+    if !any && short == 0 {
+        // No LLM cell ran (a retrieval run): nothing to judge.
+        "No leak verdict: no LLM cell ran (retrieval cells are not checked for leaks).".into()
+    } else if any && short == 0 {
         target
     } else if any {
         format!("{target} {short} cells were too short for a leak verdict. {needs}")

@@ -1,6 +1,7 @@
 //! `report.md` (also printed at the end of a run): the executive summary,
 //! one table per scenario with every figure's sample count and interval,
-//! and the cells that did not run, with their reasons.
+//! the retrieval cells' section ([`super::retrieval`]), and the cells that
+//! did not run, with their reasons (retrieval cells among them).
 
 use super::analysis::{self, Group, Metric};
 use super::table::f;
@@ -104,11 +105,13 @@ pub(crate) fn speedup_text(summary: &Summary, groups: &[Group], g: &Group) -> St
 }
 
 pub fn markdown(summary: &Summary) -> String {
-    let groups = analysis::groups(summary);
+    let every = analysis::groups(summary);
+    let llm = analysis::llm_groups(&every);
+    let groups = llm.as_slice();
     let mut out = String::new();
     let _ = writeln!(out, "# engine-matrix: {}\n", cell(&summary.matrix_name));
     let _ = writeln!(out, "{}\n", cell(&system_line(summary)));
-    let ex = crate::executive(summary, &groups);
+    let ex = crate::executive(summary, &every);
     let _ = writeln!(
         out,
         "## Executive summary\n\n{} cells: {} ok, {} unsupported, {} failed{}.\n",
@@ -144,7 +147,7 @@ pub fn markdown(summary: &Summary) -> String {
         let _ = writeln!(out, "\n{}", super::targets::NOTE);
     }
     let mut scenario = None;
-    for g in &groups {
+    for g in groups {
         let c = g.cell();
         if scenario != Some(&c.scenario) {
             scenario = Some(&c.scenario);
@@ -175,7 +178,7 @@ pub fn markdown(summary: &Summary) -> String {
         let n = samples_text(thr.as_ref());
         let peak = peak_rss_mib(g);
         let eff = g.ok_runs().find_map(|r| r.efficiency);
-        let speedup = speedup_text(summary, &groups, g);
+        let speedup = speedup_text(summary, groups, g);
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -198,22 +201,23 @@ pub fn markdown(summary: &Summary) -> String {
             speedup,
         );
     }
-    if let Some(b) = &summary.baseline {
+    if let Some(b) = summary.baseline.as_ref().filter(|_| !groups.is_empty()) {
         let _ = writeln!(
             out,
             "\nspeedup = output tokens/s over the baseline engine `{}` in the same cell; medians over the n samples, 95% bootstrap intervals in brackets. decode % of BW / prefill % of peak: roofline efficiency against this machine's measured memory bandwidth and f32 matmul peak.",
             cell(b)
         );
     }
-    out.push_str(&serving_markdown(&groups));
+    out.push_str(&retrieval_markdown(&every));
+    out.push_str(&serving_markdown(groups));
     if let Some(t) = super::breaking::table(summary) {
         let _ = writeln!(out, "\n## Breaking point\n");
         table_markdown(&mut out, &t);
         let _ = writeln!(out, "\n{}", super::breaking::NOTE);
     }
-    out.push_str(&workload_markdown(&groups));
-    out.push_str(&lifecycle_markdown(summary, &groups));
-    let not_ok: Vec<&Group> = groups
+    out.push_str(&workload_markdown(groups));
+    out.push_str(&lifecycle_markdown(summary, groups));
+    let not_ok: Vec<&Group> = every
         .iter()
         .filter(|g| g.status().0 != Status::Ok)
         .collect();
@@ -282,6 +286,47 @@ fn workload_markdown(groups: &[Group]) -> String {
         let _ = writeln!(out, "\n## Server metrics\n");
         table_markdown(&mut out, &t);
         let _ = writeln!(out, "\n{}", super::workload::SERVER_NOTE);
+    }
+    out
+}
+
+/// The retrieval sections, when the run has retrieval cells: per
+/// scenario and data set, its cells, index builds, operating points and
+/// chart files.
+fn retrieval_markdown(groups: &[Group]) -> String {
+    let mut out = String::new();
+    let sections = super::retrieval::sections(groups);
+    if sections.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "\n## Retrieval\n\n{}", super::retrieval::NOTE);
+    for s in &sections {
+        let _ = writeln!(out, "\n### {}\n", cell(&s.title));
+        for a in &s.about {
+            let _ = writeln!(out, "- {}", cell(a));
+        }
+        let _ = writeln!(out);
+        table_markdown(&mut out, &s.cells);
+        if let Some(t) = &s.builds {
+            let _ = writeln!(out, "\nIndex builds:\n");
+            table_markdown(&mut out, t);
+        }
+        if let Some(t) = &s.operating {
+            let _ = writeln!(
+                out,
+                "\nOperating points (fastest setting with recall@k ≥ {}):\n",
+                engine_matrix_results::retrieval::OPERATING_RECALL
+            );
+            table_markdown(&mut out, t);
+        }
+        if !s.charts.is_empty() {
+            let links: Vec<String> = s
+                .charts
+                .iter()
+                .map(|(name, what)| format!("[{}](charts/{name}.svg)", cell(what)))
+                .collect();
+            let _ = writeln!(out, "\nCharts: {}", links.join(" · "));
+        }
     }
     out
 }

@@ -177,6 +177,10 @@ pub struct CellResult {
     /// scenario with `breaking_point:`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stability: Option<Stability>,
+    /// A retrieval cell's figures (recall, QPS, search latency, the
+    /// index's build); `metrics` is then `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrieval: Option<crate::retrieval::RetrievalMetrics>,
 }
 
 /// Whether a concurrency level stayed within its scenario's

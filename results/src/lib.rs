@@ -12,6 +12,7 @@
 //!   raw per-request timelines, memory and GPU records);
 //! * [`metrics`]: its figures ([`CellMetrics`], [`ServingMetrics`]);
 //! * [`quality`]: perplexity and agreement with a reference engine;
+//! * [`retrieval`]: a retrieval cell's recall, QPS, latency and index;
 //! * [`telemetry`]: leak verdicts, energy, GPU samples;
 //! * [`run`]: the run ([`Summary`]), the machine ([`SystemInfo`]), the
 //!   calibrated roofline ([`Limits`], [`Efficiency`]), engines and models;
@@ -28,6 +29,7 @@
 pub mod cell;
 pub mod metrics;
 pub mod quality;
+pub mod retrieval;
 pub mod run;
 pub mod server_metrics;
 pub mod shape;

@@ -278,6 +278,7 @@ mod tests {
             quality: None,
             model_details: None,
             stability: None,
+            retrieval: None,
         }
     }
 

@@ -133,6 +133,11 @@ impl Runner<'_> {
             ScenarioKind::Concurrency => self.closed_loop(index, warmup)?,
             // A warmup is one request at a time; a measured iteration is
             // the whole schedule.
+            ScenarioKind::Retrieval => {
+                return Err(Stop::Failed(
+                    "a retrieval cell runs searches, not generation (run::retrieval)".into(),
+                ))
+            }
             ScenarioKind::Serving if warmup => self.batch(1, index, warmup)?,
             ScenarioKind::Serving => {
                 let sv = self.serving()?;

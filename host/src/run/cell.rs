@@ -27,10 +27,14 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// A plugin as loaded for one engine of the matrix.
+/// A plugin as loaded for one engine of the matrix: an LLM engine
+/// (`loaded`) or a vector-index engine (`index`).
 pub struct EngineSlot {
     pub def: EngineDef,
     pub loaded: Result<LoadedEngine, String>,
+    /// The vector-index engine, when the plugin is one (`loaded` then says
+    /// it is not an LLM engine).
+    pub index: Option<plugins::LoadedIndexEngine>,
     pub record: EngineRecord,
     /// The loader's long report (abi_stable's layout mismatch), for -v.
     pub verbose_error: Option<String>,
@@ -38,7 +42,13 @@ pub struct EngineSlot {
 
 impl EngineSlot {
     pub fn load(def: &EngineDef, plugin_dir: &Path) -> EngineSlot {
-        let loaded = plugins::find(plugin_dir, &def.plugin).and_then(|f| plugins::load(&f));
+        let file = plugins::find(plugin_dir, &def.plugin);
+        if let Ok(f) = &file {
+            if plugins::kind(f).ok() == Some(plugins::Kind::Index) {
+                return Self::load_index(def, f);
+            }
+        }
+        let loaded = file.and_then(|f| plugins::load(&f));
         let (record, verbose_error) = match &loaded {
             Ok(l) => (
                 EngineRecord {
@@ -66,8 +76,47 @@ impl EngineSlot {
         EngineSlot {
             def: def.clone(),
             loaded: loaded.map_err(|e| e.to_string()),
+            index: None,
             record,
             verbose_error,
+        }
+    }
+
+    /// A vector-index plugin's slot.
+    fn load_index(def: &EngineDef, file: &plugins::PluginFile) -> EngineSlot {
+        let mut record = EngineRecord {
+            name: def.name.clone(),
+            plugin: def.plugin.clone(),
+            path: Some(file.path.display().to_string()),
+            api_version: None,
+            info: None,
+            error: None,
+        };
+        match plugins::load_index(file) {
+            Ok(l) => {
+                record.api_version = Some(l.api_version.clone());
+                record.info = Some(crate::index_info_json(&l.info));
+                EngineSlot {
+                    def: def.clone(),
+                    loaded: Err(format!(
+                        "engine '{}' is a vector-index engine: it runs retrieval scenarios, not LLM ones",
+                        def.name
+                    )),
+                    index: Some(l),
+                    record,
+                    verbose_error: None,
+                }
+            }
+            Err(e) => {
+                record.error = Some(e.to_string());
+                EngineSlot {
+                    def: def.clone(),
+                    loaded: Err(e.to_string()),
+                    index: None,
+                    record,
+                    verbose_error: Some(e.verbose()),
+                }
+            }
         }
     }
 }
@@ -82,12 +131,18 @@ pub struct CellState {
     quality: HashMap<String, engine_matrix_results::quality::QualityRecord>,
     /// Where live samples go, for jobs that ask for them.
     pub live: Option<std::sync::Arc<crate::live::LiveFn>>,
+    /// The retrieval cells' data and index.
+    index: crate::run::retrieval::IndexState,
+    /// Told when an index build starts (its key) and ends (`None`): the
+    /// worker passes it on to the host.
+    pub building: Option<std::sync::Arc<crate::run::retrieval::BuildFn>>,
 }
 
 impl CellState {
-    /// Frees the loaded model (before another engine's cells run).
+    /// Frees the loaded model or index (before another engine's cells run).
     pub fn unload(&mut self) {
         self.current = None;
+        self.index.unload();
     }
 }
 
@@ -108,10 +163,16 @@ pub struct Job {
     /// Sample the cell for the live view while it runs (`run --dashboard`).
     #[serde(default)]
     pub live: bool,
+    /// A retrieval cell's data set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vectors: Option<crate::matrix::retrieval::VectorsDef>,
 }
 
 /// Runs `job`; the flag says the engine hung (its model could not be freed).
 pub fn execute(slot: &EngineSlot, state: &mut CellState, job: &Job) -> (ResultLine, bool) {
+    if job.cell.kind == crate::matrix::ScenarioKind::Retrieval {
+        return (execute_retrieval(slot, state, job), false);
+    }
     let ctx = CellContext {
         engine: &slot.loaded,
         def: &slot.def,
@@ -141,6 +202,34 @@ pub fn execute(slot: &EngineSlot, state: &mut CellState, job: &Job) -> (ResultLi
         requests: raw.iter().map(RawRequest::from).collect(),
     };
     (line, hung)
+}
+
+/// Runs a retrieval cell ([`crate::run::retrieval`]).
+fn execute_retrieval(slot: &EngineSlot, state: &mut CellState, job: &Job) -> ResultLine {
+    let mut result = failed_line(job, &slot.def.plugin, String::new(), 0.0).result;
+    let engine = match (&slot.index, &slot.loaded) {
+        (Some(i), _) => Ok(i),
+        (None, Ok(_)) => Err(format!(
+            "engine '{}' (plugin '{}') is an LLM engine: a retrieval scenario runs vector-index engines",
+            slot.def.name, slot.def.plugin
+        )),
+        (None, Err(e)) => Err(format!("engine not loaded: {e}")),
+    };
+    // An LLM model of another engine must not stay beside an index.
+    state.current = None;
+    let ctx = crate::run::retrieval::Ctx {
+        engine,
+        options: &slot.def.options,
+        vectors: job.vectors.as_ref(),
+        building: state.building.clone(),
+    };
+    crate::run::retrieval::run(&job.cell, &ctx, &mut state.index, &mut result);
+    ResultLine {
+        schema_version: SCHEMA_VERSION,
+        result,
+        iterations: Vec::new(),
+        requests: Vec::new(),
+    }
 }
 
 /// The quality record of `cell`'s combination: evaluated now with the
@@ -255,7 +344,7 @@ fn efficiency(
         crate::matrix::ScenarioKind::Throughput => p.max_batch.min(p.num_requests),
         crate::matrix::ScenarioKind::Concurrency => p.concurrency.min(p.max_batch),
         // The batch an open loop reaches is not set by the cell.
-        crate::matrix::ScenarioKind::Serving => 1,
+        crate::matrix::ScenarioKind::Serving | crate::matrix::ScenarioKind::Retrieval => 1,
     }
     .max(1);
     let prefill_ms = m
@@ -624,6 +713,7 @@ fn run_cell(
         quality: None,
         model_details: None,
         stability: None,
+        retrieval: None,
     };
     let finish = |status, reason: Option<String>, mut r: CellResult| {
         r.status = status;
@@ -846,6 +936,7 @@ pub fn failed_line(job: &Job, plugin: &str, why: String, wall_s: f64) -> ResultL
             quality: None,
             model_details: None,
             stability: None,
+            retrieval: None,
         },
         iterations: Vec::new(),
         requests: Vec::new(),

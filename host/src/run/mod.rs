@@ -1,10 +1,12 @@
 //! Running a matrix: [`runner`] (the `run` command: the plan, the loop
 //! over cells, the run folder), [`worker`] (one process per engine, so a
 //! crashing engine costs its own cells only), [`cell`] (one cell: load,
-//! measure, classify) and [`launch`] (servers the harness starts for
-//! `launch:` engines).
+//! measure, classify), [`retrieval`] (one retrieval cell: data, index,
+//! searches) and [`launch`] (servers the harness starts for `launch:`
+//! engines).
 
 pub mod cell;
 pub mod launch;
+pub mod retrieval;
 pub mod runner;
 pub mod worker;

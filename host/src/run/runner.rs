@@ -107,11 +107,15 @@ enum Executor {
         workers: HashMap<String, Worker>,
         hellos: HashMap<String, (EngineRecord, Option<String>)>,
         live: Option<Arc<crate::live::LiveFn>>,
+        /// Index builds that took their worker down, by build key: the
+        /// cell it happened in and why. Their other cells fail without
+        /// another try.
+        crashed_builds: HashMap<String, (String, String)>,
     },
     InProcess {
         plugin_dir: PathBuf,
         slots: HashMap<String, EngineSlot>,
-        state: CellState,
+        state: Box<CellState>,
     },
 }
 
@@ -141,13 +145,14 @@ impl Executor {
                     workers: HashMap::new(),
                     hellos: HashMap::new(),
                     live,
+                    crashed_builds: HashMap::new(),
                 }
             }
             Isolation::InProcess => Executor::InProcess {
                 plugin_dir: plugin_dir.to_path_buf(),
                 slots: HashMap::new(),
                 state: {
-                    let mut state = CellState::default();
+                    let mut state = Box::<CellState>::default();
                     state.live = live;
                     state
                 },
@@ -207,7 +212,22 @@ impl Executor {
                 workers,
                 hellos,
                 live,
+                crashed_builds,
             } => {
+                let build_key = job
+                    .cell
+                    .retrieval
+                    .as_ref()
+                    .map(|p| crate::run::retrieval::build_key(&job.cell, &def.options, p));
+                if let Some((cell_id, why)) = build_key.as_ref().and_then(|k| crashed_builds.get(k))
+                {
+                    return Ran::Line(Box::new(cell::failed_line(
+                        &job,
+                        &def.plugin,
+                        format!("not run: building this index crashed the worker in cell {cell_id} ({why})"),
+                        0.0,
+                    )));
+                }
                 let failed = |why: String| {
                     Ran::Line(Box::new(cell::failed_line(
                         &job,
@@ -286,9 +306,17 @@ impl Executor {
                     }
                     Err(lost) => {
                         let tail = w.stderr_tail();
+                        let during = match w.building() {
+                            Some(key) => {
+                                let why = lost_text(&lost, flag);
+                                crashed_builds.insert(key, (id.clone(), why));
+                                " (while building the index)"
+                            }
+                            None => "",
+                        };
                         workers.remove(&def.name);
                         failed(format!(
-                            "the worker process for engine '{}' {}{}",
+                            "the worker process for engine '{}' {}{during}{}",
                             def.name,
                             lost_text(&lost, flag),
                             tail_text(&tail)
@@ -410,7 +438,13 @@ fn ordered_cells(matrix: &Matrix, quick: bool, only: &[String]) -> Vec<Cell> {
             .collect()
     };
     let scen = pos(matrix.scenarios.iter().map(|s| s.name.as_str()).collect());
-    let mods = pos(matrix.models.iter().map(|m| m.name.as_str()).collect());
+    // Models, then data sets (a retrieval cell's `model`).
+    let mods = pos(matrix
+        .models
+        .iter()
+        .map(|m| m.name.as_str())
+        .chain(matrix.vectors.iter().map(|v| v.name.as_str()))
+        .collect());
     let engs = pos(matrix.engines.iter().map(|e| e.name.as_str()).collect());
     cells.sort_by_key(|c| (scen[&c.scenario], mods[&c.model], engs[&c.engine]));
     cells
@@ -792,7 +826,13 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         let job = Job {
             cell: job_cell,
             repeat,
-            model: models[&cell.model].clone(),
+            model: models.get(&cell.model).cloned().unwrap_or_else(|| {
+                Err(format!(
+                    "'{}' is a data set of `vectors:`, not a model",
+                    cell.model
+                ))
+            }),
+            vectors: matrix.vectors_def(&cell.model).cloned(),
             stall_s: opts.stall.as_secs_f64(),
             limits: limits.clone(),
             idle_watts: idle_power.as_ref().map(|p| p.watts),

@@ -63,6 +63,13 @@ pub enum Reply {
     Live {
         sample: crate::live::Sample,
     },
+    /// A retrieval cell starts building the index of `key`; `Built` says
+    /// it is done. Kept by the reader thread ([`Worker::building`]), so a
+    /// worker lost in between is known to have died building it.
+    Building {
+        key: String,
+    },
+    Built,
 }
 
 /// The worker's main loop (`engine-matrix __worker`).
@@ -99,6 +106,14 @@ pub fn serve() -> Result<()> {
         verbose_error: slot.verbose_error.clone(),
     })?;
     let mut state = CellState::default();
+    let phase_out = out.clone();
+    state.building = Some(Arc::new(move |key: Option<&str>| {
+        let r = match key {
+            Some(k) => Reply::Building { key: k.to_string() },
+            None => Reply::Built,
+        };
+        let _ = write(&phase_out, &r);
+    }));
     let live_out = out.clone();
     state.live = Some(Arc::new(move |sample| {
         // A host that stopped reading is the main loop's business.
@@ -167,6 +182,8 @@ pub struct Worker {
     stdin: Option<ChildStdin>,
     replies: Receiver<Result<Reply, String>>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    /// The index the worker said it is building (`Reply::Building`).
+    building: Arc<Mutex<Option<String>>>,
     pub hello: Option<(EngineRecord, Option<String>)>,
 }
 
@@ -196,6 +213,8 @@ impl Worker {
         let stdout = child.stdout.take().context("worker stdout")?;
         let stderr = child.stderr.take().context("worker stderr")?;
         let (tx, rx) = mpsc::channel();
+        let building = Arc::new(Mutex::new(None));
+        let building_w = building.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let msg = match line {
@@ -203,11 +222,26 @@ impl Worker {
                         .map_err(|e| format!("malformed reply from the worker: {e}")),
                     Err(e) => Err(format!("cannot read the worker's replies: {e}")),
                 };
-                if let Ok(Reply::Live { sample }) = msg {
-                    if let Some(f) = &live {
-                        f(sample);
+                match msg {
+                    Ok(Reply::Live { sample }) => {
+                        if let Some(f) = &live {
+                            f(sample);
+                        }
+                        continue;
                     }
-                    continue;
+                    Ok(Reply::Building { key }) => {
+                        if let Ok(mut b) = building_w.lock() {
+                            *b = Some(key);
+                        }
+                        continue;
+                    }
+                    Ok(Reply::Built) => {
+                        if let Ok(mut b) = building_w.lock() {
+                            *b = None;
+                        }
+                        continue;
+                    }
+                    _ => {}
                 }
                 let stop = msg.is_err();
                 if tx.send(msg).is_err() || stop {
@@ -239,6 +273,7 @@ impl Worker {
             stdin: Some(stdin),
             replies: rx,
             stderr_tail: tail,
+            building,
             hello: None,
         };
         w.send(&Request::Init {
@@ -326,6 +361,14 @@ impl Worker {
             },
             None => "ended (status unknown)".into(),
         }
+    }
+
+    /// The index build the worker was in, when it said it started one and
+    /// not that it ended.
+    pub fn building(&self) -> Option<String> {
+        // The reader thread may still hold the last message.
+        std::thread::sleep(Duration::from_millis(20));
+        self.building.lock().ok().and_then(|b| b.clone())
     }
 
     /// The last lines the worker wrote to stderr.
