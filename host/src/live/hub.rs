@@ -54,6 +54,8 @@ pub struct Row {
     pub itl_p50_ms: Option<f64>,
     pub e2el_p50_ms: Option<f64>,
     pub peak_rss_bytes: Option<u64>,
+    /// A retrieval cell's figures in a few words (recall, QPS, p95).
+    pub retrieval: Option<String>,
     /// The worst verdict of the targets that judged this cell.
     pub verdict: Option<&'static str>,
     /// Those targets, `name: verdict`.
@@ -90,6 +92,16 @@ impl Row {
                 .memory
                 .as_ref()
                 .and_then(|m| m.peak_rss_bytes.or(m.sampled_peak_rss_bytes)),
+            retrieval: c.retrieval.as_ref().map(|r| {
+                format!(
+                    "recall@{} {:.4}, {:.0} QPS, p95 {:.3} ms ({})",
+                    r.k,
+                    r.recall,
+                    r.qps,
+                    r.latency_ms.p95,
+                    r.search_label()
+                )
+            }),
             verdict: verdict.map(Verdict::as_str),
             targets,
         }
@@ -514,6 +526,100 @@ mod tests {
             out.push((e.name, e.json.to_string()));
         }
         out
+    }
+
+    /// A retrieval cell's row carries its recall, QPS and p95 (it has no
+    /// token figures), and an LLM cell's row none.
+    #[test]
+    fn a_retrieval_cells_row_says_its_recall_qps_and_p95() {
+        use crate::results::retrieval::{BuildRecord, RetrievalMetrics};
+        let m = crate::matrix::Matrix::parse(
+            "vectors: [{name: v, synthetic: {}}]\nengines: [{name: u}]\n\
+             scenarios: [{name: s, kind: retrieval, search: {u: {ef: [20]}}}]\n",
+            std::path::Path::new("t.yaml"),
+        )
+        .unwrap();
+        let cell = m.cells(false).remove(0);
+        let retrieval = RetrievalMetrics {
+            index_size: 100_000,
+            dim: 384,
+            metric: "l2".into(),
+            k: 10,
+            queries: 1000,
+            batch_size: 1,
+            concurrency: 1,
+            search: serde_json::json!({"ef": 20}),
+            build: BuildRecord {
+                key: "k".into(),
+                built_here: true,
+                seconds: 25.0,
+                threads: 2,
+                engine_bytes: None,
+                rss_bytes: None,
+                data_bytes: 0,
+            },
+            recall: 0.9553,
+            recall_min: 0.5,
+            queries_below_half: 0.0,
+            latency_ms: crate::stats::summarize(&[0.2, 0.3, 0.352]).unwrap(),
+            qps: 3998.4,
+            passes: 3,
+            calls: 3000,
+            duration_s: 0.75,
+            per_pass_qps: vec![3998.4],
+            truth: "cached".into(),
+        };
+        let result = CellResult {
+            cell: cell.clone(),
+            plugin: "usearch".into(),
+            status: crate::output::Status::Ok,
+            reason: None,
+            started_at: String::new(),
+            wall_s: 1.0,
+            memory: None,
+            metrics: None,
+            repeat: 0,
+            efficiency: None,
+            quality: None,
+            model_details: None,
+            stability: None,
+            retrieval: Some(retrieval.clone()),
+        };
+        let summary = Summary {
+            schema_version: crate::output::SCHEMA_VERSION,
+            tool: "engine-matrix".into(),
+            matrix_name: "t".into(),
+            matrix_path: "t.yaml".into(),
+            baseline: None,
+            quick: false,
+            repeats: 1,
+            only: vec![],
+            command: vec![],
+            started_at: String::new(),
+            finished_at: None,
+            complete: false,
+            stopped: None,
+            idle_power: None,
+            telemetry_unavailable: vec![],
+            system: crate::system::collect(),
+            limits: None,
+            engines: vec![],
+            models: vec![],
+            cells: vec![result.clone()],
+            targets: None,
+        };
+        let row = Row::of(&result, &summary);
+        let p95 = retrieval.latency_ms.p95;
+        assert_eq!(
+            row.retrieval.as_deref(),
+            Some(format!("recall@10 0.9553, 3998 QPS, p95 {p95:.3} ms (ef=20)").as_str())
+        );
+        assert_eq!(row.output_throughput, None);
+        let llm = CellResult {
+            retrieval: None,
+            ..result
+        };
+        assert_eq!(Row::of(&llm, &summary).retrieval, None);
     }
 
     #[test]

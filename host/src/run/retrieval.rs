@@ -452,11 +452,7 @@ fn ensure_index<'s>(
         let t = Instant::now();
         let built = engine
             .engine
-            .build(
-                data.base.as_slice().into(),
-                &spec,
-                engine_api::index::no_progress(),
-            )
+            .build(data.base.as_slice().into(), &spec, BuildLog::boxed(&key))
             .into_result();
         let seconds = t.elapsed().as_secs_f64();
         let after = system::rss();
@@ -490,6 +486,48 @@ fn ensure_index<'s>(
     match state.index.as_ref() {
         Some(b) => Ok((b, !reuse)),
         None => Err((Status::Failed, "no index".into())),
+    }
+}
+
+/// Reports a build's progress on stderr (a worker's log,
+/// `workers/ENGINE.log`): at most one line per 10% of the vectors or per
+/// 30 s, so that a build of many minutes shows how far it is.
+struct BuildLog {
+    key: String,
+    start: Instant,
+    /// The share reported last (in tenths) and when.
+    last: std::sync::Mutex<(u64, Instant)>,
+}
+
+impl BuildLog {
+    fn boxed(key: &str) -> engine_api::index::ProgressBox {
+        let now = Instant::now();
+        engine_api::index::ProgressFfi_TO::from_value(
+            BuildLog {
+                key: key.to_string(),
+                start: now,
+                last: std::sync::Mutex::new((0, now)),
+            },
+            engine_api::abi_stable::sabi_trait::TD_Opaque,
+        )
+    }
+}
+
+impl engine_api::index::ProgressFfi for BuildLog {
+    fn added(&self, done: u64, total: u64) {
+        let tenth = (done * 10).checked_div(total).unwrap_or(0);
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
+        if tenth > last.0 || last.1.elapsed() >= Duration::from_secs(30) {
+            *last = (tenth, Instant::now());
+            eprintln!(
+                "engine-matrix: building index {}: {done} of {total} vectors added ({:.0}%, {:.0} s)",
+                self.key,
+                done as f64 * 100.0 / total.max(1) as f64,
+                self.start.elapsed().as_secs_f64()
+            );
+        }
     }
 }
 
