@@ -217,15 +217,24 @@ scenarios:
       hnsw: {ef_search: [4, 200]}
       usearch: {expansion_search: [4, 200]}
       crashy: {unused: [1, 2]}
+  - name: ks
+    kind: retrieval
+    engines: [usearch]
+    dim: 24
+    queries: 100
+    iterations: 1
+    index_size: 2000
+    axes:
+      k: [5, 10]
 ";
     let (run_dir, o) = run_yaml(tmp.path(), yaml, &[], plugins.path());
     assert_eq!(o.status.code(), Some(5), "{}", text(&o.stderr));
     let summary = read_json(&run_dir.join("summary.json"));
     let cells = summary["cells"].as_array().unwrap();
-    // flat 2 + hnsw 4 + usearch 4 + crashy 4 + brute 2 + llm 2
+    // flat 2 + hnsw 4 + usearch 4 + crashy 4 + brute 2 + llm 2, then ks 2
     assert_eq!(
         cells.len(),
-        18,
+        20,
         "{}",
         serde_json::to_string_pretty(cells).unwrap()
     );
@@ -313,6 +322,13 @@ scenarios:
         "{}",
         llm["reason"]
     );
+
+    // Another k over the same vectors: new ground truth, the same index.
+    let k5 = r("ks/mix/usearch/n2000-d24-k5-q100-l2-c1-bs1");
+    let k10 = r("ks/mix/usearch/n2000-d24-k10-q100-l2-c1-bs1");
+    assert_eq!((k5["k"].as_u64(), k10["k"].as_u64()), (Some(5), Some(10)));
+    assert_eq!(k5["build"]["built_here"], true);
+    assert_eq!(k10["build"]["built_here"], false, "{k10}");
 
     // The report: the Retrieval section, its charts, the failures.
     let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();

@@ -338,10 +338,12 @@ const BATCHED: &[ScenarioKind] = &[
     ScenarioKind::Serving,
 ];
 
-/// The second suite's hardware table: tok/s and TTFT per machine, its
-/// spike-rate range and memory below 90% of the system's. (Its retrieval
-/// target, p95 < 20 ms on 1M entries, is the `retrieval` profile.)
-const fn hardware(tok_s: f64, ttft_ms: f64) -> [ProfileTarget; 4] {
+/// The second suite's hardware table: tok/s and TTFT per machine, and its
+/// core targets: the spike-rate range, memory below 90% of the system's,
+/// and retrieval p95 < 20 ms (at the operating point, one query at a time;
+/// not applicable to a matrix without retrieval cells). The retrieval
+/// target alone is the `retrieval` profile.
+const fn hardware(tok_s: f64, ttft_ms: f64) -> [ProfileTarget; 5] {
     [
         ("tok_s", "output_throughput", above(tok_s), None, &[], &[]),
         ("ttft", "ttft_ms.p50", below(ttft_ms), None, SINGLE, BATCH_1),
@@ -354,8 +356,20 @@ const fn hardware(tok_s: f64, ttft_ms: f64) -> [ProfileTarget; 4] {
             &[],
         ),
         ("memory", "peak_rss_pct", below(90.0), None, &[], &[]),
+        RETRIEVAL_P95,
     ]
 }
+
+/// The second suite's retrieval target: p95 < 20 ms at the operating
+/// point, one query at a time.
+const RETRIEVAL_P95: ProfileTarget = (
+    "retrieval_p95",
+    "operating_p95_ms",
+    below(20.0),
+    None,
+    RETRIEVAL,
+    BATCH_1,
+);
 
 /// The shipped profiles: name, where its figures come from, targets.
 pub const PROFILES: &[(&str, &str, &[ProfileTarget])] = &[
@@ -424,14 +438,7 @@ pub const PROFILES: &[(&str, &str, &[ProfileTarget])] = &[
     (
         "retrieval",
         "the second suite's retrieval target: p95 < 20 ms on 1M entries, top-10, 1000 queries, at recall@10 >= 0.95",
-        &[(
-            "p95",
-            "operating_p95_ms",
-            below(20.0),
-            None,
-            RETRIEVAL,
-            BATCH_1,
-        )],
+        &[RETRIEVAL_P95],
     ),
 ];
 

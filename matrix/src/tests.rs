@@ -1625,8 +1625,18 @@ fn targets_take_profiles_and_written_targets() {
     let m = ok(&with_targets("targets: cpu_only\n"));
     let t = m.targets.expect("targets");
     assert_eq!(t.profiles, ["cpu_only"]);
-    assert_eq!(t.targets.len(), 4);
+    assert_eq!(t.targets.len(), 5);
     assert!(t.targets.iter().all(|d| d.source == "cpu_only"));
+    // The seeds' retrieval target is in every hardware profile; a matrix
+    // without retrieval cells keeps it as not applicable, saying why.
+    let r = &t.targets[4];
+    assert_eq!(r.name, "cpu_only.retrieval_p95");
+    assert!(
+        r.not_applicable
+            .as_deref()
+            .is_some_and(|w| w.contains("leave no cell of this matrix")),
+        "{r:?}"
+    );
     let tok = &t.targets[0];
     assert_eq!(
         (tok.metric.as_str(), tok.target.min),

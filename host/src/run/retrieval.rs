@@ -60,7 +60,11 @@ impl IndexState {
 
 /// A data set cut to one cell's sizes, with its exact neighbours.
 struct Data {
-    base: Vectors,
+    /// Shared with the next cell's data when only its queries, k or
+    /// metric differ.
+    base: Arc<Vectors>,
+    /// [`base_key`] of `base`.
+    base_key: String,
     queries: Vectors,
     truth: Neighbours,
     /// `computed`, `cached` or `file`.
@@ -217,13 +221,21 @@ fn preflight<'a>(
     Ok((engine, params, def, metric))
 }
 
-/// What identifies a cell's data: the data set, its size and dimension,
-/// the queries, k and the metric (the ground truth depends on all).
+/// What identifies a cell's data: the base vectors, the queries, k and
+/// the metric (the ground truth depends on all).
 fn data_key(cell: &Cell, p: &RetrievalParams) -> String {
     format!(
-        "{}\n{}\n{}\n{}\n{}\n{}",
-        cell.model, p.index_size, p.dim, p.queries, p.k, p.metric
+        "{}\n{}\n{}\n{}",
+        base_key(cell, p),
+        p.queries,
+        p.k,
+        p.metric
     )
+}
+
+/// What identifies the base vectors: the data set, its size and dimension.
+fn base_key(cell: &Cell, p: &RetrievalParams) -> String {
+    format!("{}\n{}\n{}", cell.model, p.index_size, p.dim)
 }
 
 /// What identifies an index: the engine and its options, the data, its
@@ -249,17 +261,33 @@ fn ensure_data(
             return Ok(d.clone());
         }
     }
-    // Free the last data (and its index) first: at 1M vectors each holds
-    // gigabytes.
-    state.data = None;
-    state.index = None;
-    let data = Arc::new(load_data(def, p, metric).map_err(|e| (Status::Failed, e))?);
+    // Other queries, k or metric over the same base: the base vectors (and
+    // an index of them) are kept. Other base vectors: the last data and its
+    // index are freed first (at 1M vectors each holds gigabytes).
+    let bkey = base_key(cell, p);
+    let keep = state
+        .data
+        .take()
+        .map(|(_, d)| d)
+        .filter(|d| d.base_key == bkey)
+        .map(|d| d.base.clone());
+    if keep.is_none() {
+        state.index = None;
+    }
+    let data = Arc::new(load_data(def, p, metric, keep, bkey).map_err(|e| (Status::Failed, e))?);
     state.data = Some((key, data.clone()));
     Ok(data)
 }
 
 /// The data set's vectors at the cell's sizes and their exact neighbours.
-fn load_data(def: &VectorsDef, p: &RetrievalParams, metric: Metric) -> Result<Data, String> {
+/// `kept`: the cell's base vectors when an earlier cell loaded them.
+fn load_data(
+    def: &VectorsDef,
+    p: &RetrievalParams,
+    metric: Metric,
+    kept: Option<Arc<Vectors>>,
+    base_key: String,
+) -> Result<Data, String> {
     let threads = build_threads(p);
     let cache = engine_matrix_synthetic::cache_dir().join("retrieval");
     match &def.source {
@@ -274,7 +302,8 @@ fn load_data(def: &VectorsDef, p: &RetrievalParams, metric: Metric) -> Result<Da
                 spread: *spread as f32,
                 seed: *seed,
             };
-            let base = mix.generate(Set::Base, p.index_size as usize);
+            let base =
+                kept.unwrap_or_else(|| Arc::new(mix.generate(Set::Base, p.index_size as usize)));
             let queries = mix.generate(Set::Queries, p.queries as usize);
             let key = format!(
                 "{}-{}",
@@ -286,6 +315,7 @@ fn load_data(def: &VectorsDef, p: &RetrievalParams, metric: Metric) -> Result<Da
                     .map_err(|e| format!("ground truth: {e}"))?;
             Ok(Data {
                 base,
+                base_key,
                 queries,
                 truth,
                 truth_source: source_name(source),
@@ -297,7 +327,10 @@ fn load_data(def: &VectorsDef, p: &RetrievalParams, metric: Metric) -> Result<Da
             truth,
         } => {
             let limit = (p.index_size > 0).then_some(p.index_size as usize);
-            let base_v = formats::read_vectors(base, limit).map_err(|e| e.to_string())?;
+            let base_v = match kept {
+                Some(b) => b,
+                None => Arc::new(formats::read_vectors(base, limit).map_err(|e| e.to_string())?),
+            };
             if limit.is_some_and(|n| base_v.len() < n) {
                 return Err(format!(
                     "{}: {} vectors, fewer than the index_size of {}",
@@ -331,6 +364,7 @@ fn load_data(def: &VectorsDef, p: &RetrievalParams, metric: Metric) -> Result<Da
             };
             Ok(Data {
                 base: base_v,
+                base_key,
                 queries: queries_v,
                 truth: neighbours,
                 truth_source: source,
