@@ -97,24 +97,8 @@ pub fn value(
         let d = d
             .as_ref()
             .ok_or_else(|| format!("no {dist} samples (no completed request had one)"))?;
-        return Ok(match stat {
-            "mean" => d.mean,
-            "min" => d.min,
-            "p50" => d.p50,
-            "p90" => d.p90,
-            "p95" => d.p95,
-            "p99" => d.p99,
-            "p999" => d.p999,
-            "max" => d.max,
-            "std" => d.std,
-            _ => return Err(format!("unknown statistic {stat}")),
-        });
+        return statistic(d, stat);
     }
-    let peak = || {
-        memory
-            .and_then(|mem| mem.peak_rss_bytes.or(mem.sampled_peak_rss_bytes))
-            .ok_or("no peak RSS reading")
-    };
     let quality = || c.quality.as_ref().ok_or("no quality record");
     Ok(match metric {
         "output_throughput" => m.output_throughput,
@@ -139,13 +123,7 @@ pub fn value(
             }
             m.failed as f64 * 100.0 / m.requests as f64
         }
-        "peak_rss_gb" => peak()? as f64 / 1e9,
-        "peak_rss_pct" => {
-            if summary.system.memory_bytes == 0 {
-                return Err("the system's memory is unknown".into());
-            }
-            peak()? as f64 * 100.0 / summary.system.memory_bytes as f64
-        }
+        "peak_rss_gb" | "peak_rss_pct" => memory_value(metric, c, summary)?,
         "leak_mb_per_h" => {
             let leak = memory
                 .and_then(|mem| mem.leak.as_ref())
@@ -199,43 +177,53 @@ fn retrieval_value(
     r: &engine_matrix_results::retrieval::RetrievalMetrics,
     summary: &Summary,
 ) -> Result<f64, String> {
-    let stat = |d: &engine_matrix_stats::stats::Distribution, s: &str| -> Result<f64, String> {
-        Ok(match s {
-            "mean" => d.mean,
-            "min" => d.min,
-            "p50" => d.p50,
-            "p90" => d.p90,
-            "p95" => d.p95,
-            "p99" => d.p99,
-            "p999" => d.p999,
-            "max" => d.max,
-            "std" => d.std,
-            _ => return Err(format!("unknown statistic {s}")),
-        })
-    };
-    let peak = || {
-        c.memory
-            .as_ref()
-            .and_then(|mem| mem.peak_rss_bytes.or(mem.sampled_peak_rss_bytes))
-            .ok_or("no peak RSS reading")
-    };
+    if let Some(stat) = metric.strip_prefix("search_ms.") {
+        return statistic(&r.latency_ms, stat);
+    }
     Ok(match metric {
-        "search_ms.mean" | "search_ms.min" | "search_ms.p50" | "search_ms.p90"
-        | "search_ms.p95" | "search_ms.p99" | "search_ms.p999" | "search_ms.max"
-        | "search_ms.std" => stat(&r.latency_ms, &metric["search_ms.".len()..])?,
         "recall" => r.recall,
         "qps" => r.qps,
         "build_s" => r.build.seconds,
         "operating_p95_ms" => operating_p95(c, r, summary)?,
-        "peak_rss_gb" => peak()? as f64 / 1e9,
-        "peak_rss_pct" => {
-            if summary.system.memory_bytes == 0 {
-                return Err("the system's memory is unknown".into());
-            }
-            peak()? as f64 * 100.0 / summary.system.memory_bytes as f64
-        }
+        "peak_rss_gb" | "peak_rss_pct" => memory_value(metric, c, summary)?,
         other => return Err(format!("{other} is not measured on retrieval cells")),
     })
+}
+
+/// `stat` (`p95`, `mean`, ...) of a distribution.
+fn statistic(d: &engine_matrix_stats::stats::Distribution, stat: &str) -> Result<f64, String> {
+    Ok(match stat {
+        "mean" => d.mean,
+        "min" => d.min,
+        "p50" => d.p50,
+        "p90" => d.p90,
+        "p95" => d.p95,
+        "p99" => d.p99,
+        "p999" => d.p999,
+        "max" => d.max,
+        "std" => d.std,
+        _ => return Err(format!("unknown statistic {stat}")),
+    })
+}
+
+/// The cell's peak RSS: the kernel's mark, else the sampler's highest.
+fn peak_rss(c: &CellResult) -> Result<u64, String> {
+    c.memory
+        .as_ref()
+        .and_then(|mem| mem.peak_rss_bytes.or(mem.sampled_peak_rss_bytes))
+        .ok_or_else(|| "no peak RSS reading".to_string())
+}
+
+/// `peak_rss_gb` or `peak_rss_pct` (of the system's memory) of any cell.
+fn memory_value(metric: &str, c: &CellResult, summary: &Summary) -> Result<f64, String> {
+    let peak = peak_rss(c)? as f64;
+    if metric == "peak_rss_gb" {
+        return Ok(peak / 1e9);
+    }
+    if summary.system.memory_bytes == 0 {
+        return Err("the system's memory is unknown".into());
+    }
+    Ok(peak * 100.0 / summary.system.memory_bytes as f64)
 }
 
 /// `c`'s p95 when it is its engine's operating point: the fastest (QPS)
