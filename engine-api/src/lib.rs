@@ -38,6 +38,7 @@ pub mod caps;
 pub mod ffi;
 pub mod index;
 mod plugin;
+pub mod tunable;
 mod types;
 
 pub use abi_stable;

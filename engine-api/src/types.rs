@@ -25,6 +25,9 @@ pub struct EngineInfo {
     /// Free-form capability tags, e.g. `batching:continuous`, `score`,
     /// `sampling`.
     pub capabilities: RVec<RString>,
+    /// The options `engine-matrix tune` may search, as a JSON array (see
+    /// [`crate::tunable`]); empty when the engine declares none.
+    pub tunables: RString,
 }
 
 /// Why an engine call failed. `Unsupported` is special: the host records

@@ -94,5 +94,8 @@ pub fn info_json(info: &engine_api::EngineInfo) -> serde_json::Value {
         "dtypes": list(&info.dtypes),
         "quantizations": list(&info.quantizations),
         "capabilities": list(&info.capabilities),
+        "tunables": engine_api::tunable::parse(info.tunables.as_str())
+            .map(|t| serde_json::to_value(t).unwrap_or_default())
+            .unwrap_or_else(|e| serde_json::json!({"error": e})),
     })
 }

@@ -78,6 +78,11 @@ enum Command {
     /// Generate a continuation of a text prompt with one engine, printed
     /// as it arrives, then its token and timing figures.
     Generate(GenerateArgs),
+    /// Find one engine's best settings for one cell of a matrix: a
+    /// model-based search over the options the engine declares tunable,
+    /// then paired, interleaved validation against its defaults. Writes a
+    /// run folder with every trial, tune.json, tuned.yaml and the report.
+    Tune(TuneArgs),
     /// Serve one engine over an OpenAI-compatible HTTP API (streaming
     /// /v1/completions and /v1/chat/completions), to measure an engine over
     /// HTTP; prints `listening on http://ADDR` once bound.
@@ -203,6 +208,60 @@ struct CompareArgs {
     /// candidate's run folder, or the current folder for a saved baseline).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct TuneArgs {
+    /// The matrix (not with --resume).
+    #[arg(required_unless_present = "resume")]
+    matrix: Option<PathBuf>,
+    /// The engine to tune (default: the matrix's only engine).
+    #[arg(long, value_name = "ENGINE")]
+    engine: Option<String>,
+    /// The scenario whose cell is tuned (default: `tune: scenario`, or the
+    /// engine's only scenario).
+    #[arg(long, value_name = "NAME")]
+    scenario: Option<String>,
+    /// Part of the id of the one cell to tune, when the scenario has several.
+    #[arg(long, value_name = "TEXT")]
+    cell: Option<String>,
+    /// What to optimise: a target metric (output_throughput, ttft_ms.p95,
+    /// e2el_ms.p50, ...); default `tune: objective`, else output_throughput.
+    #[arg(long, value_name = "METRIC")]
+    objective: Option<String>,
+    /// A constraint such as 'ttft_ms.p99<500' (repeatable); a trial that
+    /// breaks one is infeasible.
+    #[arg(long = "constraint", value_name = "METRIC<VALUE")]
+    constraints: Vec<String>,
+    /// Search budget: N trials (`40trials`) or a time (`20m`); default
+    /// `tune: budget`, else 20trials.
+    #[arg(long, value_name = "BUDGET")]
+    budget: Option<String>,
+    /// The run folder (default reports/tune-ENGINE-STAMP).
+    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+    out: Option<PathBuf>,
+    /// Continue an interrupted tuning in DIR: its trials are kept.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["matrix", "engine", "scenario", "cell", "objective", "constraints", "budget", "quick"])]
+    resume: Option<PathBuf>,
+    /// Tune the scenario's `quick:` cell.
+    #[arg(long)]
+    quick: bool,
+    /// The search's seed.
+    #[arg(long, default_value_t = 0x7E57)]
+    seed: u64,
+    /// Smallest improvement that counts, in percent, at the validation
+    /// interval's conservative end.
+    #[arg(long, default_value_t = 2.0, value_name = "PERCENT")]
+    noise: f64,
+    /// Longest a trial may take, model load included.
+    #[arg(long, default_value_t = 600.0, value_name = "SECONDS")]
+    cell_timeout: f64,
+    /// Run trials in this process (no protection from crashes).
+    #[arg(long)]
+    in_process: bool,
+    /// Skip the roofline calibration.
+    #[arg(long)]
+    no_calibrate: bool,
 }
 
 #[derive(Args)]
@@ -339,6 +398,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Compare(args) => compare_command(args),
         Command::Engines { json } => engines(&dir, json, cli.verbose),
         Command::Serve(args) => serve_command(args, dir),
+        Command::Tune(args) => tune_command(args, dir),
         Command::Generate(args) => generate_command(args, dir),
         Command::Validate { matrix } => validate(&matrix, &dir),
         Command::Presets { dir } => presets(&dir),
@@ -360,6 +420,79 @@ fn run(cli: Cli) -> Result<ExitCode> {
             model_import(&file, &dtype, out)
         }
     }
+}
+
+/// `tune`: the search, then what it found.
+fn tune_command(a: TuneArgs, plugin_dir: PathBuf) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    if !(a.noise.is_finite() && (0.0..100.0).contains(&a.noise)) {
+        anyhow::bail!("--noise {}: a percentage in [0, 100)", a.noise);
+    }
+    let isolation = if a.in_process {
+        runner::Isolation::InProcess
+    } else {
+        runner::Isolation::Workers(
+            std::env::current_exe().context("cannot locate the engine-matrix executable")?,
+        )
+    };
+    let opts = engine_matrix::run::tune::TuneOptions {
+        matrix: a.matrix,
+        resume: a.resume,
+        engine: a.engine,
+        scenario: a.scenario,
+        cell: a.cell,
+        objective: a.objective,
+        constraints: a.constraints,
+        budget: a.budget,
+        out: a.out,
+        quick: a.quick,
+        seed: a.seed,
+        noise: a.noise / 100.0,
+        plugin_dir,
+        isolation,
+        cell_timeout: Some(Duration::from_secs_f64(a.cell_timeout.max(0.001))),
+        calibrate: !a.no_calibrate,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let report = engine_matrix::run::tune::tune(&opts)?;
+    let o = &report.file.outcomes;
+    let r = &report.file.request;
+    let search = o
+        .trials
+        .iter()
+        .filter(|t| t.step.phase != engine_matrix_tune::Phase::Validate)
+        .count();
+    println!(
+        "tuned {} on {} for {} ({}): {} search trials of a {}-point grid, {} validation cells",
+        r.engine,
+        r.cell,
+        r.objective,
+        if r.higher_is_better {
+            "higher is better"
+        } else {
+            "lower is better"
+        },
+        search,
+        o.grid_size,
+        o.trials.len() - search
+    );
+    if let Some(c) = &o.convergence {
+        println!(
+            "converged: within {:.0}% of the search's best ({:.3}) after {} trials, {:.0} s",
+            c.tolerance * 100.0,
+            c.best,
+            c.trials,
+            c.seconds
+        );
+    }
+    println!("{}", o.verdict);
+    println!("\n{}", report.file.snippet);
+    println!("run folder: {}", report.dir.display());
+    Ok(if o.stopped.is_some() {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// `model import`: a GGUF file becomes a Hugging Face folder.
@@ -806,6 +939,7 @@ fn validate(matrix: &std::path::Path, dir: &std::path::Path) -> Result<ExitCode>
             ));
         }
     }
+    errors.extend(engine_matrix::run::tune::check_spaces(&m, dir));
     if !errors.is_empty() {
         for e in &errors {
             eprintln!("error: {e}");
@@ -986,6 +1120,27 @@ fn engines(dir: &std::path::Path, json: bool, verbose: bool) -> Result<ExitCode>
                         join(&i.quantizations)
                     );
                     println!("  capabilities: {}", join(&i.capabilities));
+                    match engine_api::tunable::parse(i.tunables.as_str()) {
+                        Ok(t) if t.is_empty() => {}
+                        Ok(t) => println!(
+                            "  tunable: {}",
+                            t.iter()
+                                .map(|t| format!(
+                                    "{} {} (default {}){}",
+                                    t.name,
+                                    engine_matrix_tune::space::describe(&t.domain),
+                                    t.default,
+                                    if t.changes_output {
+                                        " [changes output]"
+                                    } else {
+                                        ""
+                                    }
+                                ))
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        ),
+                        Err(e) => println!("  tunable: invalid declaration: {e}"),
+                    }
                 }
                 rows.push(serde_json::json!({"plugin": f.name, "path": f.path, "info": info}));
             }

@@ -146,6 +146,7 @@ pub mod presets;
 pub mod pressure;
 pub mod retrieval;
 pub mod targets;
+pub mod tune;
 mod yaml;
 
 use engine_api::BatchPolicy;
@@ -384,6 +385,8 @@ pub struct Matrix {
     pub quality: Option<QualityDef>,
     /// The levels the run is graded against (see [`targets`]).
     pub targets: Option<targets::TargetsDef>,
+    /// What `engine-matrix tune` searches (see [`tune`]).
+    pub tune: Option<tune::TuneDef>,
     pub models: Vec<ModelDef>,
     /// The retrieval data sets (`vectors:`).
     pub vectors: Vec<retrieval::VectorsDef>,
@@ -756,7 +759,7 @@ pub(crate) fn check_name(at: &At<'_>, s: &str) -> Result<(), MatrixError> {
 /// checked before anything is expanded.
 pub const MAX_CELLS: usize = 100_000;
 
-const TOP_KEYS: [&str; 9] = [
+const TOP_KEYS: [&str; 10] = [
     "name",
     "description",
     "baseline",
@@ -766,6 +769,7 @@ const TOP_KEYS: [&str; 9] = [
     "vectors",
     "engines",
     "scenarios",
+    "tune",
 ];
 const QUALITY_KEYS: [&str; 5] = ["reference", "tokens", "quick_tokens", "context", "path"];
 
@@ -1080,9 +1084,14 @@ impl Matrix {
                 )
             })
             .transpose()?;
+        let tune = top
+            .opt("tune")
+            .map(|t| tune::parse(t, &engines, &scenarios))
+            .transpose()?;
         Ok(Matrix {
             path: path.to_path_buf(),
             name,
+            tune,
             description,
             baseline,
             quality,

@@ -668,7 +668,7 @@ fn unknown_top_level_key() {
     assert_eq!(field, "colour");
     assert_eq!(
         msg,
-        "unknown key `colour` (allowed: name, description, baseline, quality, targets, models, vectors, engines, scenarios)"
+        "unknown key `colour` (allowed: name, description, baseline, quality, targets, models, vectors, engines, scenarios, tune)"
     );
 }
 

@@ -82,6 +82,8 @@ pub struct Inputs<'a> {
     pub chart_error: Option<&'a str>,
     pub colors: &'a Colors,
     pub matrix_text: Option<&'a str>,
+    /// The run's `tune.json`, when it is a `tune` run.
+    pub tuning: Option<&'a engine_matrix_results::tune::TuneFile>,
 }
 
 pub fn html(i: &Inputs) -> String {
@@ -127,6 +129,9 @@ pub fn html(i: &Inputs) -> String {
         }
     );
     summary_section(&mut o, i);
+    if let Some(t) = i.tuning {
+        tuning_section(&mut o, t);
+    }
     targets_section(&mut o, i);
     charts_section(&mut o, i);
     results_section(&mut o, &llm);
@@ -300,6 +305,20 @@ fn results_section(o: &mut String, i: &Inputs) {
     if scenario.is_some() {
         o.push_str("</tbody></table>\n");
     }
+}
+
+/// A `tune` run: what was found, the validation and every trial.
+fn tuning_section(o: &mut String, t: &engine_matrix_results::tune::TuneFile) {
+    let _ = writeln!(o, "<h2 id=\"tuning\">Tuning</h2>");
+    for l in super::tune::lines(t) {
+        let l = esc(&l).replace("**Verdict:**", "<b>Verdict:</b>");
+        let _ = writeln!(o, "<p>{l}</p>");
+    }
+    let _ = writeln!(o, "<pre>{}</pre>", esc(&t.snippet));
+    let _ = writeln!(o, "<h3>Validation (paired, interleaved rounds)</h3>");
+    table_html(o, &super::tune::validation(t));
+    let _ = writeln!(o, "<h3>Trials</h3>");
+    table_html(o, &super::tune::trials(t));
 }
 
 /// Per retrieval scenario and data set: what was searched, the cells, the

@@ -29,6 +29,7 @@ mod serving;
 mod table;
 mod targets;
 pub mod trend;
+pub mod tune;
 mod workload;
 
 pub use markdown::markdown;
@@ -127,7 +128,12 @@ pub fn write_summary(summary: &Summary, dir: &Path) -> Result<Written> {
     let mut files = Vec::new();
     let mut rendered = Vec::new();
     let mut chart_error = None;
-    for chart in figures::all(summary, &groups) {
+    let tuning = tune::read(dir);
+    let tune_charts = tuning.as_ref().map(tune::charts).unwrap_or_default();
+    for chart in tune_charts
+        .into_iter()
+        .chain(figures::all(summary, &groups))
+    {
         match charts::render(&chart, &chart_dir) {
             Ok(r) => {
                 files.push(r.svg_path.clone());
@@ -139,7 +145,10 @@ pub fn write_summary(summary: &Summary, dir: &Path) -> Result<Written> {
             }
         }
     }
-    let md = markdown(summary);
+    let mut md = markdown(summary);
+    if let Some(t) = &tuning {
+        md.push_str(&tune::markdown(t));
+    }
     let out = |name: &str, text: &str, files: &mut Vec<PathBuf>| -> Result<()> {
         let p = dir.join(name);
         io(&p, std::fs::write(&p, text))?;
@@ -157,6 +166,7 @@ pub fn write_summary(summary: &Summary, dir: &Path) -> Result<Written> {
         chart_error: chart_error.as_deref(),
         colors: &colors,
         matrix_text: matrix_text.as_deref(),
+        tuning: tuning.as_ref(),
     });
     out("report.html", &page, &mut files)?;
     Ok(Written {

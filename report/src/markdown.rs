@@ -238,7 +238,7 @@ pub fn markdown(summary: &Summary) -> String {
     out
 }
 
-fn table_markdown(out: &mut String, t: &super::table::Table) {
+pub(crate) fn table_markdown(out: &mut String, t: &super::table::Table) {
     let _ = writeln!(out, "| {} |", t.headers.join(" | "));
     let _ = writeln!(
         out,

@@ -35,6 +35,7 @@ pub mod server_metrics;
 pub mod shape;
 pub mod targets;
 pub mod telemetry;
+pub mod tune;
 
 pub use cell::{
     CellResult, GpuRecord, IterationSpan, MemoryRecord, PressureRecord, RawRequest, ResultLine,

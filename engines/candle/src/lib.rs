@@ -213,6 +213,36 @@ fn dtype_name(d: DType) -> &'static str {
     }
 }
 
+/// What `tune` may search: the kit's options, the kernel set, and (only
+/// when a matrix asks, as they change the output) dtype and quantization.
+fn tunables() -> Vec<engine_api::tunable::Tunable> {
+    use engine_api::tunable::Tunable;
+    let mut t = engine_kit::tunables();
+    t.push(Tunable::choice(
+        "kernels",
+        &["fused", "stock"],
+        "fused",
+        "this crate's fused CPU kernels or candle's stock ops",
+    ));
+    let dtypes: Vec<&str> = [DType::F32, DType::F16, DType::BF16]
+        .into_iter()
+        .filter(|d| probe_dtype(*d, &Device::Cpu).is_ok())
+        .map(dtype_name)
+        .collect();
+    t.push(Tunable::choice("dtype", &dtypes, "f32", "compute dtype").changing_output());
+    t.push(
+        // `gguf` (the file's own types) is no choice for a folder model.
+        Tunable::choice(
+            "quantization",
+            &quant::NAMES[..5],
+            "none",
+            "weight quantization",
+        )
+        .changing_output(),
+    );
+    t
+}
+
 impl Engine for CandleEngine {
     fn info(&self) -> EngineInfo {
         let mut devices = vec!["cpu".to_string()];
@@ -238,6 +268,7 @@ impl Engine for CandleEngine {
             dtypes: dtypes.collect(),
             quantizations: quant::NAMES.iter().map(|&q| q.into()).collect(),
             capabilities: engine_kit::capabilities(&tags),
+            tunables: engine_api::tunable::to_json(&tunables()),
         }
     }
 

@@ -143,6 +143,13 @@ impl Engine for ExampleEngine {
             dtypes: list(&["f32"]),
             quantizations: list(&["none"]),
             capabilities: engine_kit::capabilities(&[]),
+            // The kit's scheduler options (the toy ignores `threads`).
+            tunables: engine_api::tunable::to_json(
+                &engine_kit::tunables()
+                    .into_iter()
+                    .filter(|t| t.name != "threads")
+                    .collect::<Vec<_>>(),
+            ),
         }
     }
 

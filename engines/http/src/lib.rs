@@ -250,6 +250,8 @@ impl Engine for HttpEngine {
             dtypes: s(&["f32", "f16", "bf16"]),
             quantizations: s(&["none"]),
             capabilities: s(&[caps::BATCHING_SERVER, caps::STREAMING, caps::SAMPLING]),
+            // The server's own settings are its launch command's business.
+            tunables: Default::default(),
         }
     }
 

@@ -119,6 +119,36 @@ pub fn threads(engine: &str, option: Option<usize>) -> Result<usize, EngineError
     }
 }
 
+/// The tunables of every engine built on the kit (see
+/// [`engine_api::tunable`]): `threads` (1 to the cores available, default
+/// all of them), the scheduler's `max_batch` and `batch_policy`, and the
+/// prefix cache; an engine appends its own.
+pub fn tunables() -> Vec<engine_api::tunable::Tunable> {
+    use engine_api::tunable::Tunable;
+    let cores = available_cores() as i64;
+    vec![
+        Tunable::int("threads", 1, cores, cores, "compute threads of the model"),
+        Tunable::log_int(
+            "max_batch",
+            1,
+            256,
+            16,
+            "most sequences decoded together (the cell's value is the default)",
+        ),
+        Tunable::choice(
+            "batch_policy",
+            &["none", "static", "continuous"],
+            "continuous",
+            "how the scheduler forms batches (the cell's value is the default)",
+        ),
+        Tunable::bool(
+            "prefix_cache",
+            false,
+            "keep prompt prefixes' KV for later requests",
+        ),
+    ]
+}
+
 /// The capability tags of every engine built on the kit (its three
 /// batching policies, `score` and sampling), followed by the engine's own
 /// `extra` tags, ready for [`engine_api::EngineInfo::capabilities`].

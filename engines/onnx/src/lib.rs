@@ -125,6 +125,37 @@ pub const ARCHITECTURES: [&str; 4] = ["gpt2", "llama", "qwen2", "mistral"];
 #[derive(Debug, Default, Clone, Copy)]
 pub struct OnnxEngine;
 
+/// What `tune` may search: the kit's options and ONNX Runtime's session
+/// options that change its speed.
+fn tunables() -> Vec<engine_api::tunable::Tunable> {
+    use engine_api::tunable::Tunable;
+    let mut t = engine_kit::tunables();
+    t.push(Tunable::int(
+        "inter_op_threads",
+        1,
+        engine_kit::available_cores() as i64,
+        1,
+        "threads running independent nodes (parallel_execution only)",
+    ));
+    t.push(Tunable::bool(
+        "parallel_execution",
+        false,
+        "ORT's parallel executor",
+    ));
+    t.push(Tunable::bool(
+        "spinning",
+        true,
+        "idle intra-op threads spin",
+    ));
+    t.push(Tunable::choice(
+        "optimization",
+        &["disable", "basic", "extended", "layout", "all"],
+        "all",
+        "graph optimization level",
+    ));
+    t
+}
+
 impl Engine for OnnxEngine {
     fn info(&self) -> EngineInfo {
         let runtime = match runtime::describe() {
@@ -140,6 +171,7 @@ impl Engine for OnnxEngine {
             dtypes: vec!["f32".into()].into(),
             quantizations: vec!["none".into()].into(),
             capabilities: engine_kit::capabilities(&tags),
+            tunables: engine_api::tunable::to_json(&tunables()),
         }
     }
 

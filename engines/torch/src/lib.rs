@@ -266,6 +266,31 @@ fn probe_here(kind: Kind, dev: Device) -> Result<(), String> {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TorchEngine;
 
+/// What `tune` may search: the kit's options, the matmul kernel, and
+/// (only when a matrix asks, as they change the output) dtype and
+/// quantization.
+fn tunables() -> Vec<engine_api::tunable::Tunable> {
+    use engine_api::tunable::Tunable;
+    let mut t = engine_kit::tunables();
+    t.push(Tunable::choice(
+        "matmul",
+        &["auto", "onednn", "addmm"],
+        "auto",
+        "the f32 CPU matmul kernel",
+    ));
+    let dtypes: Vec<&str> = [Kind::Float, Kind::Half, Kind::BFloat16]
+        .into_iter()
+        .filter(|k| probe(*k, Device::Cpu).is_ok())
+        .map(dtype_name)
+        .collect();
+    t.push(Tunable::choice("dtype", &dtypes, "f32", "compute dtype").changing_output());
+    let quants: Vec<&str> = std::iter::once("none").chain(QUANTIZATIONS).collect();
+    t.push(
+        Tunable::choice("quantization", &quants, "none", "weight quantization").changing_output(),
+    );
+    t
+}
+
 impl Engine for TorchEngine {
     fn info(&self) -> EngineInfo {
         let mut devices = vec!["cpu".to_string()];
@@ -288,6 +313,7 @@ impl Engine for TorchEngine {
                 .map(Into::into)
                 .collect(),
             capabilities: engine_kit::capabilities(&[]),
+            tunables: engine_api::tunable::to_json(&tunables()),
         }
     }
 

@@ -2,11 +2,12 @@
 //! over cells, the run folder), [`worker`] (one process per engine, so a
 //! crashing engine costs its own cells only), [`cell`] (one cell: load,
 //! measure, classify), [`retrieval`] (one retrieval cell: data, index,
-//! searches) and [`launch`] (servers the harness starts for `launch:`
-//! engines).
+//! searches), [`launch`] (servers the harness starts for `launch:`
+//! engines) and [`tune`] (the `tune` command: trials as cells).
 
 pub mod cell;
 pub mod launch;
 pub mod retrieval;
 pub mod runner;
+pub mod tune;
 pub mod worker;

@@ -86,7 +86,7 @@ extern "C" fn on_sigint(_: libc::c_int) {
 }
 
 /// Ctrl-C sets a flag the run checks (a second one exits at once).
-fn install_interrupt_handler() {
+pub(crate) fn install_interrupt_handler() {
     INTERRUPTED.store(false, Ordering::SeqCst);
     // SAFETY: installs a handler that only touches an atomic or _exits.
     unsafe {
@@ -99,7 +99,7 @@ pub fn interrupted() -> bool {
 }
 
 /// Where the cells go: worker processes or this process.
-enum Executor {
+pub(crate) enum Executor {
     Workers {
         exe: PathBuf,
         plugin_dir: PathBuf,
@@ -120,14 +120,14 @@ enum Executor {
 }
 
 /// What running a cell gave.
-enum Ran {
+pub(crate) enum Ran {
     Line(Box<ResultLine>),
     /// Stopped by Ctrl-C or the run timeout before the cell finished.
     Stopped,
 }
 
 impl Executor {
-    fn new(
+    pub(crate) fn new(
         isolation: &Isolation,
         plugin_dir: &Path,
         run_dir: &Path,
@@ -161,7 +161,7 @@ impl Executor {
     }
 
     /// The engine's record (once known) and the loader's long report.
-    fn record(&self, engine: &str) -> Option<(EngineRecord, Option<String>)> {
+    pub(crate) fn record(&self, engine: &str) -> Option<(EngineRecord, Option<String>)> {
         match self {
             Executor::Workers { hellos, .. } => hellos.get(engine).cloned(),
             Executor::InProcess { slots, .. } => slots
@@ -184,7 +184,7 @@ impl Executor {
         }
     }
 
-    fn run(
+    pub(crate) fn run(
         &mut self,
         def: &EngineDef,
         job: Job,
@@ -327,7 +327,24 @@ impl Executor {
         }
     }
 
-    fn shutdown(self) {
+    /// Ends `engine`'s worker (or frees the in-process engine): its next
+    /// cell starts a fresh one. `tune` does this after every trial, since
+    /// each trial loads the engine with other options.
+    pub(crate) fn close(&mut self, engine: &str) {
+        match self {
+            Executor::Workers { workers, .. } => {
+                if let Some(w) = workers.remove(engine) {
+                    w.close();
+                }
+            }
+            Executor::InProcess { slots, state, .. } => {
+                state.unload();
+                slots.remove(engine);
+            }
+        }
+    }
+
+    pub(crate) fn shutdown(self) {
         if let Executor::Workers { workers, .. } = self {
             for (_, w) in workers {
                 w.close();
@@ -454,11 +471,16 @@ fn ordered_cells(matrix: &Matrix, quick: bool, only: &[String]) -> Vec<Cell> {
 /// engine loads so that nothing competes with the measurement; `None`
 /// when not asked for or when calibration fails (with a warning).
 fn calibration(opts: &RunOptions) -> Option<crate::roofline::Limits> {
-    if !opts.calibrate {
+    calibrate(opts.calibrate, opts.progress)
+}
+
+/// [`calibration`] from its two settings.
+pub(crate) fn calibrate(calibrate: bool, progress: bool) -> Option<crate::roofline::Limits> {
+    if !calibrate {
         return None;
     }
     let dir = crate::roofline::default_dir();
-    if !crate::roofline::cache_path(&dir).is_file() && opts.progress {
+    if !crate::roofline::cache_path(&dir).is_file() && progress {
         eprintln!("calibrating this machine's memory bandwidth and matmul peak (once, cached)...");
     }
     match crate::roofline::cached(&dir) {
@@ -473,7 +495,7 @@ fn calibration(opts: &RunOptions) -> Option<crate::roofline::Limits> {
 /// The idle draw, measured once before any engine runs and subtracted
 /// from every cell's energy, and why energy or GPU figures will read
 /// `n/a` on this host.
-fn idle_energy() -> (Option<crate::telemetry::Power>, Vec<String>) {
+pub(crate) fn idle_energy() -> (Option<crate::telemetry::Power>, Vec<String>) {
     let gpu = crate::telemetry::gpu::shared();
     let idle_power = crate::telemetry::EnergyMeter::start(gpu.clone())
         .and_then(|_| crate::telemetry::idle_baseline(Duration::from_secs(1), gpu.clone()));
@@ -490,7 +512,7 @@ fn idle_energy() -> (Option<crate::telemetry::Power>, Vec<String>) {
 /// The models the cells use, resolved (a model that cannot be resolved
 /// fails its cells, with the error naming `models[i]`'s line), and their
 /// records.
-fn resolve_models(
+pub(crate) fn resolve_models(
     matrix: &Matrix,
     cells: &[Cell],
 ) -> (
@@ -599,7 +621,7 @@ fn resolve_rate(cell: &Cell, done: &[crate::output::CellResult]) -> (Cell, Optio
 
 /// The time a cell may take and the flag that set it: `--cell-timeout`,
 /// or what is left of `--run-timeout` when that is shorter.
-fn cell_limit(
+pub(crate) fn cell_limit(
     cell_timeout: Option<Duration>,
     deadline: Option<Instant>,
 ) -> Option<(Duration, &'static str)> {
@@ -628,7 +650,11 @@ fn note_dead_server(line: &mut ResultLine, died: String) {
 /// Writes the final summary, then the report (a report that cannot be
 /// written is a warning: the results are saved, and `engine-matrix report
 /// DIR` can try again).
-fn finish(dir: &mut RunDir, mut summary: Summary, stopped: Option<String>) -> Result<RunReport> {
+pub(crate) fn finish(
+    dir: &mut RunDir,
+    mut summary: Summary,
+    stopped: Option<String>,
+) -> Result<RunReport> {
     summary.finished_at = Some(utc_now());
     summary.complete = stopped.is_none();
     summary.stopped = stopped;

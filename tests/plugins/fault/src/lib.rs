@@ -34,6 +34,11 @@
 //! | `after_steps` | integer >= 0 | `0` | the fault strikes on every `prefill` (`at: prefill`) or `decode` (`at: decode`, and `leak`) call once this many calls of that kind have succeeded on this loaded model; ignored for `at: load`, `none`, `wrong_count`, `out_of_vocab` |
 //! | `leak_mb_per_step` | number >= 0 | `1.0` | MiB leaked per decode step by `leak` |
 //! | `step_ms` | number >= 0 | `0` | every prefill and decode call sleeps this long: a service time that does not depend on the CPU (queueing tests) |
+//! | `speed_test` | bool | `false` | turns on the tuner's test function below; without it `knob` and `gear` do nothing and a step takes `step_ms` |
+//! | `knob` | integer 0..=15 | `0` | the tuner's test function: the step time is multiplied by `1 + 0.04 (knob - 11)²` |
+//! | `gear` | `low`, `mid`, `high` | `low` | ... and by 1.6, 1.0 or 1.25: the optimum is `knob: 11, gear: mid` (see [`speed_factor`]) |
+//! | `noise` | number in 0..1 | `0` | each step's time is further multiplied by `1 + noise * u`, `u` uniform in [-1, 1] (seeded by `noise_seed`, default 0, and the load count) |
+//! | `noise_seed` | integer | `0` | see `noise` |
 //! | `threads` | anything | — | accepted and ignored (the host passes it to every engine) |
 //!
 //! Any other key, a `fault` or `at` outside its values, or a negative / non
@@ -222,6 +227,11 @@ struct RawOptions {
     after_steps: Option<u64>,
     leak_mb_per_step: Option<f64>,
     step_ms: Option<f64>,
+    speed_test: Option<bool>,
+    knob: Option<i64>,
+    gear: Option<String>,
+    noise: Option<f64>,
+    noise_seed: Option<u64>,
     #[allow(dead_code)] // accepted and ignored
     threads: Option<serde::de::IgnoredAny>,
 }
@@ -234,6 +244,27 @@ pub struct FaultOptions {
     pub after_steps: u64,
     pub leak_mb_per_step: f64,
     pub step_ms: f64,
+    /// `step_ms` times [`speed_factor`] (with `speed_test`): the service
+    /// time of a step.
+    pub speed_test: bool,
+    pub knob: i64,
+    pub gear: &'static str,
+    pub noise: f64,
+    pub noise_seed: u64,
+}
+
+/// The gears of the `gear` option.
+pub const GEARS: [&str; 3] = ["low", "mid", "high"];
+
+/// How much slower than its best a step runs with `knob` and `gear`: 1.0
+/// at `knob: 11, gear: mid`, the optimum the tuner's tests look for.
+pub fn speed_factor(knob: i64, gear: &str) -> f64 {
+    let g = match gear {
+        "mid" => 1.0,
+        "high" => 1.25,
+        _ => 1.6,
+    };
+    (1.0 + 0.04 * ((knob - 11) as f64).powi(2)) * g
 }
 
 impl Default for FaultOptions {
@@ -244,6 +275,11 @@ impl Default for FaultOptions {
             after_steps: 0,
             leak_mb_per_step: 1.0,
             step_ms: 0.0,
+            speed_test: false,
+            knob: 0,
+            gear: "low",
+            noise: 0.0,
+            noise_seed: 0,
         }
     }
 }
@@ -296,12 +332,30 @@ impl FaultOptions {
                 "{NAME} options: step_ms must be a finite number >= 0, not {step_ms}"
             )));
         }
+        let knob = raw.knob.unwrap_or(d.knob);
+        if !(0..=15).contains(&knob) {
+            return Err(EngineError::invalid_argument(format!(
+                "{NAME} options: knob must be in 0..=15, not {knob}"
+            )));
+        }
+        let gear = one_of("gear", raw.gear.as_deref(), &GEARS, |g| g, d.gear)?;
+        let noise = raw.noise.unwrap_or(d.noise);
+        if !(0.0..1.0).contains(&noise) {
+            return Err(EngineError::invalid_argument(format!(
+                "{NAME} options: noise must be in [0, 1), not {noise}"
+            )));
+        }
         Ok(FaultOptions {
             fault,
             at,
             after_steps: raw.after_steps.unwrap_or(d.after_steps),
             leak_mb_per_step,
             step_ms,
+            speed_test: raw.speed_test.unwrap_or(d.speed_test),
+            knob,
+            gear,
+            noise,
+            noise_seed: raw.noise_seed.unwrap_or(d.noise_seed),
         })
     }
 }
@@ -331,6 +385,9 @@ pub fn leaked_bytes() -> u64 {
 }
 
 static LEAKED: AtomicU64 = AtomicU64::new(0);
+
+/// Models loaded in this process (varies the noise between loads).
+static LOADS: AtomicU64 = AtomicU64::new(0);
 
 /// Allocates `bytes`, writes every byte (so every page is resident) and
 /// leaks it.
@@ -389,6 +446,8 @@ pub struct FaultBackend {
     options: FaultOptions,
     prefill_calls: u64,
     decode_calls: u64,
+    /// The noise's generator state.
+    rng: u64,
 }
 
 impl FaultBackend {
@@ -402,7 +461,32 @@ impl FaultBackend {
             options,
             prefill_calls: 0,
             decode_calls: 0,
+            rng: options.noise_seed
+                ^ LOADS
+                    .fetch_add(1, Ordering::Relaxed)
+                    .wrapping_mul(0x9E37_79B9),
         })
+    }
+
+    /// Sleeps one step's service time: `step_ms`, times [`speed_factor`]
+    /// with `speed_test`, times the noise.
+    fn step_pause(&mut self) {
+        let o = self.options;
+        let mut ms = o.step_ms;
+        if o.speed_test {
+            ms *= speed_factor(o.knob, o.gear);
+        }
+        if o.noise > 0.0 {
+            // splitmix64, then a uniform in [-1, 1].
+            self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.rng;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            let u = (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+            ms *= 1.0 + o.noise * u;
+        }
+        pause(ms);
     }
 
     fn rows(&self, lasts: impl ExactSizeIterator<Item = u32>, logits: &mut Vec<f32>) {
@@ -435,8 +519,8 @@ impl Backend for FaultBackend {
     ) -> Result<(), EngineError> {
         let call = self.prefill_calls;
         self.prefill_calls += 1;
+        self.step_pause();
         let o = self.options;
-        pause(o.step_ms);
         if o.at == At::Prefill && call >= o.after_steps {
             strike(o.fault, At::Prefill);
         }
@@ -448,8 +532,8 @@ impl Backend for FaultBackend {
     fn decode(&mut self, seqs: &[(SeqId, u32)], logits: &mut Vec<f32>) -> Result<(), EngineError> {
         let call = self.decode_calls;
         self.decode_calls += 1;
+        self.step_pause();
         let o = self.options;
-        pause(o.step_ms);
         if call >= o.after_steps {
             if o.at == At::Decode {
                 strike(o.fault, At::Decode);
@@ -567,6 +651,16 @@ impl Engine for FaultEngine {
             dtypes: list(&["f32"]),
             quantizations: list(&["none"]),
             capabilities: engine_kit::capabilities(&[]),
+            // The tuner's test function (see speed_factor).
+            tunables: engine_api::tunable::to_json(&[
+                engine_api::tunable::Tunable::int("knob", 0, 15, 0, "the test function's integer"),
+                engine_api::tunable::Tunable::choice(
+                    "gear",
+                    &GEARS,
+                    "low",
+                    "the test function's choice",
+                ),
+            ]),
         }
     }
 

@@ -16,6 +16,7 @@ impl Engine for Panicky {
             dtypes: vec!["f32".into()].into(),
             quantizations: vec!["none".into()].into(),
             capabilities: Default::default(),
+            tunables: Default::default(),
         }
     }
 
