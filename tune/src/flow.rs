@@ -415,10 +415,18 @@ fn pick(
             ),
         ),
         None => {
+            // The best point estimate, whatever its interval.
+            let point = |c: &Change| {
+                if s.higher_is_better {
+                    c.ratio.point
+                } else {
+                    -c.ratio.point
+                }
+            };
             let closest = finalists
                 .iter()
                 .filter_map(|f| Some((f, f.change?)))
-                .reduce(|a, b| if score(&b.1) > score(&a.1) { b } else { a });
+                .reduce(|a, b| if point(&b.1) > point(&a.1) { b } else { a });
             let detail = match closest {
                 Some((f, c)) => format!(
                     "; the closest, {}, was {:+.1}% ({:+.1}% to {:+.1}%)",
