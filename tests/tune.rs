@@ -140,16 +140,28 @@ fn tune_finds_the_fast_settings_and_its_snippet_runs() {
         "{stdout}"
     );
 
-    // The snippet is an `engines:` entry: paste it beside the defaults.
-    let snippet = std::fs::read_to_string(dir.join("tuned.yaml")).unwrap();
+    // tuned.yaml holds what differs from the defaults, for `run --tuned`
+    // (here beside the defaults: `--settings both`).
+    let tuned = std::fs::read_to_string(dir.join("tuned.yaml")).unwrap();
     assert!(
-        snippet.contains("- name: fault-tuned\n  plugin: fault\n"),
-        "{snippet}"
+        tuned.contains("engine: \"fault\"\nplugin: \"fault\"\n") && tuned.contains("\"knob\":"),
+        "{tuned}"
     );
-    let indented: String = snippet.lines().map(|l| format!("  {l}\n")).collect();
-    let both = yaml.replace("scenarios:\n", &format!("{indented}scenarios:\n"));
-    let (run_dir, o) = run_yaml(tmp.path(), &both, &["--no-calibrate"], plugins.path());
-    assert_eq!(o.status.code(), Some(0), "{}\n{both}", text(&o.stderr));
+    let dir_arg = dir.to_str().unwrap();
+    let (run_dir, o) = run_yaml(
+        tmp.path(),
+        &yaml,
+        &["--no-calibrate", "--tuned", dir_arg, "--settings", "both"],
+        plugins.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    assert!(
+        md.contains("## Tuned settings")
+            && md.contains("| fault-tuned | gear=")
+            && md.contains(" knob="),
+        "{md}"
+    );
     let cells = summary_cells(&run_dir);
     let tput = |e: &str| {
         cells
@@ -164,6 +176,40 @@ fn tune_finds_the_fast_settings_and_its_snippet_runs() {
         tput("fault-tuned"),
         tput("fault")
     );
+    // The same through the matrix: `tuned:` under the engine runs it at
+    // the tuned settings under its own name (`settings: tuned`, the
+    // default), and `settings: default` ignores them.
+    let in_matrix = yaml.replace(
+        "noise: 0.03}}",
+        &format!(
+            "noise: 0.03}}, tuned: {}}}",
+            serde_json::Value::from(dir_arg)
+        ),
+    );
+    let tmp2 = TempDir::new("tune-tuned");
+    let (tuned_dir, o) = run_yaml(tmp2.path(), &in_matrix, &["--no-calibrate"], plugins.path());
+    assert_eq!(o.status.code(), Some(0), "{}\n{in_matrix}", text(&o.stderr));
+    let cells = summary_cells(&tuned_dir);
+    assert_eq!(cells.len(), 1);
+    let fast = cells[0]["metrics"]["output_throughput"].as_f64().unwrap();
+    assert!(fast > 2.0 * tput("fault"), "{fast} vs {}", tput("fault"));
+    let s = read_json(&tuned_dir.join("summary.json"));
+    assert!(
+        s["tuned"]["tuned"]["fault"]["options"]["knob"].is_number(),
+        "{}",
+        s["tuned"]
+    );
+    let plain = in_matrix.replace(
+        "name: tune-fault\n",
+        "name: tune-fault\nsettings: default\n",
+    );
+    let tmp3 = TempDir::new("tune-untuned");
+    let (plain_dir, o) = run_yaml(tmp3.path(), &plain, &["--no-calibrate"], plugins.path());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let slow = summary_cells(&plain_dir)[0]["metrics"]["output_throughput"]
+        .as_f64()
+        .unwrap();
+    assert!(fast > 2.0 * slow, "{fast} vs {slow}");
 }
 
 /// A constraint makes trials infeasible (with the value that broke it),
@@ -382,4 +428,128 @@ fn an_interrupted_tuning_resumes_without_measuring_anything_twice() {
         read_json(&dir.join("tune.json"))["outcomes"]["stopped"],
         serde_json::Value::Null
     );
+}
+
+/// A quality floor is a constraint like any other: every trial whose
+/// output differs (here q4_0 weights) is compared with the reference
+/// (candle's f32, unquantized model) over the quality text, and one whose
+/// top-1 agreement is under the floor is infeasible, while speed-only
+/// options share one evaluation. A quality metric is no objective.
+#[test]
+fn a_quality_floor_makes_lossy_trials_infeasible() {
+    let plugins = plugin_dir(&["candle"]);
+    let tmp = TempDir::new("tune-quality");
+    std::fs::write(
+        tmp.path().join("g.json"),
+        r#"{"model_type": "gpt2", "vocab_size": 2048, "n_positions": 256, "n_embd": 64,
+            "n_layer": 2, "n_head": 2}"#,
+    )
+    .unwrap();
+    let yaml = "name: tune-quality
+quality: {tokens: 256, quick_tokens: 256, context: 128}
+models:
+  - {name: g, weights: synthetic, config: g.json}
+engines:
+  - {name: candle, options: {threads: 1}}
+scenarios:
+  - name: decode
+    kind: latency
+    warmup: 0
+    iterations: 2
+    input_tokens: 8
+    output_tokens: 4
+tune:
+  space:
+    candle: {quantization: [none, q4_0], kernels: [fused, stock], max_batch: 1, batch_policy: none, prefix_cache: false}
+";
+    let floor = "top1_agreement_pct>=99";
+    let (dir, o) = tune(
+        tmp.path(),
+        yaml,
+        &["--budget", "6trials", "--constraint", floor],
+        plugins.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let recorded = trials(&dir);
+    let lines = read_jsonl(&dir.join("results.jsonl"));
+    assert_eq!(recorded.len(), lines.len());
+    let mut seen = std::collections::BTreeSet::new();
+    for (t, l) in recorded.iter().zip(&lines) {
+        let q = &l["quality"];
+        let agree = q["top1_agreement"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("trial {t} has no agreement: {q}"));
+        let quant = t["config"]["quantization"].as_str().unwrap();
+        seen.insert(quant.to_string());
+        let broken = t["broken"].as_array().cloned().unwrap_or_default();
+        if quant == "none" {
+            assert!(agree > 0.99, "{t}: {q}");
+            assert!(broken.is_empty(), "{t}");
+        } else {
+            assert!(agree < 0.99, "q4_0 agrees {agree}: the test proves nothing");
+            assert!(
+                broken[0]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("top1_agreement_pct >= 99 (was "),
+                "{t}"
+            );
+        }
+    }
+    assert_eq!(seen.len(), 2, "both quantizations tried: {recorded:?}");
+    let t = read_json(&dir.join("tune.json"));
+    assert_eq!(t["outcomes"]["winner"]["quantization"], "none");
+    // One evaluation per output: the q4_0 and f32 ones, whatever the
+    // kernels (the others are copies, identical to the last digit).
+    let secs: std::collections::BTreeSet<String> = lines
+        .iter()
+        .map(|l| l["quality"]["seconds"].to_string())
+        .collect();
+    assert_eq!(secs.len(), 2, "{secs:?}");
+
+    let (_, o) = tune(
+        tmp.path(),
+        yaml,
+        &["--objective", "top1_agreement_pct"],
+        plugins.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("a quality metric is a floor"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+/// A time budget through real cells: exploring starts no trial after half
+/// of it, and validation runs the rounds the rest allows (3 to 7).
+#[test]
+fn a_time_budget_stops_exploring_at_half_and_sizes_the_validation() {
+    let plugins = plugin_dir(&["fault"]);
+    let tmp = TempDir::new("tune-time");
+    let (dir, o) = tune(
+        tmp.path(),
+        &matrix("", ""),
+        &["--budget", "8s"],
+        plugins.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let t = read_json(&dir.join("tune.json"));
+    assert_eq!(t["request"]["budget"], "8s");
+    let recorded = trials(&dir);
+    let explored: Vec<&serde_json::Value> = recorded
+        .iter()
+        .filter(|t| t["step"]["phase"] == "explore")
+        .collect();
+    assert!(explored.len() >= 3, "{} explore trials", explored.len());
+    for pair in explored.windows(2) {
+        let started = pair[0]["elapsed_s"].as_f64().unwrap();
+        assert!(started < 4.0, "a trial started at {started:.1} s of 8");
+    }
+    let rounds: std::collections::BTreeSet<u64> = recorded
+        .iter()
+        .filter(|t| t["step"]["phase"] == "validate")
+        .map(|t| t["step"]["round"].as_u64().unwrap())
+        .collect();
+    assert!((3..=7).contains(&rounds.len()), "{rounds:?}");
 }

@@ -70,7 +70,15 @@ fn twin_key(c: &CellResult) -> (String, String, String) {
     let id = &c.cell.id;
     // scenario/model/engine/rest; the engine name holds no `/`.
     let rest = id.splitn(4, '/').nth(3).unwrap_or_default().to_string();
-    (c.cell.scenario.clone(), c.cell.model.clone(), rest)
+    // A merged run's twins are on the same kind of machine.
+    let class = engine_matrix_results::machine_class(&c.cell.engine)
+        .1
+        .unwrap_or_default();
+    (
+        c.cell.scenario.clone(),
+        c.cell.model.clone(),
+        format!("{class}\n{rest}"),
+    )
 }
 
 /// The value of `metric` on `c`, or why there is none. `baseline` is the
@@ -285,7 +293,10 @@ pub fn evaluate(defs: &TargetsDef, summary: &Summary) -> TargetsReport {
     // The baseline engine's median output throughput per workload.
     let mut base: BTreeMap<(String, String, String), Vec<f64>> = BTreeMap::new();
     if let Some(b) = &summary.baseline {
-        for c in ok.iter().filter(|c| &c.cell.engine == b) {
+        for c in ok
+            .iter()
+            .filter(|c| engine_matrix_results::machine_class(&c.cell.engine).0 == b)
+        {
             if let Some(m) = &c.metrics {
                 base.entry(twin_key(c))
                     .or_default()
@@ -349,7 +360,10 @@ fn outcome(
         if !def.selects(cell) || !targets::applies(&def.metric, cell.kind) {
             continue;
         }
-        if needs_baseline && summary.baseline.as_deref() == Some(cell.engine.as_str()) {
+        if needs_baseline
+            && summary.baseline.as_deref()
+                == Some(engine_matrix_results::machine_class(&cell.engine).0)
+        {
             continue;
         }
         match value(&def.metric, c, summary, base.get(&twin_key(c)).copied()) {

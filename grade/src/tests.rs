@@ -124,6 +124,9 @@ fn summary(matrix: &Matrix, cells: Vec<CellResult>) -> Summary {
         models: vec![],
         cells,
         targets: None,
+        tuned: None,
+        shard: None,
+        merged: Vec::new(),
     }
 }
 

@@ -83,6 +83,27 @@ enum Command {
     /// then paired, interleaved validation against its defaults. Writes a
     /// run folder with every trial, tune.json, tuned.yaml and the report.
     Tune(TuneArgs),
+    /// Join the run folders of a sharded run (`run --shard I/N`) into one
+    /// run folder with one summary and report. Refuses shards of another
+    /// plan or build, overlapping shards and missing ones (unless
+    /// --partial); figures from different kinds of machine are labelled
+    /// and never compared.
+    Merge {
+        /// The shards' run folders.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// The merged run folder.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Merge the shards given even when some are missing (the run is
+        /// then marked incomplete, naming them).
+        #[arg(long)]
+        partial: bool,
+    },
+    /// Write the job files that run a matrix as N shards on Slurm (a job
+    /// array and a dependent merge) or Kubernetes (an Indexed Job and a
+    /// merge Job), results on shared storage under --out.
+    ScaleOut(ScaleOutArgs),
     /// Serve one engine over an OpenAI-compatible HTTP API (streaming
     /// /v1/completions and /v1/chat/completions), to measure an engine over
     /// HTTP; prints `listening on http://ADDR` once bound.
@@ -117,7 +138,7 @@ struct RunArgs {
     matrix: Option<PathBuf>,
     /// Continue an interrupted run in DIR: the cells it holds are kept,
     /// the others run (with the matrix and options it was started with).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "quick", "only", "repeat"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "quick", "only", "repeat", "tuned", "settings", "shard"])]
     resume: Option<PathBuf>,
     /// Run the cells in this process instead of one worker process per
     /// engine (no protection from crashes; for debugging and profiling).
@@ -139,6 +160,28 @@ struct RunArgs {
     /// Run only these engines (repeatable).
     #[arg(long, value_name = "ENGINE", num_args = 1..)]
     only: Vec<String>,
+    /// Run the engine a tuned.yaml (written by `engine-matrix tune`, or
+    /// the tune folder holding one) was tuned on with its settings;
+    /// repeatable, one per engine; wins over the matrix's `tuned:`.
+    #[arg(long, value_name = "FILE|DIR")]
+    tuned: Vec<PathBuf>,
+    /// Run only shard I of N (from 0) of the cells, a deterministic share
+    /// balanced by estimated cost that keeps an engine's cells of one
+    /// model together; `auto` reads Slurm's SLURM_ARRAY_TASK_ID/COUNT or
+    /// Kubernetes' JOB_COMPLETION_INDEX with ENGINE_MATRIX_SHARDS.
+    /// `engine-matrix merge` joins the shards' run folders.
+    #[arg(long, value_name = "I/N|auto")]
+    shard: Option<String>,
+    /// The name of this shard's kind of machine, for `merge`: figures are
+    /// compared only within a class (default: the CPU, cores, memory and
+    /// GPUs).
+    #[arg(long, value_name = "NAME", requires = "shard")]
+    machine_class: Option<String>,
+    /// Which settings engines with tuned ones run at: tuned (their own
+    /// name), default (tuned settings ignored), or both (NAME and
+    /// NAME-tuned side by side); replaces the matrix's `settings:`.
+    #[arg(long, value_name = "WHICH", value_parser = ["tuned", "default", "both"])]
+    settings: Option<String>,
     /// Seconds without any token after which an engine counts as hung.
     #[arg(long, default_value_t = 120.0, value_name = "SECONDS")]
     stall_timeout: f64,
@@ -211,6 +254,61 @@ struct CompareArgs {
 }
 
 #[derive(Args)]
+struct ScaleOutArgs {
+    /// `slurm` or `k8s`.
+    #[arg(value_parser = ["slurm", "k8s"])]
+    scheduler: String,
+    /// The matrix.
+    matrix: PathBuf,
+    /// How many shards (array tasks, Indexed Job completions).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    shards: u32,
+    /// The results root on storage every node sees: shard-I/, merged/,
+    /// logs/.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Where to write the job files (default: --out).
+    #[arg(long, value_name = "DIR")]
+    files: Option<PathBuf>,
+    /// The engine-matrix executable on the nodes (default: this one).
+    #[arg(long, value_name = "PATH")]
+    engine_matrix: Option<PathBuf>,
+    /// The folder the jobs run in (default: the current one).
+    #[arg(long, value_name = "DIR")]
+    workdir: Option<PathBuf>,
+    /// CPU cores per shard.
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+    /// GPUs per shard.
+    #[arg(long, default_value_t = 0)]
+    gpus: u32,
+    /// Slurm partition.
+    #[arg(long)]
+    partition: Option<String>,
+    /// Slurm time limit per shard (e.g. 02:00:00).
+    #[arg(long)]
+    time: Option<String>,
+    /// Slurm memory per shard (e.g. 16G).
+    #[arg(long)]
+    mem: Option<String>,
+    /// Kubernetes: the container image.
+    #[arg(long)]
+    image: Option<String>,
+    /// Kubernetes: the PersistentVolumeClaim holding --out.
+    #[arg(long)]
+    claim: Option<String>,
+    /// Kubernetes: where the claim is mounted (default: --out).
+    #[arg(long, value_name = "DIR")]
+    mount: Option<PathBuf>,
+    /// Kubernetes: the namespace.
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Options for every shard's `run`, after `--` (e.g. -- --quick).
+    #[arg(last = true)]
+    run_args: Vec<String>,
+}
+
+#[derive(Args)]
 struct TuneArgs {
     /// The matrix (not with --resume).
     #[arg(required_unless_present = "resume")]
@@ -256,6 +354,10 @@ struct TuneArgs {
     /// Longest a trial may take, model load included.
     #[arg(long, default_value_t = 600.0, value_name = "SECONDS")]
     cell_timeout: f64,
+    /// Seconds without any token after which a trial's engine counts as
+    /// hung (the trial is then infeasible).
+    #[arg(long, default_value_t = 120.0, value_name = "SECONDS")]
+    stall_timeout: f64,
     /// Run trials in this process (no protection from crashes).
     #[arg(long)]
     in_process: bool,
@@ -340,6 +442,80 @@ fn parse_grade(s: &str) -> Result<Grade, String> {
         .ok_or_else(|| format!("'{s}' is not a grade (EXCELLENT, GOOD, ACCEPTABLE, POOR)"))
 }
 
+/// `merge`: exit 0, or 5 when a merged cell failed (as `run`).
+fn merge_command(dirs: Vec<PathBuf>, out: PathBuf, partial: bool) -> Result<ExitCode> {
+    let m =
+        engine_matrix::merge::merge(&engine_matrix::merge::MergeOptions { dirs, out, partial })?;
+    println!("{}", m.markdown);
+    let cells = &m.summary.cells;
+    use engine_matrix::output::Status;
+    let count = |s| cells.iter().filter(|c| c.status == s).count();
+    eprintln!(
+        "merged {} shards: {} cells: {} ok, {} unsupported, {} failed; results in {}",
+        m.summary.merged.len(),
+        cells.len(),
+        count(Status::Ok),
+        count(Status::Unsupported),
+        count(Status::Failed),
+        m.dir.display()
+    );
+    if !m.missing.is_empty() {
+        eprintln!(
+            "incomplete: shard(s) {} missing (--partial)",
+            m.missing
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(ExitCode::from(if count(Status::Failed) > 0 {
+        5
+    } else {
+        0
+    }))
+}
+
+/// `scale-out`: writes the job files and says how to submit them.
+fn scale_out_command(a: ScaleOutArgs) -> Result<ExitCode> {
+    use engine_matrix::scale_out::{self, Scheduler};
+    let cwd = std::env::current_dir().context("cannot read the current folder")?;
+    let abs = |p: PathBuf| if p.is_absolute() { p } else { cwd.join(p) };
+    let files = scale_out::write(&scale_out::ScaleOut {
+        scheduler: if a.scheduler == "slurm" {
+            Scheduler::Slurm
+        } else {
+            Scheduler::Kubernetes
+        },
+        matrix: abs(a.matrix),
+        shards: a.shards,
+        out: abs(a.out),
+        files: a.files.map(abs),
+        engine_matrix: match a.engine_matrix {
+            Some(p) => abs(p),
+            None => {
+                std::env::current_exe().context("cannot locate the engine-matrix executable")?
+            }
+        },
+        workdir: a.workdir.map(abs).unwrap_or_else(|| cwd.clone()),
+        run_args: a.run_args,
+        cpus: a.cpus,
+        gpus: a.gpus,
+        partition: a.partition,
+        time: a.time,
+        mem: a.mem,
+        image: a.image,
+        claim: a.claim,
+        mount: a.mount.map(abs),
+        namespace: a.namespace,
+    })?;
+    for f in &files {
+        println!("{}", f.display());
+    }
+    eprintln!("submit with: {}", files[0].display());
+    Ok(ExitCode::SUCCESS)
+}
+
 fn parse_batch_policy(s: &str) -> Result<engine_api::BatchPolicy, String> {
     engine_api::BatchPolicy::parse(s)
         .ok_or_else(|| format!("'{s}' is not a batch policy (none, static, continuous)"))
@@ -399,6 +575,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Engines { json } => engines(&dir, json, cli.verbose),
         Command::Serve(args) => serve_command(args, dir),
         Command::Tune(args) => tune_command(args, dir),
+        Command::Merge { dirs, out, partial } => merge_command(dirs, out, partial),
+        Command::ScaleOut(args) => scale_out_command(args),
         Command::Generate(args) => generate_command(args, dir),
         Command::Validate { matrix } => validate(&matrix, &dir),
         Command::Presets { dir } => presets(&dir),
@@ -451,6 +629,7 @@ fn tune_command(a: TuneArgs, plugin_dir: PathBuf) -> Result<ExitCode> {
         plugin_dir,
         isolation,
         cell_timeout: Some(Duration::from_secs_f64(a.cell_timeout.max(0.001))),
+        stall_s: a.stall_timeout.max(1.0),
         calibrate: !a.no_calibrate,
         progress: std::io::stderr().is_terminal(),
     };
@@ -629,7 +808,19 @@ fn run_command(args: RunArgs, dir: PathBuf, verbose: bool) -> Result<ExitCode> {
         dashboard_linger,
         alert_cooldown,
         alert_stall,
+        tuned,
+        settings,
+        shard,
+        machine_class,
     } = args;
+    let shard = shard
+        .as_deref()
+        .map(|s| match s {
+            "auto" => engine_matrix::matrix::shard::from_env(|k| std::env::var(k).ok()),
+            s => engine_matrix::matrix::shard::parse(s),
+        })
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--shard {e}"))?;
     // Fail on a bad name or a missing baseline before measuring.
     let base = baseline
         .as_deref()
@@ -684,6 +875,15 @@ fn run_command(args: RunArgs, dir: PathBuf, verbose: bool) -> Result<ExitCode> {
         calibrate: !no_calibrate,
         repeat,
         live: live.as_ref().map(|(hub, _)| hub.clone()),
+        overrides: engine_matrix::matrix::Overrides {
+            tuned_files: tuned,
+            settings: settings
+                .as_deref()
+                .and_then(engine_matrix::matrix::tuned::parse_variants),
+            ..Default::default()
+        },
+        shard,
+        machine_class,
     })?;
     println!("{}", report.markdown);
     if let Some((_, server)) = live {

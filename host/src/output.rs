@@ -18,7 +18,7 @@ pub use engine_matrix_reports::slug;
 pub use engine_matrix_results::cell::{
     CellResult, GpuRecord, MemoryRecord, RawRequest, ResultLine, Status, SCHEMA_VERSION,
 };
-pub use engine_matrix_results::run::{EngineRecord, ModelRecord, Summary};
+pub use engine_matrix_results::run::{EngineRecord, MergedShard, ModelRecord, ShardMark, Summary};
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::io::Write;

@@ -12,6 +12,8 @@
 //!   tokens: 16384           # evaluated tokens (default 16384; quick_tokens with --quick, 2048)
 //!   context: 512            # window length (default 512)
 //!   path: ./sharegpt.json   # optional: the ShareGPT file whose replies are the text
+//! settings: tuned           # optional: tuned (default), default, or [default, tuned]:
+//!                           # which settings engines with `tuned:` run at ([`tuned`])
 //! targets: [cpu_only]       # optional: profiles and targets the run is graded
 //!                           # against (see [`targets`])
 //! models:
@@ -29,6 +31,8 @@
 //!   - name: candle          # the label in results
 //!     plugin: candle        # optional, default = name
 //!     options: {threads: 2} # optional, passed to the plugin as a JSON object
+//!     tuned: tuned.yaml     # optional: settings from `engine-matrix tune` (a
+//!                           # tuned.yaml, the tune folder, or the keys inline; see [`tuned`])
 //!   - name: served          # an http engine whose server the harness starts
 //!     plugin: http
 //!     options: {base_url: "http://127.0.0.1:${PORT}"}
@@ -145,13 +149,15 @@ pub mod placeholders;
 pub mod presets;
 pub mod pressure;
 pub mod retrieval;
+pub mod shard;
 pub mod targets;
 pub mod tune;
+pub mod tuned;
 mod yaml;
 
 use engine_api::BatchPolicy;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
 use yaml::At;
 
@@ -235,6 +241,11 @@ pub struct EngineDef {
     /// A server the harness starts for this engine's cells (http engines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launch: Option<LaunchDef>,
+    /// Tuned settings ([`tuned`]): while parsing, the engine's `tuned:`;
+    /// in a parsed matrix, set on the entries that run with them (their
+    /// options already merged into `options`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuned: Option<tuned::TunedDef>,
 }
 
 /// `launch:` of an engine: the command that starts its server, and how to
@@ -293,6 +304,21 @@ pub struct ScenarioDef {
     pub min_duration_s: f64,
     pub max_duration_s: f64,
     spec: Spec,
+}
+
+impl ScenarioDef {
+    /// Runs engine `name` right after `after` too, when it runs `after`
+    /// (an LLM scenario: a tuned copy, see [`tuned`]).
+    pub(crate) fn add_engine_after(&mut self, after: &str, name: &str) {
+        let Spec::Llm(spec) = &mut self.spec else {
+            return;
+        };
+        for list in [&mut self.engines, &mut spec.engines] {
+            if let Some(i) = list.iter().position(|n| n == after) {
+                list.insert(i + 1, name.to_string());
+            }
+        }
+    }
 }
 
 /// How a scenario expands: LLM scenarios by [`expand`], retrieval ones by
@@ -387,6 +413,11 @@ pub struct Matrix {
     pub targets: Option<targets::TargetsDef>,
     /// What `engine-matrix tune` searches (see [`tune`]).
     pub tune: Option<tune::TuneDef>,
+    /// Which settings engines with tuned ones run at (see [`tuned`]).
+    pub settings: Vec<tuned::Variant>,
+    /// The tuned settings, by the engine name the matrix gives (before a
+    /// `NAME-tuned` copy is made).
+    pub tuned: BTreeMap<String, tuned::TunedDef>,
     pub models: Vec<ModelDef>,
     /// The retrieval data sets (`vectors:`).
     pub vectors: Vec<retrieval::VectorsDef>,
@@ -561,8 +592,13 @@ fn parse_weights(m: &yaml::MapView<'_>, base: &Path) -> Result<ModelWeights, Mat
     }
 }
 
-/// `engines:`: a non-empty list of uniquely named engines.
-fn parse_engines(list: &At<'_>) -> Result<Vec<EngineDef>, MatrixError> {
+/// `engines:`: a non-empty list of uniquely named engines. An engine's
+/// `tuned:` is read unless `overrides` has its tuned settings.
+fn parse_engines(
+    list: &At<'_>,
+    base: &Path,
+    overrides: &Overrides,
+) -> Result<Vec<EngineDef>, MatrixError> {
     let items = list.non_empty_seq()?;
     let mut engines = Vec::new();
     let mut names = Vec::new();
@@ -596,12 +632,19 @@ fn parse_engines(list: &At<'_>) -> Result<Vec<EngineDef>, MatrixError> {
             .opt("launch")
             .map(|l| parse_launch(l, &options))
             .transpose()?;
-        engines.push(EngineDef {
+        let mut def = EngineDef {
             name: name.to_string(),
             plugin: plugin.to_string(),
             options,
             launch,
-        });
+            tuned: None,
+        };
+        def.tuned = match (overrides.tuned.get(name), m.opt("tuned")) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(t)) => Some(tuned::parse_tuned(t, base, &def)?),
+            (None, None) => None,
+        };
+        engines.push(def);
     }
     unique("engine", names.iter().map(|(n, a)| (*n, a)))?;
     Ok(engines)
@@ -759,7 +802,7 @@ pub(crate) fn check_name(at: &At<'_>, s: &str) -> Result<(), MatrixError> {
 /// checked before anything is expanded.
 pub const MAX_CELLS: usize = 100_000;
 
-const TOP_KEYS: [&str; 10] = [
+const TOP_KEYS: [&str; 11] = [
     "name",
     "description",
     "baseline",
@@ -770,6 +813,7 @@ const TOP_KEYS: [&str; 10] = [
     "engines",
     "scenarios",
     "tune",
+    "settings",
 ];
 const QUALITY_KEYS: [&str; 5] = ["reference", "tokens", "quick_tokens", "context", "path"];
 
@@ -841,7 +885,7 @@ fn parse_quality(
     })
 }
 const MODEL_KEYS: [&str; 6] = ["name", "architecture", "weights", "config", "seed", "path"];
-const ENGINE_KEYS: [&str; 4] = ["name", "plugin", "options", "launch"];
+const ENGINE_KEYS: [&str; 5] = ["name", "plugin", "options", "launch", "tuned"];
 const LAUNCH_KEYS: [&str; 5] = [
     "command",
     "ready",
@@ -1004,19 +1048,119 @@ fn parse_launch(l: &At<'_>, options: &serde_json::Value) -> Result<LaunchDef, Ma
     })
 }
 
+/// What the command line (or a resumed run folder) sets over the matrix
+/// file: tuned settings and `settings:` (see [`tuned`]).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Overrides {
+    /// Tuned settings by engine name (a resumed run's), replacing the
+    /// engines' `tuned:`.
+    #[serde(default)]
+    pub tuned: BTreeMap<String, tuned::TunedDef>,
+    /// `tuned.yaml` files (or tune folders), each for the engine its
+    /// `engine:` names (`run --tuned`); they win over everything else.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tuned_files: Vec<PathBuf>,
+    /// Replaces the matrix's `settings:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<Vec<tuned::Variant>>,
+}
+
+impl Overrides {
+    /// The run's engines that ran with tuned settings, with them: `NAME`,
+    /// or `NAME-tuned` when the defaults ran too (see [`tuned`]).
+    pub fn tuned_engines(&self) -> Vec<(String, &tuned::TunedDef)> {
+        let settings = self
+            .settings
+            .clone()
+            .unwrap_or_else(|| vec![tuned::Variant::Tuned]);
+        if !settings.contains(&tuned::Variant::Tuned) {
+            return Vec::new();
+        }
+        let both = settings.contains(&tuned::Variant::Default);
+        self.tuned
+            .iter()
+            .map(|(name, t)| {
+                let run = if both {
+                    format!("{name}-tuned")
+                } else {
+                    name.clone()
+                };
+                (run, t)
+            })
+            .collect()
+    }
+
+    /// What a run of `matrix` records: its tuned settings and settings
+    /// (`None` when no engine has tuned settings).
+    pub fn of(matrix: &Matrix) -> Option<Overrides> {
+        (!matrix.tuned.is_empty()).then(|| Overrides {
+            tuned: matrix.tuned.clone(),
+            tuned_files: Vec::new(),
+            settings: Some(matrix.settings.clone()),
+        })
+    }
+
+    /// Reads [`tuned_files`](Self::tuned_files) into the engines they name.
+    fn apply_files(&self, engines: &mut [EngineDef]) -> Result<(), MatrixError> {
+        for given in &self.tuned_files {
+            let file = if given.is_dir() {
+                given.join(tuned::TUNED_FILE)
+            } else {
+                given.clone()
+            };
+            let at_file = |message: String| MatrixError::At {
+                file: file.display().to_string(),
+                line: 1,
+                column: 1,
+                field: String::new(),
+                message,
+            };
+            let fail = |e: tuned::TunedFileError| match e {
+                tuned::TunedFileError::Read(why) => at_file(format!("tuned settings: {why}")),
+                tuned::TunedFileError::Parse(e) => e,
+            };
+            let name = tuned::file_engine(&file).map_err(fail)?;
+            let Some(def) = engines.iter_mut().find(|e| e.name == name) else {
+                let names: Vec<&str> = engines.iter().map(|e| e.name.as_str()).collect();
+                return Err(at_file(format!(
+                    "tuned settings for engine '{name}', which the matrix does not have (engines: {})",
+                    names.join(", ")
+                )));
+            };
+            def.tuned = Some(tuned::read_file(&file, def).map_err(fail)?);
+        }
+        Ok(())
+    }
+}
+
 impl Matrix {
     /// Reads and parses the matrix at `path`.
     pub fn load(path: &Path) -> Result<Matrix, MatrixError> {
+        Self::load_with(path, &Overrides::default())
+    }
+
+    /// Reads and parses the matrix at `path`, with tuned settings and
+    /// `settings:` given from outside (`run --tuned`, `--settings`).
+    pub fn load_with(path: &Path, overrides: &Overrides) -> Result<Matrix, MatrixError> {
         let text = std::fs::read_to_string(path).map_err(|source| MatrixError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text, path)
+        Self::parse_with(&text, path, overrides)
     }
 
     /// Parses and validates `text`; `path` names the file in errors and
     /// anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Matrix, MatrixError> {
+        Self::parse_with(text, path, &Overrides::default())
+    }
+
+    /// [`parse`](Self::parse) with [`Overrides`].
+    pub fn parse_with(
+        text: &str,
+        path: &Path,
+        overrides: &Overrides,
+    ) -> Result<Matrix, MatrixError> {
         let file = path.display().to_string();
         let root = parse_yaml(text, &file)?;
         let spans = field_spans(&root, &file)?;
@@ -1055,7 +1199,17 @@ impl Matrix {
             .map(|v| retrieval::parse_vectors(v, base))
             .transpose()?
             .unwrap_or_default();
-        let engines = parse_engines(top.require("engines")?)?;
+        let mut engines = parse_engines(top.require("engines")?, base, overrides)?;
+        overrides.apply_files(&mut engines)?;
+        let settings = match (&overrides.settings, top.opt("settings")) {
+            (Some(s), _) => s.clone(),
+            (None, Some(s)) => tuned::parse_settings(s)?,
+            (None, None) => vec![tuned::Variant::Tuned],
+        };
+        let tuned: BTreeMap<String, tuned::TunedDef> = engines
+            .iter()
+            .filter_map(|e| Some((e.name.clone(), e.tuned.clone()?)))
+            .collect();
         let baseline = top
             .opt("baseline")
             .map(|b| parse_baseline(b, &engines))
@@ -1064,9 +1218,13 @@ impl Matrix {
             .opt("quality")
             .map(|q| parse_quality(q, &engines, base))
             .transpose()?;
-        let scenarios =
+        let mut scenarios =
             parse_scenarios(top.require("scenarios")?, &ctx, &models, &vectors, &engines)?;
+        engines = tuned::apply_to_engines(engines, &mut scenarios, &settings)
+            .map_err(|e| ctx.err("settings", e))?;
         let (cells_full, cells_quick) = expand_cells(&scenarios, &vectors, &ctx)?;
+        let cells_full = tuned::apply_to_cells(cells_full, &engines);
+        let cells_quick = tuned::apply_to_cells(cells_quick, &engines);
         let all_cells: Vec<Cell> = cells_full.iter().chain(&cells_quick).cloned().collect();
         let targets = top
             .opt("targets")
@@ -1092,6 +1250,8 @@ impl Matrix {
             path: path.to_path_buf(),
             name,
             tune,
+            settings,
+            tuned,
             description,
             baseline,
             quality,

@@ -668,7 +668,7 @@ fn unknown_top_level_key() {
     assert_eq!(field, "colour");
     assert_eq!(
         msg,
-        "unknown key `colour` (allowed: name, description, baseline, quality, targets, models, vectors, engines, scenarios, tune)"
+        "unknown key `colour` (allowed: name, description, baseline, quality, targets, models, vectors, engines, scenarios, tune, settings)"
     );
 }
 
@@ -682,7 +682,7 @@ fn unknown_engine_key() {
     assert_eq!(field, "engines[0].colour");
     assert_eq!(
         msg,
-        "unknown key `colour` (allowed: name, plugin, options, launch)"
+        "unknown key `colour` (allowed: name, plugin, options, launch, tuned)"
     );
 }
 

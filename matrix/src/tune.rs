@@ -157,6 +157,25 @@ impl Constraint {
         }
     }
 
+    /// How far `v` is past the bound, relative to the bound (0 when it
+    /// holds; a bound of 0 counts distances in units).
+    pub fn distance(&self, v: f64) -> f64 {
+        if self.holds(v) {
+            return 0.0;
+        }
+        let past = match self.op.as_str() {
+            "<" | "<=" => v - self.value,
+            _ => self.value - v,
+        };
+        let scale = if self.value.abs() > 1e-12 {
+            self.value.abs()
+        } else {
+            1.0
+        };
+        // At the bound itself a strict constraint is broken by a hair.
+        (past / scale).max(1e-9)
+    }
+
     /// `ttft_ms.p99 < 500`.
     pub fn describe(&self) -> String {
         format!("{} {} {}", self.metric, self.op, self.value)

@@ -18,7 +18,7 @@
 
 use engine_matrix_format::{Cell, CellParams, ScenarioKind};
 use engine_matrix_results::metrics::{CellMetrics, IterationFigures};
-use engine_matrix_results::{CellResult, Status, Summary};
+use engine_matrix_results::{machine_class, CellResult, Status, Summary};
 use engine_matrix_stats::resample::{self, Estimate, OutlierCounts};
 use std::collections::BTreeMap;
 
@@ -332,12 +332,17 @@ pub fn baseline_of<'a, 'b>(
     g: &Group,
 ) -> Option<&'b Group<'a>> {
     let base = summary.baseline.as_deref()?;
-    if g.cell().engine == base {
+    let (engine, class) = machine_class(&g.cell().engine);
+    if engine == base {
         return None;
     }
+    // Only the baseline on the same kind of machine (a merged run).
     groups.iter().find(|b| {
         let (x, y) = (b.cell(), g.cell());
-        x.engine == base && x.scenario == y.scenario && x.model == y.model && x.params == y.params
+        machine_class(&x.engine) == (base, class)
+            && x.scenario == y.scenario
+            && x.model == y.model
+            && x.params == y.params
     })
 }
 
@@ -683,8 +688,13 @@ fn findings_ranking(
     let mut workloads: BTreeMap<String, Vec<(&str, f64)>> = BTreeMap::new();
     for g in in_scen {
         if let Some(f) = figure(g, Metric::OutputThroughput) {
+            // Engines compete within a machine class (a merged run).
+            let class = machine_class(&g.cell().engine).1.unwrap_or_default();
             workloads
-                .entry(serde_json::to_string(&g.cell().params).unwrap_or_default())
+                .entry(format!(
+                    "{class}\n{}",
+                    serde_json::to_string(&g.cell().params).unwrap_or_default()
+                ))
                 .or_default()
                 .push((g.cell().engine.as_str(), f.est.point));
         }
@@ -699,7 +709,7 @@ fn findings_ranking(
     engines.dedup();
     let speedups: Vec<(String, f64, usize)> = engines
         .iter()
-        .filter(|e| Some(**e) != summary.baseline.as_deref())
+        .filter(|e| Some(machine_class(e).0) != summary.baseline.as_deref())
         .filter_map(|e| {
             let v: Vec<f64> = in_scen
                 .iter()

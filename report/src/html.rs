@@ -132,6 +132,16 @@ pub fn html(i: &Inputs) -> String {
     if let Some(t) = i.tuning {
         tuning_section(&mut o, t);
     }
+    if let Some(t) = super::machines::table(s) {
+        let _ = writeln!(o, "<h2 id=\"machines\">Machines</h2>");
+        table_html(&mut o, &t);
+        let _ = writeln!(o, "<p>{}</p>", esc(&super::machines::note(s)));
+    }
+    if let Some(t) = super::tune::settings_table(s) {
+        let _ = writeln!(o, "<h2 id=\"tuned\">Tuned settings</h2>");
+        table_html(&mut o, &t);
+        let _ = writeln!(o, "<p>{}</p>", esc(super::tune::SETTINGS_NOTE));
+    }
     targets_section(&mut o, i);
     charts_section(&mut o, i);
     results_section(&mut o, &llm);

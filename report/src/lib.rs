@@ -21,6 +21,7 @@ pub mod figures;
 pub mod history;
 pub mod html;
 mod lifecycle;
+mod machines;
 mod markdown;
 mod pressure;
 mod quality;
@@ -442,6 +443,9 @@ pub(crate) mod fixtures {
             models: vec![],
             cells,
             targets: None,
+            tuned: None,
+            shard: None,
+            merged: Vec::new(),
         }
     }
 

@@ -90,7 +90,8 @@ pub(crate) fn peak_rss_mib(g: &Group) -> Option<f64> {
 
 /// `baseline`, `1.23x [1.10, 1.31]`, or `—`.
 pub(crate) fn speedup_text(summary: &Summary, groups: &[Group], g: &Group) -> String {
-    if summary.baseline.as_deref() == Some(g.cell().engine.as_str()) {
+    if summary.baseline.as_deref() == Some(engine_matrix_results::machine_class(&g.cell().engine).0)
+    {
         return "baseline".into();
     }
     analysis::speedup(summary, groups, g)
@@ -136,6 +137,16 @@ pub fn markdown(summary: &Summary) -> String {
         for l in &ex.recommendations {
             let _ = writeln!(out, "- {l}");
         }
+    }
+    if let Some(t) = super::machines::table(summary) {
+        let _ = writeln!(out, "\n## Machines\n");
+        table_markdown(&mut out, &t);
+        let _ = writeln!(out, "\n{}", super::machines::note(summary));
+    }
+    if let Some(t) = super::tune::settings_table(summary) {
+        let _ = writeln!(out, "\n## Tuned settings\n");
+        table_markdown(&mut out, &t);
+        let _ = writeln!(out, "\n{}", super::tune::SETTINGS_NOTE);
     }
     if let Some(t) = super::targets::table(summary) {
         let _ = writeln!(out, "\n## Targets\n");

@@ -28,6 +28,16 @@
 
 pub mod cell;
 pub mod metrics;
+
+/// An engine label and its machine class: a merged run whose shards ran
+/// on different kinds of machine labels each cell's engine `NAME @ CLASS`
+/// (`engine-matrix merge`), and figures are compared only within a class.
+pub fn machine_class(engine: &str) -> (&str, Option<&str>) {
+    match engine.rsplit_once(" @ ") {
+        Some((name, class)) => (name, Some(class)),
+        None => (engine, None),
+    }
+}
 pub mod quality;
 pub mod retrieval;
 pub mod run;
@@ -70,6 +80,21 @@ pub enum SchemaError {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn class_letters_count_like_spreadsheet_columns() {
+        let got: Vec<String> = [0, 1, 25, 26, 27, 51, 52, 701, 702]
+            .into_iter()
+            .map(super::run::class_letter)
+            .collect();
+        assert_eq!(got, ["A", "B", "Z", "AA", "AB", "AZ", "BA", "ZZ", "AAA"]);
+    }
+
+    #[test]
+    fn engine_labels_split_into_name_and_machine_class() {
+        assert_eq!(super::machine_class("candle"), ("candle", None));
+        assert_eq!(super::machine_class("candle @ B"), ("candle", Some("B")));
+    }
+
     use super::*;
 
     fn temp(name: &str, text: &str) -> std::path::PathBuf {

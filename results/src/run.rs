@@ -211,6 +211,85 @@ pub struct Summary {
     /// matrix has none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub targets: Option<crate::targets::TargetsReport>,
+    /// The tuned settings the run's engines ran with and which settings
+    /// ran (`None`: no engine had tuned settings); a resumed run reads
+    /// them back instead of the files they came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuned: Option<engine_matrix_format::Overrides>,
+    /// A shard's run (`run --shard I/N`): which share of which plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardMark>,
+    /// A merged run (`engine-matrix merge`): the shards it was made of.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged: Vec<MergedShard>,
+}
+
+/// What marks a shard's run folder (`run --shard I/N`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardMark {
+    /// From 0.
+    pub index: u32,
+    pub count: u32,
+    /// SHA-256 of the matrix text and every cell of the whole plan (ids
+    /// and repetitions, after `--quick`, `--only`, tuned settings): shards
+    /// of one plan have the same.
+    pub plan_sha256: String,
+    /// Cells (times repetitions) of this shard, and of the whole plan.
+    pub cells: usize,
+    pub plan_cells: usize,
+    /// A name for identical machines (`--machine-class`, else derived
+    /// from the CPU, cores, memory and GPUs): figures of one class are
+    /// compared with each other, never across classes.
+    pub machine_class: String,
+}
+
+/// Each merged shard's machine label, `A`, `B`, ... by first appearance
+/// of its machine class (identical machines share one).
+pub fn class_labels(marks: &[&ShardMark]) -> Vec<String> {
+    let mut names: Vec<&str> = Vec::new();
+    marks
+        .iter()
+        .map(|m| {
+            let k = match names.iter().position(|n| *n == m.machine_class) {
+                Some(k) => k,
+                None => {
+                    names.push(&m.machine_class);
+                    names.len() - 1
+                }
+            };
+            class_letter(k)
+        })
+        .collect()
+}
+
+/// `A` .. `Z`, then `AA`, `AB`... (spreadsheet columns).
+pub fn class_letter(k: usize) -> String {
+    let mut k = k;
+    let mut s = Vec::new();
+    loop {
+        s.push(b'A' + (k % 26) as u8);
+        if k < 26 {
+            break;
+        }
+        k = k / 26 - 1;
+    }
+    s.reverse();
+    String::from_utf8(s).unwrap_or_default()
+}
+
+/// One shard of a merged run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MergedShard {
+    pub mark: ShardMark,
+    /// The shard's run folder, as given to `merge`.
+    pub dir: String,
+    pub system: SystemInfo,
+    #[serde(default)]
+    pub limits: Option<Limits>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub complete: bool,
+    pub stopped: Option<String>,
 }
 
 fn one() -> u32 {

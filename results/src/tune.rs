@@ -67,16 +67,40 @@ impl Step {
 pub enum Outcome {
     /// The objective's value; `broken` lists the constraints it broke
     /// (feasible when empty).
-    Measured { value: f64, broken: Vec<String> },
+    Measured {
+        value: f64,
+        broken: Vec<String>,
+        /// How far the broken constraints were broken: the sum of each
+        /// one's distance past its bound, relative to the bound (0 when
+        /// feasible). The search ranks infeasible trials by it.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        violation: f64,
+    },
     /// No value: the cell failed or was unsupported (the reason says).
     Infeasible { reason: String },
 }
 
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
 impl Outcome {
+    /// How far a trial that broke constraints broke them (see
+    /// [`Outcome::Measured`]); `None` for a feasible trial or one without
+    /// a value.
+    pub fn violation(&self) -> Option<f64> {
+        match self {
+            Outcome::Measured {
+                broken, violation, ..
+            } if !broken.is_empty() && violation.is_finite() => Some(violation.max(0.0)),
+            _ => None,
+        }
+    }
+
     /// The value of a feasible trial.
     pub fn feasible_value(&self) -> Option<f64> {
         match self {
-            Outcome::Measured { value, broken } if broken.is_empty() && value.is_finite() => {
+            Outcome::Measured { value, broken, .. } if broken.is_empty() && value.is_finite() => {
                 Some(*value)
             }
             _ => None,

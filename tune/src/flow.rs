@@ -57,6 +57,22 @@ fn loss(s: &Settings, value: f64) -> f64 {
     }
 }
 
+/// The loss TPE is told for a trial that broke constraints: above every
+/// feasible trial's and below a trial without a value
+/// ([`crate::search::INFEASIBLE_LOSS`]), ranked by how far it broke them,
+/// so that the search is drawn towards the feasible region rather than
+/// blind to it (what constrained TPE does, Optuna's `constraints_func`).
+const BROKEN_LOSS: f64 = 1e20;
+
+/// What TPE is told about `outcome` (`None`: the worst loss).
+fn told(s: &Settings, outcome: &Outcome) -> Option<f64> {
+    match (outcome.feasible_value(), outcome.violation()) {
+        (Some(v), _) => Some(loss(s, v)),
+        (None, Some(by)) => Some(BROKEN_LOSS * (1.0 + by.min(1e6))),
+        (None, None) => None,
+    }
+}
+
 /// Whether `a` is better than `b`.
 fn better(s: &Settings, a: f64, b: f64) -> bool {
     loss(s, a) < loss(s, b)
@@ -130,7 +146,12 @@ pub fn run(space: &Space, settings: &Settings, eval: &mut dyn Evaluator) -> Outc
                     Budget::Trials(_) => index >= explore_n - explore_n / 3,
                     Budget::Seconds(s) => eval.elapsed() >= s / 3.0,
                 };
-                let best = ranked(&trials, Phase::Explore, settings).into_iter().next();
+                // The best feasible point, else the one that broke the
+                // constraints least.
+                let best = ranked(&trials, Phase::Explore, settings)
+                    .into_iter()
+                    .next()
+                    .or_else(|| least_violating(&trials));
                 let near = best
                     .filter(|_| local)
                     .and_then(|(b, _)| search.propose_near(&b));
@@ -142,8 +163,8 @@ pub fn run(space: &Space, settings: &Settings, eval: &mut dyn Evaluator) -> Outc
         };
         record(&mut trials, eval, step, config.clone(), explore_fidelity);
         if space.contains(&config) {
-            let value = trials.last().and_then(|t| t.outcome.feasible_value());
-            search.observe(&config, value.map(|v| loss(settings, v)));
+            let told = trials.last().and_then(|t| told(settings, &t.outcome));
+            search.observe(&config, told);
         }
         index += 1;
     }
@@ -298,8 +319,35 @@ fn no_finalist(trials: &[TrialRecord], space: &Space) -> String {
             format!("no configuration was feasible: the defaults stay (the defaults: {d})")
         }
         (false, None) => "no configuration was feasible: the defaults stay".into(),
-        (true, _) => {
-            "no configuration other than the defaults was feasible: the defaults stay".into()
+        (true, defaults) => {
+            // Feasible trials exist, but none at full length besides the
+            // defaults: short trials that broke the constraints when
+            // promoted (a bound at the edge of the noise).
+            let short_only = !trials.iter().any(|t| {
+                t.fidelity == Fidelity::Full
+                    && t.config != space.defaults
+                    && t.outcome.feasible_value().is_some()
+            }) && trials.iter().any(|t| {
+                t.fidelity == Fidelity::Short
+                    && t.config != space.defaults
+                    && t.outcome.feasible_value().is_some()
+            });
+            format!(
+                "no configuration {}was feasible{}: the defaults stay{}",
+                if defaults.is_none() {
+                    "other than the defaults "
+                } else {
+                    ""
+                },
+                if short_only {
+                    " at full length (those feasible in short trials broke the constraints when promoted)"
+                } else {
+                    ""
+                },
+                defaults
+                    .map(|d| format!(" (the defaults: {d})"))
+                    .unwrap_or_default()
+            )
         }
     }
 }
@@ -314,6 +362,15 @@ fn ranked(trials: &[TrialRecord], phase: Phase, s: &Settings) -> Vec<(Config, f6
         .collect();
     v.sort_by(|a, b| loss(s, a.1).total_cmp(&loss(s, b.1)));
     v
+}
+
+/// The explored configuration that broke the constraints least.
+fn least_violating(trials: &[TrialRecord]) -> Option<(Config, f64)> {
+    trials
+        .iter()
+        .filter(|t| t.step.phase == Phase::Explore)
+        .filter_map(|t| Some((t.config.clone(), t.outcome.violation()?)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
 }
 
 fn mean_full_seconds(trials: &[TrialRecord]) -> Option<f64> {

@@ -607,6 +607,9 @@ mod tests {
             models: vec![],
             cells: vec![result.clone()],
             targets: None,
+            tuned: None,
+            shard: None,
+            merged: Vec::new(),
         };
         let row = Row::of(&result, &summary);
         let p95 = retrieval.latency_ms.p95;

@@ -442,6 +442,15 @@ pub fn resolve_model(def: &ModelDef) -> Result<ResolvedModel> {
     })
 }
 
+/// The shape of a model file or folder, from its config or metadata alone.
+pub(crate) fn path_shape(path: &Path) -> Result<Gpt2Shape> {
+    if crate::models::is_gguf(path) {
+        gguf_shape(path)
+    } else {
+        folder_shape(path)
+    }
+}
+
 /// The shape of a GGUF file, from its metadata (the config.json its
 /// import would write), without reading any tensor.
 fn gguf_shape(file: &Path) -> Result<Gpt2Shape> {

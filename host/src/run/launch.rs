@@ -652,6 +652,7 @@ mod tests {
                 plugin: "http".into(),
                 options: serde_json::json!({}),
                 launch: None,
+                tuned: None,
             },
             command: vec!["/bin/sh".into(), "-c".into(), script.into()],
             ready,

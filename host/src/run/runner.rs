@@ -64,6 +64,13 @@ pub struct RunOptions {
     /// The live view (`run --dashboard`): told of every cell as it starts,
     /// runs and finishes.
     pub live: Option<Arc<crate::live::hub::Hub>>,
+    /// `--tuned` files and `--settings` (a resumed run uses its own).
+    pub overrides: crate::matrix::Overrides,
+    /// Run only this share of the cells (`--shard I/N`; a resumed run
+    /// keeps its own).
+    pub shard: Option<crate::matrix::shard::Shard>,
+    /// The shard's machine class (default: from the machine's hardware).
+    pub machine_class: Option<String>,
 }
 
 /// What a finished (or stopped) run produced.
@@ -387,6 +394,8 @@ struct Plan {
     only: Vec<String>,
     /// Ordered by scenario, model and engine as the matrix lists them.
     cells: Vec<Cell>,
+    /// This run's share of the plan, when it is a shard.
+    shard: Option<crate::output::ShardMark>,
 }
 
 /// Reads the matrix (or the resumed run's) and orders its cells.
@@ -403,7 +412,16 @@ fn plan(opts: &RunOptions) -> Result<Plan> {
         (None, Some(m)) => m.clone(),
         (None, None) => bail!("run needs a matrix file (or --resume DIR)"),
     };
-    let matrix = Matrix::load(&matrix_path)?;
+    // A resumed run keeps the tuned settings it started with (the files
+    // they came from may have changed or gone since).
+    let overrides = match &prior {
+        Some(p) => p.tuned.clone().unwrap_or_else(|| crate::matrix::Overrides {
+            settings: Some(vec![crate::matrix::tuned::Variant::Default]),
+            ..Default::default()
+        }),
+        None => opts.overrides.clone(),
+    };
+    let matrix = Matrix::load_with(&matrix_path, &overrides)?;
     let text = std::fs::read_to_string(&matrix_path)
         .with_context(|| format!("cannot read {}", matrix_path.display()))?;
     let quick = prior.as_ref().map_or(opts.quick, |p| p.quick);
@@ -411,6 +429,17 @@ fn plan(opts: &RunOptions) -> Result<Plan> {
     let only = prior.as_ref().map_or(opts.only.clone(), |p| p.only.clone());
     check_only(&matrix, &matrix_path, &only)?;
     let cells = ordered_cells(&matrix, quick, &only);
+    let (cells, shard) = match (prior.as_ref().and_then(|p| p.shard.as_ref()), opts.shard) {
+        (Some(mark), _) => {
+            let (c, m) = crate::run::shard::reselect(&matrix, &text, cells, repeat, mark)?;
+            (c, Some(m))
+        }
+        (None, Some(s)) => {
+            let (c, m) = crate::run::shard::select(&matrix, &text, cells, repeat, s);
+            (c, Some(m))
+        }
+        (None, None) => (cells, None),
+    };
     Ok(Plan {
         prior,
         matrix,
@@ -420,6 +449,7 @@ fn plan(opts: &RunOptions) -> Result<Plan> {
         repeat,
         only,
         cells,
+        shard,
     })
 }
 
@@ -557,6 +587,28 @@ fn tokenizer_of(path: &std::path::Path) -> Option<String> {
     }
     let file = path.join("tokenizer.json");
     file.is_file().then(|| file.display().to_string())
+}
+
+/// The run folder: the resumed one with the cells it holds, or a new one
+/// (`out`, else `reports/NAME-STAMP`) holding the matrix text and the
+/// machine.
+pub(crate) fn open_run_dir(
+    resume: Option<&Path>,
+    out: Option<&Path>,
+    name: &str,
+    matrix_text: &str,
+    system: &crate::system::SystemInfo,
+) -> Result<(RunDir, Vec<crate::output::CellResult>)> {
+    match resume {
+        Some(path) => RunDir::resume(path),
+        None => {
+            let out = out.map_or_else(
+                || PathBuf::from("reports").join(format!("{name}-{}", stamp())),
+                Path::to_path_buf,
+            );
+            Ok((RunDir::create(&out, matrix_text, system)?, Vec::new()))
+        }
+    }
 }
 
 /// The records of the engines the cells use. Engines are loaded by their
@@ -727,21 +779,29 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         repeat,
         only,
         cells,
+        shard,
     } = plan(opts)?;
     let schedule = interleave(&cells, repeat);
     let system = system::collect();
+    let shard = shard.map(|mut m| {
+        if m.machine_class.is_empty() {
+            m.machine_class = opts
+                .machine_class
+                .clone()
+                .unwrap_or_else(|| crate::run::shard::machine_class(&system));
+        }
+        m
+    });
     let limits = calibration(opts);
     let (idle_power, telemetry_unavailable) = idle_energy();
 
-    let (mut dir, earlier) = match &opts.resume {
-        Some(path) => RunDir::resume(path)?,
-        None => {
-            let out = opts.out.clone().unwrap_or_else(|| {
-                PathBuf::from("reports").join(format!("{}-{}", matrix.name, stamp()))
-            });
-            (RunDir::create(&out, &text, &system)?, Vec::new())
-        }
-    };
+    let (mut dir, earlier) = open_run_dir(
+        opts.resume.as_deref(),
+        opts.out.as_deref(),
+        &matrix.name,
+        &text,
+        &system,
+    )?;
     let done: HashSet<(String, u32)> = earlier
         .iter()
         .map(|c| (c.cell.id.clone(), c.repeat))
@@ -771,6 +831,9 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         models: model_records,
         cells: earlier,
         targets: None,
+        tuned: engine_matrix_format::Overrides::of(&matrix),
+        shard,
+        merged: Vec::new(),
     };
     summary.targets = matrix
         .targets

@@ -9,10 +9,10 @@
 //!   ends, which `tune --resume DIR` replays instead of measuring again;
 //! * `tune.json`: the request, the space, every trial, the validation and
 //!   the winner (the report's Tuning section reads it);
-//! * `tuned.yaml`: the winner as an `engines:` entry, ready to paste into a
-//!   matrix (or to give `run --tuned`).
+//! * `tuned.yaml`: the winner's settings, for an engine's `tuned:` in a
+//!   matrix or `run --tuned`.
 
-use crate::clock::{stamp, utc_now};
+use crate::clock::utc_now;
 use crate::matrix::tune::{parse_budget, parse_constraint};
 use crate::matrix::{Cell, EngineDef, Matrix, ScenarioKind};
 use crate::output::{EngineRecord, ResultLine, RunDir, Status, Summary, SCHEMA_VERSION};
@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 /// The file names in the run folder.
 pub const TRIALS_FILE: &str = "trials.jsonl";
 pub const TUNE_FILE: &str = "tune.json";
-pub const TUNED_FILE: &str = "tuned.yaml";
+pub const TUNED_FILE: &str = crate::matrix::tuned::TUNED_FILE;
 
 /// What the user asked for (flags, else the matrix's `tune:` block).
 pub struct TuneOptions {
@@ -54,6 +54,8 @@ pub struct TuneOptions {
     pub plugin_dir: PathBuf,
     pub isolation: Isolation,
     pub cell_timeout: Option<Duration>,
+    /// Seconds without a token after which an engine counts as hung.
+    pub stall_s: f64,
     pub calibrate: bool,
     pub progress: bool,
 }
@@ -75,7 +77,12 @@ pub fn tune(opts: &TuneOptions) -> Result<TuneReport> {
         (None, Some(m)) => m.clone(),
         (None, None) => bail!("tune needs a matrix file (or --resume DIR)"),
     };
-    let matrix = Matrix::load(&matrix_path)?;
+    // Tuned against the engine untuned, whatever `tuned:` the matrix has.
+    let untuned = crate::matrix::Overrides {
+        settings: Some(vec![crate::matrix::tuned::Variant::Default]),
+        ..Default::default()
+    };
+    let matrix = Matrix::load_with(&matrix_path, &untuned)?;
     let text = std::fs::read_to_string(&matrix_path)
         .with_context(|| format!("cannot read {}", matrix_path.display()))?;
     let request = match prior {
@@ -97,15 +104,13 @@ pub fn tune(opts: &TuneOptions) -> Result<TuneReport> {
     let system = system::collect();
     let limits = runner::calibrate(opts.calibrate, opts.progress);
     let (idle_power, telemetry_unavailable) = runner::idle_energy();
-    let (mut dir, earlier) = match &opts.resume {
-        Some(path) => RunDir::resume(path)?,
-        None => {
-            let out = opts.out.clone().unwrap_or_else(|| {
-                PathBuf::from("reports").join(format!("tune-{}-{}", def.name, stamp()))
-            });
-            (RunDir::create(&out, &text, &system)?, Vec::new())
-        }
-    };
+    let (mut dir, earlier) = runner::open_run_dir(
+        opts.resume.as_deref(),
+        opts.out.as_deref(),
+        &format!("tune-{}", def.name),
+        &text,
+        &system,
+    )?;
     write_request(&dir.path, &request)?;
     let recorded = read_trials(&dir.path)?;
     let (models, model_records) = runner::resolve_models(&matrix, std::slice::from_ref(&base));
@@ -142,6 +147,9 @@ pub fn tune(opts: &TuneOptions) -> Result<TuneReport> {
         models: model_records,
         cells: earlier,
         targets: None,
+        tuned: None,
+        shard: None,
+        merged: Vec::new(),
     };
     dir.write_summary(&summary)?;
     let executor = Executor::new(&opts.isolation, &opts.plugin_dir, &dir.path, None)?;
@@ -163,8 +171,11 @@ pub fn tune(opts: &TuneOptions) -> Result<TuneReport> {
         start: Instant::now(),
         offset,
         cell_timeout: opts.cell_timeout,
+        stall_s: opts.stall_s,
         bar: &bar,
         learned: false,
+        quality: quality_job(&matrix, &request, &def, &opts.plugin_dir),
+        quality_done: HashMap::new(),
     };
     let outcomes = flow::run(&space, &settings, &mut trials);
     bar.finish_and_clear();
@@ -174,7 +185,7 @@ pub fn tune(opts: &TuneOptions) -> Result<TuneReport> {
         ..
     } = trials;
     executor.shutdown();
-    let snippet = snippet(&def, &outcomes);
+    let snippet = snippet(&def, &request, &space, &outcomes);
     let file = TuneFile {
         request: request.clone(),
         searched: space
@@ -277,6 +288,9 @@ fn build_request(opts: &TuneOptions, matrix: &Matrix, path: &Path) -> Result<Req
         .or(block.objective.clone())
         .unwrap_or_else(|| "output_throughput".into());
     check_metric(&objective, def.kind, "--objective")?;
+    if is_quality(&objective) {
+        bail!("--objective {objective}: a quality metric is a floor, not a goal: give it as --constraint (e.g. 'top1_agreement_pct>=95') beside a speed objective");
+    }
     let texts = if opts.constraints.is_empty() {
         block.constraints.clone()
     } else {
@@ -325,16 +339,63 @@ fn check_metric(metric: &str, kind: ScenarioKind, flag: &str) -> Result<()> {
     let ok = applies(metric, kind)
         && match needs {
             Needs::Serving => kind == ScenarioKind::Serving,
-            Needs::Baseline | Needs::Quality => false,
+            Needs::Baseline => false,
+            // Every trial with its own output is compared with the
+            // reference (see `Trials::quality_job`).
+            Needs::Quality => true,
             _ => true,
         };
     if !ok {
         bail!(
-            "{flag} {metric}: a {} cell has no {metric} (speedup and quality metrics come from other cells; goodput from serving cells)",
+            "{flag} {metric}: a {} cell has no {metric} (speedup comes from a baseline's cells; goodput from serving cells)",
             kind.as_str()
         );
     }
     Ok(())
+}
+
+/// Whether `metric` comes from the quality pass.
+fn is_quality(metric: &str) -> bool {
+    matches!(
+        crate::matrix::targets::metric(metric),
+        Some((_, crate::matrix::targets::Needs::Quality))
+    )
+}
+
+/// The quality pass of the trials, when a constraint needs one: the
+/// matrix's `quality:` settings (or their defaults), against the reference
+/// engine's f32, unquantized model: the matrix's `quality.reference`, else
+/// the tuned engine with its untuned options. The reference is renamed so
+/// that every trial is compared with it, including trials whose own
+/// settings are the reference's (which then agree fully).
+fn quality_job(
+    matrix: &Matrix,
+    request: &Request,
+    def: &EngineDef,
+    plugin_dir: &Path,
+) -> Option<crate::quality::QualityJob> {
+    if !request.constraints.iter().any(|c| is_quality(&c.metric)) {
+        return None;
+    }
+    let q = matrix.quality.clone().unwrap_or(crate::matrix::QualityDef {
+        reference: def.name.clone(),
+        tokens: 16384,
+        quick_tokens: 2048,
+        context: 512,
+        path: None,
+    });
+    let mut reference = matrix.engine(&q.reference).cloned().unwrap_or(def.clone());
+    reference.name = format!("{} (reference)", reference.name);
+    Some(crate::quality::QualityJob {
+        tokens: if request.quick {
+            q.quick_tokens
+        } else {
+            q.tokens
+        } as usize,
+        def: q,
+        reference,
+        plugin_dir: plugin_dir.to_path_buf(),
+    })
 }
 
 /// The engine's declared tunables (from its plugin), narrowed by the
@@ -453,37 +514,46 @@ fn describe_param(p: &space::Param) -> String {
     }
 }
 
-/// The winner as an `engines:` entry: the engine's options with the
-/// winner's (load and cell keys are the cell's business and listed as a
-/// comment).
-pub fn snippet(def: &EngineDef, o: &flow::Outcomes) -> String {
-    let mut options = def.options.as_object().cloned().unwrap_or_default();
-    let mut elsewhere = Vec::new();
+/// The winner as a tuned settings file (`tuned.yaml`, see the matrix
+/// crate's `tuned` module): what differs from the defaults, for a matrix's
+/// `tuned:` or `run --tuned`.
+pub fn snippet(def: &EngineDef, request: &Request, space: &Space, o: &flow::Outcomes) -> String {
+    let mut options = serde_json::Map::new();
+    let mut cell = Vec::new();
     for (k, v) in &o.winner {
+        if space.defaults.get(k) == Some(v) {
+            continue;
+        }
         match space::target(k) {
             Target::Option => {
                 options.insert(k.clone(), v.clone());
             }
-            _ => elsewhere.push(format!("{k}: {v}")),
+            _ => cell.push(format!("{k}: {v}")),
         }
     }
-    let mut s = format!(
-        "# tuned by engine-matrix tune: {}\n",
+    let quote = |s: &str| serde_json::Value::String(s.to_string()).to_string();
+    let mut out = format!(
+        "# Tuned by engine-matrix tune: {}\n\
+         # Use it under the engine in a matrix (`tuned: PATH`) or with\n\
+         # `engine-matrix run MATRIX --tuned PATH [--settings both]`.\n",
         o.verdict.replace('\n', " ")
     );
-    if !elsewhere.is_empty() {
-        s.push_str(&format!(
-            "# set in the scenario (they are cell parameters): {}\n",
-            elsewhere.join(", ")
-        ));
+    let mut tuned_for = format!("{}, {}", request.cell, request.objective);
+    for c in &request.constraints {
+        tuned_for.push_str(&format!(", {}", c.describe()));
     }
-    s.push_str(&format!(
-        "- name: {}-tuned\n  plugin: {}\n  options: {}\n",
-        def.name,
-        def.plugin,
+    out.push_str(&format!(
+        "engine: {}\nplugin: {}\ntuned_for: {}\noptions: {}\n",
+        quote(&def.name),
+        quote(&def.plugin),
+        quote(&tuned_for),
         serde_json::Value::Object(options)
     ));
-    s
+    for line in cell {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
 }
 
 fn progress(show: bool) -> indicatif::ProgressBar {
@@ -545,8 +615,14 @@ struct Trials<'a> {
     /// Seconds an interrupted earlier run had spent.
     offset: f64,
     cell_timeout: Option<Duration>,
+    stall_s: f64,
     bar: &'a indicatif::ProgressBar,
     learned: bool,
+    /// The quality pass, when a constraint needs one.
+    quality: Option<crate::quality::QualityJob>,
+    /// Quality records by what changes the output (dtype, quantization):
+    /// options that only change the speed share one evaluation.
+    quality_done: HashMap<String, engine_matrix_results::quality::QualityRecord>,
 }
 
 impl Trials<'_> {
@@ -609,19 +685,27 @@ impl Trials<'_> {
                 }
             }
         };
+        let mut violation = 0.0;
         let broken = self
             .request
             .constraints
             .iter()
             .filter_map(|c| match value(&c.metric) {
                 Ok(v) if c.holds(v) => None,
-                Ok(v) => Some(format!("{} (was {v:.3})", c.describe())),
-                Err(why) => Some(format!("{} (no value: {why})", c.describe())),
+                Ok(v) => {
+                    violation += c.distance(v);
+                    Some(format!("{} (was {v:.3})", c.describe()))
+                }
+                Err(why) => {
+                    violation += 1.0;
+                    Some(format!("{} (no value: {why})", c.describe()))
+                }
             })
             .collect();
         Outcome::Measured {
             value: objective,
             broken,
+            violation,
         }
     }
 
@@ -651,15 +735,17 @@ impl Evaluator for Trials<'_> {
             step.label(),
             space::label(config, Some(self.space))
         ));
+        let quality_key = crate::quality::key(&cell);
+        let known = self.quality_done.get(&quality_key).cloned();
         let job = Job {
             cell,
             repeat: 0,
             model: self.model.clone(),
             vectors: None,
-            stall_s: 30.0,
+            stall_s: self.stall_s,
             limits: self.limits.clone(),
             idle_watts: self.idle_watts,
-            quality: None,
+            quality: self.quality.clone().filter(|_| known.is_none()),
             live: false,
         };
         let limit = runner::cell_limit(self.cell_timeout, None);
@@ -687,6 +773,16 @@ impl Evaluator for Trials<'_> {
         }
         self.executor.close(&def.name);
         line.result.cell.engine = self.def.name.clone();
+        if self.quality.is_some() && line.result.status == Status::Ok {
+            match known {
+                Some(r) => line.result.quality = Some(r),
+                None => {
+                    if let Some(r) = &line.result.quality {
+                        self.quality_done.insert(quality_key, r.clone());
+                    }
+                }
+            }
+        }
         let outcome = self.outcome(&line);
         let record = TrialRecord {
             step,

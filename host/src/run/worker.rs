@@ -36,7 +36,7 @@ pub const SUBCOMMAND: &str = "__worker";
 pub enum Request {
     /// First message: which engine this worker serves.
     Init {
-        engine: EngineDef,
+        engine: Box<EngineDef>,
         plugin_dir: PathBuf,
     },
     Cell {
@@ -92,7 +92,7 @@ pub fn serve() -> Result<()> {
         return Ok(());
     };
     let (engine, plugin_dir) = match serde_json::from_str(&first?)? {
-        Request::Init { engine, plugin_dir } => (engine, plugin_dir),
+        Request::Init { engine, plugin_dir } => (*engine, plugin_dir),
         _ => bail!("worker: the first request must be init"),
     };
     // NVML first, before the plugin and any model: a real libnvidia-ml
@@ -292,7 +292,7 @@ impl Worker {
             hello: None,
         };
         w.send(&Request::Init {
-            engine: engine.clone(),
+            engine: Box::new(engine.clone()),
             plugin_dir: plugin_dir.to_path_buf(),
         })?;
         Ok(w)
