@@ -137,10 +137,10 @@ pub fn html(i: &Inputs) -> String {
         table_html(&mut o, &t);
         let _ = writeln!(o, "<p>{}</p>", esc(&super::machines::note(s)));
     }
-    if let Some(t) = super::tune::settings_table(s) {
+    if let Some(t) = super::tuned::table(s) {
         let _ = writeln!(o, "<h2 id=\"tuned\">Tuned settings</h2>");
         table_html(&mut o, &t);
-        let _ = writeln!(o, "<p>{}</p>", esc(super::tune::SETTINGS_NOTE));
+        let _ = writeln!(o, "<p>{}</p>", esc(super::tuned::NOTE));
     }
     targets_section(&mut o, i);
     charts_section(&mut o, i);

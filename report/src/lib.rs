@@ -31,6 +31,7 @@ mod table;
 mod targets;
 pub mod trend;
 pub mod tune;
+mod tuned;
 mod workload;
 
 pub use markdown::markdown;

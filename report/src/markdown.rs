@@ -143,10 +143,10 @@ pub fn markdown(summary: &Summary) -> String {
         table_markdown(&mut out, &t);
         let _ = writeln!(out, "\n{}", super::machines::note(summary));
     }
-    if let Some(t) = super::tune::settings_table(summary) {
+    if let Some(t) = super::tuned::table(summary) {
         let _ = writeln!(out, "\n## Tuned settings\n");
         table_markdown(&mut out, &t);
-        let _ = writeln!(out, "\n{}", super::tune::SETTINGS_NOTE);
+        let _ = writeln!(out, "\n{}", super::tuned::NOTE);
     }
     if let Some(t) = super::targets::table(summary) {
         let _ = writeln!(out, "\n## Targets\n");
