@@ -80,6 +80,20 @@ fn shard(m: &Path, i: u32, n: u32, out: &Path, plugins: &Path, extra: &[&str]) {
     finished_status(&o);
 }
 
+/// The whole matrix on this machine, unsharded, into `out`.
+fn single_run(m: &Path, out: &Path, plugins: &Path) -> std::process::Output {
+    run(
+        &[
+            "run",
+            m.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-calibrate",
+        ],
+        plugins,
+    )
+}
+
 fn merge(dirs: &[PathBuf], out: &Path, extra: &[&str], plugins: &Path) -> std::process::Output {
     let mut args: Vec<String> = vec!["merge".into()];
     args.extend(dirs.iter().map(|d| d.display().to_string()));
@@ -95,16 +109,7 @@ fn shards_merge_into_the_single_machine_run_and_bad_sets_are_refused() {
     let tmp = TempDir::new("shards");
     let m = write_matrix(tmp.path());
     let single = tmp.path().join("single");
-    let o = run(
-        &[
-            "run",
-            m.to_str().unwrap(),
-            "--out",
-            single.to_str().unwrap(),
-            "--no-calibrate",
-        ],
-        plugins.path(),
-    );
+    let o = single_run(&m, &single, plugins.path());
     assert_eq!(finished_status(&o), 5, "the broken engine's cells fail");
     let dirs: Vec<PathBuf> = (0..3).map(|i| tmp.path().join(format!("s{i}"))).collect();
     for (i, d) in dirs.iter().enumerate() {
@@ -516,16 +521,7 @@ fn a_real_slurm_runs_the_generated_array_and_merges_it() {
         assert_eq!(mark["index"], i);
     }
     let single = tmp.path().join("single");
-    let o = run(
-        &[
-            "run",
-            m.to_str().unwrap(),
-            "--out",
-            single.to_str().unwrap(),
-            "--no-calibrate",
-        ],
-        plugins.path(),
-    );
+    let o = single_run(&m, &single, plugins.path());
     finished_status(&o);
     assert_eq!(outline(&merged), outline(&single));
     assert_eq!(read_json(&merged.join("summary.json"))["complete"], true);
