@@ -362,6 +362,74 @@ fn kubernetes_manifests_have_the_right_indexes_and_counts() {
     assert!(
         submit.contains("kubectl apply -f") && submit.contains("wait --for=condition=complete")
     );
+    // Load generators: the same Job runs `--load-shard auto` into gen-I,
+    // and submit.sh writes the shared start into it as it applies it (run
+    // here with a stand-in `kubectl` that keeps what it is given: there is
+    // no cluster on this machine).
+    let gen_files = tmp.path().join("k8s-gen");
+    let o = scale_out(&[
+        "k8s",
+        m.to_str().unwrap(),
+        "--shards",
+        "3",
+        "--load-shard",
+        "--lead-s",
+        "60",
+        "--out",
+        "/results/load",
+        "--mount",
+        "/results",
+        "--claim",
+        "bench-results",
+        "--image",
+        "registry.example/em:1",
+        "--files",
+        gen_files.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let applied = tmp.path().join("applied");
+    std::fs::write(
+        bin.join("kubectl"),
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {0}.args\nif [ \"$*\" = \"apply -f -\" ]; then cat > {0}.json; fi\n",
+            applied.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(bin.join("kubectl"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let o = Command::new(gen_files.join("submit.sh"))
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let job = read_json(&applied.with_extension("json"));
+    let c = &job["spec"]["template"]["spec"]["containers"][0];
+    let cmd = c["command"][2].as_str().unwrap();
+    assert!(
+        cmd.contains("--load-shard auto --start-at \"$ENGINE_MATRIX_START_AT\"")
+            && cmd.contains("/results/load/gen-\"$JOB_COMPLETION_INDEX\""),
+        "{cmd}"
+    );
+    let start = c["env"][1]["value"].as_str().unwrap();
+    assert_eq!(c["env"][1]["name"], "ENGINE_MATRIX_START_AT");
+    let at: u64 = start.strip_prefix('@').unwrap().parse().unwrap();
+    assert!((now + 59..now + 65).contains(&at), "{start} (now {now})");
+    let args = std::fs::read_to_string(applied.with_extension("args")).unwrap();
+    assert!(args.contains("merge-job.json"), "{args}");
+    let merge = std::fs::read_to_string(gen_files.join("merge-job.json")).unwrap();
+    assert!(merge.contains("/results/load/gen-2 "), "{merge}");
     // The results must be on the claim.
     let o = scale_out(&[
         "k8s",
@@ -431,48 +499,12 @@ impl Drop for Slurm {
     }
 }
 
-#[test]
-fn a_real_slurm_runs_the_generated_array_and_merges_it() {
-    let plugins = plugin_dir(&["fault"]);
-    let tmp = TempDir::new("slurm");
-    let m = write_matrix(tmp.path());
-    let slurm = Slurm::up(&tmp.path().join("cluster"));
-    let out = tmp.path().join("results");
-    let o = scale_out(&[
-        "slurm",
-        m.to_str().unwrap(),
-        "--shards",
-        "3",
-        "--cpus",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-        "--",
-        "--no-calibrate",
-        "--plugins",
-        plugins.path().to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    let sbatch = std::fs::read_to_string(out.join("run.sbatch")).unwrap();
-    assert!(
-        sbatch.contains("#SBATCH --array=0-2") && sbatch.contains("--shard auto"),
-        "{sbatch}"
-    );
-    let submitted = Command::new(out.join("submit.sh"))
-        .env("SLURM_CONF", &slurm.conf)
-        .env("ENGINE_MATRIX_CACHE", cache_dir())
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
-    assert!(
-        submitted.status.success(),
-        "{}{}",
-        text(&submitted.stdout),
-        text(&submitted.stderr)
-    );
+/// Waits for `merged/report.md` (the merge job writes it last but the
+/// summary), failing with the jobs' logs when every job has ended without
+/// it.
+fn wait_for_merge(slurm: &Slurm, out: &Path) {
     let merged = out.join("merged");
     let t0 = Instant::now();
-    // The merge job writes summary.json last of all (after report.md).
     let queued = || {
         let q = Command::new("squeue")
             .arg("-h")
@@ -483,7 +515,6 @@ fn a_real_slurm_runs_the_generated_array_and_merges_it() {
     };
     let mut idle_checks = 0;
     while !merged.join("report.md").is_file() {
-        // Every job has ended without a merged run: fail now, with logs.
         idle_checks = if queued() { 0 } else { idle_checks + 1 };
         if idle_checks > 10 || t0.elapsed() > Duration::from_secs(600) {
             let logs: String = std::fs::read_dir(out.join("logs"))
@@ -512,6 +543,54 @@ fn a_real_slurm_runs_the_generated_array_and_merges_it() {
         std::thread::sleep(Duration::from_millis(500));
     }
     std::thread::sleep(Duration::from_millis(500));
+}
+
+/// Runs a generated `submit.sh` against the cluster.
+fn submit(slurm: &Slurm, out: &Path) {
+    let submitted = Command::new(out.join("submit.sh"))
+        .env("SLURM_CONF", &slurm.conf)
+        .env("ENGINE_MATRIX_CACHE", cache_dir())
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert!(
+        submitted.status.success(),
+        "{}{}",
+        text(&submitted.stdout),
+        text(&submitted.stderr)
+    );
+}
+
+#[test]
+fn a_real_slurm_runs_the_generated_array_and_merges_it() {
+    let plugins = plugin_dir(&["fault", "http"]);
+    let tmp = TempDir::new("slurm");
+    let m = write_matrix(tmp.path());
+    let slurm = Slurm::up(&tmp.path().join("cluster"));
+    let out = tmp.path().join("results");
+    let o = scale_out(&[
+        "slurm",
+        m.to_str().unwrap(),
+        "--shards",
+        "3",
+        "--cpus",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "--",
+        "--no-calibrate",
+        "--plugins",
+        plugins.path().to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let sbatch = std::fs::read_to_string(out.join("run.sbatch")).unwrap();
+    assert!(
+        sbatch.contains("#SBATCH --array=0-2") && sbatch.contains("--shard auto"),
+        "{sbatch}"
+    );
+    submit(&slurm, &out);
+    let merged = out.join("merged");
+    wait_for_merge(&slurm, &out);
     // Each shard ran as its own array task.
     for i in 0..3 {
         let log =
@@ -525,5 +604,363 @@ fn a_real_slurm_runs_the_generated_array_and_merges_it() {
     finished_status(&o);
     assert_eq!(outline(&merged), outline(&single));
     assert_eq!(read_json(&merged.join("summary.json"))["complete"], true);
+
+    // Load generators as an array (2: the node has 2 CPUs, and generators
+    // must run at once) against one `serve`, meeting 10 s after submission.
+    let server = Server::start(&["--inject-first-token-ms", "50", "--inject-token-ms", "10"]);
+    let m = tmp.path().join("serving.yaml");
+    std::fs::write(
+        &m,
+        format!(
+            "name: generators\nmodels: [{{name: tiny, weights: synthetic, config: tiny}}]\n\
+             engines: [{{name: served, plugin: http, options: {{base_url: \"http://127.0.0.1:{}\", model: tiny}}}}]\n\
+             scenarios: [{{name: open, kind: serving, warmup: 1, input_tokens: 8, output_tokens: 4, arrival: constant, request_rate: 10, duration_s: 2}}]\n",
+            server.port
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("load");
+    let o = scale_out(&[
+        "slurm",
+        m.to_str().unwrap(),
+        "--shards",
+        "2",
+        "--cpus",
+        "1",
+        "--load-shard",
+        "--lead-s",
+        "10",
+        "--out",
+        out.to_str().unwrap(),
+        "--",
+        "--no-calibrate",
+        "--plugins",
+        plugins.path().to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let sbatch = std::fs::read_to_string(out.join("run.sbatch")).unwrap();
+    assert!(
+        sbatch.contains("--load-shard auto --start-at \"$ENGINE_MATRIX_START_AT\""),
+        "{sbatch}"
+    );
+    submit(&slurm, &out);
+    wait_for_merge(&slurm, &out);
+    for i in 0..2 {
+        let mark = read_json(&out.join(format!("gen-{i}/summary.json")))["load_shard"].clone();
+        assert_eq!(
+            (mark["index"].as_u64(), mark["count"].as_u64()),
+            (Some(i), Some(2))
+        );
+    }
+    let c = &summary_cells(&out.join("merged"))[0];
+    assert_eq!(c["status"], "ok", "{c}");
+    let s = &c["metrics"]["serving"];
+    assert_eq!(
+        (s["scheduled"].as_u64(), s["completed"].as_u64()),
+        (Some(20), Some(20)),
+        "{s}"
+    );
+    let gens = s["generators"]["generators"].as_array().unwrap();
+    assert_eq!(gens.len(), 2);
+    for g in gens {
+        assert_eq!(g["sent"], 10, "{g}");
+        assert_eq!(g["saturated"], false, "{g}");
+    }
     drop(slurm);
+}
+
+/// Distributed load generation: one schedule of 60 requests (15 per
+/// second for 4 s, evenly spaced) against `serve` with a known timing
+/// (first token 100 ms after the request, then one every 20 ms: 6 tokens
+/// in 200 ms). Each generator's client allows 2 connections, so one
+/// generator completes at most 10 requests a second: alone it cannot
+/// sustain 15, and its lag grows. Three generators on loopback, meeting at
+/// a shared start, each send every third arrival; merged, the cell holds
+/// exactly the schedule's 60 requests at its rate, with the injected
+/// latency from the scheduled times, and no generator saturated.
+#[test]
+fn three_load_generators_send_the_schedule_one_cannot() {
+    let plugins = plugin_dir(&["http"]);
+    let tmp = TempDir::new("load-shard");
+    let server = Server::start(&["--inject-first-token-ms", "100", "--inject-token-ms", "20"]);
+    let matrix = format!(
+        "\
+name: generators
+models:
+  - {{name: tiny, weights: synthetic, config: tiny, seed: 0}}
+engines:
+  - name: served
+    plugin: http
+    options: {{base_url: \"http://127.0.0.1:{}\", model: tiny, max_connections: 2}}
+scenarios:
+  - name: open
+    kind: serving
+    warmup: 1
+    iterations: 1
+    input_tokens: 8
+    output_tokens: 6
+    arrival: constant
+    request_rate: 15
+    duration_s: 4
+",
+        server.port
+    );
+    let m = tmp.path().join("m.yaml");
+    std::fs::write(&m, &matrix).unwrap();
+    // Starts far enough ahead for every generator to be loaded and warm.
+    let start_at = |lead_s: u64| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        format!("@{}", now + lead_s)
+    };
+    let generate = |i: u32, n: u32, start: &str, out: &Path| {
+        let spec = format!("{i}/{n}");
+        run(
+            &[
+                "run",
+                m.to_str().unwrap(),
+                "--load-shard",
+                &spec,
+                "--start-at",
+                start,
+                "--out",
+                out.to_str().unwrap(),
+                "--no-calibrate",
+            ],
+            plugins.path(),
+        )
+    };
+    let cell_of = |dir: &Path| {
+        let cells = summary_cells(dir);
+        assert_eq!(cells.len(), 1, "{cells:?}");
+        cells[0].clone()
+    };
+
+    // One generator alone: saturated.
+    let alone = tmp.path().join("alone");
+    let o = generate(0, 1, &start_at(3), &alone);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let merged_alone = tmp.path().join("merged-alone");
+    let o = merge(&[alone], &merged_alone, &[], plugins.path());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let c = cell_of(&merged_alone);
+    let s = &c["metrics"]["serving"];
+    let g = &s["generators"]["generators"][0];
+    eprintln!("one generator: {g}");
+    assert_eq!(g["sent"], 60);
+    assert_eq!(g["saturated"], true, "{g}");
+    assert!(g["send_lag_ms"]["p99"].as_f64().unwrap() > 500.0, "{g}");
+    let warnings = s["generators"]["warnings"].to_string();
+    assert!(warnings.contains("could not keep up"), "{warnings}");
+
+    // Three generators together.
+    let dirs: Vec<PathBuf> = (0..3)
+        .map(|i| tmp.path().join(format!("gen-{i}")))
+        .collect();
+    let start = start_at(8);
+    let outputs: Vec<std::process::Output> = std::thread::scope(|scope| {
+        let handles: Vec<_> = dirs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let start = start.clone();
+                let generate = &generate;
+                scope.spawn(move || generate(i as u32, 3, &start, d))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for o in &outputs {
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    }
+    // Each generator's own cell holds its third of the arrivals.
+    for (i, d) in dirs.iter().enumerate() {
+        let lines = read_jsonl(&d.join("results.jsonl"));
+        let arrivals: Vec<u64> = lines[0]["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["warmup"] == false)
+            .map(|r| r["arrival"].as_u64().unwrap())
+            .collect();
+        let want: Vec<u64> = (i as u64..60).step_by(3).collect();
+        assert_eq!(arrivals, want, "generator {i}");
+        assert_eq!(lines[0]["generator"]["index"], i as u64);
+    }
+
+    // Two of three: refused, unless --partial (which says so).
+    let o = merge(&dirs[..2], &tmp.path().join("two"), &[], plugins.path());
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(err.contains("load generator 2 of 3 missing"), "{err}");
+    let o = merge(
+        &dirs[..2],
+        &tmp.path().join("two"),
+        &["--partial"],
+        plugins.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let c = cell_of(&tmp.path().join("two"));
+    assert_eq!(c["metrics"]["serving"]["scheduled"], 40);
+    let warnings = c["metrics"]["serving"]["generators"]["warnings"].to_string();
+    assert!(warnings.contains("load generator 2 missing"), "{warnings}");
+
+    let merged = tmp.path().join("merged");
+    let o = merge(&dirs, &merged, &[], plugins.path());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let c = cell_of(&merged);
+    assert_eq!(c["status"], "ok", "{c}");
+    let s = &c["metrics"]["serving"];
+    let gens = &s["generators"];
+    eprintln!("three generators: {gens}");
+    // The schedule's request count and rate.
+    assert_eq!(s["scheduled"], 60, "{s}");
+    assert_eq!(s["completed"], 60, "{s}");
+    let offered = s["offered_rate"].as_f64().unwrap();
+    assert!((offered - 15.0).abs() < 0.5, "offered rate {offered}");
+    let achieved = s["achieved_rate"].as_f64().unwrap();
+    assert!(
+        (12.0..=16.0).contains(&achieved),
+        "achieved rate {achieved}"
+    );
+    // Its latency: the injected 100 ms to the first token and 200 ms to
+    // the last, from the scheduled times (the tolerance is for a shared
+    // 2-core machine running the server and three generators).
+    let ttft = &s["ttft_from_schedule_ms"];
+    let e2el = &s["e2el_from_schedule_ms"];
+    let (t50, t99) = (ttft["p50"].as_f64().unwrap(), ttft["p99"].as_f64().unwrap());
+    let e50 = e2el["p50"].as_f64().unwrap();
+    assert!((100.0..130.0).contains(&t50), "TTFT p50 {t50}");
+    assert!(t99 < 200.0, "TTFT p99 {t99}");
+    assert!((200.0..240.0).contains(&e50), "E2EL p50 {e50}");
+    // No generator behind, one clock (one machine), no warning.
+    assert_eq!(gens["count"], 3);
+    for g in gens["generators"].as_array().unwrap() {
+        assert_eq!(g["sent"], 20, "{g}");
+        assert_eq!(g["saturated"], false, "{g}");
+    }
+    assert!(gens["clock_error_ms"].as_f64().unwrap() < 1.0, "{gens}");
+    assert_eq!(gens["warnings"], serde_json::json!([]), "{gens}");
+    // On the common clock, arrival k was due k/15 s after arrival 0,
+    // whichever generator sent it.
+    let lines = read_jsonl(&merged.join("results.jsonl"));
+    let mut due: Vec<(u64, u64)> = lines[0]["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["warmup"] == false)
+        .map(|r| {
+            (
+                r["arrival"].as_u64().unwrap(),
+                r["scheduled_ns"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    due.sort();
+    assert_eq!(due.len(), 60);
+    for (k, t) in &due {
+        let want = *k as f64 / 15.0 * 1e9;
+        let got = (t - due[0].1) as f64;
+        assert!(
+            (got - want).abs() < 1e5,
+            "arrival {k}: {got} ns, want {want}"
+        );
+    }
+    let md = std::fs::read_to_string(merged.join("report.md")).unwrap();
+    assert!(md.contains("### Load generators"), "{md}");
+
+    // The same generators as if on other machines (their records edited:
+    // this machine has one clock): unsynchronized clocks are an unknown
+    // error; synchronized ones 20 ms off each are up to 40 ms apart, past
+    // the 10 ms bound. Either way the merged cell says so.
+    let as_if = |name: &str, clock: serde_json::Value| {
+        let dirs: Vec<PathBuf> = dirs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let copy = tmp.path().join(format!("{name}-{i}"));
+                std::fs::create_dir_all(&copy).unwrap();
+                for f in ["summary.json", "matrix.yaml"] {
+                    std::fs::copy(d.join(f), copy.join(f)).unwrap();
+                }
+                let mut line = read_jsonl(&d.join("results.jsonl")).remove(0);
+                let mut c = clock.clone();
+                c["boot_id"] = format!("machine-{i}").into();
+                line["generator"]["clock"] = c;
+                std::fs::write(copy.join("results.jsonl"), format!("{line}\n")).unwrap();
+                copy
+            })
+            .collect();
+        let out = tmp.path().join(name);
+        let o = merge(&dirs, &out, &[], plugins.path());
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        cell_of(&out)["metrics"]["serving"]["generators"].clone()
+    };
+    let g = as_if(
+        "unsynced",
+        serde_json::json!({"source": "adjtimex", "synchronized": false, "max_error_us": 16000000}),
+    );
+    assert_eq!(g["clock_error_ms"], Value::Null, "{g}");
+    assert!(
+        g["warnings"].to_string().contains("clock error unknown"),
+        "{g}"
+    );
+    let g = as_if(
+        "synced",
+        serde_json::json!({"source": "adjtimex", "synchronized": true, "max_error_us": 20000}),
+    );
+    let e = g["clock_error_ms"].as_f64().unwrap();
+    assert!((40.0..40.1).contains(&e), "{g}");
+    assert!(
+        g["warnings"]
+            .to_string()
+            .contains("more than the 10 ms bound"),
+        "{g}"
+    );
+}
+
+/// What a load generator cannot split is refused before anything runs,
+/// naming the cell or engine; --load-shard needs --start-at.
+#[test]
+fn load_generators_refuse_what_they_cannot_share() {
+    let plugins = plugin_dir(&["http", "candle"]);
+    let tmp = TempDir::new("load-shard-refusals");
+    let m = tmp.path().join("m.yaml");
+    std::fs::write(
+        &m,
+        "name: r\nmodels: [{name: tiny, weights: synthetic, config: tiny}]\n\
+         engines: [{name: local, plugin: candle}]\n\
+         scenarios: [{name: open, kind: serving, request_rate: 2, requests: 4}]\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("run");
+    let args = |extra: &[&'static str]| {
+        let mut a = vec!["run", m.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        a.extend_from_slice(extra);
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let go = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        run(&a, plugins.path())
+    };
+    let o = go(args(&["--load-shard", "0/2"]));
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("--start-at"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = go(args(&["--load-shard", "0/2", "--start-at", "noon"]));
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("'noon'"), "{}", text(&o.stderr));
+    let o = go(args(&["--load-shard", "0/2", "--start-at", "@0"]));
+    assert!(!o.status.success());
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("engine 'local' (plugin candle) runs inside each generator"),
+        "{err}"
+    );
+    assert!(!out.join("results.jsonl").exists(), "nothing ran");
 }

@@ -5,8 +5,10 @@
 //! libraries, which `./scripts/test` builds (`cargo build --release
 //! --workspace`) before `cargo test --release --workspace`.
 
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The folder holding the binary and plugins of this build profile
 /// (the test executable lives in its `deps/`): the engines' test support
@@ -673,4 +675,93 @@ pub fn summary_cells(run_dir: &Path) -> Vec<serde_json::Value> {
         .as_array()
         .expect("summary cells")
         .clone()
+}
+
+/// A running `engine-matrix serve` (the candle plugin, the `tiny`
+/// model), killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    _plugins: TempDir,
+    logs: TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    pub fn start(extra: &[&str]) -> Server {
+        let plugins = plugin_dir(&["candle"]);
+        let logs = TempDir::new("serve-logs");
+        let stderr = std::fs::File::create(logs.path().join("stderr")).unwrap();
+        let mut child = Command::new(binary())
+            .args([
+                "serve", "--engine", "candle", "--model", "tiny", "--port", "0",
+            ])
+            .args(extra)
+            .arg("--plugins")
+            .arg(plugins.path())
+            .env("ENGINE_MATRIX_CACHE", cache_dir())
+            .env_remove("ENGINE_MATRIX_PLUGINS")
+            .env("RUST_BACKTRACE", "0")
+            .current_dir(workspace_root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start engine-matrix serve");
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).expect("read the listening line");
+        let mut server = Server {
+            child,
+            port: 0,
+            _plugins: plugins,
+            logs,
+        };
+        let port = line
+            .trim()
+            .strip_prefix("listening on http://127.0.0.1:")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no listening line: {line:?}; stderr: {}", server.stderr()));
+        server.port = port;
+        // Keep reading stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut out, &mut std::io::sink());
+        });
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let r = server.get("/health");
+            if r.status == 200 {
+                break;
+            }
+            assert_eq!(r.status, 503, "health while loading: {}", r.text());
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("serve exited with {status}: {}", server.stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "model not loaded in time: {}",
+                server.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.logs.path().join("stderr")).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        http(self.port, "GET", path, None)
+    }
+
+    pub fn post(&self, path: &str, body: &serde_json::Value) -> Resp {
+        http(self.port, "POST", path, Some(body.to_string().as_bytes()))
+    }
 }

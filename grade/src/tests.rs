@@ -83,6 +83,7 @@ fn result(cell: &engine_matrix_format::Cell, m: CellMetrics, repeat: u32) -> Cel
         model_details: None,
         stability: None,
         retrieval: None,
+        generator: None,
     }
 }
 
@@ -127,6 +128,7 @@ fn summary(matrix: &Matrix, cells: Vec<CellResult>) -> Summary {
         tuned: None,
         shard: None,
         merged: Vec::new(),
+        load_shard: None,
     }
 }
 
@@ -209,6 +211,31 @@ fn filters_choose_the_cells() {
         .iter()
         .all(|c| c.engine == "b" && c.cell.starts_with("lat/")));
     assert_eq!(t.cells.len(), 2);
+}
+
+#[test]
+fn a_target_naming_an_engine_selects_it_on_every_machine_class() {
+    // A merged run whose shards ran on two kinds of machine: b's cells are
+    // labelled `b @ A` and `b @ B`; a target on engine b grades both, and
+    // each class is graded apart.
+    let m = matrix("[{metric: output_throughput, min: 30, engines: [b], kinds: [latency]}]");
+    let mut cells = Vec::new();
+    for (class, tok_s) in [("A", 40.0), ("B", 20.0)] {
+        for c in m.cells(false).iter().filter(|c| c.engine == "b") {
+            let mut c = c.clone();
+            c.engine = format!("b @ {class}");
+            c.id = c.id.replacen("/b/", &format!("/b @ {class}/"), 1);
+            cells.push(result(&c, metrics(tok_s, &[50.0], &[10.0; 128]), 0));
+        }
+    }
+    let s = summary(&m, cells);
+    let r = evaluate(m.targets.as_ref().unwrap(), &s);
+    let t = &r.targets[0];
+    assert_eq!(t.cells.len(), 4, "2 latency cells on each class");
+    assert_eq!(t.verdict, Some(Verdict::Missed), "class B's 20 tok/s");
+    let grade = |e: &str| r.by_engine.iter().find(|x| x.engine == e).unwrap().grade;
+    assert_eq!(grade("b @ A"), Some(Grade::Excellent));
+    assert_eq!(grade("b @ B"), Some(Grade::Poor));
 }
 
 #[test]

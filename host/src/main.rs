@@ -87,9 +87,11 @@ enum Command {
     /// run folder with one summary and report. Refuses shards of another
     /// plan or build, overlapping shards and missing ones (unless
     /// --partial); figures from different kinds of machine are labelled
-    /// and never compared.
+    /// and never compared. Load generators' folders (`run --load-shard`)
+    /// are joined cell by cell: each cell gets every generator's requests
+    /// on a common clock, with each generator's lag and the clocks' error.
     Merge {
-        /// The shards' run folders.
+        /// The shards' (or load generators') run folders.
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
         /// The merged run folder.
@@ -99,6 +101,11 @@ enum Command {
         /// then marked incomplete, naming them).
         #[arg(long)]
         partial: bool,
+        /// Load generators: the largest error between their clocks (ms)
+        /// for which the merged arrivals stand for the schedule; above it,
+        /// or unknown, each merged cell says so.
+        #[arg(long, value_name = "MS", default_value_t = engine_matrix::merge::generators::DEFAULT_MAX_CLOCK_ERROR_MS)]
+        max_clock_error_ms: f64,
     },
     /// Write the job files that run a matrix as N shards on Slurm (a job
     /// array and a dependent merge) or Kubernetes (an Indexed Job and a
@@ -177,6 +184,22 @@ struct RunArgs {
     /// GPUs).
     #[arg(long, value_name = "NAME", requires = "shard")]
     machine_class: Option<String>,
+    /// Be load generator I of N (from 0) of every serving cell: send
+    /// arrivals I, I+N, ... of its schedule, so that N generators on N
+    /// machines send one schedule to one server together; `auto` reads the
+    /// index as --shard does. Needs --start-at; `engine-matrix merge`
+    /// joins the generators' run folders into one cell per cell.
+    #[arg(long, value_name = "I/N|auto", requires = "start_at", conflicts_with_all = ["shard", "resume"])]
+    load_shard: Option<String>,
+    /// The shared wall-clock start of the first measured iteration, the
+    /// same on every generator: RFC 3339 (2026-12-07T10:00:00Z) or
+    /// @SECONDS since 1970.
+    #[arg(long, value_name = "TIME", requires = "load_shard")]
+    start_at: Option<String>,
+    /// Seconds from one measured iteration's shared start to the next's
+    /// (default: the longest schedule plus 30 s, rounded up).
+    #[arg(long, value_name = "SECONDS", requires = "load_shard")]
+    slot_s: Option<f64>,
     /// Which settings engines with tuned ones run at: tuned (their own
     /// name), default (tuned settings ignored), or both (NAME and
     /// NAME-tuned side by side); replaces the matrix's `settings:`.
@@ -303,6 +326,20 @@ struct ScaleOutArgs {
     /// Kubernetes: the namespace.
     #[arg(long)]
     namespace: Option<String>,
+    /// The N tasks are load generators of one schedule against one
+    /// server (`run --load-shard auto`), writing gen-I/, not shards of
+    /// the cells.
+    #[arg(long)]
+    load_shard: bool,
+    /// Load generators: seconds from submission to their shared start
+    /// (it must cover queueing and start-up).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 120,
+        requires = "load_shard"
+    )]
+    lead_s: u64,
     /// Options for every shard's `run`, after `--` (e.g. -- --quick).
     #[arg(last = true)]
     run_args: Vec<String>,
@@ -443,16 +480,20 @@ fn parse_grade(s: &str) -> Result<Grade, String> {
 }
 
 /// `merge`: exit 0, or 5 when a merged cell failed (as `run`).
-fn merge_command(dirs: Vec<PathBuf>, out: PathBuf, partial: bool) -> Result<ExitCode> {
-    let m =
-        engine_matrix::merge::merge(&engine_matrix::merge::MergeOptions { dirs, out, partial })?;
+fn merge_command(opts: engine_matrix::merge::MergeOptions) -> Result<ExitCode> {
+    let m = engine_matrix::merge::merge(&opts)?;
     println!("{}", m.markdown);
     let cells = &m.summary.cells;
     use engine_matrix::output::Status;
     let count = |s| cells.iter().filter(|c| c.status == s).count();
     eprintln!(
-        "merged {} shards: {} cells: {} ok, {} unsupported, {} failed; results in {}",
+        "merged {} {}: {} cells: {} ok, {} unsupported, {} failed; results in {}",
         m.summary.merged.len(),
+        if m.generators {
+            "load generators"
+        } else {
+            "shards"
+        },
         cells.len(),
         count(Status::Ok),
         count(Status::Unsupported),
@@ -461,7 +502,12 @@ fn merge_command(dirs: Vec<PathBuf>, out: PathBuf, partial: bool) -> Result<Exit
     );
     if !m.missing.is_empty() {
         eprintln!(
-            "incomplete: shard(s) {} missing (--partial)",
+            "incomplete: {}(s) {} missing (--partial)",
+            if m.generators {
+                "load generator"
+            } else {
+                "shard"
+            },
             m.missing
                 .iter()
                 .map(u32::to_string)
@@ -508,6 +554,7 @@ fn scale_out_command(a: ScaleOutArgs) -> Result<ExitCode> {
         claim: a.claim,
         mount: a.mount.map(abs),
         namespace: a.namespace,
+        load_lead_s: a.load_shard.then_some(a.lead_s),
     })?;
     for f in &files {
         println!("{}", f.display());
@@ -575,7 +622,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Engines { json } => engines(&dir, json, cli.verbose),
         Command::Serve(args) => serve_command(args, dir),
         Command::Tune(args) => tune_command(args, dir),
-        Command::Merge { dirs, out, partial } => merge_command(dirs, out, partial),
+        Command::Merge {
+            dirs,
+            out,
+            partial,
+            max_clock_error_ms,
+        } => merge_command(engine_matrix::merge::MergeOptions {
+            dirs,
+            out,
+            partial,
+            max_clock_error_ms,
+        }),
         Command::ScaleOut(args) => scale_out_command(args),
         Command::Generate(args) => generate_command(args, dir),
         Command::Validate { matrix } => validate(&matrix, &dir),
@@ -812,7 +869,28 @@ fn run_command(args: RunArgs, dir: PathBuf, verbose: bool) -> Result<ExitCode> {
         settings,
         shard,
         machine_class,
+        load_shard,
+        start_at,
+        slot_s,
     } = args;
+    let load_shard = load_shard
+        .as_deref()
+        .map(|s| -> Result<_> {
+            let shard = match s {
+                "auto" => engine_matrix::matrix::shard::from_env(|k| std::env::var(k).ok()),
+                s => engine_matrix::matrix::shard::parse(s),
+            }
+            .map_err(|e| anyhow::anyhow!("--load-shard {e}"))?;
+            let start = start_at.as_deref().unwrap_or_default();
+            let start_unix_ns = engine_matrix::clock::parse_start_at(start)
+                .map_err(|e| anyhow::anyhow!("--start-at {e}"))?;
+            Ok(engine_matrix::run::load_shard::LoadShardOptions {
+                shard,
+                start_unix_ns,
+                slot_s,
+            })
+        })
+        .transpose()?;
     let shard = shard
         .as_deref()
         .map(|s| match s {
@@ -884,6 +962,7 @@ fn run_command(args: RunArgs, dir: PathBuf, verbose: bool) -> Result<ExitCode> {
         },
         shard,
         machine_class,
+        load_shard,
     })?;
     println!("{}", report.markdown);
     if let Some((_, server)) = live {

@@ -18,7 +18,9 @@ pub use engine_matrix_reports::slug;
 pub use engine_matrix_results::cell::{
     CellResult, GpuRecord, MemoryRecord, RawRequest, ResultLine, Status, SCHEMA_VERSION,
 };
-pub use engine_matrix_results::run::{EngineRecord, MergedShard, ModelRecord, ShardMark, Summary};
+pub use engine_matrix_results::run::{
+    EngineRecord, LoadMark, MergedShard, ModelRecord, ShardMark, Summary,
+};
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -48,6 +50,7 @@ impl From<&RequestRecord> for RawRequest {
             cached_prompt_tokens: c.and_then(|c| c.cached_prompt_tokens.into_option()),
             session: r.session,
             turn: r.turn,
+            arrival: r.arrival,
         }
     }
 }

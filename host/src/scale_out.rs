@@ -15,6 +15,17 @@
 //!   first, waits for it with `kubectl wait`, then applies the merge.
 //!   JSON is YAML, and `kubectl apply -f` takes either.
 //!
+//! With `--load-shard`, the N tasks are not shards of the cells but N load
+//! generators of one schedule (`run --load-shard auto`, see
+//! [`crate::run::load_shard`]), writing `DIR/gen-I`. They meet at a
+//! wall-clock start that `submit.sh` sets when it submits: now plus
+//! `--lead-s` (default 120 s), passed as `ENGINE_MATRIX_START_AT` (Slurm:
+//! `sbatch --export`; Kubernetes: written into the Job as it is applied).
+//! The lead must cover the tasks' queueing and start-up: a generator that
+//! starts after it sends late, and the merged cell names it. A Slurm array
+//! runs its tasks when it can; give the partition room for all N at once
+//! (or a reservation).
+//!
 //! The files name absolute paths: the nodes must see the project checkout
 //! (with `scripts/provision` run on each node, or a shared cache) and the
 //! results folder at the same paths, as on a cluster's shared file system.
@@ -57,6 +68,24 @@ pub struct ScaleOut {
     pub claim: Option<String>,
     pub mount: Option<PathBuf>,
     pub namespace: Option<String>,
+    /// Load generators (`--load-shard`): the seconds from submission to
+    /// their shared start; `None`: shards of the cells.
+    pub load_lead_s: Option<u64>,
+}
+
+/// The placeholder of the start time in a Kubernetes generator Job, which
+/// `submit.sh` replaces as it applies it.
+const START_PLACEHOLDER: &str = "__ENGINE_MATRIX_START_AT__";
+
+impl ScaleOut {
+    /// Each task's folder under `out`: `shard-I` or `gen-I`.
+    fn prefix(&self) -> &'static str {
+        if self.load_lead_s.is_some() {
+            "gen"
+        } else {
+            "shard"
+        }
+    }
 }
 
 /// The files written, in the order to read them.
@@ -107,8 +136,12 @@ fn shell_path(p: &Path) -> String {
 /// `run` of one shard, the shard's folder given as `shard_dir` (a shell
 /// word that may hold a variable, quoted by the caller).
 fn run_line(s: &ScaleOut, shard_dir: &str) -> String {
+    let split = match s.load_lead_s {
+        Some(_) => "--load-shard auto --start-at \"$ENGINE_MATRIX_START_AT\"",
+        None => "--shard auto",
+    };
     let mut l = format!(
-        "{} run {} --shard auto --out {shard_dir}",
+        "{} run {} {split} --out {shard_dir}",
         shell_path(&s.engine_matrix),
         shell_path(&s.matrix)
     );
@@ -123,7 +156,7 @@ fn merge_line(s: &ScaleOut) -> String {
     let mut l = format!("{} merge", shell_path(&s.engine_matrix));
     for i in 0..s.shards {
         l.push(' ');
-        l.push_str(&shell_path(&s.out.join(format!("shard-{i}"))));
+        l.push_str(&shell_path(&s.out.join(format!("{}-{i}", s.prefix()))));
     }
     l.push_str(&format!(" --out {}", shell_path(&s.out.join("merged"))));
     l
@@ -165,18 +198,26 @@ fn slurm(s: &ScaleOut, name: &str, files: &Path) -> Result<Vec<PathBuf>> {
         t.push_str(&format!("#SBATCH --array=0-{}\n", s.shards - 1));
         t.push_str(&format!(
             "#SBATCH --output={}\n",
-            logs.join("shard-%a.log").display()
+            logs.join(format!("{}-%a.log", s.prefix())).display()
         ));
         for d in &directives {
             t.push_str(&format!("#SBATCH {d}\n"));
         }
+        let what = match s.load_lead_s {
+            Some(_) => "Load generator ${SLURM_ARRAY_TASK_ID} of {N}: --load-shard auto reads SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT; submit.sh sets ENGINE_MATRIX_START_AT.",
+            None => "Shard ${SLURM_ARRAY_TASK_ID} of {N}: --shard auto reads SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT.",
+        }
+        .replace("{N}", &s.shards.to_string());
         t.push_str(&format!(
-            "set -euo pipefail\ncd {}\n# Shard ${{SLURM_ARRAY_TASK_ID}} of {}: --shard auto reads SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT.\nexec {}\n",
+            "set -euo pipefail\ncd {}\n# {what}\nexec {}\n",
             shell_path(&s.workdir),
-            s.shards,
             run_line(
                 s,
-                &format!("{}/shard-\"${{SLURM_ARRAY_TASK_ID}}\"", shell_path(&s.out))
+                &format!(
+                    "{}/{}-\"${{SLURM_ARRAY_TASK_ID}}\"",
+                    shell_path(&s.out),
+                    s.prefix()
+                )
             )
         ));
         t
@@ -198,8 +239,16 @@ fn slurm(s: &ScaleOut, name: &str, files: &Path) -> Result<Vec<PathBuf>> {
         head
     };
     let (run_path, merge_path) = (files.join("run.sbatch"), files.join("merge.sbatch"));
+    let (start, export) = match s.load_lead_s {
+        Some(lead) => (
+            format!("# The generators' shared start: {lead} s from now.\nENGINE_MATRIX_START_AT=\"@$(( $(date +%s) + {lead} ))\"\n"),
+            " --export=ALL,ENGINE_MATRIX_START_AT=\"$ENGINE_MATRIX_START_AT\"",
+        ),
+        None => (String::new(), ""),
+    };
     let submit = format!(
-        "#!/bin/sh\n# Submits the shards as a job array, then the merge once every shard has ended.\nset -eu\nmkdir -p {logs}\njob=$(sbatch --parsable {run})\njob=${{job%%;*}}\nmerge=$(sbatch --parsable --dependency=afterany:\"$job\" {merge})\necho \"shards: job $job; merge: job ${{merge%%;*}}; results in {out}/merged\"\n",
+        "#!/bin/sh\n# Submits the {tasks} as a job array, then the merge once every one has ended.\nset -eu\nmkdir -p {logs}\n{start}job=$(sbatch --parsable{export} {run})\njob=${{job%%;*}}\nmerge=$(sbatch --parsable --dependency=afterany:\"$job\" {merge})\necho \"{tasks}: job $job; merge: job ${{merge%%;*}}; results in {out}/merged\"\n",
+        tasks = if s.load_lead_s.is_some() { "load generators" } else { "shards" },
         logs = shell_path(&logs),
         run = shell_path(&run_path),
         merge = shell_path(&merge_path),
@@ -261,8 +310,16 @@ fn kubernetes(s: &ScaleOut, name: &str, files: &Path) -> Result<Vec<PathBuf>> {
     };
     let run = run_line(
         s,
-        &format!("{}/shard-\"$JOB_COMPLETION_INDEX\"", shell_path(&s.out)),
+        &format!(
+            "{}/{}-\"$JOB_COMPLETION_INDEX\"",
+            shell_path(&s.out),
+            s.prefix()
+        ),
     );
+    let mut env = vec![json!({"name": "ENGINE_MATRIX_SHARDS", "value": s.shards.to_string()})];
+    if s.load_lead_s.is_some() {
+        env.push(json!({"name": "ENGINE_MATRIX_START_AT", "value": START_PLACEHOLDER}));
+    }
     let job = json!({
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -275,7 +332,7 @@ fn kubernetes(s: &ScaleOut, name: &str, files: &Path) -> Result<Vec<PathBuf>> {
             "template": pod(container(
                 "shard",
                 format!("exec {run}"),
-                json!([{"name": "ENGINE_MATRIX_SHARDS", "value": s.shards.to_string()}]),
+                serde_json::Value::Array(env),
             )),
         }
     });
@@ -295,9 +352,15 @@ fn kubernetes(s: &ScaleOut, name: &str, files: &Path) -> Result<Vec<PathBuf>> {
         .map(|n| format!(" -n {}", quote(n)))
         .unwrap_or_default();
     let (job_path, merge_path) = (files.join("job.json"), files.join("merge-job.json"));
+    let apply = match s.load_lead_s {
+        Some(lead) => format!(
+            "# The generators' shared start: {lead} s from now, written into the Job.\nstart=\"@$(( $(date +%s) + {lead} ))\"\nsed \"s/{START_PLACEHOLDER}/$start/\" {job} | kubectl{ns} apply -f -\n",
+            job = shell_path(&job_path),
+        ),
+        None => format!("kubectl{ns} apply -f {}\n", shell_path(&job_path)),
+    };
     let submit = format!(
-        "#!/bin/sh\n# Applies the Indexed Job, waits until every shard has ended, then applies the merge.\nset -eu\nkubectl{ns} apply -f {job}\nkubectl{ns} wait --for=condition=complete --timeout=-1s job/{name} || kubectl{ns} wait --for=condition=failed --timeout=0 job/{name} || true\nkubectl{ns} apply -f {merge}\n",
-        job = shell_path(&job_path),
+        "#!/bin/sh\n# Applies the Indexed Job, waits until every task has ended, then applies the merge.\nset -eu\n{apply}kubectl{ns} wait --for=condition=complete --timeout=-1s job/{name} || kubectl{ns} wait --for=condition=failed --timeout=0 job/{name} || true\nkubectl{ns} apply -f {merge}\n",
         merge = shell_path(&merge_path),
     );
     let submit_path = files.join("submit.sh");

@@ -4,6 +4,13 @@
 pub use engine_matrix_results::SystemInfo;
 use serde::Serialize;
 
+/// This machine's host name (`unknown` where the system cannot say).
+pub fn collect_hostname() -> String {
+    sysinfo::System::host_name()
+        .ok()
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// Reads the system information (takes a few ms: once per run).
 pub fn collect() -> SystemInfo {
     use sysinfo::{CpuRefreshKind, MemoryRefreshKind, RefreshKind, System};

@@ -36,6 +36,16 @@ impl std::fmt::Display for Shard {
     }
 }
 
+/// An engine label and its machine class: a merged run whose shards ran
+/// on different kinds of machine labels each cell's engine `NAME @ CLASS`
+/// (`engine-matrix merge`), and figures are compared only within a class.
+pub fn machine_class(engine: &str) -> (&str, Option<&str>) {
+    match engine.rsplit_once(" @ ") {
+        Some((name, class)) => (name, Some(class)),
+        None => (engine, None),
+    }
+}
+
 /// `I/N` with `0 <= I < N`.
 pub fn parse(text: &str) -> Result<Shard, String> {
     let bad = || format!("`{text}`: expected I/N, shard I of N counted from 0 (e.g. 0/3), or auto");

@@ -100,11 +100,12 @@ pub struct TargetDef {
 
 impl TargetDef {
     /// Whether the target applies to `cell` (its filters; the metric is
-    /// the results' business).
+    /// the results' business). An engine named in the target selects its
+    /// cells on every machine class of a merged run (`candle @ B`).
     pub fn selects(&self, cell: &Cell) -> bool {
         let ok = |list: &[String], v: &str| list.is_empty() || list.iter().any(|x| x == v);
         ok(&self.scenarios, &cell.scenario)
-            && ok(&self.engines, &cell.engine)
+            && ok(&self.engines, crate::shard::machine_class(&cell.engine).0)
             && ok(&self.models, &cell.model)
             && (self.kinds.is_empty() || self.kinds.contains(&cell.kind))
             && (self.batch_sizes.is_empty() || self.batch_sizes.contains(&cell.params.batch_size))

@@ -444,6 +444,19 @@ fn serving_section(o: &mut String, i: &Inputs) {
         table_html(o, &s);
     }
     let _ = writeln!(o, "<p>{}</p>", esc(super::serving::NOTE));
+    if let Some(g) = super::generators::table(i.groups) {
+        let _ = writeln!(o, "<h3 id=\"generators\">Load generators</h3>");
+        table_html(o, &g);
+        let warnings = super::generators::warnings(i.groups);
+        if !warnings.is_empty() {
+            let _ = writeln!(o, "<ul class=\"warnings\">");
+            for w in warnings {
+                let _ = writeln!(o, "<li><strong>Warning:</strong> {}</li>", esc(&w));
+            }
+            let _ = writeln!(o, "</ul>");
+        }
+        let _ = writeln!(o, "<p>{}</p>", esc(super::generators::NOTE));
+    }
 }
 
 fn workload_section(o: &mut String, i: &Inputs) {

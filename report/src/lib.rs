@@ -18,6 +18,7 @@ pub mod charts;
 pub mod compare;
 pub mod csv;
 pub mod figures;
+mod generators;
 pub mod history;
 pub mod html;
 mod lifecycle;
@@ -309,6 +310,7 @@ pub(crate) mod fixtures {
             model_details: None,
             stability: None,
             retrieval: None,
+            generator: None,
         }
     }
 
@@ -328,6 +330,7 @@ pub(crate) mod fixtures {
             model_details: None,
             stability: None,
             retrieval: None,
+            generator: None,
         }
     }
 
@@ -447,6 +450,7 @@ pub(crate) mod fixtures {
             tuned: None,
             shard: None,
             merged: Vec::new(),
+            load_shard: None,
         }
     }
 

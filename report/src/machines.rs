@@ -49,7 +49,15 @@ pub(crate) fn note(s: &Summary) -> String {
         .iter()
         .collect::<std::collections::BTreeSet<_>>()
         .len();
-    if classes > 1 {
+    let generators = s.cells.iter().any(|c| {
+        c.metrics
+            .as_ref()
+            .and_then(|m| m.serving.as_ref())
+            .is_some_and(|x| x.generators.is_some())
+    });
+    if generators {
+        "These are the load generators' machines (`run --load-shard`): each served cell holds all their requests, merged on a common clock (see Load generators under Open-loop serving).".into()
+    } else if classes > 1 {
         format!("The shards ran on {classes} kinds of machine: every engine is labelled with its machine's class (`candle @ B`), and figures are compared only within a class (speedups against the baseline engine on the same class, rankings per class); figures of different classes are not comparable.")
     } else {
         "Every shard ran on the same kind of machine (one class), so their figures are compared as one run's.".into()

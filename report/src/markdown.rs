@@ -112,6 +112,13 @@ pub fn markdown(summary: &Summary) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# engine-matrix: {}\n", cell(&summary.matrix_name));
     let _ = writeln!(out, "{}\n", cell(&system_line(summary)));
+    if let Some(l) = &summary.load_shard {
+        let _ = writeln!(
+            out,
+            "**Load generator {} of {}** (`run --load-shard`, shared start {}): each serving cell holds only this generator's share of its schedule; `engine-matrix merge` joins the generators' run folders into the cells the server saw.\n",
+            l.index, l.count, l.start_at
+        );
+    }
     let ex = crate::executive(summary, &every);
     let _ = writeln!(
         out,
@@ -370,6 +377,18 @@ fn serving_markdown(groups: &[Group]) -> String {
 {}",
         super::serving::NOTE
     );
+    if let Some(g) = super::generators::table(groups) {
+        let _ = writeln!(out, "\n### Load generators\n");
+        table_markdown(&mut out, &g);
+        let warnings = super::generators::warnings(groups);
+        if !warnings.is_empty() {
+            let _ = writeln!(out);
+            for w in warnings {
+                let _ = writeln!(out, "- **Warning:** {w}");
+            }
+        }
+        let _ = writeln!(out, "\n{}", super::generators::NOTE);
+    }
     out
 }
 

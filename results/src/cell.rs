@@ -17,6 +17,17 @@ pub enum Status {
     Failed,
 }
 
+impl Status {
+    /// As written in results (`ok`, `unsupported`, `failed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Unsupported => "unsupported",
+            Status::Failed => "failed",
+        }
+    }
+}
+
 /// Memory readings of a cell, bytes.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct MemoryRecord {
@@ -181,6 +192,52 @@ pub struct CellResult {
     /// index's build); `metrics` is then `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retrieval: Option<crate::retrieval::RetrievalMetrics>,
+    /// A load generator's part of a serving cell (`run --load-shard
+    /// I/N`): what `merge` needs to put its requests on a common clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator: Option<GeneratorRecord>,
+}
+
+/// One load generator's part of a serving cell.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GeneratorRecord {
+    /// From 0, of `count`.
+    pub index: u32,
+    pub count: u32,
+    pub host: String,
+    /// The generator's wall-clock time (ns since the Unix epoch) at the
+    /// cell's epoch: a request time plus this is the time on the
+    /// generator's clock.
+    pub epoch_unix_ns: u64,
+    /// How long the reading of the wall clock and the monotonic clock
+    /// took (ns): the uncertainty of `epoch_unix_ns` on this machine.
+    pub epoch_pairing_ns: u64,
+    /// The shared start of each measured iteration (ns since the Unix
+    /// epoch), on the common clock.
+    pub starts_unix_ns: Vec<u64>,
+    /// This generator's share of the cell's `max_concurrency`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    pub clock: ClockStatus,
+}
+
+/// What the system says about its wall clock (Linux: `adjtimex(2)`, read
+/// only). `max_error_us` is the kernel's bound on the clock's error
+/// against true time, as the NTP daemon keeps it; it is meaningful only
+/// while the clock is synchronized.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ClockStatus {
+    /// `adjtimex`, or `none` where the system cannot say.
+    pub source: String,
+    /// `None`: unknown.
+    pub synchronized: Option<bool>,
+    /// The offset the kernel is still correcting (µs).
+    pub offset_us: Option<f64>,
+    pub max_error_us: Option<u64>,
+    pub est_error_us: Option<u64>,
+    /// The kernel's boot id: generators with the same one share one
+    /// clock, so their relative error is that of reading it.
+    pub boot_id: Option<String>,
 }
 
 /// Whether a concurrency level stayed within its scenario's
@@ -223,6 +280,9 @@ pub struct RawRequest {
     /// Prompt tokens the engine (or server) took from a prefix cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_prompt_tokens: Option<u32>,
+    /// Open loop: the request's position in its iteration's schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrival: Option<u64>,
 }
 
 /// A line of `results.jsonl`.

@@ -29,15 +29,7 @@
 pub mod cell;
 pub mod metrics;
 
-/// An engine label and its machine class: a merged run whose shards ran
-/// on different kinds of machine labels each cell's engine `NAME @ CLASS`
-/// (`engine-matrix merge`), and figures are compared only within a class.
-pub fn machine_class(engine: &str) -> (&str, Option<&str>) {
-    match engine.rsplit_once(" @ ") {
-        Some((name, class)) => (name, Some(class)),
-        None => (engine, None),
-    }
-}
+pub use engine_matrix_format::shard::machine_class;
 pub mod quality;
 pub mod retrieval;
 pub mod run;
@@ -48,12 +40,12 @@ pub mod telemetry;
 pub mod tune;
 
 pub use cell::{
-    CellResult, GpuRecord, IterationSpan, MemoryRecord, PressureRecord, RawRequest, ResultLine,
-    Stability, Status, SCHEMA_VERSION,
+    CellResult, ClockStatus, GeneratorRecord, GpuRecord, IterationSpan, MemoryRecord,
+    PressureRecord, RawRequest, ResultLine, Stability, Status, SCHEMA_VERSION,
 };
 pub use metrics::{
-    CellMetrics, Degradation, IterationFigures, MetricAliases, ServingMetrics, SpikeFigures,
-    SweepFigures, SweepStep, Window,
+    CellMetrics, Degradation, GeneratorFigures, IterationFigures, LoadGenerators, MetricAliases,
+    ServingMetrics, SpikeFigures, SweepFigures, SweepStep, Window,
 };
 pub use run::{Efficiency, EngineRecord, GpuLimits, Limits, ModelRecord, Summary, SystemInfo};
 pub use shape::Gpt2Shape;

@@ -193,6 +193,60 @@ pub struct ServingMetrics {
     /// than [`Degradation::MIN_WINDOWS`] windows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub degradation: Option<Degradation>,
+    /// A cell merged from several load generators (`run --load-shard`,
+    /// then `merge`): each generator's share and lag, and whether their
+    /// clocks agree well enough for the merged arrival pattern.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generators: Option<LoadGenerators>,
+}
+
+/// The load generators of a merged serving cell.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoadGenerators {
+    pub count: u32,
+    /// Generators whose part is missing (`merge --partial`).
+    pub missing: Vec<u32>,
+    pub generators: Vec<GeneratorFigures>,
+    /// A bound on how far apart the generators' clocks are (ms); `None`:
+    /// unknown.
+    pub clock_error_ms: Option<f64>,
+    /// The most `clock_error_ms` may be for the merged arrival pattern to
+    /// stand for the schedule (`merge --max-clock-error-ms`).
+    pub clock_bound_ms: f64,
+    /// Why the merged cell's load may not be the schedule's, in words
+    /// (clock error unknown or too large, a saturated generator, a missing
+    /// one); empty when nothing is wrong.
+    pub warnings: Vec<String>,
+}
+
+/// One generator's share of a merged serving cell.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GeneratorFigures {
+    pub index: u32,
+    pub host: String,
+    /// The generator's cell status (`ok`, `failed`, ...).
+    pub status: String,
+    pub sent: usize,
+    pub completed: usize,
+    pub failed: usize,
+    /// From the scheduled time to the request leaving the generator: the
+    /// generator's own lag plus its client's wait for a connection.
+    pub send_lag_ms: Option<Distribution>,
+    /// Share of its requests that left more than [`GeneratorFigures::LATE_MS`] late.
+    pub late_fraction: f64,
+    /// Its p99 send lag exceeds [`GeneratorFigures::SATURATED_P99_MS`]:
+    /// it could not keep up with its share of the schedule.
+    pub saturated: bool,
+    /// Its clock, as its system reported it.
+    pub clock: crate::cell::ClockStatus,
+}
+
+impl GeneratorFigures {
+    /// A request this late left late.
+    pub const LATE_MS: f64 = 5.0;
+    /// A generator that keeps up sends within a few ms of the schedule;
+    /// one whose backlog grows falls far past this.
+    pub const SATURATED_P99_MS: f64 = 25.0;
 }
 
 /// Latency drift over a serving cell: Theil–Sen slopes of the 1-second

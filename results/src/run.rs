@@ -222,6 +222,30 @@ pub struct Summary {
     /// A merged run (`engine-matrix merge`): the shards it was made of.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merged: Vec<MergedShard>,
+    /// A load generator's run (`run --load-shard I/N`): which share of
+    /// which plan's arrivals, from when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_shard: Option<LoadMark>,
+}
+
+/// What marks a load generator's run folder (`run --load-shard I/N`):
+/// generator `index` of `count` sends every `count`-th arrival of each
+/// serving cell's schedule, from `index`, the cells' measured iterations
+/// starting at `start_unix_ns + k * slot_s`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LoadMark {
+    /// From 0.
+    pub index: u32,
+    pub count: u32,
+    /// As [`ShardMark::plan_sha256`]: generators of one plan have the same.
+    pub plan_sha256: String,
+    /// The shared start, UTC (RFC 3339), and as ns since the Unix epoch.
+    pub start_at: String,
+    pub start_unix_ns: u64,
+    /// Seconds between the starts of consecutive measured iterations.
+    pub slot_s: f64,
+    /// The generator's host name.
+    pub host: String,
 }
 
 /// What marks a shard's run folder (`run --shard I/N`).

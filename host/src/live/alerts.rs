@@ -279,6 +279,7 @@ mod tests {
             model_details: None,
             stability: None,
             retrieval: None,
+            generator: None,
         }
     }
 

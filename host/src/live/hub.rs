@@ -584,6 +584,7 @@ mod tests {
             model_details: None,
             stability: None,
             retrieval: Some(retrieval.clone()),
+            generator: None,
         };
         let summary = Summary {
             schema_version: crate::output::SCHEMA_VERSION,
@@ -610,6 +611,7 @@ mod tests {
             tuned: None,
             shard: None,
             merged: Vec::new(),
+            load_shard: None,
         };
         let row = Row::of(&result, &summary);
         let p95 = retrieval.latency_ms.p95;

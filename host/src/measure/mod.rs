@@ -42,6 +42,8 @@ pub struct RequestRecord {
     /// When an open-loop (serving) request was due to be sent; latency
     /// from the schedule starts here.
     pub scheduled_ns: Option<u64>,
+    /// Open loop: the request's position in its iteration's schedule.
+    pub arrival: Option<u64>,
     pub token_ns: Vec<u64>,
     pub tokens: Vec<u32>,
     /// When `done` or `error` arrived.
@@ -92,8 +94,15 @@ impl Default for Collector {
 
 impl Collector {
     pub fn new() -> Self {
+        Self::starting_at(Instant::now())
+    }
+
+    /// A collector whose times count from `epoch` (a load generator's
+    /// cell that starts after its shared start counts from that start, so
+    /// that its late requests' due times are not before its epoch).
+    pub fn starting_at(epoch: Instant) -> Self {
         Collector {
-            epoch: Instant::now(),
+            epoch,
             state: Mutex::default(),
             cv: Condvar::new(),
         }
@@ -170,10 +179,12 @@ impl Collector {
         t
     }
 
-    /// Records when `id` was due to be sent (open loop).
-    pub fn mark_scheduled(&self, id: u64, ns: u64) {
+    /// Records when `id` was due to be sent and its position in the
+    /// schedule (open loop).
+    pub fn mark_scheduled(&self, id: u64, ns: u64, arrival: u64) {
         if let Some(r) = self.lock().records.get_mut(id as usize) {
             r.scheduled_ns = Some(ns);
+            r.arrival = Some(arrival);
         }
     }
 

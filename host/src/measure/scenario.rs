@@ -18,6 +18,13 @@
 //!   ([`Workload::warmup_request`]), so that a prefix cache starts the
 //!   replay cold.
 //!
+//! A load generator's cell (`run --load-shard I/N`, see
+//! [`crate::run::load_shard`]) runs its warmups, then exactly `iterations`
+//! measured iterations, each at its shared start on the wall clock,
+//! sending arrivals I, I+N, ... of the schedule with the prompts a single
+//! generator would send them with; every request records its position in
+//! the schedule (`arrival`).
+//!
 //! The host thread sleeps on the collector while the engine works.
 
 use crate::matrix::{Cell, ScenarioKind};
@@ -53,7 +60,34 @@ pub struct Execution {
 pub const DEFAULT_STALL: Duration = Duration::from_secs(120);
 
 pub fn execute(model: &ModelBox, cell: &Cell, prompts: &Workload, stall: Duration) -> Execution {
-    execute_into(model, cell, prompts, stall, Arc::new(Collector::new()))
+    execute_into(
+        model,
+        cell,
+        prompts,
+        stall,
+        Arc::new(Collector::new()),
+        None,
+    )
+}
+
+/// A load generator's share of a serving cell, and the wall-clock time
+/// (ns since the Unix epoch) of its collector's epoch.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadRun<'a> {
+    pub job: &'a crate::measure::serving::LoadJob,
+    pub epoch_unix_ns: u64,
+}
+
+/// Which of the workload's requests a request of the open loop sends.
+#[derive(Clone, Copy, Debug)]
+enum Lines {
+    /// The one of the request's id (as a closed loop).
+    Ids,
+    /// The one at its position in the schedule (a trace's line).
+    Positions,
+    /// The one a single generator would have given it: `from` plus its
+    /// position (a load generator's share of a computed schedule).
+    From(u64),
 }
 
 /// [`execute`] into a collector the caller holds too (the live view reads
@@ -64,6 +98,7 @@ pub fn execute_into(
     prompts: &Workload,
     stall: Duration,
     collector: Arc<Collector>,
+    load: Option<LoadRun<'_>>,
 ) -> Execution {
     let mut run = Runner {
         model,
@@ -74,6 +109,8 @@ pub fn execute_into(
         spans: Vec::new(),
         segments: Vec::new(),
         next_session: 0,
+        load,
+        lines_before: u64::from(cell.warmup),
     };
     let outcome = run.all();
     Execution {
@@ -96,6 +133,12 @@ struct Runner<'a> {
     /// warmup to the measured iterations, so none is replayed twice
     /// before the pool cycles).
     next_session: u64,
+    /// A load generator's share (`None`: the whole schedule).
+    load: Option<LoadRun<'a>>,
+    /// Requests a single generator would have registered before this
+    /// measured iteration (its warmups' and earlier iterations'): their
+    /// ids, hence their prompts, follow.
+    lines_before: u64,
 }
 
 impl Runner<'_> {
@@ -108,6 +151,13 @@ impl Runner<'_> {
             if sv.load == Load::Sweep {
                 return self.sweep(start);
             }
+        }
+        // Generators must agree on the iterations: their count only.
+        if self.load.is_some() {
+            for i in 0..self.cell.iterations.max(1) {
+                self.iteration(i, false)?;
+            }
+            return Ok(());
         }
         let measure_start = Instant::now();
         let min = Duration::from_secs_f64(self.cell.min_duration_s.max(0.0));
@@ -126,6 +176,10 @@ impl Runner<'_> {
 
     fn iteration(&mut self, index: u32, warmup: bool) -> Result<(), Stop> {
         let p = &self.cell.params;
+        let shared_start = match (self.cell.kind, warmup) {
+            (ScenarioKind::Serving, false) => self.wait_for_slot(index)?,
+            _ => None,
+        };
         let start_ns = self.collector.now_ns();
         match self.cell.kind {
             ScenarioKind::Latency => self.batch(p.batch_size, index, warmup)?,
@@ -142,8 +196,14 @@ impl Runner<'_> {
             ScenarioKind::Serving => {
                 let sv = self.serving()?;
                 let prompts = self.prompts;
+                let maxc = match self.load {
+                    Some(l) => l.job.max_concurrency,
+                    None => sv.max_concurrency,
+                };
                 match prompts.schedule_ns() {
-                    Some(trace) => self.open_loop(index, trace, sv.max_concurrency, true)?,
+                    Some(trace) => {
+                        self.open_loop(index, trace, maxc, Lines::Positions, shared_start)?
+                    }
                     None => {
                         let rate = self.rate(sv)?;
                         let sched = schedule(
@@ -153,7 +213,12 @@ impl Runner<'_> {
                             p.requests,
                             self.seed() ^ u64::from(index),
                         );
-                        self.open_loop(index, &to_ns(&sched), sv.max_concurrency, false)?
+                        let lines = match self.load {
+                            Some(_) => Lines::From(self.lines_before),
+                            None => Lines::Ids,
+                        };
+                        self.lines_before += sched.len() as u64;
+                        self.open_loop(index, &to_ns(&sched), maxc, lines, shared_start)?
                     }
                 }
             }
@@ -174,24 +239,52 @@ impl Runner<'_> {
         self.submit_at(n, index, warmup, None, None)
     }
 
-    /// [`submit`](Self::submit), recording when the requests were due.
-    /// `line`: the workload's request to send (a trace's line), instead of
-    /// the one of the request's id.
+    /// A load generator's measured serving iteration: sleeps until its
+    /// shared start and returns it on the collector's clock (`None`
+    /// without a load share). A generator already past it starts at once,
+    /// late, and its requests' send lag shows by how much.
+    fn wait_for_slot(&self, index: u32) -> Result<Option<u64>, Stop> {
+        let Some(l) = self.load else {
+            return Ok(None);
+        };
+        let start = *l.job.starts_unix_ns.get(index as usize).ok_or_else(|| {
+            Stop::Failed(format!(
+                "load generator: no shared start for measured iteration {index}"
+            ))
+        })?;
+        // Sleeps to a millisecond before the start; the open loop waits
+        // for each arrival on the monotonic clock from there.
+        let lead = 1_000_000;
+        loop {
+            let now = crate::clock::unix_ns_now();
+            if now + lead >= start {
+                break;
+            }
+            std::thread::sleep(
+                Duration::from_nanos(start - now - lead).min(Duration::from_secs(1)),
+            );
+        }
+        Ok(Some(start.saturating_sub(l.epoch_unix_ns)))
+    }
+
+    /// [`submit`](Self::submit), recording when the requests were due
+    /// and their position in the schedule. `line`: the workload's request
+    /// to send (a trace's line), instead of the one of the request's id.
     fn submit_at(
         &self,
         n: u32,
         index: u32,
         warmup: bool,
-        scheduled_ns: Option<u64>,
+        scheduled: Option<(u64, u64)>,
         line: Option<u64>,
     ) -> Result<Vec<u64>, Stop> {
         let p = &self.cell.params;
         let ids =
             self.collector
                 .register(n as usize, index, warmup, p.input_tokens, p.output_tokens);
-        if let Some(t) = scheduled_ns {
+        if let Some((t, arrival)) = scheduled {
             for &id in &ids {
-                self.collector.mark_scheduled(id, t);
+                self.collector.mark_scheduled(id, t, arrival);
             }
         }
         let samples: Vec<_> = ids
@@ -365,26 +458,40 @@ impl Runner<'_> {
 
     /// The schedule's seed: the same for every engine of a workload.
     fn seed(&self) -> u64 {
-        let tag = self.cell.id.splitn(4, '/').nth(3).unwrap_or("");
-        crate::rng::fnv1a(format!("{}/{}/{tag}", self.cell.scenario, self.cell.model).as_bytes())
+        crate::measure::serving::schedule_seed(self.cell)
     }
 
-    /// Sends one request at each time of `sched` (ns from now), at most
-    /// `max_concurrency` in flight (the others wait, late), then waits for
-    /// all of them. `by_position`: request `i` is the workload's request
-    /// `i` (a trace's line), not that of its id.
+    /// Sends one request at each time of `sched` (ns from `t0` on the
+    /// collector's clock; `None`: from now), at most `max_concurrency` in
+    /// flight (the others wait, late), then waits for all of them. A load
+    /// generator sends only its share of the positions. `lines`: which
+    /// of the workload's requests each sends.
     fn open_loop(
         &mut self,
         index: u32,
         sched: &[u64],
         max_concurrency: Option<u32>,
-        by_position: bool,
+        lines: Lines,
+        t0: Option<u64>,
     ) -> Result<(), Stop> {
         let maxc = max_concurrency.map_or(usize::MAX, |m| m as usize);
         let epoch = self.collector.epoch();
         // A millisecond's lead, so the first request is not already late.
-        let t0 = self.collector.now_ns() + 1_000_000;
-        let due = |i: usize| t0 + sched[i];
+        let t0 = t0.unwrap_or_else(|| self.collector.now_ns() + 1_000_000);
+        let (first, every) = self.load.map_or((0, 1), |l| {
+            (l.job.index as usize, l.job.count.max(1) as usize)
+        });
+        let mine: Vec<usize> = (first..sched.len()).step_by(every).collect();
+        let due = |k: usize| t0 + sched[mine[k]];
+        let line = |k: usize| {
+            let pos = mine[k] as u64;
+            match lines {
+                Lines::Ids => None,
+                Lines::Positions => Some(pos),
+                Lines::From(base) => Some(base + pos),
+            }
+        };
+        let sched = &mine;
         let (mut next, mut in_flight) = (0, 0usize);
         let mut progress = Progress::new(&self.collector);
         let mut last_check = Instant::now();
@@ -394,7 +501,7 @@ impl Runner<'_> {
                 if d > self.collector.now_ns() {
                     break;
                 }
-                self.submit_at(1, index, false, Some(d), by_position.then_some(next as u64))?;
+                self.submit_at(1, index, false, Some((d, mine[next] as u64)), line(next))?;
                 next += 1;
                 in_flight += 1;
             }
@@ -449,7 +556,7 @@ impl Runner<'_> {
                 self.seed() ^ u64::from(index),
             );
             let start_ns = self.collector.now_ns();
-            self.open_loop(index, &to_ns(&sched), sv.max_concurrency, false)?;
+            self.open_loop(index, &to_ns(&sched), sv.max_concurrency, Lines::Ids, None)?;
             let span = IterationSpan {
                 index,
                 warmup: false,

@@ -57,6 +57,14 @@
 //! 100% of the sustainable rate never recovers: the server has no spare
 //! capacity to drain the queue.)
 //!
+//! # Several load generators
+//!
+//! A load generator (`run --load-shard I/N`) sends arrivals I, I+N, ...
+//! of the same schedule ([`schedule_seed`]: the same seed on every
+//! generator) from a shared wall-clock start ([`LoadJob`]), each with the
+//! prompt a single generator would have sent it with; `merge` puts their
+//! requests back on one clock.
+//!
 //! # Recovery after a spike or burst
 //!
 //! Requests are grouped into 1-second windows by scheduled time. The
@@ -306,6 +314,26 @@ pub fn schedule(
         }
     }
     out
+}
+
+/// The seed of a serving cell's schedule (its measured iteration `k`'s is
+/// this `^ k`): the same for every engine of a workload, and for every
+/// load generator of a cell.
+pub fn schedule_seed(cell: &crate::matrix::Cell) -> u64 {
+    let tag = cell.id.splitn(4, '/').nth(3).unwrap_or("");
+    crate::rng::fnv1a(format!("{}/{}/{tag}", cell.scenario, cell.model).as_bytes())
+}
+
+/// What a generator's cell needs to take its share of the schedule.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LoadJob {
+    pub index: u32,
+    pub count: u32,
+    /// The shared start of each measured iteration (ns since the Unix
+    /// epoch).
+    pub starts_unix_ns: Vec<u64>,
+    /// This generator's share of the cell's `max_concurrency`.
+    pub max_concurrency: Option<u32>,
 }
 
 /// Latencies of one request, ms.
@@ -614,6 +642,7 @@ pub fn compute(
         spike,
         sweep,
         degradation,
+        generators: None,
     }
 }
 

@@ -166,6 +166,9 @@ pub struct Job {
     /// A retrieval cell's data set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vectors: Option<crate::matrix::retrieval::VectorsDef>,
+    /// A load generator's share of a serving cell (`run --load-shard`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<crate::run::load_shard::LoadJob>,
 }
 
 /// Runs `job`; the flag says the engine hung (its model could not be freed).
@@ -181,6 +184,7 @@ pub fn execute(slot: &EngineSlot, state: &mut CellState, job: &Job) -> (ResultLi
         limits: job.limits.as_ref(),
         idle_watts: job.idle_watts,
         live: state.live.clone().filter(|_| job.live),
+        load: job.load.as_ref(),
     };
     let was_hung = state.hung.contains(&job.cell.engine);
     let (mut result, spans, raw) = run_cell(
@@ -500,6 +504,8 @@ pub(crate) struct CellContext<'a> {
     limits: Option<&'a crate::roofline::Limits>,
     idle_watts: Option<f64>,
     live: Option<std::sync::Arc<crate::live::LiveFn>>,
+    /// A load generator's share of the cell (`run --load-shard`).
+    load: Option<&'a crate::run::load_shard::LoadJob>,
 }
 
 type CellRun = (CellResult, Vec<IterationSpan>, Vec<RequestRecord>);
@@ -723,6 +729,7 @@ fn run_cell(
         model_details: None,
         stability: None,
         retrieval: None,
+        generator: None,
     };
     let finish = |status, reason: Option<String>, mut r: CellResult| {
         r.status = status;
@@ -782,7 +789,15 @@ fn run_cell(
     );
     let sampler_started = sampler.started_at();
     let scraper = server_scraper(ctx.def, sampler_started);
-    let collector = std::sync::Arc::new(crate::measure::Collector::new());
+    let collector = std::sync::Arc::new(collector_for(ctx.load));
+    let generator = ctx.load.map(|job| generator_record(job, &collector));
+    let load = ctx
+        .load
+        .zip(generator.as_ref())
+        .map(|(job, g)| scenario::LoadRun {
+            job,
+            epoch_unix_ns: g.epoch_unix_ns,
+        });
     let ticker = ctx.live.clone().map(|sink| {
         crate::live::ticker::Ticker::start(
             cell.id.clone(),
@@ -791,7 +806,8 @@ fn run_cell(
             sink,
         )
     });
-    let exec = scenario::execute_into(&loaded.model, cell, &prompts, ctx.stall, collector);
+    let exec = scenario::execute_into(&loaded.model, cell, &prompts, ctx.stall, collector, load);
+    result.generator = generator;
     drop(ticker);
     memory.pressure = hog.map(crate::pressure::Hog::stop);
     let server = scraper.map(crate::telemetry::prometheus::Scraper::stop);
@@ -896,6 +912,41 @@ fn run_cell(
     (finish(status, reason, result), exec.spans, records)
 }
 
+/// The cell's collector: a load generator's counts from its first shared
+/// start when the cell begins after it (so a late start's due times are
+/// not before the epoch), else from now.
+fn collector_for(load: Option<&crate::run::load_shard::LoadJob>) -> crate::measure::Collector {
+    let now = Instant::now();
+    let first = load.and_then(|j| j.starts_unix_ns.first().copied());
+    let epoch = first
+        .map(|start| {
+            let wall = crate::clock::unix_ns_now();
+            let late = Duration::from_nanos(wall.saturating_sub(start));
+            now.checked_sub(late).unwrap_or(now)
+        })
+        .unwrap_or(now);
+    crate::measure::Collector::starting_at(epoch)
+}
+
+/// A load generator's record of the cell: its clock at the collector's
+/// epoch and what the system says of that clock.
+fn generator_record(
+    job: &crate::run::load_shard::LoadJob,
+    collector: &crate::measure::Collector,
+) -> engine_matrix_results::GeneratorRecord {
+    let (epoch_unix_ns, epoch_pairing_ns) = crate::clock::unix_ns_at(collector.epoch());
+    engine_matrix_results::GeneratorRecord {
+        index: job.index,
+        count: job.count,
+        host: crate::system::collect_hostname(),
+        epoch_unix_ns,
+        epoch_pairing_ns,
+        starts_unix_ns: job.starts_unix_ns.clone(),
+        max_concurrency: job.max_concurrency,
+        clock: crate::clock::clock_status(),
+    }
+}
+
 /// Starts the pressure child beside the engine (this binary again; see
 /// [`crate::pressure`]).
 fn start_pressure(
@@ -946,6 +997,7 @@ pub fn failed_line(job: &Job, plugin: &str, why: String, wall_s: f64) -> ResultL
             model_details: None,
             stability: None,
             retrieval: None,
+            generator: None,
         },
         iterations: Vec::new(),
         requests: Vec::new(),

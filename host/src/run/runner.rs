@@ -71,6 +71,8 @@ pub struct RunOptions {
     pub shard: Option<crate::matrix::shard::Shard>,
     /// The shard's machine class (default: from the machine's hardware).
     pub machine_class: Option<String>,
+    /// Be load generator I of N (`--load-shard I/N --start-at TIME`).
+    pub load_shard: Option<crate::run::load_shard::LoadShardOptions>,
 }
 
 /// What a finished (or stopped) run produced.
@@ -782,6 +784,18 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         shard,
     } = plan(opts)?;
     let schedule = interleave(&cells, repeat);
+    let load = match &opts.load_shard {
+        None => None,
+        Some(_) if prior.is_some() => bail!(
+            "--resume: a load generator's run cannot be resumed (its slots on the shared clock have passed); start all generators again"
+        ),
+        Some(o) => Some(crate::run::load_shard::plan(
+            &schedule,
+            &matrix.engines,
+            crate::run::shard::plan_sha256(&text, &cells, repeat),
+            o,
+        )?),
+    };
     let system = system::collect();
     let shard = shard.map(|mut m| {
         if m.machine_class.is_empty() {
@@ -834,6 +848,10 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
         tuned: engine_matrix_format::Overrides::of(&matrix),
         shard,
         merged: Vec::new(),
+        load_shard: load
+            .as_ref()
+            .map(|l| l.mark.clone())
+            .or_else(|| prior.as_ref().and_then(|p| p.load_shard.clone())),
     };
     summary.targets = matrix
         .targets
@@ -927,6 +945,9 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
             idle_watts: idle_power.as_ref().map(|p| p.watts),
             quality: quality.clone(),
             live: hub.is_some(),
+            load: load
+                .as_ref()
+                .and_then(|l| l.jobs.get(&(cell.id.clone(), repeat)).cloned()),
         };
         let limit = cell_limit(opts.cell_timeout, deadline);
         let t0 = Instant::now();

@@ -78,7 +78,7 @@ pub(crate) fn reselect(
 }
 
 /// SHA-256 of the matrix text, every cell id and the repetitions.
-fn plan_sha256(text: &str, cells: &[Cell], repeat: u32) -> String {
+pub(crate) fn plan_sha256(text: &str, cells: &[Cell], repeat: u32) -> String {
     let mut h = Sha256::new();
     h.update(text.as_bytes());
     for c in cells {

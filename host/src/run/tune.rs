@@ -148,6 +148,7 @@ pub fn tune(opts: &TuneOptions) -> Result<TuneReport> {
         cells: earlier,
         targets: None,
         tuned: None,
+        load_shard: None,
         shard: None,
         merged: Vec::new(),
     };
@@ -747,6 +748,7 @@ impl Evaluator for Trials<'_> {
             idle_watts: self.idle_watts,
             quality: self.quality.clone().filter(|_| known.is_none()),
             live: false,
+            load: None,
         };
         let limit = runner::cell_limit(self.cell_timeout, None);
         let stop = runner::interrupted;

@@ -15,6 +15,9 @@
 //! only against the baseline engine on the same class (the report's
 //! `baseline_of`). The merged run's `system` is the first shard's; the
 //! report's Machines table lists them all.
+//!
+//! The run folders of load generators (`run --load-shard I/N`) are merged
+//! the other way, each cell from all of them: see [`generators`].
 
 use crate::output::{MergedShard, ResultLine, RunDir, ShardMark, Summary};
 use anyhow::{bail, Context, Result};
@@ -22,16 +25,23 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
+pub mod generators;
+
 /// What `merge` was asked.
 pub struct MergeOptions {
     pub dirs: Vec<PathBuf>,
     pub out: PathBuf,
     /// Merge even when shards are missing.
     pub partial: bool,
+    /// Load generators: the largest error between their clocks (ms) for
+    /// which the merged arrival pattern stands for the schedule.
+    pub max_clock_error_ms: f64,
 }
 
 /// A merged run: where, and the shards missing (with `--partial`).
 pub struct Merged {
+    /// Load generators' runs, merged cell by cell.
+    pub generators: bool,
     pub dir: PathBuf,
     pub summary: Summary,
     pub missing: Vec<u32>,
@@ -50,9 +60,16 @@ pub fn merge(opts: &MergeOptions) -> Result<Merged> {
     if opts.dirs.is_empty() {
         bail!("merge needs the shards' run folders");
     }
-    let mut parts = Vec::new();
+    let mut read = Vec::new();
     for d in &opts.dirs {
-        parts.push(read_part(d)?);
+        read.push(read_run(d)?);
+    }
+    if read.iter().any(|r| r.summary.load_shard.is_some()) {
+        return generators::merge(opts, read);
+    }
+    let mut parts = Vec::new();
+    for r in read {
+        parts.push(part(r)?);
     }
     parts.sort_by_key(|p| p.mark.index);
     let missing = check(&parts, opts.partial)?;
@@ -127,6 +144,16 @@ pub fn merge(opts: &MergeOptions) -> Result<Merged> {
                 .push(crate::output::summary_cell(&line.result));
         }
     }
+    finish(dir, summary, missing, false)
+}
+
+/// Grades the merged run, writes its summary and report.
+fn finish(
+    dir: RunDir,
+    mut summary: Summary,
+    missing: Vec<u32>,
+    generators: bool,
+) -> Result<Merged> {
     engine_matrix_grade::regrade(&mut summary);
     dir.write_summary(&summary)?;
     let markdown = match crate::report::write_summary(&summary, &dir.path) {
@@ -141,6 +168,7 @@ pub fn merge(opts: &MergeOptions) -> Result<Merged> {
         }
     };
     Ok(Merged {
+        generators,
         dir: dir.path.clone(),
         summary,
         missing,
@@ -148,16 +176,33 @@ pub fn merge(opts: &MergeOptions) -> Result<Merged> {
     })
 }
 
-/// A shard's summary and result lines.
-fn read_part(dir: &Path) -> Result<Part> {
-    let summary = Summary::read(&dir.join("summary.json"))
-        .with_context(|| format!("{}: not a run folder", dir.display()))?;
-    let Some(mark) = summary.shard.clone() else {
+/// A run folder as read: its summary and result lines.
+pub(crate) struct Read {
+    pub dir: PathBuf,
+    pub summary: Summary,
+    pub lines: Vec<ResultLine>,
+}
+
+/// A shard: a run folder with its shard mark.
+fn part(r: Read) -> Result<Part> {
+    let Some(mark) = r.summary.shard.clone() else {
         bail!(
             "{}: not a shard (it was not run with --shard I/N)",
-            dir.display()
+            r.dir.display()
         );
     };
+    Ok(Part {
+        dir: r.dir,
+        summary: r.summary,
+        mark,
+        lines: r.lines,
+    })
+}
+
+/// A run folder's summary and result lines.
+fn read_run(dir: &Path) -> Result<Read> {
+    let summary = Summary::read(&dir.join("summary.json"))
+        .with_context(|| format!("{}: not a run folder", dir.display()))?;
     let file = dir.join("results.jsonl");
     let f =
         std::fs::File::open(&file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -180,10 +225,9 @@ fn read_part(dir: &Path) -> Result<Part> {
             }
         }
     }
-    Ok(Part {
+    Ok(Read {
         dir: dir.to_path_buf(),
         summary,
-        mark,
         lines,
     })
 }
