@@ -545,6 +545,25 @@ fn wait_for_merge(slurm: &Slurm, out: &Path) {
     std::thread::sleep(Duration::from_millis(500));
 }
 
+/// `scale-out slurm MATRIX EXTRA... --cpus 1 --out OUT` for the one-node
+/// cluster, its runs uncalibrated with `plugins`.
+fn slurm_job(m: &Path, out: &Path, plugins: &Path, extra: &[&str]) {
+    let mut args = vec!["slurm", m.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.extend([
+        "--cpus",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "--",
+        "--no-calibrate",
+        "--plugins",
+        plugins.to_str().unwrap(),
+    ]);
+    let o = scale_out(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+}
+
 /// Runs a generated `submit.sh` against the cluster.
 fn submit(slurm: &Slurm, out: &Path) {
     let submitted = Command::new(out.join("submit.sh"))
@@ -568,21 +587,7 @@ fn a_real_slurm_runs_the_generated_array_and_merges_it() {
     let m = write_matrix(tmp.path());
     let slurm = Slurm::up(&tmp.path().join("cluster"));
     let out = tmp.path().join("results");
-    let o = scale_out(&[
-        "slurm",
-        m.to_str().unwrap(),
-        "--shards",
-        "3",
-        "--cpus",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-        "--",
-        "--no-calibrate",
-        "--plugins",
-        plugins.path().to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    slurm_job(&m, &out, plugins.path(), &["--shards", "3"]);
     let sbatch = std::fs::read_to_string(out.join("run.sbatch")).unwrap();
     assert!(
         sbatch.contains("#SBATCH --array=0-2") && sbatch.contains("--shard auto"),
@@ -620,24 +625,12 @@ fn a_real_slurm_runs_the_generated_array_and_merges_it() {
     )
     .unwrap();
     let out = tmp.path().join("load");
-    let o = scale_out(&[
-        "slurm",
-        m.to_str().unwrap(),
-        "--shards",
-        "2",
-        "--cpus",
-        "1",
-        "--load-shard",
-        "--lead-s",
-        "10",
-        "--out",
-        out.to_str().unwrap(),
-        "--",
-        "--no-calibrate",
-        "--plugins",
-        plugins.path().to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    slurm_job(
+        &m,
+        &out,
+        plugins.path(),
+        &["--shards", "2", "--load-shard", "--lead-s", "10"],
+    );
     let sbatch = std::fs::read_to_string(out.join("run.sbatch")).unwrap();
     assert!(
         sbatch.contains("--load-shard auto --start-at \"$ENGINE_MATRIX_START_AT\""),

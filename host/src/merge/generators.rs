@@ -85,16 +85,7 @@ pub(crate) fn merge(opts: &MergeOptions, mut read: Vec<Read>) -> Result<Merged> 
     summary.cells.clear();
     summary.command = std::env::args().collect();
     summary.merged = read.iter().map(merged_record).collect();
-    summary.started_at = read
-        .iter()
-        .map(|r| r.summary.started_at.clone())
-        .min()
-        .unwrap_or_default();
-    summary.finished_at = read
-        .iter()
-        .map(|r| r.summary.finished_at.clone())
-        .collect::<Option<Vec<_>>>()
-        .and_then(|v| v.into_iter().max());
+    (summary.started_at, summary.finished_at) = super::times(read.iter().map(|r| &r.summary));
     summary.complete = missing.is_empty() && read.iter().all(|r| r.summary.complete);
     summary.stopped = stopped(&read, &missing);
 

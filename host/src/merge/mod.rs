@@ -102,16 +102,7 @@ pub fn merge(opts: &MergeOptions) -> Result<Merged> {
             stopped: p.summary.stopped.clone(),
         })
         .collect();
-    summary.started_at = parts
-        .iter()
-        .map(|p| p.summary.started_at.clone())
-        .min()
-        .unwrap_or_default();
-    summary.finished_at = parts
-        .iter()
-        .map(|p| p.summary.finished_at.clone())
-        .collect::<Option<Vec<_>>>()
-        .and_then(|v| v.into_iter().max());
+    (summary.started_at, summary.finished_at) = times(parts.iter().map(|p| &p.summary));
     summary.complete = missing.is_empty() && parts.iter().all(|p| p.summary.complete);
     summary.stopped = stopped(&parts, &missing);
     for p in &mut parts {
@@ -145,6 +136,21 @@ pub fn merge(opts: &MergeOptions) -> Result<Merged> {
         }
     }
     finish(dir, summary, missing, false)
+}
+
+/// The merged run's start (the earliest part's) and end (the latest, when
+/// every part has one).
+fn times<'a>(summaries: impl Iterator<Item = &'a Summary> + Clone) -> (String, Option<String>) {
+    let started = summaries
+        .clone()
+        .map(|s| s.started_at.clone())
+        .min()
+        .unwrap_or_default();
+    let finished = summaries
+        .map(|s| s.finished_at.clone())
+        .collect::<Option<Vec<_>>>()
+        .and_then(|v| v.into_iter().max());
+    (started, finished)
 }
 
 /// Grades the merged run, writes its summary and report.
