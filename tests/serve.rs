@@ -693,3 +693,72 @@ scenarios:
         "{reasons:?}"
     );
 }
+
+/// A serving cell's leak verdict reads the server the harness launched:
+/// the worker records every request it sends, so its own RSS grows with
+/// the load, but the server's process is the engine's. `serve` over the
+/// fault plugin leaking 0.25 MiB per decode step is a leak; the same
+/// server without the fault is not. An engine whose server the harness
+/// did not start gets no verdict.
+#[test]
+fn a_serving_cell_gets_its_launched_servers_leak_verdict() {
+    let plugins = plugin_dir(&["fault", "http"]);
+    let tmp = TempDir::new("serving-leak");
+    let launch = |options: &str| {
+        format!(
+            "{{command: [\"${{ENGINE_MATRIX}}\", serve, --engine, fault, --options, '{options}', --model, tiny, --port, \"${{PORT}}\"], ready: /health, ready_timeout_s: 300}}"
+        )
+    };
+    let yaml = format!(
+        "\
+name: serving-leak
+models:
+  - {{name: tiny, weights: synthetic, config: tiny, seed: 0}}
+engines:
+  - name: leaky
+    plugin: http
+    options: {{base_url: \"http://127.0.0.1:${{PORT}}\", model: tiny}}
+    launch: {}
+  - name: clean
+    plugin: http
+    options: {{base_url: \"http://127.0.0.1:${{PORT}}\", model: tiny}}
+    launch: {}
+scenarios:
+  - name: soak
+    kind: serving
+    warmup: 2
+    input_tokens: 8
+    output_tokens: 4
+    arrival: constant
+    request_rate: 30
+    duration_s: 9
+",
+        launch(r#"{"fault": "leak", "leak_mb_per_step": 0.25}"#),
+        launch("{}"),
+    );
+    let (run_dir, o) = run_yaml(tmp.path(), &yaml, &["--no-calibrate"], plugins.path());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let cells = summary_cells(&run_dir);
+    let leak = |engine: &str| {
+        let c = cells
+            .iter()
+            .find(|c| c["cell"]["engine"] == engine)
+            .unwrap_or_else(|| panic!("no {engine} cell"));
+        assert_eq!(c["status"], "ok", "{c}");
+        let m = &c["memory"];
+        eprintln!("{engine}: {} ({})", m["leak"], m["leak_source"]);
+        assert!(
+            m["leak_source"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("server"),
+            "{m}"
+        );
+        m["leak"].clone()
+    };
+    let l = leak("leaky");
+    assert_eq!(l["verdict"], "leak", "{l}");
+    assert!(l["growth_mb"].as_f64().unwrap() > 50.0, "{l}");
+    let c = leak("clean");
+    assert_eq!(c["verdict"], "no_leak", "{c}");
+}

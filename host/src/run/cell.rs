@@ -169,6 +169,10 @@ pub struct Job {
     /// A load generator's share of a serving cell (`run --load-shard`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<crate::run::load_shard::LoadJob>,
+    /// The pid (and process group) of the server the harness launched for
+    /// the engine (`launch:`): a serving cell's leak check reads its RSS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_pid: Option<u32>,
 }
 
 /// Runs `job`; the flag says the engine hung (its model could not be freed).
@@ -185,6 +189,7 @@ pub fn execute(slot: &EngineSlot, state: &mut CellState, job: &Job) -> (ResultLi
         idle_watts: job.idle_watts,
         live: state.live.clone().filter(|_| job.live),
         load: job.load.as_ref(),
+        server_pid: job.server_pid,
     };
     let was_hung = state.hung.contains(&job.cell.engine);
     let (mut result, spans, raw) = run_cell(
@@ -375,6 +380,51 @@ fn efficiency(
 /// iterations than a verdict needs (a sustained run is one long iteration)
 /// is judged instead on the sampler's series over its measured iterations,
 /// with its completed measured requests as the units.
+/// How often a launched server's RSS is read during a serving cell.
+const SERVER_SAMPLE_INTERVAL: Duration = crate::telemetry::sampler::DEFAULT_INTERVAL;
+
+/// The leak check of a serving cell from the launched server's RSS: its
+/// points during the measured iterations, the requests' ends as the units
+/// of work (the first tenth settle).
+fn serving_leak_check(
+    exec: &scenario::Execution,
+    records: &[RequestRecord],
+    samples: &crate::telemetry::sampler::Samples,
+    sampler_started: Instant,
+) -> crate::telemetry::LeakCheck {
+    let at = sampler_clock(exec.collector.epoch(), sampler_started);
+    let measured: Vec<&IterationSpan> = exec.spans.iter().filter(|s| !s.warmup).collect();
+    let from = measured
+        .iter()
+        .map(|s| at(s.start_ns))
+        .fold(f64::INFINITY, f64::min);
+    let to = measured
+        .iter()
+        .map(|s| at(s.end_ns))
+        .fold(f64::NEG_INFINITY, f64::max);
+    let points: Vec<(f64, u64)> = samples
+        .rss_points()
+        .into_iter()
+        .filter(|p| (from..=to).contains(&p.0))
+        .collect();
+    let ends: Vec<f64> = records
+        .iter()
+        .filter(|r| !r.warmup && r.error.is_none())
+        .filter_map(|r| r.end_ns.map(&at))
+        .collect();
+    crate::telemetry::leak::settled_check(&points, &ends, "request")
+}
+
+/// Collector times (ns from `epoch`) as seconds on a sampler's clock
+/// (from `sampler_started`).
+fn sampler_clock(epoch: Instant, sampler_started: Instant) -> impl Fn(u64) -> f64 {
+    let offset = match epoch.checked_duration_since(sampler_started) {
+        Some(d) => d.as_secs_f64(),
+        None => -sampler_started.duration_since(epoch).as_secs_f64(),
+    };
+    move |ns: u64| ns as f64 * 1e-9 + offset
+}
+
 fn cell_leak_check(
     cell: &Cell,
     exec: &scenario::Execution,
@@ -387,12 +437,7 @@ fn cell_leak_check(
     if cell.kind == crate::matrix::ScenarioKind::Concurrency && measured.len() < MIN_ITERATIONS {
         // Request and span times count from the collector's epoch, the
         // sampler's from its start.
-        let epoch = exec.collector.epoch();
-        let offset = match epoch.checked_duration_since(sampler_started) {
-            Some(d) => d.as_secs_f64(),
-            None => -sampler_started.duration_since(epoch).as_secs_f64(),
-        };
-        let at = |ns: u64| ns as f64 * 1e-9 + offset;
+        let at = sampler_clock(exec.collector.epoch(), sampler_started);
         let from = measured
             .iter()
             .map(|s| at(s.start_ns))
@@ -409,7 +454,7 @@ fn cell_leak_check(
         let ends: Vec<f64> = records
             .iter()
             .filter(|r| !r.warmup && r.error.is_none())
-            .filter_map(|r| r.end_ns.map(at))
+            .filter_map(|r| r.end_ns.map(&at))
             .collect();
         return (settled_check(&points, &ends, "request"), "sampler");
     }
@@ -506,6 +551,8 @@ pub(crate) struct CellContext<'a> {
     live: Option<std::sync::Arc<crate::live::LiveFn>>,
     /// A load generator's share of the cell (`run --load-shard`).
     load: Option<&'a crate::run::load_shard::LoadJob>,
+    /// The launched server's pid and process group, if any.
+    server_pid: Option<u32>,
 }
 
 type CellRun = (CellResult, Vec<IterationSpan>, Vec<RequestRecord>);
@@ -788,6 +835,15 @@ fn run_cell(
         crate::telemetry::Sources::all(),
     );
     let sampler_started = sampler.started_at();
+    // A serving cell's leak check reads the launched server's memory (see
+    // `serving_leak_check`): a sleeping thread reading a `statm` per
+    // process of the server's group every 50 ms.
+    let server_sampler = ctx.server_pid.filter(|_| p.serving.is_some()).map(|pid| {
+        crate::telemetry::Sampler::start(
+            SERVER_SAMPLE_INTERVAL,
+            crate::telemetry::Sources::group_rss(pid),
+        )
+    });
     let scraper = server_scraper(ctx.def, sampler_started);
     let collector = std::sync::Arc::new(collector_for(ctx.load));
     let generator = ctx.load.map(|job| generator_record(job, &collector));
@@ -812,6 +868,7 @@ fn run_cell(
     memory.pressure = hog.map(crate::pressure::Hog::stop);
     let server = scraper.map(crate::telemetry::prometheus::Scraper::stop);
     let samples = sampler.stop();
+    let server_samples = server_sampler.map(|s| (s.started_at(), s.stop()));
     let end = system::rss();
     let engine_mem = loaded.model.memory();
     memory.rss_start_bytes = start.map(|r| r.rss_bytes);
@@ -824,11 +881,16 @@ fn run_cell(
     memory.sampled_peak_rss_bytes = samples.peak_rss_bytes;
     let records = exec.collector.take_records();
     // A serving cell's worker keeps a record of every request it sends,
-    // so its RSS grows with the load, not with the engine: no verdict.
+    // so its RSS grows with the load, not with the engine: no verdict from
+    // it. A server the harness launched has its own process: its RSS is
+    // the engine's (and the server's), and gets the verdict.
     if p.serving.is_none() {
         let (check, source) = cell_leak_check(cell, &exec, &records, &samples, sampler_started);
         memory.leak = Some(check);
         memory.leak_source = Some(source.to_string());
+    } else if let (Some((started, s)), Some(pid)) = (&server_samples, ctx.server_pid) {
+        memory.leak = Some(serving_leak_check(&exec, &records, s, *started));
+        memory.leak_source = Some(format!("server (process group {pid})"));
     }
     memory.gpu =
         crate::output::GpuRecord::from_samples(&samples.gpu, &samples.gpu_peak_memory_bytes);

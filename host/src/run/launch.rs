@@ -451,6 +451,12 @@ impl Servers {
         }
     }
 
+    /// The pid of the engine's running server, which is also its process
+    /// group's id (it was started in a group of its own).
+    pub fn pid(&self, engine: &str) -> Option<u32> {
+        self.running.get(engine).map(|s| s.child.id())
+    }
+
     fn log_path(&self, engine: &str) -> PathBuf {
         self.dir
             .join(format!("{}.log", crate::output::slug(&[engine])))

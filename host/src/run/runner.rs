@@ -948,6 +948,7 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
             load: load
                 .as_ref()
                 .and_then(|l| l.jobs.get(&(cell.id.clone(), repeat)).cloned()),
+            server_pid: None,
         };
         let limit = cell_limit(opts.cell_timeout, deadline);
         let t0 = Instant::now();
@@ -963,8 +964,12 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
             record(&mut dir, &mut summary, &bar, hub, line)?;
             continue;
         }
+        let mut job = job;
         let def = match servers.ensure(engine_defs[cell.engine.as_str()], &stop) {
-            Ok(def) => def,
+            Ok(def) => {
+                job.server_pid = servers.pid(&cell.engine);
+                def
+            }
             Err(crate::run::launch::StartError::Stopped) => {
                 stopped = stop_reason();
                 break;

@@ -749,6 +749,7 @@ impl Evaluator for Trials<'_> {
             quality: self.quality.clone().filter(|_| known.is_none()),
             live: false,
             load: None,
+            server_pid: None,
         };
         let limit = runner::cell_limit(self.cell_timeout, None);
         let stop = runner::interrupted;

@@ -66,6 +66,78 @@ pub fn rss_bytes() -> Option<u64> {
     Some(pages * page_size()?)
 }
 
+/// The summed resident memory of process group `pgid` (a server the
+/// harness launched in a group of its own: its process and whatever it
+/// started), from each member's `/proc/PID/statm`. The members are found
+/// by a scan of `/proc` when `members` is older than [`GROUP_RESCAN`] or
+/// one has gone; `None` when the group has no process left.
+pub fn group_rss_bytes(pgid: u32, members: &mut GroupMembers) -> Option<u64> {
+    let page = page_size()?;
+    let stale = members.scanned.is_none_or(|t| t.elapsed() >= GROUP_RESCAN);
+    if stale {
+        members.rescan(pgid);
+    }
+    let read = |pid: u32| -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+        text.split_whitespace().nth(1)?.parse::<u64>().ok()
+    };
+    let mut pages = 0;
+    for &pid in &members.pids {
+        match read(pid) {
+            Some(p) => pages += p,
+            None if !stale => {
+                // A member went away: count the group as it is now.
+                members.rescan(pgid);
+                return members
+                    .pids
+                    .iter()
+                    .filter_map(|&p| read(p))
+                    .reduce(|a, b| a + b)
+                    .map(|p| p * page);
+            }
+            None => {}
+        }
+    }
+    (!members.pids.is_empty()).then_some(pages * page)
+}
+
+/// How often [`group_rss_bytes`] looks for new members of the group.
+pub const GROUP_RESCAN: Duration = Duration::from_secs(2);
+
+/// The processes of a group, as last scanned.
+#[derive(Debug, Default)]
+pub struct GroupMembers {
+    pids: Vec<u32>,
+    scanned: Option<Instant>,
+}
+
+impl GroupMembers {
+    fn rescan(&mut self, pgid: u32) {
+        self.scanned = Some(Instant::now());
+        self.pids.clear();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            // `pid (comm) state ppid pgrp ...`: comm may hold spaces and
+            // parentheses, so the fields count from the last `)`.
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let group = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+                .and_then(|g| g.parse::<u32>().ok());
+            if group == Some(pgid) {
+                self.pids.push(pid);
+            }
+        }
+    }
+}
+
 #[cfg(unix)]
 fn page_size() -> Option<u64> {
     // SAFETY: sysconf only reads a constant of the running system.
@@ -87,6 +159,9 @@ pub struct Sources {
     pub gpu: Option<Arc<Gpu>>,
     /// Energy counters (RAPL, and NVML on `gpu`), where readable.
     pub energy: bool,
+    /// With `rss`: read the summed RSS of this process group (a launched
+    /// server's) instead of this process's.
+    pub group: Option<u32>,
 }
 
 impl Sources {
@@ -105,6 +180,16 @@ impl Sources {
             rss: true,
             gpu: super::gpu::shared(),
             energy: true,
+            group: None,
+        }
+    }
+
+    /// The summed RSS of process group `pgid` only.
+    pub fn group_rss(pgid: u32) -> Sources {
+        Sources {
+            rss: true,
+            group: Some(pgid),
+            ..Sources::default()
         }
     }
 }
@@ -313,12 +398,17 @@ fn run(
     };
     let mut rec = Recorder::new(sources.rss, devices);
     let mut last_energy = None;
+    let mut members = GroupMembers::default();
 
     let mut sample = |rec: &mut Recorder, tick: u64, last: bool| {
         let t = started.elapsed().as_secs_f64();
         let keep = rec.keeps(tick, last);
         if sources.rss {
-            if let Some(b) = rss_bytes() {
+            let rss = match sources.group {
+                Some(g) => group_rss_bytes(g, &mut members),
+                None => rss_bytes(),
+            };
+            if let Some(b) = rss {
                 rec.record_rss(keep, t, b);
             }
         }
