@@ -57,7 +57,7 @@ pub(crate) fn leak_rows<'a>(
 pub(crate) fn leak_note(any: bool, short: usize) -> String {
     use engine_matrix_results::telemetry::{ACCEPTABLE_MB_PER_HOUR, MIN_ITERATIONS};
     let needs = format!(
-        "A verdict needs {MIN_ITERATIONS} measured iterations after warm-up, or, for a sustained closed loop, {MIN_ITERATIONS} completed requests; the `stress` preset runs such cells."
+        "A verdict needs {MIN_ITERATIONS} measured iterations after warm-up, or, for a sustained closed loop or a serving cell whose server the harness launched (its server's memory is read), {MIN_ITERATIONS} completed requests; the `stress` preset runs such cells."
     );
     let target = format!("Target 0 MB/h; under {ACCEPTABLE_MB_PER_HOUR:.0} MB/h is acceptable.");
     if !any && short == 0 {
