@@ -383,10 +383,11 @@ fn efficiency(
 /// How often a launched server's RSS is read during a serving cell.
 const SERVER_SAMPLE_INTERVAL: Duration = crate::telemetry::sampler::DEFAULT_INTERVAL;
 
-/// The leak check of a serving cell from the launched server's RSS: its
+/// The leak check of a cell from a sampled RSS series (the worker's for a
+/// sustained closed loop, the launched server's for a serving cell): its
 /// points during the measured iterations, the requests' ends as the units
 /// of work (the first tenth settle).
-fn serving_leak_check(
+fn request_leak_check(
     exec: &scenario::Execution,
     records: &[RequestRecord],
     samples: &crate::telemetry::sampler::Samples,
@@ -435,28 +436,10 @@ fn cell_leak_check(
     use crate::telemetry::leak::{settled_check, MIN_ITERATIONS};
     let measured: Vec<&IterationSpan> = exec.spans.iter().filter(|s| !s.warmup).collect();
     if cell.kind == crate::matrix::ScenarioKind::Concurrency && measured.len() < MIN_ITERATIONS {
-        // Request and span times count from the collector's epoch, the
-        // sampler's from its start.
-        let at = sampler_clock(exec.collector.epoch(), sampler_started);
-        let from = measured
-            .iter()
-            .map(|s| at(s.start_ns))
-            .fold(f64::INFINITY, f64::min);
-        let to = measured
-            .iter()
-            .map(|s| at(s.end_ns))
-            .fold(f64::NEG_INFINITY, f64::max);
-        let points: Vec<(f64, u64)> = samples
-            .rss_points()
-            .into_iter()
-            .filter(|p| (from..=to).contains(&p.0))
-            .collect();
-        let ends: Vec<f64> = records
-            .iter()
-            .filter(|r| !r.warmup && r.error.is_none())
-            .filter_map(|r| r.end_ns.map(&at))
-            .collect();
-        return (settled_check(&points, &ends, "request"), "sampler");
+        return (
+            request_leak_check(exec, records, samples, sampler_started),
+            "sampler",
+        );
     }
     let points: Vec<(f64, u64)> = measured
         .iter()
@@ -836,7 +819,7 @@ fn run_cell(
     );
     let sampler_started = sampler.started_at();
     // A serving cell's leak check reads the launched server's memory (see
-    // `serving_leak_check`): a sleeping thread reading a `statm` per
+    // `request_leak_check`): a sleeping thread reading a `statm` per
     // process of the server's group every 50 ms.
     let server_sampler = ctx.server_pid.filter(|_| p.serving.is_some()).map(|pid| {
         crate::telemetry::Sampler::start(
@@ -889,7 +872,7 @@ fn run_cell(
         memory.leak = Some(check);
         memory.leak_source = Some(source.to_string());
     } else if let (Some((started, s)), Some(pid)) = (&server_samples, ctx.server_pid) {
-        memory.leak = Some(serving_leak_check(&exec, &records, s, *started));
+        memory.leak = Some(request_leak_check(&exec, &records, s, *started));
         memory.leak_source = Some(format!("server (process group {pid})"));
     }
     memory.gpu =
