@@ -296,26 +296,12 @@ fn kubernetes_manifests_have_the_right_indexes_and_counts() {
     let tmp = TempDir::new("k8s");
     let m = write_matrix(tmp.path());
     let files = tmp.path().join("job");
-    let o = scale_out(&[
-        "k8s",
-        m.to_str().unwrap(),
-        "--shards",
-        "4",
-        "--out",
+    let o = k8s(
+        &m,
         "/results/shards",
-        "--mount",
-        "/results",
-        "--claim",
-        "bench-results",
-        "--image",
-        "registry.example/em:1",
-        "--files",
-        files.to_str().unwrap(),
-        "--gpus",
-        "1",
-        "--",
-        "--quick",
-    ]);
+        &files,
+        &["--shards", "4", "--gpus", "1", "--", "--quick"],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let job = read_json(&files.join("job.json"));
     let spec = &job["spec"];
@@ -367,25 +353,12 @@ fn kubernetes_manifests_have_the_right_indexes_and_counts() {
     // here with a stand-in `kubectl` that keeps what it is given: there is
     // no cluster on this machine).
     let gen_files = tmp.path().join("k8s-gen");
-    let o = scale_out(&[
-        "k8s",
-        m.to_str().unwrap(),
-        "--shards",
-        "3",
-        "--load-shard",
-        "--lead-s",
-        "60",
-        "--out",
+    let o = k8s(
+        &m,
         "/results/load",
-        "--mount",
-        "/results",
-        "--claim",
-        "bench-results",
-        "--image",
-        "registry.example/em:1",
-        "--files",
-        gen_files.to_str().unwrap(),
-    ]);
+        &gen_files,
+        &["--shards", "3", "--load-shard", "--lead-s", "60"],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let bin = tmp.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -431,28 +404,34 @@ fn kubernetes_manifests_have_the_right_indexes_and_counts() {
     let merge = std::fs::read_to_string(gen_files.join("merge-job.json")).unwrap();
     assert!(merge.contains("/results/load/gen-2 "), "{merge}");
     // The results must be on the claim.
-    let o = scale_out(&[
-        "k8s",
-        m.to_str().unwrap(),
-        "--shards",
-        "2",
-        "--out",
-        "/elsewhere",
-        "--mount",
-        "/results",
-        "--claim",
-        "c",
-        "--image",
-        "i",
-        "--files",
-        files.to_str().unwrap(),
-    ]);
+    let o = k8s(&m, "/elsewhere", &files, &["--shards", "2"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
         text(&o.stderr).contains("not under the claim's mount point"),
         "{}",
         text(&o.stderr)
     );
+}
+
+/// `scale-out k8s MATRIX --out OUT` with the claim `bench-results` mounted
+/// at `/results`, files into `files`, then `extra`.
+fn k8s(m: &Path, out: &str, files: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "k8s",
+        m.to_str().unwrap(),
+        "--out",
+        out,
+        "--mount",
+        "/results",
+        "--claim",
+        "bench-results",
+        "--image",
+        "registry.example/em:1",
+        "--files",
+        files.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    scale_out(&args)
 }
 
 /// `engine-matrix scale-out ARGS` (no plugins: it runs nothing).
