@@ -765,3 +765,212 @@ fn model_import_turns_the_smollm2_gguf_into_a_hf_folder() {
     assert!(err.contains("cut.gguf: truncated: tensor "), "{err}");
     assert!(!dir.path().join("x").exists());
 }
+
+/// The number after `key` in `s` (`"PPL = 12.3 +/- 0.4"`: key `"PPL = "`).
+fn number_after(s: &str, key: &str) -> Option<f64> {
+    let rest = &s[s.rfind(key)? + key.len()..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == 'e'))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// `model quantize` writes the provisioned GGUF at another type through
+/// llama.cpp's llama-quantize (bits per weight printed), and a matrix
+/// serves the same model at several GGUF types, one llama-server engine
+/// each (`launch.gguf:`): every cell records the file it was served from
+/// (type, bits per weight, tensor types) and its weight bytes; a type
+/// llama-quantize does not know fails its engine's cells with
+/// llama-quantize's own words, and the other engines still run.
+#[test]
+fn gguf_types_are_derived_by_llama_quantize_and_served_one_engine_each() {
+    let tmp = TempDir::new("llama-gguf-types");
+    let dir = tmp.path();
+    let gguf = provisioned("smollm2-gguf");
+    let quantize = provisioned("llama-quantize");
+    {
+        let _one = one_at_a_time();
+        let out = dir.join("smollm2-q4_0.gguf");
+        let o = run_env(
+            &[
+                "model",
+                "quantize",
+                gguf.to_str().unwrap(),
+                "--type",
+                "q4_0",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &dir.join("no-plugins"),
+            &[("LLAMA_QUANTIZE", &quantize)],
+        );
+        let err = text(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        assert_eq!(text(&o.stdout).trim(), out.display().to_string());
+        let bits = number_after(&err, "MiB of weights, ").expect("bits per weight");
+        // Q4_0 is 4.5 bits; llama-quantize keeps the (tied) embedding and
+        // output at a higher type, the norms are f32
+        assert!((4.5..6.0).contains(&bits), "{err}");
+        assert!(err.contains("Q4_0"), "{err}");
+    }
+    let engine = |name: &str, ty: &str| {
+        format!(
+            "  - name: {name}
+    plugin: http
+    options: {{base_url: \"http://127.0.0.1:${{PORT}}\", model: smollm2, keep_alive: false}}
+    launch:
+      gguf: {{from: \"${{SMOLLM2_GGUF}}\", type: {ty}}}
+      command: [\"${{LLAMA_SERVER}}\", -m, \"${{GGUF}}\", --alias, smollm2, --host, 127.0.0.1, --port, \"${{PORT}}\", -c, \"512\", -t, \"2\"]
+      ready: /health
+      ready_timeout_s: 120
+"
+        )
+    };
+    let engines = [
+        engine("shipped", "gguf"),
+        engine("q8", "q8_0"),
+        engine("bogus", "q9_9"),
+    ]
+    .concat();
+    let yaml = matrix(
+        "gguf-types",
+        &engines,
+        "  - {name: l, kind: latency, input_tokens: 16, output_tokens: 8, warmup: 0, iterations: 1}\n",
+    );
+    let (run_dir, status) = {
+        let _one = one_at_a_time();
+        let plugins = plugin_dir(&["http"]);
+        write_config(dir);
+        let (server, gguf) = (provisioned("llama-server"), provisioned("smollm2-gguf"));
+        let (run_dir, o) = run_yaml_env(
+            dir,
+            &yaml,
+            &["--no-calibrate"],
+            plugins.path(),
+            &[
+                ("LLAMA_SERVER", &server),
+                ("SMOLLM2_GGUF", &gguf),
+                ("LLAMA_QUANTIZE", &quantize),
+            ],
+        );
+        (run_dir, finished_status(&o))
+    };
+    assert_eq!(status, 5, "the bogus engine's cell fails");
+    let cells = summary_cells(&run_dir);
+    let cell = |e: &str| {
+        cells
+            .iter()
+            .find(|c| c["cell"]["engine"] == e)
+            .unwrap_or_else(|| panic!("no {e} cell"))
+            .clone()
+    };
+    let lines = read_jsonl(&run_dir.join("results.jsonl"));
+    let line = |e: &str| {
+        lines
+            .iter()
+            .find(|l| l["cell"]["engine"] == e)
+            .unwrap_or_else(|| panic!("no {e} line"))
+            .clone()
+    };
+    let (shipped, q8) = (line("shipped"), line("q8"));
+    for (l, ty) in [(&shipped, "gguf"), (&q8, "q8_0")] {
+        assert_eq!(l["status"], "ok", "{}", l["reason"]);
+        assert_no_failures(&cell(l["cell"]["engine"].as_str().unwrap()));
+        let g = &l["model_details"]["gguf"];
+        assert_eq!(g["type"], ty, "{g}");
+        assert_eq!(g["parameters"], 134_515_008u64, "{g}");
+        assert_eq!(l["memory"]["weight_bytes"], g["weight_bytes"], "{l}");
+    }
+    assert_eq!(
+        shipped["model_details"]["gguf"]["file"],
+        gguf.display().to_string()
+    );
+    let bits = |l: &Value| {
+        l["model_details"]["gguf"]["bits_per_weight"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!((8.4..8.7).contains(&bits(&q8)), "{}", q8["model_details"]);
+    assert!(
+        (4.5..6.0).contains(&bits(&shipped)),
+        "{}",
+        shipped["model_details"]
+    );
+    assert_eq!(
+        q8["model_details"]["gguf"]["tensor_types"][0]["type"],
+        "Q8_0"
+    );
+    assert_eq!(
+        shipped["model_details"]["gguf"]["tensor_types"][0]["type"],
+        "Q4_1"
+    );
+    let bogus = line("bogus");
+    let why = bogus["reason"].as_str().unwrap_or_default();
+    assert_eq!(bogus["status"], "failed", "{why}");
+    assert!(
+        why.contains("llama-quantize") && why.contains("Q9_9") && why.contains("launch.gguf"),
+        "{why}"
+    );
+}
+
+/// The external anchor of the quality pass: candle's perplexity of the
+/// shipped Q4_1 GGUF (its own blocks, `--quantization gguf`) over the
+/// quality pass's text agrees within 1% with llama.cpp's
+/// `llama-perplexity` on the same file and text (`--write-text`), same
+/// windows (512 tokens, 4 of them, scored on their second halves).
+#[test]
+fn candle_perplexity_of_the_gguf_matches_llama_perplexity() {
+    let _one = one_at_a_time();
+    let tmp = TempDir::new("llama-ppl");
+    let gguf = provisioned("smollm2-gguf");
+    let sharegpt = provisioned("sharegpt");
+    let text_file = tmp.path().join("text.txt");
+    let plugins = plugin_dir(&["candle"]);
+    let o = run_env(
+        &[
+            "perplexity",
+            "--engine",
+            "candle",
+            "--model",
+            gguf.to_str().unwrap(),
+            "--quantization",
+            "gguf",
+            "--tokens",
+            "2048",
+            "--context",
+            "512",
+            "--options",
+            r#"{"threads": 2}"#,
+            "--write-text",
+            text_file.to_str().unwrap(),
+        ],
+        plugins.path(),
+        &[("ENGINE_MATRIX_SHAREGPT", &sharegpt)],
+    );
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let out = text(&o.stdout);
+    let ours = number_after(&out, "perplexity ").expect("candle's perplexity");
+    assert!(
+        err.contains("4 windows of 512 tokens, 1020 positions scored"),
+        "{err}"
+    );
+
+    let llama = std::process::Command::new(provisioned("llama-perplexity"))
+        .arg("-m")
+        .arg(&gguf)
+        .arg("-f")
+        .arg(&text_file)
+        .args(["-c", "512", "-b", "512", "--chunks", "4", "-t", "2"])
+        .output()
+        .expect("run llama-perplexity");
+    let log = format!("{}{}", text(&llama.stdout), text(&llama.stderr));
+    assert!(llama.status.success(), "{log}");
+    let theirs = number_after(&log, "Final estimate: PPL = ").unwrap_or_else(|| panic!("{log}"));
+    let ratio = ours / theirs;
+    eprintln!("perplexity of the Q4_1 GGUF over 2048 tokens: candle {ours:.4}, llama-perplexity {theirs:.4} (ratio {ratio:.5})");
+    assert!(
+        (ratio - 1.0).abs() < 0.01,
+        "candle {ours} vs llama-perplexity {theirs}"
+    );
+}

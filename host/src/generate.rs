@@ -82,7 +82,7 @@ impl SinkFfi for ChannelSink {
 }
 
 /// The model folder `model` names (a GGUF is imported in `dtype` first).
-fn model_folder(model: &Path, dtype: &str) -> Result<PathBuf> {
+pub(crate) fn model_folder(model: &Path, dtype: &str) -> Result<PathBuf> {
     if crate::models::is_gguf(model) {
         let (dir, fresh) = crate::models::ensure_imported(model, dtype)?;
         if fresh {

@@ -78,6 +78,11 @@ enum Command {
     /// Generate a continuation of a text prompt with one engine, printed
     /// as it arrives, then its token and timing figures.
     Generate(GenerateArgs),
+    /// One engine's perplexity of one model over the quality pass's text
+    /// (ShareGPT replies, windows of --context scored on their second
+    /// half, as llama.cpp's llama-perplexity does); --write-text writes
+    /// the text for llama-perplexity -f.
+    Perplexity(PerplexityArgs),
     /// Find one engine's best settings for one cell of a matrix: a
     /// model-based search over the options the engine declares tunable,
     /// then paired, interleaved validation against its defaults. Writes a
@@ -133,6 +138,24 @@ enum ModelCommand {
         /// The folder to write (an earlier model folder there is
         /// replaced; a folder of other files is refused); default: the
         /// model cache, `<cache>/models/<file stem>-<dtype>`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Write a GGUF file at another GGUF type, for llama-server: `f32` and
+    /// `f16` dequantize it here; any llama-quantize type (q8_0, q4_0,
+    /// q4_1, q4_k_s, q4_k_m, q6_k, ...; q4_k means q4_k_s) quantizes that
+    /// f32 file with llama.cpp's llama-quantize ($LLAMA_QUANTIZE, else
+    /// beside $LLAMA_SERVER). Prints the file, its bits per weight and its
+    /// tensor types.
+    Quantize {
+        /// The source GGUF file.
+        file: PathBuf,
+        /// The GGUF type to write.
+        #[arg(long = "type", value_name = "TYPE")]
+        ty: String,
+        /// The file to write; default: the model cache,
+        /// `<cache>/models/<file stem>-<type>.gguf` (reused while the
+        /// source and llama-quantize are unchanged).
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -436,6 +459,39 @@ struct GenerateArgs {
 }
 
 #[derive(Args)]
+struct PerplexityArgs {
+    /// The engine plugin, e.g. `candle`.
+    #[arg(long, value_name = "PLUGIN")]
+    engine: String,
+    /// A Hugging Face model folder with a tokenizer.json, or a .gguf file
+    /// (imported into the model cache first).
+    #[arg(long, value_name = "PATH")]
+    model: PathBuf,
+    /// Compute dtype.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Weight quantization, as a matrix's `quantization:` (`gguf`: the
+    /// GGUF's own blocks, on engines that run them).
+    #[arg(long, default_value = "none")]
+    quantization: String,
+    /// Tokens evaluated (whole windows).
+    #[arg(long, default_value_t = 16384)]
+    tokens: usize,
+    /// Window length.
+    #[arg(long, default_value_t = 512)]
+    context: usize,
+    /// The ShareGPT file (default: the provisioned one).
+    #[arg(long, value_name = "FILE")]
+    text: Option<PathBuf>,
+    /// Write the evaluated text to FILE (for llama-perplexity -f FILE).
+    #[arg(long, value_name = "FILE")]
+    write_text: Option<PathBuf>,
+    /// Engine options as a JSON object, as a matrix's `options:`.
+    #[arg(long, value_name = "JSON", default_value = "{}")]
+    options: String,
+}
+
+#[derive(Args)]
 struct ServeArgs {
     /// The engine plugin, e.g. `candle`.
     #[arg(long, value_name = "PLUGIN")]
@@ -635,6 +691,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }),
         Command::ScaleOut(args) => scale_out_command(args),
         Command::Generate(args) => generate_command(args, dir),
+        Command::Perplexity(args) => perplexity_command(args, dir),
         Command::Validate { matrix } => validate(&matrix, &dir),
         Command::Presets { dir } => presets(&dir),
         Command::Dashboard {
@@ -653,6 +710,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Model(ModelCommand::Import { file, dtype, out }) => {
             model_import(&file, &dtype, out)
+        }
+        Command::Model(ModelCommand::Quantize { file, ty, out }) => {
+            model_quantize(&file, &ty, out.as_deref())
         }
     }
 }
@@ -760,6 +820,37 @@ fn model_import(file: &std::path::Path, dtype: &str, out: Option<PathBuf>) -> Re
         Err(why) => eprintln!("no tokenizer: {why} (the model runs on token ids)"),
     }
     println!("{}", imported.dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `model quantize`: the GGUF at another type.
+fn model_quantize(
+    file: &std::path::Path,
+    ty: &str,
+    out: Option<&std::path::Path>,
+) -> Result<ExitCode> {
+    let d = engine_matrix::gguf_types::ensure(file, ty, out)?;
+    let types: Vec<String> = d
+        .facts
+        .types
+        .iter()
+        .map(|(t, n)| {
+            format!(
+                "{t} {:.1}%",
+                *n as f64 * 100.0 / d.facts.parameters.max(1) as f64
+            )
+        })
+        .collect();
+    eprintln!(
+        "{} at {}: {} parameters, {:.2} MiB of weights, {:.3} bits per weight ({})",
+        file.display(),
+        d.ty,
+        d.facts.parameters,
+        d.facts.weight_bytes as f64 / (1 << 20) as f64,
+        d.facts.bits_per_weight(),
+        types.join(", ")
+    );
+    println!("{}", d.path.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -1125,6 +1216,33 @@ fn generate_command(args: GenerateArgs, dir: PathBuf) -> Result<ExitCode> {
         g.tokens.len(),
         g.finish_reason,
         g.ttft.as_secs_f64() * 1e3,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn perplexity_command(args: PerplexityArgs, dir: PathBuf) -> Result<ExitCode> {
+    let options: serde_json::Value = serde_json::from_str(&args.options)
+        .with_context(|| format!("--options {:?} is not JSON", args.options))?;
+    let opts = engine_matrix::perplexity::PerplexityOptions {
+        plugin_dir: dir,
+        engine: args.engine,
+        options,
+        model: args.model,
+        dtype: args.dtype,
+        quantization: args.quantization,
+        tokens: args.tokens,
+        context: args.context,
+        text: args.text,
+        write_text: args.write_text,
+    };
+    let m = engine_matrix::perplexity::run(&opts)?;
+    eprintln!(
+        "{}: {} windows of {} tokens, {} positions scored, {:.1} s",
+        m.text, m.windows, m.context, m.scored, m.seconds
+    );
+    println!(
+        "perplexity {:.4} (mean NLL {:.6} nats)",
+        m.perplexity, m.nll_mean
     );
     Ok(ExitCode::SUCCESS)
 }

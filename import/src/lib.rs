@@ -22,6 +22,9 @@
 //!   ([`tokenizer`]); a tokenizer the importer cannot rebuild is left out,
 //!   and [`Imported::tokenizer`] says why.
 //!
+//! [`float_gguf`] writes the other direction's first step: a float GGUF
+//! (llama.cpp's names and layout) from any GGUF, for `llama-quantize`.
+//!
 //! Not yet here: architectures other than `llama` (Qwen2's GGUF is not
 //! permuted and has q/k/v biases).
 
@@ -30,6 +33,7 @@ use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+pub mod float_gguf;
 pub mod tokenizer;
 use tokenizer::TokenizerFiles;
 

@@ -378,3 +378,108 @@ fn bad_files_are_named_with_what_is_wrong() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A GGUF of one Q4_1 matrix (2 × 64) and one f32 vector, with a string
+/// array among its metadata.
+fn write_q4_1_gguf(path: &Path) -> (Tensor, Tensor) {
+    let m = Tensor::from_vec(values(128, 3), (2, 64), &Device::Cpu).unwrap();
+    let v = Tensor::from_vec(values(64, 5), 64, &Device::Cpu).unwrap();
+    let qm = QTensor::quantize(&m, GgmlDType::Q4_1).unwrap();
+    let qv = QTensor::quantize(&v, GgmlDType::F32).unwrap();
+    let deq = qm.dequantize(&Device::Cpu).unwrap();
+    let arch = Value::String("llama".into());
+    let ftype = Value::U32(3);
+    let align = Value::U32(32);
+    let toks = Value::Array(tokens().into_iter().map(Value::String).collect());
+    let md = [
+        ("general.architecture", &arch),
+        ("general.file_type", &ftype),
+        ("general.alignment", &align),
+        ("tokenizer.ggml.tokens", &toks),
+    ];
+    let mut f = std::fs::File::create(path).unwrap();
+    gguf_file::write(
+        &mut f,
+        &md,
+        &[
+            ("blk.0.ffn_down.weight", &qm),
+            ("blk.0.ffn_norm.weight", &qv),
+        ],
+    )
+    .unwrap();
+    (deq, v)
+}
+
+fn read_gguf(path: &Path) -> (gguf_file::Content, std::fs::File) {
+    let mut f = std::fs::File::open(path).unwrap();
+    (gguf_file::Content::read(&mut f).unwrap(), f)
+}
+
+#[test]
+fn a_float_gguf_holds_the_dequantized_tensors_and_the_metadata() {
+    let dir = temp("float");
+    let src = dir.join("m.Q4_1.gguf");
+    let (deq, vec) = write_q4_1_gguf(&src);
+    for (float, matrix_type, ftype) in [
+        (float_gguf::FloatType::F32, GgmlDType::F32, 0),
+        (float_gguf::FloatType::F16, GgmlDType::F16, 1),
+    ] {
+        let out = dir.join(format!("m-{float:?}.gguf"));
+        let w = float_gguf::write_float(&src, float, &out).unwrap();
+        assert_eq!(w.tensors, 2);
+        let (c, mut f) = read_gguf(&out);
+        assert_eq!(c.metadata["general.file_type"].to_u32().unwrap(), ftype);
+        assert!(!c.metadata.contains_key("general.alignment"));
+        let toks = c.metadata["tokenizer.ggml.tokens"].to_vec().unwrap();
+        assert_eq!(toks.len(), VOCAB);
+        assert_eq!(toks[5].to_string().unwrap(), &tokens()[5]);
+        let m = c
+            .tensor(&mut f, "blk.0.ffn_down.weight", &Device::Cpu)
+            .unwrap();
+        assert_eq!(m.dtype(), matrix_type);
+        assert_eq!(m.shape().dims(), &[2, 64]);
+        let got: Vec<f32> = m
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let want: Vec<f32> = deq.flatten_all().unwrap().to_vec1().unwrap();
+        let tol = if float == float_gguf::FloatType::F32 {
+            0.0
+        } else {
+            1e-3
+        };
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= tol, "{g} vs {w} ({float:?})");
+        }
+        let v = c
+            .tensor(&mut f, "blk.0.ffn_norm.weight", &Device::Cpu)
+            .unwrap();
+        assert_eq!(v.dtype(), GgmlDType::F32, "vectors stay f32");
+        let v: Vec<f32> = v.dequantize(&Device::Cpu).unwrap().to_vec1().unwrap();
+        assert_eq!(v, vec.to_vec1::<f32>().unwrap());
+        let facts = float_gguf::tensor_facts(&out).unwrap();
+        assert_eq!(facts.parameters, 192);
+        assert_eq!(facts.file_type, Some(ftype as u64));
+    }
+    // the source: 128 Q4_1 weights in 4 blocks of 20 bytes, 64 f32
+    let facts = float_gguf::tensor_facts(&src).unwrap();
+    assert_eq!(facts.weight_bytes, 4 * 20 + 64 * 4);
+    assert_eq!(
+        facts.types,
+        vec![("Q4_1".to_string(), 128), ("F32".to_string(), 64)]
+    );
+    assert_eq!(facts.file_type, Some(3));
+    // a truncated source is named
+    let bytes = std::fs::read(&src).unwrap();
+    let cut = dir.join("cut.gguf");
+    std::fs::write(&cut, &bytes[..bytes.len() - 40]).unwrap();
+    let e = float_gguf::write_float(&cut, float_gguf::FloatType::F32, &dir.join("x.gguf"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cut.gguf") && e.contains("truncated"), "{e}");
+    assert!(!dir.join("x.gguf").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -264,6 +264,22 @@ pub struct LaunchDef {
     pub stop_timeout_s: f64,
     /// Extra environment variables of the server.
     pub env: std::collections::BTreeMap<String, String>,
+    /// `gguf: {from: FILE, type: TYPE}`: the server serves FILE at GGUF
+    /// type TYPE (`gguf` for FILE as it is, `f32`, `f16`, or a
+    /// llama-quantize type), derived by the host before the server starts;
+    /// `${GGUF}` in the command names the derived file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gguf: Option<LaunchGguf>,
+}
+
+/// A launch's `gguf:`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LaunchGguf {
+    /// The source GGUF file (placeholders allowed).
+    pub from: String,
+    /// The GGUF type, lower case.
+    #[serde(rename = "type")]
+    pub ty: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -886,13 +902,15 @@ fn parse_quality(
 }
 const MODEL_KEYS: [&str; 6] = ["name", "architecture", "weights", "config", "seed", "path"];
 const ENGINE_KEYS: [&str; 5] = ["name", "plugin", "options", "launch", "tuned"];
-const LAUNCH_KEYS: [&str; 5] = [
+const LAUNCH_KEYS: [&str; 6] = [
     "command",
     "ready",
     "ready_timeout_s",
     "stop_timeout_s",
     "env",
+    "gguf",
 ];
+const LAUNCH_GGUF_KEYS: [&str; 2] = ["from", "type"];
 
 /// `p` relative to `base` (the matrix's folder), absolute and lexically
 /// normalized.
@@ -1039,12 +1057,45 @@ fn parse_launch(l: &At<'_>, options: &serde_json::Value) -> Result<LaunchDef, Ma
             env.insert(k.to_string(), s);
         }
     }
+    let gguf = match m.opt("gguf") {
+        None => None,
+        Some(g) => {
+            let gm = g.map(&LAUNCH_GGUF_KEYS)?;
+            let from = gm.require("from")?;
+            let from_s = from.str()?;
+            placeholders_ok(from, from_s)?;
+            if from_s.trim().is_empty() {
+                return Err(from.err("expected a GGUF file, got an empty string"));
+            }
+            let ty = gm.require("type")?;
+            let ty_s = ty.str()?.to_ascii_lowercase();
+            if ty_s.is_empty() || !ty_s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(ty.err(format!(
+                    "expected a GGUF type (gguf, f32, f16, or a llama-quantize type such as q8_0, q4_0, q4_k_m), got `{ty_s}`"
+                )));
+            }
+            Some(LaunchGguf {
+                from: from_s.to_string(),
+                ty: ty_s,
+            })
+        }
+    };
+    let names_gguf = command
+        .iter()
+        .chain(env.values())
+        .any(|s| s.contains("${GGUF}"));
+    if gguf.is_none() && names_gguf {
+        return Err(cmd_at.err(
+            "`${GGUF}` names the file of `launch.gguf:` ({from: FILE, type: TYPE}), which this launch does not have",
+        ));
+    }
     Ok(LaunchDef {
         command,
         ready,
         ready_timeout_s: secs("ready_timeout_s", 600.0)?,
         stop_timeout_s: secs("stop_timeout_s", 10.0)?,
         env,
+        gguf,
     })
 }
 

@@ -1164,6 +1164,41 @@ fn launch_errors_name_the_field() {
 }
 
 #[test]
+fn launch_gguf_names_the_file_and_type_and_its_errors_the_field() {
+    let m = ok(&with_engines(
+        "  - name: h\n    options: {base_url: \"http://h:1\"}\n    launch:\n      gguf: {from: \"${SMOLLM2_GGUF}\", type: Q8_0}\n      command: [srv, -m, \"${GGUF}\"]\n",
+    ));
+    let g = m
+        .engine("h")
+        .unwrap()
+        .launch
+        .as_ref()
+        .unwrap()
+        .gguf
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (g.from.as_str(), g.ty.as_str()),
+        ("${SMOLLM2_GGUF}", "q8_0")
+    );
+    let e = err(&with_engines(
+        "  - name: h\n    options: {base_url: \"http://h:1\"}\n    launch: {command: [srv, -m, \"${GGUF}\"]}\n",
+    ));
+    assert_eq!(e.2, "engines[0].launch.command");
+    assert!(e.3.contains("launch.gguf"), "{e:?}");
+    let e = err(&with_engines(
+        "  - name: h\n    options: {base_url: \"http://h:1\"}\n    launch: {command: x, gguf: {from: a.gguf, type: \"q4 k\"}}\n",
+    ));
+    assert_eq!(e.2, "engines[0].launch.gguf.type");
+    assert!(e.3.contains("GGUF type"), "{e:?}");
+    let e = err(&with_engines(
+        "  - name: h\n    options: {base_url: \"http://h:1\"}\n    launch: {command: x, gguf: {type: q8_0}}\n",
+    ));
+    assert_eq!(e.2, "engines[0].launch.gguf");
+    assert!(e.3.contains("from"), "{e:?}");
+}
+
+#[test]
 fn serving_defaults_tags_and_errors() {
     use crate::open_loop::{Arrival, Load, Rate};
     let m = ok(&scenario(

@@ -28,6 +28,13 @@
 //!   valid);
 //! * `${ENGINE_MATRIX}`: this executable (for `engine-matrix serve`);
 //! * `${MATRIX_DIR}`: the folder of the matrix file;
+//! * `${GGUF}`: with `gguf: {from: FILE, type: TYPE}`, FILE at GGUF type
+//!   TYPE, derived before the first start (`crate::gguf_types`: cached
+//!   in the model cache; `f32`/`f16` dequantized here, other types by
+//!   llama.cpp's `llama-quantize`), so one matrix can serve the same
+//!   model at every type, one engine per type. Each of those engines'
+//!   cells records the file (`model_details.gguf`: type, bits per weight,
+//!   tensor types) and its weight bytes (`memory.weight_bytes`);
 //! * any other name: the environment variable. An unset one fails the
 //!   launch, naming it; a variable's value is never written to results
 //!   (the summary keeps the matrix as written).
@@ -66,6 +73,8 @@ pub struct Vars {
     pub port: u16,
     pub exe: PathBuf,
     pub matrix_dir: PathBuf,
+    /// The file of `launch.gguf:`, once derived.
+    pub gguf: Option<PathBuf>,
 }
 
 impl Vars {
@@ -74,6 +83,14 @@ impl Vars {
             "PORT" => self.port.to_string(),
             "ENGINE_MATRIX" => self.exe.display().to_string(),
             "MATRIX_DIR" => self.matrix_dir.display().to_string(),
+            "GGUF" => match &self.gguf {
+                Some(p) => p.display().to_string(),
+                None => {
+                    return Err(
+                        "`${GGUF}` is the file of `launch.gguf:`, which is not derived yet".into(),
+                    )
+                }
+            },
             other => std::env::var(other).map_err(|_| {
                 format!("`${{{other}}}` names the environment variable {other}, which is not set")
             })?,
@@ -431,6 +448,8 @@ pub struct Servers {
     dir: PathBuf,
     ports: HashMap<String, u16>,
     running: HashMap<String, Server>,
+    /// Per engine, the GGUF its `launch.gguf:` derived.
+    ggufs: HashMap<String, crate::gguf_types::Derived>,
     /// Engines whose launch failed: the reason, given to all their cells.
     failed: HashMap<String, String>,
     /// Per engine, why its server died during the last cell.
@@ -446,6 +465,7 @@ impl Servers {
             dir: run_dir.join("servers"),
             ports: HashMap::new(),
             running: HashMap::new(),
+            ggufs: HashMap::new(),
             failed: HashMap::new(),
             died: HashMap::new(),
         }
@@ -455,6 +475,30 @@ impl Servers {
     /// group's id (it was started in a group of its own).
     pub fn pid(&self, engine: &str) -> Option<u32> {
         self.running.get(engine).map(|s| s.child.id())
+    }
+
+    /// The GGUF the engine's server serves, when its launch derives one.
+    pub fn gguf(&self, engine: &str) -> Option<&crate::gguf_types::Derived> {
+        self.ggufs.get(engine)
+    }
+
+    /// The file of `launch.gguf:`, derived once per engine per run.
+    fn derive_gguf(&mut self, def: &EngineDef, vars: &Vars) -> Result<PathBuf, String> {
+        let Some(g) = def.launch.as_ref().and_then(|l| l.gguf.as_ref()) else {
+            return Err("no launch.gguf".into());
+        };
+        if let Some(d) = self.ggufs.get(&def.name) {
+            return Ok(d.path.clone());
+        }
+        let from = vars
+            .fill(&g.from)
+            .map_err(|e| format!("launch.gguf.from: {e}"))?;
+        let from = self.matrix_dir.join(from);
+        let d = crate::gguf_types::ensure(&from, &g.ty, None)
+            .map_err(|e| format!("launch.gguf ({} at {}): {e:#}", from.display(), g.ty))?;
+        let path = d.path.clone();
+        self.ggufs.insert(def.name.clone(), d);
+        Ok(path)
     }
 
     fn log_path(&self, engine: &str) -> PathBuf {
@@ -485,11 +529,22 @@ impl Servers {
                 p
             }
         };
-        let vars = Vars {
+        let mut vars = Vars {
             port,
             exe: self.exe.clone(),
             matrix_dir: self.matrix_dir.clone(),
+            gguf: None,
         };
+        if launch.gguf.is_some() {
+            match self.derive_gguf(def, &vars) {
+                Ok(p) => vars.gguf = Some(p),
+                Err(e) => {
+                    let why = format!("launch of engine '{}': {e}", def.name);
+                    self.failed.insert(def.name.clone(), why.clone());
+                    return Err(StartError::Failed(why));
+                }
+            }
+        }
         let mut plan = plan(def, launch, &vars).map_err(|e| {
             let why = format!("launch of engine '{}': {e}", def.name);
             self.failed.insert(def.name.clone(), why.clone());
@@ -579,6 +634,7 @@ mod tests {
             port: 4242,
             exe: "/bin/em".into(),
             matrix_dir: "/m".into(),
+            gguf: None,
         }
     }
 
@@ -594,6 +650,12 @@ mod tests {
         assert_eq!(v.fill("no vars $ {x}").unwrap(), "no vars $ {x}");
         std::env::set_var("EM_LAUNCH_TEST_VAR", "v1");
         assert_eq!(v.fill("${EM_LAUNCH_TEST_VAR}!").unwrap(), "v1!");
+        assert!(v.fill("-m ${GGUF}").unwrap_err().contains("launch.gguf"));
+        let with_gguf = Vars {
+            gguf: Some("/c/m-q8_0.gguf".into()),
+            ..vars()
+        };
+        assert_eq!(with_gguf.fill("-m ${GGUF}").unwrap(), "-m /c/m-q8_0.gguf");
         let e = v.fill("${EM_LAUNCH_SURELY_UNSET_9}").unwrap_err();
         assert!(
             e.contains("EM_LAUNCH_SURELY_UNSET_9") && e.contains("not set"),

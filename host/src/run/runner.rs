@@ -688,6 +688,25 @@ pub(crate) fn cell_limit(
     }
 }
 
+/// A cell served from a GGUF its launch derived records the file (type,
+/// bits per weight, tensor types: `model_details.gguf`) and, as the
+/// engine's weight bytes, the file's tensor bytes: the http engine cannot
+/// know them, the host that wrote the file does.
+fn note_served_gguf(line: &mut ResultLine, g: &crate::gguf_types::Derived) {
+    let r = &mut line.result;
+    match &mut r.model_details {
+        Some(serde_json::Value::Object(m)) => {
+            m.insert("gguf".into(), g.record());
+        }
+        other => *other = Some(serde_json::json!({ "gguf": g.record() })),
+    }
+    if let Some(mem) = r.memory.as_mut() {
+        if mem.weight_bytes == 0 {
+            mem.weight_bytes = g.facts.weight_bytes;
+        }
+    }
+}
+
 /// A server the harness started died during the cell: the cell fails,
 /// with the signal and the log's tail beside any reason it had.
 fn note_dead_server(line: &mut ResultLine, died: String) {
@@ -990,6 +1009,9 @@ pub fn run(opts: &RunOptions) -> Result<RunReport> {
                 break;
             }
         };
+        if let Some(g) = servers.gguf(&cell.engine) {
+            note_served_gguf(&mut line, g);
+        }
         let saw_failures = line.result.status == Status::Failed
             || line.result.metrics.as_ref().is_some_and(|m| m.failed > 0);
         let grace = Duration::from_millis(if saw_failures { 500 } else { 0 });
