@@ -522,6 +522,10 @@ pub fn prefill_bytes(shape: &Gpt2Shape, cost: &ModelCost, batch: u32, prompt: u3
 ///   none) for `batch ·` [`prefill_flops`]; its GFLOP/s is compared with the
 ///   compute limit.
 ///
+/// `weight_bytes` replaces the weights' bytes (parameters × the dtype's
+/// size) for a quantized model: the bytes its engine reports it holds;
+/// `Some(0.0)` (not reported) leaves the decode figures out.
+///
 /// A figure is `None` where its time is missing, zero, negative or not
 /// finite, where `batch` or the phase's length (`output`, `input`) is zero,
 /// and (percentages only) where the limit is not positive. Intensities
@@ -536,8 +540,19 @@ pub fn efficiency(
     batch: u32,
     tpot_ms: Option<f64>,
     prefill_ms: Option<f64>,
+    weight_bytes: Option<f64>,
 ) -> Efficiency {
-    let cost = model_cost(shape, dtype);
+    let mut cost = model_cost(shape, dtype);
+    // the bytes a quantized model streams, as its engine reports them; 0
+    // (unknown) leaves the decode figures out
+    let tpot_ms = match weight_bytes {
+        Some(b) if b > 0.0 => {
+            cost.weight_bytes = b;
+            tpot_ms
+        }
+        Some(_) => None,
+        None => tpot_ms,
+    };
     let secs = |ms: Option<f64>| ms.filter(|v| v.is_finite() && *v > 0.0).map(|v| v / 1e3);
     let pct = |achieved: f64, limit: f64| {
         (limit.is_finite() && limit > 0.0).then(|| 100.0 * achieved / limit)
@@ -675,7 +690,7 @@ mod tests {
     fn efficiency_against_made_up_limits() {
         let s = gpt2();
         let l = limits(50.0, 200.0);
-        let e = efficiency(&s, "f32", &l, 128, 64, 1, Some(20.0), Some(200.0));
+        let e = efficiency(&s, "f32", &l, 128, 64, 1, Some(20.0), Some(200.0), None);
         // Context 128 + 32 = 160: 497,759,232 + 2·12·768·160·4 bytes.
         let bytes = 509_555_712.0;
         assert!(close(e.decode_gb_s.unwrap(), 25.477_785_6));
@@ -702,13 +717,13 @@ mod tests {
 
         // A batch of 4: the step reads the weights once and 4 KV caches;
         // the prefill does 4 prompts' FLOPs in its time.
-        let b = efficiency(&s, "f32", &l, 128, 64, 4, Some(20.0), Some(800.0));
+        let b = efficiency(&s, "f32", &l, 128, 64, 4, Some(20.0), Some(800.0), None);
         let bytes4 = 497_759_232.0 + 4.0 * 11_796_480.0;
         assert!(close(b.decode_gb_s.unwrap(), bytes4 / 0.02 / 1e9));
         assert!(close(b.prefill_gflop_s.unwrap(), 110.624_079_36));
 
         // Odd output: average context 128 + 1.5.
-        let o = efficiency(&s, "f32", &l, 128, 3, 1, Some(10.0), None);
+        let o = efficiency(&s, "f32", &l, 128, 3, 1, Some(10.0), None, None);
         let bytes_o = 497_759_232.0 + 2.0 * 12.0 * 768.0 * 129.5 * 4.0;
         assert!(close(o.decode_gb_s.unwrap(), bytes_o / 0.01 / 1e9));
     }
@@ -717,7 +732,7 @@ mod tests {
     fn efficiency_is_none_without_inputs() {
         let s = gpt2();
         let l = limits(50.0, 200.0);
-        let none = efficiency(&s, "f32", &l, 128, 64, 1, None, None);
+        let none = efficiency(&s, "f32", &l, 128, 64, 1, None, None, None);
         assert_eq!(none.decode_gb_s, None);
         assert_eq!(none.decode_pct_of_bandwidth, None);
         assert_eq!(none.prefill_gflop_s, None);
@@ -727,10 +742,10 @@ mod tests {
         assert_eq!(none.decode_gflop_s(), None);
 
         for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
-            let e = efficiency(&s, "f32", &l, 128, 64, 1, Some(bad), Some(bad));
+            let e = efficiency(&s, "f32", &l, 128, 64, 1, Some(bad), Some(bad), None);
             assert_eq!((e.decode_gb_s, e.prefill_gflop_s), (None, None), "{bad}");
         }
-        let zero_batch = efficiency(&s, "f32", &l, 128, 64, 0, Some(10.0), Some(10.0));
+        let zero_batch = efficiency(&s, "f32", &l, 128, 64, 0, Some(10.0), Some(10.0), None);
         assert_eq!(
             zero_batch,
             Efficiency {
@@ -742,11 +757,11 @@ mod tests {
                 prefill_intensity_flop_per_byte: None,
             }
         );
-        let no_output = efficiency(&s, "f32", &l, 128, 0, 1, Some(10.0), Some(10.0));
+        let no_output = efficiency(&s, "f32", &l, 128, 0, 1, Some(10.0), Some(10.0), None);
         assert_eq!(no_output.decode_gb_s, None);
         assert_eq!(no_output.decode_intensity_flop_per_byte, None);
         assert!(no_output.prefill_gflop_s.is_some());
-        let no_input = efficiency(&s, "f32", &l, 0, 8, 1, Some(10.0), Some(10.0));
+        let no_input = efficiency(&s, "f32", &l, 0, 8, 1, Some(10.0), Some(10.0), None);
         assert_eq!(no_input.prefill_gflop_s, None);
         assert_eq!(no_input.prefill_intensity_flop_per_byte, None);
         assert!(no_input.decode_gb_s.is_some());
@@ -761,10 +776,48 @@ mod tests {
             1,
             Some(10.0),
             Some(10.0),
+            None,
         );
         assert!(e.decode_gb_s.is_some() && e.prefill_gflop_s.is_some());
         assert_eq!(e.decode_pct_of_bandwidth, None);
         assert_eq!(e.prefill_pct_of_compute, None);
+    }
+
+    #[test]
+    fn a_quantized_model_is_held_to_its_own_bytes() {
+        let s = gpt2();
+        let l = limits(25.0, 200.0);
+        let f32 = efficiency(&s, "f32", &l, 128, 64, 1, Some(20.0), Some(200.0), None);
+        let quarter = model_cost(&s, "f32").weight_bytes / 4.0;
+        let q = efficiency(
+            &s,
+            "f32",
+            &l,
+            128,
+            64,
+            1,
+            Some(20.0),
+            Some(200.0),
+            Some(quarter),
+        );
+        let (a, b) = (f32.decode_gb_s.unwrap(), q.decode_gb_s.unwrap());
+        // the KV cache's bytes are the same in both
+        assert!(b < a / 3.0 && b > a / 4.0, "{a} {b}");
+        assert_eq!(q.prefill_gflop_s, f32.prefill_gflop_s);
+        let unknown = efficiency(
+            &s,
+            "f32",
+            &l,
+            128,
+            64,
+            1,
+            Some(20.0),
+            Some(200.0),
+            Some(0.0),
+        );
+        assert_eq!(unknown.decode_gb_s, None);
+        assert_eq!(unknown.decode_pct_of_bandwidth, None);
+        assert!(unknown.prefill_gflop_s.is_some());
     }
 
     #[test]

@@ -342,6 +342,12 @@ impl Gpt2 {
         &self.device
     }
 
+    /// Bytes a decode step streams: every weight except the f32 embedding
+    /// table kept for lookups when the head is quantized.
+    pub fn streamed_weight_bytes(&self) -> usize {
+        self.weight_bytes() - self.wte.as_ref().map_or(0, tensor_bytes)
+    }
+
     /// Bytes of all weights as held in memory (the tied lm_head once,
     /// plus the f32 embedding table when the head is quantized).
     pub fn weight_bytes(&self) -> usize {

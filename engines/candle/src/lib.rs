@@ -320,6 +320,15 @@ impl Net {
         }
     }
 
+    /// Bytes a decode step streams (the roofline's): [`Net::weight_bytes`]
+    /// less an embedding table kept only for lookups.
+    pub fn streamed_weight_bytes(&self) -> usize {
+        match self {
+            Net::Gpt2(m) => m.streamed_weight_bytes(),
+            Net::Llama(m) => m.streamed_weight_bytes(),
+        }
+    }
+
     /// KV cache bytes per token of one sequence.
     pub fn kv_bytes_per_token(&self) -> usize {
         match self {
@@ -587,6 +596,14 @@ impl CandleKernels {
 /// The kit has checked every prompt, token and length before these run.
 impl Kernels for CandleKernels {
     type Cache = KvCache;
+
+    /// The bytes a decode step streams, for the roofline of quantized
+    /// models (which may hold a lookup-only embedding table beside a
+    /// quantized head, and whose bytes per weight the dtype does not say).
+    fn describe(&self) -> String {
+        let streamed = self.model.streamed_weight_bytes() as u64;
+        serde_json::json!({ "streamed_weight_bytes": streamed }).to_string()
+    }
 
     fn limits(&self) -> Limits {
         self.model.limits()

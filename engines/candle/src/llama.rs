@@ -347,6 +347,17 @@ impl Llama {
         self.dtype
     }
 
+    /// Bytes a decode step streams: every weight except a token-embedding
+    /// table that is only looked up (one row per token).
+    pub fn streamed_weight_bytes(&self) -> usize {
+        let lookup_only = match &self.embed {
+            Embed::HeadColumns | Embed::HeadRows => 0,
+            Embed::Table(t) => tensor_bytes(t),
+            Embed::Rows(w) => w.bytes(),
+        };
+        self.weight_bytes() - lookup_only
+    }
+
     /// Bytes of all weights as held in memory (a tied head once).
     pub fn weight_bytes(&self) -> usize {
         let embed = match &self.embed {

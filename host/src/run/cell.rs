@@ -346,6 +346,7 @@ fn efficiency(
     shape: &Gpt2Shape,
     m: &crate::measure::metrics::CellMetrics,
     limits: &crate::roofline::Limits,
+    weight_bytes: Option<f64>,
 ) -> crate::roofline::Efficiency {
     let p = &cell.params;
     let batch = match cell.kind {
@@ -371,6 +372,7 @@ fn efficiency(
         batch,
         m.tpot_ms.as_ref().map(|d| d.p50),
         prefill_ms,
+        weight_bytes,
     )
 }
 
@@ -946,10 +948,23 @@ fn run_cell(
             .dataset
             .as_ref()
             .is_some_and(|d| d.kind.lengths_from_data());
+        // A quantized model streams the bytes its engine says a decode
+        // step reads (`streamed_weight_bytes` in its description: its
+        // weights less a lookup-only embedding table), not its parameters
+        // at the dtype's size; an engine that does not say gets no decode
+        // roof rather than a guess (f32 bytes would put it above the
+        // roof, its held bytes count a table no step reads).
+        let weight_bytes = (p.quantization != "none").then(|| {
+            result
+                .model_details
+                .as_ref()
+                .and_then(|d| d["streamed_weight_bytes"].as_f64())
+                .unwrap_or(0.0)
+        });
         result.efficiency = ctx
             .limits
             .filter(|_| !on_gpu && !remote && !varied)
-            .map(|l| efficiency(cell, &model.shape, &metrics, l));
+            .map(|l| efficiency(cell, &model.shape, &metrics, l, weight_bytes));
     }
     if keep_metrics {
         result.metrics = Some(metrics);
