@@ -223,3 +223,122 @@ scenarios:
         );
     }
 }
+
+/// onnx's quantized graphs on the real SmolLM2-135M (int8: 8-bit
+/// `MatMulNBits`; int4: 4-bit; both blocks of 32): each is measured
+/// against candle's f32 over the same 1,024 ShareGPT tokens, int8 close to
+/// it, int4 measurably further, both holding fewer weight bytes than f32
+/// (int4 fewest) and saying how they ran; the per-tensor `MatMulInteger`
+/// scheme runs too (on request), and a quantization onnx does not have is
+/// `unsupported` naming the ones it has.
+#[test]
+fn onnx_int8_and_int4_graphs_on_smollm2_are_measured_against_candle() {
+    let tmp = TempDir::new("quality-onnx-quant");
+    let yaml = "name: quality-onnx-quant
+quality: {reference: candle, tokens: 1024, quick_tokens: 1024, context: 512}
+models:
+  - {name: smollm2, path: \"${SMOLLM2_GGUF}\"}
+engines:
+  - {name: candle, options: {threads: 2}}
+  - {name: onnx, options: {threads: 2}}
+  - {name: onnx-mi, plugin: onnx, options: {threads: 2, int8_kernel: matmul_integer}}
+scenarios:
+  - {name: ref, kind: latency, engines: [candle], input_tokens: 8, output_tokens: 2, warmup: 0, iterations: 1}
+  - name: q
+    kind: latency
+    engines: [onnx]
+    input_tokens: 8
+    output_tokens: 2
+    warmup: 0
+    iterations: 1
+    axes: {quantization: [none, int8, int4, q4_0]}
+  - {name: mi, kind: latency, engines: [onnx-mi], quantization: int8, input_tokens: 8, output_tokens: 2, warmup: 0, iterations: 1}
+";
+    let plugins = plugin_dir(&["candle", "onnx"]);
+    let (gguf, sharegpt) = (provisioned("smollm2-gguf"), provisioned("sharegpt"));
+    let (run_dir, o) = run_yaml_env(
+        tmp.path(),
+        yaml,
+        &["--no-calibrate"],
+        plugins.path(),
+        &[
+            ("SMOLLM2_GGUF", gguf.as_path()),
+            ("ENGINE_MATRIX_SHAREGPT", sharegpt.as_path()),
+        ],
+    );
+    assert_eq!(finished_status(&o), 0, "{}", text(&o.stderr));
+    let lines = read_jsonl(&run_dir.join("results.jsonl"));
+    let line = |engine: &str, q: &str| -> Value {
+        lines
+            .iter()
+            .find(|l| l["cell"]["engine"] == engine && l["cell"]["params"]["quantization"] == q)
+            .unwrap_or_else(|| panic!("no {engine} {q} line"))
+            .clone()
+    };
+    let unsupported = line("onnx", "q4_0");
+    assert_eq!(unsupported["status"], "unsupported", "{unsupported}");
+    let why = unsupported["reason"].as_str().unwrap_or_default();
+    assert!(why.contains("int8") && why.contains("int4"), "{why}");
+    let ppl = |l: &Value| {
+        l["quality"]["perplexity"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{l}"))
+    };
+    let f = |l: &Value, k: &str| {
+        l["quality"][k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k}: {l}"))
+    };
+    let bytes = |l: &Value| {
+        l["memory"]["weight_bytes"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{l}"))
+    };
+    let candle = line("candle", "none");
+    let (f32l, int8, int4, mi) = (
+        line("onnx", "none"),
+        line("onnx", "int8"),
+        line("onnx", "int4"),
+        line("onnx-mi", "int8"),
+    );
+    for l in [&candle, &f32l, &int8, &int4, &mi] {
+        assert_eq!(l["status"], "ok", "{l}");
+    }
+    for (l, kernel) in [
+        (&int8, "MatMulNBits 8-bit"),
+        (&int4, "MatMulNBits 4-bit"),
+        (&mi, "MatMulInteger"),
+    ] {
+        let d = l["model_details"]["quantization"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(d.contains(kernel), "{}", l["model_details"]);
+        eprintln!(
+            "onnx {}: perplexity {:.4} (candle f32 {:.4}), mean KLD {:.3e}, top-1 {:.4}, weights {:.1} MiB",
+            d,
+            ppl(l),
+            ppl(&candle),
+            f(l, "kld_mean"),
+            f(l, "top1_agreement"),
+            bytes(l) as f64 / 1048576.0
+        );
+    }
+    // int8 blocks: within 2% of f32's perplexity, 93% of the argmaxes
+    // (measured 96.1% on AMD EPYC)
+    assert!((ppl(&int8) / ppl(&candle) - 1.0).abs() < 0.02);
+    assert!(f(&int8, "top1_agreement") > 0.93);
+    // int4: further from the reference than int8, but a language model
+    // still (measured: +27% perplexity, requantizing Q4_1's grid)
+    assert!(f(&int4, "kld_mean") > f(&int8, "kld_mean"));
+    assert!(ppl(&int4) < 2.0 * ppl(&candle));
+    assert!(f(&int4, "top1_agreement") > 0.6);
+    // fewer bytes: int4 < int8 < f32 (the f32 embedding table stays in
+    // both, for its lookups)
+    assert!(bytes(&int4) < bytes(&int8) && bytes(&int8) < bytes(&f32l));
+    assert!(
+        bytes(&int8) < bytes(&f32l) * 6 / 10,
+        "{} {}",
+        bytes(&int8),
+        bytes(&f32l)
+    );
+}

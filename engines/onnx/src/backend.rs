@@ -129,6 +129,8 @@ pub struct OnnxKernels {
     cohorts: HashMap<u64, Cohort>,
     next_cohort: u64,
     weight_bytes: u64,
+    /// What [`Kernels::describe`] says (a JSON object, or empty).
+    described: String,
 }
 
 /// What the scheduler drives: the kernels plus the kit's sequence table.
@@ -174,7 +176,14 @@ impl OnnxKernels {
             cohorts: HashMap::new(),
             next_cohort: 0,
             weight_bytes,
+            described: String::new(),
         }
+    }
+
+    /// Sets what the results record of the loaded model (a JSON object).
+    pub fn with_description(mut self, described: String) -> Self {
+        self.described = described;
+        self
     }
 
     /// Cache bytes of one position of one sequence.
@@ -381,6 +390,10 @@ impl OnnxKernels {
 /// The kit has checked every prompt, token and length before these run.
 impl Kernels for OnnxKernels {
     type Cache = Row;
+
+    fn describe(&self) -> String {
+        self.described.clone()
+    }
 
     fn limits(&self) -> Limits {
         self.model.limits()

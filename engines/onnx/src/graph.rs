@@ -109,6 +109,8 @@ pub(crate) struct Builder {
     placement: DataPlacement,
     location: String,
     external: Vec<u8>,
+    /// How the projections' weights are stored ([`crate::quant`]).
+    pub(crate) quant: crate::quant::Quant,
 }
 
 pub(crate) fn attr_i(name: &str, v: i64) -> AttributeProto {
@@ -188,6 +190,7 @@ impl Builder {
             placement,
             location: location.into(),
             external: Vec::new(),
+            quant: crate::quant::Quant::None,
         }
     }
 
@@ -200,6 +203,21 @@ impl Builder {
     pub(crate) fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
         let out = self.fresh(&op.to_ascii_lowercase());
         self.op_to(op, inputs, &[&out], attrs);
+        out
+    }
+
+    /// Adds a node of operator set `domain` with one output.
+    pub(crate) fn op_domain(
+        &mut self,
+        op: &str,
+        domain: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+    ) -> String {
+        let out = self.op(op, inputs, attrs);
+        if let Some(n) = self.nodes.last_mut() {
+            n.domain = Some(domain.into());
+        }
         out
     }
 
@@ -257,11 +275,23 @@ impl Builder {
     /// A weight initializer, inline or in the external data file.
     pub(crate) fn weight(&mut self, name: &str, shape: &[usize], data: &[f32]) -> String {
         let raw: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.raw_weight(name, shape, DataType::Float, raw)
+    }
+
+    /// An initializer of `dtype` from its little-endian bytes, inline or
+    /// in the external data file.
+    pub(crate) fn raw_weight(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        dtype: DataType,
+        raw: Vec<u8>,
+    ) -> String {
         let dims = shape.iter().map(|&d| d as i64).collect();
         let mut t = TensorProto {
             name: Some(name.into()),
             dims,
-            data_type: Some(DataType::Float as i32),
+            data_type: Some(dtype as i32),
             ..Default::default()
         };
         match self.placement {
@@ -328,9 +358,11 @@ pub fn build(
     weights: &dyn WeightSource,
     placement: DataPlacement,
     location: &str,
+    quant: crate::quant::Quant,
 ) -> Result<Built, String> {
     let act = cfg.activation()?;
-    let b = Builder::new(placement, location);
+    let mut b = Builder::new(placement, location);
+    b.quant = quant;
     let mut g = Gpt2Graph::new(b, cfg, weights);
     let (mut x, wte) = g.embeddings()?;
     for l in 0..cfg.n_layer {
@@ -346,6 +378,20 @@ pub fn build(
     ))
 }
 
+impl Built {
+    /// Bytes of the graph's initializers: inline ones and the external
+    /// data file (padding included).
+    pub fn weight_bytes(&self) -> u64 {
+        let inline: usize = self.model.graph.as_ref().map_or(0, |g| {
+            g.initializer
+                .iter()
+                .map(|t| t.raw_data.as_ref().map_or(0, |d| d.len()))
+                .sum()
+        });
+        inline as u64 + self.external.as_ref().map_or(0, |(_, d)| d.len() as u64)
+    }
+}
+
 impl Builder {
     /// The model: this builder's nodes and initializers as a graph with
     /// `inputs` and `outputs`, and the external data file's bytes.
@@ -357,6 +403,19 @@ impl Builder {
         outputs: Vec<ValueInfoProto>,
     ) -> Built {
         let b = self;
+        let mut opset_import = vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(OPSET),
+        }];
+        if b.nodes
+            .iter()
+            .any(|n| n.domain.as_deref() == Some("com.microsoft"))
+        {
+            opset_import.push(OperatorSetIdProto {
+                domain: Some("com.microsoft".into()),
+                version: Some(1),
+            });
+        }
         let graph = GraphProto {
             node: b.nodes,
             name: Some(name.into()),
@@ -368,10 +427,7 @@ impl Builder {
         };
         let model = ModelProto {
             ir_version: Some(IR_VERSION),
-            opset_import: vec![OperatorSetIdProto {
-                domain: Some(String::new()),
-                version: Some(OPSET),
-            }],
+            opset_import,
             producer_name: Some("engine-matrix em-onnx".into()),
             producer_version: Some(env!("CARGO_PKG_VERSION").into()),
             graph: Some(graph),
@@ -459,9 +515,21 @@ impl<'a> Gpt2Graph<'a> {
             }
             bias[..cols].iter_mut().for_each(|v| *v *= s);
         }
-        let wn = self.b.weight(&wn, &shape, &w);
+        let m = match self.b.quant {
+            crate::quant::Quant::None => {
+                let wn = self.b.weight(&wn, &shape, &w);
+                self.b.op("MatMul", &[x, &wn], vec![])
+            }
+            q => self.b.quantized_matmul(
+                x,
+                prefix,
+                crate::quant::Weight::InOut(&w),
+                shape[0],
+                shape[1],
+                q,
+            ),
+        };
         let bn = self.b.weight(&bn, &[shape[1]], &bias);
-        let m = self.b.op("MatMul", &[x, &wn], vec![]);
         Ok(self.b.op("Add", &[&m, &bn], vec![]))
     }
 
@@ -552,7 +620,17 @@ impl<'a> Gpt2Graph<'a> {
         let hs = b.op("Slice", &[&hf, LOGITS_FROM, &ends, &self.axes1], vec![]);
         let flat_shape = b.const_i64s(&[-1, c_i]);
         let h2d = b.op("Reshape", &[&hs, &flat_shape], vec![]);
-        let lm = b.op("Gemm", &[&h2d, wte], vec![attr_i("transB", 1)]);
+        let lm = match b.quant {
+            crate::quant::Quant::None => b.op("Gemm", &[&h2d, wte], vec![attr_i("transB", 1)]),
+            q => {
+                // a quantized copy of the tied embedding matrix
+                let w = self.weights.get("wte.weight")?;
+                let (c, v) = (self.cfg.n_embd, self.cfg.vocab_size);
+                let b = &mut self.b;
+                b.quantized_matmul(&h2d, "lm_head", crate::quant::Weight::OutIn(&w), c, v, q)
+            }
+        };
+        let b = &mut self.b;
         let tail = b.const_i64s(&[-1, self.cfg.vocab_size as i64]);
         let out_shape = b.op("Concat", &[&self.batch, &tail], vec![attr_i("axis", 0)]);
         b.op_to("Reshape", &[&lm, &out_shape], &["logits"], vec![]);

@@ -73,13 +73,23 @@
 //! * `save_model`: also write the built graph to this path (weights in
 //!   `<path>.data`), e.g. to inspect it in Netron or profile it elsewhere.
 //!
+//! * `nbits_accuracy` (default 4): `MatMulNBits`' `accuracy_level` for
+//!   `quantization: int4` and `int8` (0 unset, 1 f32, 2 f16, 3 bf16, 4
+//!   int8 activations, see [`quant`]);
+//! * `int8_kernel` (default `matmul_nbits`): `matmul_integer` builds
+//!   `int8` as ORT's classic dynamic quantization instead
+//!   (`DynamicQuantizeLinear` + `MatMulInteger`, see [`quant`]).
+//!
 //! Unknown keys are an error that names them. dtype: `f32` only (the built
 //! graphs are f32, whatever the checkpoint's dtype; ORT's CPU provider has
-//! no f16 kernels for most of the models' ops); quantization: `none`.
+//! no f16 kernels for most of the models' ops); quantization: `none`,
+//! `int8` or `int4` (`MatMulNBits`, blocks of 32), built into the graph
+//! ([`quant`]).
 
 pub mod backend;
 pub mod graph;
 pub mod llama_graph;
+pub mod quant;
 pub mod runtime;
 
 pub mod proto {
@@ -115,6 +125,8 @@ pub struct OnnxOptions {
     pub model_file: Option<String>,
     pub graph_cache: Option<bool>,
     pub save_model: Option<String>,
+    pub nbits_accuracy: Option<u8>,
+    pub int8_kernel: Option<String>,
 }
 
 /// The architectures this engine implements (`config.json`'s
@@ -169,7 +181,7 @@ impl Engine for OnnxEngine {
             runtime_version: runtime.into(),
             devices: vec!["cpu".into()].into(),
             dtypes: vec!["f32".into()].into(),
-            quantizations: vec!["none".into()].into(),
+            quantizations: vec!["none".into(), "int8".into(), "int4".into()].into(),
             capabilities: engine_kit::capabilities(&tags),
             tunables: engine_api::tunable::to_json(&tunables()),
         }
@@ -276,7 +288,7 @@ fn session_builder(
 
 /// Loads `spec` with engine options `options_json` (see the crate docs).
 pub fn open(spec: &ModelSpec, options_json: &str) -> Result<OnnxBackend, EngineError> {
-    engine_kit::arch::check_spec("onnx", spec, &ARCHITECTURES)?;
+    engine_kit::arch::check_spec_quantized("onnx", spec, &ARCHITECTURES, &["int8", "int4"])?;
     if spec.dtype.as_str() != "f32" {
         return Err(EngineError::unsupported(format!(
             "dtype {:?}: the onnx engine builds f32 graphs only (ONNX Runtime's CPU provider \
@@ -285,6 +297,28 @@ pub fn open(spec: &ModelSpec, options_json: &str) -> Result<OnnxBackend, EngineE
         )));
     }
     let opts: OnnxOptions = engine_kit::engine_options("onnx", options_json)?;
+    let accuracy = opts.nbits_accuracy.unwrap_or(4);
+    if accuracy > 4 {
+        return Err(EngineError::invalid_argument(format!(
+            "engine option nbits_accuracy {accuracy}: MatMulNBits' accuracy_level is 0 (unset), 1 (f32), 2 (f16), 3 (bf16) or 4 (int8)"
+        )));
+    }
+    let per_tensor = match opts.int8_kernel.as_deref() {
+        None | Some("matmul_nbits") => false,
+        Some("matmul_integer") => true,
+        Some(other) => {
+            return Err(EngineError::invalid_argument(format!(
+                "engine option int8_kernel {other:?}: expected matmul_nbits or matmul_integer"
+            )))
+        }
+    };
+    let quant =
+        quant::Quant::parse(spec.quantization.as_str(), accuracy, per_tensor).ok_or_else(|| {
+            EngineError::unsupported(format!(
+                "quantization {:?}: the onnx engine runs none, int8, int4",
+                spec.quantization.as_str()
+            ))
+        })?;
     let rt = runtime::load(opts.library.as_deref())?;
     let dir = PathBuf::from(spec.path.as_str());
     let cfg = engine_kit::arch::read_config(&dir, spec.architecture.as_str())?;
@@ -294,8 +328,15 @@ pub fn open(spec: &ModelSpec, options_json: &str) -> Result<OnnxBackend, EngineE
         Some(f) => Some(dir.join(f)),
         None => Some(dir.join("model.onnx")).filter(|p| p.is_file()),
     };
-    let (session, origin) = match onnx_file {
+    let (session, origin, built_bytes) = match onnx_file {
         Some(file) => {
+            if quant != quant::Quant::None {
+                return Err(EngineError::unsupported(format!(
+                    "quantization {:?} with a given graph ({}): the onnx engine quantizes the graphs it builds",
+                    spec.quantization.as_str(),
+                    file.display()
+                )));
+            }
             if !file.is_file() {
                 return Err(EngineError::invalid_model(format!(
                     "{}: no such file (engine option model_file)",
@@ -308,13 +349,38 @@ pub fn open(spec: &ModelSpec, options_json: &str) -> Result<OnnxBackend, EngineE
                     file.display()
                 ))
             })?;
-            (s, file)
+            (s, file, None)
         }
-        None => build_session(&mut builder, &dir, &cfg, &opts)?,
+        None => build_session(&mut builder, &dir, &cfg, &opts, quant)?,
     };
     let extras = check_interface(&session, &cfg, &origin)?;
-    let weight_bytes = weight_bytes(&cfg) as u64;
-    Sequences::warmed(OnnxKernels::new(session, cfg, extras, weight_bytes))
+    // a quantized graph's weights are what it maps; an f32 one's, the
+    // checkpoint's parameters in f32
+    let weight_bytes = match (quant, built_bytes) {
+        (quant::Quant::None, _) | (_, None) => weight_bytes(&cfg) as u64,
+        (_, Some(b)) => b,
+    };
+    // a quantized graph keeps the f32 token-embedding table for its
+    // lookups only: a decode step streams the rest
+    let table = match &cfg {
+        ModelConfig::Gpt2(c) => c.vocab_size * c.n_embd,
+        ModelConfig::Llama(c) => c.vocab_size * c.hidden_size,
+    } as u64
+        * 4;
+    let described = quant
+        .describe()
+        .map(|q| {
+            serde_json::json!({
+                "quantization": q,
+                "weight_bytes": weight_bytes,
+                "streamed_weight_bytes": weight_bytes.saturating_sub(table),
+            })
+            .to_string()
+        })
+        .unwrap_or_default();
+    Sequences::warmed(
+        OnnxKernels::new(session, cfg, extras, weight_bytes).with_description(described),
+    )
 }
 
 /// Bytes of the model's weights in f32.
@@ -331,10 +397,11 @@ fn build_graph(
     ck: &Checkpoint,
     placement: DataPlacement,
     location: &str,
+    quant: quant::Quant,
 ) -> Result<graph::Built, EngineError> {
     match cfg {
-        ModelConfig::Gpt2(c) => graph::build(c, ck, placement, location),
-        ModelConfig::Llama(c) => llama_graph::build(c, ck, placement, location),
+        ModelConfig::Gpt2(c) => graph::build(c, ck, placement, location, quant),
+        ModelConfig::Llama(c) => llama_graph::build(c, ck, placement, location, quant),
     }
     .map_err(|why| EngineError::invalid_model(format!("{}: {why}", ck.path().display())))
 }
@@ -346,14 +413,15 @@ fn build_session(
     dir: &Path,
     cfg: &ModelConfig,
     opts: &OnnxOptions,
-) -> Result<(Session, PathBuf), EngineError> {
+    quant: quant::Quant,
+) -> Result<(Session, PathBuf, Option<u64>), EngineError> {
     let files = engine_kit::arch::weight_files(dir)?;
     let origin = match files.as_slice() {
         [one] => one.clone(),
         _ => dir.to_path_buf(),
     };
     if let Some(path) = &opts.save_model {
-        save_built(Path::new(path), cfg, &files)?;
+        save_built(Path::new(path), cfg, &files, quant)?;
     }
     let rejected = |e: ort::Error| {
         EngineError::runtime(format!(
@@ -362,9 +430,12 @@ fn build_session(
         ))
     };
     if opts.graph_cache.unwrap_or(true) {
-        let model = cached_graph(dir, cfg, &files)?;
+        let model = cached_graph(dir, cfg, &files, quant)?;
+        let bytes = std::fs::metadata(model.with_file_name(DATA_FILE))
+            .ok()
+            .map(|m| m.len());
         let session = builder.commit_from_file(&model).map_err(rejected)?;
-        return Ok((session, origin));
+        return Ok((session, origin, bytes));
     }
     let ck = Checkpoint::open_model(&files, cfg)?;
     let placement = if weight_bytes(cfg) > graph::INLINE_LIMIT {
@@ -372,8 +443,9 @@ fn build_session(
     } else {
         DataPlacement::Inline
     };
-    let built = build_graph(cfg, &ck, placement, DATA_FILE)?;
+    let built = build_graph(cfg, &ck, placement, DATA_FILE, quant)?;
     drop(ck);
+    let weight_bytes = built.weight_bytes();
     let bytes = built.encode();
     let session = match &built.external {
         None => builder.commit_from_memory(&bytes).map_err(rejected)?,
@@ -388,7 +460,7 @@ fn build_session(
             builder.commit_from_file(&model).map_err(rejected)?
         }
     };
-    Ok((session, origin))
+    Ok((session, origin, Some(weight_bytes)))
 }
 
 const MODEL_FILE: &str = "model.onnx";
@@ -400,11 +472,16 @@ const GRAPH_FORMAT: u32 = 2;
 /// What the cached graph of `dir` depends on: the graph format, the parsed
 /// configuration (with the defaults filled in), `config.json` itself and
 /// each weight file's path, size and modification time.
-fn cache_key(dir: &Path, cfg: &ModelConfig, files: &[PathBuf]) -> Result<Vec<u8>, EngineError> {
+fn cache_key(
+    dir: &Path,
+    cfg: &ModelConfig,
+    files: &[PathBuf],
+    quant: quant::Quant,
+) -> Result<Vec<u8>, EngineError> {
     let io = |p: &Path, e: std::io::Error| EngineError::io(format!("{}: {e}", p.display()));
     let config =
         std::fs::read(dir.join("config.json")).map_err(|e| io(&dir.join("config.json"), e))?;
-    let mut key = format!("{GRAPH_FORMAT}\n{cfg:?}\n").into_bytes();
+    let mut key = format!("{GRAPH_FORMAT}\n{cfg:?}\n{}", quant.key()).into_bytes();
     key.extend_from_slice(&config);
     for file in files {
         let meta = std::fs::metadata(file).map_err(|e| {
@@ -427,9 +504,14 @@ fn cache_key(dir: &Path, cfg: &ModelConfig, files: &[PathBuf]) -> Result<Vec<u8>
 /// The built graph of `dir`'s checkpoint in the cache, built on first use:
 /// `<cache>/onnx/<model>-<key>/model.onnx` with its weights in
 /// `model.onnx.data`, keyed by [`cache_key`].
-fn cached_graph(dir: &Path, cfg: &ModelConfig, files: &[PathBuf]) -> Result<PathBuf, EngineError> {
+fn cached_graph(
+    dir: &Path,
+    cfg: &ModelConfig,
+    files: &[PathBuf],
+    quant: quant::Quant,
+) -> Result<PathBuf, EngineError> {
     let io = |p: &Path, e: std::io::Error| EngineError::io(format!("{}: {e}", p.display()));
-    let key = cache_key(dir, cfg, files)?;
+    let key = cache_key(dir, cfg, files, quant)?;
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -441,7 +523,7 @@ fn cached_graph(dir: &Path, cfg: &ModelConfig, files: &[PathBuf]) -> Result<Path
         return Ok(model);
     }
     let ck = Checkpoint::open_model(files, cfg)?;
-    let built = build_graph(cfg, &ck, DataPlacement::External, DATA_FILE)?;
+    let built = build_graph(cfg, &ck, DataPlacement::External, DATA_FILE, quant)?;
     drop(ck);
     // Written into a private folder and renamed into place, so a reader
     // never sees half a graph and two loads racing both succeed.
@@ -478,7 +560,12 @@ fn cached_graph(dir: &Path, cfg: &ModelConfig, files: &[PathBuf]) -> Result<Path
 }
 
 /// Writes the graph with external data next to it (`save_model`).
-fn save_built(path: &Path, cfg: &ModelConfig, files: &[PathBuf]) -> Result<(), EngineError> {
+fn save_built(
+    path: &Path,
+    cfg: &ModelConfig,
+    files: &[PathBuf],
+    quant: quant::Quant,
+) -> Result<(), EngineError> {
     let io = |e: std::io::Error| EngineError::io(format!("save_model {}: {e}", path.display()));
     let data_name = format!(
         "{}.data",
@@ -487,7 +574,7 @@ fn save_built(path: &Path, cfg: &ModelConfig, files: &[PathBuf]) -> Result<(), E
             .unwrap_or_default()
     );
     let ck = Checkpoint::open_model(files, cfg)?;
-    let b = build_graph(cfg, &ck, DataPlacement::External, &data_name)?;
+    let b = build_graph(cfg, &ck, DataPlacement::External, &data_name, quant)?;
     std::fs::write(path, b.encode()).map_err(io)?;
     if let Some((_, data)) = &b.external {
         std::fs::write(path.with_file_name(&data_name), data).map_err(io)?;

@@ -107,12 +107,15 @@ pub fn build(
     weights: &dyn WeightSource,
     placement: DataPlacement,
     location: &str,
+    quant: crate::quant::Quant,
 ) -> Result<Built, String> {
     if let Some(why) = cfg.unsupported() {
         return Err(why);
     }
     cfg.validate()?;
-    let mut g = LlamaGraph::new(Builder::new(placement, location), cfg, weights);
+    let mut b = Builder::new(placement, location);
+    b.quant = quant;
+    let mut g = LlamaGraph::new(b, cfg, weights);
     let (mut x, embed) = g.embeddings()?;
     for l in 0..cfg.num_hidden_layers {
         x = g.block(l, &x)?;
@@ -251,8 +254,15 @@ impl<'a> LlamaGraph<'a> {
             }
             col += out;
         }
-        let wn = self.b.weight(&format!("{name}.weight"), &[d_in, d_out], &w);
-        let m = self.b.op("MatMul", &[x, &wn], vec![]);
+        let m = match self.b.quant {
+            crate::quant::Quant::None => {
+                let wn = self.b.weight(&format!("{name}.weight"), &[d_in, d_out], &w);
+                self.b.op("MatMul", &[x, &wn], vec![])
+            }
+            q => self
+                .b
+                .quantized_matmul(x, name, crate::quant::Weight::InOut(&w), d_in, d_out, q),
+        };
         if !bias {
             return Ok(m);
         }
@@ -401,10 +411,21 @@ impl<'a> LlamaGraph<'a> {
     fn lm_head(&mut self, x: &str, embed: &str) -> Result<(), String> {
         let hf = self.rms_norm(x, "model.norm")?;
         let (c, v) = (self.cfg.hidden_size, self.cfg.vocab_size);
-        let head = if self.cfg.tie_word_embeddings {
-            embed.to_string()
+        let head_name = if self.cfg.tie_word_embeddings {
+            "model.embed_tokens.weight"
         } else {
-            self.weight("lm_head.weight", &[v, c])?
+            "lm_head.weight"
+        };
+        let quant = self.b.quant;
+        let head = match (quant, self.cfg.tie_word_embeddings) {
+            (crate::quant::Quant::None, true) => embed.to_string(),
+            (crate::quant::Quant::None, false) => self.weight(head_name, &[v, c])?,
+            // read again below, for its quantized copy
+            _ => String::new(),
+        };
+        let head_data = match quant {
+            crate::quant::Quant::None => None,
+            _ => Some(self.get(head_name)?),
         };
         let b = &mut self.b;
         b.i64s(LOGITS_FROM, &[1], &[0]);
@@ -413,7 +434,12 @@ impl<'a> LlamaGraph<'a> {
         let hs = b.op("Slice", &[&hf, LOGITS_FROM, &ends, &axes1], vec![]);
         let flat_shape = b.const_i64s(&[-1, c as i64]);
         let h2d = b.op("Reshape", &[&hs, &flat_shape], vec![]);
-        let lm = b.op("Gemm", &[&h2d, &head], vec![attr_i("transB", 1)]);
+        let lm = match &head_data {
+            None => b.op("Gemm", &[&h2d, &head], vec![attr_i("transB", 1)]),
+            Some(w) => {
+                b.quantized_matmul(&h2d, "lm_head", crate::quant::Weight::OutIn(w), c, v, quant)
+            }
+        };
         let tail = b.const_i64s(&[-1, v as i64]);
         let out_shape = b.op("Concat", &[&self.batch, &tail], vec![attr_i("axis", 0)]);
         b.op_to("Reshape", &[&lm, &out_shape], &["logits"], vec![]);

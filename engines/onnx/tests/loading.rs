@@ -209,8 +209,23 @@ fn bad_options_and_unsupported_specs() {
     s.dtype = "f16".into();
     assert!(em_onnx::open(&s, "{}").unwrap_err().is_unsupported());
     let mut s = spec(&src);
-    s.quantization = "int8".into();
-    assert!(em_onnx::open(&s, "{}").unwrap_err().is_unsupported());
+    s.quantization = "q4_0".into();
+    let e = em_onnx::open(&s, "{}").unwrap_err();
+    assert!(e.is_unsupported() && e.message.contains("int4"), "{e}");
+    s.quantization = "int4".into();
+    let e = err_spec(&s, r#"{"nbits_accuracy":5}"#);
+    assert_eq!(e.kind, ErrorKind::InvalidArgument);
+    assert!(e.message.contains("nbits_accuracy"), "{e}");
+    let e = err_spec(&s, r#"{"int8_kernel":"fast"}"#);
+    assert_eq!(e.kind, ErrorKind::InvalidArgument);
+    assert!(e.message.contains("int8_kernel"), "{e}");
+}
+
+fn err_spec(s: &engine_api::ModelSpec, options: &str) -> engine_api::EngineError {
+    match em_onnx::open(s, options) {
+        Ok(_) => panic!("{options} was accepted"),
+        Err(e) => e,
+    }
 }
 
 /// The PyPI wheel is CPU-only: asking for CUDA is `unsupported` with the
@@ -229,4 +244,58 @@ fn cuda_without_a_gpu_build_is_unsupported() {
         // an onnxruntime-gpu library on a machine with a GPU
         Ok(_) => eprintln!("CUDA execution provider available: nothing to check"),
     }
+}
+
+/// GPT-2 and a Llama config build as int8 and int4 graphs: each loads,
+/// says how its projections run, holds fewer weight bytes than f32 and
+/// scores close to the f32 graph (the quantized logits differ, but not by
+/// more than the f32 logits' own spread); a given `.onnx` file is not
+/// quantized (`unsupported`, naming it).
+#[test]
+fn quantized_graphs_build_for_gpt2_and_llama() {
+    use engine_kit::Kernels as _;
+    for (config, arch) in [("tiny", "gpt2"), ("tiny-llama", "llama")] {
+        let src = synthetic(config);
+        let mut s = spec(&src);
+        s.architecture = arch.into();
+        let mut f32b = em_onnx::open(&s, r#"{"threads":1,"graph_cache":false}"#).unwrap();
+        let want = score_of(&mut f32b);
+        let spread = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let f32_bytes = f32b.kernels().weight_bytes();
+        for (q, kernel) in [("int8", "8-bit"), ("int4", "4-bit")] {
+            s.quantization = q.into();
+            let mut b = em_onnx::open(&s, r#"{"threads":1,"graph_cache":false}"#)
+                .unwrap_or_else(|e| panic!("{config} {q}: {e}"));
+            let d = b.kernels().describe();
+            assert!(
+                d.contains(kernel) && d.contains("streamed_weight_bytes"),
+                "{d}"
+            );
+            assert!(b.kernels().weight_bytes() < f32_bytes, "{config} {q}");
+            let got = score_of(&mut b);
+            assert_eq!(got.len(), want.len());
+            let err = got
+                .iter()
+                .zip(&want)
+                .fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+            assert!(
+                err < spread,
+                "{config} {q}: max |Δlogit| {err}, logits within ±{spread}"
+            );
+        }
+    }
+    let src = synthetic("tiny");
+    let t = model_copy(&src, "quant-saved", false);
+    let saved = t.path().join("model.onnx");
+    onnx(
+        &src,
+        &format!(r#"{{"threads":1,"save_model":"{}"}}"#, saved.display()),
+    );
+    let mut s = spec(t.path());
+    s.quantization = "int4".into();
+    let e = err_spec(&s, r#"{"threads":1}"#);
+    assert!(
+        e.is_unsupported() && e.message.contains("model.onnx"),
+        "{e}"
+    );
 }
