@@ -154,6 +154,14 @@ impl Gpt2 {
         self.matmul
     }
 
+    /// Bytes a decode step streams: all weights but `wte`, which is only
+    /// looked up (the lm_head is its own copy).
+    pub fn streamed_weight_bytes(&self) -> usize {
+        let elt = self.kind.elt_size_in_bytes();
+        let table = self.wte.size().iter().product::<i64>() as usize * elt;
+        self.weight_bytes().saturating_sub(table)
+    }
+
     /// Bytes of all weights.
     pub fn weight_bytes(&self) -> usize {
         let elt = self.kind.elt_size_in_bytes();

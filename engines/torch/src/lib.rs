@@ -412,6 +412,14 @@ impl Net {
         }
     }
 
+    /// Bytes a decode step streams (the roofline's for quantized models).
+    pub fn streamed_weight_bytes(&self) -> usize {
+        match self {
+            Net::Gpt2(m) => m.streamed_weight_bytes(),
+            Net::Llama(m) => m.streamed_weight_bytes(),
+        }
+    }
+
     /// See [`Gpt2::prefill`].
     pub fn prefill(&self, prompts: &[&[u32]]) -> gpt2::Result<(Tensor, Vec<KvCache>)> {
         match self {
@@ -609,6 +617,7 @@ impl TorchKernels {
         k.described = serde_json::json!({
             "matmul": autotune_name(matmul),
             "chosen": chosen_by,
+            "streamed_weight_bytes": k.model.streamed_weight_bytes(),
         })
         .to_string();
         Ok(k)

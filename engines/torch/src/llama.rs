@@ -190,6 +190,14 @@ impl Llama {
         self.matmul
     }
 
+    /// Bytes a decode step streams: all weights but the embedding table,
+    /// which is only looked up (the lm_head is its own copy).
+    pub fn streamed_weight_bytes(&self) -> usize {
+        let elt = self.kind.elt_size_in_bytes();
+        let table = self.embed.size().iter().product::<i64>() as usize * elt;
+        self.weight_bytes().saturating_sub(table)
+    }
+
     /// Bytes of all weights as held (the embedding table and the lm_head's
     /// copy of it both count when tied, as for GPT-2).
     pub fn weight_bytes(&self) -> usize {
