@@ -342,3 +342,47 @@ scenarios:
         bytes(&f32l)
     );
 }
+
+/// A server behind the http engine has no quality figures: its record
+/// says "n/a" with the reason (no prompt log-probabilities), not that
+/// scoring failed, while the in-process reference beside it is measured.
+#[test]
+fn a_server_without_prompt_logprobs_is_not_applicable_not_failed() {
+    let tmp = TempDir::new("quality-http");
+    let yaml = "name: quality-http
+quality: {reference: candle, tokens: 256, quick_tokens: 256, context: 64}
+models:
+  - {name: tiny, weights: synthetic, config: tiny, seed: 0}
+engines:
+  - {name: candle, options: {threads: 1}}
+  - name: served
+    plugin: http
+    options: {base_url: \"http://127.0.0.1:${PORT}\", model: tiny}
+    launch:
+      command: [\"${ENGINE_MATRIX}\", serve, --engine, candle, --model, tiny, --port, \"${PORT}\"]
+      ready: /health
+      ready_timeout_s: 300
+scenarios:
+  - {name: l, kind: latency, input_tokens: 8, output_tokens: 2, warmup: 0, iterations: 1}
+";
+    let plugins = plugin_dir(&["candle", "http"]);
+    let (run_dir, o) = run_yaml(tmp.path(), yaml, &["--no-calibrate"], plugins.path());
+    assert_eq!(finished_status(&o), 0, "{}", text(&o.stderr));
+    let cells = summary_cells(&run_dir);
+    let q = |engine: &str| -> Value {
+        let c = cells
+            .iter()
+            .find(|c| c["cell"]["engine"] == engine)
+            .unwrap_or_else(|| panic!("no {engine} cell"));
+        assert_eq!(c["status"], "ok", "{c}");
+        c["quality"].clone()
+    };
+    let served = q("served");
+    let note = served["note"].as_str().unwrap_or_default();
+    assert!(
+        note.starts_with("n/a: the server returns no prompt log-probabilities"),
+        "{served}"
+    );
+    assert_eq!(served["perplexity"], Value::Null, "{served}");
+    assert!(q("candle")["perplexity"].as_f64().is_some());
+}

@@ -248,11 +248,17 @@ pub fn evaluate(
     let mut acc = QualityAcc::default();
     for w in windows(tokens.len(), context) {
         let chunk = &tokens[w];
+        // An engine that cannot score at all (a server returning no
+        // prompt log-probabilities) has no quality figures: "n/a", with
+        // its reason, not a failure.
+        let mut cannot_score = None;
         let mut run = || -> Result<(), String> {
-            let l = loaded
-                .score(chunk.into())
-                .into_result()
-                .map_err(|e| e.to_string())?;
+            let l = loaded.score(chunk.into()).into_result().map_err(|e| {
+                if e.is_unsupported() {
+                    cannot_score = Some(e.message.to_string());
+                }
+                e.to_string()
+            })?;
             let r = match &reference {
                 Some(m) => Some(
                     m.score(chunk.into())
@@ -270,7 +276,13 @@ pub fn evaluate(
             .map_err(|e| e.to_string())
         };
         if let Err(why) = run() {
-            return not_measured(format!("score failed: {why}"), t0);
+            return not_measured(
+                match cannot_score {
+                    Some(reason) => format!("n/a: {reason}"),
+                    None => format!("score failed: {why}"),
+                },
+                t0,
+            );
         }
     }
     let mut greedy_steps = 0;

@@ -647,7 +647,7 @@ impl Model for HttpModel {
 
     fn score(&self, _tokens: &[u32]) -> Result<Logits, EngineError> {
         Err(EngineError::unsupported(
-            "the http engine cannot score: OpenAI-compatible servers return no full logits",
+            "the server returns no prompt log-probabilities (the http engine reads none: OpenAI-compatible servers return no full logits; vLLM's prompt_logprobs is not read yet)",
         ))
     }
 }
