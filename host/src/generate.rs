@@ -99,6 +99,52 @@ pub(crate) fn model_folder(model: &Path, dtype: &str) -> Result<PathBuf> {
     Ok(model.to_path_buf())
 }
 
+/// The model of folder `dir` loaded by plugin `engine` (from
+/// `plugin_dir`) with `options`, `dtype` and `quantization`, for a single
+/// request at a time (no batching). Its architecture is `config.json`'s.
+/// Returns the plugin with the model: keep it alive while the model is.
+pub(crate) fn load_model(
+    plugin_dir: &Path,
+    engine: &str,
+    options: &serde_json::Value,
+    dir: &Path,
+    dtype: &str,
+    quantization: &str,
+) -> Result<(plugins::LoadedEngine, engine_api::ModelBox)> {
+    let config = dir.join("config.json");
+    let config_text = std::fs::read_to_string(&config)
+        .with_context(|| format!("cannot read {}", config.display()))?;
+    let arch = engine_kit::arch::model_type(&config_text, &config)?;
+    let file = plugins::find(plugin_dir, engine)?;
+    let loaded = plugins::load(&file)?;
+    let spec = ModelSpec {
+        name: dir
+            .file_name()
+            .map_or("model".into(), |s| s.to_string_lossy().into_owned())
+            .into(),
+        architecture: arch.into(),
+        path: dir.display().to_string().into(),
+        dtype: dtype.into(),
+        quantization: quantization.into(),
+    };
+    let load = LoadOptions {
+        batch_policy: BatchPolicy::None,
+        max_batch: 1,
+        options_json: options.to_string().into(),
+    };
+    let model = loaded
+        .engine
+        .load(&spec, &load)
+        .into_result()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "engine '{engine}' cannot load {} ({dtype}, quantization {quantization}): {e}",
+                dir.display()
+            )
+        })?;
+    Ok((loaded, model))
+}
+
 /// Runs the generation, writing the text to `out` as it arrives.
 pub fn run(opts: &GenerateOptions, out: &mut dyn Write) -> Result<Generated> {
     if !opts.options.is_object() {
@@ -121,40 +167,15 @@ pub fn run(opts: &GenerateOptions, out: &mut dyn Write) -> Result<Generated> {
     if prompt.is_empty() {
         bail!("the prompt has no tokens");
     }
-    let config = dir.join("config.json");
-    let config_text = std::fs::read_to_string(&config)
-        .with_context(|| format!("cannot read {}", config.display()))?;
-    let arch = engine_kit::arch::model_type(&config_text, &config)?;
-
-    let file = plugins::find(&opts.plugin_dir, &opts.engine)?;
-    let engine = plugins::load(&file)?;
-    let spec = ModelSpec {
-        name: dir
-            .file_name()
-            .map_or("model".into(), |s| s.to_string_lossy().into_owned())
-            .into(),
-        architecture: arch.into(),
-        path: dir.display().to_string().into(),
-        dtype: opts.dtype.clone().into(),
-        quantization: "none".into(),
-    };
-    let load = LoadOptions {
-        batch_policy: BatchPolicy::None,
-        max_batch: 1,
-        options_json: opts.options.to_string().into(),
-    };
     let t = Instant::now();
-    let model = engine
-        .engine
-        .load(&spec, &load)
-        .into_result()
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "engine '{}' cannot load {}: {e}",
-                opts.engine,
-                dir.display()
-            )
-        })?;
+    let (_plugin, model) = load_model(
+        &opts.plugin_dir,
+        &opts.engine,
+        &opts.options,
+        &dir,
+        &opts.dtype,
+        "none",
+    )?;
     eprintln!(
         "{}: loaded {} in {:.2} s; {} prompt tokens",
         opts.engine,

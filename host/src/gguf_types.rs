@@ -74,23 +74,10 @@ pub fn derived_path(src: &Path, ty: &str) -> PathBuf {
 /// What identifies a derivation: the source's path, size and modification
 /// time, the type, and the quantizer's path, size and modification time.
 fn recipe(src: &Path, ty: &str, quantizer: Option<&Path>) -> Result<serde_json::Value> {
-    let stat = |p: &Path| -> Result<serde_json::Value> {
-        let m = std::fs::metadata(p).with_context(|| format!("{}", p.display()))?;
-        let mtime = m
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_nanos().to_string());
-        Ok(serde_json::json!({
-            "path": std::path::absolute(p)?.display().to_string(),
-            "bytes": m.len(),
-            "mtime_ns": mtime,
-        }))
-    };
     Ok(serde_json::json!({
-        "source": stat(src)?,
+        "source": crate::models::fingerprint(src)?,
         "type": ty,
-        "llama_quantize": quantizer.map(stat).transpose()?,
+        "llama_quantize": quantizer.map(crate::models::fingerprint).transpose()?,
     }))
 }
 

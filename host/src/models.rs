@@ -30,7 +30,7 @@ pub fn import_dir(file: &Path, dtype: &str) -> PathBuf {
 
 /// What identifies a GGUF's content cheaply: its path, size and
 /// modification time.
-fn fingerprint(file: &Path) -> Result<serde_json::Value> {
+pub(crate) fn fingerprint(file: &Path) -> Result<serde_json::Value> {
     let meta = std::fs::metadata(file).with_context(|| format!("{}", file.display()))?;
     let mtime = meta
         .modified()

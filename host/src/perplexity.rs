@@ -10,9 +10,7 @@
 //! the very same windows (its tokenizer gives the same ids, and SmolLM2's
 //! GGUF adds no BOS): the external anchor of docs/quality.md.
 
-use crate::plugins;
 use anyhow::{bail, Context, Result};
-use engine_api::{BatchPolicy, LoadOptions, ModelSpec};
 use engine_matrix_stats::quality::{windows, QualityAcc};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -75,40 +73,14 @@ pub fn run(opts: &PerplexityOptions) -> Result<Measured> {
     if let Some(w) = &opts.write_text {
         std::fs::write(w, &t.text).with_context(|| format!("cannot write {}", w.display()))?;
     }
-    let config = dir.join("config.json");
-    let config_text = std::fs::read_to_string(&config)
-        .with_context(|| format!("cannot read {}", config.display()))?;
-    let arch = engine_kit::arch::model_type(&config_text, &config)?;
-    let file = plugins::find(&opts.plugin_dir, &opts.engine)?;
-    let engine = plugins::load(&file)?;
-    let spec = ModelSpec {
-        name: dir
-            .file_name()
-            .map_or("model".into(), |s| s.to_string_lossy().into_owned())
-            .into(),
-        architecture: arch.into(),
-        path: dir.display().to_string().into(),
-        dtype: opts.dtype.clone().into(),
-        quantization: opts.quantization.clone().into(),
-    };
-    let load = LoadOptions {
-        batch_policy: BatchPolicy::None,
-        max_batch: 1,
-        options_json: opts.options.to_string().into(),
-    };
-    let model = engine
-        .engine
-        .load(&spec, &load)
-        .into_result()
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "engine '{}' cannot load {} ({}, {}): {e}",
-                opts.engine,
-                dir.display(),
-                opts.dtype,
-                opts.quantization
-            )
-        })?;
+    let (_plugin, model) = crate::generate::load_model(
+        &opts.plugin_dir,
+        &opts.engine,
+        &opts.options,
+        &dir,
+        &opts.dtype,
+        &opts.quantization,
+    )?;
     let t0 = Instant::now();
     let mut acc = QualityAcc::default();
     for (i, w) in windows(t.ids.len(), opts.context).into_iter().enumerate() {
