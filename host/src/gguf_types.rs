@@ -62,13 +62,7 @@ pub fn llama_quantize() -> Result<PathBuf> {
 
 /// The cache path of `src` at type `ty`.
 pub fn derived_path(src: &Path, ty: &str) -> PathBuf {
-    let stem = src
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into());
-    engine_kit::cache_dir()
-        .join("models")
-        .join(format!("{stem}-{ty}.gguf"))
+    crate::models::cached_from(src, &format!("{ty}.gguf"))
 }
 
 /// What identifies a derivation: the source's path, size and modification

@@ -19,13 +19,19 @@ pub fn is_gguf(path: &Path) -> bool {
 
 /// The cache folder `file` is imported into for `dtype`.
 pub fn import_dir(file: &Path, dtype: &str) -> PathBuf {
+    cached_from(file, dtype)
+}
+
+/// `<cache>/models/<file stem>-<suffix>`: where what is made from model
+/// file `file` is kept.
+pub(crate) fn cached_from(file: &Path, suffix: &str) -> PathBuf {
     let stem = file
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
     engine_kit::cache_dir()
         .join("models")
-        .join(format!("{stem}-{dtype}"))
+        .join(format!("{stem}-{suffix}"))
 }
 
 /// What identifies a GGUF's content cheaply: its path, size and
