@@ -90,6 +90,20 @@ enum Lines {
     From(u64),
 }
 
+/// A measured serving iteration's arrivals, computed before it starts.
+struct Planned<'a> {
+    arrivals: Arrivals<'a>,
+    max_concurrency: Option<u32>,
+    lines: Lines,
+}
+
+/// Arrival times (ns from the iteration's start): a trace's, or a
+/// computed schedule's.
+enum Arrivals<'a> {
+    Trace(&'a [u64]),
+    Schedule(Vec<u64>),
+}
+
 /// [`execute`] into a collector the caller holds too (the live view reads
 /// it while the cell runs).
 pub fn execute_into(
@@ -141,7 +155,7 @@ struct Runner<'a> {
     lines_before: u64,
 }
 
-impl Runner<'_> {
+impl<'a> Runner<'a> {
     fn all(&mut self) -> Result<(), Stop> {
         let start = Instant::now();
         for i in 0..self.cell.warmup {
@@ -175,11 +189,18 @@ impl Runner<'_> {
     }
 
     fn iteration(&mut self, index: u32, warmup: bool) -> Result<(), Stop> {
-        let p = &self.cell.params;
-        let shared_start = match (self.cell.kind, warmup) {
-            (ScenarioKind::Serving, false) => self.wait_for_slot(index)?,
+        // A measured serving iteration's arrivals are computed before a
+        // load generator sleeps to its shared start, so that its first
+        // requests leave when they are due, however long the schedule.
+        let planned = match (self.cell.kind, warmup) {
+            (ScenarioKind::Serving, false) => Some(self.plan_arrivals(index)?),
             _ => None,
         };
+        let shared_start = match planned {
+            Some(_) => self.wait_for_slot(index)?,
+            None => None,
+        };
+        let p = &self.cell.params;
         let start_ns = self.collector.now_ns();
         match self.cell.kind {
             ScenarioKind::Latency => self.batch(p.batch_size, index, warmup)?,
@@ -194,33 +215,22 @@ impl Runner<'_> {
             }
             ScenarioKind::Serving if warmup => self.batch(1, index, warmup)?,
             ScenarioKind::Serving => {
-                let sv = self.serving()?;
-                let prompts = self.prompts;
-                let maxc = match self.load {
-                    Some(l) => l.job.max_concurrency,
-                    None => sv.max_concurrency,
+                let Some(plan) = planned else {
+                    return Err(Stop::Failed(
+                        "internal: a measured serving iteration without its arrivals".into(),
+                    ));
                 };
-                match prompts.schedule_ns() {
-                    Some(trace) => {
-                        self.open_loop(index, trace, maxc, Lines::Positions, shared_start)?
-                    }
-                    None => {
-                        let rate = self.rate(sv)?;
-                        let sched = schedule(
-                            sv,
-                            rate,
-                            p.duration_s,
-                            p.requests,
-                            self.seed() ^ u64::from(index),
-                        );
-                        let lines = match self.load {
-                            Some(_) => Lines::From(self.lines_before),
-                            None => Lines::Ids,
-                        };
-                        self.lines_before += sched.len() as u64;
-                        self.open_loop(index, &to_ns(&sched), maxc, lines, shared_start)?
-                    }
-                }
+                let arrivals = match &plan.arrivals {
+                    Arrivals::Trace(t) => t,
+                    Arrivals::Schedule(s) => s.as_slice(),
+                };
+                self.open_loop(
+                    index,
+                    arrivals,
+                    plan.max_concurrency,
+                    plan.lines,
+                    shared_start,
+                )?
             }
         }
         self.spans.push(IterationSpan {
@@ -232,6 +242,43 @@ impl Runner<'_> {
             rss_bytes: crate::telemetry::rss_bytes(),
         });
         Ok(())
+    }
+
+    /// Measured serving iteration `index`'s arrivals (ns from its start),
+    /// the client's connection limit and which workload lines they send.
+    fn plan_arrivals(&mut self, index: u32) -> Result<Planned<'a>, Stop> {
+        let p = &self.cell.params;
+        let sv = self.serving()?;
+        let prompts = self.prompts;
+        let max_concurrency = match self.load {
+            Some(l) => l.job.max_concurrency,
+            None => sv.max_concurrency,
+        };
+        if let Some(trace) = prompts.schedule_ns() {
+            return Ok(Planned {
+                arrivals: Arrivals::Trace(trace),
+                max_concurrency,
+                lines: Lines::Positions,
+            });
+        }
+        let rate = self.rate(sv)?;
+        let sched = schedule(
+            sv,
+            rate,
+            p.duration_s,
+            p.requests,
+            self.seed() ^ u64::from(index),
+        );
+        let lines = match self.load {
+            Some(_) => Lines::From(self.lines_before),
+            None => Lines::Ids,
+        };
+        self.lines_before += sched.len() as u64;
+        Ok(Planned {
+            arrivals: Arrivals::Schedule(to_ns(&sched)),
+            max_concurrency,
+            lines,
+        })
     }
 
     /// Registers and submits `n` requests as one submission.
