@@ -148,6 +148,26 @@ scenarios:
     assert!(run_dir.join("charts/quality-g.svg").is_file());
 }
 
+/// Runs `yaml` in `dir` with the provisioned SmolLM2 GGUF in
+/// `SMOLLM2_GGUF` and the provisioned ShareGPT file as the quality text.
+fn run_on_smollm2(
+    dir: &std::path::Path,
+    yaml: &str,
+    plugins: &std::path::Path,
+) -> (std::path::PathBuf, std::process::Output) {
+    let (gguf, sharegpt) = (provisioned("smollm2-gguf"), provisioned("sharegpt"));
+    run_yaml_env(
+        dir,
+        yaml,
+        &["--no-calibrate"],
+        plugins,
+        &[
+            ("SMOLLM2_GGUF", gguf.as_path()),
+            ("ENGINE_MATRIX_SHAREGPT", sharegpt.as_path()),
+        ],
+    )
+}
+
 /// On the real SmolLM2-135M-Instruct (the provisioned GGUF imported to
 /// f32), the three in-process engines' perplexities over the same 1,024
 /// ShareGPT reply tokens agree within 0.5%, and torch and onnx agree with
@@ -167,17 +187,7 @@ scenarios:
   - {name: l, kind: latency, input_tokens: 8, output_tokens: 2, warmup: 0, iterations: 1}
 ";
     let plugins = plugin_dir(&["candle", "torch", "onnx"]);
-    let (gguf, sharegpt) = (provisioned("smollm2-gguf"), provisioned("sharegpt"));
-    let (run_dir, o) = run_yaml_env(
-        tmp.path(),
-        yaml,
-        &["--no-calibrate"],
-        plugins.path(),
-        &[
-            ("SMOLLM2_GGUF", gguf.as_path()),
-            ("ENGINE_MATRIX_SHAREGPT", sharegpt.as_path()),
-        ],
-    );
+    let (run_dir, o) = run_on_smollm2(tmp.path(), yaml, plugins.path());
     assert_eq!(finished_status(&o), 0, "{}", text(&o.stderr));
     let cells = summary_cells(&run_dir);
     let q = |engine: &str| -> Value {
@@ -255,17 +265,7 @@ scenarios:
   - {name: mi, kind: latency, engines: [onnx-mi], quantization: int8, input_tokens: 8, output_tokens: 2, warmup: 0, iterations: 1}
 ";
     let plugins = plugin_dir(&["candle", "onnx"]);
-    let (gguf, sharegpt) = (provisioned("smollm2-gguf"), provisioned("sharegpt"));
-    let (run_dir, o) = run_yaml_env(
-        tmp.path(),
-        yaml,
-        &["--no-calibrate"],
-        plugins.path(),
-        &[
-            ("SMOLLM2_GGUF", gguf.as_path()),
-            ("ENGINE_MATRIX_SHAREGPT", sharegpt.as_path()),
-        ],
-    );
+    let (run_dir, o) = run_on_smollm2(tmp.path(), yaml, plugins.path());
     assert_eq!(finished_status(&o), 0, "{}", text(&o.stderr));
     let lines = read_jsonl(&run_dir.join("results.jsonl"));
     let line = |engine: &str, q: &str| -> Value {

@@ -59,6 +59,7 @@ use crate::graph::{
     Builder, Built, DataPlacement, Dim, WeightSource, LOGITS_FROM,
 };
 use crate::proto::{tensor_proto::DataType, ValueInfoProto};
+use crate::quant::transpose;
 use engine_kit::llama::Config;
 
 /// RoPE's cos input, `[batch, seq, head_dim / 2]`.
@@ -129,17 +130,6 @@ pub fn build(
         inputs,
         outputs,
     ))
-}
-
-/// `[rows, cols]` row-major -> `[cols, rows]`.
-fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0f32; w.len()];
-    for (r, row) in w.chunks_exact(cols).enumerate() {
-        for (c, &v) in row.iter().enumerate() {
-            t[c * rows + r] = v;
-        }
-    }
-    t
 }
 
 impl<'a> LlamaGraph<'a> {
@@ -471,7 +461,7 @@ fn interface(cfg: &Config) -> (Vec<ValueInfoProto>, Vec<ValueInfoProto>) {
 
 #[cfg(test)]
 mod tests {
-    use super::transpose;
+    use crate::quant::transpose;
 
     #[test]
     fn transpose_swaps_rows_and_columns() {
