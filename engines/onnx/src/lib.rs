@@ -81,10 +81,12 @@
 //!   (`DynamicQuantizeLinear` + `MatMulInteger`, see [`quant`]).
 //!
 //! Unknown keys are an error that names them. dtype: `f32` only (the built
-//! graphs are f32, whatever the checkpoint's dtype; ORT's CPU provider has
-//! no f16 kernels for most of the models' ops); quantization: `none`,
-//! `int8` or `int4` (`MatMulNBits`, blocks of 32), built into the graph
-//! ([`quant`]).
+//! graphs are f32, whatever the checkpoint's dtype); `f16` and `bf16` are
+//! `unsupported`, with what ONNX Runtime 1.31.1's CPU provider lacks as
+//! the reason ([`dtype_unsupported`]: no float16 `MatMul`/`Gemm` kernel on
+//! x86-64, so f16 weights would be folded to f32 at load; no bfloat16
+//! kernels for the models' ops at all); quantization: `none`, `int8` or
+//! `int4` (`MatMulNBits`, blocks of 32), built into the graph ([`quant`]).
 
 pub mod backend;
 pub mod graph;
@@ -290,10 +292,8 @@ fn session_builder(
 pub fn open(spec: &ModelSpec, options_json: &str) -> Result<OnnxBackend, EngineError> {
     engine_kit::arch::check_spec_quantized("onnx", spec, &ARCHITECTURES, &["int8", "int4"])?;
     if spec.dtype.as_str() != "f32" {
-        return Err(EngineError::unsupported(format!(
-            "dtype {:?}: the onnx engine builds f32 graphs only (ONNX Runtime's CPU provider \
-             lacks f16/bf16 kernels for most of the models' ops)",
-            spec.dtype.as_str()
+        return Err(EngineError::unsupported(dtype_unsupported(
+            spec.dtype.as_str(),
         )));
     }
     let opts: OnnxOptions = engine_kit::engine_options("onnx", options_json)?;
@@ -381,6 +381,61 @@ pub fn open(spec: &ModelSpec, options_json: &str) -> Result<OnnxBackend, EngineE
     Sequences::warmed(
         OnnxKernels::new(session, cfg, extras, weight_bytes).with_description(described),
     )
+}
+
+/// Why the onnx engine does not build a `dtype` graph (anything but f32):
+/// what ONNX Runtime's CPU provider lacks, measured with the provisioned
+/// 1.31.1 on x86-64 by loading one-op graphs with f16 (bf16) inputs and
+/// outputs and reading the graph ORT made of them
+/// (`tests::cpu_provider_has_no_f16_or_bf16_matmul` pins the facts the
+/// reasons rest on, so a library that gains the kernels fails it).
+///
+/// * **f16**: no float16 kernel for `MatMul`, `Gemm` or
+///   `com.microsoft.FusedMatMul` (ORT registers its `MLFloat16` GEMMs only
+///   where MLAS has fp16 vector intrinsics: ARM64), nor for `Add`, `Mul`,
+///   `Sub`, `Div`, `Pow`, `Sqrt`, `ReduceMean`, `Softmax`, `Sigmoid`,
+///   `Gelu`/`FastGelu`, `Where`, `Tile` or `MultiHeadAttention`. ORT runs
+///   each of those in f32 behind Casts it inserts
+///   (`InsertedPrecisionFreeCast_*`) and, at the default optimization
+///   level, folds an f16 weight into an f32 initializer (`FusedBack_*`):
+///   an "f16" graph runs f32 matmuls on f32 weights. A 4096×4096 f16
+///   MatMul held 128–136 MiB after load against the f32 graph's 64 MiB,
+///   at the f32 speed; with ORT's optimizations off its weight stayed f16
+///   but every run cast all of it: 168 MiB and 13.2–15.8 ms a run against
+///   f32's 4.3–5.9 ms (`tests::f16_matmul_weight_memory_and_time`, 1
+///   thread, AMD EPYC family 25 model 1 shared with other work,
+///   2026-12-07). The f16 kernels there are:
+///   `LayerNormalization`, `SimplifiedLayerNormalization`,
+///   `RMSNormalization` (opset 23), `Skip(Simplified)LayerNormalization`,
+///   `Gather`, `Concat`, `Reshape`, `Transpose`, `Split`, `Slice`,
+///   `Expand`, `RotaryEmbedding`, `GroupQueryAttention` and `MatMulNBits`
+///   (f16 activations, quantized weights): none multiplies by f16
+///   weights.
+/// * **bf16**: no kernel and no fallback for `MatMul`, `Gemm`, `Add`,
+///   `Mul`, `Pow`, `Sigmoid`, `Softmax`, `Where`, `RotaryEmbedding`,
+///   `GroupQueryAttention`, `MatMulNBits` and most others (only the norms
+///   and the shape ops have one): the session fails ("Could not find an
+///   implementation for MatMul(13) node").
+pub fn dtype_unsupported(dtype: &str) -> String {
+    let v = runtime::ORT_VERSION;
+    match dtype {
+        "f16" => format!(
+            "dtype \"f16\": the onnx engine builds f32 graphs only: ONNX Runtime {v}'s CPU \
+             provider has no float16 MatMul, Gemm or Add kernel on x86-64 (its f16 GEMM is \
+             built for ARM64 only); it wraps each f16 MatMul in Casts to float and folds the f16 \
+             weights into f32 copies at load, so an f16 graph would run f32 matmuls on f32 \
+             weights (measured on a 4096x4096 MatMul: 136 MiB resident against the f32 \
+             graph's 64 MiB), or, with constant folding off, cast every weight on every run \
+             (2.5-3x the f32 time, 168 MiB)"
+        ),
+        "bf16" => format!(
+            "dtype \"bf16\": the onnx engine builds f32 graphs only: ONNX Runtime {v}'s CPU \
+             provider has no bfloat16 kernel for MatMul, Gemm, Add, Mul, Pow, Sigmoid or \
+             Softmax, and no fallback (a session fails: \"Could not find an implementation for \
+             MatMul(13) node\")"
+        ),
+        other => format!("dtype {other:?}: the onnx engine builds f32 graphs only"),
+    }
 }
 
 /// Bytes of the model's weights in f32.
@@ -713,3 +768,260 @@ fn check_interface(
 }
 
 engine_api::export_engine!(Ok(OnnxEngine));
+
+#[cfg(test)]
+mod tests {
+    use crate::graph::{attr_i, value_info, Builder, DataPlacement, Dim};
+    use crate::proto::{tensor_proto::DataType, ModelProto};
+    use ort::session::builder::GraphOptimizationLevel;
+    use ort::session::Session;
+    use prost::Message;
+
+    /// A graph of `elem` input `x [1, 4, 8]` through `op` (with `elem`
+    /// weights) to output `y`, loaded into the provisioned ONNX Runtime at
+    /// `level`: the graph ORT made of it (its optimized model), or ORT's
+    /// error. The input and output are `elem` themselves so that ORT cannot
+    /// hide a fallback: an op it runs in f32 needs a Cast it inserts
+    /// after `x` and before `y`.
+    fn load_one_op(
+        op: &str,
+        elem: DataType,
+        level: GraphOptimizationLevel,
+    ) -> Result<ModelProto, String> {
+        let rt = crate::runtime::load(None).expect("onnxruntime (scripts/provision)");
+        let mut b = Builder::new(DataPlacement::Inline, "unused");
+        // 1.0 in either 16-bit format: the values do not matter here
+        let one = match elem {
+            DataType::Bfloat16 => [0x80u8, 0x3f],
+            _ => [0x00u8, 0x3c],
+        };
+        let mut w = |name: &str, shape: &[usize]| {
+            let n: usize = shape.iter().product();
+            b.raw_weight(name, shape, elem, one.repeat(n))
+        };
+        let (op_inputs, attrs) = match op {
+            "MatMul" => (vec!["x".to_string(), w("w", &[8, 8])], vec![]),
+            "Gemm" => {
+                let wn = w("w", &[8, 8]);
+                let flat = b.const_i64s(&[-1, 8]);
+                let x2 = b.op("Reshape", &["x", &flat], vec![]);
+                (vec![x2, wn], vec![attr_i("transB", 1)])
+            }
+            "Add" => (vec!["x".to_string(), w("w", &[8])], vec![]),
+            "LayerNormalization" => (
+                vec!["x".to_string(), w("s", &[8]), w("b", &[8])],
+                vec![attr_i("axis", -1)],
+            ),
+            other => unreachable!("{other}"),
+        };
+        let inputs: Vec<&str> = op_inputs.iter().map(String::as_str).collect();
+        b.op_to(op, &inputs, &["y"], attrs);
+        let dims = [Dim::Fixed(1), Dim::Fixed(4), Dim::Fixed(8)];
+        let built = b.finish(
+            op,
+            "test",
+            vec![value_info("x", elem, &dims)],
+            vec![value_info("y", elem, &[])],
+        );
+        let tmp = super::TempFolder::new().unwrap();
+        let out = tmp.0.join("optimized.onnx");
+        Session::builder(&rt.env)
+            .unwrap()
+            .with_intra_threads(1)
+            .unwrap()
+            .with_optimization_level(level)
+            .unwrap()
+            .with_optimized_model_path(&out)
+            .unwrap()
+            .commit_from_memory(&built.encode())
+            .map_err(|e| e.to_string())?;
+        Ok(ModelProto::decode(std::fs::read(&out).unwrap().as_slice()).unwrap())
+    }
+
+    /// The Casts ONNX Runtime inserted (`InsertedPrecisionFreeCast_*`): its
+    /// fallback for an op without a kernel for the type.
+    fn inserted_casts(m: &ModelProto) -> Vec<String> {
+        m.graph
+            .iter()
+            .flat_map(|g| &g.node)
+            .filter(|n| n.op_type() == "Cast" && n.name().starts_with("InsertedPrecisionFreeCast"))
+            .map(|n| n.name().to_string())
+            .collect()
+    }
+
+    /// What [`super::dtype_unsupported`] says, measured on the provisioned
+    /// library: its CPU provider has no float16 `MatMul`, `Gemm` or `Add`
+    /// kernel on x86-64 (ORT casts their inputs, the f16 weight included,
+    /// to float and back), and at the default level it folds the f16
+    /// weight into an f32 initializer; `LayerNormalization` runs in f16
+    /// without a cast (the control: the check sees a real f16 kernel).
+    /// bfloat16 `MatMul` has no kernel and no fallback. A library that
+    /// gains the f16 kernels fails this test: then an f16 graph is worth
+    /// building.
+    #[test]
+    fn cpu_provider_has_no_f16_or_bf16_matmul() {
+        if !cfg!(target_arch = "x86_64") {
+            eprintln!("measured on x86-64 only (ARM64 builds of ONNX Runtime have f16 GEMMs)");
+            return;
+        }
+        use GraphOptimizationLevel::{All, Disable};
+        for op in ["MatMul", "Gemm", "Add"] {
+            let m = load_one_op(op, DataType::Float16, Disable).unwrap();
+            let casts = inserted_casts(&m);
+            assert!(
+                casts.iter().any(|c| c == "InsertedPrecisionFreeCast_w"),
+                "f16 {op}: ORT inserted {casts:?}: it has an f16 kernel now"
+            );
+            // at the level the engine uses, the weight is f32 in memory
+            let m = load_one_op(op, DataType::Float16, All).unwrap();
+            let inits: Vec<_> = m.graph.iter().flat_map(|g| &g.initializer).collect();
+            let types: Vec<_> = inits.iter().map(|t| (t.name(), t.data_type)).collect();
+            assert!(
+                !types.is_empty()
+                    && inits
+                        .iter()
+                        .all(|t| t.data_type != Some(DataType::Float16 as i32)),
+                "f16 {op} at level all: initializers {types:?}"
+            );
+        }
+        let m = load_one_op("LayerNormalization", DataType::Float16, Disable).unwrap();
+        assert_eq!(inserted_casts(&m), Vec::<String>::new());
+        let e = load_one_op("MatMul", DataType::Bfloat16, Disable).unwrap_err();
+        assert!(
+            e.contains("Could not find an implementation for MatMul"),
+            "bf16 MatMul: {e}"
+        );
+        for dtype in ["f16", "bf16"] {
+            let why = super::dtype_unsupported(dtype);
+            assert!(
+                why.contains(crate::runtime::ORT_VERSION) && why.contains("MatMul"),
+                "{why}"
+            );
+        }
+    }
+
+    fn rss_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// The figures behind [`super::dtype_unsupported`]'s f16 reason: one
+    /// 4096×4096 MatMul (16M weights: 64 MiB in f32, 32 MiB in f16, from an
+    /// external data file as the engine's graphs) at batch 1, f32 against
+    /// f16 weights at the engine's optimization level (ORT folds them to
+    /// f32) and with ORT's optimizations off (they stay f16 and are cast on
+    /// every run): resident memory after load and after 20 runs, time a
+    /// run, and the weight's type in the graph ORT runs. A measurement, not
+    /// a check: `cargo test -p em-onnx --lib -- --ignored
+    /// f16_matmul_weight_memory_and_time --nocapture --test-threads 1`.
+    #[test]
+    #[ignore]
+    fn f16_matmul_weight_memory_and_time() {
+        use GraphOptimizationLevel::{All, Disable};
+        let rt = crate::runtime::load(None).expect("onnxruntime (scripts/provision)");
+        let (k, n, runs) = (4096usize, 4096usize, 20);
+        let w: Vec<f32> = (0..k * n)
+            .map(|i| ((i % 97) as f32 - 48.0) / 500.0)
+            .collect();
+        for (elem, level, label) in [
+            (DataType::Float16, All, "f16 weights, optimization all"),
+            (
+                DataType::Float16,
+                Disable,
+                "f16 weights, optimization disable",
+            ),
+            (DataType::Float, All, "f32 weights, optimization all"),
+        ] {
+            let mut b = Builder::new(DataPlacement::External, "w.data");
+            let (wn, x) = if elem == DataType::Float {
+                (b.weight("w", &[k, n], &w), "x".to_string())
+            } else {
+                // small f16 values of both signs, as bit patterns (the
+                // values do not matter, their size does)
+                let raw = (0..k * n)
+                    .flat_map(|i| {
+                        let bits = 0x2000u16 + (i % 97) as u16;
+                        (if i % 2 == 1 { bits | 0x8000 } else { bits }).to_le_bytes()
+                    })
+                    .collect();
+                let wn = b.raw_weight("w", &[k, n], elem, raw);
+                (wn, b.op("Cast", &["x"], vec![attr_i("to", elem as i64)]))
+            };
+            let y = b.op("MatMul", &[&x, &wn], vec![]);
+            if elem == DataType::Float {
+                b.op_to("Identity", &[&y], &["y"], vec![]);
+            } else {
+                b.op_to(
+                    "Cast",
+                    &[&y],
+                    &["y"],
+                    vec![attr_i("to", DataType::Float as i64)],
+                );
+            }
+            let built = b.finish(
+                "m",
+                "f16 measurement",
+                vec![value_info(
+                    "x",
+                    DataType::Float,
+                    &[Dim::Fixed(1), Dim::Fixed(k as i64)],
+                )],
+                vec![value_info("y", DataType::Float, &[])],
+            );
+            let tmp = super::TempFolder::new().unwrap();
+            std::fs::write(tmp.0.join("m.onnx"), built.encode()).unwrap();
+            std::fs::write(tmp.0.join("w.data"), &built.external.as_ref().unwrap().1).unwrap();
+            drop(built);
+            let before = rss_kib();
+            let mut s = Session::builder(&rt.env)
+                .unwrap()
+                .with_intra_threads(1)
+                .unwrap()
+                .with_optimization_level(level)
+                .unwrap()
+                .with_optimized_model_path(tmp.0.join("optimized.onnx"))
+                .unwrap()
+                .commit_from_file(tmp.0.join("m.onnx"))
+                .unwrap();
+            let loaded = rss_kib();
+            let x = vec![0.5f32; k];
+            let run = |s: &mut Session| {
+                let input =
+                    ort::value::TensorRef::<f32>::from_array_view(([1usize, k], &x[..])).unwrap();
+                s.run(ort::inputs!["x" => input]).unwrap();
+            };
+            run(&mut s);
+            let t = std::time::Instant::now();
+            for _ in 0..runs {
+                run(&mut s);
+            }
+            let ms = t.elapsed().as_secs_f64() * 1e3 / runs as f64;
+            let after = rss_kib();
+            let m = ModelProto::decode(
+                std::fs::read(tmp.0.join("optimized.onnx"))
+                    .unwrap()
+                    .as_slice(),
+            )
+            .unwrap();
+            let weight: Vec<_> = m
+                .graph
+                .iter()
+                .flat_map(|g| &g.initializer)
+                .map(|t| format!("{} {:?}", t.name(), DataType::try_from(t.data_type()).ok()))
+                .collect();
+            eprintln!(
+                "{label}: +{} MiB after load, +{} MiB after {runs} runs, {ms:.2} ms a run, \
+                 casts inserted {:?}, initializers {weight:?}",
+                loaded.saturating_sub(before) / 1024,
+                after.saturating_sub(before) / 1024,
+                inserted_casts(&m)
+            );
+        }
+    }
+}
