@@ -10,8 +10,9 @@
 //! times prefills a `--prompt`-token prompt and decodes `--steps` tokens
 //! one at a time through [`em_candle::CandleBackend`] (what the scheduler
 //! calls; scheduler and sink overheads are not included). Prints the load
-//! time, the weights' bytes, and the median and p90 decode step with the
-//! tokens/s of the median.
+//! time, the weights' bytes, the median and p90 decode step with the
+//! tokens/s of the median, and the median prefill (the prompt's forward
+//! and its last logits, as TTFT without the scheduler).
 
 use engine_api::ModelSpec;
 use engine_kit::{Backend, Kernels};
@@ -68,10 +69,13 @@ fn run() -> Result<(), String> {
             .map(|i| (i * 7919 + 13) % vocab)
             .collect();
         let mut times = Vec::new();
+        let mut prefills = Vec::new();
         let mut logits = Vec::new();
         for _ in 0..reps {
+            let t = Instant::now();
             b.prefill(&[(1, &prompt)], &mut logits)
                 .map_err(|e| e.to_string())?;
+            prefills.push(t.elapsed().as_secs_f64() * 1e3);
             let mut tok = 0;
             for _ in 0..steps {
                 let t = Instant::now();
@@ -83,12 +87,14 @@ fn run() -> Result<(), String> {
             b.free(1);
         }
         times.sort_by(f64::total_cmp);
+        prefills.sort_by(f64::total_cmp);
+        let prefill = prefills[prefills.len() / 2];
         let med = times[times.len() / 2];
         let p90 = times[times.len() * 9 / 10];
         let mib = b.kernels().weight_bytes() as f64 / (1 << 20) as f64;
         println!(
             "{q:>5}: load {load:.1} s, weights {mib:.1} MiB, decode median {med:.2} ms \
-             ({:.1} tok/s), p90 {p90:.2} ms",
+             ({:.1} tok/s), p90 {p90:.2} ms, prefill median {prefill:.0} ms",
             1e3 / med
         );
     }

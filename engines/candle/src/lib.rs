@@ -93,7 +93,7 @@ pub mod kv;
 pub mod llama;
 pub mod matmul;
 pub mod ops;
-pub mod qdot;
+pub mod qpack;
 pub mod quant;
 
 use candle_core::{DType, Device, Tensor};

@@ -10,8 +10,8 @@
 //! the KV cache, embeddings, norms and biases stay f32. A matmul quantizes
 //! each activation row to the block type's 8-bit partner (`Q8_0`, `Q8_1`
 //! or `Q8K`) and takes candle's integer dot products
-//! ([`GgmlType::vec_dot`]; for `Q4_1`, whose candle kernel is scalar, and
-//! `Q4_0` and `Q8_0`, the four-row AVX2 ones of [`crate::qdot`]), as
+//! ([`GgmlType::vec_dot`]; for `Q4_0`, `Q4_1` and `Q8_0` on AVX2, the
+//! kernels of [`crate::qpack`] over rows repacked in groups of eight), as
 //! llama.cpp does, so the logits differ from f32's by both the weights'
 //! and the activations' rounding.
 //!
@@ -56,6 +56,7 @@
 //! always run this module's loop.
 
 use crate::matmul::Weight;
+use crate::qpack::Packed;
 use candle_core::quantized::k_quants::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
     BlockQ8_0,
@@ -175,6 +176,11 @@ impl LinearWeight {
             return Ok(LinearWeight::Dense(Weight::new(&w.t()?)?));
         }
         let data = q.data()?;
+        if let Some(kind) = crate::qpack::Kind::for_dtype(q.dtype()) {
+            return Ok(LinearWeight::Quant(Arc::new(Packed::new(
+                kind, &data, n, k,
+            )?)));
+        }
         fn blocks<T: GgmlType + 'static>(b: &[u8], n: usize, k: usize) -> Result<Arc<dyn QMat>> {
             Ok(Arc::new(Blocks::<T>::from_bytes(b, n, k)?))
         }
@@ -360,25 +366,39 @@ pub trait QMat: Send + Sync + std::fmt::Debug {
     fn rows(&self, ids: &[u32]) -> Result<Vec<f32>>;
 }
 
-/// Four dot products of weight rows with one activation row, as bytes
-/// ([`crate::qdot`]); `None` falls back to candle's kernel.
-type Dot4 = fn(usize, [&[u8]; 4], &[u8]) -> Option<[f32; 4]>;
+impl QMat for Packed {
+    fn dims(&self) -> (usize, usize) {
+        Packed::dims(self)
+    }
+
+    fn dtype(&self) -> GgmlDType {
+        Packed::dtype(self)
+    }
+
+    fn bytes(&self) -> usize {
+        Packed::bytes(self)
+    }
+
+    fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
+        Packed::matmul(
+            self,
+            x,
+            m,
+            out,
+            rayon::current_num_threads() * TASKS_PER_THREAD,
+        )
+    }
+
+    fn rows(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        Packed::rows(self, ids)
+    }
+}
 
 /// Rows of blocks: row `j` (output column `j`) is `w[j * kb..(j + 1) * kb]`.
 struct Blocks<T> {
     w: Vec<T>,
     n: usize,
     k: usize,
-    /// A four-row SIMD kernel where candle's is scalar or one row at a
-    /// time (`Q4_0`, `Q4_1`, `Q8_0` on AVX2).
-    dot4: Option<Dot4>,
-}
-
-/// A slice of blocks as its bytes.
-fn as_bytes<T>(v: &[T]) -> &[u8] {
-    // SAFETY: ggml blocks are plain `repr(C)` data; reading them as bytes
-    // is always valid.
-    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
 }
 
 impl<T> std::fmt::Debug for Blocks<T> {
@@ -410,13 +430,7 @@ impl<T: GgmlType> Blocks<T> {
         unsafe {
             std::ptr::copy_nonoverlapping(b.as_ptr(), w.as_mut_ptr() as *mut u8, b.len());
         }
-        let dot4: Option<Dot4> = match T::DTYPE {
-            GgmlDType::Q4_1 if crate::qdot::has_avx2() => Some(crate::qdot::q4_1_q8_1_x4),
-            GgmlDType::Q8_0 if crate::qdot::has_avx2() => Some(crate::qdot::q8_0_q8_0_x4),
-            GgmlDType::Q4_0 if crate::qdot::has_avx2() => Some(crate::qdot::q4_0_q8_0_x4),
-            _ => None,
-        };
-        Ok(Blocks { w, n, k, dot4 })
+        Ok(Blocks { w, n, k })
     }
 }
 
@@ -477,15 +491,9 @@ impl<T: GgmlType> QMat for Blocks<T> {
                 for r in 0..m {
                     let y = &xq[r * kb..(r + 1) * kb];
                     let mut v = [0f32; COLS];
-                    let fast = || {
-                        let rows = [0, 1, 2, 3].map(|j| as_bytes(row(j)));
-                        self.dot4.and_then(|f| f(kb, rows, as_bytes(y)))
-                    };
                     if take == 4 {
-                        v = fast().unwrap_or_else(|| {
-                            let d = T::vec_dot_4(k, row(0), row(1), row(2), row(3), y);
-                            [d.0, d.1, d.2, d.3]
-                        });
+                        let d = T::vec_dot_4(k, row(0), row(1), row(2), row(3), y);
+                        v = [d.0, d.1, d.2, d.3];
                     } else {
                         for (j, v) in v.iter_mut().enumerate().take(take) {
                             *v = T::vec_dot(k, row(j), y);
@@ -518,12 +526,12 @@ impl<T: GgmlType> QMat for Blocks<T> {
 
 /// Raw output pointer shared by the tasks of one matmul.
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub(crate) struct SendPtr(pub(crate) *mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
 impl SendPtr {
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }
