@@ -1,18 +1,30 @@
 //! `engine-matrix model import`: a GGUF file becomes a Hugging Face model
 //! folder that every in-process engine can load unchanged.
 //!
-//! * `config.json` is written from the GGUF metadata (`llama.*` keys:
-//!   `LlamaForCausalLM` with `num_key_value_heads`, `rope_theta`,
-//!   `rms_norm_eps`, tied embeddings when the file has no `output.weight`);
+//! Two of llama.cpp's architectures (`general.architecture`, [`Arch`]) are
+//! known:
+//!
+//! * `llama` becomes `LlamaForCausalLM`;
+//! * `qwen2` becomes `Qwen2ForCausalLM`: the same layers and names plus the
+//!   q/k/v projections' biases (`blk.N.attn_q.bias` ->
+//!   `model.layers.N.self_attn.q_proj.bias`, ...).
+//!
+//! What is written:
+//!
+//! * `config.json` from the GGUF metadata (the `<arch>.*` keys:
+//!   `num_key_value_heads`, `rope_theta`, `rms_norm_eps`, tied embeddings
+//!   when the file has no `output.weight`);
 //! * `model.safetensors` holds every tensor dequantized (any ggml block
 //!   type candle can read: Q4_0, Q4_1, Q8_0, K-quants, F16, ...) into the
 //!   requested dtype, under Hugging Face's names;
-//! * the Q and K projections are un-permuted: llama.cpp's converter
-//!   (`convert_hf_to_gguf.py`, `LlamaModel.permute`) reorders their rows
-//!   per head from HF's "two halves" RoPE layout to GGML's interleaved
-//!   pairs; the importer applies the inverse, so an HF-style RoPE
-//!   (`rotate_half`) reads the weights the way the original checkpoint had
-//!   them.
+//! * for `llama` only, the Q and K projections are un-permuted: llama.cpp's
+//!   converter (`convert_hf_to_gguf.py`, `LlamaModel.permute`) reorders
+//!   their rows per head from HF's "two halves" RoPE layout to GGML's
+//!   interleaved pairs; the importer applies the inverse, so an HF-style
+//!   RoPE (`rotate_half`) reads the weights the way the original
+//!   checkpoint had them. The converter's `Qwen2Model` permutes nothing
+//!   (llama.cpp runs qwen2 with NeoX-style RoPE, HF's own layout), so a
+//!   qwen2 file's tensors are taken as they are.
 //!
 //! The folder is written into a private temporary folder and renamed into
 //! place, so an interrupted import never leaves a half-written model.
@@ -25,8 +37,8 @@
 //! [`float_gguf`] writes the other direction's first step: a float GGUF
 //! (llama.cpp's names and layout) from any GGUF, for `llama-quantize`.
 //!
-//! Not yet here: architectures other than `llama` (Qwen2's GGUF is not
-//! permuted and has q/k/v biases).
+//! Not yet here: other architectures (`mistral` GGUFs say `llama`; Qwen2's
+//! sliding window and YaRN `rope_scaling` are not read).
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{DType, Device, Tensor};
@@ -59,8 +71,9 @@ pub enum ImportError {
         len: u64,
     },
     #[error(
-        "{}: architecture {arch:?} is not one the importer knows (llama)",
-        file.display()
+        "{}: architecture {arch:?} is not one the importer knows ({})",
+        file.display(),
+        Arch::known()
     )]
     Architecture { file: PathBuf, arch: String },
     #[error("{}: metadata {key}: {why}", file.display())]
@@ -95,6 +108,66 @@ pub fn parse_dtype(s: &str) -> Option<DType> {
         "f16" => Some(DType::F16),
         "bf16" => Some(DType::BF16),
         _ => None,
+    }
+}
+
+/// A `general.architecture` the importer knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// `llama`: `LlamaForCausalLM`, Q/K rows permuted by the converter.
+    Llama,
+    /// `qwen2`: `Qwen2ForCausalLM`, q/k/v biases, nothing permuted.
+    Qwen2,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 2] = [Arch::Llama, Arch::Qwen2];
+
+    /// The architecture of `general.architecture = name`.
+    pub fn from_gguf(name: &str) -> Option<Arch> {
+        Arch::ALL.into_iter().find(|a| a.gguf_name() == name)
+    }
+
+    /// llama.cpp's name, also the prefix of its metadata keys.
+    pub fn gguf_name(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+        }
+    }
+
+    /// Hugging Face's `model_type`.
+    pub fn model_type(self) -> &'static str {
+        self.gguf_name()
+    }
+
+    /// Hugging Face's model class (`architectures`).
+    pub fn hf_class(self) -> &'static str {
+        match self {
+            Arch::Llama => "LlamaForCausalLM",
+            Arch::Qwen2 => "Qwen2ForCausalLM",
+        }
+    }
+
+    /// Whether llama.cpp's converter permuted the Q and K rows
+    /// (`LlamaModel.permute`; `Qwen2Model` does not).
+    pub fn permutes_qk(self) -> bool {
+        self == Arch::Llama
+    }
+
+    /// `rms_norm_eps` when the file has no
+    /// `<arch>.attention.layer_norm_rms_epsilon` (for `qwen2`,
+    /// `Qwen2Config`'s default).
+    fn default_rms_eps(self) -> f64 {
+        match self {
+            Arch::Llama => 1e-5,
+            Arch::Qwen2 => 1e-6,
+        }
+    }
+
+    /// The known architectures, for error messages: "llama, qwen2".
+    pub fn known() -> String {
+        Arch::ALL.map(Arch::gguf_name).join(", ")
     }
 }
 
@@ -150,6 +223,16 @@ impl Gguf {
     /// `general.architecture`.
     pub fn architecture(&self) -> Result<&str> {
         self.string("general.architecture")
+    }
+
+    /// The [`Arch`] of `general.architecture`; an architecture the
+    /// importer does not know is [`ImportError::Architecture`].
+    pub fn arch(&self) -> Result<Arch> {
+        let name = self.architecture()?;
+        Arch::from_gguf(name).ok_or_else(|| ImportError::Architecture {
+            file: self.file.clone(),
+            arch: name.to_string(),
+        })
     }
 
     fn value(&self, key: &str) -> Option<&Value> {
@@ -231,16 +314,11 @@ impl Gguf {
         }
     }
 
-    /// Hugging Face's `config.json` for this file (`llama` only).
+    /// Hugging Face's `config.json` for this file, of any [`Arch`] (the
+    /// Llama family; the name is older than `qwen2`).
     pub fn llama_config(&self) -> Result<serde_json::Value> {
-        let arch = self.architecture()?;
-        if arch != "llama" {
-            return Err(ImportError::Architecture {
-                file: self.file.clone(),
-                arch: arch.to_string(),
-            });
-        }
-        let k = |s: &str| format!("llama.{s}");
+        let arch = self.arch()?;
+        let k = |s: &str| format!("{}.{s}", arch.gguf_name());
         let heads = self.required_int(&k("attention.head_count"))?;
         let kv_heads = self.int(&k("attention.head_count_kv"))?.unwrap_or(heads);
         let hidden = self.required_int(&k("embedding_length"))?;
@@ -248,12 +326,15 @@ impl Gguf {
             Some(v) => v,
             None => self.tensor_rows("token_embd.weight")?,
         };
-        let head_dim = self
-            .int(&k("rope.dimension_count"))?
-            .unwrap_or(hidden / heads.max(1));
-        Ok(serde_json::json!({
-            "architectures": ["LlamaForCausalLM"],
-            "model_type": "llama",
+        let head_dim = match self.int(&k("rope.dimension_count"))? {
+            Some(d) => d,
+            None => self
+                .int(&k("attention.key_length"))?
+                .unwrap_or(hidden / heads.max(1)),
+        };
+        let mut config = serde_json::json!({
+            "architectures": [arch.hf_class()],
+            "model_type": arch.model_type(),
             "vocab_size": vocab,
             "hidden_size": hidden,
             "intermediate_size": self.required_int(&k("feed_forward_length"))?,
@@ -262,14 +343,21 @@ impl Gguf {
             "num_key_value_heads": kv_heads,
             "head_dim": head_dim,
             "max_position_embeddings": self.required_int(&k("context_length"))?,
-            "rms_norm_eps": self.float(&k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
+            "rms_norm_eps": self
+                .float(&k("attention.layer_norm_rms_epsilon"))?
+                .unwrap_or(arch.default_rms_eps()),
             "rope_theta": self.float(&k("rope.freq_base"))?.unwrap_or(10000.0),
             "hidden_act": "silu",
             "tie_word_embeddings": !self.content.tensor_infos.contains_key("output.weight"),
             "bos_token_id": self.int("tokenizer.ggml.bos_token_id")?,
             "eos_token_id": self.int("tokenizer.ggml.eos_token_id")?,
             "torch_dtype": "float32",
-        }))
+        });
+        if arch == Arch::Qwen2 {
+            // llama.cpp's qwen2 attends over the whole context.
+            config["use_sliding_window"] = false.into();
+        }
+        Ok(config)
     }
 
     fn tensor_rows(&self, name: &str) -> Result<u64> {
@@ -302,10 +390,22 @@ impl Gguf {
     }
 }
 
-/// Hugging Face's name for llama.cpp's tensor `name`, and the number of
-/// heads whose rows llama.cpp permuted (Q: attention heads, K: key-value
-/// heads); `None` for a tensor the importer does not know.
+/// Hugging Face's name for llama.cpp's tensor `name` in a `llama` file,
+/// and the number of heads whose rows llama.cpp permuted (Q: attention
+/// heads, K: key-value heads); `None` for a tensor the importer does not
+/// know. [`hf_name_in`] for any architecture.
 pub fn hf_name(name: &str, heads: usize, kv_heads: usize) -> Option<(String, Option<usize>)> {
+    hf_name_in(Arch::Llama, name, heads, kv_heads)
+}
+
+/// [`hf_name`] for a file of architecture `arch`: `qwen2` adds the q/k/v
+/// biases and permutes nothing.
+pub fn hf_name_in(
+    arch: Arch,
+    name: &str,
+    heads: usize,
+    kv_heads: usize,
+) -> Option<(String, Option<usize>)> {
     let fixed = match name {
         "token_embd.weight" => Some("model.embed_tokens.weight"),
         "output_norm.weight" => Some("model.norm.weight"),
@@ -318,16 +418,20 @@ pub fn hf_name(name: &str, heads: usize, kv_heads: usize) -> Option<(String, Opt
     let rest = name.strip_prefix("blk.")?;
     let (layer, part) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
-    let (hf, permuted) = match part {
-        "attn_norm.weight" => ("input_layernorm.weight", None),
-        "ffn_norm.weight" => ("post_attention_layernorm.weight", None),
-        "attn_q.weight" => ("self_attn.q_proj.weight", Some(heads)),
-        "attn_k.weight" => ("self_attn.k_proj.weight", Some(kv_heads)),
-        "attn_v.weight" => ("self_attn.v_proj.weight", None),
-        "attn_output.weight" => ("self_attn.o_proj.weight", None),
-        "ffn_gate.weight" => ("mlp.gate_proj.weight", None),
-        "ffn_up.weight" => ("mlp.up_proj.weight", None),
-        "ffn_down.weight" => ("mlp.down_proj.weight", None),
+    let qk = |h: usize| arch.permutes_qk().then_some(h);
+    let (hf, permuted) = match (part, arch) {
+        ("attn_norm.weight", _) => ("input_layernorm.weight", None),
+        ("ffn_norm.weight", _) => ("post_attention_layernorm.weight", None),
+        ("attn_q.weight", _) => ("self_attn.q_proj.weight", qk(heads)),
+        ("attn_k.weight", _) => ("self_attn.k_proj.weight", qk(kv_heads)),
+        ("attn_v.weight", _) => ("self_attn.v_proj.weight", None),
+        ("attn_output.weight", _) => ("self_attn.o_proj.weight", None),
+        ("ffn_gate.weight", _) => ("mlp.gate_proj.weight", None),
+        ("ffn_up.weight", _) => ("mlp.up_proj.weight", None),
+        ("ffn_down.weight", _) => ("mlp.down_proj.weight", None),
+        ("attn_q.bias", Arch::Qwen2) => ("self_attn.q_proj.bias", None),
+        ("attn_k.bias", Arch::Qwen2) => ("self_attn.k_proj.bias", None),
+        ("attn_v.bias", Arch::Qwen2) => ("self_attn.v_proj.bias", None),
         _ => return None,
     };
     Some((format!("model.layers.{layer}.{hf}"), permuted))
@@ -352,6 +456,7 @@ pub fn unpermute(w: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
 /// holds a `config.json`) or empty.
 pub fn import(file: &Path, dtype: DType, out: &Path) -> Result<Imported> {
     let mut g = Gguf::open(file)?;
+    let arch = g.arch()?;
     let config = g.llama_config()?;
     let text = g.tokenizer_files(config["max_position_embeddings"].as_u64().unwrap_or(0))?;
     let heads = config["num_attention_heads"].as_u64().unwrap_or(0) as usize;
@@ -360,7 +465,7 @@ pub fn import(file: &Path, dtype: DType, out: &Path) -> Result<Imported> {
     names.sort();
     let mut tensors = HashMap::new();
     for name in &names {
-        let Some((hf, permuted)) = hf_name(name, heads, kv_heads) else {
+        let Some((hf, permuted)) = hf_name_in(arch, name, heads, kv_heads) else {
             if name == "rope_freqs.weight" {
                 // llama3 rope scaling factors: derived from config keys
                 // by the engines, not a weight.
@@ -369,7 +474,10 @@ pub fn import(file: &Path, dtype: DType, out: &Path) -> Result<Imported> {
             return Err(ImportError::Tensor {
                 file: file.to_path_buf(),
                 tensor: name.clone(),
-                why: "not a tensor of the llama architecture the importer knows".into(),
+                why: format!(
+                    "not a tensor of the {} architecture the importer knows",
+                    arch.gguf_name()
+                ),
             });
         };
         let w = g.dequantized(name)?;
@@ -506,5 +614,7 @@ fn make_room(out: &Path) -> std::io::Result<()> {
     ))
 }
 
+#[cfg(test)]
+mod qwen2_tests;
 #[cfg(test)]
 mod tests;
