@@ -460,6 +460,41 @@ fn llama_server_back_to_back_requests_all_complete() {
     assert_server_stopped(&run_dir, "llama-server");
 }
 
+/// llama-server ignores vLLM's `prompt_logprobs`: the http engine's
+/// `score` finds none in its answer, so the quality pass records "n/a"
+/// with that reason (not a failure), and the cell's speed stands.
+#[test]
+fn llama_server_returns_no_prompt_logprobs_so_its_quality_is_not_applicable() {
+    let tmp = TempDir::new("llama-quality");
+    let yaml = matrix(
+        "llama-quality",
+        &llama_engine("llama-server", "smollm2", ""),
+        "  - {name: l, kind: latency, input_tokens: 8, output_tokens: 2, warmup: 0, iterations: 1}\n",
+    )
+    .replace(
+        "models:",
+        "quality: {tokens: 128, quick_tokens: 128, context: 64}\nmodels:",
+    );
+    let (run_dir, status) = run_llama(tmp.path(), &yaml);
+    assert_eq!(status, 0, "no cell failed");
+    let cells = summary_cells(&run_dir);
+    assert_eq!(cells.len(), 1, "{cells:?}");
+    assert_eq!(cells[0]["status"], "ok", "{}", cells[0]);
+    let q = &cells[0]["quality"];
+    let note = q["note"].as_str().unwrap_or_default();
+    assert!(
+        note.starts_with("n/a: the server returns no prompt log-probabilities")
+            && note.contains("answered without prompt_logprobs"),
+        "{q}"
+    );
+    assert!(q["perplexity"].is_null(), "{q}");
+    assert!(
+        cells[0]["metrics"]["completed"].as_u64() == Some(1),
+        "{}",
+        cells[0]
+    );
+}
+
 /// The server's Prometheus endpoint (`--metrics`) is scraped during the
 /// cell: the series goes to results.jsonl, the summary to both files, and
 /// the tokens the server says it generated are the ones the host counted

@@ -343,11 +343,13 @@ scenarios:
     );
 }
 
-/// A server behind the http engine has no quality figures: its record
-/// says "n/a" with the reason (no prompt log-probabilities), not that
-/// scoring failed, while the in-process reference beside it is measured.
+/// A model served by `engine-matrix serve` is scored through the http
+/// engine: `serve` answers vLLM's `prompt_logprobs`, and the quality pass
+/// measures the served model as it measures the same engine in-process.
+/// An http engine told to ask for none records "n/a" with the reason,
+/// not a failure.
 #[test]
-fn a_server_without_prompt_logprobs_is_not_applicable_not_failed() {
+fn a_served_model_is_scored_through_prompt_logprobs() {
     let tmp = TempDir::new("quality-http");
     let yaml = "name: quality-http
 quality: {reference: candle, tokens: 256, quick_tokens: 256, context: 64}
@@ -358,6 +360,13 @@ engines:
   - name: served
     plugin: http
     options: {base_url: \"http://127.0.0.1:${PORT}\", model: tiny}
+    launch:
+      command: [\"${ENGINE_MATRIX}\", serve, --engine, candle, --model, tiny, --port, \"${PORT}\"]
+      ready: /health
+      ready_timeout_s: 300
+  - name: unscored
+    plugin: http
+    options: {base_url: \"http://127.0.0.1:${PORT}\", model: tiny, prompt_logprobs: 0}
     launch:
       command: [\"${ENGINE_MATRIX}\", serve, --engine, candle, --model, tiny, --port, \"${PORT}\"]
       ready: /health
@@ -377,12 +386,37 @@ scenarios:
         assert_eq!(c["status"], "ok", "{c}");
         c["quality"].clone()
     };
-    let served = q("served");
-    let note = served["note"].as_str().unwrap_or_default();
+    // the same engine and weights behind the server: the same perplexity
+    // (exact: the prompt token's log-probability is sent) and the same
+    // top-1 everywhere; no KL divergence from top-20 lists, and the note
+    // says why
+    let (served, local) = (q("served"), q("candle"));
+    let (ps, pl) = (
+        served["perplexity"].as_f64().expect("served perplexity"),
+        local["perplexity"].as_f64().expect("candle perplexity"),
+    );
     assert!(
-        note.starts_with("n/a: the server returns no prompt log-probabilities"),
+        (ps - pl).abs() <= 1e-4 * pl,
+        "served {ps} vs in-process {pl}"
+    );
+    assert_eq!(served["top1_agreement"].as_f64(), Some(1.0), "{served}");
+    assert!(
+        served["kld_mean"].is_null() && served["kld_p99"].is_null(),
         "{served}"
     );
-    assert_eq!(served["perplexity"], Value::Null, "{served}");
-    assert!(q("candle")["perplexity"].as_f64().is_some());
+    let note = served["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("prompt_logprobs") && note.contains("no KL divergence"),
+        "{served}"
+    );
+    // asking for none is n/a with the reason, not a failure
+    let unscored = q("unscored");
+    let note = unscored["note"].as_str().unwrap_or_default();
+    assert!(
+        note.starts_with(
+            "n/a: the server returns no prompt log-probabilities (option prompt_logprobs is 0)"
+        ),
+        "{unscored}"
+    );
+    assert_eq!(unscored["perplexity"], Value::Null, "{unscored}");
 }

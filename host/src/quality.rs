@@ -27,6 +27,7 @@ use engine_api::ModelBox;
 use engine_matrix_results::quality::QualityRecord;
 use engine_matrix_stats::quality::{windows, QualityAcc};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -302,6 +303,17 @@ pub fn evaluate(
             t0,
         );
     };
+    // An engine whose rows hold only each position's top k exactly (the
+    // http engine's prompt log-probabilities) says so in `describe`: its
+    // perplexity and top-1 stand, its KL divergence would not.
+    let described: Value = serde_json::from_str(loaded.describe().as_str()).unwrap_or(Value::Null);
+    let top_k_only = described["score_top_k"].is_u64();
+    if let Some(s) = described["score_note"].as_str() {
+        note = Some(match note {
+            Some(n) => format!("{n}; {s}"),
+            None => s.to_string(),
+        });
+    }
     QualityRecord {
         text,
         tokens: f.windows as usize * context,
@@ -311,8 +323,8 @@ pub fn evaluate(
         nll_mean: Some(f.nll_mean),
         perplexity: Some(f.perplexity),
         reference: reference.as_ref().map(|_| job.reference.name.clone()),
-        kld_mean: f.kld_mean,
-        kld_p99: f.kld_p99,
+        kld_mean: f.kld_mean.filter(|_| !top_k_only),
+        kld_p99: f.kld_p99.filter(|_| !top_k_only),
         top1_agreement: f.top1_agreement,
         greedy_steps,
         greedy_divergence,

@@ -21,6 +21,16 @@
 //! `min_tokens` and `n` (only 1). Unknown fields are ignored, and so is
 //! `model`: the server has one model and names it in every response.
 //!
+//! `prompt_logprobs: k` (vLLM's extension, `stream: false` only) adds to
+//! the choice the log-probabilities of the prompt's tokens, as vLLM
+//! returns them: a list as long as the prompt, `null` first (nothing
+//! predicts the first token), then for each later token a map from token
+//! id (as a string) to `{logprob, rank, decoded_token}` holding the `k`
+//! most likely tokens at that position and the prompt's own token (rank
+//! 1 is the most likely). They come from the engine's `score` of the
+//! prompt (one forward, beside whatever the scheduler runs), so a client
+//! can measure a served model's perplexity (the http engine's `score`).
+//!
 //! A completion `prompt` may be an array of token ids (as OpenAI's API
 //! allows) or a string. Every choice carries the generated ids in the
 //! extension field `token_ids` (as vLLM can), so clients count tokens
@@ -94,7 +104,7 @@ use engine_api::abi_stable::sabi_trait::TD_Opaque;
 use engine_api::abi_stable::std_types::RSlice;
 use engine_api::ffi::{SinkFfi, SinkFfi_TO};
 use engine_api::{
-    BatchPolicy, Completion, EngineError, ErrorKind, FinishReason, LoadOptions, ModelBox,
+    BatchPolicy, Completion, EngineError, ErrorKind, FinishReason, LoadOptions, Logits, ModelBox,
     ModelSpec, Request, Sampling, TokenEvent,
 };
 use engine_matrix_text::{Detokenizer, Message, TextModel};
@@ -496,6 +506,9 @@ struct Gen {
     ignore_eos: bool,
     stream: bool,
     include_usage: bool,
+    /// `prompt_logprobs`: how many of each position's most likely tokens
+    /// to return with the prompt's own.
+    prompt_logprobs: Option<u32>,
 }
 
 /// Token ids of a string prompt: one per UTF-8 byte, modulo `vocab`.
@@ -690,6 +703,15 @@ fn parse(
     };
     let ignore_eos = field_bool(v, "ignore_eos")?.unwrap_or(false) || min_tokens >= max_tokens;
     let stream = field_bool(v, "stream")?.unwrap_or(false);
+    let prompt_logprobs = match field_u64(v, "prompt_logprobs")? {
+        Some(_) if stream => return Err("'prompt_logprobs' needs 'stream': false".into()),
+        Some(k) if k > vocab as u64 => {
+            return Err(format!(
+                "'prompt_logprobs' ({k}) exceeds the vocabulary size ({vocab})"
+            ))
+        }
+        k => k.map(|k| k as u32),
+    };
     let include_usage = match v.get("stream_options") {
         None | Some(Value::Null) => false,
         Some(o) if o.is_object() => field_bool(o, "include_usage")?.unwrap_or(false),
@@ -707,7 +729,53 @@ fn parse(
         ignore_eos,
         stream,
         include_usage,
+        prompt_logprobs,
     })
+}
+
+/// vLLM's `prompt_logprobs` for `prompt` from its `logits` (`[rows,
+/// vocab]`, row `j` predicting token `j + 1`): `null`, then for each
+/// later token the `k` most likely tokens and the token itself.
+fn prompt_logprobs_json(prompt: &[u32], logits: &Logits, k: usize, shape: &Shape) -> Value {
+    let vocab = logits.vocab as usize;
+    let mut out = vec![Value::Null];
+    for (j, &token) in prompt.iter().enumerate().skip(1) {
+        if j > logits.rows as usize {
+            break;
+        }
+        let lp = engine_matrix_stats::quality::log_softmax(logits.row(j - 1));
+        let mut order: Vec<usize> = (0..vocab).collect();
+        let k = k.min(vocab);
+        if k > 0 && k < vocab {
+            order.select_nth_unstable_by(k - 1, |&a, &b| lp[b].total_cmp(&lp[a]));
+        }
+        order.truncate(k);
+        order.sort_by(|&a, &b| lp[b].total_cmp(&lp[a]));
+        // ranks: the top k in order; the prompt's token, when not among
+        // them, by one count over the row
+        let mut ranked: Vec<(usize, usize)> = order
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| (id, i + 1))
+            .collect();
+        let token = token as usize;
+        if token < vocab && !order.contains(&token) {
+            ranked.push((token, 1 + lp.iter().filter(|&&x| x > lp[token]).count()));
+        }
+        let entries: serde_json::Map<String, Value> = ranked
+            .into_iter()
+            .map(|(id, rank)| {
+                let entry = json!({
+                    "logprob": lp[id],
+                    "rank": rank,
+                    "decoded_token": shape.text_of_token(id as u32),
+                });
+                (id.to_string(), entry)
+            })
+            .collect();
+        out.push(Value::Object(entries));
+    }
+    Value::Array(out)
 }
 
 /// What the engine reports for one request.
@@ -873,6 +941,15 @@ impl Shape {
         }
     }
 
+    /// The text of one token on its own (special tokens included), or
+    /// its id.
+    fn text_of_token(&self, token: u32) -> String {
+        match &self.text {
+            Some(t) => t.decode(&[token], false).unwrap_or_default(),
+            None => token_text(&[token]),
+        }
+    }
+
     /// `text` is what `token` completes (see [`Detokenizer`]), or its id.
     fn token_chunk(&self, token: u32, first: bool, text: String) -> Value {
         let choice = match self.kind {
@@ -920,9 +997,9 @@ impl Shape {
         })
     }
 
-    fn full(&self, tokens: &[u32], c: &Completion) -> Value {
+    fn full(&self, tokens: &[u32], c: &Completion, prompt_logprobs: Option<Value>) -> Value {
         let text = self.text_of(tokens);
-        let choice = match self.kind {
+        let mut choice = match self.kind {
             Kind::Text => json!({
                 "index": 0, "text": text, "token_ids": tokens, "logprobs": null,
                 "finish_reason": finish_reason(c), "engine_stats": engine_stats(c),
@@ -933,6 +1010,9 @@ impl Shape {
                 "finish_reason": finish_reason(c), "engine_stats": engine_stats(c),
             }),
         };
+        if let (Some(p), Some(o)) = (prompt_logprobs, choice.as_object_mut()) {
+            o.insert("prompt_logprobs".into(), p);
+        }
         json!({
             "id": self.id,
             "object": self.object(false),
@@ -1004,16 +1084,33 @@ async fn handle(s: Arc<AppState>, kind: Kind, body: Bytes) -> Response {
     };
     let pacer = Pacer::new(arrival, s.inject_first_token, s.inject_token);
     if g.stream {
-        stream_response(shape, rx, pacer)
-    } else {
-        full_response(shape, rx, pacer).await
+        return stream_response(shape, rx, pacer);
     }
+    let prompt_logprobs = match g.prompt_logprobs {
+        None => None,
+        Some(k) => {
+            let prompt = g.prompt.clone();
+            let state = s.clone();
+            let scored = tokio::task::spawn_blocking(move || match state.ready.get() {
+                Some(r) => r.model.score(prompt.as_slice().into()).into_result(),
+                None => Err(EngineError::runtime("the model is not loaded")),
+            })
+            .await;
+            match scored {
+                Ok(Ok(l)) => Some(prompt_logprobs_json(&g.prompt, &l, k as usize, &shape)),
+                Ok(Err(e)) => return engine_error(&e),
+                Err(e) => return engine_error(&EngineError::runtime(format!("score: {e}"))),
+            }
+        }
+    };
+    full_response(shape, rx, pacer, prompt_logprobs).await
 }
 
 async fn full_response(
     shape: Shape,
     mut rx: mpsc::UnboundedReceiver<Ev>,
     mut pacer: Pacer,
+    prompt_logprobs: Option<Value>,
 ) -> Response {
     let mut tokens = Vec::new();
     loop {
@@ -1022,7 +1119,9 @@ async fn full_response(
                 pacer.wait().await;
                 tokens.push(t);
             }
-            Some(Ev::Done(c)) => return axum::Json(shape.full(&tokens, &c)).into_response(),
+            Some(Ev::Done(c)) => {
+                return axum::Json(shape.full(&tokens, &c, prompt_logprobs)).into_response()
+            }
             Some(Ev::Error(e)) => return engine_error(&e),
             None => {
                 return engine_error(&EngineError::runtime(
@@ -1199,6 +1298,14 @@ mod tests {
             (json!({"prompt": [1, 100000]}), "not a token id"),
             (json!({"prompt": ["a", "b"]}), "one prompt"),
             (
+                json!({"prompt": [1], "prompt_logprobs": 2, "stream": true}),
+                "needs 'stream': false",
+            ),
+            (
+                json!({"prompt": [1], "prompt_logprobs": 1_000_000}),
+                "exceeds the vocabulary",
+            ),
+            (
                 json!({"prompt": long, "max_tokens": 1}),
                 "maximum context length",
             ),
@@ -1248,6 +1355,68 @@ mod tests {
     }
 
     #[test]
+    fn prompt_logprobs_are_vllms_top_k_plus_the_prompt_token() {
+        let g = parse(
+            Kind::Text,
+            &json!({"prompt": [1], "prompt_logprobs": 2}),
+            &tiny(),
+            0,
+        );
+        assert_eq!(g.unwrap().prompt_logprobs, Some(2));
+        let shape = Shape {
+            kind: Kind::Text,
+            id: "cmpl-1".into(),
+            created: 0,
+            model: "tiny".into(),
+            prompt_tokens: 3,
+            include_usage: false,
+            text: None,
+        };
+        // vocabulary of 4; row 0 predicts token 1 (rank 4), row 1 token 2
+        // (rank 1); the last row predicts nothing in the prompt
+        let logits = Logits {
+            rows: 3,
+            vocab: 4,
+            data: vec![3.0, 2.0, 1.0, 0.0, 0.0, 1.0, 5.0, 2.0, 0.0, 0.0, 0.0, 0.0].into(),
+        };
+        let p = prompt_logprobs_json(&[0, 3, 2], &logits, 2, &shape);
+        let p = p.as_array().unwrap();
+        assert_eq!(p.len(), 3);
+        assert!(p[0].is_null());
+        let lse = |r: &[f64]| r.iter().map(|x| x.exp()).sum::<f64>().ln();
+        let z0 = lse(&[3.0, 2.0, 1.0, 0.0]);
+        // position 1: the top 2 (ids 0 and 1) and the prompt's token 3
+        let e = p[1].as_object().unwrap();
+        assert_eq!(e.len(), 3);
+        assert_eq!(e["0"]["rank"], 1);
+        assert_eq!(e["1"]["rank"], 2);
+        assert_eq!(e["3"]["rank"], 4);
+        assert!((e["3"]["logprob"].as_f64().unwrap() - (0.0 - z0)).abs() < 1e-6);
+        assert_eq!(e["3"]["decoded_token"], " 3");
+        // position 2: the prompt's token 2 is the top one
+        let e = p[2].as_object().unwrap();
+        assert_eq!(e.len(), 2);
+        assert_eq!(e["2"]["rank"], 1);
+        assert_eq!(e["3"]["rank"], 2);
+        let z1 = lse(&[0.0, 1.0, 5.0, 2.0]);
+        assert!((e["2"]["logprob"].as_f64().unwrap() - (5.0 - z1)).abs() < 1e-6);
+        // and a full response carries them in its choice
+        let done = Completion {
+            request_id: 1,
+            prompt_tokens: 3,
+            generated_tokens: 1,
+            finish_reason: FinishReason::Length,
+            queue_us: 0,
+            prefill_us: 0,
+            decode_us: 0,
+            decode_steps: 0,
+            cached_prompt_tokens: abi_stable::std_types::RNone,
+        };
+        let f = shape.full(&[1], &done, Some(Value::Array(p.clone())));
+        assert_eq!(f["choices"][0]["prompt_logprobs"][2]["2"]["rank"], 1);
+    }
+
+    #[test]
     fn chunks_carry_text_ids_and_usage() {
         let shape = Shape {
             kind: Kind::Chat,
@@ -1280,7 +1449,7 @@ mod tests {
             decode_steps: 1,
             cached_prompt_tokens: abi_stable::std_types::RNone,
         };
-        let f = shape.full(&[7, 8], &done);
+        let f = shape.full(&[7, 8], &done, None);
         assert_eq!(f["object"], "chat.completion");
         assert_eq!(f["choices"][0]["message"]["content"], " 7 8");
         assert_eq!(f["choices"][0]["finish_reason"], "stop");

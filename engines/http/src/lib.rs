@@ -37,7 +37,12 @@
 //!   policy and `max_batch` are ignored (send as many requests as you want
 //!   in flight), and `info()` lists `f32`, `f16`, `bf16` and `none` only so
 //!   that matrix cells run; what the server really computes in is what it
-//!   was started with. `memory()` is all zeros, `score` is unsupported.
+//!   was started with. `memory()` is all zeros.
+//! * `score` (the quality pass: perplexity, KL divergence, top-1) asks the
+//!   server for the prompt's log-probabilities (vLLM's `prompt_logprobs`,
+//!   which `engine-matrix serve` also answers) and is `unsupported` with
+//!   the reason when the server returns none (llama-server, TGI): see
+//!   [`score`].
 //!
 //! # Options (`options_json`, the matrix engine's `options`)
 //!
@@ -61,6 +66,7 @@
 //! | `check_model` | bool | `true` | fail at load when `GET /v1/models` lists models but not `model` |
 //! | `metrics_url` | `http://host:port/metrics` | none | the server's Prometheus endpoint (llama-server `--metrics`, vLLM, SGLang, TGI): the harness scrapes it during each cell and records the server's queue, running requests, KV-cache use, token counters and prefix-cache hits beside the client's figures (`metrics.server`); a failed scrape is recorded, never fatal. Checked here to be a plain-HTTP URL |
 //! | `metrics_interval_s` | number > 0 | `1` | seconds between scrapes |
+//! | `prompt_logprobs` | integer | `20` | for `score`: the most likely tokens per position the server is asked for beside the prompt's own (vLLM's default `--max-logprobs` is 20); `0` turns scoring off. The vocabulary size comes from the model folder's `config.json` (`vocab_size`); without it `score` is `unsupported` |
 //!
 //! Any other key is an `invalid argument` error naming it.
 //!
@@ -95,6 +101,7 @@
 //! connection anyway.
 
 pub mod protocol;
+pub mod score;
 pub mod sse;
 
 use bytes::Bytes;
@@ -144,6 +151,9 @@ fn default_max_connections() -> usize {
 fn default_threads() -> usize {
     2
 }
+fn default_prompt_logprobs() -> u32 {
+    20
+}
 
 /// The plugin's options; see the crate docs.
 #[derive(Clone, Debug, Deserialize)]
@@ -188,6 +198,9 @@ pub struct Options {
     /// Seconds between scrapes of `metrics_url`.
     #[serde(default)]
     pub metrics_interval_s: Option<f64>,
+    /// For `score`: the top tokens per position asked for (0: no scoring).
+    #[serde(default = "default_prompt_logprobs")]
+    pub prompt_logprobs: u32,
 }
 
 /// An API key: never printed.
@@ -257,12 +270,11 @@ impl Engine for HttpEngine {
 
     fn load(&self, spec: &ModelSpec, options: &LoadOptions) -> Result<Box<dyn Model>, EngineError> {
         let opts: Options = engine_kit::parse_options(NAME, &options.options_json)?;
-        let text = tokenizer_of(std::path::Path::new(spec.path.as_str()))?;
-        Ok(Box::new(HttpModel::connect_with(
-            spec.name.as_str(),
-            opts,
-            text,
-        )?))
+        let dir = std::path::Path::new(spec.path.as_str());
+        let text = tokenizer_of(dir)?;
+        let mut m = HttpModel::connect_with(spec.name.as_str(), opts, text)?;
+        m.vocab = vocab_of(dir);
+        Ok(Box::new(m))
     }
 }
 
@@ -281,6 +293,13 @@ fn tokenizer_of(
         return Ok(None);
     }
     engine_matrix_text::TextModel::load(dir).map_err(|e| EngineError::invalid_model(e.to_string()))
+}
+
+/// `vocab_size` from the model folder's `config.json`, if there is one.
+fn vocab_of(dir: &std::path::Path) -> Option<usize> {
+    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["vocab_size"].as_u64().map(|n| n as usize)
 }
 
 /// What every request task shares.
@@ -443,6 +462,10 @@ async fn fetch_models(sh: &Shared, models_url: &str) -> Result<(StatusCode, Stri
 pub struct HttpModel {
     rt: Option<Runtime>,
     shared: Arc<Shared>,
+    /// `prompt_logprobs` asked for by `score` (0: none).
+    prompt_logprobs: u32,
+    /// The model's vocabulary size, for `score`'s rows.
+    pub vocab: Option<usize>,
 }
 
 impl HttpModel {
@@ -557,6 +580,8 @@ impl HttpModel {
         let m = HttpModel {
             rt: Some(rt),
             shared,
+            prompt_logprobs: o.prompt_logprobs,
+            vocab: None,
         };
         m.check_server(o.check_model)?;
         Ok(m)
@@ -645,10 +670,111 @@ impl Model for HttpModel {
         MemoryStats::default()
     }
 
-    fn score(&self, _tokens: &[u32]) -> Result<Logits, EngineError> {
-        Err(EngineError::unsupported(
-            "the server returns no prompt log-probabilities (the http engine reads none: OpenAI-compatible servers return no full logits; vLLM's prompt_logprobs is not read yet)",
-        ))
+    fn score(&self, tokens: &[u32]) -> Result<Logits, EngineError> {
+        if self.prompt_logprobs == 0 {
+            return Err(EngineError::unsupported(
+                "the server returns no prompt log-probabilities (option prompt_logprobs is 0)",
+            ));
+        }
+        let sh = self.shared.clone();
+        let rt = self
+            .rt
+            .as_ref()
+            .ok_or_else(|| EngineError::runtime("the model is unloaded"))?;
+        let mut body = score::request_body(&sh.body.model, tokens, self.prompt_logprobs);
+        if let Some(o) = body.as_object_mut() {
+            for (k, v) in &sh.body.extra_body {
+                o.insert(k.clone(), v.clone());
+            }
+        }
+        // `block_on` on a thread of our own, as in `check_server`.
+        let resp = std::thread::scope(|scope| {
+            scope
+                .spawn(|| rt.block_on(post_json(&sh, body)))
+                .join()
+                .unwrap_or_else(|_| Err(EngineError::runtime("the score request panicked")))
+        })
+        .map_err(|e| sh.scrub(e))?;
+        let url = format!("{}/v1/completions", sh.base_url);
+        // the server's answer first: one without prompt_logprobs is the
+        // reason to give, whatever else is missing
+        let vocab = match (self.vocab, score::has_prompt_logprobs(&resp)) {
+            (_, false) => 0,
+            (Some(v), true) => v,
+            (None, true) => {
+                return Err(EngineError::unsupported(
+                    "the vocabulary size is unknown (the model folder has no config.json with vocab_size), so prompt log-probabilities cannot become logits",
+                ))
+            }
+        };
+        score::logits_from(&resp, tokens, vocab).map_err(|e| match e {
+            score::ScoreError::Missing => EngineError::unsupported(format!(
+                "the server returns no prompt log-probabilities ({url} answered without prompt_logprobs, vLLM's extension)"
+            )),
+            score::ScoreError::Malformed(m) => {
+                EngineError::runtime(format!("prompt_logprobs from {url}: {m}"))
+            }
+        })
+    }
+
+    fn describe(&self) -> String {
+        if self.prompt_logprobs == 0 {
+            return String::new();
+        }
+        serde_json::json!({
+            "score_note": score::SCORE_NOTE,
+            "score_top_k": self.prompt_logprobs,
+        })
+        .to_string()
+    }
+}
+
+/// `POST {base_url}/v1/completions` with `body` (not streamed), its JSON
+/// answer read whole within the total timeout.
+async fn post_json(sh: &Shared, body: serde_json::Value) -> Result<serde_json::Value, EngineError> {
+    let url_text = format!("{}/v1/completions", sh.base_url);
+    let uri: Uri = url_text
+        .parse()
+        .map_err(|e| opt_err(format!("{url_text}: {e}")))?;
+    let bytes = Bytes::from(
+        serde_json::to_vec(&body)
+            .map_err(|e| EngineError::runtime(format!("cannot encode the request: {e}")))?,
+    );
+    let deadline = tokio::time::Instant::now() + sh.total_timeout;
+    let exchange = async {
+        let resp = sh
+            .client
+            .request(sh.request(Method::POST, uri, bytes))
+            .await
+            .map_err(|e| sh.client_error(e))?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let text = read_some(&mut body, 4096).await;
+            return Err(EngineError::runtime(format!(
+                "HTTP {} from {url_text}: {}",
+                status.as_u16(),
+                server_message(&text)
+            )));
+        }
+        let all = body
+            .collect()
+            .await
+            .map_err(|e| EngineError::runtime(format!("reading {url_text} failed: {e}")))?
+            .to_bytes();
+        serde_json::from_slice(&all).map_err(|e| {
+            EngineError::runtime(format!(
+                "{url_text} answered with invalid JSON: {e}: {}",
+                excerpt(&String::from_utf8_lossy(&all), QUOTE)
+            ))
+        })
+    };
+    match timeout_at(deadline, exchange).await {
+        Ok(r) => r,
+        Err(_) => Err(EngineError::runtime(format!(
+            "total timeout: {url_text} did not answer the score request within total_timeout_s = {} s",
+            sh.total_timeout.as_secs_f64()
+        ))),
     }
 }
 

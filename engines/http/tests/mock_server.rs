@@ -251,6 +251,25 @@ async fn respond(
         tokio::time::sleep(Duration::from_secs(3600)).await;
         return Ok(());
     }
+    if body["stream"] == json!(false) {
+        // a score request: one JSON answer, with vLLM's prompt_logprobs
+        // (each later prompt token at logprob -1, rank 1) if asked
+        let mut choice = json!({"index": 0, "text": "ab", "finish_reason": "length"});
+        if flag("prompt_logprobs") {
+            let prompt = body["prompt"].as_array().cloned().unwrap_or_default();
+            let mut list = vec![Value::Null];
+            for t in prompt.iter().skip(1) {
+                list.push(json!({ t.to_string(): {"logprob": -1.0, "rank": 1} }));
+            }
+            choice["prompt_logprobs"] = Value::Array(list);
+        }
+        let b = json!({"choices": [choice]}).to_string();
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        );
+        return sock.write_all(resp.as_bytes()).await;
+    }
     sock.write_all(
         b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n",
     )
@@ -627,12 +646,61 @@ fn load_checks_the_server_and_model() {
     assert!(e.message.contains("cannot connect"), "{e}");
 }
 
+/// `score` asks for vLLM's `prompt_logprobs` (with `extra_body` merged,
+/// as every request): a server that answers none makes it
+/// `unsupported` with that reason; one that answers them gives rows of
+/// the model folder's vocabulary; without a vocabulary size it is
+/// `unsupported` too. `memory()` is zeros.
 #[test]
-fn score_is_unsupported_and_memory_is_zero() {
+fn score_reads_prompt_logprobs_or_says_the_server_has_none() {
     let mock = Mock::start();
     let m = load(&mock, json!({})).unwrap();
-    assert!(m.score(&[1, 2]).unwrap_err().is_unsupported());
+    let e = m.score(&[1, 2]).unwrap_err();
+    assert!(e.is_unsupported(), "{e}");
+    assert!(
+        e.message.contains("answered without prompt_logprobs"),
+        "{e}"
+    );
     assert_eq!(m.memory(), Default::default());
+    let seen = mock.seen();
+    let last = &seen.last().unwrap().body;
+    assert_eq!(last["prompt_logprobs"], 20, "{last}");
+    assert_eq!(last["stream"], false, "{last}");
+
+    let with = json!({"extra_body": {"mock": {"prompt_logprobs": true}}});
+    let e = load(&mock, with.clone())
+        .unwrap()
+        .score(&[1, 2])
+        .unwrap_err();
+    assert!(
+        e.is_unsupported() && e.message.contains("vocabulary size is unknown"),
+        "{e}"
+    );
+
+    let dir = std::env::temp_dir().join(format!("em-http-score-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), r#"{"vocab_size": 8}"#).unwrap();
+    let mut spec = spec();
+    spec.path = dir.to_str().unwrap().into();
+    let opts = LoadOptions {
+        batch_policy: BatchPolicy::Continuous,
+        max_batch: 8,
+        options_json: json!({"base_url": mock.base_url(), "extra_body": with["extra_body"]})
+            .to_string()
+            .into(),
+    };
+    let l = HttpEngine
+        .load(&spec, &opts)
+        .unwrap()
+        .score(&[1, 2, 3])
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!((l.rows, l.vocab), (3, 8));
+    assert_eq!(l.row(0)[2], -1.0);
+    assert_eq!(l.row(1)[3], -1.0);
+    // the rest of each row shares 1 - e^-1 evenly
+    let tail = ((1.0 - (-1.0f64).exp()) / 7.0).ln() as f32;
+    assert!((l.row(0)[5] - tail).abs() < 1e-6);
 }
 
 #[test]
