@@ -301,7 +301,7 @@ fn sentencepiece_tokenizer_imported_from_a_gguf_matches_llama_cpp() {
     );
     assert!(
         text(&o.stderr)
-            .contains("tokenizer.json, tokenizer_config.json and generation_config.json written"),
+            .contains("tokenizer.json (SentencePiece BPE with byte fallback (tokenizer model llama)), tokenizer_config.json and generation_config.json written"),
         "{}",
         text(&o.stderr)
     );

@@ -34,7 +34,7 @@ fn import_smollm2(dir: &Path) -> PathBuf {
     );
     assert!(
         text(&o.stderr)
-            .contains("tokenizer.json, tokenizer_config.json and generation_config.json written"),
+            .contains("tokenizer.json (byte-level BPE (tokenizer model gpt2)), tokenizer_config.json and generation_config.json written"),
         "{}",
         text(&o.stderr)
     );

@@ -814,9 +814,9 @@ fn model_import(file: &std::path::Path, dtype: &str, out: Option<PathBuf>) -> Re
         imported.config["num_hidden_layers"],
     );
     match &imported.tokenizer {
-        Ok(()) => {
-            eprintln!("tokenizer.json, tokenizer_config.json and generation_config.json written")
-        }
+        Ok(kind) => eprintln!(
+            "tokenizer.json ({kind}), tokenizer_config.json and generation_config.json written"
+        ),
         Err(why) => eprintln!("no tokenizer: {why} (the model runs on token ids)"),
     }
     println!("{}", imported.dir.display());

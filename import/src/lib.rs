@@ -177,8 +177,9 @@ pub struct Imported {
     pub dir: PathBuf,
     pub config: serde_json::Value,
     pub tensors: usize,
-    /// `Ok` when the tokenizer files were written, else why not.
-    pub tokenizer: std::result::Result<(), String>,
+    /// `Ok` (which tokenizer) when the tokenizer files were written,
+    /// else why not.
+    pub tokenizer: std::result::Result<String, String>,
 }
 
 /// A GGUF file read up to its tensor data.
@@ -499,7 +500,7 @@ pub fn import(file: &Path, dtype: DType, out: &Path) -> Result<Imported> {
         config,
         tensors: tensors.len(),
         tokenizer: match text {
-            TokenizerFiles::Written { .. } => Ok(()),
+            TokenizerFiles::Written { kind, .. } => Ok(kind),
             TokenizerFiles::Missing(why) => Err(why),
         },
     })
@@ -583,6 +584,7 @@ fn write_files(
         tokenizer_json,
         tokenizer_config,
         generation_config,
+        ..
     } = tokenizer
     {
         let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default();

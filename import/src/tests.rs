@@ -261,7 +261,10 @@ fn a_llama_gguf_imports_to_the_original_hf_checkpoint() {
     // The tokenizer, rebuilt from the metadata: BPE merges apply, digits
     // split one by one (the smollm pre-tokenizer), control tokens match
     // whole and are skipped when decoding; the chat template is kept.
-    assert_eq!(imported.tokenizer, Ok(()));
+    assert_eq!(
+        imported.tokenizer.as_deref(),
+        Ok("byte-level BPE (tokenizer model gpt2)")
+    );
     let text = engine_matrix_text::TextModel::load(&out).unwrap().unwrap();
     let vocab = tokens();
     let ids = text.encode("hello world12", false).unwrap();

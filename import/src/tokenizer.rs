@@ -38,6 +38,9 @@ use engine_matrix_text::spm::SentencePiece;
 /// What the import writes about text.
 pub enum TokenizerFiles {
     Written {
+        /// Which tokenizer: `byte-level BPE (gpt2)` or `SentencePiece BPE
+        /// (llama)`.
+        kind: String,
         tokenizer_json: String,
         tokenizer_config: serde_json::Value,
         generation_config: serde_json::Value,
@@ -139,6 +142,10 @@ impl Gguf {
             None => return Ok(TokenizerFiles::Missing("the GGUF has no tokenizer".into())),
             Some(_) => self.string("tokenizer.ggml.model")?,
         };
+        let kind = match model {
+            "gpt2" => "byte-level BPE (tokenizer model gpt2)",
+            _ => "SentencePiece BPE with byte fallback (tokenizer model llama)",
+        };
         let built = match model {
             "gpt2" => match self.byte_level()? {
                 Ok(b) => b,
@@ -185,6 +192,7 @@ impl Gguf {
             "_from_model_config": true,
         });
         Ok(TokenizerFiles::Written {
+            kind: kind.to_string(),
             tokenizer_json,
             tokenizer_config,
             generation_config,

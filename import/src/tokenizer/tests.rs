@@ -91,6 +91,7 @@ fn write(path: &Path, model: &str, extra: Vec<(&str, Value)>, skip: &[&str]) {
 fn written(gguf: &Path, dir: &Path) -> (TextModel, serde_json::Value, serde_json::Value) {
     let files = Gguf::open(gguf).unwrap().tokenizer_files(4096).unwrap();
     let TokenizerFiles::Written {
+        kind,
         tokenizer_json,
         tokenizer_config,
         generation_config,
@@ -98,6 +99,10 @@ fn written(gguf: &Path, dir: &Path) -> (TextModel, serde_json::Value, serde_json
     else {
         panic!("no tokenizer written")
     };
+    assert_eq!(
+        kind,
+        "SentencePiece BPE with byte fallback (tokenizer model llama)"
+    );
     std::fs::write(dir.join("tokenizer.json"), tokenizer_json).unwrap();
     std::fs::write(
         dir.join("tokenizer_config.json"),
