@@ -93,6 +93,31 @@ pub struct ByteLevelBpe {
     pub bos: Option<u32>,
 }
 
+/// Each token's id (its position in `tokens`), for a BPE model; two
+/// equal tokens are an error.
+pub(crate) fn vocab_of(tokens: &[String]) -> Result<tokenizers::models::bpe::Vocab, String> {
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    if vocab.len() != tokens.len() {
+        return Err(format!(
+            "{} tokens but {} distinct ones",
+            tokens.len(),
+            vocab.len()
+        ));
+    }
+    Ok(vocab)
+}
+
+/// The text of token `id`.
+pub(crate) fn token_at(tokens: &[String], id: u32) -> Result<&String, String> {
+    tokens
+        .get(id as usize)
+        .ok_or_else(|| format!("token id {id} is outside the vocabulary"))
+}
+
 impl ByteLevelBpe {
     /// Builds the tokenizer; `source` names where the vocabulary came from
     /// in errors.
@@ -101,24 +126,8 @@ impl ByteLevelBpe {
             origin: source.to_string(),
             why,
         };
-        let vocab: tokenizers::models::bpe::Vocab = self
-            .tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
-        if vocab.len() != self.tokens.len() {
-            return Err(bad(format!(
-                "{} tokens but {} distinct ones",
-                self.tokens.len(),
-                vocab.len()
-            )));
-        }
-        let token = |id: u32| -> Result<&String, TextError> {
-            self.tokens
-                .get(id as usize)
-                .ok_or_else(|| bad(format!("token id {id} is outside the vocabulary")))
-        };
+        let vocab = vocab_of(&self.tokens).map_err(bad)?;
+        let token = |id: u32| token_at(&self.tokens, id).map_err(bad);
         let model = BPE::builder()
             .vocab_and_merges(vocab, self.merges.clone())
             .build()

@@ -38,6 +38,7 @@
 //! into bytes by BPE (SentencePiece keeps every character of its pieces
 //! in the vocabulary).
 
+use crate::bpe::{token_at, vocab_of};
 use crate::TextError;
 use std::collections::HashMap;
 use tokenizers::decoders::byte_fallback::ByteFallback;
@@ -112,24 +113,8 @@ impl SentencePiece {
                 self.scores.len()
             )));
         }
-        let vocab: tokenizers::models::bpe::Vocab = self
-            .tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
-        if vocab.len() != self.tokens.len() {
-            return Err(bad(format!(
-                "{} tokens but {} distinct ones",
-                self.tokens.len(),
-                vocab.len()
-            )));
-        }
-        let token = |id: u32| -> Result<&String, TextError> {
-            self.tokens
-                .get(id as usize)
-                .ok_or_else(|| bad(format!("token id {id} is outside the vocabulary")))
-        };
+        let vocab = vocab_of(&self.tokens).map_err(bad)?;
+        let token = |id: u32| token_at(&self.tokens, id).map_err(bad);
         let mut model = BPE::builder()
             .vocab_and_merges(vocab, self.merges())
             .byte_fallback(true)
