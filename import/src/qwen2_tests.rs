@@ -272,7 +272,11 @@ fn a_qwen2_gguf_imports_to_the_original_hf_checkpoint() {
                 .unwrap();
         assert_eq!(&on_disk, c);
         assert_same_tensors(&out, tied, 0.0);
-        assert_eq!(imported.tokenizer, Ok(()), "the qwen2 pre-tokenizer");
+        assert!(
+            imported.tokenizer.is_ok(),
+            "the qwen2 pre-tokenizer: {:?}",
+            imported.tokenizer
+        );
         assert!(out.join("tokenizer.json").is_file());
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -545,11 +549,16 @@ fn llama_cpp_loads_and_runs_the_test_qwen2_gguf() {
     write_gguf(&gguf, &Variant::default());
     let (ok, log) = llama_perplexity(&ppl, &gguf, &text);
     assert!(ok, "llama-perplexity failed:\n{log}");
-    let estimate = log
-        .split("Final estimate: PPL = ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|x| x.parse::<f64>().ok())
+    // the final estimate, or (llama-perplexity sometimes exits before
+    // printing it, seen 2 times in 12 runs here) the first chunk's figure
+    let figure = |after: &str, end: char| {
+        log.split(after)
+            .nth(1)
+            .and_then(|r| r.split(|c: char| c == end || c.is_whitespace()).next())
+            .and_then(|x| x.parse::<f64>().ok())
+    };
+    let estimate = figure("Final estimate: PPL = ", ' ')
+        .or_else(|| figure("[1]", ','))
         .unwrap_or_else(|| panic!("no perplexity in:\n{log}"));
     // random weights over 40 tokens: near-uniform, finite
     assert!(estimate.is_finite() && estimate > 1.0, "{estimate}\n{log}");
