@@ -384,3 +384,22 @@ pub fn prefix_cache_parity(engine: &mut dyn Backend, name: &str) {
     assert_eq!(engine.memory().prefix_cache_bytes, 0, "{name}: emptied");
     eprintln!("{name}: prefix-cache hits of 16 and 8 positions, {STEPS} greedy tokens equal to a cold run, max |logit diff| {worst:.2e}");
 }
+
+/// The host's record of an import (host/src/models.rs): `folder` was
+/// imported from `gguf` as it is now.
+pub fn write_import_record(folder: &Path, gguf: &Path) {
+    let meta = std::fs::metadata(gguf).unwrap();
+    let mtime = meta
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        .to_string();
+    let rec = serde_json::json!({
+        "gguf": std::path::absolute(gguf).unwrap().display().to_string(),
+        "bytes": meta.len(),
+        "mtime_ns": mtime,
+    });
+    std::fs::write(folder.join("imported-from.json"), rec.to_string()).unwrap();
+}

@@ -28,9 +28,12 @@
 //! permuted rows and uses the interleaved `rope_i` instead; un-permuting
 //! once at load keeps one attention path and one KV-cache layout.)
 //!
-//! Only the `llama` architecture is read (the importer's); the attention
-//! scale, folded into the q rows of f32 weights, multiplies the queries
-//! after RoPE instead, since a GGUF's blocks are used unchanged.
+//! The `llama` and `qwen2` architectures are read (the importer's).
+//! llama.cpp's Qwen2 converter permutes nothing, so a `qwen2` file's rows
+//! are used as stored, and its q/k/v biases (`blk.N.attn_q.bias`, ...)
+//! load as f32. The attention scale, folded into the q rows of f32
+//! weights, multiplies the queries after RoPE instead, since a GGUF's
+//! blocks are used unchanged.
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::QTensor;
@@ -46,7 +49,7 @@ pub const SOURCE: &str = "imported-from.json";
 
 /// llama.cpp's names for the Hugging Face ones of a layer, and whether
 /// the rows are permuted (q: attention heads, k: key-value heads).
-const LAYER_NAMES: [(&str, &str, Permuted); 9] = [
+const LAYER_NAMES: [(&str, &str, Permuted); 12] = [
     ("input_layernorm.weight", "attn_norm.weight", Permuted::No),
     (
         "post_attention_layernorm.weight",
@@ -60,6 +63,12 @@ const LAYER_NAMES: [(&str, &str, Permuted); 9] = [
         Permuted::KvHeads,
     ),
     ("self_attn.v_proj.weight", "attn_v.weight", Permuted::No),
+    // Qwen2's (its files are not permuted; a llama file with q/k biases
+    // would have them permuted too, and 1-D rows cannot be reordered as
+    // blocks, which fails with the tensor's name)
+    ("self_attn.q_proj.bias", "attn_q.bias", Permuted::Heads),
+    ("self_attn.k_proj.bias", "attn_k.bias", Permuted::KvHeads),
+    ("self_attn.v_proj.bias", "attn_v.bias", Permuted::No),
     (
         "self_attn.o_proj.weight",
         "attn_output.weight",
@@ -122,6 +131,8 @@ pub struct GgufWeights {
     reader: Mutex<BufReader<File>>,
     heads: usize,
     kv_heads: usize,
+    /// llama.cpp permuted the q/k rows (`llama` files; `qwen2` ones not).
+    permuted: bool,
 }
 
 impl std::fmt::Debug for GgufWeights {
@@ -141,8 +152,9 @@ impl GgufWeights {
     /// Opens the GGUF that `dir/imported-from.json` names, for a model of
     /// `heads` attention and `kv_heads` key-value heads. A folder without
     /// the record is `unsupported` (it was not imported from a GGUF); a
-    /// missing, changed, truncated or non-Llama GGUF is `invalid_model`;
-    /// every error names the file.
+    /// missing, changed or truncated GGUF is `invalid_model`, one of
+    /// another architecture than llama or qwen2 `unsupported`; every
+    /// error names the file.
     pub fn open_imported(
         dir: &Path,
         heads: usize,
@@ -225,9 +237,9 @@ impl GgufWeights {
             .get("general.architecture")
             .and_then(|a| a.to_string().ok().cloned())
             .unwrap_or_default();
-        if arch != "llama" {
+        if arch != "llama" && arch != "qwen2" {
             return Err(EngineError::unsupported(format!(
-                "{}: quantization gguf reads llama GGUF files, not architecture {arch:?}",
+                "{}: quantization gguf reads llama and qwen2 GGUF files, not architecture {arch:?}",
                 file.display()
             )));
         }
@@ -237,6 +249,7 @@ impl GgufWeights {
             reader: Mutex::new(reader),
             heads,
             kv_heads,
+            permuted: arch == "llama",
         })
     }
 
@@ -271,10 +284,18 @@ impl GgufWeights {
             )
         }
         let heads = match permuted {
+            _ if !self.permuted => return Ok(q),
             Permuted::No => return Ok(q),
             Permuted::Heads => self.heads,
             Permuted::KvHeads => self.kv_heads,
         };
+        if shape.len() != 2 {
+            candle_core::bail!(
+                "{file}: tensor {name} ({hf}) of a llama file is permuted per head but has {} \
+                 dimensions: llama GGUFs with q/k biases are not read",
+                shape.len()
+            )
+        }
         let Some(order) = unpermuted_order(shape[0], heads) else {
             candle_core::bail!(
                 "{file}: tensor {name}: {} rows are not {heads} heads of pairs",

@@ -533,8 +533,8 @@ impl CandleKernels {
         Ok(Self::with_pool(model, pool))
     }
 
-    /// A Llama folder imported from a GGUF, on the GGUF's tensors
-    /// ([`gguf`]).
+    /// A Llama or Qwen2 folder imported from a GGUF, on the GGUF's
+    /// tensors ([`gguf`]).
     fn open_gguf(
         dir: &std::path::Path,
         cfg: &ModelConfig,
@@ -546,9 +546,10 @@ impl CandleKernels {
                 dir.display()
             )));
         };
-        if c.qkv_bias() || c.o_bias() || c.mlp_bias {
+        if c.o_bias() || c.mlp_bias {
             return Err(EngineError::unsupported(format!(
-                "{}: quantization gguf reads llama GGUF files, which have no biases",
+                "{}: quantization gguf reads llama and qwen2 GGUF files, whose only biases are \
+                 Qwen2's q/k/v ones",
                 dir.display()
             )));
         }

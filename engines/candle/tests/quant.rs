@@ -349,31 +349,13 @@ fn write_gguf(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-/// The host's record of an import (host/src/models.rs).
-fn write_record(folder: &Path, gguf: &Path) {
-    let meta = std::fs::metadata(gguf).unwrap();
-    let mtime = meta
-        .modified()
-        .unwrap()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-        .to_string();
-    let rec = serde_json::json!({
-        "gguf": std::path::absolute(gguf).unwrap().display().to_string(),
-        "bytes": meta.len(),
-        "mtime_ns": mtime,
-    });
-    std::fs::write(folder.join("imported-from.json"), rec.to_string()).unwrap();
-}
-
 /// A GGUF and its f32 import with the host's record.
 fn imported() -> (TempDir, std::path::PathBuf, std::path::PathBuf) {
     let tmp = TempDir::new("q-gguf");
     let gguf = write_gguf(tmp.path());
     let folder = tmp.path().join("tiny-f32");
     engine_matrix_import::import(&gguf, candle_core::DType::F32, &folder).unwrap();
-    write_record(&folder, &gguf);
+    engine_matrix_test_support::write_import_record(&folder, &gguf);
     (tmp, gguf, folder)
 }
 
@@ -439,7 +421,7 @@ fn gguf_sources_that_are_missing_changed_or_truncated_are_errors_naming_the_file
     assert!(e.message.contains("re-import"), "{e}");
 
     // truncated (and recorded so): a tensor beyond the end
-    write_record(&folder, &gguf);
+    engine_matrix_test_support::write_import_record(&folder, &gguf);
     let e = open_err(&folder, "llama", "f32", "gguf");
     assert_eq!(e.kind, ErrorKind::InvalidModel, "{e}");
     assert!(e.message.contains("truncated"), "{e}");
@@ -508,7 +490,7 @@ fn smollm2_gguf_and_quantizations_track_the_f32_import() {
     let tmp = TempDir::new("q-smollm2");
     let folder = tmp.path().join("smollm2-f32");
     engine_matrix_import::import(&gguf, candle_core::DType::F32, &folder).unwrap();
-    write_record(&folder, &gguf);
+    engine_matrix_test_support::write_import_record(&folder, &gguf);
     let tokens: Vec<u32> = prompt(96, 49152);
     let mut f32b = open(&folder, "llama", "none");
     let want = f32b.score(&tokens).unwrap();
