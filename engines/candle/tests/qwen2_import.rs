@@ -31,34 +31,14 @@ fn open_as(dir: &Path, quantization: &str) -> CandleBackend {
     em_candle::open(&spec, r#"{"threads": 2}"#).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }
 
-/// llama.cpp's name for an HF tensor name (gguf-py's `tensor_mapping.py`).
+/// llama.cpp's name for an HF tensor name: the candle engine's own map
+/// (its GGUF reader asks for tensors by it); the importer maps the other
+/// way on its own, so an import that finds every tensor under its HF name
+/// checks the two against each other.
 fn gguf_name(hf: &str) -> String {
-    match hf {
-        "model.embed_tokens.weight" => return "token_embd.weight".into(),
-        "model.norm.weight" => return "output_norm.weight".into(),
-        "lm_head.weight" => return "output.weight".into(),
-        _ => {}
-    }
-    let (l, part) = hf
-        .strip_prefix("model.layers.")
-        .and_then(|r| r.split_once('.'))
-        .unwrap_or_else(|| panic!("{hf}"));
-    let g = match part {
-        "input_layernorm.weight" => "attn_norm.weight",
-        "post_attention_layernorm.weight" => "ffn_norm.weight",
-        "self_attn.q_proj.weight" => "attn_q.weight",
-        "self_attn.q_proj.bias" => "attn_q.bias",
-        "self_attn.k_proj.weight" => "attn_k.weight",
-        "self_attn.k_proj.bias" => "attn_k.bias",
-        "self_attn.v_proj.weight" => "attn_v.weight",
-        "self_attn.v_proj.bias" => "attn_v.bias",
-        "self_attn.o_proj.weight" => "attn_output.weight",
-        "mlp.gate_proj.weight" => "ffn_gate.weight",
-        "mlp.up_proj.weight" => "ffn_up.weight",
-        "mlp.down_proj.weight" => "ffn_down.weight",
-        other => panic!("{other}"),
-    };
-    format!("blk.{l}.{g}")
+    em_candle::gguf::gguf_name(hf)
+        .unwrap_or_else(|| panic!("no GGUF name for {hf}"))
+        .0
 }
 
 /// Writes `cfg`/`w` as a qwen2 GGUF at `path`: f32 tensors as they are,
