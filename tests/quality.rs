@@ -190,14 +190,7 @@ scenarios:
     let (run_dir, o) = run_on_smollm2(tmp.path(), yaml, plugins.path());
     assert_eq!(finished_status(&o), 0, "{}", text(&o.stderr));
     let cells = summary_cells(&run_dir);
-    let q = |engine: &str| -> Value {
-        let c = cells
-            .iter()
-            .find(|c| c["cell"]["engine"] == engine)
-            .unwrap_or_else(|| panic!("no {engine} cell"));
-        assert_eq!(c["status"], "ok", "{c}");
-        c["quality"].clone()
-    };
+    let q = |engine: &str| quality_of(&cells, engine);
     let ppl = |v: &Value| v["perplexity"].as_f64().unwrap_or_else(|| panic!("{v}"));
     let candle = q("candle");
     assert_eq!(
@@ -378,14 +371,7 @@ scenarios:
     let (run_dir, o) = run_yaml(tmp.path(), yaml, &["--no-calibrate"], plugins.path());
     assert_eq!(finished_status(&o), 0, "{}", text(&o.stderr));
     let cells = summary_cells(&run_dir);
-    let q = |engine: &str| -> Value {
-        let c = cells
-            .iter()
-            .find(|c| c["cell"]["engine"] == engine)
-            .unwrap_or_else(|| panic!("no {engine} cell"));
-        assert_eq!(c["status"], "ok", "{c}");
-        c["quality"].clone()
-    };
+    let q = |engine: &str| quality_of(&cells, engine);
     // the same engine and weights behind the server: the same perplexity
     // (exact: the prompt token's log-probability is sent) and the same
     // top-1 everywhere; no KL divergence from top-20 lists, and the note
@@ -419,4 +405,14 @@ scenarios:
         "{unscored}"
     );
     assert_eq!(unscored["perplexity"], Value::Null, "{unscored}");
+}
+
+/// The quality record of `engine`'s one cell, which must be ok.
+fn quality_of(cells: &[Value], engine: &str) -> Value {
+    let c = cells
+        .iter()
+        .find(|c| c["cell"]["engine"] == engine)
+        .unwrap_or_else(|| panic!("no {engine} cell"));
+    assert_eq!(c["status"], "ok", "{c}");
+    c["quality"].clone()
 }

@@ -16,7 +16,6 @@
 use engine_matrix_text::TextModel;
 use integration_tests::*;
 use std::path::Path;
-use std::process::Command;
 
 /// Single characters (their scores do not matter: only merged pieces'
 /// scores order merges).
@@ -287,23 +286,10 @@ fn sentencepiece_tokenizer_imported_from_a_gguf_matches_llama_cpp() {
     let gguf = tmp.path().join("tiny-spm.gguf");
     write_tiny_llama(&gguf);
     let out = tmp.path().join("tiny-spm");
-    let o = Command::new(binary())
-        .args(["model", "import"])
-        .arg(&gguf)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("run model import");
-    assert!(
-        o.status.success(),
-        "model import failed: {}",
-        text(&o.stderr)
-    );
-    assert!(
-        text(&o.stderr)
-            .contains("tokenizer.json (SentencePiece BPE with byte fallback (tokenizer model llama)), tokenizer_config.json and generation_config.json written"),
-        "{}",
-        text(&o.stderr)
+    import_gguf(
+        &gguf,
+        &out,
+        "SentencePiece BPE with byte fallback (tokenizer model llama)",
     );
     let ours = TextModel::load(&out).unwrap().expect("tokenizer.json");
     let server = LlamaServer::start(&gguf, &["-c", "256", "-t", "1"]);

@@ -765,3 +765,21 @@ impl Server {
         http(self.port, "POST", path, Some(body.to_string().as_bytes()))
     }
 }
+
+/// `engine-matrix model import GGUF --out OUT` through the CLI: it must
+/// succeed and say it wrote a tokenizer of `kind`.
+pub fn import_gguf(gguf: &Path, out: &Path, kind: &str) {
+    let o = Command::new(binary())
+        .args(["model", "import"])
+        .arg(gguf)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("run model import");
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "model import failed: {err}");
+    let written = format!(
+        "tokenizer.json ({kind}), tokenizer_config.json and generation_config.json written"
+    );
+    assert!(err.contains(&written), "{err}");
+}

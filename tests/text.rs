@@ -20,24 +20,7 @@ use std::time::{Duration, Instant};
 fn import_smollm2(dir: &Path) -> PathBuf {
     let out = dir.join("smollm2");
     let gguf = provisioned("smollm2-gguf");
-    let o = Command::new(binary())
-        .args(["model", "import"])
-        .arg(&gguf)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("run model import");
-    assert!(
-        o.status.success(),
-        "model import failed: {}",
-        text(&o.stderr)
-    );
-    assert!(
-        text(&o.stderr)
-            .contains("tokenizer.json (byte-level BPE (tokenizer model gpt2)), tokenizer_config.json and generation_config.json written"),
-        "{}",
-        text(&o.stderr)
-    );
+    import_gguf(&gguf, &out, "byte-level BPE (tokenizer model gpt2)");
     out
 }
 
