@@ -989,7 +989,12 @@ mod tests {
         assert_eq!(got.dims(), [7, 40]);
         assert!((&want - got)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-5);
         let got16 = swiglu(&y.to_dtype(DType::F16)?)?.to_dtype(DType::F32)?;
-        assert!((want - got16)?.abs()?.max_all()?.to_scalar::<f32>()? < 2e-2);
+        // f16 rounds both inputs and the product (relative 2^-11 each), so the
+        // error grows with the output: on N(0, 2) inputs outputs reach ~60 and
+        // an absolute bound fails now and then (CI saw it). A wrong result is
+        // off by O(1) relative; this bound is ~8x the worst rounding.
+        let rel = ((&want - got16)?.abs()? / (want.abs()? + 1.0)?)?;
+        assert!(rel.max_all()?.to_scalar::<f32>()? < 1e-2);
         assert!(swiglu(&Tensor::zeros((2, 3), DType::F32, &dev)?).is_err());
         Ok(())
     }
