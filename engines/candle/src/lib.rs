@@ -48,10 +48,18 @@
 //!   this model's rayon pool;
 //! * `device`: `cpu` (default), or `cuda` / `cuda:N` when built with the
 //!   `cuda` feature;
-//! * `kernels`: `fused` (default: panel-major gemm and the fused CPU
-//!   kernels of [`ops`]) or `stock` (candle's own ops only, to measure
-//!   out-of-the-box candle). The choice is a thread-local flag set on every
-//!   thread of the model's rayon pool, where all its tensor work runs.
+//! * `kernels`: `auto` (default), `fused`, `gemv` or `stock`. The first
+//!   three run panel-major weights and the fused CPU kernels of [`ops`];
+//!   they differ in the batch-1 product of f32 weights (one decode step of
+//!   one sequence): `auto` times gemm against [`gemv`]'s register kernel
+//!   on each weight shape at load and keeps the faster, cached per machine
+//!   ([`autotune`]); `fused` always uses gemm (the kernel before `auto`);
+//!   `gemv` always the register kernel. `stock` is candle's own ops only,
+//!   to measure out-of-the-box candle: a reference, not a candidate of
+//!   `auto`, as its matmul is gemm's on the plain `[k, n]` layout that the
+//!   panels beat (see [`matmul`]). The choice is thread-local state set on
+//!   every thread of the model's rayon pool, where all its tensor work
+//!   runs; `describe()` records what ran for each shape.
 //!
 //! Unknown keys are an error that names them.
 //!
@@ -87,6 +95,8 @@
 //! splits: `Tensor::matmul` on the bf16 / non-CPU paths and the barrier
 //! pool).
 
+pub mod autotune;
+pub mod gemv;
 pub mod gguf;
 pub mod gpt2;
 pub mod kv;
@@ -123,10 +133,11 @@ pub struct CandleOptions {
     pub threads: Option<usize>,
     /// `cpu`, `cuda` or `cuda:N`; default `cpu`.
     pub device: Option<String>,
-    /// `fused` (default): panel-major gemm and this crate's fused CPU
-    /// kernels; `stock`: candle's own ops only (`Tensor::matmul`,
-    /// `broadcast_add`, `gelu`, softmax, `slice_set`), to measure
-    /// out-of-the-box candle.
+    /// `auto` (default): panel-major weights and this crate's fused CPU
+    /// kernels, each shape's batch-1 kernel measured; `fused`: the same
+    /// with gemm at batch 1; `gemv`: with the register kernel at batch 1;
+    /// `stock`: candle's own ops only (`Tensor::matmul`, `broadcast_add`,
+    /// `gelu`, softmax, `slice_set`), to measure out-of-the-box candle.
     pub kernels: Option<String>,
 }
 
@@ -201,7 +212,8 @@ fn probe_dtype(dtype: DType, dev: &Device) -> Result<(), String> {
         a.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
         Ok(())
     };
-    run().map_err(|e| error_text(&e))
+    // the probe's tiny weight is no shape of the model: nothing to tune
+    autotune::without_plan(run).map_err(|e| error_text(&e))
 }
 
 fn dtype_name(d: DType) -> &'static str {
@@ -220,9 +232,10 @@ fn tunables() -> Vec<engine_api::tunable::Tunable> {
     let mut t = engine_kit::tunables();
     t.push(Tunable::choice(
         "kernels",
-        &["fused", "stock"],
-        "fused",
-        "this crate's fused CPU kernels or candle's stock ops",
+        &["auto", "fused", "gemv", "stock"],
+        "auto",
+        "fused CPU kernels with the batch-1 product measured (auto), gemm (fused) or the \
+         register kernel (gemv), or candle's stock ops",
     ));
     let dtypes: Vec<&str> = [DType::F32, DType::F16, DType::BF16]
         .into_iter()
@@ -257,7 +270,9 @@ impl Engine for CandleEngine {
             // On the CPU the f32/f16 hot path is this crate's panel-major
             // gemm calls and fused kernels over candle tensors, not stock
             // candle ops (see gpt2.rs): say so wherever results are shown.
-            "kernels:fused (default)",
+            "kernels:auto (default)",
+            "kernels:fused",
+            "kernels:gemv",
             "kernels:stock",
         ];
         EngineInfo {
@@ -392,6 +407,8 @@ pub struct CandleKernels {
     pool: rayon::ThreadPool,
     kv_pool: KvPool,
     weight_bytes: u64,
+    /// What ran: the batch-1 kernel policy and each shape's choice.
+    kernels: serde_json::Value,
 }
 
 /// What the scheduler drives: the kernels plus the kit's sequence table.
@@ -419,11 +436,18 @@ impl std::fmt::Debug for CandleKernels {
     }
 }
 
-fn thread_pool(threads: usize, stock: bool) -> Result<rayon::ThreadPool, EngineError> {
+fn thread_pool(
+    threads: usize,
+    stock: bool,
+    plan: Option<std::sync::Arc<autotune::Plan>>,
+) -> Result<rayon::ThreadPool, EngineError> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("em-candle-{i}"))
-        .start_handler(move |_| ops::set_stock_kernels(stock))
+        .start_handler(move |_| {
+            ops::set_stock_kernels(stock);
+            autotune::set_plan(plan.clone());
+        })
         .build()
         .map_err(|e| EngineError::runtime(format!("cannot start {threads} threads: {e}")))
 }
@@ -478,16 +502,19 @@ impl CandleKernels {
                 spec.quantization.as_str()
             )));
         }
-        let stock = match opts.kernels.as_deref().unwrap_or("fused") {
-            "fused" => false,
-            "stock" => true,
+        let (stock, batch1) = match opts.kernels.as_deref().unwrap_or("auto") {
+            "auto" => (false, autotune::Batch1::Auto),
+            "fused" => (false, autotune::Batch1::Gemm),
+            "gemv" => (false, autotune::Batch1::Gemv),
+            "stock" => (true, autotune::Batch1::Gemm),
             other => {
                 return Err(EngineError::invalid_argument(format!(
-                    "candle options: kernels must be \"fused\" or \"stock\", not {other:?}"
+                    "candle options: kernels must be auto, fused, gemv or stock, not {other:?}"
                 )))
             }
         };
-        let pool = thread_pool(threads, stock)?;
+        let plan = autotune::Plan::new(batch1, threads);
+        let pool = thread_pool(threads, stock, Some(plan.clone()))?;
         pool.install(|| probe_dtype(dtype, &device)).map_err(|why| {
             EngineError::unsupported(format!(
                 "dtype {} on {device:?}: candle {CANDLE_VERSION} cannot run the model's ops in it ({why})",
@@ -498,7 +525,7 @@ impl CandleKernels {
         let dir = PathBuf::from(spec.path.as_str());
         let cfg = engine_kit::arch::read_config(&dir, spec.architecture.as_str())?;
         if quantization == Quantization::Gguf {
-            return Self::open_gguf(&dir, &cfg, pool);
+            return Self::open_gguf(&dir, &cfg, pool).map(|k| k.ran(&plan, stock));
         }
         let files = engine_kit::arch::weight_files(&dir)?;
         let label = match files.as_slice() {
@@ -530,7 +557,19 @@ impl CandleKernels {
             .map_err(|e| {
                 EngineError::invalid_model(format!("{}: {}", label.display(), error_text(&e)))
             })?;
-        Ok(Self::with_pool(model, pool))
+        Ok(Self::with_pool(model, pool).ran(&plan, stock))
+    }
+
+    /// Ends the kernel plan of a load (caching what it measured) and
+    /// records what runs.
+    fn ran(mut self, plan: &autotune::Plan, stock: bool) -> Self {
+        plan.finish();
+        self.kernels = if stock {
+            serde_json::json!({ "by": "forced: kernels stock (candle's own ops)" })
+        } else {
+            plan.describe()
+        };
+        self
     }
 
     /// A Llama or Qwen2 folder imported from a GGUF, on the GGUF's
@@ -564,7 +603,7 @@ impl CandleKernels {
     pub fn from_model(model: impl Into<Net>, threads: usize) -> Result<Self, EngineError> {
         Ok(Self::with_pool(
             model.into(),
-            thread_pool(threads, !ops::fused_kernels())?,
+            thread_pool(threads, !ops::fused_kernels(), None)?,
         ))
     }
 
@@ -574,6 +613,7 @@ impl CandleKernels {
             model,
             pool,
             kv_pool: KvPool::default(),
+            kernels: serde_json::Value::Null,
         }
     }
 
@@ -603,7 +643,8 @@ impl Kernels for CandleKernels {
     /// quantized head, and whose bytes per weight the dtype does not say).
     fn describe(&self) -> String {
         let streamed = self.model.streamed_weight_bytes() as u64;
-        serde_json::json!({ "streamed_weight_bytes": streamed }).to_string()
+        serde_json::json!({ "streamed_weight_bytes": streamed, "kernels": self.kernels })
+            .to_string()
     }
 
     fn limits(&self) -> Limits {

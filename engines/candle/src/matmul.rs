@@ -66,7 +66,14 @@ fn gemm_dtype(dtype: DType) -> bool {
 #[derive(Debug, Clone)]
 pub enum Weight {
     /// `[ceil(n / PANEL), k, PANEL]`, zero-padded; CPU, gemm dtypes.
-    Panels { panels: Tensor, k: usize, n: usize },
+    /// `gemv`: batch-1 products (`m = 1`, f32) run [`crate::gemv`]'s
+    /// register kernel instead of gemm (chosen by [`crate::autotune`]).
+    Panels {
+        panels: Tensor,
+        k: usize,
+        n: usize,
+        gemv: bool,
+    },
     /// `[k, n]` as stored; other devices and dtypes.
     Dense(Tensor),
 }
@@ -84,7 +91,30 @@ impl Weight {
             .reshape((k, np, PANEL))?
             .transpose(0, 1)?
             .contiguous()?;
-        Ok(Weight::Panels { panels, k, n })
+        let mut weight = Weight::Panels {
+            panels,
+            k,
+            n,
+            gemv: false,
+        };
+        if w.dtype() == DType::F32 {
+            let gemv = crate::autotune::batch1_gemv(&weight)?;
+            weight.set_gemv(gemv);
+        }
+        Ok(weight)
+    }
+
+    /// Makes batch-1 f32 products use the register kernel (`true`) or
+    /// gemm; no effect on dense weights.
+    pub fn set_gemv(&mut self, on: bool) {
+        if let Weight::Panels { gemv, .. } = self {
+            *gemv = on;
+        }
+    }
+
+    /// Whether batch-1 f32 products use the register kernel.
+    pub fn gemv(&self) -> bool {
+        matches!(self, Weight::Panels { gemv: true, .. })
     }
 
     /// `(k, n)`.
@@ -108,11 +138,13 @@ impl Weight {
     pub fn matmul(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Weight::Dense(w) => x.matmul(w),
-            Weight::Panels { panels, n, .. } => {
+            Weight::Panels {
+                panels, n, gemv, ..
+            } => {
                 if x.dtype() != panels.dtype() || !x.device().is_cpu() {
                     candle_core::bail!("panel matmul: x is {:?} on {:?}", x.dtype(), x.device())
                 }
-                x.apply_op2_no_bwd(panels, &PanelMatmul { n: *n })
+                x.apply_op2_no_bwd(panels, &PanelMatmul { n: *n, gemv: *gemv })
             }
         }
     }
@@ -138,6 +170,7 @@ impl Weight {
 
 struct PanelMatmul {
     n: usize,
+    gemv: bool,
 }
 
 impl PanelMatmul {
@@ -168,8 +201,30 @@ impl PanelMatmul {
         let dst = SendPtr(out.as_mut_ptr());
         let threads = rayon::current_num_threads();
         let per_task = np.div_ceil(threads * TASKS_PER_THREAD).max(1);
+        // The register kernel: f32 (checked through the dtype, the only
+        // `WithDType` that is F32 being f32 itself), one row.
+        let gemv = (self.gemv && m == 1 && T::DTYPE == DType::F32).then(|| {
+            // SAFETY: T is f32 (DTYPE checked above), so the slices
+            // reinterpret to themselves.
+            unsafe {
+                (
+                    std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()),
+                    std::slice::from_raw_parts(p.as_ptr().cast::<f32>(), p.len()),
+                )
+            }
+        });
         let panel = |i: usize| {
             let cols = PANEL.min(n - i * PANEL);
+            if let Some((x, p)) = gemv {
+                // SAFETY: columns i*PANEL .. i*PANEL + cols of the single
+                // output row, disjoint between panels; T is f32.
+                let o = unsafe {
+                    std::slice::from_raw_parts_mut(dst.get().add(i * PANEL).cast::<f32>(), cols)
+                };
+                let pi = &p[i * k * PANEL..(i + 1) * k * PANEL];
+                crate::gemv::panel(&x[xo..], xs[1], pi, k, o);
+                return;
+            }
             // SAFETY: x reaches at most `x_end` (checked); panel i is the
             // contiguous k * PANEL block at i * k * PANEL inside `p`; the
             // destination is columns i*PANEL .. i*PANEL + cols of the m x n
@@ -489,17 +544,27 @@ mod tests {
         ] {
             let x = Tensor::randn(0f32, 1.0, (m, k), &dev)?;
             let w = Tensor::randn(0f32, 1.0, (k, n), &dev)?;
-            let pw = Weight::new(&w)?;
+            let mut pw = Weight::new(&w)?;
             assert!(matches!(pw, Weight::Panels { .. }));
             assert_eq!(pw.dims(), (k, n));
-            let want = x.matmul(&w)?;
-            assert!(close(&pw.matmul(&x)?, &want) < 1e-4, "{m}x{k}x{n}");
-            assert!(close(&pool.install(|| pw.matmul(&x))?, &want) < 1e-4);
-            // a strided x (a column slice) goes in without a copy
-            let wide = Tensor::randn(0f32, 1.0, (m, k + 5), &dev)?;
-            let xs = wide.narrow(1, 2, k)?;
-            let got = pool.install(|| pw.matmul(&xs))?;
-            assert!(close(&got, &xs.matmul(&w)?) < 1e-4);
+            // gemm, then the batch-1 register kernel (used at m = 1 only)
+            for gemv in [false, true] {
+                pw.set_gemv(gemv);
+                assert_eq!(pw.gemv(), gemv);
+                let want = x.matmul(&w)?;
+                assert!(close(&pw.matmul(&x)?, &want) < 1e-4, "{m}x{k}x{n}");
+                assert!(close(&pool.install(|| pw.matmul(&x))?, &want) < 1e-4);
+                // a strided x (a column slice) goes in without a copy
+                let wide = Tensor::randn(0f32, 1.0, (m, k + 5), &dev)?;
+                let xs = wide.narrow(1, 2, k)?;
+                let got = pool.install(|| pw.matmul(&xs))?;
+                assert!(close(&got, &xs.matmul(&w)?) < 1e-4);
+                // and one whose elements are 3 apart (a transposed column)
+                let tall = Tensor::randn(0f32, 1.0, (k, 3 * m), &dev)?;
+                let xt = tall.narrow(1, 1, m)?.t()?;
+                let got = pool.install(|| pw.matmul(&xt))?;
+                assert!(close(&got, &xt.contiguous()?.matmul(&w)?) < 1e-4);
+            }
             // columns come back as rows
             let ids: Vec<u32> = (0..n as u32).rev().step_by(3).collect();
             let want = w

@@ -141,3 +141,59 @@ fn exact_gelu_activation_matches_reference() {
         "the two gelus should differ visibly ({gap})"
     );
 }
+
+/// Every batch-1 kernel (gemm, the register kernel, and `auto`'s measured
+/// choice) gives the reference's logits at each decode step, and the
+/// model says which kernel each shape runs.
+#[test]
+fn every_batch1_kernel_matches_the_reference_in_decode() {
+    use engine_kit::{Backend, Kernels};
+    let (dir, cfg, w) = tiny_checkpoint(11);
+    let mut rng = Rng::new(12);
+    let tokens: Vec<u32> = (0..14).map(|_| rng.token(cfg.vocab_size)).collect();
+    let want = reference_logits(&cfg, &w, &tokens);
+    for kernels in ["fused", "gemv", "auto"] {
+        let opts = format!(r#"{{"kernels": "{kernels}", "threads": 2}}"#);
+        let mut b = em_candle::open(&spec(dir.path(), "f32"), &opts).unwrap();
+        let mut logits = Vec::new();
+        b.prefill(&[(1, &tokens[..4])], &mut logits).unwrap();
+        assert!(max_abs_diff(&logits, &want[3]) < 1e-4, "{kernels} prefill");
+        for (i, &t) in tokens.iter().enumerate().skip(4) {
+            b.decode(&[(1, t)], &mut logits).unwrap();
+            let d = max_abs_diff(&logits, &want[i]);
+            assert!(d < 1e-4, "{kernels} decode step {i}: max abs diff {d}");
+        }
+        let described: serde_json::Value = serde_json::from_str(&b.kernels().describe()).unwrap();
+        let ran = &described["kernels"];
+        let by = ran["by"].as_str().unwrap_or_default();
+        let shapes = ran["shapes"].as_array().cloned().unwrap_or_default();
+        // c_attn, attn c_proj, c_fc, mlp c_proj, lm_head: distinct shapes
+        let h = cfg.n_embd;
+        let distinct: std::collections::BTreeSet<_> = [
+            (h, 3 * h),
+            (h, h),
+            (h, 4 * h),
+            (4 * h, h),
+            (h, cfg.vocab_size),
+        ]
+        .into();
+        assert_eq!(shapes.len(), distinct.len(), "{kernels}: {ran}");
+        let all = |k: &str| shapes.iter().all(|s| s["kernel"] == k);
+        match kernels {
+            "fused" => assert!(by.starts_with("forced") && all("gemm"), "{ran}"),
+            "gemv" => assert!(by.starts_with("forced") && all("gemv"), "{ran}"),
+            _ => {
+                assert!(by.starts_with("auto: measured"), "{ran}");
+                for s in &shapes {
+                    let (v, m) = (s["gemv_us"].as_f64(), s["gemm_us"].as_f64());
+                    assert!(
+                        v.is_some_and(|v| v > 0.0) && m.is_some_and(|m| m > 0.0),
+                        "{s}"
+                    );
+                    let faster = if v < m { "gemv" } else { "gemm" };
+                    assert_eq!(s["kernel"], faster, "{s}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! `kernels: auto` (the default): each linear layer's batch-1 kernel
+//! chosen by measurement on this machine, not by assumption.
+//!
+//! A batch-1 decode step is one matrix–vector product per weight, and
+//! which kernel streams a weight at DRAM speed depends on the CPU: gemm
+//! 0.19's `m = 1` path (an axpy through the destination) kept candle at
+//! 52% of the bandwidth roof on an Intel Xeon, while the AMD EPYC machines
+//! this engine was first tuned on hid that loop (issue 17). The candidates
+//! for each f32 panel-major weight are gemm and [`crate::gemv`]'s register
+//! kernel; both compute the same sums on the same layout, so the choice
+//! changes speed only. Larger batches (prefill, batched decode) always use
+//! gemm's micro-kernels.
+//!
+//! How a shape is timed: on the weight itself, inside the model's own
+//! thread pool, with a random input row; two warm-up calls each, then
+//! [`RUNS`] rounds that alternate the two kernels (so drift from a busy
+//! neighbour hits both), each call preceded by a read of twice the
+//! last-level cache, so the weight comes from memory as it does in a
+//! decode step that streams the whole model. The median per kernel
+//! decides; a tie keeps gemm. About 0.1–0.3 s per distinct shape (GPT-2
+//! has five), once per machine.
+//!
+//! Choices are cached per machine key ([`engine_kit::machine_key`]),
+//! thread count, candle release and kernel revision in
+//! `<cache>/kernels/candle-<hash>.json`, as the host's roofline calibration
+//! and the torch engine's `matmul: auto` are, so later loads measure
+//! nothing. The model's `describe()` lists each shape's kernel, both
+//! medians, and whether they were measured at this load or read from the
+//! cache. `kernels: gemv` and `kernels: fused` force one kernel.
+
+use crate::matmul::Weight;
+use candle_core::{DType, Device, Result, Tensor};
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Timed rounds per shape (each round times both kernels once).
+pub const RUNS: usize = 7;
+
+/// Bumped when a candidate kernel changes, so cached choices are redone.
+const KERNELS_REV: u32 = 1;
+
+/// Which kernel runs batch-1 products on f32 panel weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batch1 {
+    /// Measured per shape (cached per machine).
+    Auto,
+    /// gemm 0.19's matrix–vector path (the engine's kernel before `auto`).
+    Gemm,
+    /// [`crate::gemv`]'s register kernel.
+    Gemv,
+}
+
+/// One weight shape's choice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Choice {
+    /// Input features.
+    pub k: usize,
+    /// Output features.
+    pub n: usize,
+    /// `gemv` or `gemm`.
+    pub kernel: String,
+    /// Median microseconds of one cold-cache call of each kernel (none
+    /// when an option forced the kernel).
+    pub gemv_us: Option<f64>,
+    pub gemm_us: Option<f64>,
+    /// Whether this load measured it (`false`: read from the cache).
+    #[serde(skip)]
+    pub measured_now: bool,
+}
+
+/// The batch-1 kernel policy of one model's load, shared by its pool's
+/// threads, with the choices it made.
+#[derive(Debug)]
+pub struct Plan {
+    mode: Batch1,
+    file: PathBuf,
+    cached: Vec<Choice>,
+    made: Mutex<Vec<Choice>>,
+    flush: Mutex<Option<Vec<u64>>>,
+}
+
+thread_local! {
+    static PLAN: RefCell<Option<Arc<Plan>>> = const { RefCell::new(None) };
+}
+
+/// Makes weights built on the current thread follow `plan` (`None`: gemm,
+/// as for weights built outside an engine's pool).
+pub fn set_plan(plan: Option<Arc<Plan>>) {
+    PLAN.with(|p| *p.borrow_mut() = plan);
+}
+
+/// Runs `f` with no plan on the current thread (weights built in it use
+/// gemm), then restores the thread's plan.
+pub fn without_plan<R>(f: impl FnOnce() -> R) -> R {
+    let saved = PLAN.with(|p| p.borrow_mut().take());
+    let r = f();
+    set_plan(saved);
+    r
+}
+
+/// Whether `w`'s batch-1 products should use the register kernel, by the
+/// current thread's plan. Called by [`Weight::new`] for f32 panels.
+pub(crate) fn batch1_gemv(w: &Weight) -> Result<bool> {
+    match PLAN.with(|p| p.borrow().clone()) {
+        None => Ok(false),
+        Some(plan) => plan.choose(w),
+    }
+}
+
+impl Plan {
+    /// A plan for a pool of `threads` threads; `Auto` reads this machine's
+    /// cached choices.
+    pub fn new(mode: Batch1, threads: usize) -> Arc<Self> {
+        Self::with_cache(mode, cache_file(threads))
+    }
+
+    /// A plan whose choices are cached in `file`.
+    pub fn with_cache(mode: Batch1, file: PathBuf) -> Arc<Self> {
+        let cached = if mode == Batch1::Auto {
+            read_cache(&file)
+        } else {
+            Vec::new()
+        };
+        Arc::new(Plan {
+            mode,
+            file,
+            cached,
+            made: Mutex::new(Vec::new()),
+            flush: Mutex::new(None),
+        })
+    }
+
+    fn choose(&self, w: &Weight) -> Result<bool> {
+        let Weight::Panels { k, n, .. } = *w else {
+            return Ok(false);
+        };
+        let known = |c: &&Choice| c.k == k && c.n == n;
+        let made = self.made.lock().map_err(|_| poisoned())?;
+        if let Some(c) = made.iter().find(known) {
+            return Ok(c.kernel == "gemv");
+        }
+        drop(made);
+        let forced = |kernel: &str| Choice {
+            k,
+            n,
+            kernel: kernel.into(),
+            gemv_us: None,
+            gemm_us: None,
+            measured_now: false,
+        };
+        let choice = match (self.mode, self.cached.iter().find(known)) {
+            (Batch1::Gemm, _) => forced("gemm"),
+            (Batch1::Gemv, _) => forced("gemv"),
+            (Batch1::Auto, Some(c)) => c.clone(),
+            (Batch1::Auto, None) => self.measure(w, k, n)?,
+        };
+        let gemv = choice.kernel == "gemv";
+        self.made.lock().map_err(|_| poisoned())?.push(choice);
+        Ok(gemv)
+    }
+
+    /// Times both kernels on `w` (see the module docs).
+    fn measure(&self, w: &Weight, k: usize, n: usize) -> Result<Choice> {
+        let x = Tensor::randn(0f32, 1.0, (1, k), &Device::Cpu)?;
+        let (mut a, mut b) = (w.clone(), w.clone());
+        a.set_gemv(true);
+        b.set_gemv(false);
+        for _ in 0..2 {
+            a.matmul(&x)?;
+            b.matmul(&x)?;
+        }
+        let (mut gemv, mut gemm) = (Vec::with_capacity(RUNS), Vec::with_capacity(RUNS));
+        for round in 0..RUNS {
+            // alternate which goes first, so neither always follows the other
+            let order = if round % 2 == 0 { [&a, &b] } else { [&b, &a] };
+            for wt in order {
+                self.evict_caches()?;
+                let t = Instant::now();
+                drop(wt.matmul(&x)?);
+                let us = t.elapsed().as_secs_f64() * 1e6;
+                if wt.gemv() { &mut gemv } else { &mut gemm }.push(us);
+            }
+        }
+        let (gemv_us, gemm_us) = (median(&mut gemv), median(&mut gemm));
+        Ok(Choice {
+            k,
+            n,
+            kernel: if gemv_us < gemm_us { "gemv" } else { "gemm" }.into(),
+            gemv_us: Some(gemv_us),
+            gemm_us: Some(gemm_us),
+            measured_now: true,
+        })
+    }
+
+    /// Reads a buffer of twice the last-level cache.
+    fn evict_caches(&self) -> Result<()> {
+        let mut flush = self.flush.lock().map_err(|_| poisoned())?;
+        let buf = flush.get_or_insert_with(|| {
+            let words = 2 * last_level_cache_bytes() / 8;
+            (0..words as u64).collect()
+        });
+        let sum = buf.iter().fold(0u64, |s, v| s.wrapping_add(*v));
+        std::hint::black_box(sum);
+        Ok(())
+    }
+
+    /// Ends the load: frees the eviction buffer and caches what was
+    /// measured (a cache that cannot be written only costs the next load a
+    /// measurement).
+    pub fn finish(&self) {
+        if let Ok(mut f) = self.flush.lock() {
+            *f = None;
+        }
+        let Ok(made) = self.made.lock() else { return };
+        if self.mode != Batch1::Auto || !made.iter().any(|c| c.measured_now) {
+            return;
+        }
+        // merged with what other processes cached since this load began
+        let file = &self.file;
+        let mut all = read_cache(file);
+        for c in made.iter().filter(|c| c.measured_now) {
+            all.retain(|o| (o.k, o.n) != (c.k, c.n));
+            all.push(c.clone());
+        }
+        if let Some(dir) = file.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Ok(text) = serde_json::to_string_pretty(&all) {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let tmp = file.with_extension(format!("{}-{nanos}.tmp", std::process::id()));
+            if std::fs::write(&tmp, text).is_ok() {
+                let _ = std::fs::rename(&tmp, file);
+            }
+        }
+    }
+
+    /// What `describe()` says: the policy and each shape's choice.
+    pub fn describe(&self) -> serde_json::Value {
+        let made = self.made.lock().map(|m| m.clone()).unwrap_or_default();
+        let by = match self.mode {
+            Batch1::Gemm => "forced: kernels fused (gemm)",
+            Batch1::Gemv => "forced: kernels gemv",
+            Batch1::Auto if made.iter().any(|c| c.measured_now) => "auto: measured at load",
+            Batch1::Auto => "auto: measured earlier on this machine (cached)",
+        };
+        let shapes: Vec<_> = made
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "k": c.k, "n": c.n, "kernel": c.kernel,
+                    "gemv_us": c.gemv_us, "gemm_us": c.gemm_us,
+                })
+            })
+            .collect();
+        serde_json::json!({ "by": by, "shapes": shapes })
+    }
+}
+
+/// The choices cached in `file` (none when it is missing or unreadable).
+fn read_cache(file: &std::path::Path) -> Vec<Choice> {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Vec<Choice>>(&t).ok())
+        .unwrap_or_default()
+}
+
+fn poisoned() -> candle_core::Error {
+    candle_core::Error::Msg("kernel auto-tuning: a thread panicked while choosing".into())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::INFINITY)
+}
+
+/// The cache file of choices for `threads` threads on this machine.
+pub fn cache_file(threads: usize) -> PathBuf {
+    let id = format!(
+        "{}\n{threads}\n{}\n{KERNELS_REV}\n{:?}",
+        engine_kit::machine_key(),
+        crate::CANDLE_VERSION,
+        DType::F32
+    );
+    engine_kit::cache_dir().join("kernels").join(format!(
+        "candle-{:016x}.json",
+        engine_kit::fnv1a(id.as_bytes())
+    ))
+}
+
+/// The largest CPU cache, from sysfs (32 MiB when it cannot be read),
+/// bounded to 8 MiB – 256 MiB.
+fn last_level_cache_bytes() -> usize {
+    let dir = std::path::Path::new("/sys/devices/system/cpu/cpu0/cache");
+    let size = |p: PathBuf| -> Option<usize> {
+        let t = std::fs::read_to_string(p.join("size")).ok()?;
+        let t = t.trim();
+        let (num, mult) = match t.strip_suffix('K') {
+            Some(n) => (n, 1 << 10),
+            None => match t.strip_suffix('M') {
+                Some(n) => (n, 1 << 20),
+                None => (t, 1),
+            },
+        };
+        num.parse::<usize>().ok().map(|v| v * mult)
+    };
+    std::fs::read_dir(dir)
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| size(e.path()))
+        .max()
+        .unwrap_or(32 << 20)
+        .clamp(8 << 20, 256 << 20)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cache file of this test's own (removed first).
+    fn private_cache(name: &str) -> PathBuf {
+        let f = std::env::temp_dir().join(format!(
+            "em-candle-autotune-{name}-{}.json",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&f);
+        f
+    }
+
+    #[test]
+    fn the_policy_follows_the_mode_and_auto_measures_each_shape_once() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (96, 200), &dev)?;
+        // no plan: gemm, as before
+        assert!(!Weight::new(&w)?.gemv());
+        let file = private_cache("policy");
+        for (mode, want) in [(Batch1::Gemv, true), (Batch1::Gemm, false)] {
+            let plan = Plan::with_cache(mode, file.clone());
+            set_plan(Some(plan.clone()));
+            assert_eq!(Weight::new(&w)?.gemv(), want);
+            set_plan(None);
+            assert!(plan.describe()["by"]
+                .as_str()
+                .unwrap()
+                .starts_with("forced"));
+            plan.finish();
+            assert!(!file.exists(), "a forced kernel is not cached");
+        }
+        // auto, nothing cached: measured once, then reused within the load
+        let plan = Plan::with_cache(Batch1::Auto, file.clone());
+        set_plan(Some(plan.clone()));
+        let first = Weight::new(&w)?.gemv();
+        assert_eq!(Weight::new(&w)?.gemv(), first);
+        set_plan(None);
+        let made = plan.made.lock().unwrap().clone();
+        assert_eq!(made.len(), 1, "{made:?}");
+        let c = &made[0];
+        assert_eq!((c.k, c.n), (96, 200));
+        let (v, m) = (c.gemv_us.unwrap(), c.gemm_us.unwrap());
+        assert!(v > 0.0 && m > 0.0);
+        assert_eq!(c.kernel == "gemv", v < m);
+        let d = plan.describe();
+        assert_eq!(d["by"], "auto: measured at load");
+        assert_eq!(d["shapes"][0]["kernel"], c.kernel.as_str());
+        // finishing caches it; the next load reads it and measures nothing
+        plan.finish();
+        assert!(plan.flush.lock().unwrap().is_none(), "buffer freed");
+        let next = Plan::with_cache(Batch1::Auto, file.clone());
+        set_plan(Some(next.clone()));
+        assert_eq!(Weight::new(&w)?.gemv(), first);
+        set_plan(None);
+        assert!(next.flush.lock().unwrap().is_none(), "nothing was timed");
+        assert_eq!(
+            next.describe()["by"],
+            "auto: measured earlier on this machine (cached)"
+        );
+        let _ = std::fs::remove_file(&file);
+        Ok(())
+    }
+
+    #[test]
+    fn a_cached_choice_is_used_as_written() -> Result<()> {
+        let w = Tensor::randn(0f32, 1.0, (32, 70), &Device::Cpu)?;
+        for kernel in ["gemv", "gemm"] {
+            let file = private_cache(kernel);
+            let c = Choice {
+                k: 32,
+                n: 70,
+                kernel: kernel.into(),
+                gemv_us: Some(1.0),
+                gemm_us: Some(2.0),
+                measured_now: false,
+            };
+            std::fs::write(&file, serde_json::to_string(&[c]).unwrap()).unwrap();
+            let plan = Plan::with_cache(Batch1::Auto, file.clone());
+            set_plan(Some(plan.clone()));
+            assert_eq!(Weight::new(&w)?.gemv(), kernel == "gemv");
+            set_plan(None);
+            let _ = std::fs::remove_file(&file);
+        }
+        // an unreadable cache is no cache
+        let file = private_cache("broken");
+        std::fs::write(&file, "{ not json").unwrap();
+        assert!(Plan::with_cache(Batch1::Auto, file.clone())
+            .cached
+            .is_empty());
+        let _ = std::fs::remove_file(&file);
+        Ok(())
+    }
+
+    #[test]
+    fn the_cache_file_depends_on_the_thread_count() {
+        assert_ne!(cache_file(1), cache_file(2));
+        assert!(cache_file(2)
+            .file_name()
+            .and_then(|f| f.to_str())
+            .is_some_and(|f| f.starts_with("candle-") && f.ends_with(".json")));
+    }
+}
