@@ -494,6 +494,13 @@ pub fn import(file: &Path, dtype: DType, out: &Path) -> Result<Imported> {
         })?;
         tensors.insert(hf, w);
     }
+    if arch == Arch::Qwen2 {
+        zero_missing_qkv_biases(&config, dtype, &mut tensors).map_err(|e| ImportError::Tensor {
+            file: file.to_path_buf(),
+            tensor: "self_attn.{q,k,v}_proj.bias".into(),
+            why: e.to_string(),
+        })?;
+    }
     write_folder(file, out, &config, dtype, &tensors, &text)?;
     Ok(Imported {
         dir: out.to_path_buf(),
@@ -504,6 +511,33 @@ pub fn import(file: &Path, dtype: DType, out: &Path) -> Result<Imported> {
             TokenizerFiles::Missing(why) => Err(why),
         },
     })
+}
+
+/// A Qwen2 GGUF may leave out q/k/v biases: llama.cpp reads them as
+/// optional, an absent one being no bias. The Hugging Face layout (and so
+/// every engine) expects them, so each absent one is written as zeros,
+/// which computes the same as none.
+fn zero_missing_qkv_biases(
+    config: &serde_json::Value,
+    dtype: DType,
+    tensors: &mut HashMap<String, Tensor>,
+) -> candle_core::Result<()> {
+    let num = |k: &str| config[k].as_u64().unwrap_or(0) as usize;
+    let (heads, kv_heads, head_dim) = (
+        num("num_attention_heads"),
+        num("num_key_value_heads"),
+        num("head_dim"),
+    );
+    for layer in 0..num("num_hidden_layers") {
+        for (p, rows) in [("q", heads), ("k", kv_heads), ("v", kv_heads)] {
+            let name = format!("model.layers.{layer}.self_attn.{p}_proj.bias");
+            if !tensors.contains_key(&name) {
+                let zeros = Tensor::zeros(rows * head_dim, dtype, &candle_core::Device::Cpu)?;
+                tensors.insert(name, zeros);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes `config.json` and `model.safetensors` into a temporary folder

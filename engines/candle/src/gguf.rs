@@ -305,8 +305,16 @@ impl GgufWeights {
         crate::quant::permute_rows(&q, &order)
     }
 
-    /// Tensor `hf` as f32 (dequantized if the file quantized it).
+    /// Tensor `hf` as f32 (dequantized if the file quantized it). A
+    /// Qwen2 file's absent q/k/v bias is zeros: llama.cpp reads those
+    /// biases as optional, absent meaning none (and the importer writes
+    /// zeros for them).
     pub fn dense(&self, hf: &str, shape: &[usize]) -> Result<Tensor> {
+        let absent =
+            gguf_name(hf).is_some_and(|(n, _)| !self.content.tensor_infos.contains_key(&n));
+        if absent && !self.permuted && hf.ends_with("_proj.bias") {
+            return Tensor::zeros(shape, candle_core::DType::F32, &Device::Cpu);
+        }
         self.tensor(hf, shape)?.dequantize(&Device::Cpu)
     }
 }

@@ -181,3 +181,40 @@ fn a_qwen2_gguf_runs_as_shipped_with_quantization_gguf() {
     assert!(d > 0.0, "the blocks path took the f32 weights");
     eprintln!("qwen2 Q8_0 gguf vs its f32 import: max |logit diff| {d:e} of {scale}");
 }
+
+/// A Qwen2 GGUF without q/k/v biases (llama.cpp reads them as optional)
+/// runs, imported or as shipped, with the logits of the same checkpoint
+/// with zero biases.
+#[test]
+fn a_qwen2_gguf_without_biases_runs_as_zero_biases() {
+    let cfg = llama::configs()
+        .into_iter()
+        .find(|(n, _)| *n == "qwen2-bias")
+        .map(|(_, c)| c)
+        .expect("test-support's qwen2 config");
+    let mut w = llama::random_weights(&cfg, 31);
+    for (name, (_, vals)) in w.iter_mut() {
+        if name.ends_with("_proj.bias") {
+            vals.iter_mut().for_each(|v| *v = 0.0);
+        }
+    }
+    let tmp = TempDir::new("qwen2-no-biases");
+    let original = tmp.path().join("original");
+    llama::write_model(&original, &cfg, &w);
+    let mut bare = w.clone();
+    bare.retain(|name, _| !name.ends_with("_proj.bias"));
+    let gguf = tmp.path().join("tiny-qwen2-no-biases.gguf");
+    write_qwen2_gguf(&gguf, &cfg, &bare, GgmlDType::F32);
+    let imported = tmp.path().join("imported");
+    engine_matrix_import::import(&gguf, candle_core::DType::F32, &imported).unwrap();
+    engine_matrix_test_support::write_import_record(&imported, &gguf);
+    let tokens: Vec<u32> = (0..13)
+        .map(|i| (i * 3 + 2) % cfg.vocab_size as u32)
+        .collect();
+    let want = open(&original).score(&tokens).unwrap();
+    for quantization in ["none", "gguf"] {
+        let got = open_as(&imported, quantization).score(&tokens).unwrap();
+        let d = engine_matrix_test_support::max_abs_diff(&want.data, &got.data);
+        assert!(d <= 1e-5, "{quantization}: logits differ by {d}");
+    }
+}
