@@ -531,9 +531,12 @@ fn zero_missing_qkv_biases(
     for layer in 0..num("num_hidden_layers") {
         for (p, rows) in [("q", heads), ("k", kv_heads), ("v", kv_heads)] {
             let name = format!("model.layers.{layer}.self_attn.{p}_proj.bias");
-            if !tensors.contains_key(&name) {
-                let zeros = Tensor::zeros(rows * head_dim, dtype, &candle_core::Device::Cpu)?;
-                tensors.insert(name, zeros);
+            if let std::collections::hash_map::Entry::Vacant(e) = tensors.entry(name) {
+                e.insert(Tensor::zeros(
+                    rows * head_dim,
+                    dtype,
+                    &candle_core::Device::Cpu,
+                )?);
             }
         }
     }
