@@ -17,10 +17,12 @@
 //! much CPU other processes used during the measurement (from /proc), and
 //! numbers taken while that is high are not worth much.
 
-use candle_core::{DType, Device, Tensor};
-use em_candle::gpt2::{Config, Gpt2};
+mod common;
+
+use candle_core::DType;
+use common::{cpu_ticks, median, others_share, random_model};
+use em_candle::gpt2::Config;
 use engine_kit::Backend;
-use std::collections::HashMap;
 use std::time::Instant;
 
 struct Args {
@@ -59,49 +61,6 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     Ok(a)
-}
-
-/// GPT-2 124M-shaped weights, N(0, 0.02) like GPT-2's initialisation.
-fn random_model(cfg: &Config, dtype: DType) -> candle_core::Result<Gpt2> {
-    let dev = Device::Cpu;
-    let mut ts = HashMap::new();
-    for (name, shape) in cfg.expected_tensors() {
-        let t = if name.contains("ln_") && name.ends_with("weight") {
-            Tensor::ones(shape, DType::F32, &dev)?
-        } else if name.ends_with("bias") {
-            Tensor::zeros(shape, DType::F32, &dev)?
-        } else {
-            Tensor::randn(0f32, 0.02, shape, &dev)?
-        };
-        ts.insert(name, t.to_dtype(dtype)?);
-    }
-    Gpt2::new(cfg, candle_nn::VarBuilder::from_tensors(ts, dtype, &dev))
-}
-
-/// CPU ticks (all processes, this process) from /proc, to tell how busy
-/// the rest of the machine was.
-fn cpu_ticks() -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let f: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    let busy = f.iter().sum::<u64>() - f.get(3)? - f.get(4)?;
-    let me = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = me.rsplit_once(')')?.1;
-    // after the command name come fields 3 (state), 4, ...; utime and
-    // stime are fields 14 and 15.
-    let g: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| g.get(n - 3)?.parse::<u64>().ok();
-    Some((busy, field(14)? + field(15)?))
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn report(name: &str, times_ms: &mut [f64], tokens_per_step: usize) {
@@ -199,13 +158,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         report("score 128 tokens (all logits)", &mut times, 128);
     }
 
-    if let (Some((busy0, me0)), Some((busy1, me1))) = (ticks0, cpu_ticks()) {
-        let wall_ticks = wall0.elapsed().as_secs_f64() * 100.0; // USER_HZ = 100
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        let other = (busy1 - busy0).saturating_sub(me1 - me0) as f64;
+    if let (Some(before), Some(after)) = (ticks0, cpu_ticks()) {
         println!(
             "other processes used {:.0}% of the machine's CPU during the measurement",
-            100.0 * other / (wall_ticks * cores)
+            100.0 * others_share(before, after, wall0.elapsed().as_secs_f64())
         );
     }
     Ok(())

@@ -19,12 +19,14 @@
 //! this CPU. Medians of `--reps` sweeps; the last line says how busy the
 //! rest of the machine was, as the numbers mean little when it was busy.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
+use common::{cpu_ticks, median, others_share, random_model};
 use em_candle::autotune::{self, Batch1, Plan};
-use em_candle::gpt2::{Config, Gpt2};
+use em_candle::gpt2::Config;
 use em_candle::matmul::Weight;
 use engine_kit::Backend;
-use std::collections::HashMap;
 use std::time::Instant;
 
 struct Args {
@@ -82,32 +84,6 @@ fn cached_roof() -> Option<(f64, String)> {
     best.map(|(_, gb, path)| (gb, path))
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// GPT-2 124M-shaped weights, N(0, 0.02), built on the current thread (so
-/// under its batch-1 kernel plan).
-fn random_model(cfg: &Config) -> candle_core::Result<Gpt2> {
-    let dev = Device::Cpu;
-    let mut ts = HashMap::new();
-    for (name, shape) in cfg.expected_tensors() {
-        let t = if name.contains("ln_") && name.ends_with("weight") {
-            Tensor::ones(shape, DType::F32, &dev)?
-        } else if name.ends_with("bias") {
-            Tensor::zeros(shape, DType::F32, &dev)?
-        } else {
-            Tensor::randn(0f32, 0.02, shape, &dev)?
-        };
-        ts.insert(name, t);
-    }
-    Gpt2::new(
-        cfg,
-        candle_nn::VarBuilder::from_tensors(ts, DType::F32, &dev),
-    )
-}
-
 /// Median microseconds of one call, sweeping `layers` distinct weights.
 fn time_class(
     pool: &rayon::ThreadPool,
@@ -128,18 +104,6 @@ fn time_class(
         v.push(sweep()?);
     }
     Ok(median(&mut v))
-}
-
-fn cpu_busy_ticks() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let f: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    Some(f.iter().sum::<u64>() - f.get(3)? - f.get(4)?)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -174,7 +138,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{:<26} {:>8} | {:>9} {:>7} {:>6} | {:>9} {:>7} {:>6}",
         "op (calls per step)", "MB/call", "gemm us", "GB/s", "%roof", "gemv us", "GB/s", "%roof"
     );
-    let busy0 = cpu_busy_ticks();
+    let ticks0 = cpu_ticks();
     let wall0 = Instant::now();
     let classes = [
         ("attn.c_attn", h, 3 * h, layers),
@@ -244,7 +208,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let plan = Plan::new(mode, a.threads);
         let model = pool.install(|| {
             autotune::set_plan(Some(plan.clone()));
-            let m = random_model(&cfg);
+            let m = random_model(&cfg, DType::F32);
             autotune::set_plan(None);
             m
         })?;
@@ -283,12 +247,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             pct(gb)
         );
     }
-    if let (Some(b0), Some(b1)) = (busy0, cpu_busy_ticks()) {
-        let wall = wall0.elapsed().as_secs_f64() * 100.0;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    if let (Some(before), Some(after)) = (ticks0, cpu_ticks()) {
         println!(
-            "the machine's CPUs were {:.0}% busy during the measurement (this process included)",
-            100.0 * (b1 - b0) as f64 / (wall * cores)
+            "other processes used {:.0}% of the machine's CPU during the measurement",
+            100.0 * others_share(before, after, wall0.elapsed().as_secs_f64())
         );
     }
     Ok(())
