@@ -18,7 +18,10 @@
 //! last-level cache, so the weight comes from memory as it does in a
 //! decode step that streams the whole model. The median per kernel
 //! decides; a tie keeps gemm. About 0.1–0.3 s per distinct shape (GPT-2
-//! has five), once per machine.
+//! has five: 0.7–0.9 s of a first load here), once per machine. The
+//! eviction buffer is freed before the load returns, and the harness
+//! resets the peak-RSS mark after loading, so neither a cell's load
+//! memory nor its peak includes it.
 //!
 //! Choices are cached per machine key ([`engine_kit::machine_key`]),
 //! thread count, candle release and kernel revision in
