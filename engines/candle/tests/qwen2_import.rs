@@ -16,6 +16,15 @@ use engine_kit::{Backend, Kernels};
 use engine_matrix_test_support::llama::{self, Weights};
 use std::path::{Path, PathBuf};
 
+/// test-support's Qwen2 configuration (q/k/v biases, grouped-query).
+fn qwen2_config() -> Config {
+    llama::configs()
+        .into_iter()
+        .find(|(n, _)| *n == "qwen2-bias")
+        .map(|(_, c)| c)
+        .expect("test-support's qwen2 config")
+}
+
 fn open(dir: &Path) -> CandleBackend {
     open_as(dir, "none")
 }
@@ -106,11 +115,7 @@ fn original_and_import(tmp: &TempDir, cfg: &Config, w: &Weights) -> (PathBuf, Pa
 
 #[test]
 fn an_imported_qwen2_gguf_gives_the_original_folders_logits() {
-    let qwen2 = llama::configs()
-        .into_iter()
-        .find(|(n, _)| *n == "qwen2-bias")
-        .map(|(_, c)| c)
-        .expect("test-support's qwen2 config");
+    let qwen2 = qwen2_config();
     let mut tied = qwen2.clone();
     tied.tie_word_embeddings = true; // Qwen2.5-0.5B's
     for (what, cfg) in [("untied", qwen2), ("tied", tied)] {
@@ -146,11 +151,7 @@ fn an_imported_qwen2_gguf_gives_the_original_folders_logits() {
 /// by editing the reader), and the weights are held as blocks.
 #[test]
 fn a_qwen2_gguf_runs_as_shipped_with_quantization_gguf() {
-    let cfg = llama::configs()
-        .into_iter()
-        .find(|(n, _)| *n == "qwen2-bias")
-        .map(|(_, c)| c)
-        .expect("test-support's qwen2 config");
+    let cfg = qwen2_config();
     let w = llama::random_weights(&cfg, 29);
     let tmp = TempDir::new("qwen2-gguf-blocks");
     let gguf = tmp.path().join("tiny-qwen2.Q8_0.gguf");
@@ -187,11 +188,7 @@ fn a_qwen2_gguf_runs_as_shipped_with_quantization_gguf() {
 /// with zero biases.
 #[test]
 fn a_qwen2_gguf_without_biases_runs_as_zero_biases() {
-    let cfg = llama::configs()
-        .into_iter()
-        .find(|(n, _)| *n == "qwen2-bias")
-        .map(|(_, c)| c)
-        .expect("test-support's qwen2 config");
+    let cfg = qwen2_config();
     let mut w = llama::random_weights(&cfg, 31);
     for (name, (_, vals)) in w.iter_mut() {
         if name.ends_with("_proj.bias") {
