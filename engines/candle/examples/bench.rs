@@ -1,10 +1,17 @@
-//! Step-time benchmark of the candle backend on GPT-2 124M-sized random
-//! weights (built in memory, nothing downloaded):
+//! Step-time benchmark of the candle backend, on GPT-2 124M-sized random
+//! weights (built in memory, nothing downloaded) or on a model folder:
 //!
 //! ```text
 //! cargo run --release -p em-candle --example bench -- [--threads 2] [--dtype f32]
 //!     [--reps 7] [--steps 32] [--only prefill|decode1|decode8|score]
+//!     [--model DIR [--kernels auto|fused|gemv|stock]]
 //! ```
+//!
+//! `--model` opens a Hugging Face folder (for example the imported
+//! SmolLM2 under `~/.cache/engine-matrix/models/`) through the plugin's
+//! own `open`, with `{"threads", "kernels"}` as engine options, so the
+//! Llama family is measured exactly as a matrix cell loads it. Without
+//! it, the random GPT-2 runs with gemm's batch-1 path (no kernel plan).
 //!
 //! Reports medians over all measured steps of: a 128-token prefill (TTFT:
 //! prompt forward + first-token logits), batch-1 decode at context
@@ -31,6 +38,8 @@ struct Args {
     reps: usize,
     steps: usize,
     only: Option<String>,
+    model: Option<std::path::PathBuf>,
+    kernels: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -40,6 +49,8 @@ fn parse_args() -> Result<Args, String> {
         reps: 7,
         steps: 32,
         only: None,
+        model: None,
+        kernels: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -49,6 +60,8 @@ fn parse_args() -> Result<Args, String> {
             "--reps" => a.reps = val()?.parse().map_err(|e| format!("--reps: {e}"))?,
             "--steps" => a.steps = val()?.parse().map_err(|e| format!("--steps: {e}"))?,
             "--only" => a.only = Some(val()?),
+            "--model" => a.model = Some(val()?.into()),
+            "--kernels" => a.kernels = Some(val()?),
             "--dtype" => {
                 a.dtype = match val()?.as_str() {
                     "f32" => DType::F32,
@@ -74,14 +87,49 @@ fn report(name: &str, times_ms: &mut [f64], tokens_per_step: usize) {
     );
 }
 
+/// The backend to measure and a line that names it: the folder of
+/// `--model` opened as a matrix cell would open it, or random GPT-2.
+fn open_backend(
+    args: &Args,
+) -> Result<(em_candle::CandleBackend, String), Box<dyn std::error::Error>> {
+    let Some(dir) = &args.model else {
+        if args.kernels.is_some() {
+            return Err("--kernels needs --model (random GPT-2 runs gemm's path)".into());
+        }
+        let model = random_model(&Config::gpt2(), args.dtype)?;
+        let b = em_candle::from_model(model, args.threads)?;
+        return Ok((b, "GPT-2 124M random weights".into()));
+    };
+    let config = std::fs::read_to_string(dir.join("config.json"))
+        .map_err(|e| format!("{}: {e}", dir.join("config.json").display()))?;
+    let config: serde_json::Value = serde_json::from_str(&config)?;
+    let arch = config["model_type"].as_str().unwrap_or("llama").to_string();
+    let spec = engine_api::ModelSpec {
+        name: "bench".into(),
+        architecture: arch.clone().into(),
+        path: dir.to_string_lossy().into_owned().into(),
+        dtype: args.dtype.as_str().into(),
+        quantization: "none".into(),
+    };
+    let mut opts = serde_json::json!({"threads": args.threads});
+    if let Some(k) = &args.kernels {
+        opts["kernels"] = k.as_str().into();
+    }
+    let b = em_candle::open(&spec, &opts.to_string())?;
+    let kernels = opts
+        .get("kernels")
+        .and_then(|k| k.as_str())
+        .unwrap_or("auto");
+    Ok((b, format!("{} ({arch}, kernels {kernels})", dir.display())))
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
-    let cfg = Config::gpt2();
     let t0 = Instant::now();
-    let model = random_model(&cfg, args.dtype)?;
-    let mut b = em_candle::from_model(model, args.threads)?;
+    let (mut b, what) = open_backend(&args)?;
+    let vocab = b.kernels().model().limits().vocab;
     println!(
-        "GPT-2 124M random weights, {:?}, {} threads (RAYON_NUM_THREADS={:?}, cores={}); built in {:.1}s; weights {:.0} MB",
+        "{what}, {:?}, {} threads (RAYON_NUM_THREADS={:?}, cores={}); built in {:.1}s; weights {:.0} MB",
         args.dtype,
         b.kernels().threads(),
         std::env::var("RAYON_NUM_THREADS").ok(),
@@ -94,7 +142,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        (rng % 50000) as u32
+        (rng % vocab as u64) as u32
     };
     let prompt = |token: &mut dyn FnMut() -> u32| (0..128).map(|_| token()).collect::<Vec<u32>>();
     let want = |what: &str| args.only.as_deref().is_none_or(|o| o == what);

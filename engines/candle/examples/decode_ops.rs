@@ -1,11 +1,13 @@
-//! Where a batch-1 decode step's time goes, op by op, against this
-//! machine's memory-bandwidth roof: each linear layer class with both
-//! batch-1 kernels (gemm and the register kernel, the candidates of
-//! `kernels: auto`), attention over the KV cache, and the whole step.
+//! Where a decode step's time goes, op by op, against this machine's
+//! memory-bandwidth roof: each linear layer class with both kernels of
+//! the step's batch size (gemm and the register kernel, the candidates of
+//! `kernels: auto`: [`em_candle::gemv::panel`] at batch 1,
+//! [`em_candle::gemv::rows`] up to 16 rows), attention over the KV cache,
+//! and the whole step.
 //!
 //! ```text
 //! cargo run --release -p em-candle --example decode_ops -- \
-//!     [--threads 2] [--reps 9] [--context 128] [--roof-gb-s X]
+//!     [--threads 2] [--reps 9] [--context 128] [--batch 1] [--roof-gb-s X]
 //! ```
 //!
 //! GPT-2 124M shapes, f32, random weights built in memory (nothing is
@@ -33,6 +35,7 @@ struct Args {
     threads: usize,
     reps: usize,
     context: usize,
+    batch: usize,
     roof: Option<f64>,
 }
 
@@ -41,6 +44,7 @@ fn parse_args() -> Result<Args, String> {
         threads: 2,
         reps: 9,
         context: 128,
+        batch: 1,
         roof: None,
     };
     let mut it = std::env::args().skip(1);
@@ -52,6 +56,7 @@ fn parse_args() -> Result<Args, String> {
             "--reps" => a.reps = (num(val()?)? as usize).max(1),
             "--context" => a.context = (num(val()?)? as usize).max(1),
             "--roof-gb-s" => a.roof = Some(num(val()?)?),
+            "--batch" => a.batch = (num(val()?)? as usize).clamp(1, em_candle::gemv::ROWS),
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -124,8 +129,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     println!(
-        "{cpu}, {} threads; roof {:.1} GB/s read ({}); GPT-2 124M f32, batch 1, context {}",
-        a.threads, roof.0, roof.1, a.context
+        "{cpu}, {} threads; roof {:.1} GB/s read ({}); GPT-2 124M f32, batch {}, context {}",
+        a.threads, roof.0, roof.1, a.batch, a.context
     );
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(a.threads)
@@ -136,7 +141,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pct = |gb: f64| 100.0 * gb / roof.0;
     println!(
         "{:<26} {:>8} | {:>9} {:>7} {:>6} | {:>9} {:>7} {:>6}",
-        "op (calls per step)", "MB/call", "gemm us", "GB/s", "%roof", "gemv us", "GB/s", "%roof"
+        "op (calls per step)", "MB/call", "gemm us", "GB/s", "%roof", "regs us", "GB/s", "%roof"
     );
     let ticks0 = cpu_ticks();
     let wall0 = Instant::now();
@@ -151,7 +156,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let weights: Vec<Weight> = (0..count)
             .map(|_| Weight::new(&Tensor::randn(0f32, 0.02, (k, n), &dev)?))
             .collect::<candle_core::Result<_>>()?;
-        let x = Tensor::randn(0f32, 1.0, (1, k), &dev)?;
+        let x = Tensor::randn(0f32, 1.0, (a.batch, k), &dev)?;
         let mb = (k * n * 4) as f64 / 1e6;
         let mut row = format!("{:<26} {mb:>8.2}", format!("{name} {k}x{n} ({count})"));
         for gemv in [false, true] {
@@ -160,6 +165,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .map(|w| {
                     let mut w = w.clone();
                     w.set_gemv(gemv);
+                    w.set_rows(gemv);
                     w
                 })
                 .collect();
@@ -181,6 +187,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
             .collect::<candle_core::Result<_>>()?;
         let q = Tensor::randn(0f32, 1.0, (1, heads, 1, d), &dev)?;
+        // (one sequence's attention: a batch runs one per sequence)
         let sweep = || -> candle_core::Result<f64> {
             let t = Instant::now();
             for (kt, v) in &caches {
@@ -218,32 +225,41 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut logits = Vec::new();
         let prompt: Vec<u32> = (0..a.context as u32).map(|i| i * 7 % 50000).collect();
         let mut times = Vec::new();
+        let n = a.batch as u64;
         for r in 0..a.reps as u64 {
-            b.prefill(&[(r, &prompt)], &mut logits)?;
+            let ids: Vec<u64> = (r * n..(r + 1) * n).collect();
+            let prompts: Vec<(u64, &[u32])> = ids.iter().map(|&i| (i, &prompt[..])).collect();
+            b.prefill(&prompts, &mut logits)?;
             for s in 0..16u32 {
+                let step: Vec<(u64, u32)> = ids.iter().map(|&i| (i, s * 13 + 1)).collect();
                 let t = Instant::now();
-                b.decode(&[(r, s * 13 + 1)], &mut logits)?;
+                b.decode(&step, &mut logits)?;
                 times.push(t.elapsed().as_secs_f64());
             }
-            b.free(r);
+            ids.iter().for_each(|&i| b.free(i));
         }
         let step = median(&mut times);
-        let kv = (2 * layers * h * (a.context + 8) * 4) as f64;
+        let kv = (a.batch * 2 * layers * h * (a.context + 8) * 4) as f64;
         let gb = (bytes + kv) / step / 1e9;
         let chosen = plan.describe();
+        let (key, ours) = if a.batch == 1 {
+            ("kernel", "gemv")
+        } else {
+            ("small_batch_kernel", "rows")
+        };
         let n_gemv = chosen["shapes"]
             .as_array()
-            .map_or(0, |s| s.iter().filter(|c| c["kernel"] == "gemv").count());
+            .map_or(0, |s| s.iter().filter(|c| c[key] == ours).count());
         let n_all = chosen["shapes"].as_array().map_or(0, |s| s.len());
         let note = if mode == Batch1::Auto {
-            format!(" [{}: gemv on {n_gemv} of {n_all} shapes]", chosen["by"])
+            format!(" [{}: {ours} on {n_gemv} of {n_all} shapes]", chosen["by"])
         } else {
             String::new()
         };
         println!(
             "step, kernels {label:<13} {:>8.1} ms  {:>6.1} tok/s  {gb:>6.1} GB/s  {:>4.0}% of roof{note}",
             step * 1e3,
-            1.0 / step,
+            a.batch as f64 / step,
             pct(gb)
         );
     }

@@ -1,5 +1,6 @@
-//! `kernels: auto` (the default): each linear layer's batch-1 kernel
-//! chosen by measurement on this machine, not by assumption.
+//! `kernels: auto` (the default): each linear layer's batch-1 and
+//! small-batch kernels chosen by measurement on this machine, not by
+//! assumption.
 //!
 //! A batch-1 decode step is one matrix–vector product per weight, and
 //! which kernel streams a weight at DRAM speed depends on the CPU: gemm
@@ -8,17 +9,26 @@
 //! this engine was first tuned on hid that loop (issue 17). The candidates
 //! for each f32 panel-major weight are gemm and [`crate::gemv`]'s register
 //! kernel; both compute the same sums on the same layout, so the choice
-//! changes speed only. Larger batches (prefill, batched decode) always use
-//! gemm's micro-kernels.
+//! changes speed only.
+//!
+//! Batched decode (2 to [`crate::gemv::ROWS`] rows) has its own pair:
+//! gemm and [`crate::gemv::rows`]. gemm walks a panel in 16-column slivers
+//! straight from memory and waited on DRAM at batch 8 on an AMD EPYC (four
+//! times its batch-1 time). The pair is timed at 8 rows, the matrices'
+//! batched-decode size and the middle of the range, and the winner serves
+//! the whole range: one more measurement per shape instead of one per
+//! batch size, at the risk that the order flips at 2 or 16 rows on some
+//! CPU (on the EPYC the register kernel won from 2 to 16). Prefill (more
+//! than `ROWS` rows) always uses gemm's micro-kernels.
 //!
 //! How a shape is timed: on the weight itself, inside the model's own
-//! thread pool, with a random input row; two warm-up calls each, then
+//! thread pool, with random input rows; two warm-up calls each, then
 //! [`RUNS`] rounds that alternate the two kernels (so drift from a busy
 //! neighbour hits both), each call preceded by a read of twice the
 //! last-level cache, so the weight comes from memory as it does in a
 //! decode step that streams the whole model. The median per kernel
-//! decides; a tie keeps gemm. About 0.1–0.3 s per distinct shape (GPT-2
-//! has five: 0.7–0.9 s of a first load here), once per machine. The
+//! decides; a tie keeps gemm. About 0.2–0.6 s per distinct shape, both
+//! pairs (GPT-2 has five), once per machine. The
 //! eviction buffer is freed before the load returns, and the harness
 //! resets the peak-RSS mark after loading, so neither a cell's load
 //! memory nor its peak includes it.
@@ -43,16 +53,20 @@ use std::time::Instant;
 pub const RUNS: usize = 7;
 
 /// Bumped when a candidate kernel changes, so cached choices are redone.
-const KERNELS_REV: u32 = 1;
+const KERNELS_REV: u32 = 2;
+
+/// Rows of the input the small-batch pair is timed at.
+pub const SMALL_BATCH: usize = 8;
 
 /// Which kernel runs batch-1 products on f32 panel weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Batch1 {
     /// Measured per shape (cached per machine).
     Auto,
-    /// gemm 0.19's matrix–vector path (the engine's kernel before `auto`).
+    /// gemm 0.19 at every batch (the engine's kernels before `auto`).
     Gemm,
-    /// [`crate::gemv`]'s register kernel.
+    /// [`crate::gemv`]'s register kernels: [`crate::gemv::panel`] at
+    /// batch 1, [`crate::gemv::rows`] up to [`crate::gemv::ROWS`] rows.
     Gemv,
 }
 
@@ -69,6 +83,12 @@ pub struct Choice {
     /// when an option forced the kernel).
     pub gemv_us: Option<f64>,
     pub gemm_us: Option<f64>,
+    /// `rows` or `gemm`: the kernel of 2..=[`crate::gemv::ROWS`]-row
+    /// products.
+    pub small_kernel: String,
+    /// Median microseconds of one cold-cache call at [`SMALL_BATCH`] rows.
+    pub rows_us: Option<f64>,
+    pub gemm_small_us: Option<f64>,
     /// Whether this load measured it (`false`: read from the cache).
     #[serde(skip)]
     pub measured_now: bool,
@@ -104,11 +124,12 @@ pub fn without_plan<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
-/// Whether `w`'s batch-1 products should use the register kernel, by the
-/// current thread's plan. Called by [`Weight::new`] for f32 panels.
-pub(crate) fn batch1_gemv(w: &Weight) -> Result<bool> {
+/// Whether `w`'s batch-1 and small-batch products should use the
+/// register kernels (`(gemv, rows)`), by the current thread's plan.
+/// Called by [`Weight::new`] for f32 panels.
+pub(crate) fn register_kernels(w: &Weight) -> Result<(bool, bool)> {
     match PLAN.with(|p| p.borrow().clone()) {
-        None => Ok(false),
+        None => Ok((false, false)),
         Some(plan) => plan.choose(w),
     }
 }
@@ -136,66 +157,89 @@ impl Plan {
         })
     }
 
-    fn choose(&self, w: &Weight) -> Result<bool> {
+    fn choose(&self, w: &Weight) -> Result<(bool, bool)> {
         let Weight::Panels { k, n, .. } = *w else {
-            return Ok(false);
+            return Ok((false, false));
         };
         let known = |c: &&Choice| c.k == k && c.n == n;
         let made = self.made.lock().map_err(|_| poisoned())?;
         if let Some(c) = made.iter().find(known) {
-            return Ok(c.kernel == "gemv");
+            return Ok(c.registers());
         }
         drop(made);
-        let forced = |kernel: &str| Choice {
+        let forced = |kernel: &str, small: &str| Choice {
             k,
             n,
             kernel: kernel.into(),
             gemv_us: None,
             gemm_us: None,
+            small_kernel: small.into(),
+            rows_us: None,
+            gemm_small_us: None,
             measured_now: false,
         };
         let choice = match (self.mode, self.cached.iter().find(known)) {
-            (Batch1::Gemm, _) => forced("gemm"),
-            (Batch1::Gemv, _) => forced("gemv"),
+            (Batch1::Gemm, _) => forced("gemm", "gemm"),
+            (Batch1::Gemv, _) => forced("gemv", "rows"),
             (Batch1::Auto, Some(c)) => c.clone(),
             (Batch1::Auto, None) => self.measure(w, k, n)?,
         };
-        let gemv = choice.kernel == "gemv";
+        let chosen = choice.registers();
         self.made.lock().map_err(|_| poisoned())?.push(choice);
-        Ok(gemv)
+        Ok(chosen)
     }
 
-    /// Times both kernels on `w` (see the module docs).
+    /// Times both pairs on `w` (see the module docs).
     fn measure(&self, w: &Weight, k: usize, n: usize) -> Result<Choice> {
-        let x = Tensor::randn(0f32, 1.0, (1, k), &Device::Cpu)?;
-        let (mut a, mut b) = (w.clone(), w.clone());
-        a.set_gemv(true);
-        b.set_gemv(false);
-        for _ in 0..2 {
-            a.matmul(&x)?;
-            b.matmul(&x)?;
-        }
-        let (mut gemv, mut gemm) = (Vec::with_capacity(RUNS), Vec::with_capacity(RUNS));
-        for round in 0..RUNS {
-            // alternate which goes first, so neither always follows the other
-            let order = if round % 2 == 0 { [&a, &b] } else { [&b, &a] };
-            for wt in order {
-                self.evict_caches()?;
-                let t = Instant::now();
-                drop(wt.matmul(&x)?);
-                let us = t.elapsed().as_secs_f64() * 1e6;
-                if wt.gemv() { &mut gemv } else { &mut gemm }.push(us);
-            }
-        }
-        let (gemv_us, gemm_us) = (median(&mut gemv), median(&mut gemm));
+        let (mut gemv, mut gemm) = (w.clone(), w.clone());
+        gemv.set_gemv(true);
+        gemm.set_gemv(false);
+        let (gemv_us, gemm_us) = self.time_pair(&gemv, &gemm, 1, k)?;
+        let (mut rows, mut gemm) = (w.clone(), w.clone());
+        rows.set_rows(true);
+        gemm.set_rows(false);
+        let (rows_us, gemm_small_us) = self.time_pair(&rows, &gemm, SMALL_BATCH, k)?;
+        let pick = |ours: f64, theirs: f64, name: &str| {
+            if ours < theirs { name } else { "gemm" }.to_string()
+        };
         Ok(Choice {
             k,
             n,
-            kernel: if gemv_us < gemm_us { "gemv" } else { "gemm" }.into(),
+            kernel: pick(gemv_us, gemm_us, "gemv"),
             gemv_us: Some(gemv_us),
             gemm_us: Some(gemm_us),
+            small_kernel: pick(rows_us, gemm_small_us, "rows"),
+            rows_us: Some(rows_us),
+            gemm_small_us: Some(gemm_small_us),
             measured_now: true,
         })
+    }
+
+    /// Median microseconds of `ours` and `theirs` on an `m`-row input,
+    /// alternated over [`RUNS`] rounds with the caches evicted before each
+    /// call.
+    fn time_pair(&self, ours: &Weight, theirs: &Weight, m: usize, k: usize) -> Result<(f64, f64)> {
+        let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)?;
+        for _ in 0..2 {
+            ours.matmul(&x)?;
+            theirs.matmul(&x)?;
+        }
+        let (mut a, mut b) = (Vec::with_capacity(RUNS), Vec::with_capacity(RUNS));
+        for round in 0..RUNS {
+            // alternate which goes first, so neither always follows the other
+            let order = if round % 2 == 0 {
+                [(ours, &mut a), (theirs, &mut b)]
+            } else {
+                [(theirs, &mut b), (ours, &mut a)]
+            };
+            for (w, times) in order {
+                self.evict_caches()?;
+                let t = Instant::now();
+                drop(w.matmul(&x)?);
+                times.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        Ok((median(&mut a), median(&mut b)))
     }
 
     /// Reads a buffer of twice the last-level cache.
@@ -247,7 +291,7 @@ impl Plan {
         let made = self.made.lock().map(|m| m.clone()).unwrap_or_default();
         let by = match self.mode {
             Batch1::Gemm => "forced: kernels fused (gemm)",
-            Batch1::Gemv => "forced: kernels gemv",
+            Batch1::Gemv => "forced: kernels gemv (register kernels)",
             Batch1::Auto if made.iter().any(|c| c.measured_now) => "auto: measured at load",
             Batch1::Auto => "auto: measured earlier on this machine (cached)",
         };
@@ -257,10 +301,20 @@ impl Plan {
                 serde_json::json!({
                     "k": c.k, "n": c.n, "kernel": c.kernel,
                     "gemv_us": c.gemv_us, "gemm_us": c.gemm_us,
+                    "small_batch_kernel": c.small_kernel,
+                    "rows_us": c.rows_us, "gemm_small_us": c.gemm_small_us,
                 })
             })
             .collect();
         serde_json::json!({ "by": by, "shapes": shapes })
+    }
+}
+
+impl Choice {
+    /// `(gemv, rows)`: whether batch-1 and small-batch products use the
+    /// register kernels.
+    fn registers(&self) -> (bool, bool) {
+        (self.kernel == "gemv", self.small_kernel == "rows")
     }
 }
 
@@ -341,12 +395,13 @@ mod tests {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 1.0, (96, 200), &dev)?;
         // no plan: gemm, as before
-        assert!(!Weight::new(&w)?.gemv());
+        assert!(!Weight::new(&w)?.gemv() && !Weight::new(&w)?.rows());
         let file = private_cache("policy");
         for (mode, want) in [(Batch1::Gemv, true), (Batch1::Gemm, false)] {
             let plan = Plan::with_cache(mode, file.clone());
             set_plan(Some(plan.clone()));
-            assert_eq!(Weight::new(&w)?.gemv(), want);
+            let built = Weight::new(&w)?;
+            assert_eq!((built.gemv(), built.rows()), (want, want));
             set_plan(None);
             assert!(plan.describe()["by"]
                 .as_str()
@@ -368,9 +423,16 @@ mod tests {
         let (v, m) = (c.gemv_us.unwrap(), c.gemm_us.unwrap());
         assert!(v > 0.0 && m > 0.0);
         assert_eq!(c.kernel == "gemv", v < m);
+        let (r, g) = (c.rows_us.unwrap(), c.gemm_small_us.unwrap());
+        assert!(r > 0.0 && g > 0.0);
+        assert_eq!(c.small_kernel == "rows", r < g);
         let d = plan.describe();
         assert_eq!(d["by"], "auto: measured at load");
         assert_eq!(d["shapes"][0]["kernel"], c.kernel.as_str());
+        assert_eq!(
+            d["shapes"][0]["small_batch_kernel"],
+            c.small_kernel.as_str()
+        );
         // finishing caches it; the next load reads it and measures nothing
         plan.finish();
         assert!(plan.flush.lock().unwrap().is_none(), "buffer freed");
@@ -398,12 +460,18 @@ mod tests {
                 kernel: kernel.into(),
                 gemv_us: Some(1.0),
                 gemm_us: Some(2.0),
+                small_kernel: if kernel == "gemv" { "gemm" } else { "rows" }.into(),
+                rows_us: Some(2.0),
+                gemm_small_us: Some(1.0),
                 measured_now: false,
             };
             std::fs::write(&file, serde_json::to_string(&[c]).unwrap()).unwrap();
             let plan = Plan::with_cache(Batch1::Auto, file.clone());
             set_plan(Some(plan.clone()));
-            assert_eq!(Weight::new(&w)?.gemv(), kernel == "gemv");
+            let built = Weight::new(&w)?;
+            // the two choices are independent
+            assert_eq!(built.gemv(), kernel == "gemv");
+            assert_eq!(built.rows(), kernel == "gemm");
             set_plan(None);
             let _ = std::fs::remove_file(&file);
         }

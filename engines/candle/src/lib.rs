@@ -50,11 +50,11 @@
 //!   `cuda` feature;
 //! * `kernels`: `auto` (default), `fused`, `gemv` or `stock`. The first
 //!   three run panel-major weights and the fused CPU kernels of [`ops`];
-//!   they differ in the batch-1 product of f32 weights (one decode step of
-//!   one sequence): `auto` times gemm against [`gemv`]'s register kernel
-//!   on each weight shape at load and keeps the faster, cached per machine
-//!   ([`autotune`]); `fused` always uses gemm (the kernel before `auto`);
-//!   `gemv` always the register kernel. `stock` is candle's own ops only,
+//!   they differ in the batch-1 and small-batch (2 to 16 rows: batched
+//!   decode) products of f32 weights: `auto` times gemm against [`gemv`]'s
+//!   register kernels on each weight shape at load and keeps the faster
+//!   of each pair, cached per machine ([`autotune`]); `fused` always uses
+//!   gemm (the kernels before `auto`); `gemv` always the register kernels. `stock` is candle's own ops only,
 //!   to measure out-of-the-box candle: a reference, not a candidate of
 //!   `auto`, as its matmul is gemm's on the plain `[k, n]` layout that the
 //!   panels beat (see [`matmul`]). The choice is thread-local state set on
@@ -134,8 +134,9 @@ pub struct CandleOptions {
     /// `cpu`, `cuda` or `cuda:N`; default `cpu`.
     pub device: Option<String>,
     /// `auto` (default): panel-major weights and this crate's fused CPU
-    /// kernels, each shape's batch-1 kernel measured; `fused`: the same
-    /// with gemm at batch 1; `gemv`: with the register kernel at batch 1;
+    /// kernels, each shape's batch-1 and small-batch kernels measured;
+    /// `fused`: the same with gemm at every batch; `gemv`: with the register
+    /// kernels up to 16 rows;
     /// `stock`: candle's own ops only (`Tensor::matmul`, `broadcast_add`,
     /// `gelu`, softmax, `slice_set`), to measure out-of-the-box candle.
     pub kernels: Option<String>,
@@ -234,8 +235,8 @@ fn tunables() -> Vec<engine_api::tunable::Tunable> {
         "kernels",
         &["auto", "fused", "gemv", "stock"],
         "auto",
-        "fused CPU kernels with the batch-1 product measured (auto), gemm (fused) or the \
-         register kernel (gemv), or candle's stock ops",
+        "fused CPU kernels with the batch-1 and small-batch products measured (auto), gemm \
+         (fused) or the register kernels (gemv), or candle's stock ops",
     ));
     let dtypes: Vec<&str> = [DType::F32, DType::F16, DType::BF16]
         .into_iter()

@@ -23,6 +23,13 @@
 //! 3. **Parallelism follows the pool we run in** (`rayon::current_num_threads`),
 //!    not an environment variable, so `threads: 1` really is one thread.
 //!
+//! 4. **Small products can skip gemm.** At 1 row ([`crate::gemv::panel`])
+//!    and at 2–16 rows ([`crate::gemv::rows`]) register kernels of our own
+//!    run on the same panels when [`crate::autotune`] measured them
+//!    faster for the weight's shape: the m = 8 figures above were not
+//!    reproducible on 2026-12-07 (the same code took 5x the time, gemm's
+//!    micro-kernel waiting on its 16-column slivers from DRAM).
+//!
 //! Other operands (attention fallbacks) go through [`matmul`], which passes
 //! strides to gemm as they are (a `narrow`ed KV-cache view needs no copy).
 //!
@@ -68,11 +75,14 @@ pub enum Weight {
     /// `[ceil(n / PANEL), k, PANEL]`, zero-padded; CPU, gemm dtypes.
     /// `gemv`: batch-1 products (`m = 1`, f32) run [`crate::gemv`]'s
     /// register kernel instead of gemm (chosen by [`crate::autotune`]).
+    /// `rows`: products of 2..=[`crate::gemv::ROWS`] rows (f32) run
+    /// [`crate::gemv::rows`] instead of gemm.
     Panels {
         panels: Tensor,
         k: usize,
         n: usize,
         gemv: bool,
+        rows: bool,
     },
     /// `[k, n]` as stored; other devices and dtypes.
     Dense(Tensor),
@@ -96,10 +106,12 @@ impl Weight {
             k,
             n,
             gemv: false,
+            rows: false,
         };
         if w.dtype() == DType::F32 {
-            let gemv = crate::autotune::batch1_gemv(&weight)?;
+            let (gemv, rows) = crate::autotune::register_kernels(&weight)?;
             weight.set_gemv(gemv);
+            weight.set_rows(rows);
         }
         Ok(weight)
     }
@@ -115,6 +127,20 @@ impl Weight {
     /// Whether batch-1 f32 products use the register kernel.
     pub fn gemv(&self) -> bool {
         matches!(self, Weight::Panels { gemv: true, .. })
+    }
+
+    /// Makes f32 products of 2..=[`crate::gemv::ROWS`] rows use the
+    /// small-batch register kernel (`true`) or gemm; no effect on dense
+    /// weights.
+    pub fn set_rows(&mut self, on: bool) {
+        if let Weight::Panels { rows, .. } = self {
+            *rows = on;
+        }
+    }
+
+    /// Whether small-batch f32 products use the register kernel.
+    pub fn rows(&self) -> bool {
+        matches!(self, Weight::Panels { rows: true, .. })
     }
 
     /// `(k, n)`.
@@ -139,12 +165,21 @@ impl Weight {
         match self {
             Weight::Dense(w) => x.matmul(w),
             Weight::Panels {
-                panels, n, gemv, ..
+                panels,
+                n,
+                gemv,
+                rows,
+                ..
             } => {
                 if x.dtype() != panels.dtype() || !x.device().is_cpu() {
                     candle_core::bail!("panel matmul: x is {:?} on {:?}", x.dtype(), x.device())
                 }
-                x.apply_op2_no_bwd(panels, &PanelMatmul { n: *n, gemv: *gemv })
+                let op = PanelMatmul {
+                    n: *n,
+                    gemv: *gemv,
+                    rows: *rows,
+                };
+                x.apply_op2_no_bwd(panels, &op)
             }
         }
     }
@@ -171,6 +206,7 @@ impl Weight {
 struct PanelMatmul {
     n: usize,
     gemv: bool,
+    rows: bool,
 }
 
 impl PanelMatmul {
@@ -213,8 +249,38 @@ impl PanelMatmul {
                 )
             }
         });
+        // The small-batch register kernel: f32, 2..=ROWS rows.
+        let rows = (self.rows && (2..=crate::gemv::ROWS).contains(&m) && T::DTYPE == DType::F32)
+            .then(|| {
+                // SAFETY: T is f32, as above.
+                unsafe {
+                    (
+                        std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()),
+                        std::slice::from_raw_parts(p.as_ptr().cast::<f32>(), p.len()),
+                    )
+                }
+            });
         let panel = |i: usize| {
             let cols = PANEL.min(n - i * PANEL);
+            if let Some((x, p)) = rows {
+                let pi = &p[i * k * PANEL..(i + 1) * k * PANEL];
+                // SAFETY: x reaches at most `x_end` (checked); the writes
+                // are columns i*PANEL .. i*PANEL + cols of each of the m
+                // rows of the m x n `out`, disjoint between panels; T is f32.
+                unsafe {
+                    crate::gemv::rows_to(
+                        &x[xo..],
+                        (xs[0], xs[1]),
+                        m,
+                        pi,
+                        k,
+                        dst.get().add(i * PANEL).cast::<f32>(),
+                        n,
+                        cols,
+                    )
+                };
+                return;
+            }
             if let Some((x, p)) = gemv {
                 // SAFETY: columns i*PANEL .. i*PANEL + cols of the single
                 // output row, disjoint between panels; T is f32.
@@ -539,6 +605,9 @@ mod tests {
             (1, 7, 45),
             (2, 33, 200),
             (5, 16, 64),
+            (8, 150, 130),
+            (16, 70, 100),
+            (17, 9, 64),
             (40, 24, 130),
             (1, 64, 1),
         ] {
@@ -547,10 +616,12 @@ mod tests {
             let mut pw = Weight::new(&w)?;
             assert!(matches!(pw, Weight::Panels { .. }));
             assert_eq!(pw.dims(), (k, n));
-            // gemm, then the batch-1 register kernel (used at m = 1 only)
+            // gemm, then the register kernels (batch 1: gemv; 2..=16
+            // rows: rows; gemm above)
             for gemv in [false, true] {
                 pw.set_gemv(gemv);
-                assert_eq!(pw.gemv(), gemv);
+                pw.set_rows(gemv);
+                assert_eq!((pw.gemv(), pw.rows()), (gemv, gemv));
                 let want = x.matmul(&w)?;
                 assert!(close(&pw.matmul(&x)?, &want) < 1e-4, "{m}x{k}x{n}");
                 assert!(close(&pool.install(|| pw.matmul(&x))?, &want) < 1e-4);

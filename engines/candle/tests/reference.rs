@@ -142,11 +142,12 @@ fn exact_gelu_activation_matches_reference() {
     );
 }
 
-/// Every batch-1 kernel (gemm, the register kernel, and `auto`'s measured
-/// choice) gives the reference's logits at each decode step, and the
-/// model says which kernel each shape runs.
+/// Every decode kernel (gemm, the register kernels, and `auto`'s measured
+/// choices) gives the reference's logits at each decode step, of one
+/// sequence and of three decoded together, and the model says which
+/// kernels each shape runs.
 #[test]
-fn every_batch1_kernel_matches_the_reference_in_decode() {
+fn every_decode_kernel_matches_the_reference_at_batch_1_and_3() {
     use engine_kit::{Backend, Kernels};
     let (dir, cfg, w) = tiny_checkpoint(11);
     let mut rng = Rng::new(12);
@@ -162,6 +163,22 @@ fn every_batch1_kernel_matches_the_reference_in_decode() {
             b.decode(&[(1, t)], &mut logits).unwrap();
             let d = max_abs_diff(&logits, &want[i]);
             assert!(d < 1e-4, "{kernels} decode step {i}: max abs diff {d}");
+        }
+        // batched decode (the small-batch kernels): three sequences
+        let v = cfg.vocab_size;
+        let seqs: Vec<Vec<u32>> = (0..3)
+            .map(|_| (0..10).map(|_| rng.token(v)).collect())
+            .collect();
+        let wants: Vec<_> = seqs.iter().map(|s| reference_logits(&cfg, &w, s)).collect();
+        let prompts: Vec<(u64, &[u32])> = (0..3).map(|j| (10 + j as u64, &seqs[j][..3])).collect();
+        b.prefill(&prompts, &mut logits).unwrap();
+        for i in 3..10 {
+            let step: Vec<(u64, u32)> = (0..3).map(|j| (10 + j as u64, seqs[j][i])).collect();
+            b.decode(&step, &mut logits).unwrap();
+            for (j, want) in wants.iter().enumerate() {
+                let d = max_abs_diff(&logits[j * v..(j + 1) * v], &want[i]);
+                assert!(d < 1e-4, "{kernels} batch-3 step {i} seq {j}: {d}");
+            }
         }
         let described: serde_json::Value = serde_json::from_str(&b.kernels().describe()).unwrap();
         let ran = &described["kernels"];
@@ -179,9 +196,16 @@ fn every_batch1_kernel_matches_the_reference_in_decode() {
         .into();
         assert_eq!(shapes.len(), distinct.len(), "{kernels}: {ran}");
         let all = |k: &str| shapes.iter().all(|s| s["kernel"] == k);
+        let all_small = |k: &str| shapes.iter().all(|s| s["small_batch_kernel"] == k);
         match kernels {
-            "fused" => assert!(by.starts_with("forced") && all("gemm"), "{ran}"),
-            "gemv" => assert!(by.starts_with("forced") && all("gemv"), "{ran}"),
+            "fused" => assert!(
+                by.starts_with("forced") && all("gemm") && all_small("gemm"),
+                "{ran}"
+            ),
+            "gemv" => assert!(
+                by.starts_with("forced") && all("gemv") && all_small("rows"),
+                "{ran}"
+            ),
             _ => {
                 assert!(by.starts_with("auto: measured"), "{ran}");
                 for s in &shapes {
@@ -192,6 +216,10 @@ fn every_batch1_kernel_matches_the_reference_in_decode() {
                     );
                     let faster = if v < m { "gemv" } else { "gemm" };
                     assert_eq!(s["kernel"], faster, "{s}");
+                    let (r, g) = (s["rows_us"].as_f64(), s["gemm_small_us"].as_f64());
+                    assert!(r.is_some_and(|r| r > 0.0) && g.is_some_and(|g| g > 0.0));
+                    let faster = if r < g { "rows" } else { "gemm" };
+                    assert_eq!(s["small_batch_kernel"], faster, "{s}");
                 }
             }
         }
