@@ -1,7 +1,11 @@
 //! Times one prefill and greedy decode steps of the torch engine directly
 //! through the backend (no host), to see where its time goes:
 //!
-//!     cargo run --release -p em-torch --example torch_decode -- [THREADS] [BATCH] [gpt2|tiny] [onednn|addmm]
+//!     cargo run --release -p em-torch --example torch_decode -- [THREADS] [BATCH] [gpt2|tiny|DIR] [auto|onednn|addmm]
+//!
+//! `DIR` is a Hugging Face folder (for example the imported SmolLM2 under
+//! `~/.cache/engine-matrix/models/`), opened as a matrix cell opens it,
+//! with the architecture its `config.json` names.
 //!
 //! `ON_THREAD=1` runs the steps on a spawned thread, as engine_kit's
 //! scheduler does; with it, `OPEN_THERE=1` also loads the model on that
@@ -20,8 +24,16 @@ fn main() -> Result<(), Error> {
     let matmul = args
         .get(4)
         .map_or(String::new(), |m| format!(r#","matmul":"{m}""#));
-    let dir = engine_matrix_test_support::synthetic(config);
-    let spec = engine_matrix_test_support::spec(&dir);
+    let spec = if std::path::Path::new(config).is_dir() {
+        let dir = std::path::Path::new(config);
+        let text = std::fs::read_to_string(dir.join("config.json"))?;
+        let cfg: serde_json::Value = serde_json::from_str(&text)?;
+        let mut spec = engine_matrix_test_support::spec(dir);
+        spec.architecture = cfg["model_type"].as_str().unwrap_or("llama").into();
+        spec
+    } else {
+        engine_matrix_test_support::spec(&engine_matrix_test_support::synthetic(config))
+    };
     let opts = format!(r#"{{"threads":{threads}{matmul}}}"#);
     let open = move || em_torch::open(&spec, &opts);
     if std::env::var_os("ON_THREAD").is_none() {
@@ -43,7 +55,7 @@ fn main() -> Result<(), Error> {
 }
 
 fn run(mut m: TorchBackend, threads: usize, batch: u64) -> Result<(), Error> {
-    let prompt: Vec<u32> = (0..128).map(|i| (i * 31 + 7) % 50000).collect();
+    let prompt: Vec<u32> = (0..128).map(|i| (i * 31 + 7) % 49000).collect();
     let seqs: Vec<(u64, &[u32])> = (0..batch).map(|i| (i, prompt.as_slice())).collect();
     for rep in 0..3 {
         let mut l = Vec::new();
