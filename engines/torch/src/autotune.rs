@@ -8,11 +8,16 @@
 //! and oneDNN 0.87x (issue 17's figures). So at load, for the model's own
 //! layer shapes, both kernels are timed at one row (batch-1 decode) and at
 //! eight (a decode batch), on random weights of those shapes, after a
-//! warm-up: the median of [`RUNS`] calls each. The kernel with the lower
-//! per-token total over the whole model wins: each shape's time counts as
-//! often as a token runs through it (the layers, the lm_head once). One
-//! kernel for the whole model, because GPT-2's lm_head shares its weight
-//! layout with the token embeddings.
+//! warm-up: the median of [`RUNS`] calls each. Each layer class (the five
+//! shapes: attention in and out, MLP in and out, lm_head) gets the kernel
+//! with the lower per-token time summed over the two batch sizes (batch 1
+//! and batch 8 weigh the same), so a model may mix kernels: oneDNN where
+//! MKL re-packs the weight at batch 8, MKL where its gemv streams faster
+//! at batch 1. A single kernel for the whole model, as before, lost to
+//! `matmul: onednn` by a quarter at batch 8 on SmolLM2 (210 against 160
+//! ms per step, 2026-12-07): its sum over the model was a coin toss
+//! between one kernel's batch-1 lead and the other's batch-8 lead. Every
+//! class still holds one copy of its weight, in its kernel's layout.
 //!
 //! The choice and its timings are cached per machine key, dtype, threads
 //! and shapes (`<cache>/kernels/torch-<key>.json`), as the host's roofline
@@ -20,7 +25,7 @@
 //! The model's `describe()` says which kernel runs and whether it was
 //! measured now, read from the cache, or forced by the option.
 
-use crate::linear::{Linear, MatMul};
+use crate::linear::{Kernels, Linear, MatMul};
 use engine_kit::fnv1a;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -37,26 +42,52 @@ pub struct Shape {
     pub per_token: u32,
 }
 
+/// One layer class's measurement and choice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShapeChoice {
+    pub inp: i64,
+    pub out: i64,
+    /// `onednn` or `addmm`.
+    pub kernel: String,
+    /// Per-token microseconds of this class (all its layers) at batch 1
+    /// and at batch 8, with each kernel.
+    pub onednn_us: (f64, f64),
+    pub addmm_us: (f64, f64),
+}
+
 /// The measured choice.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Choice {
-    /// `onednn` or `addmm`.
+    /// `onednn` or `addmm` when every class chose it, else `mixed`.
     pub kernel: String,
     /// Per-token microseconds of every linear layer at batch 1 and per
-    /// token at batch 8, per kernel.
+    /// token at batch 8, per kernel (the model on one kernel).
     pub us_per_token: Vec<(String, f64, f64)>,
+    /// Each class's choice, in the order of the shapes.
+    pub per_shape: Vec<ShapeChoice>,
     /// Whether this load measured it (`false`: read from the cache).
     #[serde(default)]
     pub measured_now: bool,
 }
 
+fn parse(kernel: &str) -> Option<MatMul> {
+    match kernel {
+        "onednn" => Some(MatMul::OneDnn),
+        "addmm" => Some(MatMul::Addmm),
+        _ => None,
+    }
+}
+
 impl Choice {
-    pub fn matmul(&self) -> MatMul {
-        if self.kernel == "addmm" {
-            MatMul::Addmm
-        } else {
-            MatMul::OneDnn
-        }
+    /// The kernel of each layer class (`None` when the choice does not
+    /// cover the five classes with known kernels).
+    pub fn kernels(&self) -> Option<Kernels> {
+        let k = self
+            .per_shape
+            .iter()
+            .map(|c| parse(&c.kernel))
+            .collect::<Option<Vec<_>>>()?;
+        Kernels::from_classes(&k)
     }
 }
 
@@ -90,26 +121,49 @@ fn time(linear: &Linear, inp: i64, rows: i64) -> tch::Result<f64> {
 /// threads).
 pub fn measure(shapes: &[Shape]) -> tch::Result<Choice> {
     let _g = tch::no_grad_guard();
-    let mut totals = Vec::new();
-    for m in [MatMul::OneDnn, MatMul::Addmm] {
-        let (mut one, mut eight) = (0.0, 0.0);
-        for s in shapes {
+    let mut per_shape = Vec::with_capacity(shapes.len());
+    for s in shapes {
+        let n = f64::from(s.per_token);
+        let mut us = [(0.0, 0.0); 2];
+        for (i, m) in [MatMul::OneDnn, MatMul::Addmm].into_iter().enumerate() {
             let w = Tensor::f_randn([s.out, s.inp], (Kind::Float, Device::Cpu))?;
             let l = Linear::from_out_in(w, None, m)?;
-            let n = f64::from(s.per_token);
-            one += n * time(&l, s.inp, 1)?;
-            eight += n * time(&l, s.inp, 8)? / 8.0;
+            us[i] = (n * time(&l, s.inp, 1)?, n * time(&l, s.inp, 8)? / 8.0);
         }
-        totals.push((name(m).to_string(), one, eight));
+        let [onednn_us, addmm_us] = us;
+        // a tie keeps oneDNN, the kernel of the fixed default
+        let kernel = if addmm_us.0 + addmm_us.1 < onednn_us.0 + onednn_us.1 {
+            "addmm"
+        } else {
+            "onednn"
+        };
+        per_shape.push(ShapeChoice {
+            inp: s.inp,
+            out: s.out,
+            kernel: kernel.into(),
+            onednn_us,
+            addmm_us,
+        });
     }
-    let best = totals
-        .iter()
-        .min_by(|a, b| (a.1 + a.2).total_cmp(&(b.1 + b.2)))
-        .map(|t| t.0.clone())
-        .unwrap_or_else(|| "onednn".into());
+    let total = |f: fn(&ShapeChoice) -> (f64, f64)| {
+        per_shape
+            .iter()
+            .map(f)
+            .fold((0.0, 0.0), |a, t| (a.0 + t.0, a.1 + t.1))
+    };
+    let (o, a) = (total(|c| c.onednn_us), total(|c| c.addmm_us));
+    let kernel = match per_shape.first() {
+        Some(f) if per_shape.iter().all(|c| c.kernel == f.kernel) => f.kernel.clone(),
+        Some(_) => "mixed".into(),
+        None => "onednn".into(),
+    };
     Ok(Choice {
-        kernel: best,
-        us_per_token: totals,
+        kernel,
+        us_per_token: vec![
+            (name(MatMul::OneDnn).into(), o.0, o.1),
+            (name(MatMul::Addmm).into(), a.0, a.1),
+        ],
+        per_shape,
         measured_now: true,
     })
 }
@@ -117,7 +171,7 @@ pub fn measure(shapes: &[Shape]) -> tch::Result<Choice> {
 /// The cache file of a choice for `shapes` on this machine with `threads`.
 pub fn cache_file(shapes: &[Shape], threads: usize) -> std::path::PathBuf {
     let id = format!(
-        "{}\n{threads}\n{}\n{shapes:?}",
+        "{}\n{threads}\n{}\n{shapes:?}\nper-class",
         engine_kit::machine_key(),
         crate::LIBTORCH_VERSION
     );
@@ -133,7 +187,7 @@ pub fn choose(shapes: &[Shape], threads: usize) -> tch::Result<Choice> {
     if let Some(c) = std::fs::read_to_string(&file)
         .ok()
         .and_then(|t| serde_json::from_str::<Choice>(&t).ok())
-        .filter(|c| c.kernel == "onednn" || c.kernel == "addmm")
+        .filter(|c| c.per_shape.len() == shapes.len() && c.kernels().is_some())
     {
         return Ok(Choice {
             measured_now: false,

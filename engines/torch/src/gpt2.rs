@@ -37,7 +37,7 @@ use tch::{Device, Kind, Tensor};
 pub type Result<T> = std::result::Result<T, tch::TchError>;
 
 pub use crate::kv::KvCache;
-pub use crate::linear::MatMul;
+pub use crate::linear::{Kernels, MatMul};
 
 struct Block {
     ln1: (Tensor, Tensor),
@@ -53,7 +53,7 @@ pub struct Gpt2 {
     cfg: Config,
     kind: Kind,
     device: Device,
-    matmul: MatMul,
+    kernels: Kernels,
     wte: Tensor,
     /// The tied lm_head, a copy of `wte` in its kernel's layout (154 MB for
     /// GPT-2 in f32). With `addmm`, `wte` transposed and contiguous,
@@ -80,10 +80,10 @@ impl Gpt2 {
         w: &dyn Weights,
         kind: Kind,
         device: Device,
-        matmul: MatMul,
+        kernels: Kernels,
     ) -> std::result::Result<Self, String> {
         let act = cfg.activation()?;
-        if matmul == MatMul::OneDnn && (kind != Kind::Float || device != Device::Cpu) {
+        if kernels.uses(MatMul::OneDnn) && (kind != Kind::Float || device != Device::Cpu) {
             return Err(format!(
                 "matmul onednn runs f32 on the CPU only (asked: {kind:?} on {device:?})"
             ));
@@ -97,24 +97,24 @@ impl Gpt2 {
         let pair = |p: &str| -> std::result::Result<(Tensor, Tensor), String> {
             Ok((load(&format!("{p}.weight"))?, load(&format!("{p}.bias"))?))
         };
-        let linear = |p: &str| -> std::result::Result<Linear, String> {
+        let linear = |p: &str, mm: MatMul| -> std::result::Result<Linear, String> {
             let (w, b) = pair(p)?;
-            Linear::from_in_out(w, Some(b), matmul).map_err(|e| format!("{p}.weight: {e}"))
+            Linear::from_in_out(w, Some(b), mm).map_err(|e| format!("{p}.weight: {e}"))
         };
         let mut blocks = Vec::with_capacity(cfg.n_layer);
         for l in 0..cfg.n_layer {
             let p = |s: &str| format!("h.{l}.{s}");
             blocks.push(Block {
                 ln1: pair(&p("ln_1"))?,
-                attn: linear(&p("attn.c_attn"))?,
-                proj: linear(&p("attn.c_proj"))?,
+                attn: linear(&p("attn.c_attn"), kernels.attn_in)?,
+                proj: linear(&p("attn.c_proj"), kernels.attn_out)?,
                 ln2: pair(&p("ln_2"))?,
-                fc: linear(&p("mlp.c_fc"))?,
-                fc2: linear(&p("mlp.c_proj"))?,
+                fc: linear(&p("mlp.c_fc"), kernels.mlp_in)?,
+                fc2: linear(&p("mlp.c_proj"), kernels.mlp_out)?,
             });
         }
         let wte = load("wte.weight")?;
-        let lm_head = match matmul {
+        let lm_head = match kernels.head {
             // the quantized kernels keep the tied lm_head in the model's
             // dtype (the embedding table it is), as llama.cpp keeps its
             // output layer at higher precision
@@ -128,7 +128,7 @@ impl Gpt2 {
             cfg: cfg.clone(),
             kind,
             device,
-            matmul,
+            kernels,
             wte,
             lm_head,
             wpe: load("wpe.weight")?,
@@ -150,8 +150,8 @@ impl Gpt2 {
         self.device
     }
 
-    pub fn matmul(&self) -> MatMul {
-        self.matmul
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
     }
 
     /// Bytes a decode step streams: all weights but `wte`, which is only
@@ -244,7 +244,7 @@ impl Gpt2 {
     /// (15.1 vs 23.0 ms, `--example ops`).
     fn head(&self, h: &Tensor) -> Result<Tensor> {
         let h = self.ln(h, &self.ln_f)?;
-        let logits = match self.matmul {
+        let logits = match self.kernels.head {
             MatMul::OneDnn => h
                 .f_contiguous()?
                 .f_to_mkldnn(None)?

@@ -38,9 +38,9 @@
 //!   intra-op (OpenMP) threads, `torch.set_num_threads`;
 //! * `device`: `cpu` (default), `cuda` or `cuda:N` when libtorch has CUDA;
 //! * `matmul`: the kernel of the linear layers, `auto` (the default for
-//!   f32 on the CPU: whichever of the two is faster for the model's
-//!   shapes on this machine, measured at load and cached, see
-//!   [`autotune`]), `onednn` (oneDNN's inner product on weights converted
+//!   f32 on the CPU: for each layer class, whichever of the two is
+//!   faster for its shape on this machine at batch 1 and 8, measured at
+//!   load and cached, see [`autotune`]), `onednn` (oneDNN's inner product on weights converted
 //!   once at load; f32 on CPU) or `addmm` (MKL through `addmm`, the call
 //!   PyTorch eager's `Conv1D` makes, on `[in, out]` weights —
 //!   `nn.Linear`'s `[out, in]` is transposed once at load; the only one
@@ -66,7 +66,7 @@ use engine_kit::checkpoint::Checkpoint;
 use engine_kit::{CacheBytes, Kernels, Limits, Sequences};
 use gpt2::Gpt2;
 use kv::KvCache;
-use linear::MatMul;
+use linear::{Kernels as LayerKernels, MatMul};
 use llama::Llama;
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -377,7 +377,7 @@ impl std::fmt::Debug for Net {
         f.debug_struct(name)
             .field("config", config)
             .field("kind", &self.kind())
-            .field("matmul", &self.matmul())
+            .field("kernels", &self.kernels())
             .finish()
     }
 }
@@ -397,10 +397,11 @@ impl Net {
         }
     }
 
-    pub fn matmul(&self) -> MatMul {
+    /// The kernel of each linear layer class.
+    pub fn kernels(&self) -> LayerKernels {
         match self {
-            Net::Gpt2(m) => m.matmul(),
-            Net::Llama(m) => m.matmul(),
+            Net::Gpt2(m) => m.kernels(),
+            Net::Llama(m) => m.kernels(),
         }
     }
 
@@ -509,6 +510,20 @@ pub fn autotune_shapes(dir: &std::path::Path) -> Vec<autotune::Shape> {
         .unwrap_or_default()
 }
 
+/// The kernel's name when every layer class has it, else `mixed`.
+fn kernels_name(k: LayerKernels) -> &'static str {
+    k.uniform().map_or("mixed", autotune_name)
+}
+
+/// Each layer class's kernel, by name.
+fn kernels_by_class(k: LayerKernels) -> serde_json::Value {
+    let [attn_in, attn_out, mlp_in, mlp_out, head] = k.classes().map(autotune_name);
+    serde_json::json!({
+        "attn_in": attn_in, "attn_out": attn_out,
+        "mlp_in": mlp_in, "mlp_out": mlp_out, "lm_head": head,
+    })
+}
+
 fn autotune_name(m: MatMul) -> &'static str {
     match m {
         MatMul::Addmm => "addmm",
@@ -571,7 +586,7 @@ impl TorchKernels {
         })?;
         let dir = PathBuf::from(spec.path.as_str());
         let cfg = engine_kit::arch::read_config(&dir, spec.architecture.as_str())?;
-        let (matmul, chosen_by) = match spec.quantization.as_str() {
+        let (kernels, chosen_by) = match spec.quantization.as_str() {
             "none" => {
                 let fixed = parse_matmul(opts.matmul.as_deref(), kind, device)?;
                 let auto = matches!(opts.matmul.as_deref(), None | Some("auto"));
@@ -580,26 +595,33 @@ impl TorchKernels {
                     set_threads(threads);
                     let c = autotune::choose(&shapes(&cfg), threads)
                         .map_err(torch_err("matmul auto-tuning"))?;
+                    let kernels = c.kernels().ok_or_else(|| {
+                        EngineError::runtime("matmul auto-tuning: not one kernel per layer class")
+                    })?;
                     let how = serde_json::json!({
                         "by": if c.measured_now { "auto: measured at load" } else { "auto: measured earlier on this machine (cached)" },
                         "us_per_token_batch1_batch8": c.us_per_token,
+                        "per_class": c.per_shape,
                     });
-                    (c.matmul(), how)
+                    (kernels, how)
                 } else if opts.matmul.is_some() && !auto {
-                    (fixed, serde_json::json!({"by": "the matmul option"}))
+                    (
+                        LayerKernels::all(fixed),
+                        serde_json::json!({"by": "the matmul option"}),
+                    )
                 } else {
                     (
-                        fixed,
+                        LayerKernels::all(fixed),
                         serde_json::json!({"by": "the only kernel for this dtype and device"}),
                     )
                 }
             }
             q => (
-                quantized_kernel(q, opts.matmul.as_deref(), device)?,
+                LayerKernels::all(quantized_kernel(q, opts.matmul.as_deref(), device)?),
                 serde_json::json!({"by": format!("quantization {q}")}),
             ),
         };
-        if matmul == MatMul::Int4 {
+        if kernels.uses(MatMul::Int4) {
             check_int4(&cfg)?;
         }
         let files = engine_kit::arch::weight_files(&dir)?;
@@ -607,15 +629,16 @@ impl TorchKernels {
         let model: Net = {
             let _g = tch::no_grad_guard();
             match &cfg {
-                ModelConfig::Gpt2(c) => Gpt2::new(c, &ck, kind, device, matmul).map(Net::from),
-                ModelConfig::Llama(c) => Llama::new(c, &ck, kind, device, matmul).map(Net::from),
+                ModelConfig::Gpt2(c) => Gpt2::new(c, &ck, kind, device, kernels).map(Net::from),
+                ModelConfig::Llama(c) => Llama::new(c, &ck, kind, device, kernels).map(Net::from),
             }
             .map_err(|why| EngineError::invalid_model(format!("{}: {why}", ck.path().display())))?
         };
         drop(ck);
         let mut k = Self::from_model(model, threads);
         k.described = serde_json::json!({
-            "matmul": autotune_name(matmul),
+            "matmul": kernels_name(kernels),
+            "kernels": kernels_by_class(kernels),
             "chosen": chosen_by,
             "streamed_weight_bytes": k.model.streamed_weight_bytes(),
         })
@@ -628,7 +651,7 @@ impl TorchKernels {
         let model = model.into();
         TorchKernels {
             weight_bytes: model.weight_bytes() as u64,
-            described: serde_json::json!({"matmul": autotune_name(model.matmul())}).to_string(),
+            described: serde_json::json!({"matmul": kernels_name(model.kernels())}).to_string(),
             model,
             threads,
         }

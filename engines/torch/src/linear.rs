@@ -57,6 +57,68 @@ pub enum MatMul {
     Int4,
 }
 
+/// The kernel of each class of linear layer, in the order `matmul: auto`
+/// times them: the attention's input and output projections, the MLP's
+/// input and output, and the lm_head. `auto` may mix kernels across
+/// classes; a `matmul` option or a quantization sets one for all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kernels {
+    pub attn_in: MatMul,
+    pub attn_out: MatMul,
+    pub mlp_in: MatMul,
+    pub mlp_out: MatMul,
+    pub head: MatMul,
+}
+
+impl Kernels {
+    /// One kernel for every class.
+    pub fn all(m: MatMul) -> Self {
+        Kernels {
+            attn_in: m,
+            attn_out: m,
+            mlp_in: m,
+            mlp_out: m,
+            head: m,
+        }
+    }
+
+    /// From the five classes in order (`None` for another count).
+    pub fn from_classes(k: &[MatMul]) -> Option<Self> {
+        match *k {
+            [attn_in, attn_out, mlp_in, mlp_out, head] => Some(Kernels {
+                attn_in,
+                attn_out,
+                mlp_in,
+                mlp_out,
+                head,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The five classes in order.
+    pub fn classes(&self) -> [MatMul; 5] {
+        [
+            self.attn_in,
+            self.attn_out,
+            self.mlp_in,
+            self.mlp_out,
+            self.head,
+        ]
+    }
+
+    /// The kernel when every class has the same one.
+    pub fn uniform(&self) -> Option<MatMul> {
+        let c = self.classes();
+        c.iter().all(|&k| k == c[0]).then_some(c[0])
+    }
+
+    /// Whether some class runs `m`.
+    pub fn uses(&self, m: MatMul) -> bool {
+        self.classes().contains(&m)
+    }
+}
+
 /// A linear layer `x: [N, in] -> [N, out]` with its weight in the layout
 /// its kernel wants, and an optional bias `[out]`.
 pub(crate) enum Linear {

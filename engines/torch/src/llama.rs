@@ -51,7 +51,7 @@
 
 use crate::gpt2::{Result, Weights};
 use crate::kv::KvCache;
-use crate::linear::{Linear, MatMul};
+use crate::linear::{Kernels, Linear, MatMul};
 use tch::{Device, Kind, Tensor};
 
 pub use engine_kit::llama::Config;
@@ -79,7 +79,7 @@ pub struct Llama {
     cfg: Config,
     kind: Kind,
     device: Device,
-    matmul: MatMul,
+    kernels: Kernels,
     /// `[vocab, hidden]`, the token lookup table (and, tied with `addmm`,
     /// the lm_head for several rows).
     embed: Tensor,
@@ -98,13 +98,13 @@ impl Llama {
         w: &dyn Weights,
         kind: Kind,
         device: Device,
-        matmul: MatMul,
+        kernels: Kernels,
     ) -> std::result::Result<Self, String> {
         cfg.validate()?;
         if let Some(why) = cfg.unsupported() {
             return Err(why);
         }
-        if matmul == MatMul::OneDnn && (kind != Kind::Float || device != Device::Cpu) {
+        if kernels.uses(MatMul::OneDnn) && (kind != Kind::Float || device != Device::Cpu) {
             return Err(format!(
                 "matmul onednn runs f32 on the CPU only (asked: {kind:?} on {device:?})"
             ));
@@ -116,7 +116,11 @@ impl Llama {
                 .map_err(|e| format!("{name}: {e}"))
         };
         // Several linears of the same input as one (outputs concatenated).
-        let fused = |p: &str, names: &[&str], bias: bool| -> std::result::Result<Linear, String> {
+        let fused = |p: &str,
+                     names: &[&str],
+                     bias: bool,
+                     matmul: MatMul|
+         -> std::result::Result<Linear, String> {
             let cat = |suffix: &str| -> std::result::Result<Tensor, String> {
                 let parts = names
                     .iter()
@@ -128,7 +132,7 @@ impl Llama {
             Linear::from_out_in(cat("weight")?, b, matmul)
                 .map_err(|e| format!("{p}.{}: {e}", names.join("|")))
         };
-        let linear = |p: &str, bias: bool| -> std::result::Result<Linear, String> {
+        let linear = |p: &str, bias: bool, matmul: MatMul| -> std::result::Result<Linear, String> {
             let b = if bias {
                 Some(load(&format!("{p}.bias"))?)
             } else {
@@ -146,26 +150,36 @@ impl Llama {
                     &format!("{p}.self_attn"),
                     &["q_proj", "k_proj", "v_proj"],
                     cfg.qkv_bias(),
+                    kernels.attn_in,
                 )?,
-                o: linear(&format!("{p}.self_attn.o_proj"), cfg.o_bias())?,
+                o: linear(
+                    &format!("{p}.self_attn.o_proj"),
+                    cfg.o_bias(),
+                    kernels.attn_out,
+                )?,
                 post_norm: load(&format!("{p}.post_attention_layernorm.weight"))?,
-                gate_up: fused(&format!("{p}.mlp"), &["gate_proj", "up_proj"], cfg.mlp_bias)?,
-                down: linear(&format!("{p}.mlp.down_proj"), cfg.mlp_bias)?,
+                gate_up: fused(
+                    &format!("{p}.mlp"),
+                    &["gate_proj", "up_proj"],
+                    cfg.mlp_bias,
+                    kernels.mlp_in,
+                )?,
+                down: linear(&format!("{p}.mlp.down_proj"), cfg.mlp_bias, kernels.mlp_out)?,
             });
         }
         let embed = load("model.embed_tokens.weight")?;
         let tied = cfg.tie_word_embeddings;
         let lm_head = if tied {
-            Linear::from_out_in(embed.shallow_clone(), None, matmul)
+            Linear::from_out_in(embed.shallow_clone(), None, kernels.head)
                 .map_err(|e| format!("lm_head (tied to model.embed_tokens.weight): {e}"))?
         } else {
-            linear("lm_head", false)?
+            linear("lm_head", false, kernels.head)?
         };
         Ok(Llama {
             cfg: cfg.clone(),
             kind,
             device,
-            matmul,
+            kernels,
             embed,
             lm_head,
             tied,
@@ -186,8 +200,8 @@ impl Llama {
         self.device
     }
 
-    pub fn matmul(&self) -> MatMul {
-        self.matmul
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
     }
 
     /// Bytes a decode step streams: all weights but the embedding table,
@@ -350,7 +364,7 @@ impl Llama {
     /// Final norm and lm_head on `h: [M, hidden]` → f32 `[M, vocab]`.
     fn head(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.rms(x, &self.norm)?;
-        let logits = match self.matmul {
+        let logits = match self.kernels.head {
             MatMul::Addmm if self.tied && h.size()[0] > 1 => {
                 self.embed.f_matmul(&h.f_tr()?)?.f_tr()?
             }

@@ -44,10 +44,10 @@ fn batched_decode_with_changing_sets_matches_candle() {
     }
 }
 
-/// f32 on the CPU defaults to oneDNN; both kernels hold the same weights.
-/// f32 on the CPU defaults to `auto`: the kernel measured faster for the
-/// model's shapes on this machine (then cached), which `describe()` names
-/// with the timings; an explicit option forces its kernel.
+/// f32 on the CPU defaults to `auto`: for each layer class, the kernel
+/// measured faster for its shape on this machine (then cached), which
+/// `describe()` names with the timings; an explicit option forces one
+/// kernel for all; every choice holds the same weights.
 #[test]
 fn matmul_defaults_to_the_kernel_measured_faster_here() {
     let dir = synthetic("tiny");
@@ -61,24 +61,45 @@ fn matmul_defaults_to_the_kernel_measured_faster_here() {
     let first = torch(&dir, r#"{"threads":3}"#);
     let d = desc(&first);
     let chosen = d["matmul"].as_str().unwrap().to_string();
-    assert!(chosen == "onednn" || chosen == "addmm", "{d}");
+    assert!(
+        ["onednn", "addmm", "mixed"].contains(&chosen.as_str()),
+        "{d}"
+    );
     assert_eq!(d["chosen"]["by"], "auto: measured at load", "{d}");
     let timings = d["chosen"]["us_per_token_batch1_batch8"]
         .as_array()
         .unwrap();
     assert_eq!(timings.len(), 2, "{d}");
-    // the winner is the kernel with the lower per-token total
-    let total = |t: &serde_json::Value| t[1].as_f64().unwrap() + t[2].as_f64().unwrap();
-    let best = timings
-        .iter()
-        .min_by(|a, b| total(a).total_cmp(&total(b)))
-        .unwrap();
-    assert_eq!(best[0], chosen.as_str(), "{d}");
-    assert!(format!("{first:?}").contains(if chosen == "onednn" {
-        "OneDnn"
-    } else {
-        "Addmm"
-    }));
+    // each layer class runs the kernel with its lower per-token total
+    // over batch 1 and batch 8
+    let classes = d["chosen"]["per_class"].as_array().unwrap();
+    assert_eq!(classes.len(), 5, "{d}");
+    let names = ["attn_in", "attn_out", "mlp_in", "mlp_out", "lm_head"];
+    let sum = |t: &serde_json::Value| t[0].as_f64().unwrap() + t[1].as_f64().unwrap();
+    for (c, name) in classes.iter().zip(names) {
+        let faster = if sum(&c["addmm_us"]) < sum(&c["onednn_us"]) {
+            "addmm"
+        } else {
+            "onednn"
+        };
+        assert_eq!(c["kernel"], faster, "{c}");
+        assert_eq!(d["kernels"][name], faster, "{d}");
+    }
+    let uniform = classes.iter().all(|c| c["kernel"] == classes[0]["kernel"]);
+    assert_eq!(
+        chosen == "mixed",
+        !uniform,
+        "`mixed` names a split choice: {d}"
+    );
+    let dbg = format!("{first:?}");
+    for c in classes {
+        let k = if c["kernel"] == "onednn" {
+            "OneDnn"
+        } else {
+            "Addmm"
+        };
+        assert!(dbg.contains(k), "{dbg}");
+    }
     // the next load reads the choice back
     let again = desc(&torch(&dir, r#"{"threads":3,"matmul":"auto"}"#));
     assert_eq!(again["matmul"], chosen.as_str());
@@ -192,5 +213,66 @@ fn prefix_cache_hits_give_a_cold_runs_tokens() {
             &mut torch(&synthetic("tiny"), &o),
             &format!("torch tiny {mm}"),
         );
+    }
+}
+
+/// `auto` may give each layer class its own kernel: a model that mixes
+/// them scores like the model on one kernel, GPT-2 (Conv1D weights and the
+/// tied head's two layouts) and a tiny Llama (`nn.Linear` weights).
+#[test]
+fn a_model_mixing_kernels_per_layer_class_scores_like_one_kernel() {
+    use em_torch::linear::{Kernels, MatMul};
+    use engine_kit::arch::{read_config, weight_files, ModelConfig};
+    use engine_kit::checkpoint::Checkpoint;
+    use tch::{Device, Kind};
+    let llama_dir = engine_kit::testing::TempDir::new("torch-mixed");
+    let (_, cfg) = llama::configs().remove(0);
+    llama::write_model(llama_dir.path(), &cfg, &llama::random_weights(&cfg, 5));
+    let (o, a) = (MatMul::OneDnn, MatMul::Addmm);
+    let mixes = [
+        Kernels {
+            attn_in: o,
+            attn_out: a,
+            mlp_in: o,
+            mlp_out: a,
+            head: a,
+        },
+        Kernels {
+            attn_in: a,
+            attn_out: o,
+            mlp_in: a,
+            mlp_out: o,
+            head: o,
+        },
+    ];
+    for (dir, arch) in [
+        (synthetic("tiny"), "gpt2"),
+        (llama_dir.path().to_path_buf(), cfg.model_type.as_str()),
+    ] {
+        let mcfg = read_config(&dir, arch).unwrap();
+        let ck = Checkpoint::open_model(&weight_files(&dir).unwrap(), &mcfg).unwrap();
+        let tokens: Vec<u32> = (0..9).map(|i| i * 13 % 50).collect();
+        let score = |k: Kernels| -> tch::Tensor {
+            let _g = tch::no_grad_guard();
+            match &mcfg {
+                ModelConfig::Gpt2(c) => {
+                    em_torch::gpt2::Gpt2::new(c, &ck, Kind::Float, Device::Cpu, k)
+                        .unwrap()
+                        .score(&tokens)
+                        .unwrap()
+                }
+                ModelConfig::Llama(c) => {
+                    em_torch::llama::Llama::new(c, &ck, Kind::Float, Device::Cpu, k)
+                        .unwrap()
+                        .score(&tokens)
+                        .unwrap()
+                }
+            }
+        };
+        let want = score(Kernels::all(a));
+        for k in mixes {
+            let d = (score(k) - &want).abs().max().double_value(&[]);
+            assert!(d < 1e-4, "{arch} {k:?}: max |logit diff| {d}");
+        }
     }
 }
