@@ -237,9 +237,9 @@ impl PanelMatmul {
         let dst = SendPtr(out.as_mut_ptr());
         let threads = rayon::current_num_threads();
         let per_task = np.div_ceil(threads * TASKS_PER_THREAD).max(1);
-        // The register kernel: f32 (checked through the dtype, the only
-        // `WithDType` that is F32 being f32 itself), one row.
-        let gemv = (self.gemv && m == 1 && T::DTYPE == DType::F32).then(|| {
+        // The register kernels take f32 (checked through the dtype, the
+        // only `WithDType` that is F32 being f32 itself).
+        let f32s = (T::DTYPE == DType::F32).then(|| {
             // SAFETY: T is f32 (DTYPE checked above), so the slices
             // reinterpret to themselves.
             unsafe {
@@ -249,17 +249,9 @@ impl PanelMatmul {
                 )
             }
         });
-        // The small-batch register kernel: f32, 2..=ROWS rows.
-        let rows = (self.rows && (2..=crate::gemv::ROWS).contains(&m) && T::DTYPE == DType::F32)
-            .then(|| {
-                // SAFETY: T is f32, as above.
-                unsafe {
-                    (
-                        std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()),
-                        std::slice::from_raw_parts(p.as_ptr().cast::<f32>(), p.len()),
-                    )
-                }
-            });
+        // one row: the batch-1 kernel; 2..=ROWS rows: the small-batch one
+        let gemv = f32s.filter(|_| self.gemv && m == 1);
+        let rows = f32s.filter(|_| self.rows && (2..=crate::gemv::ROWS).contains(&m));
         let panel = |i: usize| {
             let cols = PANEL.min(n - i * PANEL);
             if let Some((x, p)) = rows {
