@@ -25,7 +25,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::{cpu_ticks, median, others_share, random_model};
-use em_candle::autotune::{self, Batch1, Plan};
+use em_candle::autotune::{self, Plan, Policy};
 use em_candle::gpt2::Config;
 use em_candle::matmul::Weight;
 use engine_kit::Backend;
@@ -208,9 +208,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // the whole step, through the backend the scheduler drives
     for (label, mode) in [
-        ("fused (gemm)", Batch1::Gemm),
-        ("gemv", Batch1::Gemv),
-        ("auto", Batch1::Auto),
+        ("fused (gemm)", Policy::Gemm),
+        ("gemv", Policy::Gemv),
+        ("auto", Policy::Auto),
     ] {
         let plan = Plan::new(mode, a.threads);
         let model = pool.install(|| {
@@ -251,7 +251,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .as_array()
             .map_or(0, |s| s.iter().filter(|c| c[key] == ours).count());
         let n_all = chosen["shapes"].as_array().map_or(0, |s| s.len());
-        let note = if mode == Batch1::Auto {
+        let note = if mode == Policy::Auto {
             format!(" [{}: {ours} on {n_gemv} of {n_all} shapes]", chosen["by"])
         } else {
             String::new()

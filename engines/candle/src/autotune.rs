@@ -58,9 +58,10 @@ const KERNELS_REV: u32 = 2;
 /// Rows of the input the small-batch pair is timed at.
 pub const SMALL_BATCH: usize = 8;
 
-/// Which kernel runs batch-1 products on f32 panel weights.
+/// Which kernels run the decode products (1 to [`crate::gemv::ROWS`]
+/// rows) on f32 panel weights; prefill stays on gemm whatever it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Batch1 {
+pub enum Policy {
     /// Measured per shape (cached per machine).
     Auto,
     /// gemm 0.19 at every batch (the engine's kernels before `auto`).
@@ -98,11 +99,11 @@ pub struct Choice {
 /// threads, with the choices it made.
 #[derive(Debug)]
 pub struct Plan {
-    mode: Batch1,
+    mode: Policy,
     file: PathBuf,
     cached: Vec<Choice>,
     made: Mutex<Vec<Choice>>,
-    flush: Mutex<Option<Vec<u64>>>,
+    flush: Mutex<Option<engine_kit::evict::Evictor>>,
 }
 
 thread_local! {
@@ -137,13 +138,13 @@ pub(crate) fn register_kernels(w: &Weight) -> Result<(bool, bool)> {
 impl Plan {
     /// A plan for a pool of `threads` threads; `Auto` reads this machine's
     /// cached choices.
-    pub fn new(mode: Batch1, threads: usize) -> Arc<Self> {
+    pub fn new(mode: Policy, threads: usize) -> Arc<Self> {
         Self::with_cache(mode, cache_file(threads))
     }
 
     /// A plan whose choices are cached in `file`.
-    pub fn with_cache(mode: Batch1, file: PathBuf) -> Arc<Self> {
-        let cached = if mode == Batch1::Auto {
+    pub fn with_cache(mode: Policy, file: PathBuf) -> Arc<Self> {
+        let cached = if mode == Policy::Auto {
             read_cache(&file)
         } else {
             Vec::new()
@@ -179,10 +180,10 @@ impl Plan {
             measured_now: false,
         };
         let choice = match (self.mode, self.cached.iter().find(known)) {
-            (Batch1::Gemm, _) => forced("gemm", "gemm"),
-            (Batch1::Gemv, _) => forced("gemv", "rows"),
-            (Batch1::Auto, Some(c)) => c.clone(),
-            (Batch1::Auto, None) => self.measure(w, k, n)?,
+            (Policy::Gemm, _) => forced("gemm", "gemm"),
+            (Policy::Gemv, _) => forced("gemv", "rows"),
+            (Policy::Auto, Some(c)) => c.clone(),
+            (Policy::Auto, None) => self.measure(w, k, n)?,
         };
         let chosen = choice.registers();
         self.made.lock().map_err(|_| poisoned())?.push(choice);
@@ -245,12 +246,9 @@ impl Plan {
     /// Reads a buffer of twice the last-level cache.
     fn evict_caches(&self) -> Result<()> {
         let mut flush = self.flush.lock().map_err(|_| poisoned())?;
-        let buf = flush.get_or_insert_with(|| {
-            let words = 2 * last_level_cache_bytes() / 8;
-            (0..words as u64).collect()
-        });
-        let sum = buf.iter().fold(0u64, |s, v| s.wrapping_add(*v));
-        std::hint::black_box(sum);
+        flush
+            .get_or_insert_with(engine_kit::evict::Evictor::new)
+            .evict();
         Ok(())
     }
 
@@ -262,7 +260,7 @@ impl Plan {
             *f = None;
         }
         let Ok(made) = self.made.lock() else { return };
-        if self.mode != Batch1::Auto || !made.iter().any(|c| c.measured_now) {
+        if self.mode != Policy::Auto || !made.iter().any(|c| c.measured_now) {
             return;
         }
         // merged with what other processes cached since this load began
@@ -290,10 +288,10 @@ impl Plan {
     pub fn describe(&self) -> serde_json::Value {
         let made = self.made.lock().map(|m| m.clone()).unwrap_or_default();
         let by = match self.mode {
-            Batch1::Gemm => "forced: kernels fused (gemm)",
-            Batch1::Gemv => "forced: kernels gemv (register kernels)",
-            Batch1::Auto if made.iter().any(|c| c.measured_now) => "auto: measured at load",
-            Batch1::Auto => "auto: measured earlier on this machine (cached)",
+            Policy::Gemm => "forced: kernels fused (gemm)",
+            Policy::Gemv => "forced: kernels gemv (register kernels)",
+            Policy::Auto if made.iter().any(|c| c.measured_now) => "auto: measured at load",
+            Policy::Auto => "auto: measured earlier on this machine (cached)",
         };
         let shapes: Vec<_> = made
             .iter()
@@ -349,33 +347,6 @@ pub fn cache_file(threads: usize) -> PathBuf {
     ))
 }
 
-/// The largest CPU cache, from sysfs (32 MiB when it cannot be read),
-/// bounded to 8 MiB – 256 MiB.
-fn last_level_cache_bytes() -> usize {
-    let dir = std::path::Path::new("/sys/devices/system/cpu/cpu0/cache");
-    let size = |p: PathBuf| -> Option<usize> {
-        let t = std::fs::read_to_string(p.join("size")).ok()?;
-        let t = t.trim();
-        let (num, mult) = match t.strip_suffix('K') {
-            Some(n) => (n, 1 << 10),
-            None => match t.strip_suffix('M') {
-                Some(n) => (n, 1 << 20),
-                None => (t, 1),
-            },
-        };
-        num.parse::<usize>().ok().map(|v| v * mult)
-    };
-    std::fs::read_dir(dir)
-        .ok()
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| size(e.path()))
-        .max()
-        .unwrap_or(32 << 20)
-        .clamp(8 << 20, 256 << 20)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,7 +368,7 @@ mod tests {
         // no plan: gemm, as before
         assert!(!Weight::new(&w)?.gemv() && !Weight::new(&w)?.rows());
         let file = private_cache("policy");
-        for (mode, want) in [(Batch1::Gemv, true), (Batch1::Gemm, false)] {
+        for (mode, want) in [(Policy::Gemv, true), (Policy::Gemm, false)] {
             let plan = Plan::with_cache(mode, file.clone());
             set_plan(Some(plan.clone()));
             let built = Weight::new(&w)?;
@@ -411,7 +382,7 @@ mod tests {
             assert!(!file.exists(), "a forced kernel is not cached");
         }
         // auto, nothing cached: measured once, then reused within the load
-        let plan = Plan::with_cache(Batch1::Auto, file.clone());
+        let plan = Plan::with_cache(Policy::Auto, file.clone());
         set_plan(Some(plan.clone()));
         let first = Weight::new(&w)?.gemv();
         assert_eq!(Weight::new(&w)?.gemv(), first);
@@ -436,7 +407,7 @@ mod tests {
         // finishing caches it; the next load reads it and measures nothing
         plan.finish();
         assert!(plan.flush.lock().unwrap().is_none(), "buffer freed");
-        let next = Plan::with_cache(Batch1::Auto, file.clone());
+        let next = Plan::with_cache(Policy::Auto, file.clone());
         set_plan(Some(next.clone()));
         assert_eq!(Weight::new(&w)?.gemv(), first);
         set_plan(None);
@@ -466,7 +437,7 @@ mod tests {
                 measured_now: false,
             };
             std::fs::write(&file, serde_json::to_string(&[c]).unwrap()).unwrap();
-            let plan = Plan::with_cache(Batch1::Auto, file.clone());
+            let plan = Plan::with_cache(Policy::Auto, file.clone());
             set_plan(Some(plan.clone()));
             let built = Weight::new(&w)?;
             // the two choices are independent
@@ -478,7 +449,7 @@ mod tests {
         // an unreadable cache is no cache
         let file = private_cache("broken");
         std::fs::write(&file, "{ not json").unwrap();
-        assert!(Plan::with_cache(Batch1::Auto, file.clone())
+        assert!(Plan::with_cache(Policy::Auto, file.clone())
             .cached
             .is_empty());
         let _ = std::fs::remove_file(&file);

@@ -504,10 +504,10 @@ impl CandleKernels {
             )));
         }
         let (stock, batch1) = match opts.kernels.as_deref().unwrap_or("auto") {
-            "auto" => (false, autotune::Batch1::Auto),
-            "fused" => (false, autotune::Batch1::Gemm),
-            "gemv" => (false, autotune::Batch1::Gemv),
-            "stock" => (true, autotune::Batch1::Gemm),
+            "auto" => (false, autotune::Policy::Auto),
+            "fused" => (false, autotune::Policy::Gemm),
+            "gemv" => (false, autotune::Policy::Gemv),
+            "stock" => (true, autotune::Policy::Gemm),
             other => {
                 return Err(EngineError::invalid_argument(format!(
                     "candle options: kernels must be auto, fused, gemv or stock, not {other:?}"

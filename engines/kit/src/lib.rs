@@ -32,6 +32,7 @@
 
 pub mod arch;
 pub mod checkpoint;
+pub mod evict;
 pub mod gpt2;
 pub mod llama;
 mod options;

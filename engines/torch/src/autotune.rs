@@ -8,7 +8,13 @@
 //! and oneDNN 0.87x (issue 17's figures). So at load, for the model's own
 //! layer shapes, both kernels are timed at one row (batch-1 decode) and at
 //! eight (a decode batch), on random weights of those shapes, after a
-//! warm-up: the median of [`RUNS`] calls each. Each layer class (the five
+//! warm-up: the median of [`RUNS`] calls each, the two kernels alternated
+//! and the caches evicted before every call ([`engine_kit::evict`]), so
+//! the weight comes from memory as in a decode step. (Before 2026-12-07
+//! the calls ran back to back on a weight left in cache by the previous
+//! call; those timings summed to about 22 ms of linear layers in
+//! SmolLM2's f32 step, which took 40–60 ms, and misled the search for
+//! where the rest went.) Each layer class (the five
 //! shapes: attention in and out, MLP in and out, lm_head) gets the kernel
 //! with the lower per-token time summed over the two batch sizes (batch 1
 //! and batch 8 weigh the same), so a model may mix kernels: oneDNN where
@@ -26,6 +32,7 @@
 //! measured now, read from the cache, or forced by the option.
 
 use crate::linear::{Kernels, Linear, MatMul};
+use engine_kit::evict::Evictor;
 use engine_kit::fnv1a;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -58,8 +65,6 @@ pub struct ShapeChoice {
 /// The measured choice.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Choice {
-    /// `onednn` or `addmm` when every class chose it, else `mixed`.
-    pub kernel: String,
     /// Per-token microseconds of every linear layer at batch 1 and per
     /// token at batch 8, per kernel (the model on one kernel).
     pub us_per_token: Vec<(String, f64, f64)>,
@@ -100,37 +105,59 @@ fn name(m: MatMul) -> &'static str {
     }
 }
 
-/// Median microseconds of `linear` on `rows` rows.
-fn time(linear: &Linear, inp: i64, rows: i64) -> tch::Result<f64> {
+/// Median microseconds of `a` and `b` on `rows` rows of `inp` inputs:
+/// two warm-up calls each, then [`RUNS`] rounds alternating which goes
+/// first (so drift from a busy neighbour hits both), every timed call
+/// preceded by an eviction of the caches, so the weight comes from memory
+/// as in a decode step that streams the whole model.
+fn time_pair(
+    a: &Linear,
+    b: &Linear,
+    inp: i64,
+    rows: i64,
+    evictor: &mut Evictor,
+) -> tch::Result<(f64, f64)> {
     let x = Tensor::f_randn([rows, inp], (Kind::Float, Device::Cpu))?;
     for _ in 0..2 {
-        drop(linear.forward(&x)?);
+        drop(a.forward(&x)?);
+        drop(b.forward(&x)?);
     }
-    let mut t = Vec::with_capacity(RUNS);
-    for _ in 0..RUNS {
-        let s = Instant::now();
-        let y = linear.forward(&x)?;
-        drop(y);
-        t.push(s.elapsed().as_secs_f64() * 1e6);
+    let (mut ta, mut tb) = (Vec::with_capacity(RUNS), Vec::with_capacity(RUNS));
+    for round in 0..RUNS {
+        let order = if round % 2 == 0 {
+            [(a, &mut ta), (b, &mut tb)]
+        } else {
+            [(b, &mut tb), (a, &mut ta)]
+        };
+        for (l, times) in order {
+            evictor.evict();
+            let s = Instant::now();
+            drop(l.forward(&x)?);
+            times.push(s.elapsed().as_secs_f64() * 1e6);
+        }
     }
-    t.sort_by(f64::total_cmp);
-    Ok(t[RUNS / 2])
+    let median = |t: &mut Vec<f64>| {
+        t.sort_by(f64::total_cmp);
+        t[RUNS / 2]
+    };
+    Ok((median(&mut ta), median(&mut tb)))
 }
 
 /// Times both kernels on `shapes` (f32, CPU, the calling thread's libtorch
 /// threads).
 pub fn measure(shapes: &[Shape]) -> tch::Result<Choice> {
     let _g = tch::no_grad_guard();
+    let mut evictor = Evictor::new();
     let mut per_shape = Vec::with_capacity(shapes.len());
     for s in shapes {
         let n = f64::from(s.per_token);
-        let mut us = [(0.0, 0.0); 2];
-        for (i, m) in [MatMul::OneDnn, MatMul::Addmm].into_iter().enumerate() {
-            let w = Tensor::f_randn([s.out, s.inp], (Kind::Float, Device::Cpu))?;
-            let l = Linear::from_out_in(w, None, m)?;
-            us[i] = (n * time(&l, s.inp, 1)?, n * time(&l, s.inp, 8)? / 8.0);
-        }
-        let [onednn_us, addmm_us] = us;
+        let w = Tensor::f_randn([s.out, s.inp], (Kind::Float, Device::Cpu))?;
+        let onednn = Linear::from_out_in(w.shallow_clone(), None, MatMul::OneDnn)?;
+        let addmm = Linear::from_out_in(w, None, MatMul::Addmm)?;
+        let (o1, a1) = time_pair(&onednn, &addmm, s.inp, 1, &mut evictor)?;
+        let (o8, a8) = time_pair(&onednn, &addmm, s.inp, 8, &mut evictor)?;
+        let onednn_us = (n * o1, n * o8 / 8.0);
+        let addmm_us = (n * a1, n * a8 / 8.0);
         // a tie keeps oneDNN, the kernel of the fixed default
         let kernel = if addmm_us.0 + addmm_us.1 < onednn_us.0 + onednn_us.1 {
             "addmm"
@@ -152,13 +179,7 @@ pub fn measure(shapes: &[Shape]) -> tch::Result<Choice> {
             .fold((0.0, 0.0), |a, t| (a.0 + t.0, a.1 + t.1))
     };
     let (o, a) = (total(|c| c.onednn_us), total(|c| c.addmm_us));
-    let kernel = match per_shape.first() {
-        Some(f) if per_shape.iter().all(|c| c.kernel == f.kernel) => f.kernel.clone(),
-        Some(_) => "mixed".into(),
-        None => "onednn".into(),
-    };
     Ok(Choice {
-        kernel,
         us_per_token: vec![
             (name(MatMul::OneDnn).into(), o.0, o.1),
             (name(MatMul::Addmm).into(), a.0, a.1),
@@ -171,7 +192,7 @@ pub fn measure(shapes: &[Shape]) -> tch::Result<Choice> {
 /// The cache file of a choice for `shapes` on this machine with `threads`.
 pub fn cache_file(shapes: &[Shape], threads: usize) -> std::path::PathBuf {
     let id = format!(
-        "{}\n{threads}\n{}\n{shapes:?}\nper-class",
+        "{}\n{threads}\n{}\n{shapes:?}\nper-class, caches evicted",
         engine_kit::machine_key(),
         crate::LIBTORCH_VERSION
     );
