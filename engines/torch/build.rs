@@ -5,6 +5,9 @@
 //! Also pins the libtorch version: the PyPI wheel carries no version file,
 //! so scripts/provision writes `build-version` after checking
 //! `torch/version.py`; a missing or different one fails the build here.
+//! And compiles `cpp/qlinear.cpp`, the shim that reaches fbgemm's dynamic
+//! int8 linear (a custom op tch does not bind), with the flags torch-sys
+//! uses for its own C++ (C++17, the wheel's C++11 ABI).
 
 const TORCH_VERSION: &str = "2.13.0";
 
@@ -35,4 +38,22 @@ fn main() {
     println!("cargo:rustc-env=EM_TORCH_LIBTORCH_VERSION={version}");
     println!("cargo:rustc-env=EM_TORCH_LIBTORCH_LIB={}", lib.display());
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    compile_shim(&root);
+}
+
+/// `cpp/qlinear.cpp` against the libtorch headers under `root/include`.
+fn compile_shim(root: &std::path::Path) {
+    println!("cargo:rerun-if-changed=cpp/qlinear.cpp");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        .include(root.join("include"))
+        .include(root.join("include/torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .file("cpp/qlinear.cpp")
+        .compile("em_qlinear");
 }

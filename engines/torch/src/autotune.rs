@@ -101,6 +101,7 @@ fn name(m: MatMul) -> &'static str {
         MatMul::Addmm => "addmm",
         MatMul::OneDnn => "onednn",
         MatMul::Int8 => "int8",
+        MatMul::Int8Dynamic => "int8-dynamic",
         MatMul::Int4 => "int4",
     }
 }

@@ -118,7 +118,7 @@ impl Gpt2 {
             // the quantized kernels keep the tied lm_head in the model's
             // dtype (the embedding table it is), as llama.cpp keeps its
             // output layer at higher precision
-            MatMul::Addmm | MatMul::Int8 | MatMul::Int4 => {
+            MatMul::Addmm | MatMul::Int8 | MatMul::Int8Dynamic | MatMul::Int4 => {
                 wte.f_tr().and_then(|t| t.f_contiguous())
             }
             MatMul::OneDnn => wte.f_contiguous().and_then(|t| t.f_to_mkldnn(None)),

@@ -29,8 +29,9 @@
 //! the tensor. Weights are then copied into libtorch tensors (converted to
 //! f32, then to the requested dtype and device: a half-precision
 //! checkpoint makes transient f32 copies of a few tensors at a time, the
-//! price of one conversion path) and the maps are dropped. `quantization:` `none`, or
-//! `int8` / `int4`: libtorch's weight-only CPU kernels (see the `linear` module).
+//! price of one conversion path) and the maps are dropped. `quantization:` `none`,
+//! `int8` (fbgemm's dynamic int8 for f32, the weight-only kernel for bf16)
+//! or `int4` (weight-only); see the `linear` module.
 //!
 //! # Options (`options_json`)
 //!
@@ -46,6 +47,10 @@
 //!   `nn.Linear`'s `[out, in]` is transposed once at load; the only one
 //!   for other dtypes and devices). See [`linear`]. The model's
 //!   `describe()` says which kernel runs and how it was chosen.
+//! * `int8_kernel` (with `quantization: int8`): `dynamic` (fbgemm's
+//!   `quantized::linear_dynamic`, the default for f32) or `weight_only`
+//!   (`_weight_int8pack_mm`, the default and only one for bf16/f16);
+//!   ignored by the other quantizations.
 //!
 //! Every step runs with autograd off (`no_grad`, which is per thread, so it
 //! is set on the scheduler thread for each call). dtypes `f32`, `f16` and
@@ -59,6 +64,7 @@ pub mod gpt2;
 pub mod kv;
 pub mod linear;
 pub mod llama;
+pub mod qlinear;
 
 use engine_api::{Engine, EngineError, EngineInfo, LoadOptions, Model, ModelSpec};
 use engine_kit::arch::ModelConfig;
@@ -89,6 +95,7 @@ pub struct TorchOptions {
     pub threads: Option<usize>,
     pub device: Option<String>,
     pub matmul: Option<String>,
+    pub int8_kernel: Option<String>,
 }
 
 /// The `matmul` option: oneDNN by default for f32 on the CPU (when this
@@ -110,27 +117,51 @@ fn parse_matmul(s: Option<&str>, kind: Kind, device: Device) -> Result<MatMul, E
     }
 }
 
-/// The quantizations this engine runs (besides `none`): weight-only int8
-/// and int4 (see the `linear` module).
+/// The quantizations this engine runs (besides `none`): int8 (fbgemm's
+/// dynamic kernel in f32, weight-only in bf16) and weight-only int4 (see
+/// the `linear` module).
 const QUANTIZATIONS: [&str; 2] = ["int8", "int4"];
 
 /// The kernel of quantization `q`, which is its own: a `matmul` option
-/// beside it is an error; both run on the CPU only.
-fn quantized_kernel(q: &str, matmul: Option<&str>, device: Device) -> Result<MatMul, EngineError> {
-    if let Some(m) = matmul {
+/// beside it is an error; all run on the CPU only. `int8` is fbgemm's
+/// dynamic kernel for f32 activations unless `int8_kernel: weight_only`
+/// asks for the weight-only one, which is the only one for bf16 and f16
+/// (fbgemm quantizes f32 activations only). `int8_kernel` is ignored by
+/// the other quantizations (as the onnx engine's is), so one engine entry
+/// of a matrix can run them all.
+fn quantized_kernel(
+    q: &str,
+    opts: &TorchOptions,
+    kind: Kind,
+    device: Device,
+) -> Result<MatMul, EngineError> {
+    if let Some(m) = &opts.matmul {
         return Err(EngineError::invalid_argument(format!(
             "torch options: matmul {m:?} with quantization {q}: the quantized layers have their own kernel"
         )));
     }
     if device != Device::Cpu {
         return Err(EngineError::unsupported(format!(
-            "quantization {q} on {device:?}: libtorch's weight-only {q} kernels here are the CPU ones"
+            "quantization {q} on {device:?}: libtorch's {q} kernels here are the CPU ones"
         )));
     }
-    Ok(match q {
-        "int8" => MatMul::Int8,
-        _ => MatMul::Int4,
-    })
+    if q != "int8" {
+        return Ok(MatMul::Int4);
+    }
+    match (opts.int8_kernel.as_deref(), kind) {
+        (None | Some("dynamic"), Kind::Float) => {
+            qlinear::use_fbgemm().map_err(|e| EngineError::unsupported(format!("quantization int8 (dynamic): {e}")))?;
+            Ok(MatMul::Int8Dynamic)
+        }
+        (None | Some("weight_only"), _) => Ok(MatMul::Int8),
+        (Some("dynamic"), k) => Err(EngineError::unsupported(format!(
+            "quantization int8 with int8_kernel dynamic: fbgemm quantizes f32 activations only, not {}",
+            dtype_name(k)
+        ))),
+        (Some(other), _) => Err(EngineError::invalid_argument(format!(
+            "torch options: int8_kernel {other:?} is not one of dynamic, weight_only"
+        ))),
+    }
 }
 
 /// The int4 kernel groups every layer's inputs by
@@ -529,6 +560,7 @@ fn autotune_name(m: MatMul) -> &'static str {
         MatMul::Addmm => "addmm",
         MatMul::OneDnn => "onednn",
         MatMul::Int8 => "int8 (weight-only)",
+        MatMul::Int8Dynamic => "int8 (dynamic, fbgemm)",
         MatMul::Int4 => "int4 (weight-only, groups of 32)",
     }
 }
@@ -617,7 +649,7 @@ impl TorchKernels {
                 }
             }
             q => (
-                LayerKernels::all(quantized_kernel(q, opts.matmul.as_deref(), device)?),
+                LayerKernels::all(quantized_kernel(q, &opts, kind, device)?),
                 serde_json::json!({"by": format!("quantization {q}")}),
             ),
         };

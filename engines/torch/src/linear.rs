@@ -18,16 +18,18 @@
 //!   on GPT-2's lm_head: 11.3 vs 5.8 ms per batch-1 step, `--example
 //!   ops`). Kept for other dtypes and devices and for comparison.
 //!
-//! And two weight-only quantized kernels (`quantization: int8` / `int4`),
-//! libtorch's own CPU kernels for them, the ones torchao's
-//! `int8_weight_only` / `int4_weight_only` call:
+//! And three quantized kernels (`quantization: int8` / `int4`):
 //!
-//! * `Int8`: `_weight_int8pack_mm`: an int8 weight `[out, in]` with one
-//!   symmetric scale per output row (`max |w| / 127`), activations in the
-//!   model's dtype. libtorch's dynamic quantization (fbgemm's
-//!   `quantized::linear_dynamic`, which also quantizes the activations)
-//!   is a custom op that tch's ATen bindings do not reach, so this is the
-//!   int8 path libtorch offers through them.
+//! * `Int8Dynamic` (`int8` with f32 activations, the default there):
+//!   fbgemm's dynamic quantization, `quantized::linear_dynamic`, the
+//!   kernel of PyTorch's `quantize_dynamic`: int8 weights with one
+//!   symmetric scale per output row, the activation quantized to 8 bits
+//!   at every call, integer products. A custom op tch's bindings do not
+//!   reach, so it goes through the C++ shim of [`crate::qlinear`].
+//! * `Int8`: `_weight_int8pack_mm` (torchao's `int8_weight_only`): the
+//!   same int8 weight, activations in the model's dtype (`f32` or
+//!   `bf16`); the only int8 kernel for bf16, and `int8_kernel:
+//!   weight_only` for f32.
 //! * `Int4`: `_weight_int4pack_mm_for_cpu`: 4-bit weights in groups of
 //!   [`INT4_GROUP`] along the input, each group with a scale and a zero
 //!   (asymmetric, `w = (q - 8) * scale + zero`), packed once at load by
@@ -51,8 +53,11 @@ pub enum MatMul {
     /// oneDNN's inner product (`mkldnn_linear`) on weights converted once
     /// to oneDNN tensors; f32 on CPU only.
     OneDnn,
-    /// Weight-only int8 (`quantization: int8`).
+    /// Weight-only int8 (`quantization: int8` in bf16, or with
+    /// `int8_kernel: weight_only`).
     Int8,
+    /// fbgemm's dynamic int8 (`quantization: int8` in f32).
+    Int8Dynamic,
     /// Weight-only int4 in groups of [`INT4_GROUP`] (`quantization: int4`).
     Int4,
 }
@@ -132,6 +137,8 @@ pub(crate) enum Linear {
         scales: Tensor,
         b: Option<Tensor>,
     },
+    /// fbgemm's packed int8 weight (and its bias).
+    Int8Dynamic(crate::qlinear::Packed),
     /// `w`: the packed 4-bit weight; `sz`: `[in / INT4_GROUP, out, 2]`
     /// scales and zeros; `out` features.
     Int4 {
@@ -142,15 +149,21 @@ pub(crate) enum Linear {
     },
 }
 
+/// The symmetric int8 scale of each row of `w: [out, in]` (f32 `[out,
+/// 1]`): `max |row| / 127`.
+fn row_scales(w: &Tensor) -> Result<Tensor> {
+    w.f_to_kind(tch::Kind::Float)?
+        .f_abs()?
+        .f_amax([1i64].as_slice(), true)?
+        .f_clamp_min(1e-12)?
+        .f_div_scalar(127.0)
+}
+
 /// `w: [out, in]` as int8 with a symmetric scale per row.
 fn int8(w: &Tensor) -> Result<(Tensor, Tensor)> {
     let kind = w.kind();
     let w = w.f_to_kind(tch::Kind::Float)?;
-    let amax = w
-        .f_abs()?
-        .f_amax([1i64].as_slice(), true)?
-        .f_clamp_min(1e-12)?;
-    let scales = amax.f_div_scalar(127.0)?;
+    let scales = row_scales(&w)?;
     let q = w
         .f_div(&scales)?
         .f_round()?
@@ -204,7 +217,9 @@ impl Linear {
                 w: w.f_tr()?.f_contiguous()?.f_to_mkldnn(None)?,
                 b,
             },
-            MatMul::Int8 | MatMul::Int4 => Self::from_out_in(w.f_tr()?.f_contiguous()?, b, mm)?,
+            MatMul::Int8 | MatMul::Int8Dynamic | MatMul::Int4 => {
+                Self::from_out_in(w.f_tr()?.f_contiguous()?, b, mm)?
+            }
         })
     }
 
@@ -222,6 +237,10 @@ impl Linear {
             MatMul::Int8 => {
                 let (w, scales) = int8(&w)?;
                 Linear::Int8 { w, scales, b }
+            }
+            MatMul::Int8Dynamic => {
+                let scales = row_scales(&w)?.f_squeeze_dim(1)?;
+                Linear::Int8Dynamic(crate::qlinear::Packed::new(&w, &scales, b.as_ref())?)
             }
             MatMul::Int4 => {
                 let out = w.size()[0];
@@ -248,6 +267,7 @@ impl Linear {
                     None => Ok(y),
                 }
             }
+            Linear::Int8Dynamic(p) => p.forward(x),
             Linear::Int4 { w, sz, out, b } => {
                 let y = x
                     .f_contiguous()?
@@ -269,6 +289,7 @@ impl Linear {
         match self {
             Linear::Addmm { w, b } | Linear::OneDnn { w, b } => bytes(w) + bias(b),
             Linear::Int8 { w, scales, b } => bytes(w) + bytes(scales) + bias(b),
+            Linear::Int8Dynamic(p) => p.bytes(),
             Linear::Int4 { w, sz, b, .. } => bytes(w) + bytes(sz) + bias(b),
         }
     }
@@ -306,6 +327,36 @@ mod tests {
         let dq = (((&g - &lo) / &s).round().clamp(0, 15) * &s + &lo).reshape([64, 96]);
         let l = Linear::from_out_in(w.shallow_clone(), None, MatMul::Int4).unwrap();
         close(&l.forward(&x).unwrap(), &x.matmul(&dq.tr()));
+        // int8 dynamic: the same rounded weights, and the activation
+        // rounded per tensor to 7 bits (quint8 0..=127, reduce_range) with
+        // PyTorch's choose_qparams: the range widened to hold 0, scale
+        // (max - min) / 127, zero point round(-min / scale)
+        let s = w.abs().amax([1i64].as_slice(), true) / 127.0;
+        let dq = (&w / &s).round().clamp(-127, 127) * &s;
+        let (lo, hi) = (
+            x.min().double_value(&[]).min(0.0),
+            x.max().double_value(&[]).max(0.0),
+        );
+        let scale = (hi - lo) / 127.0;
+        let zero = (-lo / scale).round().clamp(0.0, 127.0);
+        let xq = ((&x / scale).round() + zero).clamp(0, 127);
+        let xdq = (xq - zero) * scale;
+        let l = Linear::from_out_in(
+            w.shallow_clone(),
+            Some(b.shallow_clone()),
+            MatMul::Int8Dynamic,
+        )
+        .unwrap();
+        let got = l.forward(&x).unwrap();
+        close(&got, &(xdq.matmul(&dq.tr()) + &b));
+        // the activations' rounding is real too: it differs from weight-only
+        assert!(
+            (&got - (x.matmul(&dq.tr()) + &b))
+                .abs()
+                .max()
+                .double_value(&[])
+                > 1e-3
+        );
         // and the rounding is real: the f32 product differs
         let exact = x.matmul(&w.tr());
         assert!((&exact - x.matmul(&dq.tr())).abs().max().double_value(&[]) > 1e-3);

@@ -1,6 +1,7 @@
-//! Weight-only int8 and int4 (libtorch's `_weight_int8pack_mm` and
-//! `_weight_int4pack_mm_for_cpu`) on tiny GPT-2 and Llama configs: the
-//! logits track f32 within the documented tolerances, int8 much closer
+//! int8 (fbgemm's dynamic kernel by default in f32, libtorch's weight-only
+//! `_weight_int8pack_mm` with `int8_kernel: weight_only`) and weight-only
+//! int4 (`_weight_int4pack_mm_for_cpu`) on tiny GPT-2 and Llama configs:
+//! the logits track f32 within the documented tolerances, int8 much closer
 //! than int4, the KL divergence from f32 stays small, the weights shrink,
 //! and what the engine cannot run is refused with its reason.
 
@@ -39,12 +40,17 @@ fn against(f32: &mut dyn Backend, q: &mut dyn Backend, tokens: &[u32]) -> (f32, 
     (worst, kld)
 }
 
-/// Both architectures, both quantizations: int8 within 5% of the logits'
-/// spread and a mean KLD under 1e-3, int4 within 25% and under 0.1 (the
-/// tiny Llama's rows are one group of 32 random weights, and its tied
-/// lm_head is quantized too: measured 0.052), int8 at least 4x closer
-/// than int4, and the weights smaller. That the kernels compute with the
-/// rounded weights exactly is the `linear` module's unit test.
+/// Both architectures, all three kernels: weight-only int8 within 5% of
+/// the logits' spread and a mean KLD under 1e-3; dynamic int8, whose
+/// activations are rounded to 7 bits per tensor too, within 10% and under
+/// 1e-2 (measured: 3.4e-6 on GPT-2 tiny, 4.3e-3 on the tiny Llama, 4.9%
+/// of its spread); int4 within 25% and under 0.1 (the tiny Llama's rows
+/// are one group of 32 random weights, and its tied lm_head is quantized
+/// too: measured 0.052); either int8 at least 4x closer than int4, and
+/// the weights smaller; `describe()` names the
+/// kernel that ran. That the kernels compute with the rounded weights
+/// (and, for the dynamic one, the rounded activations) is the `linear`
+/// module's unit test.
 #[test]
 fn int8_and_int4_track_f32_and_shrink_the_weights() {
     let gpt2 = engine_matrix_test_support::synthetic("tiny");
@@ -57,10 +63,11 @@ fn int8_and_int4_track_f32_and_shrink_the_weights() {
         ("gpt2 tiny", gpt2.as_path(), "gpt2"),
         (name, ldir.path(), "llama"),
     ] {
-        let open = |q: &str| {
-            em_torch::open(&spec(dir, arch, q), r#"{"threads": 1}"#)
-                .unwrap_or_else(|e| panic!("{label} {q}: {e}"))
+        let open_with = |q: &str, opts: &str| {
+            em_torch::open(&spec(dir, arch, q), opts)
+                .unwrap_or_else(|e| panic!("{label} {q} {opts}: {e}"))
         };
+        let open = |q: &str| open_with(q, r#"{"threads": 1}"#);
         let mut f = open("none");
         let v = f.vocab_size() as u32;
         let tokens: Vec<u32> = (0..24).map(|i| (i * 37 + 5) % v).collect();
@@ -74,8 +81,29 @@ fn int8_and_int4_track_f32_and_shrink_the_weights() {
         };
         let full = f.memory().weight_bytes;
         let mut seen = Vec::new();
-        for (q, rel, max_kld) in [("int8", 0.05, 1e-3), ("int4", 0.25, 0.1)] {
-            let mut b = open(q);
+        for (q, opts, kernel, rel, max_kld) in [
+            (
+                "int8",
+                r#"{"threads": 1}"#,
+                "int8 (dynamic, fbgemm)",
+                0.1,
+                1e-2,
+            ),
+            (
+                "int8",
+                r#"{"threads": 1, "int8_kernel": "weight_only"}"#,
+                "int8 (weight-only)",
+                0.05,
+                1e-3,
+            ),
+            ("int4", r#"{"threads": 1}"#, "int4 (weight-only", 0.25, 0.1),
+        ] {
+            let mut b = open_with(q, opts);
+            let described = b.describe();
+            assert!(
+                described.contains(&format!(r#""matmul":"{kernel}"#)),
+                "{label} {q} {opts}: {described}"
+            );
             let (worst, kld) = against(&mut f, &mut b, &tokens);
             eprintln!(
                 "{label} {q}: max |logit diff| {worst:.3e} of a spread of {spread:.2}, mean KLD {kld:.3e}, weights {} of {full} bytes",
@@ -95,16 +123,17 @@ fn int8_and_int4_track_f32_and_shrink_the_weights() {
             assert_eq!(toks.len(), 4);
             seen.push((worst, kld, b.memory().weight_bytes));
         }
-        assert!(
-            seen[0].1 * 4.0 < seen[1].1,
-            "{label}: int8 {:?} not closer than int4 {:?}",
-            seen[0],
-            seen[1]
-        );
-        assert!(
-            seen[1].2 < seen[0].2,
-            "{label}: int4 weights not smaller than int8"
-        );
+        for int8 in &seen[..2] {
+            assert!(
+                int8.1 * 4.0 < seen[2].1,
+                "{label}: int8 {int8:?} not closer than int4 {:?}",
+                seen[2]
+            );
+            assert!(
+                seen[2].2 < int8.2,
+                "{label}: int4 weights not smaller than int8"
+            );
+        }
     }
 }
 
@@ -125,6 +154,18 @@ fn what_torch_cannot_quantize_is_refused_with_the_reason() {
     let e = err("int8", r#"{"matmul": "addmm"}"#);
     assert_eq!(e.kind, ErrorKind::InvalidArgument);
     assert!(e.message.contains("own kernel"), "{e}");
+    let e = err("int8", r#"{"int8_kernel": "fast"}"#);
+    assert_eq!(e.kind, ErrorKind::InvalidArgument);
+    assert!(e.message.contains("not one of dynamic, weight_only"), "{e}");
+    // fbgemm quantizes f32 activations only
+    let mut bf16 = spec(&dir, "gpt2", "int8");
+    bf16.dtype = "bf16".into();
+    let e = match em_torch::open(&bf16, r#"{"int8_kernel": "dynamic"}"#) {
+        Ok(_) => panic!("dynamic int8 in bf16 loaded"),
+        Err(e) => e,
+    };
+    assert_eq!(e.kind, ErrorKind::Unsupported);
+    assert!(e.message.contains("f32 activations only, not bf16"), "{e}");
     // a layer width the int4 kernel's groups do not divide
     let (_, mut cfg) = llama::configs().remove(0);
     cfg.intermediate_size = 48;
