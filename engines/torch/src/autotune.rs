@@ -16,14 +16,19 @@
 //! SmolLM2's f32 step, which took 40–60 ms, and misled the search for
 //! where the rest went.) Each layer class (the five
 //! shapes: attention in and out, MLP in and out, lm_head) gets the kernel
-//! with the lower per-token time summed over the two batch sizes (batch 1
-//! and batch 8 weigh the same), so a model may mix kernels: oneDNN where
+//! that is faster **for the batch the load will run** ([`Choice::decide`],
+//! from the load's `max_batch`): the one-row times when it is 1, the
+//! eight-row times otherwise. So a model may mix kernels: oneDNN where
 //! MKL re-packs the weight at batch 8, MKL where its gemv streams faster
-//! at batch 1. A single kernel for the whole model, as before, lost to
-//! `matmul: onednn` by a quarter at batch 8 on SmolLM2 (210 against 160
-//! ms per step, 2026-12-07): its sum over the model was a coin toss
-//! between one kernel's batch-1 lead and the other's batch-8 lead. Every
-//! class still holds one copy of its weight, in its kernel's layout.
+//! at batch 1. Every class holds one copy of its weight, in its kernel's
+//! layout, so one choice cannot serve both batches when the kernels trade
+//! places; the host loads a model per `max_batch` anyway. History: a
+//! single kernel for the whole model lost to `matmul: onednn` by a quarter
+//! at batch 8 on SmolLM2 (210 against 160 ms per step, 2026-12-07); then
+//! a per-class choice by the sum of the two batches' per-token times,
+//! which the batch-1 times dominate once timed from memory, ran SmolLM2's
+//! batch-8 decode at 130 ms against forced oneDNN's 102 (medians of 3,
+//! docs/performance-log.md).
 //!
 //! The choice and its timings are cached per machine key, dtype, threads
 //! and shapes (`<cache>/kernels/torch-<key>.json`), as the host's roofline
@@ -54,7 +59,8 @@ pub struct Shape {
 pub struct ShapeChoice {
     pub inp: i64,
     pub out: i64,
-    /// `onednn` or `addmm`.
+    /// `onednn` or `addmm`: the kernel [`Choice::decide`] chose for the
+    /// load's batch.
     pub kernel: String,
     /// Per-token microseconds of this class (all its layers) at batch 1
     /// and at batch 8, with each kernel.
@@ -84,6 +90,20 @@ fn parse(kernel: &str) -> Option<MatMul> {
 }
 
 impl Choice {
+    /// Gives each class the kernel with the lower per-token time at the
+    /// batch a load with `max_batch` runs: one row when it is 1, eight
+    /// rows otherwise (a tie keeps oneDNN, the fixed default).
+    pub fn decide(&mut self, max_batch: u32) {
+        for c in &mut self.per_shape {
+            let (o, a) = if max_batch <= 1 {
+                (c.onednn_us.0, c.addmm_us.0)
+            } else {
+                (c.onednn_us.1, c.addmm_us.1)
+            };
+            c.kernel = if a < o { "addmm" } else { "onednn" }.into();
+        }
+    }
+
     /// The kernel of each layer class (`None` when the choice does not
     /// cover the five classes with known kernels).
     pub fn kernels(&self) -> Option<Kernels> {
@@ -157,20 +177,12 @@ pub fn measure(shapes: &[Shape]) -> tch::Result<Choice> {
         let addmm = Linear::from_out_in(w, None, MatMul::Addmm)?;
         let (o1, a1) = time_pair(&onednn, &addmm, s.inp, 1, &mut evictor)?;
         let (o8, a8) = time_pair(&onednn, &addmm, s.inp, 8, &mut evictor)?;
-        let onednn_us = (n * o1, n * o8 / 8.0);
-        let addmm_us = (n * a1, n * a8 / 8.0);
-        // a tie keeps oneDNN, the kernel of the fixed default
-        let kernel = if addmm_us.0 + addmm_us.1 < onednn_us.0 + onednn_us.1 {
-            "addmm"
-        } else {
-            "onednn"
-        };
         per_shape.push(ShapeChoice {
             inp: s.inp,
             out: s.out,
-            kernel: kernel.into(),
-            onednn_us,
-            addmm_us,
+            kernel: String::new(), // set by `decide`
+            onednn_us: (n * o1, n * o8 / 8.0),
+            addmm_us: (n * a1, n * a8 / 8.0),
         });
     }
     let total = |f: fn(&ShapeChoice) -> (f64, f64)| {
@@ -180,14 +192,16 @@ pub fn measure(shapes: &[Shape]) -> tch::Result<Choice> {
             .fold((0.0, 0.0), |a, t| (a.0 + t.0, a.1 + t.1))
     };
     let (o, a) = (total(|c| c.onednn_us), total(|c| c.addmm_us));
-    Ok(Choice {
+    let mut c = Choice {
         us_per_token: vec![
             (name(MatMul::OneDnn).into(), o.0, o.1),
             (name(MatMul::Addmm).into(), a.0, a.1),
         ],
         per_shape,
         measured_now: true,
-    })
+    };
+    c.decide(1);
+    Ok(c)
 }
 
 /// The cache file of a choice for `shapes` on this machine with `threads`.
@@ -202,21 +216,21 @@ pub fn cache_file(shapes: &[Shape], threads: usize) -> std::path::PathBuf {
         .join(format!("torch-{:016x}.json", fnv1a(id.as_bytes())))
 }
 
-/// The cached choice for `shapes`, or a new measurement (then cached; a
-/// cache that cannot be written only costs the next load a measurement).
-pub fn choose(shapes: &[Shape], threads: usize) -> tch::Result<Choice> {
+/// The cached timings for `shapes`, or a new measurement (then cached; a
+/// cache that cannot be written only costs the next load a measurement),
+/// decided for a load of `max_batch`.
+pub fn choose(shapes: &[Shape], threads: usize, max_batch: u32) -> tch::Result<Choice> {
     let file = cache_file(shapes, threads);
-    if let Some(c) = std::fs::read_to_string(&file)
+    if let Some(mut c) = std::fs::read_to_string(&file)
         .ok()
         .and_then(|t| serde_json::from_str::<Choice>(&t).ok())
         .filter(|c| c.per_shape.len() == shapes.len() && c.kernels().is_some())
     {
-        return Ok(Choice {
-            measured_now: false,
-            ..c
-        });
+        c.measured_now = false;
+        c.decide(max_batch);
+        return Ok(c);
     }
-    let c = measure(shapes)?;
+    let mut c = measure(shapes)?;
     if let Some(dir) = file.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
@@ -226,5 +240,58 @@ pub fn choose(shapes: &[Shape], threads: usize) -> tch::Result<Choice> {
             let _ = std::fs::rename(&tmp, &file);
         }
     }
+    c.decide(max_batch);
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(onednn_us: (f64, f64), addmm_us: (f64, f64)) -> ShapeChoice {
+        ShapeChoice {
+            inp: 64,
+            out: 64,
+            kernel: String::new(),
+            onednn_us,
+            addmm_us,
+        }
+    }
+
+    /// The batch-1 load follows the one-row column, a batched load the
+    /// eight-row one, even where the sum of both would choose otherwise;
+    /// a tie keeps oneDNN.
+    #[test]
+    fn each_class_gets_the_faster_kernel_at_the_loads_batch() {
+        let mut c = Choice {
+            us_per_token: vec![],
+            per_shape: vec![
+                // addmm much faster at 1 row, oneDNN faster at 8
+                class((20.0, 5.0), (10.0, 7.0)),
+                // oneDNN faster at both
+                class((1.0, 1.0), (2.0, 2.0)),
+                // ties
+                class((3.0, 3.0), (3.0, 3.0)),
+                class((1.0, 1.0), (1.0, 1.0)),
+                class((1.0, 1.0), (1.0, 1.0)),
+            ],
+            measured_now: true,
+        };
+        let kinds = |c: &Choice| {
+            c.per_shape
+                .iter()
+                .map(|s| s.kernel.clone())
+                .collect::<Vec<_>>()
+        };
+        c.decide(1);
+        assert_eq!(kinds(&c), ["addmm", "onednn", "onednn", "onednn", "onednn"]);
+        assert_eq!(c.kernels().map(|k| k.mlp_in), Some(MatMul::OneDnn));
+        c.decide(8);
+        assert_eq!(
+            kinds(&c),
+            ["onednn", "onednn", "onednn", "onednn", "onednn"]
+        );
+        c.decide(2);
+        assert_eq!(c.per_shape[0].kernel, "onednn");
+    }
 }

@@ -40,8 +40,9 @@
 //! * `device`: `cpu` (default), `cuda` or `cuda:N` when libtorch has CUDA;
 //! * `matmul`: the kernel of the linear layers, `auto` (the default for
 //!   f32 on the CPU: for each layer class, whichever of the two is
-//!   faster for its shape on this machine at batch 1 and 8, measured at
-//!   load and cached, see [`autotune`]), `onednn` (oneDNN's inner product on weights converted
+//!   faster for its shape on this machine at the load's batch (one row
+//!   when `max_batch` is 1, eight otherwise), measured at load and
+//!   cached, see [`autotune`]), `onednn` (oneDNN's inner product on weights converted
 //!   once at load; f32 on CPU) or `addmm` (MKL through `addmm`, the call
 //!   PyTorch eager's `Conv1D` makes, on `[in, out]` weights —
 //!   `nn.Linear`'s `[out, in]` is transposed once at load; the only one
@@ -355,8 +356,9 @@ impl Engine for TorchEngine {
         // Built on the scheduler thread: libtorch's OpenMP pool then
         // belongs to the thread that runs every step (see spawn_with).
         let (spec, json) = (spec.clone(), options.options_json.to_string());
+        let max_batch = options.max_batch;
         Ok(Box::new(engine_kit::spawn_with(options, move || {
-            open(&spec, &json)
+            open_for(&spec, &json, max_batch)
         })?))
     }
 }
@@ -579,9 +581,20 @@ fn set_threads(threads: usize) {
 pub type TorchBackend = Sequences<TorchKernels>;
 
 /// Loads `spec` with engine options `options_json` and warms it up (on the
-/// calling thread: call it on the thread that will run the steps).
+/// calling thread: call it on the thread that will run the steps), for
+/// batch-1 decode (see [`open_for`]).
 pub fn open(spec: &ModelSpec, options_json: &str) -> Result<TorchBackend, EngineError> {
-    Sequences::warmed(TorchKernels::open(spec, options_json)?)
+    open_for(spec, options_json, 1)
+}
+
+/// [`open`] for a load that decodes up to `max_batch` sequences together:
+/// `matmul: auto` picks each layer class's kernel for that batch.
+pub fn open_for(
+    spec: &ModelSpec,
+    options_json: &str,
+    max_batch: u32,
+) -> Result<TorchBackend, EngineError> {
+    Sequences::warmed(TorchKernels::open_for(spec, options_json, max_batch)?)
 }
 
 /// Wraps a built model, warmed up.
@@ -603,8 +616,18 @@ thread_local! {
 }
 
 impl TorchKernels {
-    /// Loads `spec` with engine options `options_json`.
+    /// Loads `spec` with engine options `options_json`, for batch-1 decode.
     pub fn open(spec: &ModelSpec, options_json: &str) -> Result<Self, EngineError> {
+        Self::open_for(spec, options_json, 1)
+    }
+
+    /// Loads `spec` with engine options `options_json` for a load that
+    /// decodes up to `max_batch` sequences together.
+    pub fn open_for(
+        spec: &ModelSpec,
+        options_json: &str,
+        max_batch: u32,
+    ) -> Result<Self, EngineError> {
         engine_kit::arch::check_spec_quantized("torch", spec, &ARCHITECTURES, &QUANTIZATIONS)?;
         let kind = parse_dtype(spec.dtype.as_str())?;
         let opts: TorchOptions = engine_kit::engine_options("torch", options_json)?;
@@ -625,13 +648,14 @@ impl TorchKernels {
                 if auto && fixed == MatMul::OneDnn {
                     // both kernels can run: measure (or recall) which is faster here
                     set_threads(threads);
-                    let c = autotune::choose(&shapes(&cfg), threads)
+                    let c = autotune::choose(&shapes(&cfg), threads, max_batch)
                         .map_err(torch_err("matmul auto-tuning"))?;
                     let kernels = c.kernels().ok_or_else(|| {
                         EngineError::runtime("matmul auto-tuning: not one kernel per layer class")
                     })?;
                     let how = serde_json::json!({
                         "by": if c.measured_now { "auto: measured at load" } else { "auto: measured earlier on this machine (cached)" },
+                        "for_batch": if max_batch <= 1 { "batch 1 (the one-row timings)" } else { "batches above 1 (the eight-row timings)" },
                         "us_per_token_batch1_batch8": c.us_per_token,
                         "per_class": c.per_shape,
                     });

@@ -45,7 +45,8 @@ fn batched_decode_with_changing_sets_matches_candle() {
 }
 
 /// f32 on the CPU defaults to `auto`: for each layer class, the kernel
-/// measured faster for its shape on this machine (then cached), which
+/// measured faster for its shape on this machine (then cached) at the
+/// load's batch (one row for `max_batch` 1, eight rows above), which
 /// `describe()` names with the timings; an explicit option forces one
 /// kernel for all; every choice holds the same weights.
 #[test]
@@ -70,20 +71,37 @@ fn matmul_defaults_to_the_kernel_measured_faster_here() {
         .as_array()
         .unwrap();
     assert_eq!(timings.len(), 2, "{d}");
-    // each layer class runs the kernel with its lower per-token total
-    // over batch 1 and batch 8
+    // each layer class runs the kernel with the lower per-token time at
+    // the load's batch: one row here (`open` loads for max_batch 1)
     let classes = d["chosen"]["per_class"].as_array().unwrap();
     assert_eq!(classes.len(), 5, "{d}");
     let names = ["attn_in", "attn_out", "mlp_in", "mlp_out", "lm_head"];
-    let sum = |t: &serde_json::Value| t[0].as_f64().unwrap() + t[1].as_f64().unwrap();
-    for (c, name) in classes.iter().zip(names) {
-        let faster = if sum(&c["addmm_us"]) < sum(&c["onednn_us"]) {
+    let faster = |c: &serde_json::Value, at: usize| {
+        if c["addmm_us"][at].as_f64().unwrap() < c["onednn_us"][at].as_f64().unwrap() {
             "addmm"
         } else {
             "onednn"
-        };
-        assert_eq!(c["kernel"], faster, "{c}");
-        assert_eq!(d["kernels"][name], faster, "{d}");
+        }
+    };
+    for (c, name) in classes.iter().zip(names) {
+        assert_eq!(c["kernel"], faster(c, 0), "{c}");
+        assert_eq!(d["kernels"][name], faster(c, 0), "{d}");
+    }
+    // a load for batches of 8 decides from the same (cached) timings'
+    // eight-row column
+    let b8 = desc(&em_torch::open_for(&spec(&dir), r#"{"threads":3}"#, 8).unwrap());
+    assert_eq!(
+        b8["chosen"]["by"],
+        "auto: measured earlier on this machine (cached)"
+    );
+    for (c, name) in b8["chosen"]["per_class"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(names)
+    {
+        assert_eq!(c["kernel"], faster(c, 1), "{c}");
+        assert_eq!(b8["kernels"][name], faster(c, 1), "{b8}");
     }
     let uniform = classes.iter().all(|c| c["kernel"] == classes[0]["kernel"]);
     assert_eq!(
